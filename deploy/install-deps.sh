@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the Debian bookworm packages hydra needs, only those missing.
+#   deploy/install-deps.sh          build + run
+#   deploy/install-deps.sh --test   also what the test suite drives (kcat, python3-websockets, clang for fuzzing)
+set -euo pipefail
+
+packages=(cmake make g++ pkg-config
+          libpoco-dev librdkafka-dev libsqlitecpp-dev libsqlite3-dev nlohmann-json3-dev libboost-test-dev)
+if [[ "${1:-}" == "--test" ]]; then
+    packages+=(curl kcat python3 python3-websockets clang libclang-rt-14-dev)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+
+echo "installing: ${missing[*]}" >&2
+sudo=""
+[[ $(id -u) -ne 0 ]] && sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"

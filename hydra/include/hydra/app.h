@@ -1,0 +1,68 @@
+// App: the host. Register handlers by route, then run() the CLI, which starts the API, WS and MQC servers.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <hydra/config.h>
+#include <hydra/handler.h>
+
+namespace hydra {
+
+struct AppOptions {
+    std::string plat = "hydra";   // platform name, as in hydra's WithPlatName
+    std::string system = "app";   // system name, as in hydra's WithSystemName
+    std::string version = HYDRA_VERSION;
+};
+
+struct ApiOptions {
+    // HTTP verbs a callable answers ("GET", "POST", ...); empty = all. Verb methods of objects set their own.
+    std::vector<std::string> methods;
+};
+
+class App {
+public:
+    explicit App(AppOptions options = {});
+    ~App();
+    App(const App&) = delete;
+    App& operator=(const App&) = delete;
+
+    // An HTTP route: exact ("/msg/send") or with `:name` segments ("/order/:id", merged into params).
+    template <class H>
+    App& api(const std::string& route, H&& handler, ApiOptions options = {}) {
+        return add_api(route, make_handlers(std::forward<H>(handler)), std::move(options));
+    }
+    // API middleware, run in registration order around every API handler.
+    App& use(Middleware middleware);
+
+    // Called by start() after the config is validated and before servers listen: open databases, seed data.
+    App& on_start(std::function<void(App&)> hook);
+    // Services declare their config sections here (e.g. "services.message_center") before run().
+    ConfigSchema& schema();
+
+    // The command line: run | conf show | conf check | version | --help. Returns the process exit status.
+    int run(int argc, char** argv);
+
+    // Starts every enabled server with `config` (throws ConfigError or std::runtime_error, e.g. address in use).
+    void start(Config config);
+    // Graceful stop: stop accepting, let in-flight requests finish (up to api.shutdown_timeout_ms).
+    void stop();
+    bool running() const;
+
+    const AppOptions& options() const;
+    const Config& config() const;
+    // The bound address "host:port" of the API server after start() (port 0 in config → the real port).
+    std::string api_address() const;
+    Queue* queue() const;        // nullptr when the host has no queue backend
+    Exchange* exchange() const;  // nullptr when the host runs no WS server
+
+private:
+    App& add_api(const std::string& route, MethodHandlers handlers, ApiOptions options);
+
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace hydra

@@ -1,0 +1,128 @@
+// Context: what a handler sees of one request (API), packet (WS) or message (MQC).
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+
+#include <hydra/error.h>
+#include <hydra/exchange.h>
+#include <hydra/json.h>
+#include <hydra/log.h>
+#include <hydra/queue.h>
+
+namespace hydra {
+
+enum class ServerKind { api, ws, mqc };
+
+// ctx.queue(): pushes that carry the request id, so a message can be traced from API to WS push.
+class QueueRef {
+public:
+    QueueRef(Queue* queue, std::string request_id) : queue_(queue), request_id_(std::move(request_id)) {}
+
+    // See Queue::push. Throws Error(503) when the host has no queue backend.
+    void push(std::string_view queue, std::string_view payload, Headers headers = {},
+              std::chrono::milliseconds delay = std::chrono::milliseconds{0}) const;
+    void push(std::string_view queue, const Json& payload, Headers headers = {},
+              std::chrono::milliseconds delay = std::chrono::milliseconds{0}) const {
+        push(queue, std::string_view(payload.dump()), std::move(headers), delay);
+    }
+
+private:
+    Queue* queue_;
+    std::string request_id_;
+};
+
+class Context {
+public:
+    // Filled by the server that owns the request.
+    struct Init {
+        ServerKind kind = ServerKind::api;
+        std::string method;  // HTTP verb on API; empty elsewhere
+        std::string path;    // the request path, WS service name or MQC route
+        std::string route;   // the registered pattern that matched
+        Json params = Json::object();
+        std::map<std::string, std::string> headers;  // names lower-case
+        std::string body;
+        std::string request_id;
+        std::string uuid;  // WS connection uuid
+        Queue* queue = nullptr;
+        Exchange* exchange = nullptr;
+    };
+
+    explicit Context(Init init);
+
+    ServerKind kind() const { return init_.kind; }
+    const std::string& method() const { return init_.method; }
+    const std::string& path() const { return init_.path; }
+    const std::string& route() const { return init_.route; }
+    const std::string& request_id() const { return init_.request_id; }
+    const std::string& uuid() const { return init_.uuid; }
+    const std::string& body() const { return init_.body; }
+
+    // Params merged from query string, form body and JSON body (later wins), then path params (`/order/:id`).
+    const Json& params() const { return init_.params; }
+    bool has(std::string_view name) const;
+    // A param as a string (numbers and booleans converted); `fallback` when absent or null.
+    std::string param(std::string_view name, std::string_view fallback = {}) const;
+    // A param that must be present and non-empty: otherwise Error(400, "missing parameter <name>").
+    std::string require(std::string_view name) const;
+    // A param converted to T (int64_t, int, double, bool, std::string, Json): Error(400) when absent or wrong type.
+    template <class T>
+    T get(std::string_view name) const;
+
+    std::optional<std::string> header(std::string_view name) const;  // case-insensitive
+    const std::map<std::string, std::string>& headers() const { return init_.headers; }
+
+    // Response headers (API only); X-Request-Id is always added.
+    void set_response_header(std::string name, std::string value) { response_headers_[std::move(name)] = value; }
+    const std::map<std::string, std::string>& response_headers() const { return response_headers_; }
+
+    QueueRef queue() const { return QueueRef(init_.queue, init_.request_id); }
+    // Throws Error(503) when the host runs no WS server.
+    Exchange& exchange() const;
+    const Logger& log() const { return log_; }
+
+    // Free-form values middleware hands to handlers (e.g. the authenticated user).
+    Json& locals() { return locals_; }
+
+private:
+    const Json* find(std::string_view name) const;
+
+    Init init_;
+    Logger log_;
+    Json locals_ = Json::object();
+    std::map<std::string, std::string> response_headers_;
+};
+
+template <class T>
+T Context::get(std::string_view name) const {
+    const Json* value = find(name);
+    if (value == nullptr || value->is_null()) throw Error(400, "missing parameter " + std::string(name));
+    try {
+        if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+            if (value->is_string()) {
+                std::size_t used = 0;
+                const std::string& s = value->template get_ref<const std::string&>();
+                long long n = std::stoll(s, &used);
+                if (used != s.size()) throw std::invalid_argument(s);
+                return static_cast<T>(n);
+            }
+            if (!value->is_number_integer()) throw std::invalid_argument("type");
+            return value->template get<T>();
+        } else if constexpr (std::is_same_v<T, std::string>) {
+            return param(name);
+        } else {
+            return value->template get<T>();
+        }
+    } catch (const Error&) {
+        throw;
+    } catch (const std::exception&) {
+        throw Error(400, "invalid parameter " + std::string(name));
+    }
+}
+
+}  // namespace hydra

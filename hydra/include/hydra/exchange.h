@@ -1,0 +1,44 @@
+// WSExchange: reach WebSocket clients from any handler of any server, by uuid, user, channel, or all.
+#pragma once
+
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <hydra/json.h>
+
+namespace hydra {
+
+class Exchange {
+public:
+    virtual ~Exchange() = default;
+
+    // Sends {"service":"notify","code":200,"data":data} to one connection; false if the uuid is unknown.
+    virtual bool notify(std::string_view uuid, const Json& data) = 0;
+    // The same envelope to every connection; returns how many connections it was queued for.
+    virtual std::size_t broadcast(const Json& data) = 0;
+
+    // One user on several devices: bind a connection to a user (unbound when it closes).
+    virtual bool bind(std::string_view user, std::string_view uuid) = 0;
+    virtual std::size_t notify_user(std::string_view user, const Json& data) = 0;
+
+    // Channels (connmix semantics): publish delivers the payload verbatim as a text message.
+    virtual bool subscribe(std::string_view uuid, std::string_view channel) = 0;
+    virtual bool unsubscribe(std::string_view uuid, std::string_view channel) = 0;
+    virtual std::size_t publish(std::string_view channel, std::string_view payload) = 0;
+
+    // Per-connection context values.
+    virtual bool set(std::string_view uuid, std::string_view key, const Json& value) = 0;
+    virtual std::optional<Json> get(std::string_view uuid, std::string_view key) const = 0;
+
+    // Sends a raw text message to one connection (no envelope).
+    virtual bool send(std::string_view uuid, std::string_view text) = 0;
+    // Closes a connection with a close code and reason.
+    virtual bool kick(std::string_view uuid, int code, std::string_view reason) = 0;
+
+    virtual std::size_t connections() const = 0;
+    virtual std::size_t channels() const = 0;
+};
+
+}  // namespace hydra

@@ -1,0 +1,46 @@
+// What a handler returns: JSON, text, nothing, or an Error; optionally with an explicit status.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+#include <hydra/error.h>
+#include <hydra/json.h>
+
+namespace hydra {
+
+class Result {
+public:
+    enum class Kind { empty, json, text, error };
+
+    Result() = default;
+    Result(Json value) : kind_(Kind::json), json_(std::move(value)) {}
+    Result(std::string text) : kind_(Kind::text), text_(std::move(text)) {}
+    Result(const char* text) : kind_(Kind::text), text_(text) {}
+    Result(const Error& error) : kind_(Kind::error), error_code_(error.code()), text_(error.what()) {}
+
+    // A JSON body with an explicit status, e.g. Result::json({{"id", 7}}, 201).
+    static Result json(Json value, int status) {
+        Result r(std::move(value));
+        r.status_ = status;
+        return r;
+    }
+
+    Kind kind() const { return kind_; }
+    bool is_error() const { return kind_ == Kind::error; }
+    const Json& value() const { return json_; }
+    const std::string& text() const { return text_; }  // the text, or the error message
+    int error_code() const { return error_code_; }
+    std::optional<int> status() const { return status_; }
+
+private:
+    Kind kind_ = Kind::empty;
+    Json json_;
+    int error_code_ = 0;
+    std::string text_;
+    std::optional<int> status_;
+};
+
+}  // namespace hydra

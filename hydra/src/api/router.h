@@ -1,0 +1,44 @@
+// Route table of the API server: exact paths and `:name` segments, with handlers per HTTP method.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include <hydra/handler.h>
+
+namespace hydra {
+
+class Router {
+public:
+    enum class Status { found, not_found, method_not_allowed };
+    struct Match {
+        Status status = Status::not_found;
+        const Handler* handler = nullptr;
+        std::string pattern;
+        Json path_params = Json::object();
+        std::string allow;  // for 405: the verbs the path does answer, comma-separated
+    };
+
+    // Throws std::invalid_argument for a malformed pattern or a verb registered twice on the same route.
+    void add(const std::string& pattern, MethodHandlers handlers);
+    Match match(std::string_view method, std::string_view path) const;
+    std::size_t size() const { return routes_.size(); }
+
+private:
+    struct Route {
+        std::string pattern;
+        std::vector<std::string> segments;  // ":name" for a parameter
+        MethodHandlers handlers;
+    };
+    void fill(const Route& route, std::string_view method, Match& m) const;
+
+    std::vector<Route> routes_;
+    std::unordered_map<std::string, std::size_t> exact_;  // normalized path → index
+};
+
+// "/a/b/" → "/a/b", "" → "/": one spelling per path.
+std::string normalize_path(std::string_view path);
+
+}  // namespace hydra

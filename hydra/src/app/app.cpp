@@ -1,0 +1,94 @@
+// App: the registries of routes and the lifecycle of the servers they are served by.
+#include <hydra/app.h>
+
+#include <csignal>
+#include <iostream>
+#include <mutex>
+#include <stdexcept>
+
+#include "api/api_server.h"
+#include "api/router.h"
+#include "app/app_impl.h"
+
+namespace hydra {
+
+App::App(AppOptions options) : impl_(std::make_unique<Impl>()) {
+    impl_->options = std::move(options);
+    impl_->schema = ConfigSchema::builtin();
+}
+
+App::~App() { stop(); }
+
+App& App::add_api(const std::string& route, MethodHandlers handlers, ApiOptions options) {
+    if (!options.methods.empty()) {
+        auto any = handlers.find("");
+        if (any != handlers.end()) {
+            Handler h = any->second;
+            handlers.erase(any);
+            for (const auto& m : options.methods) handlers[m] = h;
+        }
+    }
+    impl_->api_routes.add(route, std::move(handlers));
+    return *this;
+}
+
+App& App::use(Middleware middleware) {
+    impl_->api_middleware.push_back(std::move(middleware));
+    return *this;
+}
+
+App& App::on_start(std::function<void(App&)> hook) {
+    impl_->start_hooks.push_back(std::move(hook));
+    return *this;
+}
+
+ConfigSchema& App::schema() { return impl_->schema; }
+const AppOptions& App::options() const { return impl_->options; }
+const Config& App::config() const { return impl_->config; }
+bool App::running() const { return impl_->running; }
+Queue* App::queue() const { return impl_->queue.get(); }
+Exchange* App::exchange() const { return impl_->exchange.get(); }
+
+std::string App::api_address() const { return impl_->api ? impl_->api->address() : std::string(); }
+
+void App::start(Config config) {
+    std::lock_guard lock(impl_->lifecycle);
+    if (impl_->running) throw std::logic_error("App::start: already running");
+    // A peer closing a socket must surface as an error on that socket, not kill the process.
+    std::signal(SIGPIPE, SIG_IGN);
+
+    impl_->config = std::move(config);
+    const Config& cfg = impl_->config;
+    Logger::configure(Logger::parse_level(cfg.str("log.level")),
+                      cfg.str("log.format") == "json" ? LogFormat::json : LogFormat::text);
+    impl_->banner.clear();
+
+    for (auto& hook : impl_->start_hooks) hook(*this);
+
+    try {
+        if (cfg.boolean("api.enabled")) {
+            auto settings = ApiServer::Settings::from(cfg);
+            settings.software = "hydra/" + impl_->options.version;
+            impl_->api = std::make_unique<ApiServer>(settings, impl_->api_routes, impl_->api_middleware,
+                                                     impl_->queue.get(), impl_->exchange.get());
+            impl_->api->start();
+            impl_->banner.push_back("api listening on http://" + impl_->api->address() + " (" +
+                                    std::to_string(impl_->api_routes.size()) + " routes)");
+        }
+    } catch (...) {
+        impl_->api.reset();
+        throw;
+    }
+    impl_->running = true;
+    for (const auto& line : impl_->banner) Logger().debug(line);
+}
+
+void App::stop() {
+    std::lock_guard lock(impl_->lifecycle);
+    if (!impl_->running) return;
+    if (impl_->api) impl_->api->stop();
+    impl_->api.reset();
+    impl_->running = false;
+}
+
+}  // namespace hydra

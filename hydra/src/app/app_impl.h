@@ -1,0 +1,33 @@
+// App's private state, shared by app.cpp (lifecycle) and cli.cpp (the command line).
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <hydra/app.h>
+
+#include "api/api_server.h"
+#include "api/router.h"
+
+namespace hydra {
+
+struct App::Impl {
+    AppOptions options;
+    ConfigSchema schema;
+    Router api_routes;
+    std::vector<Middleware> api_middleware;
+    std::vector<std::function<void(App&)>> start_hooks;
+
+    std::mutex lifecycle;
+    bool running = false;
+    Config config;
+    std::unique_ptr<Queue> queue;
+    std::unique_ptr<Exchange> exchange;
+    std::unique_ptr<ApiServer> api;
+    std::vector<std::string> banner;  // one line per started server, printed by `hydra run`
+};
+
+}  // namespace hydra

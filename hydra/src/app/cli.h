@@ -1,0 +1,32 @@
+// The `hydra` command line: parsing and profile lookup, apart from App so they can be unit-tested.
+#pragma once
+
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace hydra {
+
+class UsageError : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+struct CliCommand {
+    std::string command;  // run | conf show | conf check | version | help
+    std::string env;      // --env, else $HYDRA_ENV, else "dev"
+    std::optional<std::string> config_file;
+    std::vector<std::string> sets;
+};
+
+// Throws UsageError with a one-line message.
+CliCommand parse_cli(const std::vector<std::string>& args, const std::optional<std::string>& hydra_env);
+
+// The profile file for `env`: $HYDRA_CONFIG_DIR/<env>.json, then config/<env>.json in the working directory and
+// in each parent of the executable's directory, then /etc/hydra/<env>.json. Throws ConfigError if none exists.
+std::string find_profile(const std::string& env, const std::string& exe_path);
+
+extern const char* const kUsage;
+
+}  // namespace hydra

@@ -1,0 +1,128 @@
+// hydra's built-in configuration schema. Kept as JSON text so it reads like the documentation it also is.
+#include <hydra/config.h>
+
+namespace hydra {
+namespace {
+
+constexpr const char* builtin_schema_text = R"json({
+  "type": "object",
+  "properties": {
+    "log": {
+      "type": "object",
+      "description": "Process log output.",
+      "properties": {
+        "level": {"type": "string", "enum": ["trace", "debug", "info", "warn", "error"], "default": "info"},
+        "format": {"type": "string", "enum": ["text", "json"], "default": "text"}
+      }
+    },
+    "api": {
+      "type": "object",
+      "description": "The HTTP API server.",
+      "properties": {
+        "enabled": {"type": "boolean", "default": true},
+        "address": {"type": "string", "format": "address", "default": "127.0.0.1:9090"},
+        "threads": {"type": "integer", "minimum": 1, "maximum": 1024, "default": 16},
+        "max_queued": {"type": "integer", "minimum": 1, "maximum": 100000, "default": 256,
+                       "description": "Accepted connections waiting for a free thread."},
+        "max_body": {"type": "integer", "minimum": 0, "maximum": 1073741824, "default": 1048576,
+                     "description": "Largest request body in bytes."},
+        "keep_alive": {"type": "boolean", "default": true},
+        "keep_alive_timeout_ms": {"type": "integer", "minimum": 0, "maximum": 3600000, "default": 15000},
+        "request_timeout_ms": {"type": "integer", "minimum": 1, "maximum": 3600000, "default": 30000},
+        "shutdown_timeout_ms": {"type": "integer", "minimum": 0, "maximum": 600000, "default": 10000},
+        "admin": {"type": "boolean", "default": true, "description": "Exposes the /v1/... admin endpoints."}
+      }
+    },
+    "ws": {
+      "type": "object",
+      "description": "The WebSocket server.",
+      "properties": {
+        "enabled": {"type": "boolean", "default": true},
+        "address": {"type": "string", "format": "address", "default": "127.0.0.1:9087"},
+        "io_threads": {"type": "integer", "minimum": 0, "maximum": 64, "default": 0,
+                       "description": "0 = number of cores."},
+        "workers": {"type": "integer", "minimum": 1, "maximum": 1024, "default": 8},
+        "max_message": {"type": "integer", "minimum": 125, "maximum": 1073741824, "default": 1048576},
+        "max_connections": {"type": "integer", "minimum": 1, "maximum": 10000000, "default": 100000},
+        "send_queue_bytes": {"type": "integer", "minimum": 1024, "maximum": 1073741824, "default": 4194304},
+        "ping_interval_ms": {"type": "integer", "minimum": 0, "maximum": 3600000, "default": 30000,
+                             "description": "0 = off."},
+        "idle_timeout_ms": {"type": "integer", "minimum": 0, "maximum": 86400000, "default": 90000,
+                            "description": "0 = off."},
+        "handshake_timeout_ms": {"type": "integer", "minimum": 100, "maximum": 600000, "default": 10000}
+      }
+    },
+    "mqc": {
+      "type": "object",
+      "description": "HTTP routes whose requests are queued and consumed asynchronously.",
+      "properties": {
+        "enabled": {"type": "boolean", "default": true},
+        "routes": {
+          "type": "array",
+          "default": [],
+          "items": {
+            "type": "object",
+            "required": ["route", "queue"],
+            "properties": {
+              "route": {"type": "string", "pattern": "^/"},
+              "queue": {"type": "string", "minLength": 1},
+              "concurrency": {"type": "integer", "minimum": 1, "maximum": 1024, "default": 1}
+            }
+          }
+        }
+      }
+    },
+    "queue": {
+      "type": "object",
+      "description": "The message queue backend.",
+      "properties": {
+        "backend": {"type": "string", "enum": ["sqlite", "kafka"], "default": "sqlite"},
+        "push_timeout_ms": {"type": "integer", "minimum": 1, "maximum": 600000, "default": 5000},
+        "max_attempts": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 5},
+        "retry_backoff_ms": {"type": "integer", "minimum": 0, "maximum": 3600000, "default": 1000},
+        "sqlite": {
+          "type": "object",
+          "properties": {
+            "path": {"type": "string", "minLength": 1, "default": "data/queue.db"},
+            "synchronous": {"type": "string", "enum": ["normal", "full"], "default": "normal"},
+            "busy_timeout_ms": {"type": "integer", "minimum": 0, "maximum": 600000, "default": 5000},
+            "lease_ms": {"type": "integer", "minimum": 100, "maximum": 86400000, "default": 30000}
+          }
+        },
+        "kafka": {
+          "type": "object",
+          "properties": {
+            "brokers": {"type": "string", "default": "127.0.0.1:9092"},
+            "group_prefix": {"type": "string", "default": ""},
+            "properties": {"type": "object", "additionalProperties": {"type": "string"}, "default": {},
+                           "description": "librdkafka properties, e.g. \"linger.ms\"."}
+          }
+        }
+      }
+    },
+    "cluster": {
+      "type": "object",
+      "properties": {
+        "node_id": {"type": "string", "default": "", "description": "\"\" = generated at start."}
+      }
+    },
+    "services": {
+      "type": "object",
+      "default": {},
+      "description": "One sub-section per service; each service adds its own schema with ConfigSchema::add().",
+      "properties": {}
+    }
+  }
+})json";
+
+}  // namespace
+
+ConfigSchema ConfigSchema::builtin() {
+    // Parsed once: builtin() is called for every load and by every service that extends it.
+    static const Json parsed = Json::parse(builtin_schema_text);
+    ConfigSchema schema;
+    schema.root_ = parsed;
+    return schema;
+}
+
+}  // namespace hydra

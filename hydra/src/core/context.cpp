@@ -1,0 +1,71 @@
+// Context accessors and the middleware chain, shared by the API, WS and MQC servers.
+#include <hydra/context.h>
+#include <hydra/handler.h>
+
+#include <algorithm>
+#include <cctype>
+
+namespace hydra {
+
+Context::Context(Init init) : init_(std::move(init)), log_(init_.request_id) {
+    if (!init_.params.is_object()) init_.params = Json::object();
+}
+
+const Json* Context::find(std::string_view name) const {
+    auto it = init_.params.find(name);
+    return it == init_.params.end() ? nullptr : &*it;
+}
+
+bool Context::has(std::string_view name) const {
+    const Json* v = find(name);
+    return v != nullptr && !v->is_null();
+}
+
+std::string Context::param(std::string_view name, std::string_view fallback) const {
+    const Json* v = find(name);
+    if (v == nullptr || v->is_null()) return std::string(fallback);
+    if (v->is_string()) return v->get<std::string>();
+    return v->dump();
+}
+
+std::string Context::require(std::string_view name) const {
+    std::string v = param(name);
+    if (v.empty()) throw Error(400, "missing parameter " + std::string(name));
+    return v;
+}
+
+std::optional<std::string> Context::header(std::string_view name) const {
+    std::string key(name);
+    std::transform(key.begin(), key.end(), key.begin(), [](unsigned char c) { return std::tolower(c); });
+    auto it = init_.headers.find(key);
+    if (it == init_.headers.end()) return std::nullopt;
+    return it->second;
+}
+
+Exchange& Context::exchange() const {
+    if (init_.exchange == nullptr) throw Error(503, "this host runs no WS server");
+    return *init_.exchange;
+}
+
+void QueueRef::push(std::string_view queue, std::string_view payload, Headers headers,
+                    std::chrono::milliseconds delay) const {
+    if (queue_ == nullptr) throw Error(503, "this host has no queue backend");
+    if (!request_id_.empty()) headers.emplace("x-request-id", request_id_);
+    try {
+        queue_->push(queue, payload, headers, delay);
+    } catch (const QueueError& e) {
+        // A push that did not become durable is a temporary unavailability for the caller, not a server bug.
+        throw Error(e.retryable() ? 503 : 400, e.what());
+    }
+}
+
+Result run_chain(const std::vector<Middleware>& chain, Context& ctx, const Handler& handler) {
+    // Index-based recursion: each middleware's next() runs the rest of the chain.
+    std::function<Result(std::size_t)> step = [&](std::size_t i) -> Result {
+        if (i == chain.size()) return handler(ctx);
+        return chain[i](ctx, [&step, i] { return step(i + 1); });
+    };
+    return step(0);
+}
+
+}  // namespace hydra

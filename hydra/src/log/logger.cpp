@@ -1,0 +1,94 @@
+// The process-wide log sink: one write(2) per line so lines from many threads never interleave.
+#include <hydra/log.h>
+
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <ctime>
+#include <stdexcept>
+#include <string>
+
+#include <hydra/json.h>
+
+namespace hydra {
+namespace {
+
+std::atomic<LogLevel> g_level{LogLevel::info};
+std::atomic<LogFormat> g_format{LogFormat::text};
+
+const char* level_name(LogLevel level) {
+    switch (level) {
+        case LogLevel::trace: return "trace";
+        case LogLevel::debug: return "debug";
+        case LogLevel::info: return "info";
+        case LogLevel::warn: return "warn";
+        case LogLevel::error: return "error";
+    }
+    return "?";
+}
+
+std::string timestamp() {
+    auto now = std::chrono::system_clock::now();
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
+    std::time_t t = std::chrono::system_clock::to_time_t(now);
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    char buf[40];
+    std::size_t n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+    std::snprintf(buf + n, sizeof buf - n, ".%03dZ", static_cast<int>(ms));
+    return buf;
+}
+
+void write_all(const std::string& line) {
+    const char* p = line.data();
+    std::size_t left = line.size();
+    while (left > 0) {
+        ssize_t n = ::write(STDERR_FILENO, p, left);
+        if (n <= 0) return;  // nowhere to report a failing log sink
+        p += n;
+        left -= static_cast<std::size_t>(n);
+    }
+}
+
+}  // namespace
+
+void Logger::configure(LogLevel level, LogFormat format) {
+    g_level = level;
+    g_format = format;
+}
+
+LogLevel Logger::parse_level(std::string_view name) {
+    if (name == "trace") return LogLevel::trace;
+    if (name == "debug") return LogLevel::debug;
+    if (name == "info") return LogLevel::info;
+    if (name == "warn") return LogLevel::warn;
+    if (name == "error") return LogLevel::error;
+    throw std::invalid_argument("unknown log level: " + std::string(name));
+}
+
+bool Logger::enabled(LogLevel level) { return level >= g_level.load(std::memory_order_relaxed); }
+
+void Logger::log(LogLevel level, std::string_view msg) const {
+    if (!enabled(level)) return;
+    std::string line;
+    if (g_format.load(std::memory_order_relaxed) == LogFormat::json) {
+        Json j = {{"ts", timestamp()}, {"level", level_name(level)}};
+        if (!tag_.empty()) j["rid"] = tag_;
+        j["msg"] = std::string(msg);
+        line = j.dump(-1, ' ', false, Json::error_handler_t::replace);
+    } else {
+        line = timestamp();
+        line += ' ';
+        std::string lvl = level_name(level);
+        for (auto& c : lvl) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+        line += lvl;
+        line.append(6 - lvl.size(), ' ');
+        if (!tag_.empty()) line += "[" + tag_ + "] ";
+        line += msg;
+    }
+    line += '\n';
+    write_all(line);
+}
+
+}  // namespace hydra
