@@ -6,11 +6,11 @@
 namespace services::system {
 
 class Health {
-public:
+  public:
     explicit Health(const hydra::App& app) : app_(app) {}
     hydra::Json get(hydra::Context& ctx);
 
-private:
+  private:
     const hydra::App& app_;
 };
 

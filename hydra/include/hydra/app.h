@@ -12,8 +12,8 @@
 namespace hydra {
 
 struct AppOptions {
-    std::string plat = "hydra";   // platform name, as in hydra's WithPlatName
-    std::string system = "app";   // system name, as in hydra's WithSystemName
+    std::string plat = "hydra";  // platform name, as in hydra's WithPlatName
+    std::string system = "app";  // system name, as in hydra's WithSystemName
     std::string version = HYDRA_VERSION;
 };
 
@@ -23,7 +23,7 @@ struct ApiOptions {
 };
 
 class App {
-public:
+  public:
     explicit App(AppOptions options = {});
     ~App();
     App(const App&) = delete;
@@ -58,7 +58,7 @@ public:
     Queue* queue() const;        // nullptr when the host has no queue backend
     Exchange* exchange() const;  // nullptr when the host runs no WS server
 
-private:
+  private:
     App& add_api(const std::string& route, MethodHandlers handlers, ApiOptions options);
 
     struct Impl;

@@ -14,7 +14,7 @@ namespace hydra {
 
 // Any invalid configuration. what() is one line: "<source>: <key.path>: <what was expected, what was found>".
 class ConfigError : public std::runtime_error {
-public:
+  public:
     using std::runtime_error::runtime_error;
 };
 
@@ -26,7 +26,7 @@ public:
 //   "default": value filled in when the key is absent, "required": [...names...],
 //   "secret": true (masked by Config::masked()), "description": "...".
 class ConfigSchema {
-public:
+  public:
     // hydra's own sections: log, api, ws, mqc, queue, cluster, services.
     static ConfigSchema builtin();
 
@@ -36,7 +36,7 @@ public:
 
     const Json& json() const { return root_; }
 
-private:
+  private:
     Json root_;
 };
 
@@ -46,7 +46,7 @@ using EnvLookup = std::function<std::optional<std::string>(const std::string& na
 EnvLookup process_env();
 
 class Config {
-public:
+  public:
     Config() = default;
 
     // Reads `file`, then from_json(). Unreadable file or bad JSON → ConfigError naming the file (and line/column).
@@ -75,7 +75,7 @@ public:
     // open-ended object whose name contains password, secret, token or key).
     Json masked() const;
 
-private:
+  private:
     Json doc_ = Json::object();
     Json schema_ = Json::object();
     std::string source_;

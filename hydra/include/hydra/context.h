@@ -20,7 +20,7 @@ enum class ServerKind { api, ws, mqc };
 
 // ctx.queue(): pushes that carry the request id, so a message can be traced from API to WS push.
 class QueueRef {
-public:
+  public:
     QueueRef(Queue* queue, std::string request_id) : queue_(queue), request_id_(std::move(request_id)) {}
 
     // See Queue::push. Throws Error(503) when the host has no queue backend.
@@ -31,13 +31,13 @@ public:
         push(queue, std::string_view(payload.dump()), std::move(headers), delay);
     }
 
-private:
+  private:
     Queue* queue_;
     std::string request_id_;
 };
 
 class Context {
-public:
+  public:
     // Filled by the server that owns the request.
     struct Init {
         ServerKind kind = ServerKind::api;
@@ -89,7 +89,7 @@ public:
     // Free-form values middleware hands to handlers (e.g. the authenticated user).
     Json& locals() { return locals_; }
 
-private:
+  private:
     const Json* find(std::string_view name) const;
 
     Init init_;

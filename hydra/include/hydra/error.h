@@ -9,22 +9,34 @@ namespace hydra {
 // `code` is an HTTP-style status (400..599) or an application code. Servers answer with HTTP status `code`
 // when it is in 400..599, else 400; the body carries `code` and `msg` unchanged.
 class Error : public std::runtime_error {
-public:
+  public:
     Error(int code, const std::string& msg) : std::runtime_error(msg), code_(code) {}
     int code() const noexcept { return code_; }
     const char* msg() const noexcept { return what(); }
 
-private:
+  private:
     int code_;
 };
 
-inline Error bad_request(const std::string& msg) { return Error(400, msg); }
-inline Error unauthorized(const std::string& msg) { return Error(401, msg); }
-inline Error forbidden(const std::string& msg) { return Error(403, msg); }
-inline Error not_found(const std::string& msg) { return Error(404, msg); }
-inline Error unavailable(const std::string& msg) { return Error(503, msg); }
+inline Error bad_request(const std::string& msg) {
+    return Error(400, msg);
+}
+inline Error unauthorized(const std::string& msg) {
+    return Error(401, msg);
+}
+inline Error forbidden(const std::string& msg) {
+    return Error(403, msg);
+}
+inline Error not_found(const std::string& msg) {
+    return Error(404, msg);
+}
+inline Error unavailable(const std::string& msg) {
+    return Error(503, msg);
+}
 
 // HTTP status for an error code, as described above.
-inline int http_status_for(int code) { return code >= 400 && code <= 599 ? code : 400; }
+inline int http_status_for(int code) {
+    return code >= 400 && code <= 599 ? code : 400;
+}
 
 }  // namespace hydra

@@ -11,7 +11,7 @@
 namespace hydra {
 
 class Exchange {
-public:
+  public:
     virtual ~Exchange() = default;
 
     // Sends {"service":"notify","code":200,"data":data} to one connection; false if the uuid is unknown.

@@ -48,17 +48,29 @@ Handler wrap_callable(F f) {
 }
 
 template <class T>
-concept HasHandle = requires(T& t, Context& c) { t.handle(c); };
+concept HasHandle = requires(T& t, Context& c) {
+    t.handle(c);
+};
 template <class T>
-concept HasGet = requires(T& t, Context& c) { t.get(c); };
+concept HasGet = requires(T& t, Context& c) {
+    t.get(c);
+};
 template <class T>
-concept HasPost = requires(T& t, Context& c) { t.post(c); };
+concept HasPost = requires(T& t, Context& c) {
+    t.post(c);
+};
 template <class T>
-concept HasPut = requires(T& t, Context& c) { t.put(c); };
+concept HasPut = requires(T& t, Context& c) {
+    t.put(c);
+};
 template <class T>
-concept HasDelete = requires(T& t, Context& c) { t.del(c); };
+concept HasDelete = requires(T& t, Context& c) {
+    t.del(c);
+};
 template <class T>
-concept HasPatch = requires(T& t, Context& c) { t.patch(c); };
+concept HasPatch = requires(T& t, Context& c) {
+    t.patch(c);
+};
 
 template <class T>
 MethodHandlers from_object(std::shared_ptr<T> obj) {

@@ -10,7 +10,7 @@ enum class LogLevel { trace, debug, info, warn, error };
 enum class LogFormat { text, json };
 
 class Logger {
-public:
+  public:
     explicit Logger(std::string tag = {}) : tag_(std::move(tag)) {}
 
     // The process-wide sink settings (from the `log` config section).
@@ -27,7 +27,7 @@ public:
 
     const std::string& tag() const { return tag_; }
 
-private:
+  private:
     std::string tag_;  // usually the request id
 };
 

@@ -13,11 +13,11 @@ using Headers = std::map<std::string, std::string>;
 
 // Push failed (timeout, backend down, invalid queue name). `retryable` says whether trying again may help.
 class QueueError : public std::runtime_error {
-public:
+  public:
     QueueError(const std::string& msg, bool retryable) : std::runtime_error(msg), retryable_(retryable) {}
     bool retryable() const noexcept { return retryable_; }
 
-private:
+  private:
     bool retryable_;
 };
 
@@ -31,7 +31,7 @@ struct Message {
 };
 
 class Queue {
-public:
+  public:
     virtual ~Queue() = default;
 
     // Returns once the message is durable; throws QueueError otherwise (after queue.push_timeout_ms at most).

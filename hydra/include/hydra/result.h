@@ -12,7 +12,7 @@
 namespace hydra {
 
 class Result {
-public:
+  public:
     enum class Kind { empty, json, text, error };
 
     Result() = default;
@@ -35,7 +35,7 @@ public:
     int error_code() const { return error_code_; }
     std::optional<int> status() const { return status_; }
 
-private:
+  private:
     Kind kind_ = Kind::empty;
     Json json_;
     int error_code_ = 0;

@@ -41,7 +41,8 @@ Reply error_reply(int code, const std::string& msg) {
 Reply reply_from(const Result& result) {
     Reply r;
     switch (result.kind()) {
-        case Result::Kind::error: return error_reply(result.error_code(), result.text());
+        case Result::Kind::error:
+            return error_reply(result.error_code(), result.text());
         case Result::Kind::json:
             r.body = result.value().dump(-1, ' ', false, Json::error_handler_t::replace);
             break;
@@ -74,24 +75,24 @@ bool is_json_content(const std::string& content_type, const std::string& body) {
 }
 
 class RequestHandler : public Poco::Net::HTTPRequestHandler {
-public:
+  public:
     explicit RequestHandler(ApiServer& server) : server_(server) {}
     void handleRequest(Poco::Net::HTTPServerRequest& request, Poco::Net::HTTPServerResponse& response) override {
         server_.handle(request, response);
     }
 
-private:
+  private:
     ApiServer& server_;
 };
 
 class HandlerFactory : public Poco::Net::HTTPRequestHandlerFactory {
-public:
+  public:
     explicit HandlerFactory(ApiServer& server) : server_(server) {}
     Poco::Net::HTTPRequestHandler* createRequestHandler(const Poco::Net::HTTPServerRequest&) override {
         return new RequestHandler(server_);
     }
 
-private:
+  private:
     ApiServer& server_;
 };
 
@@ -105,6 +106,18 @@ void drain(std::istream& in) {
         in.read(buf, sizeof buf);
         total += static_cast<std::size_t>(in.gcount());
     }
+}
+
+// Poco accepts any bytes as a method and any word as a version; we want an HTTP/1.x request line.
+bool valid_request_line(const Poco::Net::HTTPServerRequest& request) {
+    const std::string& method = request.getMethod();
+    if (method.empty() || method.size() > 16) return false;
+    for (char c : method)
+        if (c < 'A' || c > 'Z') return false;
+    const std::string& version = request.getVersion();
+    if (version != "HTTP/1.1" && version != "HTTP/1.0") return false;
+    const std::string& target = request.getURI();
+    return !target.empty() && (target[0] == '/' || target.rfind("http://", 0) == 0 || target == "*");
 }
 
 Poco::Net::SocketAddress parse_address(const std::string& address) {
@@ -152,8 +165,8 @@ void parse_urlencoded(std::string_view text, Json& out) {
     }
 }
 
-ApiServer::ApiServer(Settings settings, const Router& router, const std::vector<Middleware>& middleware,
-                     Queue* queue, Exchange* exchange)
+ApiServer::ApiServer(Settings settings, const Router& router, const std::vector<Middleware>& middleware, Queue* queue,
+                     Exchange* exchange)
     : settings_(std::move(settings)), router_(router), middleware_(middleware), queue_(queue), exchange_(exchange) {}
 
 ApiServer::~ApiServer() {
@@ -163,7 +176,7 @@ ApiServer::~ApiServer() {
 void ApiServer::start() {
     Poco::Net::ServerSocket socket;
     try {
-        socket.bind(parse_address(settings_.address), true);
+        socket.bind(parse_address(settings_.address), true, false);
         socket.listen(std::max(64, settings_.max_queued));
     } catch (const Poco::Exception& e) {
         throw std::runtime_error("api: cannot listen on " + settings_.address + ": " + e.displayText());
@@ -207,8 +220,13 @@ void ApiServer::handle(Poco::Net::HTTPServerRequest& request, Poco::Net::HTTPSer
     Logger log(rid);
     std::map<std::string, std::string> response_headers;
     Reply reply;
+    bool reply_close = false;
 
     try {
+        if (!valid_request_line(request)) {
+            reply_close = true;
+            throw Error(400, "malformed request line");
+        }
         std::string body;
         {
             const Error too_large(413, "request body exceeds " + std::to_string(settings_.max_body) + " bytes");
@@ -290,7 +308,8 @@ void ApiServer::handle(Poco::Net::HTTPServerRequest& request, Poco::Net::HTTPSer
         for (const auto& [k, v] : ctx.response_headers()) response_headers[k] = v;
     } catch (const Error& e) {
         reply = error_reply(e.code(), e.what());
-        if (e.code() == 413) reply.close = true;  // the unread body makes the connection unusable
+        // After a 413 the unread body, after a bad request line the framing, make the connection unusable.
+        if (e.code() == 413 || reply_close) reply.close = true;
     } catch (const std::exception& e) {
         log.error(std::string("api: request failed: ") + e.what());
         reply = error_reply(500, "internal server error");

@@ -22,7 +22,7 @@ class HTTPServerResponse;
 namespace hydra {
 
 class ApiServer {
-public:
+  public:
     struct Settings {
         std::string address = "127.0.0.1:9090";
         int threads = 16;
@@ -51,7 +51,7 @@ public:
     // One request, start to end. Public for the Poco handler adaptor.
     void handle(Poco::Net::HTTPServerRequest& request, Poco::Net::HTTPServerResponse& response);
 
-private:
+  private:
     Settings settings_;
     const Router& router_;
     const std::vector<Middleware>& middleware_;

@@ -11,7 +11,7 @@
 namespace hydra {
 
 class Router {
-public:
+  public:
     enum class Status { found, not_found, method_not_allowed };
     struct Match {
         Status status = Status::not_found;
@@ -26,7 +26,7 @@ public:
     Match match(std::string_view method, std::string_view path) const;
     std::size_t size() const { return routes_.size(); }
 
-private:
+  private:
     struct Route {
         std::string pattern;
         std::vector<std::string> segments;  // ":name" for a parameter

@@ -17,7 +17,9 @@ App::App(AppOptions options) : impl_(std::make_unique<Impl>()) {
     impl_->schema = ConfigSchema::builtin();
 }
 
-App::~App() { stop(); }
+App::~App() {
+    stop();
+}
 
 App& App::add_api(const std::string& route, MethodHandlers handlers, ApiOptions options) {
     if (!options.methods.empty()) {
@@ -42,14 +44,28 @@ App& App::on_start(std::function<void(App&)> hook) {
     return *this;
 }
 
-ConfigSchema& App::schema() { return impl_->schema; }
-const AppOptions& App::options() const { return impl_->options; }
-const Config& App::config() const { return impl_->config; }
-bool App::running() const { return impl_->running; }
-Queue* App::queue() const { return impl_->queue.get(); }
-Exchange* App::exchange() const { return impl_->exchange.get(); }
+ConfigSchema& App::schema() {
+    return impl_->schema;
+}
+const AppOptions& App::options() const {
+    return impl_->options;
+}
+const Config& App::config() const {
+    return impl_->config;
+}
+bool App::running() const {
+    return impl_->running;
+}
+Queue* App::queue() const {
+    return impl_->queue.get();
+}
+Exchange* App::exchange() const {
+    return impl_->exchange.get();
+}
 
-std::string App::api_address() const { return impl_->api ? impl_->api->address() : std::string(); }
+std::string App::api_address() const {
+    return impl_->api ? impl_->api->address() : std::string();
+}
 
 void App::start(Config config) {
     std::lock_guard lock(impl_->lifecycle);

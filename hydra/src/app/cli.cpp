@@ -89,7 +89,8 @@ CliCommand parse_cli(const std::vector<std::string>& args, const std::optional<s
 std::string find_profile(const std::string& env, const std::string& exe_path) {
     namespace fs = std::filesystem;
     std::vector<fs::path> candidates;
-    if (const char* dir = std::getenv("HYDRA_CONFIG_DIR"); dir && *dir) candidates.push_back(fs::path(dir) / (env + ".json"));
+    if (const char* dir = std::getenv("HYDRA_CONFIG_DIR"); dir && *dir)
+        candidates.push_back(fs::path(dir) / (env + ".json"));
     candidates.push_back(fs::path("config") / (env + ".json"));
     std::error_code ec;
     fs::path exe = fs::weakly_canonical(exe_path, ec);
@@ -141,8 +142,8 @@ int App::run(int argc, char** argv) {
         return 0;
     }
     if (cmd.command == "version") {
-        std::cout << "hydra " << impl_->options.version << " (" << impl_->options.plat << "/"
-                  << impl_->options.system << ")\n";
+        std::cout << "hydra " << impl_->options.version << " (" << impl_->options.plat << "/" << impl_->options.system
+                  << ")\n";
         return 0;
     }
 

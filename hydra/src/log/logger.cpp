@@ -19,11 +19,16 @@ std::atomic<LogFormat> g_format{LogFormat::text};
 
 const char* level_name(LogLevel level) {
     switch (level) {
-        case LogLevel::trace: return "trace";
-        case LogLevel::debug: return "debug";
-        case LogLevel::info: return "info";
-        case LogLevel::warn: return "warn";
-        case LogLevel::error: return "error";
+        case LogLevel::trace:
+            return "trace";
+        case LogLevel::debug:
+            return "debug";
+        case LogLevel::info:
+            return "info";
+        case LogLevel::warn:
+            return "warn";
+        case LogLevel::error:
+            return "error";
     }
     return "?";
 }
@@ -67,7 +72,9 @@ LogLevel Logger::parse_level(std::string_view name) {
     throw std::invalid_argument("unknown log level: " + std::string(name));
 }
 
-bool Logger::enabled(LogLevel level) { return level >= g_level.load(std::memory_order_relaxed); }
+bool Logger::enabled(LogLevel level) {
+    return level >= g_level.load(std::memory_order_relaxed);
+}
 
 void Logger::log(LogLevel level, std::string_view msg) const {
     if (!enabled(level)) return;

@@ -1,0 +1,318 @@
+// The API server in-process on port 0, called with a real HTTP client.
+#include <boost/test/unit_test.hpp>
+
+#include <Poco/Net/NetException.h>
+#include <Poco/Net/StreamSocket.h>
+
+#include <atomic>
+#include <future>
+#include <mutex>
+#include <thread>
+
+#include <hydra/app.h>
+
+#include "support/http.h"
+
+using hydra::Context;
+using hydra::Json;
+using test::http;
+
+namespace {
+
+hydra::Config test_config(std::vector<std::string> sets = {}) {
+    sets.insert(sets.begin(), {"api.address=127.0.0.1:0", "log.level=error"});
+    return hydra::Config::from_json(Json::object(), "test", sets, hydra::ConfigSchema::builtin());
+}
+
+struct Orders {
+    Json get(Context& ctx) { return Json{{"verb", "get"}, {"id", ctx.param("id")}}; }
+    Json post(Context& ctx) { return Json{{"verb", "post"}, {"item", ctx.require("item")}}; }
+};
+
+struct Counter {
+    int calls = 0;
+    Json handle(Context&) { return Json{{"calls", ++calls}}; }
+};
+
+// An app with a spread of routes, started on an ephemeral port.
+struct ApiFixture {
+    hydra::App app{{.plat = "test", .system = "api"}};
+    std::string addr;
+
+    explicit ApiFixture(std::vector<std::string> sets = {}) {
+        app.api("/hello", [](Context&) { return Json{{"hello", "world"}}; });
+        app.api("/text", [](Context&) { return std::string("plain"); });
+        app.api("/nothing", [](Context&) {});
+        app.api("/params", [](Context& ctx) { return ctx.params(); });
+        app.api("/order/:id", Orders{});
+        app.api("/order", Orders{});
+        app.api("/counter", Counter{});
+        app.api("/only-post", [](Context&) { return "posted"; }, {.methods = {"POST"}});
+        app.api("/fail", [](Context&) -> Json { throw std::runtime_error("secret database password in here"); });
+        app.api("/denied", [](Context&) -> Json { throw hydra::Error(401, "who are you"); });
+        app.api("/custom-code", [](Context&) -> Json { throw hydra::Error(1001, "out of stock"); });
+        app.api("/created", [](Context&) { return hydra::Result::json({{"id", 7}}, 201); });
+        app.api("/rid", [](Context& ctx) { return Json{{"rid", ctx.request_id()}}; });
+        app.api("/typed", [](Context& ctx) { return Json{{"n", ctx.get<int>("n") * 2}}; });
+        app.start(test_config(std::move(sets)));
+        addr = app.api_address();
+    }
+};
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(api_server)
+
+BOOST_AUTO_TEST_CASE(serves_registered_routes_as_json_and_text) {
+    ApiFixture f;
+    auto r = http(f.addr, "GET", "/hello");
+    BOOST_CHECK_EQUAL(r.status, 200);
+    BOOST_CHECK_EQUAL(r.headers["Content-Type"], "application/json");
+    BOOST_CHECK_EQUAL(r.json()["hello"], "world");
+
+    r = http(f.addr, "GET", "/text");
+    BOOST_CHECK_EQUAL(r.status, 200);
+    BOOST_CHECK_EQUAL(r.body, "plain");
+
+    BOOST_CHECK_EQUAL(http(f.addr, "GET", "/nothing").status, 204);
+    BOOST_CHECK_EQUAL(http(f.addr, "GET", "/created").status, 201);
+    // trailing slash is the same route
+    BOOST_CHECK_EQUAL(http(f.addr, "GET", "/hello/").status, 200);
+}
+
+BOOST_AUTO_TEST_CASE(rest_verbs_on_one_route_and_path_params) {
+    ApiFixture f;
+    auto r = http(f.addr, "GET", "/order/42");
+    BOOST_CHECK_EQUAL(r.status, 200);
+    BOOST_CHECK_EQUAL(r.json()["verb"], "get");
+    BOOST_CHECK_EQUAL(r.json()["id"], "42");
+
+    r = http(f.addr, "POST", "/order", R"({"item":"book"})");
+    BOOST_CHECK_EQUAL(r.status, 200);
+    BOOST_CHECK_EQUAL(r.json()["verb"], "post");
+    BOOST_CHECK_EQUAL(r.json()["item"], "book");
+
+    r = http(f.addr, "DELETE", "/order/42");
+    BOOST_CHECK_EQUAL(r.status, 405);
+    BOOST_CHECK_EQUAL(r.headers["Allow"], "GET, POST");
+    BOOST_CHECK_EQUAL(r.json()["code"], 405);
+
+    BOOST_CHECK_EQUAL(http(f.addr, "POST", "/only-post", "{}").status, 200);
+    BOOST_CHECK_EQUAL(http(f.addr, "GET", "/only-post").status, 405);
+}
+
+BOOST_AUTO_TEST_CASE(object_handlers_keep_their_state) {
+    ApiFixture f;
+    http(f.addr, "GET", "/counter");
+    auto r = http(f.addr, "POST", "/counter", "{}");
+    BOOST_CHECK_EQUAL(r.json()["calls"], 2);
+}
+
+BOOST_AUTO_TEST_CASE(params_merge_query_form_and_json) {
+    ApiFixture f;
+    auto r = http(f.addr, "POST", "/params?a=1&b=query&c=x%20y", R"({"b":"json","n":5})");
+    BOOST_CHECK_EQUAL(r.status, 200);
+    Json p = r.json();
+    BOOST_CHECK_EQUAL(p["a"], "1");
+    BOOST_CHECK_EQUAL(p["b"], "json");  // the body wins over the query string
+    BOOST_CHECK_EQUAL(p["c"], "x y");
+    BOOST_CHECK_EQUAL(p["n"], 5);
+
+    r = http(f.addr, "POST", "/params?a=1", "uname=alice&msg=hi+there", "application/x-www-form-urlencoded");
+    BOOST_CHECK_EQUAL(r.json()["uname"], "alice");
+    BOOST_CHECK_EQUAL(r.json()["msg"], "hi there");
+    BOOST_CHECK_EQUAL(r.json()["a"], "1");
+
+    BOOST_CHECK_EQUAL(http(f.addr, "GET", "/typed?n=21").json()["n"], 42);
+    r = http(f.addr, "GET", "/typed?n=abc");
+    BOOST_CHECK_EQUAL(r.status, 400);
+    BOOST_CHECK_EQUAL(r.json()["msg"], "invalid parameter n");
+}
+
+BOOST_AUTO_TEST_CASE(error_envelopes) {
+    ApiFixture f({"api.max_body=1024"});
+    auto r = http(f.addr, "GET", "/no/such/route");
+    BOOST_CHECK_EQUAL(r.status, 404);
+    BOOST_CHECK_EQUAL(r.json(), (Json{{"code", 404}, {"msg", "no route for /no/such/route"}}));
+
+    r = http(f.addr, "POST", "/params", R"({"a": 1,})");
+    BOOST_CHECK_EQUAL(r.status, 400);
+    BOOST_CHECK_EQUAL(r.json()["code"], 400);
+    std::string msg = r.json()["msg"];
+    BOOST_CHECK_MESSAGE(msg.find("malformed JSON body") == 0, msg);
+    BOOST_CHECK_MESSAGE(msg.find("line 1, column 9") != std::string::npos, msg);
+
+    r = http(f.addr, "POST", "/params", std::string(2000, 'x'), "text/plain");
+    BOOST_CHECK_EQUAL(r.status, 413);
+    BOOST_CHECK_EQUAL(r.json()["msg"], "request body exceeds 1024 bytes");
+
+    r = http(f.addr, "GET", "/fail");
+    BOOST_CHECK_EQUAL(r.status, 500);
+    BOOST_CHECK_EQUAL(r.json(), (Json{{"code", 500}, {"msg", "internal server error"}}));
+    BOOST_CHECK(r.body.find("secret") == std::string::npos);
+
+    r = http(f.addr, "GET", "/denied");
+    BOOST_CHECK_EQUAL(r.status, 401);
+    BOOST_CHECK_EQUAL(r.json()["msg"], "who are you");
+
+    r = http(f.addr, "GET", "/custom-code");
+    BOOST_CHECK_EQUAL(r.status, 400);
+    BOOST_CHECK_EQUAL(r.json()["code"], 1001);
+
+    r = http(f.addr, "POST", "/order", "{}");
+    BOOST_CHECK_EQUAL(r.status, 400);
+    BOOST_CHECK_EQUAL(r.json()["msg"], "missing parameter item");
+
+    // after all of that the server still answers
+    BOOST_CHECK_EQUAL(http(f.addr, "GET", "/hello").status, 200);
+}
+
+BOOST_AUTO_TEST_CASE(oversized_chunked_body_is_413) {
+    ApiFixture f({"api.max_body=1000"});
+    Poco::Net::HTTPClientSession session{Poco::Net::SocketAddress(f.addr)};
+    Poco::Net::HTTPRequest req("POST", "/params", Poco::Net::HTTPMessage::HTTP_1_1);
+    req.setChunkedTransferEncoding(true);
+    req.setContentType("application/json");
+    std::ostream& out = session.sendRequest(req);
+    out << "[" << std::string(5000, ' ') << "]";
+    Poco::Net::HTTPResponse resp;
+    std::istream& in = session.receiveResponse(resp);
+    std::string body;
+    Poco::StreamCopier::copyToString(in, body);
+    BOOST_CHECK_EQUAL(resp.getStatus(), 413);
+}
+
+BOOST_AUTO_TEST_CASE(request_id_is_accepted_or_generated_and_echoed) {
+    ApiFixture f;
+    auto r = http(f.addr, "GET", "/rid", {}, {}, {{"X-Request-Id", "abc-123"}});
+    BOOST_CHECK_EQUAL(r.headers["X-Request-Id"], "abc-123");
+    BOOST_CHECK_EQUAL(r.json()["rid"], "abc-123");
+
+    r = http(f.addr, "GET", "/rid");
+    std::string generated = r.headers["X-Request-Id"];
+    BOOST_CHECK_EQUAL(generated.size(), 36u);
+    BOOST_CHECK_EQUAL(r.json()["rid"], generated);
+
+    // a malformed id (spaces, too long) is replaced, never echoed
+    r = http(f.addr, "GET", "/rid", {}, {}, {{"X-Request-Id", "bad id <script>"}});
+    BOOST_CHECK_NE(r.headers["X-Request-Id"], "bad id <script>");
+    BOOST_CHECK_EQUAL(r.headers["X-Request-Id"].size(), 36u);
+
+    // errors carry it too
+    r = http(f.addr, "GET", "/missing", {}, {}, {{"X-Request-Id", "err-1"}});
+    BOOST_CHECK_EQUAL(r.headers["X-Request-Id"], "err-1");
+}
+
+BOOST_AUTO_TEST_CASE(middleware_runs_in_order_and_can_reject) {
+    hydra::App app;
+    std::mutex mu;
+    std::vector<std::string> trace;
+    auto record = [&](std::string s) {
+        std::lock_guard lock(mu);
+        trace.push_back(std::move(s));
+    };
+    app.use([&](Context& ctx, const hydra::Next& next) {
+        record("a:before");
+        hydra::Result r = next();
+        record("a:after");
+        ctx.set_response_header("X-Seen-By", "a");
+        return r;
+    });
+    app.use([&](Context& ctx, const hydra::Next& next) -> hydra::Result {
+        record("b:before");
+        if (ctx.header("X-Token") != "let-me-in") return hydra::Error(403, "forbidden");
+        ctx.locals()["user"] = "alice";
+        hydra::Result r = next();
+        record("b:after");
+        return r;
+    });
+    app.api("/secret", [&](Context& ctx) {
+        record("handler");
+        return Json{{"user", ctx.locals()["user"]}};
+    });
+    app.start(test_config());
+
+    auto r = http(app.api_address(), "GET", "/secret", {}, {}, {{"X-Token", "let-me-in"}});
+    BOOST_CHECK_EQUAL(r.status, 200);
+    BOOST_CHECK_EQUAL(r.json()["user"], "alice");
+    BOOST_CHECK_EQUAL(r.headers["X-Seen-By"], "a");
+    std::vector<std::string> expected{"a:before", "b:before", "handler", "b:after", "a:after"};
+    BOOST_CHECK_EQUAL_COLLECTIONS(trace.begin(), trace.end(), expected.begin(), expected.end());
+
+    trace.clear();
+    r = http(app.api_address(), "GET", "/secret");
+    BOOST_CHECK_EQUAL(r.status, 403);
+    BOOST_CHECK_EQUAL(r.json()["msg"], "forbidden");
+    expected = {"a:before", "b:before", "a:after"};
+    BOOST_CHECK_EQUAL_COLLECTIONS(trace.begin(), trace.end(), expected.begin(), expected.end());
+}
+
+BOOST_AUTO_TEST_CASE(keep_alive_serves_several_requests_on_one_connection) {
+    ApiFixture f;
+    Poco::Net::HTTPClientSession session{Poco::Net::SocketAddress(f.addr)};
+    session.setKeepAlive(true);
+    for (int i = 0; i < 5; ++i) BOOST_CHECK_EQUAL(test::http_on(session, "GET", "/hello").status, 200);
+    BOOST_CHECK_EQUAL(test::http_on(session, "GET", "/missing").status, 404);
+    BOOST_CHECK_EQUAL(test::http_on(session, "GET", "/hello").status, 200);
+}
+
+BOOST_AUTO_TEST_CASE(garbage_on_the_wire_does_not_hurt_other_clients) {
+    ApiFixture f;
+    {
+        Poco::Net::StreamSocket raw{Poco::Net::SocketAddress(f.addr)};
+        std::string junk = "\x16\x03\x01 not http at all\r\n\r\n";
+        raw.sendBytes(junk.data(), static_cast<int>(junk.size()));
+        char buf[512];
+        raw.setReceiveTimeout(Poco::Timespan(5, 0));
+        int n = 0;
+        try {
+            n = raw.receiveBytes(buf, sizeof buf);
+        } catch (const Poco::Exception&) {
+        }
+        std::string reply(buf, static_cast<std::size_t>(std::max(n, 0)));
+        // Poco answers 400 or just closes; either way the server must not fall over
+        BOOST_CHECK_MESSAGE(n == 0 || reply.find("400") != std::string::npos, reply);
+    }
+    BOOST_CHECK_EQUAL(http(f.addr, "GET", "/hello").status, 200);
+}
+
+BOOST_AUTO_TEST_CASE(graceful_stop_finishes_in_flight_requests) {
+    hydra::App app;
+    std::atomic<bool> entered{false};
+    app.api("/slow", [&](Context&) {
+        entered = true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(600));
+        return Json{{"done", true}};
+    });
+    app.start(test_config());
+    std::string addr = app.api_address();
+
+    auto in_flight = std::async(std::launch::async, [&] { return http(addr, "GET", "/slow"); });
+    while (!entered) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    auto t0 = std::chrono::steady_clock::now();
+    app.stop();
+    auto waited = std::chrono::steady_clock::now() - t0;
+
+    auto r = in_flight.get();
+    BOOST_CHECK_EQUAL(r.status, 200);
+    BOOST_CHECK_EQUAL(r.json()["done"], true);
+    BOOST_CHECK(waited >= std::chrono::milliseconds(300));  // stop() waited for the handler
+    BOOST_CHECK(!app.running());
+    BOOST_CHECK_THROW(http(addr, "GET", "/slow"), Poco::Exception);  // no longer accepting
+}
+
+BOOST_AUTO_TEST_CASE(address_in_use_is_a_clear_error) {
+    ApiFixture f;
+    hydra::App second;
+    try {
+        second.start(hydra::Config::from_json(Json::object(), "test", {"api.address=" + f.addr, "log.level=error"},
+                                              hydra::ConfigSchema::builtin()));
+        BOOST_FAIL("second bind should fail");
+    } catch (const std::runtime_error& e) {
+        std::string what = e.what();
+        BOOST_CHECK_MESSAGE(what.find("api: cannot listen on " + f.addr) == 0, what);
+    }
+    BOOST_CHECK(!second.running());
+}
+
+BOOST_AUTO_TEST_SUITE_END()

@@ -1,0 +1,111 @@
+// Runs the real `hydra` binary as a child process for black-box tests: captured output, signals, exit status.
+#pragma once
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <optional>
+#include <regex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace test {
+
+class ChildProcess {
+  public:
+    explicit ChildProcess(std::vector<std::string> args, const std::string& cwd = {}) {
+        int out[2], err[2];
+        if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
+        pid_ = fork();
+        if (pid_ < 0) throw std::runtime_error("fork");
+        if (pid_ == 0) {
+            dup2(out[1], 1);
+            dup2(err[1], 2);
+            if (!cwd.empty() && chdir(cwd.c_str()) != 0) _exit(127);
+            std::vector<char*> argv;
+            for (auto& a : args) argv.push_back(a.data());
+            argv.push_back(nullptr);
+            execv(argv[0], argv.data());
+            _exit(127);
+        }
+        close(out[1]);
+        close(err[1]);
+        out_ = out[0];
+        err_ = err[0];
+    }
+    ChildProcess(const ChildProcess&) = delete;
+    ~ChildProcess() {
+        if (pid_ > 0 && !status_) {
+            kill(pid_, SIGKILL);
+            waitpid(pid_, nullptr, 0);
+        }
+        close(out_);
+        close(err_);
+    }
+
+    pid_t pid() const { return pid_; }
+    void signal(int sig) { kill(pid_, sig); }
+
+    // Reads stdout until `pattern` matches (returns the first capture group) or the timeout passes.
+    std::optional<std::string> wait_for_stdout(const std::string& pattern, std::chrono::milliseconds timeout) {
+        std::regex re(pattern);
+        auto deadline = std::chrono::steady_clock::now() + timeout;
+        while (std::chrono::steady_clock::now() < deadline) {
+            std::smatch m;
+            if (std::regex_search(stdout_, m, re)) return m.size() > 1 ? m[1].str() : m[0].str();
+            pump(50);
+        }
+        return std::nullopt;
+    }
+
+    // Waits for exit; returns the exit status, or -signal if killed, or nullopt on timeout.
+    std::optional<int> wait(std::chrono::milliseconds timeout) {
+        auto deadline = std::chrono::steady_clock::now() + timeout;
+        while (!status_) {
+            int st = 0;
+            pid_t r = waitpid(pid_, &st, WNOHANG);
+            if (r == pid_) {
+                status_ = WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);
+                break;
+            }
+            if (std::chrono::steady_clock::now() > deadline) return std::nullopt;
+            pump(20);
+        }
+        pump(0);
+        return status_;
+    }
+
+    const std::string& out() {
+        pump(0);
+        return stdout_;
+    }
+    const std::string& err() {
+        pump(0);
+        return stderr_;
+    }
+
+  private:
+    void pump(int timeout_ms) {
+        pollfd fds[2] = {{out_, POLLIN, 0}, {err_, POLLIN, 0}};
+        if (poll(fds, 2, timeout_ms) <= 0) return;
+        char buf[4096];
+        for (int i = 0; i < 2; ++i) {
+            if (!(fds[i].revents & (POLLIN | POLLHUP))) continue;
+            ssize_t n = read(fds[i].fd, buf, sizeof buf);
+            if (n > 0) (i == 0 ? stdout_ : stderr_).append(buf, static_cast<std::size_t>(n));
+        }
+    }
+
+    pid_t pid_ = -1;
+    int out_ = -1, err_ = -1;
+    std::string stdout_, stderr_;
+    std::optional<int> status_;
+};
+
+}  // namespace test

@@ -1,0 +1,66 @@
+#include <boost/test/unit_test.hpp>
+
+#include "api/router.h"
+
+using hydra::Router;
+
+namespace {
+hydra::MethodHandlers any(int tag) {
+    return {{"", [tag](hydra::Context&) { return hydra::Result(hydra::Json(tag)); }}};
+}
+int call(const Router::Match& m) {
+    hydra::Context ctx(hydra::Context::Init{});
+    return (*m.handler)(ctx).value().get<int>();
+}
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(router)
+
+BOOST_AUTO_TEST_CASE(exact_routes_and_normalization) {
+    Router r;
+    r.add("/msg/send", any(1));
+    r.add("/", any(2));
+    BOOST_CHECK_EQUAL(call(r.match("POST", "/msg/send")), 1);
+    BOOST_CHECK_EQUAL(call(r.match("GET", "/msg/send/")), 1);
+    BOOST_CHECK_EQUAL(call(r.match("GET", "/")), 2);
+    BOOST_CHECK(r.match("GET", "/msg").status == Router::Status::not_found);
+    BOOST_CHECK(r.match("GET", "/msg/send/x").status == Router::Status::not_found);
+}
+
+BOOST_AUTO_TEST_CASE(path_parameters) {
+    Router r;
+    r.add("/order/:id/items/:item", any(1));
+    r.add("/order/latest/items/:item", any(2));
+    auto m = r.match("GET", "/order/17/items/book");
+    BOOST_REQUIRE(m.status == Router::Status::found);
+    BOOST_CHECK_EQUAL(m.path_params["id"], "17");
+    BOOST_CHECK_EQUAL(m.path_params["item"], "book");
+    BOOST_CHECK_EQUAL(m.pattern, "/order/:id/items/:item");
+    BOOST_CHECK(r.match("GET", "/order/17/items").status == Router::Status::not_found);
+}
+
+BOOST_AUTO_TEST_CASE(verbs_and_405) {
+    Router r;
+    hydra::MethodHandlers verbs;
+    verbs["GET"] = any(1).at("");
+    verbs["POST"] = any(2).at("");
+    r.add("/order", verbs);
+    BOOST_CHECK_EQUAL(call(r.match("GET", "/order")), 1);
+    BOOST_CHECK_EQUAL(call(r.match("POST", "/order")), 2);
+    auto m = r.match("DELETE", "/order");
+    BOOST_CHECK(m.status == Router::Status::method_not_allowed);
+    BOOST_CHECK_EQUAL(m.allow, "GET, POST");
+    // adding a verb later to the same route works; the same verb twice is a programming error
+    r.add("/order", {{"DELETE", any(3).at("")}});
+    BOOST_CHECK_EQUAL(call(r.match("DELETE", "/order")), 3);
+    BOOST_CHECK_THROW(r.add("/order", {{"GET", any(4).at("")}}), std::invalid_argument);
+}
+
+BOOST_AUTO_TEST_CASE(bad_patterns_are_rejected) {
+    Router r;
+    BOOST_CHECK_THROW(r.add("msg/send", any(1)), std::invalid_argument);
+    BOOST_CHECK_THROW(r.add("/a//b", any(1)), std::invalid_argument);
+    BOOST_CHECK_THROW(r.add("/a/:", any(1)), std::invalid_argument);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
