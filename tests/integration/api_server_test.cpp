@@ -20,7 +20,7 @@ using test::http;
 namespace {
 
 hydra::Config test_config(std::vector<std::string> sets = {}) {
-    sets.insert(sets.begin(), {"api.address=127.0.0.1:0", "log.level=error"});
+    sets.insert(sets.begin(), {"api.address=127.0.0.1:0", "ws.enabled=false", "log.level=error"});
     return hydra::Config::from_json(Json::object(), "test", sets, hydra::ConfigSchema::builtin());
 }
 
@@ -305,7 +305,8 @@ BOOST_AUTO_TEST_CASE(address_in_use_is_a_clear_error) {
     ApiFixture f;
     hydra::App second;
     try {
-        second.start(hydra::Config::from_json(Json::object(), "test", {"api.address=" + f.addr, "log.level=error"},
+        second.start(hydra::Config::from_json(Json::object(), "test",
+                                              {"api.address=" + f.addr, "ws.enabled=false", "log.level=error"},
                                               hydra::ConfigSchema::builtin()));
         BOOST_FAIL("second bind should fail");
     } catch (const std::runtime_error& e) {

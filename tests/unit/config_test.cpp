@@ -51,9 +51,7 @@ std::string parse_error(const std::string& text, const std::vector<std::string>&
     return error_of([&] { parse(text, sets, schema, env); });
 }
 
-bool contains(const std::string& text, const std::string& part) {
-    return text.find(part) != std::string::npos;
-}
+bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
 // A file in the temp directory, removed at the end of the test.
 struct TempFile {

@@ -11,7 +11,7 @@ namespace {
 Context make(Json params, std::map<std::string, std::string> headers = {}) {
     Context::Init init;
     init.params = std::move(params);
-    init.headers = std::move(headers);
+    init.headers = std::make_shared<hydra::HeaderMap>(std::move(headers));
     init.request_id = "rid-1";
     return Context(std::move(init));
 }

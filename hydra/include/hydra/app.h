@@ -8,6 +8,7 @@
 
 #include <hydra/config.h>
 #include <hydra/handler.h>
+#include <hydra/ws.h>
 
 namespace hydra {
 
@@ -37,6 +38,19 @@ class App {
     // API middleware, run in registration order around every API handler.
     App& use(Middleware middleware);
 
+    // A WS service on the default path "/": a text message {"service":"/member/login", ...params} is routed
+    // to `handler`; the reply is {"service":...,"code":200,"data":...} or {"service":...,"code":N,"err":...}.
+    template <class H>
+    App& ws(const std::string& service, H&& handler) {
+        return add_ws_service(service, make_handler(std::forward<H>(handler)));
+    }
+    // A raw endpoint on its own path (e.g. "/chat").
+    App& ws_endpoint(const std::string& path, WsEndpoint endpoint);
+    // Connection middleware runs at upgrade (reject with an Error → HTTP status); packet middleware runs
+    // around every message (return without calling next() to drop or answer it).
+    App& ws_use_connection(Middleware middleware);
+    App& ws_use_packet(Middleware middleware);
+
     // Called by start() after the config is validated and before servers listen: open databases, seed data.
     App& on_start(std::function<void(App&)> hook);
     // Services declare their config sections here (e.g. "services.message_center") before run().
@@ -55,11 +69,14 @@ class App {
     const Config& config() const;
     // The bound address "host:port" of the API server after start() (port 0 in config → the real port).
     std::string api_address() const;
+    // The bound address of the WS server after start().
+    std::string ws_address() const;
     Queue* queue() const;        // nullptr when the host has no queue backend
     Exchange* exchange() const;  // nullptr when the host runs no WS server
 
   private:
     App& add_api(const std::string& route, MethodHandlers handlers, ApiOptions options);
+    App& add_ws_service(const std::string& service, Handler handler);
 
     struct Impl;
     std::unique_ptr<Impl> impl_;

@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -36,6 +37,9 @@ class QueueRef {
     std::string request_id_;
 };
 
+// Request headers, names lower-case.
+using HeaderMap = std::map<std::string, std::string>;
+
 class Context {
   public:
     // Filled by the server that owns the request.
@@ -45,8 +49,9 @@ class Context {
         std::string path;    // the request path, WS service name or MQC route
         std::string route;   // the registered pattern that matched
         Json params = Json::object();
-        std::map<std::string, std::string> headers;  // names lower-case
+        std::shared_ptr<const HeaderMap> headers;  // names lower-case; shared by all messages of a WS connection
         std::string body;
+        bool binary = false;  // WS: the message was a binary frame
         std::string request_id;
         std::string uuid;  // WS connection uuid
         Queue* queue = nullptr;
@@ -62,6 +67,7 @@ class Context {
     const std::string& request_id() const { return init_.request_id; }
     const std::string& uuid() const { return init_.uuid; }
     const std::string& body() const { return init_.body; }
+    bool binary() const { return init_.binary; }
 
     // Params merged from query string, form body and JSON body (later wins), then path params (`/order/:id`).
     const Json& params() const { return init_.params; }
@@ -75,7 +81,7 @@ class Context {
     T get(std::string_view name) const;
 
     std::optional<std::string> header(std::string_view name) const;  // case-insensitive
-    const std::map<std::string, std::string>& headers() const { return init_.headers; }
+    const HeaderMap& headers() const;
 
     // Response headers (API only); X-Request-Id is always added.
     void set_response_header(std::string name, std::string value) { response_headers_[std::move(name)] = value; }

@@ -273,11 +273,13 @@ void ApiServer::handle(Poco::Net::HTTPServerRequest& request, Poco::Net::HTTPSer
         init.request_id = rid;
         init.queue = queue_;
         init.exchange = exchange_;
+        auto headers = std::make_shared<HeaderMap>();
         for (const auto& [name, value] : request) {
             std::string key = name;
             std::transform(key.begin(), key.end(), key.begin(), [](unsigned char c) { return std::tolower(c); });
-            init.headers[key] = value;
+            (*headers)[key] = value;
         }
+        init.headers = std::move(headers);
         parse_urlencoded(query, init.params);
         std::string content_type = request.getContentType();
         if (content_type.find("application/x-www-form-urlencoded") != std::string::npos) {

@@ -17,9 +17,7 @@ App::App(AppOptions options) : impl_(std::make_unique<Impl>()) {
     impl_->schema = ConfigSchema::builtin();
 }
 
-App::~App() {
-    stop();
-}
+App::~App() { stop(); }
 
 App& App::add_api(const std::string& route, MethodHandlers handlers, ApiOptions options) {
     if (!options.methods.empty()) {
@@ -44,27 +42,41 @@ App& App::on_start(std::function<void(App&)> hook) {
     return *this;
 }
 
-ConfigSchema& App::schema() {
-    return impl_->schema;
-}
-const AppOptions& App::options() const {
-    return impl_->options;
-}
-const Config& App::config() const {
-    return impl_->config;
-}
-bool App::running() const {
-    return impl_->running;
-}
-Queue* App::queue() const {
-    return impl_->queue.get();
-}
-Exchange* App::exchange() const {
-    return impl_->exchange.get();
+ConfigSchema& App::schema() { return impl_->schema; }
+const AppOptions& App::options() const { return impl_->options; }
+const Config& App::config() const { return impl_->config; }
+bool App::running() const { return impl_->running; }
+Queue* App::queue() const { return impl_->queue.get(); }
+Exchange* App::exchange() const { return impl_->ws ? &impl_->ws->exchange() : nullptr; }
+
+std::string App::api_address() const { return impl_->api ? impl_->api->address() : std::string(); }
+
+std::string App::ws_address() const { return impl_->ws ? impl_->ws->address() : std::string(); }
+
+App& App::add_ws_service(const std::string& service, Handler handler) {
+    if (service.empty()) throw std::invalid_argument("a WS service needs a name");
+    if (!impl_->ws_routes.services.emplace(service, std::move(handler)).second)
+        throw std::invalid_argument("WS service registered twice: " + service);
+    return *this;
 }
 
-std::string App::api_address() const {
-    return impl_->api ? impl_->api->address() : std::string();
+App& App::ws_endpoint(const std::string& path, WsEndpoint endpoint) {
+    if (path.empty() || path[0] != '/') throw std::invalid_argument("WS endpoint path must start with '/': " + path);
+    if (!endpoint.on_message) throw std::invalid_argument("WS endpoint " + path + " needs on_message");
+    std::string norm = normalize_path(path);
+    if (!impl_->ws_routes.endpoints.emplace(norm, std::move(endpoint)).second)
+        throw std::invalid_argument("WS endpoint registered twice: " + norm);
+    return *this;
+}
+
+App& App::ws_use_connection(Middleware middleware) {
+    impl_->ws_routes.connection_middleware.push_back(std::move(middleware));
+    return *this;
+}
+
+App& App::ws_use_packet(Middleware middleware) {
+    impl_->ws_routes.packet_middleware.push_back(std::move(middleware));
+    return *this;
 }
 
 void App::start(Config config) {
@@ -82,17 +94,28 @@ void App::start(Config config) {
     for (auto& hook : impl_->start_hooks) hook(*this);
 
     try {
+        // The WS server first: the API and MQC servers reach its clients through its exchange.
+        if (cfg.boolean("ws.enabled")) {
+            impl_->ws =
+                std::make_unique<ws::WsServer>(ws::WsServer::Settings::from(cfg), impl_->ws_routes, impl_->queue.get());
+            impl_->ws->start();
+            std::size_t n = impl_->ws_routes.services.size();
+            std::string what = std::to_string(n) + " services";
+            for (const auto& [path, ep] : impl_->ws_routes.endpoints) what += ", " + path;
+            impl_->banner.push_back("ws listening on ws://" + impl_->ws->address() + " (" + what + ")");
+        }
         if (cfg.boolean("api.enabled")) {
             auto settings = ApiServer::Settings::from(cfg);
             settings.software = "hydra/" + impl_->options.version;
             impl_->api = std::make_unique<ApiServer>(settings, impl_->api_routes, impl_->api_middleware,
-                                                     impl_->queue.get(), impl_->exchange.get());
+                                                     impl_->queue.get(), exchange());
             impl_->api->start();
             impl_->banner.push_back("api listening on http://" + impl_->api->address() + " (" +
                                     std::to_string(impl_->api_routes.size()) + " routes)");
         }
     } catch (...) {
         impl_->api.reset();
+        impl_->ws.reset();
         throw;
     }
     impl_->running = true;
@@ -102,8 +125,11 @@ void App::start(Config config) {
 void App::stop() {
     std::lock_guard lock(impl_->lifecycle);
     if (!impl_->running) return;
+    // Producers first (API), then the WS server whose exchange they used.
     if (impl_->api) impl_->api->stop();
     impl_->api.reset();
+    if (impl_->ws) impl_->ws->stop();
+    impl_->ws.reset();
     impl_->running = false;
 }
 

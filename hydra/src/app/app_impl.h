@@ -11,6 +11,8 @@
 
 #include "api/api_server.h"
 #include "api/router.h"
+#include "ws/ws_routes.h"
+#include "ws/ws_server.h"
 
 namespace hydra {
 
@@ -20,12 +22,13 @@ struct App::Impl {
     Router api_routes;
     std::vector<Middleware> api_middleware;
     std::vector<std::function<void(App&)>> start_hooks;
+    ws::WsRoutes ws_routes;
 
     std::mutex lifecycle;
     bool running = false;
     Config config;
     std::unique_ptr<Queue> queue;
-    std::unique_ptr<Exchange> exchange;
+    std::unique_ptr<ws::WsServer> ws;
     std::unique_ptr<ApiServer> api;
     std::vector<std::string> banner;  // one line per started server, printed by `hydra run`
 };

@@ -23,13 +23,9 @@ namespace {
 constexpr const char* mask_text = "******";
 
 // JSON text of a value on one line. Invalid UTF-8 (from the environment or a --set) must not throw here.
-std::string dump(const Json& value) {
-    return value.dump(-1, ' ', false, Json::error_handler_t::replace);
-}
+std::string dump(const Json& value) { return value.dump(-1, ' ', false, Json::error_handler_t::replace); }
 
-std::string json_quoted(std::string_view text) {
-    return dump(Json(std::string(text)));
-}
+std::string json_quoted(std::string_view text) { return dump(Json(std::string(text))); }
 
 ConfigError error(const std::string& source, const std::string& path, const std::string& what) {
     return ConfigError(source + ": " + (path.empty() ? "" : path + ": ") + what);
@@ -57,9 +53,7 @@ std::string schema_type(const Json& schema) {
     return it != schema.end() && it->is_string() ? it->get<std::string>() : std::string();
 }
 
-bool is_secret(const Json& schema) {
-    return schema.is_object() && schema.value("secret", false) == true;
-}
+bool is_secret(const Json& schema) { return schema.is_object() && schema.value("secret", false) == true; }
 
 std::string type_phrase(const std::string& type) {
     if (type == "object") return "an object";
@@ -582,9 +576,7 @@ const Json& Config::at(std::string_view dotted_path) const {
     return *found;
 }
 
-bool Config::has(std::string_view dotted_path) const {
-    return find(doc_, dotted_path) != nullptr;
-}
+bool Config::has(std::string_view dotted_path) const { return find(doc_, dotted_path) != nullptr; }
 
 std::string Config::str(std::string_view dotted_path) const {
     const Json& value = at(dotted_path);

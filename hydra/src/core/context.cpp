@@ -37,9 +37,15 @@ std::string Context::require(std::string_view name) const {
 std::optional<std::string> Context::header(std::string_view name) const {
     std::string key(name);
     std::transform(key.begin(), key.end(), key.begin(), [](unsigned char c) { return std::tolower(c); });
-    auto it = init_.headers.find(key);
-    if (it == init_.headers.end()) return std::nullopt;
+    if (!init_.headers) return std::nullopt;
+    auto it = init_.headers->find(key);
+    if (it == init_.headers->end()) return std::nullopt;
     return it->second;
+}
+
+const HeaderMap& Context::headers() const {
+    static const HeaderMap kNone;
+    return init_.headers ? *init_.headers : kNone;
 }
 
 Exchange& Context::exchange() const {

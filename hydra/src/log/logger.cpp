@@ -72,9 +72,7 @@ LogLevel Logger::parse_level(std::string_view name) {
     throw std::invalid_argument("unknown log level: " + std::string(name));
 }
 
-bool Logger::enabled(LogLevel level) {
-    return level >= g_level.load(std::memory_order_relaxed);
-}
+bool Logger::enabled(LogLevel level) { return level >= g_level.load(std::memory_order_relaxed); }
 
 void Logger::log(LogLevel level, std::string_view msg) const {
     if (!enabled(level)) return;

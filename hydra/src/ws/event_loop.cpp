@@ -1,0 +1,150 @@
+#include "ws/event_loop.h"
+
+#include <pthread.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <stdexcept>
+
+#include <hydra/log.h>
+
+namespace hydra::ws {
+
+namespace {
+// Marks the eventfd in epoll's user data; handlers are never at this address.
+EventLoop::Handler* const kWakeMarker = nullptr;
+}  // namespace
+
+EventLoop::EventLoop(int index, int tick_ms, std::function<void()> on_tick)
+    : index_(index), tick_ms_(tick_ms), on_tick_(std::move(on_tick)) {
+    epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
+    wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (epoll_fd_ < 0 || wake_fd_ < 0) throw std::runtime_error(std::string("ws: epoll/eventfd: ") + strerror(errno));
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.ptr = kWakeMarker;
+    epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &ev);
+}
+
+EventLoop::~EventLoop() {
+    stop();
+    if (wake_fd_ >= 0) close(wake_fd_);
+    if (epoll_fd_ >= 0) close(epoll_fd_);
+}
+
+void EventLoop::start() {
+    thread_ = std::thread([this] {
+        std::string name = "ws-io-" + std::to_string(index_);
+        pthread_setname_np(pthread_self(), name.c_str());
+        run();
+    });
+}
+
+void EventLoop::stop() {
+    {
+        std::lock_guard lock(tasks_mutex_);
+        stop_requested_ = true;
+    }
+    std::uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = write(wake_fd_, &one, sizeof one);
+    if (thread_.joinable() && !in_loop_thread()) thread_.join();
+}
+
+void EventLoop::add(int fd, std::uint32_t events, Handler* handler) {
+    epoll_event ev{};
+    ev.events = events;
+    ev.data.ptr = handler;
+    if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0)
+        throw std::runtime_error(std::string("ws: epoll add: ") + strerror(errno));
+}
+
+void EventLoop::modify(int fd, std::uint32_t events, Handler* handler) {
+    epoll_event ev{};
+    ev.events = events;
+    ev.data.ptr = handler;
+    epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, fd, &ev);
+}
+
+void EventLoop::remove(int fd) { epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr); }
+
+void EventLoop::post(std::function<void()> task) {
+    bool wake;
+    {
+        std::lock_guard lock(tasks_mutex_);
+        wake = tasks_.empty();
+        tasks_.push_back(std::move(task));
+    }
+    if (wake) {
+        std::uint64_t one = 1;
+        [[maybe_unused]] ssize_t n = write(wake_fd_, &one, sizeof one);
+    }
+}
+
+void EventLoop::update_clock() {
+    now_ms_ = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+                  .count();
+}
+
+void EventLoop::run_tasks() {
+    {
+        std::lock_guard lock(tasks_mutex_);
+        running_.swap(tasks_);
+        if (stop_requested_) stopping_ = true;
+    }
+    for (auto& task : running_) {
+        try {
+            task();
+        } catch (const std::exception& e) {
+            Logger().error(std::string("ws: loop task failed: ") + e.what());
+        }
+    }
+    running_.clear();
+}
+
+void EventLoop::run() {
+    thread_id_ = std::this_thread::get_id();
+    update_clock();
+    next_tick_ms_ = now_ms_ + tick_ms_;
+    constexpr int kMaxEvents = 256;
+    epoll_event events[kMaxEvents];
+    while (!stopping_) {
+        int timeout = static_cast<int>(std::max<std::int64_t>(0, next_tick_ms_ - now_ms_));
+        int n = epoll_wait(epoll_fd_, events, kMaxEvents, timeout);
+        update_clock();
+        if (n < 0 && errno != EINTR) {
+            Logger().error(std::string("ws: epoll_wait: ") + strerror(errno));
+            break;
+        }
+        bool woken = false;
+        for (int i = 0; i < n; ++i) {
+            auto* handler = static_cast<Handler*>(events[i].data.ptr);
+            if (handler == kWakeMarker) {
+                woken = true;
+                continue;
+            }
+            handler->on_events(events[i].events);
+        }
+        if (woken) {
+            std::uint64_t count;
+            [[maybe_unused]] ssize_t r = read(wake_fd_, &count, sizeof count);
+        }
+        run_tasks();
+        if (now_ms_ >= next_tick_ms_) {
+            next_tick_ms_ = now_ms_ + tick_ms_;
+            on_tick_();
+        }
+        // Deferred work may defer more (a flush that closes): drain until quiet.
+        while (!deferred_.empty()) {
+            auto batch = std::move(deferred_);
+            deferred_.clear();
+            for (auto& fn : batch) fn();
+        }
+    }
+    run_tasks();
+}
+
+}  // namespace hydra::ws

@@ -1,0 +1,68 @@
+// One epoll I/O loop on its own thread: fd readiness callbacks, tasks posted from any thread (eventfd
+// wake-up), and a periodic tick. Everything registered with a loop is touched only by that loop's thread.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace hydra::ws {
+
+class EventLoop {
+  public:
+    // Called with the epoll events (EPOLLIN, EPOLLOUT, EPOLLERR, EPOLLHUP...) of a registered fd.
+    class Handler {
+      public:
+        virtual ~Handler() = default;
+        virtual void on_events(std::uint32_t events) = 0;
+    };
+
+    EventLoop(int index, int tick_ms, std::function<void()> on_tick);
+    ~EventLoop();
+    EventLoop(const EventLoop&) = delete;
+    EventLoop& operator=(const EventLoop&) = delete;
+
+    void start();
+    // Stops after the current iteration; joins the thread. Tasks still queued are run first.
+    void stop();
+
+    // From the loop thread only.
+    void add(int fd, std::uint32_t events, Handler* handler);
+    void modify(int fd, std::uint32_t events, Handler* handler);
+    void remove(int fd);
+    // Runs at the end of the current iteration, after all events and tasks (used to batch writes).
+    void defer(std::function<void()> fn) { deferred_.push_back(std::move(fn)); }
+    std::int64_t now_ms() const { return now_ms_; }
+    int index() const { return index_; }
+    bool in_loop_thread() const { return std::this_thread::get_id() == thread_id_; }
+
+    // From any thread: run `task` on the loop thread soon. Wakes the loop only when its queue was empty.
+    void post(std::function<void()> task);
+
+  private:
+    void run();
+    void run_tasks();
+    void update_clock();
+
+    int index_;
+    int tick_ms_;
+    std::function<void()> on_tick_;
+    int epoll_fd_ = -1;
+    int wake_fd_ = -1;
+    std::thread thread_;
+    std::thread::id thread_id_;
+    bool stopping_ = false;  // loop thread's copy
+    std::int64_t now_ms_ = 0;
+    std::int64_t next_tick_ms_ = 0;
+
+    std::mutex tasks_mutex_;
+    std::vector<std::function<void()>> tasks_;
+    bool stop_requested_ = false;                 // guarded by tasks_mutex_
+    std::vector<std::function<void()>> running_;  // swapped with tasks_ on the loop thread
+    std::vector<std::function<void()>> deferred_;
+};
+
+}  // namespace hydra::ws

@@ -1,0 +1,412 @@
+// WebSocket opening handshake: a strict, small HTTP/1.1 head parser and the RFC 6455 section 4 checks.
+#include "ws/handshake.h"
+
+#include <Poco/Base64Encoder.h>
+#include <Poco/SHA1Engine.h>
+
+#include <random>
+#include <sstream>
+
+namespace hydra::ws {
+namespace {
+
+constexpr std::string_view kWebSocketGuid = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
+
+bool is_tchar(char c) {
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
+    return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+}
+
+bool is_token(std::string_view s) {
+    if (s.empty()) return false;
+    for (char c : s)
+        if (!is_tchar(c)) return false;
+    return true;
+}
+
+bool is_base64_char(char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '/';
+}
+
+std::string_view trim(std::string_view s) {
+    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+    return s;
+}
+
+// Calls f(token) for each non-empty element of a comma-separated list.
+template <class F>
+void for_each_token(std::string_view value, F&& f) {
+    while (true) {
+        const std::size_t comma = value.find(',');
+        const std::string_view item = trim(value.substr(0, comma));
+        if (!item.empty()) f(item);
+        if (comma == std::string_view::npos) return;
+        value.remove_prefix(comma + 1);
+    }
+}
+
+// Any header named `name` (fields may be repeated, meaning one comma-joined list) contains `token`.
+bool any_has_token(const HttpHeaders& headers, std::string_view name, std::string_view token) {
+    for (const auto& [n, v] : headers)
+        if (iequals(n, name) && has_token(v, token)) return true;
+    return false;
+}
+
+std::size_t count_headers(const HttpHeaders& headers, std::string_view name) {
+    std::size_t n = 0;
+    for (const auto& h : headers)
+        if (iequals(h.first, name)) ++n;
+    return n;
+}
+
+// Base64 of exactly 16 bytes: 22 alphabet characters then "==".
+bool valid_client_key(std::string_view key) {
+    if (key.size() != 24 || key.substr(22) != "==") return false;
+    for (char c : key.substr(0, 22))
+        if (!is_base64_char(c)) return false;
+    return true;
+}
+
+// Appends "name: value\r\n", dropping CR/LF so a caller-provided value cannot start a new header line.
+void append_header(std::string& out, std::string_view name, std::string_view value) {
+    for (char c : name)
+        if (c != '\r' && c != '\n') out += c;
+    out += ": ";
+    for (char c : value)
+        if (c != '\r' && c != '\n') out += c;
+    out += "\r\n";
+}
+
+void append_headers(std::string& out, const HttpHeaders& headers) {
+    for (const auto& [n, v] : headers) append_header(out, n, v);
+}
+
+// A received head: the start line and the header fields, before any WebSocket semantics.
+struct Head {
+    ParseStatus status = ParseStatus::NeedMore;
+    std::size_t consumed = 0;
+    std::string_view start_line;
+    HttpHeaders headers;
+    std::string error;  // Error: which syntax rule was broken ("" for size: see too_large)
+    bool too_large = false;
+};
+
+Head parse_head(std::string_view bytes, std::size_t max_bytes) {
+    Head head;
+    const std::size_t end = bytes.substr(0, max_bytes).find("\r\n\r\n");
+    if (end == std::string_view::npos) {
+        // If max_bytes are already here without the terminator, the block can only end beyond the limit.
+        if (bytes.size() >= max_bytes) {
+            head.status = ParseStatus::Error;
+            head.too_large = true;
+            head.error = "request header too large";
+        }
+        return head;
+    }
+    head.status = ParseStatus::Error;
+    head.consumed = end + 4;
+    std::string_view block = bytes.substr(0, end + 2);  // every line, each ending in CRLF
+
+    const std::size_t first_eol = block.find("\r\n");
+    head.start_line = block.substr(0, first_eol);
+    block.remove_prefix(first_eol + 2);
+    if (head.start_line.empty()) {
+        head.error = "empty start line";
+        return head;
+    }
+    while (!block.empty()) {
+        const std::size_t eol = block.find("\r\n");
+        const std::string_view line = block.substr(0, eol);
+        block.remove_prefix(eol + 2);
+        if (line.front() == ' ' || line.front() == '\t') {
+            head.error = "obsolete header line folding";
+            return head;
+        }
+        const std::size_t colon = line.find(':');
+        if (colon == std::string_view::npos || !is_token(line.substr(0, colon))) {
+            head.error = "malformed header line";
+            return head;
+        }
+        const std::string_view value = trim(line.substr(colon + 1));
+        for (char c : value) {
+            // Bare CR/LF or NUL inside a field are how request smuggling starts; HTAB and obs-text are allowed.
+            const auto u = static_cast<unsigned char>(c);
+            if ((u < 0x20 && c != '\t') || u == 0x7F) {
+                head.error = "invalid character in header value";
+                return head;
+            }
+        }
+        head.headers.emplace_back(std::string(line.substr(0, colon)), std::string(value));
+    }
+    for (char c : head.start_line) {
+        const auto u = static_cast<unsigned char>(c);
+        if (u < 0x20 || u == 0x7F) {
+            head.error = "invalid character in start line";
+            return head;
+        }
+    }
+    head.status = ParseStatus::Ok;
+    return head;
+}
+
+UpgradeParse request_error(int status, std::string reason, HttpHeaders response_headers = {}) {
+    UpgradeParse r;
+    r.status = ParseStatus::Error;
+    r.http_status = status;
+    r.reason = std::move(reason);
+    r.response_headers = std::move(response_headers);
+    return r;
+}
+
+// "HTTP/<d>.<d>" → {major, minor}; {-1, -1} if malformed.
+std::pair<int, int> http_version(std::string_view v) {
+    if (v.size() != 8 || v.substr(0, 5) != "HTTP/" || v[6] != '.' || v[5] < '0' || v[5] > '9' || v[7] < '0' ||
+        v[7] > '9')
+        return {-1, -1};
+    return {v[5] - '0', v[7] - '0'};
+}
+
+std::string base64(const void* data, std::size_t len) {
+    std::ostringstream out;
+    Poco::Base64Encoder encoder(out);
+    static_cast<Poco::Base64EncoderIOS&>(encoder).rdbuf()->setLineLength(0);
+    encoder.write(static_cast<const char*>(data), static_cast<std::streamsize>(len));
+    encoder.close();
+    return out.str();
+}
+
+}  // namespace
+
+bool iequals(std::string_view a, std::string_view b) {
+    if (a.size() != b.size()) return false;
+    for (std::size_t i = 0; i < a.size(); ++i)
+        if (lower(a[i]) != lower(b[i])) return false;
+    return true;
+}
+
+bool has_token(std::string_view value, std::string_view token) {
+    bool found = false;
+    for_each_token(value, [&](std::string_view t) { found = found || iequals(t, token); });
+    return found;
+}
+
+std::optional<std::string_view> find_header(const HttpHeaders& headers, std::string_view name) {
+    for (const auto& [n, v] : headers)
+        if (iequals(n, name)) return std::string_view(v);
+    return std::nullopt;
+}
+
+UpgradeParse parse_upgrade_request(std::string_view bytes, std::size_t max_header_bytes) {
+    Head head = parse_head(bytes, max_header_bytes);
+    if (head.status == ParseStatus::NeedMore) return UpgradeParse{};
+    if (head.too_large) return request_error(431, "request header too large");
+    if (head.status == ParseStatus::Error) return request_error(400, head.error);
+
+    // Request line: method SP target SP version.
+    const std::string_view line = head.start_line;
+    const std::size_t sp1 = line.find(' ');
+    const std::size_t sp2 = sp1 == std::string_view::npos ? sp1 : line.find(' ', sp1 + 1);
+    if (sp2 == std::string_view::npos || line.find(' ', sp2 + 1) != std::string_view::npos)
+        return request_error(400, "malformed request line");
+    const std::string_view method = line.substr(0, sp1);
+    const std::string_view target = line.substr(sp1 + 1, sp2 - sp1 - 1);
+    const std::string_view version = line.substr(sp2 + 1);
+    if (!is_token(method) || target.empty()) return request_error(400, "malformed request line");
+    if (method != "GET") return request_error(405, "method not allowed", {{"Allow", "GET"}});
+    const auto [major, minor] = http_version(version);
+    if (major < 0) return request_error(400, "malformed request line");
+    if (major != 1) return request_error(505, "HTTP version not supported");
+    if (minor < 1) return request_error(400, "HTTP/1.1 required");
+    if (target.front() != '/') return request_error(400, "invalid request target");
+
+    const HttpHeaders& headers = head.headers;
+    if (!any_has_token(headers, "Upgrade", "websocket")) return request_error(400, "missing Upgrade: websocket");
+    if (!any_has_token(headers, "Connection", "upgrade")) return request_error(400, "missing Connection: upgrade");
+    const auto ws_version = find_header(headers, "Sec-WebSocket-Version");
+    if (count_headers(headers, "Sec-WebSocket-Version") != 1 || *ws_version != "13")
+        return request_error(426, "Sec-WebSocket-Version must be 13", {{"Sec-WebSocket-Version", "13"}});
+    const auto key = find_header(headers, "Sec-WebSocket-Key");
+    if (count_headers(headers, "Sec-WebSocket-Key") != 1 || !valid_client_key(*key))
+        return request_error(400, "invalid Sec-WebSocket-Key");
+    // RFC 6455 section 4.1 requires Host, and RFC 9112 a 400 for an HTTP/1.1 request without it.
+    if (count_headers(headers, "Host") != 1) return request_error(400, "missing Host");
+
+    UpgradeParse r;
+    r.status = ParseStatus::Ok;
+    r.consumed = head.consumed;
+    UpgradeRequest& req = r.request;
+    req.method = std::string(method);
+    const std::size_t q = target.find('?');
+    req.path = std::string(target.substr(0, q));
+    if (q != std::string_view::npos) req.query = std::string(target.substr(q + 1));
+    req.key = std::string(*key);
+    for (const auto& [n, v] : headers)
+        if (iequals(n, "Sec-WebSocket-Protocol"))
+            for_each_token(v, [&](std::string_view t) { req.protocols.emplace_back(t); });
+    req.headers = std::move(head.headers);
+    return r;
+}
+
+std::string accept_key(std::string_view client_key) {
+    Poco::SHA1Engine sha1;
+    sha1.update(client_key.data(), client_key.size());
+    sha1.update(kWebSocketGuid.data(), kWebSocketGuid.size());
+    const Poco::DigestEngine::Digest& digest = sha1.digest();
+    return base64(digest.data(), digest.size());
+}
+
+std::string handshake_response(std::string_view accept, const HttpHeaders& extra_headers) {
+    std::string out = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n";
+    append_header(out, "Sec-WebSocket-Accept", accept);
+    append_headers(out, extra_headers);
+    out += "\r\n";
+    return out;
+}
+
+std::string_view http_status_text(int status) {
+    switch (status) {
+        case 101:
+            return "Switching Protocols";
+        case 200:
+            return "OK";
+        case 400:
+            return "Bad Request";
+        case 401:
+            return "Unauthorized";
+        case 403:
+            return "Forbidden";
+        case 404:
+            return "Not Found";
+        case 405:
+            return "Method Not Allowed";
+        case 408:
+            return "Request Timeout";
+        case 426:
+            return "Upgrade Required";
+        case 429:
+            return "Too Many Requests";
+        case 431:
+            return "Request Header Fields Too Large";
+        case 500:
+            return "Internal Server Error";
+        case 503:
+            return "Service Unavailable";
+        case 505:
+            return "HTTP Version Not Supported";
+        default:
+            return "Error";
+    }
+}
+
+std::string http_error_response(int status, std::string_view reason, const HttpHeaders& extra_headers) {
+    std::string out = "HTTP/1.1 " + std::to_string(status) + " ";
+    out += http_status_text(status);
+    out += "\r\nContent-Type: text/plain; charset=utf-8\r\n";
+    append_header(out, "Content-Length", std::to_string(reason.size() + 1));
+    out += "Connection: close\r\n";
+    append_headers(out, extra_headers);
+    out += "\r\n";
+    out += reason;
+    out += '\n';
+    return out;
+}
+
+// ---- Client side ----
+
+std::string make_client_key() {
+    thread_local std::random_device rd;
+    std::uint8_t bytes[16];
+    for (std::size_t i = 0; i < sizeof bytes; i += 4) {
+        const std::uint32_t r = rd();
+        for (std::size_t j = 0; j < 4; ++j) bytes[i + j] = static_cast<std::uint8_t>(r >> (8 * j));
+    }
+    return base64(bytes, sizeof bytes);
+}
+
+std::string build_upgrade_request(std::string_view host, std::string_view target, std::string_view key,
+                                  const HttpHeaders& extra_headers) {
+    std::string out = "GET ";
+    for (char c : target.empty() ? std::string_view("/") : target)
+        if (c != '\r' && c != '\n' && c != ' ') out += c;
+    out += " HTTP/1.1\r\n";
+    append_header(out, "Host", host);
+    out += "Upgrade: websocket\r\nConnection: Upgrade\r\n";
+    append_header(out, "Sec-WebSocket-Key", key);
+    out += "Sec-WebSocket-Version: 13\r\n";
+    append_headers(out, extra_headers);
+    out += "\r\n";
+    return out;
+}
+
+ClientUpgrade make_upgrade_request(std::string_view host, std::string_view target, const HttpHeaders& extra_headers) {
+    ClientUpgrade r;
+    r.key = make_client_key();
+    r.request = build_upgrade_request(host, target, r.key, extra_headers);
+    return r;
+}
+
+UpgradeResponse parse_upgrade_response(std::string_view bytes, std::string_view client_key,
+                                       std::size_t max_header_bytes) {
+    UpgradeResponse r;
+    Head head = parse_head(bytes, max_header_bytes);
+    if (head.status == ParseStatus::NeedMore) return r;
+    r.status = ParseStatus::Error;
+    if (head.too_large) {
+        r.error = "response header too large";
+        return r;
+    }
+    if (head.status == ParseStatus::Error) {
+        r.error = head.error;
+        return r;
+    }
+    // Status line: HTTP/1.x SP 3DIGIT SP reason-phrase (the phrase may be empty or contain spaces).
+    const std::string_view line = head.start_line;
+    const auto [major, minor] = http_version(line.substr(0, 8));
+    if (major != 1 || line.size() < 12 || line[8] != ' ' || (line.size() > 12 && line[12] != ' ')) {
+        r.error = "malformed status line";
+        return r;
+    }
+    (void)minor;
+    int status = 0;
+    for (std::size_t i = 9; i < 12; ++i) {
+        if (line[i] < '0' || line[i] > '9') {
+            r.error = "malformed status line";
+            return r;
+        }
+        status = status * 10 + (line[i] - '0');
+    }
+    r.http_status = status;
+    r.headers = std::move(head.headers);
+    if (status != 101) {
+        r.error = "unexpected status: " + std::string(line.substr(9));
+        return r;
+    }
+    if (!any_has_token(r.headers, "Upgrade", "websocket")) {
+        r.error = "missing Upgrade: websocket";
+        return r;
+    }
+    if (!any_has_token(r.headers, "Connection", "upgrade")) {
+        r.error = "missing Connection: upgrade";
+        return r;
+    }
+    const auto accept = r.header("Sec-WebSocket-Accept");
+    if (!accept || count_headers(r.headers, "Sec-WebSocket-Accept") != 1 || *accept != accept_key(client_key)) {
+        r.error = "invalid Sec-WebSocket-Accept";
+        return r;
+    }
+    // We never offer extensions, and the server must not use one that was not offered (RFC 6455 section 4.1).
+    for (const auto& [n, v] : r.headers) {
+        if (iequals(n, "Sec-WebSocket-Extensions") && !trim(v).empty()) {
+            r.error = "unrequested Sec-WebSocket-Extensions";
+            return r;
+        }
+    }
+    r.status = ParseStatus::Ok;
+    r.consumed = head.consumed;
+    return r;
+}
+
+}  // namespace hydra::ws

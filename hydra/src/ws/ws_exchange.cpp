@@ -1,0 +1,185 @@
+#include "ws/ws_exchange.h"
+
+#include <algorithm>
+#include <mutex>
+
+#include "ws/frame.h"
+#include "ws/utf8.h"
+
+namespace hydra::ws {
+
+namespace {
+Frame text_frame(std::string_view text) {
+    // Non-UTF-8 payloads (a publish of raw bytes) go out as binary so clients never see an invalid text frame.
+    return std::make_shared<const std::string>(is_valid_utf8(text) ? encode_text(text) : encode_binary(text));
+}
+}  // namespace
+
+Frame WsExchange::notify_frame(const Json& data) {
+    Json envelope = {{"service", "notify"}, {"code", 200}, {"data", data}};
+    return text_frame(envelope.dump(-1, ' ', false, Json::error_handler_t::replace));
+}
+
+bool WsExchange::add(const std::string& uuid, std::uint64_t conn_id) {
+    std::unique_lock lock(mutex_);
+    return by_uuid_.emplace(uuid, Entry{conn_id, {}, {}, {}}).second;
+}
+
+void WsExchange::remove(const std::string& uuid) {
+    std::unique_lock lock(mutex_);
+    auto it = by_uuid_.find(uuid);
+    if (it == by_uuid_.end()) return;
+    Entry& e = it->second;
+    if (!e.user.empty()) {
+        auto u = users_.find(e.user);
+        if (u != users_.end()) {
+            u->second.erase(uuid);
+            if (u->second.empty()) users_.erase(u);
+        }
+    }
+    for (const auto& ch : e.channels) {
+        auto c = channels_.find(ch);
+        if (c == channels_.end()) continue;
+        c->second.erase(uuid);
+        if (c->second.empty()) channels_.erase(c);
+    }
+    by_uuid_.erase(it);
+}
+
+std::optional<std::uint64_t> WsExchange::find(std::string_view uuid) const {
+    std::shared_lock lock(mutex_);
+    auto it = by_uuid_.find(std::string(uuid));
+    if (it == by_uuid_.end()) return std::nullopt;
+    return it->second.conn_id;
+}
+
+bool WsExchange::notify(std::string_view uuid, const Json& data) {
+    auto id = find(uuid);
+    if (!id) return false;
+    delivery_.deliver(*id, notify_frame(data));
+    return true;
+}
+
+std::size_t WsExchange::broadcast(const Json& data) { return delivery_.deliver_all(notify_frame(data)); }
+
+bool WsExchange::bind(std::string_view user, std::string_view uuid) {
+    if (user.empty()) return false;
+    std::unique_lock lock(mutex_);
+    auto it = by_uuid_.find(std::string(uuid));
+    if (it == by_uuid_.end()) return false;
+    Entry& e = it->second;
+    if (e.user == user) return true;
+    if (!e.user.empty()) {
+        auto old = users_.find(e.user);
+        if (old != users_.end()) {
+            old->second.erase(it->first);
+            if (old->second.empty()) users_.erase(old);
+        }
+    }
+    e.user = std::string(user);
+    users_[e.user].insert(it->first);
+    return true;
+}
+
+std::size_t WsExchange::notify_user(std::string_view user, const Json& data) {
+    std::vector<std::uint64_t> ids;
+    {
+        std::shared_lock lock(mutex_);
+        auto u = users_.find(std::string(user));
+        if (u == users_.end()) return 0;
+        for (const auto& uuid : u->second) ids.push_back(by_uuid_.at(uuid).conn_id);
+    }
+    std::size_t n = ids.size();
+    delivery_.deliver_many(std::move(ids), notify_frame(data));
+    return n;
+}
+
+bool WsExchange::subscribe(std::string_view uuid, std::string_view channel) {
+    if (channel.empty()) return false;
+    std::unique_lock lock(mutex_);
+    auto it = by_uuid_.find(std::string(uuid));
+    if (it == by_uuid_.end()) return false;
+    auto& chans = it->second.channels;
+    if (std::find(chans.begin(), chans.end(), channel) == chans.end()) chans.emplace_back(channel);
+    channels_[std::string(channel)].insert(it->first);
+    return true;
+}
+
+bool WsExchange::unsubscribe(std::string_view uuid, std::string_view channel) {
+    std::unique_lock lock(mutex_);
+    auto it = by_uuid_.find(std::string(uuid));
+    if (it == by_uuid_.end()) return false;
+    auto& chans = it->second.channels;
+    auto pos = std::find(chans.begin(), chans.end(), channel);
+    if (pos == chans.end()) return false;
+    chans.erase(pos);
+    auto c = channels_.find(std::string(channel));
+    if (c != channels_.end()) {
+        c->second.erase(it->first);
+        if (c->second.empty()) channels_.erase(c);
+    }
+    return true;
+}
+
+std::size_t WsExchange::publish(std::string_view channel, std::string_view payload) {
+    std::vector<std::uint64_t> ids;
+    {
+        std::shared_lock lock(mutex_);
+        auto c = channels_.find(std::string(channel));
+        if (c == channels_.end()) return 0;
+        ids.reserve(c->second.size());
+        for (const auto& uuid : c->second) ids.push_back(by_uuid_.at(uuid).conn_id);
+    }
+    std::size_t n = ids.size();
+    delivery_.deliver_many(std::move(ids), text_frame(payload));
+    return n;
+}
+
+bool WsExchange::set(std::string_view uuid, std::string_view key, const Json& value) {
+    std::unique_lock lock(mutex_);
+    auto it = by_uuid_.find(std::string(uuid));
+    if (it == by_uuid_.end()) return false;
+    if (!it->second.values.is_object()) it->second.values = Json::object();
+    it->second.values[std::string(key)] = value;
+    return true;
+}
+
+std::optional<Json> WsExchange::get(std::string_view uuid, std::string_view key) const {
+    std::shared_lock lock(mutex_);
+    auto it = by_uuid_.find(std::string(uuid));
+    if (it == by_uuid_.end() || !it->second.values.is_object()) return std::nullopt;
+    auto v = it->second.values.find(key);
+    if (v == it->second.values.end()) return std::nullopt;
+    return *v;
+}
+
+bool WsExchange::send(std::string_view uuid, std::string_view text) {
+    auto id = find(uuid);
+    if (!id) return false;
+    delivery_.deliver(*id, text_frame(text));
+    return true;
+}
+
+bool WsExchange::kick(std::string_view uuid, int code, std::string_view reason) {
+    auto id = find(uuid);
+    if (!id) return false;
+    delivery_.close(*id, code, std::string(reason));
+    return true;
+}
+
+std::size_t WsExchange::connections() const {
+    std::shared_lock lock(mutex_);
+    return by_uuid_.size();
+}
+
+std::size_t WsExchange::channels() const {
+    std::shared_lock lock(mutex_);
+    return channels_.size();
+}
+
+std::size_t WsExchange::users() const {
+    std::shared_lock lock(mutex_);
+    return users_.size();
+}
+
+}  // namespace hydra::ws

@@ -1,0 +1,1004 @@
+#include "ws/ws_server.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstring>
+#include <stdexcept>
+#include <thread>
+#include <unordered_map>
+
+#include <hydra/log.h>
+
+#include "api/api_server.h"
+#include "common/request_id.h"
+#include "ws/frame.h"
+#include "ws/handshake.h"
+
+namespace hydra::ws {
+
+namespace {
+
+constexpr std::size_t kReadChunk = 64 * 1024;
+constexpr std::size_t kMaxReadPerEvent = 256 * 1024;  // fairness between connections of one loop
+constexpr std::size_t kMaxPendingMessages = 16;       // per connection, before we stop reading from it
+constexpr int kMaxIov = 64;
+constexpr std::uint32_t kReadEvents = EPOLLIN | EPOLLRDHUP;
+
+// Handshake mechanics are not kept with the connection: they are large and of no use to handlers.
+bool keep_header(const std::string& lower_name) {
+    return lower_name != "upgrade" && lower_name != "connection" && lower_name != "sec-websocket-key" &&
+           lower_name != "sec-websocket-version" && lower_name != "sec-websocket-extensions";
+}
+
+std::string lower(std::string s) {
+    for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return s;
+}
+
+std::string dump(const Json& j) { return j.dump(-1, ' ', false, Json::error_handler_t::replace); }
+
+Frame make_frame(std::string bytes) { return std::make_shared<const std::string>(std::move(bytes)); }
+
+// {"service":...,"code":...,"data"|"err":...}: hydra's reply envelope on the service path.
+std::string service_reply(const std::string& service, int code, const char* field, Json value) {
+    Json j = {{"service", service}, {"code", code}};
+    j[field] = std::move(value);
+    return dump(j);
+}
+
+struct ParsedAddress {
+    sockaddr_storage addr{};
+    socklen_t len = 0;
+};
+
+ParsedAddress resolve(const std::string& address) {
+    std::string host, port;
+    if (!address.empty() && address[0] == '[') {
+        auto close = address.find(']');
+        if (close == std::string::npos || close + 1 >= address.size() || address[close + 1] != ':')
+            throw std::runtime_error("invalid address");
+        host = address.substr(1, close - 1);
+        port = address.substr(close + 2);
+    } else {
+        auto colon = address.rfind(':');
+        if (colon == std::string::npos) throw std::runtime_error("invalid address");
+        host = address.substr(0, colon);
+        port = address.substr(colon + 1);
+    }
+    if (host.empty()) host = "0.0.0.0";
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    addrinfo* res = nullptr;
+    int rc = getaddrinfo(host.c_str(), port.c_str(), &hints, &res);
+    if (rc != 0) throw std::runtime_error(gai_strerror(rc));
+    ParsedAddress out;
+    std::memcpy(&out.addr, res->ai_addr, res->ai_addrlen);
+    out.len = static_cast<socklen_t>(res->ai_addrlen);
+    freeaddrinfo(res);
+    return out;
+}
+
+std::string to_string(const sockaddr_storage& ss) {
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (ss.ss_family == AF_INET) {
+        auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
+        inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+        port = ntohs(a->sin_port);
+        return std::string(host) + ":" + std::to_string(port);
+    }
+    auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
+    inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+    port = ntohs(a->sin6_port);
+    return "[" + std::string(host) + "]:" + std::to_string(port);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------------------------
+// Connection: owned by one loop, touched only by that loop's thread.
+
+struct WsServer::Connection : EventLoop::Handler {
+    enum class State : std::uint8_t { handshake, upgrading, open, closing };
+
+    Connection(Loop& l, std::uint64_t i, int f) : loop(l), id(i), fd(f) {}
+    void on_events(std::uint32_t events) override;
+
+    Loop& loop;
+    std::uint64_t id;
+    int fd;
+    State state = State::handshake;
+    bool writing = false;         // EPOLLOUT registered
+    bool reading_paused = false;  // EPOLLIN removed (too many pending messages)
+    bool busy = false;            // a message of this connection is on a worker
+    bool dirty = false;           // in the loop's flush list
+    bool close_sent = false;
+    bool close_received = false;
+    bool destroy_after_flush = false;
+    bool registered = false;  // uuid is in the exchange
+    std::uint16_t close_code = close_code::abnormal;
+    std::string close_reason;
+    std::int64_t opened_ms = 0;
+    std::int64_t last_recv_ms = 0;
+    std::int64_t last_ping_ms = 0;
+    std::int64_t close_deadline_ms = 0;
+    std::uint32_t seq = 0;  // messages received, for request ids
+
+    std::string in;                           // handshake bytes, released after the upgrade
+    std::string accept;                       // Sec-WebSocket-Accept, until the 101 is queued
+    std::unique_ptr<MessageDecoder> decoder;  // after the upgrade
+    std::vector<Frame> out;                   // whole frames waiting for the socket
+    std::size_t out_offset = 0;               // bytes of out[0] already written
+    std::size_t out_bytes = 0;                // unwritten bytes in out
+    struct Pending {
+        std::string data;
+        bool binary;
+    };
+    std::vector<Pending> pending;  // messages waiting for the previous one to be handled
+
+    std::string uuid;
+    std::string path;
+    const WsEndpoint* endpoint = nullptr;  // nullptr on the service path "/"
+    std::shared_ptr<const HeaderMap> headers;
+};
+
+// ---------------------------------------------------------------------------------------------------------------
+// Loop: an EventLoop plus the connections it owns and the listening socket.
+
+struct WsServer::Loop : EventLoop::Handler {
+    Loop(WsServer& s, int index, int tick_ms)
+        : server(s), loop(index, tick_ms, [this] { on_tick(); }), index(static_cast<std::uint64_t>(index)) {}
+
+    // Listening socket readable.
+    void on_events(std::uint32_t) override { accept_all(); }
+
+    void accept_all();
+    void on_tick();
+    void on_readable(Connection& c);
+    void on_writable(Connection& c);
+    void handle_handshake(Connection& c);
+    void accept_upgrade(Connection& c, const std::string& requested_uuid);
+    void reject_upgrade(Connection& c, int status, const std::string& reason, const HttpHeaders& extra = {});
+    void feed(Connection& c, const std::uint8_t* data, std::size_t len);
+    void dispatch(Connection& c, std::string data, bool binary);
+    void on_handled(std::uint64_t id, std::optional<std::string> reply);
+    void enqueue(Connection& c, Frame frame);
+    void enqueue_raw(Connection& c, std::string bytes) { enqueue(c, make_frame(std::move(bytes))); }
+    void schedule_flush(Connection& c);
+    void flush(Connection& c);
+    void start_close(Connection& c, std::uint16_t code, const std::string& reason);
+    void fail(Connection& c, std::uint16_t code, const std::string& reason);
+    void destroy(Connection& c, std::uint16_t code, const std::string& reason);
+    void update_events(Connection& c);
+    Connection* find(std::uint64_t id) {
+        auto it = connections.find(id);
+        return it == connections.end() ? nullptr : it->second.get();
+    }
+    void report_error(const Connection& c, const std::string& error);
+
+    WsServer& server;
+    EventLoop loop;
+    std::uint64_t index;
+    std::uint64_t next_id = 1;
+    bool accepting = true;
+    bool listening = false;
+    std::unordered_map<std::uint64_t, std::unique_ptr<Connection>> connections;
+    std::vector<std::unique_ptr<Connection>> graveyard;  // freed at the end of the iteration
+    std::vector<std::uint64_t> flush_list;
+    bool flush_scheduled = false;
+    std::vector<std::uint8_t> read_buffer;
+};
+
+void WsServer::Connection::on_events(std::uint32_t events) {
+    if (events & (EPOLLERR)) {
+        loop.destroy(*this, close_code::abnormal, "socket error");
+        return;
+    }
+    if (events & EPOLLOUT) {
+        loop.on_writable(*this);
+        if (fd < 0) return;
+    }
+    if (events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP)) loop.on_readable(*this);
+}
+
+void WsServer::Loop::accept_all() {
+    for (int i = 0; i < 64; ++i) {
+        sockaddr_storage peer{};
+        socklen_t len = sizeof peer;
+        int fd = accept4(server.listen_fd_, reinterpret_cast<sockaddr*>(&peer), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                // Out of descriptors: stop accepting on this loop until the next tick instead of spinning.
+                Logger().warn(std::string("ws: accept: ") + strerror(errno) + "; pausing accepts");
+                loop.remove(server.listen_fd_);
+                listening = false;
+            }
+            return;  // EAGAIN: another loop took it, or the queue is empty
+        }
+        if (server.open_connections_.load() >= server.settings_.max_connections) {
+            static const std::string kFull = http_error_response(503, "too many connections");
+            [[maybe_unused]] ssize_t n = ::send(fd, kFull.data(), kFull.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+            ::close(fd);
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        std::uint64_t id = (index << 48) | next_id++;
+        auto conn = std::make_unique<Connection>(*this, id, fd);
+        conn->opened_ms = conn->last_recv_ms = conn->last_ping_ms = loop.now_ms();
+        loop.add(fd, kReadEvents, conn.get());
+        connections.emplace(id, std::move(conn));
+        server.open_connections_.fetch_add(1);
+    }
+}
+
+void WsServer::Loop::on_tick() {
+    const auto& s = server.settings_;
+    std::int64_t now = loop.now_ms();
+    if (!listening && accepting && server.listen_fd_ >= 0) {
+        loop.add(server.listen_fd_, EPOLLIN | EPOLLEXCLUSIVE, this);
+        listening = true;
+    }
+    std::vector<Connection*> expired;
+    for (auto& [id, conn] : connections) {
+        Connection& c = *conn;
+        switch (c.state) {
+            case Connection::State::handshake:
+            case Connection::State::upgrading:
+                if (now - c.opened_ms > s.handshake_timeout_ms) expired.push_back(&c);
+                break;
+            case Connection::State::open:
+                if (s.idle_timeout_ms > 0 && now - c.last_recv_ms > s.idle_timeout_ms) {
+                    expired.push_back(&c);
+                } else if (s.ping_interval_ms > 0 && now - c.last_ping_ms >= s.ping_interval_ms &&
+                           now - c.last_recv_ms >= s.ping_interval_ms) {
+                    c.last_ping_ms = now;
+                    static const Frame kPing = make_frame(encode_ping());
+                    enqueue(c, kPing);
+                }
+                break;
+            case Connection::State::closing:
+                if (now > c.close_deadline_ms) expired.push_back(&c);
+                break;
+        }
+    }
+    for (Connection* c : expired) {
+        if (c->state == Connection::State::open)
+            start_close(*c, close_code::going_away, "idle timeout");
+        else if (c->state == Connection::State::closing)
+            destroy(*c, c->close_code, c->close_reason);
+        else
+            destroy(*c, close_code::abnormal, "handshake timeout");
+    }
+}
+
+void WsServer::Loop::on_readable(Connection& c) {
+    if (read_buffer.empty()) read_buffer.resize(kReadChunk);
+    std::size_t total = 0;
+    while (c.fd >= 0 && total < kMaxReadPerEvent && !c.reading_paused) {
+        ssize_t n = ::recv(c.fd, read_buffer.data(), read_buffer.size(), 0);
+        if (n > 0) {
+            total += static_cast<std::size_t>(n);
+            c.last_recv_ms = loop.now_ms();
+            if (c.state == Connection::State::handshake || c.state == Connection::State::upgrading) {
+                if (c.in.size() + static_cast<std::size_t>(n) > kMaxHandshakeBytes + server.settings_.max_message) {
+                    destroy(c, close_code::abnormal, "handshake too large");
+                    return;
+                }
+                c.in.append(reinterpret_cast<const char*>(read_buffer.data()), static_cast<std::size_t>(n));
+                if (c.state == Connection::State::handshake) handle_handshake(c);
+            } else if (c.state == Connection::State::open ||
+                       (c.state == Connection::State::closing && !c.close_received)) {
+                feed(c, read_buffer.data(), static_cast<std::size_t>(n));
+            }
+            // else: closing after the peer's close frame: ignore whatever follows
+            continue;
+        }
+        if (n == 0) {
+            // Peer closed its side. Before a close handshake that is an abnormal closure (1006).
+            if (c.state == Connection::State::closing)
+                destroy(c, c.close_code, c.close_reason);
+            else
+                destroy(c, close_code::abnormal, "connection dropped");
+            return;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+        if (errno == EINTR) continue;
+        destroy(c, close_code::abnormal, std::string("read: ") + strerror(errno));
+        return;
+    }
+}
+
+void WsServer::Loop::handle_handshake(Connection& c) {
+    UpgradeParse p = parse_upgrade_request(c.in);
+    if (p.status == ParseStatus::NeedMore) return;
+    if (p.status == ParseStatus::Error) {
+        reject_upgrade(c, p.http_status, p.reason, p.response_headers);
+        return;
+    }
+    const UpgradeRequest& req = p.request;
+    const WsRoutes& routes = server.routes_;
+    std::string path = normalize_path(req.path);
+    const WsEndpoint* endpoint = nullptr;
+    if (auto it = routes.endpoints.find(path); it != routes.endpoints.end()) {
+        endpoint = &it->second;
+    } else if (!(path == "/" && routes.serves_services())) {
+        reject_upgrade(c, 404, "no WebSocket endpoint at " + path);
+        return;
+    }
+    c.path = path;
+    c.endpoint = endpoint;
+    c.in.erase(0, p.consumed);  // what is left are the first frames
+
+    auto kept = std::make_shared<HeaderMap>();
+    HeaderMap all;
+    for (const auto& [name, value] : req.headers) {
+        std::string key = lower(name);
+        if (keep_header(key)) (*kept)[key] = value;
+        all[key] = value;
+    }
+    c.headers = kept;
+    std::string requested = all.count("x-request-id") ? all["x-request-id"] : std::string();
+    c.accept = accept_key(req.key);
+
+    bool needs_worker = !routes.connection_middleware.empty() || (endpoint && endpoint->on_open);
+    if (!needs_worker) {
+        accept_upgrade(c, requested);
+        return;
+    }
+
+    // Connection middleware and on_open may block (auth calls): run them on a worker, then come back.
+    c.state = Connection::State::upgrading;
+    // The uuid is chosen now so on_open can already use the exchange (set values, subscribe).
+    std::string uuid = valid_request_id(requested) ? requested : generate_uuid();
+    if (!server.exchange_.add(uuid, c.id)) {
+        uuid = generate_uuid();
+        server.exchange_.add(uuid, c.id);
+    }
+    c.uuid = uuid;
+    c.registered = true;
+    Json params = Json::object();
+    try {
+        parse_urlencoded(req.query, params);
+    } catch (const Error&) {
+        // a malformed query string is not worth refusing the connection for
+    }
+    Context::Init init;
+    init.kind = ServerKind::ws;
+    init.method = "GET";
+    init.path = path;
+    init.route = path;
+    init.params = std::move(params);
+    init.headers = std::make_shared<const HeaderMap>(std::move(all));
+    init.request_id = uuid;
+    init.uuid = uuid;
+    init.queue = server.queue_;
+    init.exchange = &server.exchange_;
+    WsServer* srv = &server;
+    std::uint64_t id = c.id;
+    server.workers_->post([srv, id, endpoint, init = std::move(init), loop_index = index]() mutable {
+        Context ctx(std::move(init));
+        Result result;
+        try {
+            hydra::Handler final =
+                endpoint && endpoint->on_open ? endpoint->on_open : hydra::Handler([](Context&) { return Result(); });
+            result = run_chain(srv->routes_.connection_middleware, ctx, final);
+        } catch (const Error& e) {
+            result = Result(e);
+        } catch (const std::exception& e) {
+            ctx.log().error(std::string("ws: connection middleware failed: ") + e.what());
+            result = Result(Error(500, "internal server error"));
+        }
+        Loop& l = *srv->loops_[loop_index];
+        l.loop.post([&l, id, result = std::move(result)] {
+            Connection* c = l.find(id);
+            if (c == nullptr || c->state != Connection::State::upgrading) return;
+            if (result.is_error())
+                l.reject_upgrade(*c, http_status_for(result.error_code()), result.text());
+            else
+                l.accept_upgrade(*c, c->uuid);
+        });
+    });
+}
+
+void WsServer::Loop::accept_upgrade(Connection& c, const std::string& requested_uuid) {
+    if (!c.registered) {
+        std::string uuid = valid_request_id(requested_uuid) ? requested_uuid : generate_uuid();
+        if (!server.exchange_.add(uuid, c.id)) {
+            uuid = generate_uuid();
+            server.exchange_.add(uuid, c.id);
+        }
+        c.uuid = std::move(uuid);
+        c.registered = true;
+    }
+    c.state = Connection::State::open;
+    c.decoder = std::make_unique<MessageDecoder>(server.settings_.max_message, Role::Server);
+    c.last_recv_ms = c.last_ping_ms = loop.now_ms();
+    // Frames queued while upgrading (by on_open) must follow the 101.
+    c.out.insert(c.out.begin(), make_frame(handshake_response(c.accept, {{"X-Request-Id", c.uuid}})));
+    c.out_bytes += c.out.front()->size();
+    c.accept = std::string();
+    schedule_flush(c);
+    std::string rest = std::move(c.in);
+    c.in = std::string();
+    if (!rest.empty()) feed(c, reinterpret_cast<const std::uint8_t*>(rest.data()), rest.size());
+}
+
+void WsServer::Loop::reject_upgrade(Connection& c, int status, const std::string& reason, const HttpHeaders& extra) {
+    if (c.registered) {
+        server.exchange_.remove(c.uuid);
+        c.registered = false;
+    }
+    c.out.clear();
+    c.out_offset = 0;
+    c.out_bytes = 0;
+    c.state = Connection::State::closing;  // nothing more is read or sent but this answer
+    c.close_received = true;
+    c.close_deadline_ms = loop.now_ms() + server.settings_.close_timeout_ms;
+    c.in = std::string();
+    enqueue_raw(c, http_error_response(status, reason, extra));
+    c.destroy_after_flush = true;
+    c.close_code = close_code::abnormal;
+    c.close_reason = "upgrade rejected: " + std::to_string(status);
+}
+
+void WsServer::Loop::feed(Connection& c, const std::uint8_t* data, std::size_t len) {
+    MessageDecoder& d = *c.decoder;
+    d.feed(data, len);
+    Event ev;
+    while (c.fd >= 0 && d.next(ev)) {
+        switch (ev.type) {
+            case Event::Type::Text:
+            case Event::Type::Binary: {
+                if (c.close_sent) break;  // after our close frame, messages are dropped (RFC 6455 5.5.1)
+                bool binary = ev.type == Event::Type::Binary;
+                dispatch(c, d.take_message(), binary);
+                break;
+            }
+            case Event::Type::Ping:
+                if (!c.close_sent) enqueue_raw(c, encode_pong(ev.data));
+                break;
+            case Event::Type::Pong:
+                break;
+            case Event::Type::Close: {
+                c.close_received = true;
+                std::uint16_t code = ev.code;
+                std::string reason(ev.data);
+                if (!c.close_sent) {
+                    // Echo the peer's code (1000 when it sent none), then close the TCP connection.
+                    std::uint16_t echo = code == close_code::no_status ? close_code::normal : code;
+                    enqueue_raw(c, encode_close(echo));
+                    c.close_sent = true;
+                    c.close_code = code;
+                    c.close_reason = reason;
+                    c.state = Connection::State::closing;
+                    c.close_deadline_ms = loop.now_ms() + server.settings_.close_timeout_ms;
+                }
+                c.destroy_after_flush = true;
+                schedule_flush(c);
+                return;
+            }
+            case Event::Type::Error:
+                fail(c, ev.code, std::string(ev.data));
+                return;
+        }
+    }
+}
+
+void WsServer::Loop::fail(Connection& c, std::uint16_t code, const std::string& reason) {
+    report_error(c, "protocol error " + std::to_string(code) + ": " + reason);
+    if (!c.close_sent) {
+        enqueue_raw(c, encode_close(code, reason));
+        c.close_sent = true;
+    }
+    c.close_code = code;
+    c.close_reason = reason;
+    c.state = Connection::State::closing;
+    c.close_received = true;  // we will not read further
+    c.close_deadline_ms = loop.now_ms() + server.settings_.close_timeout_ms;
+    c.destroy_after_flush = true;
+    schedule_flush(c);
+}
+
+void WsServer::Loop::start_close(Connection& c, std::uint16_t code, const std::string& reason) {
+    if (c.state != Connection::State::open && c.state != Connection::State::upgrading) return;
+    if (c.state == Connection::State::upgrading) {
+        destroy(c, code, reason);
+        return;
+    }
+    enqueue_raw(c, encode_close(code, reason));
+    c.close_sent = true;
+    c.close_code = code;
+    c.close_reason = reason;
+    c.state = Connection::State::closing;
+    c.close_deadline_ms = loop.now_ms() + server.settings_.close_timeout_ms;
+    schedule_flush(c);
+}
+
+void WsServer::Loop::report_error(const Connection& c, const std::string& error) {
+    Logger(c.uuid).debug("ws: " + c.path + ": " + error);
+    if (c.endpoint == nullptr || !c.endpoint->on_error) return;
+    Context::Init init;
+    init.kind = ServerKind::ws;
+    init.path = c.path;
+    init.route = c.path;
+    init.headers = c.headers;
+    init.request_id = c.uuid;
+    init.uuid = c.uuid;
+    init.queue = server.queue_;
+    init.exchange = &server.exchange_;
+    const WsEndpoint* endpoint = c.endpoint;
+    server.workers_->post([endpoint, init = std::move(init), error]() mutable {
+        Context ctx(std::move(init));
+        endpoint->on_error(ctx, error);
+    });
+}
+
+// The whole life of one message on a worker: context, packet middleware, handler, reply text.
+static std::optional<std::string> handle_message(const WsRoutes& routes, const WsEndpoint* endpoint, Context::Init init,
+                                                 const std::function<void(const std::string&)>& on_error) {
+    std::string service;
+    Handler handler;
+    if (endpoint == nullptr) {
+        Json doc;
+        try {
+            doc = Json::parse(init.body);
+        } catch (const Json::parse_error& e) {
+            std::string what = e.what();
+            if (auto pos = what.find("] "); pos != std::string::npos) what = what.substr(pos + 2);
+            return service_reply("init", 406, "err", "invalid JSON: " + what);
+        }
+        auto svc = doc.is_object() ? doc.find("service") : doc.end();
+        if (!doc.is_object() || svc == doc.end() || !svc->is_string())
+            return service_reply("init", 406, "err", "a message is a JSON object with a \"service\" field");
+        service = svc->get<std::string>();
+        doc.erase(svc);
+        auto h = routes.services.find(service);
+        if (h == routes.services.end()) return service_reply(service, 404, "err", "service not found: " + service);
+        handler = h->second;
+        init.path = service;
+        init.route = service;
+        init.params = std::move(doc);
+    } else {
+        handler = endpoint->on_message;
+        if (!handler) return std::nullopt;
+    }
+
+    Context ctx(std::move(init));
+    Result result;
+    try {
+        result = run_chain(routes.packet_middleware, ctx, handler);
+    } catch (const Error& e) {
+        result = Result(e);
+    } catch (const std::exception& e) {
+        ctx.log().error("ws: handler " + (endpoint ? ctx.route() : service) + " failed: " + e.what());
+        on_error(std::string("handler failed: ") + e.what());
+        result = Result(Error(500, "internal server error"));
+    }
+    switch (result.kind()) {
+        case Result::Kind::empty:
+            return std::nullopt;
+        case Result::Kind::error:
+            if (endpoint == nullptr) return service_reply(service, result.error_code(), "err", result.text());
+            return dump(Json{{"code", result.error_code()}, {"msg", result.text()}});
+        case Result::Kind::json:
+            if (endpoint == nullptr)
+                return service_reply(service, result.status().value_or(200), "data", result.value());
+            return dump(result.value());
+        case Result::Kind::text:
+            if (endpoint == nullptr)
+                return service_reply(service, result.status().value_or(200), "data", result.text());
+            return result.text();
+    }
+    return std::nullopt;
+}
+
+void WsServer::Loop::dispatch(Connection& c, std::string data, bool binary) {
+    if (c.busy) {
+        c.pending.push_back({std::move(data), binary});
+        if (c.pending.size() >= kMaxPendingMessages && !c.reading_paused) {
+            c.reading_paused = true;  // backpressure: the client waits in its own send buffer
+            update_events(c);
+        }
+        return;
+    }
+    c.busy = true;
+    Context::Init init;
+    init.kind = ServerKind::ws;
+    init.path = c.path;
+    init.route = c.path;
+    init.headers = c.headers;
+    init.body = std::move(data);
+    init.binary = binary;
+    init.request_id = c.uuid + "." + std::to_string(++c.seq);
+    init.uuid = c.uuid;
+    init.queue = server.queue_;
+    init.exchange = &server.exchange_;
+    WsServer* srv = &server;
+    const WsEndpoint* endpoint = c.endpoint;
+    std::uint64_t id = c.id;
+    Loop* self = this;
+    server.workers_->post([srv, self, endpoint, id, init = std::move(init)]() mutable {
+        auto on_error = [&](const std::string& error) {
+            if (endpoint == nullptr || !endpoint->on_error) return;
+            Context::Init e;
+            e.kind = ServerKind::ws;
+            e.path = init.path;
+            e.uuid = init.uuid;
+            e.request_id = init.request_id;
+            e.exchange = &srv->exchange_;
+            e.queue = srv->queue_;
+            Context ctx(std::move(e));
+            endpoint->on_error(ctx, error);
+        };
+        std::optional<std::string> reply = handle_message(srv->routes_, endpoint, std::move(init), on_error);
+        self->loop.post([self, id, reply = std::move(reply)]() mutable { self->on_handled(id, std::move(reply)); });
+    });
+}
+
+void WsServer::Loop::on_handled(std::uint64_t id, std::optional<std::string> reply) {
+    Connection* c = find(id);
+    if (c == nullptr) return;
+    if (reply && !c->close_sent) enqueue_raw(*c, encode_text(*reply));
+    c->busy = false;
+    if (!c->pending.empty() && !c->close_sent) {
+        Connection::Pending next = std::move(c->pending.front());
+        c->pending.erase(c->pending.begin());
+        dispatch(*c, std::move(next.data), next.binary);
+        if (c->pending.empty()) c->pending.shrink_to_fit();
+    }
+    if (c->reading_paused && c->pending.size() < kMaxPendingMessages / 2) {
+        c->reading_paused = false;
+        update_events(*c);
+        on_readable(*c);  // data may have arrived while paused (edge cases of level-triggered re-arm)
+    }
+}
+
+void WsServer::Loop::enqueue(Connection& c, Frame frame) {
+    if (c.fd < 0) return;
+    if (c.out_bytes + frame->size() > server.settings_.send_queue_bytes && c.state == Connection::State::open) {
+        // A client that does not read: drop what it has not received (keeping a partly written frame so the
+        // stream stays well-formed), tell it why, and close.
+        report_error(c, "send queue full (" + std::to_string(c.out_bytes) + " bytes): closing");
+        if (c.out_offset > 0) {
+            c.out.resize(1);
+            c.out_bytes = c.out[0]->size() - c.out_offset;
+        } else {
+            c.out.clear();
+            c.out_bytes = 0;
+        }
+        c.pending.clear();
+        enqueue_raw(c, encode_close(close_code::policy_violation, "send queue full"));
+        c.close_sent = true;
+        c.close_code = close_code::policy_violation;
+        c.close_reason = "send queue full";
+        c.state = Connection::State::closing;
+        c.close_deadline_ms = loop.now_ms() + server.settings_.close_timeout_ms;
+        c.destroy_after_flush = true;
+        schedule_flush(c);
+        return;
+    }
+    c.out_bytes += frame->size();
+    c.out.push_back(std::move(frame));
+    schedule_flush(c);
+}
+
+void WsServer::Loop::schedule_flush(Connection& c) {
+    if (c.dirty || c.writing) return;  // already listed, or EPOLLOUT will flush it
+    c.dirty = true;
+    flush_list.push_back(c.id);
+    if (!flush_scheduled) {
+        flush_scheduled = true;
+        loop.defer([this] {
+            flush_scheduled = false;
+            auto ids = std::move(flush_list);
+            flush_list.clear();
+            for (std::uint64_t id : ids) {
+                Connection* c = find(id);
+                if (c == nullptr) continue;
+                c->dirty = false;
+                flush(*c);
+            }
+            graveyard.clear();
+        });
+    }
+}
+
+void WsServer::Loop::on_writable(Connection& c) { flush(c); }
+
+void WsServer::Loop::flush(Connection& c) {
+    if (c.fd < 0 || c.state == Connection::State::upgrading) return;
+    while (!c.out.empty()) {
+        iovec iov[kMaxIov];
+        int n = 0;
+        for (std::size_t i = 0; i < c.out.size() && n < kMaxIov; ++i, ++n) {
+            const std::string& f = *c.out[i];
+            std::size_t skip = i == 0 ? c.out_offset : 0;
+            iov[n].iov_base = const_cast<char*>(f.data() + skip);
+            iov[n].iov_len = f.size() - skip;
+        }
+        msghdr msg{};
+        msg.msg_iov = iov;
+        msg.msg_iovlen = static_cast<std::size_t>(n);
+        ssize_t sent = ::sendmsg(c.fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (sent < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                if (!c.writing) {
+                    c.writing = true;
+                    update_events(c);
+                }
+                return;
+            }
+            destroy(c, close_code::abnormal, std::string("write: ") + strerror(errno));
+            return;
+        }
+        std::size_t left = static_cast<std::size_t>(sent);
+        c.out_bytes -= left;
+        std::size_t done = 0;
+        while (done < c.out.size() && left > 0) {
+            std::size_t avail = c.out[done]->size() - c.out_offset;
+            if (left >= avail) {
+                left -= avail;
+                c.out_offset = 0;
+                ++done;
+            } else {
+                c.out_offset += left;
+                left = 0;
+            }
+        }
+        c.out.erase(c.out.begin(), c.out.begin() + static_cast<std::ptrdiff_t>(done));
+    }
+    // Everything written.
+    if (c.out.capacity() > 8) c.out.shrink_to_fit();
+    if (c.writing) {
+        c.writing = false;
+        update_events(c);
+    }
+    if (c.destroy_after_flush) {
+        if (c.close_received) {
+            destroy(c, c.close_code, c.close_reason);
+        } else {
+            // We closed first: half-close and wait for the peer's close frame or EOF (bounded by the deadline).
+            ::shutdown(c.fd, SHUT_WR);
+        }
+    } else if (c.close_sent && !c.close_received) {
+        ::shutdown(c.fd, SHUT_WR);
+    }
+}
+
+void WsServer::Loop::update_events(Connection& c) {
+    if (c.fd < 0) return;
+    std::uint32_t ev = c.reading_paused ? 0 : kReadEvents;
+    if (c.writing) ev |= EPOLLOUT;
+    loop.modify(c.fd, ev, &c);
+}
+
+void WsServer::Loop::destroy(Connection& c, std::uint16_t code, const std::string& reason) {
+    if (c.fd < 0) return;
+    loop.remove(c.fd);
+    ::close(c.fd);
+    c.fd = -1;
+    server.open_connections_.fetch_sub(1);
+    bool was_open = c.decoder != nullptr;
+    if (c.registered) {
+        const WsEndpoint* endpoint = c.endpoint;
+        if (was_open && endpoint != nullptr && endpoint->on_close) {
+            // on_close may still read the connection's exchange values: unregister after it ran.
+            Context::Init init;
+            init.kind = ServerKind::ws;
+            init.path = c.path;
+            init.route = c.path;
+            init.headers = c.headers;
+            init.request_id = c.uuid;
+            init.uuid = c.uuid;
+            init.queue = server.queue_;
+            init.exchange = &server.exchange_;
+            WsServer* srv = &server;
+            server.workers_->post([srv, endpoint, init = std::move(init), code, reason]() mutable {
+                std::string uuid = init.uuid;
+                Context ctx(std::move(init));
+                try {
+                    endpoint->on_close(ctx, code, reason);
+                } catch (const std::exception& e) {
+                    ctx.log().error(std::string("ws: on_close failed: ") + e.what());
+                }
+                srv->exchange_.remove(uuid);
+            });
+        } else {
+            server.exchange_.remove(c.uuid);
+        }
+        c.registered = false;
+    }
+    auto it = connections.find(c.id);
+    if (it != connections.end()) {
+        graveyard.push_back(std::move(it->second));
+        connections.erase(it);
+        if (!flush_scheduled) {
+            flush_scheduled = true;
+            loop.defer([this] {
+                flush_scheduled = false;
+                auto ids = std::move(flush_list);
+                flush_list.clear();
+                for (std::uint64_t id : ids) {
+                    Connection* conn = find(id);
+                    if (conn == nullptr) continue;
+                    conn->dirty = false;
+                    flush(*conn);
+                }
+                graveyard.clear();
+            });
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// WsServer
+
+WsServer::Settings WsServer::Settings::from(const Config& config) {
+    Settings s;
+    s.address = config.str("ws.address");
+    s.io_threads = static_cast<int>(config.integer("ws.io_threads"));
+    s.workers = static_cast<int>(config.integer("ws.workers"));
+    s.max_message = static_cast<std::size_t>(config.integer("ws.max_message"));
+    s.max_connections = static_cast<int>(config.integer("ws.max_connections"));
+    s.send_queue_bytes = static_cast<std::size_t>(config.integer("ws.send_queue_bytes"));
+    s.ping_interval_ms = static_cast<int>(config.integer("ws.ping_interval_ms"));
+    s.idle_timeout_ms = static_cast<int>(config.integer("ws.idle_timeout_ms"));
+    s.handshake_timeout_ms = static_cast<int>(config.integer("ws.handshake_timeout_ms"));
+    return s;
+}
+
+WsServer::WsServer(Settings settings, const WsRoutes& routes, Queue* queue)
+    : settings_(std::move(settings)), routes_(routes), queue_(queue), exchange_(*this) {}
+
+WsServer::~WsServer() { stop(); }
+
+void WsServer::start() {
+    std::signal(SIGPIPE, SIG_IGN);
+    ParsedAddress addr;
+    try {
+        addr = resolve(settings_.address);
+    } catch (const std::exception& e) {
+        throw std::runtime_error("ws: cannot listen on " + settings_.address + ": " + e.what());
+    }
+    listen_fd_ = ::socket(addr.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (listen_fd_ < 0 || ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr.addr), addr.len) != 0 ||
+        ::listen(listen_fd_, 4096) != 0) {
+        std::string err = strerror(errno);
+        if (listen_fd_ >= 0) ::close(listen_fd_);
+        listen_fd_ = -1;
+        throw std::runtime_error("ws: cannot listen on " + settings_.address + ": " + err);
+    }
+    sockaddr_storage bound{};
+    socklen_t len = sizeof bound;
+    getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&bound), &len);
+    bound_ = to_string(bound);
+
+    int threads = settings_.io_threads > 0 ? settings_.io_threads
+                                           : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+    int shortest = settings_.handshake_timeout_ms;
+    for (int t : {settings_.ping_interval_ms, settings_.idle_timeout_ms})
+        if (t > 0) shortest = std::min(shortest, t);
+    int tick_ms = std::clamp(shortest / 4, 10, 1000);
+
+    workers_ = std::make_unique<WorkerPool>(static_cast<std::size_t>(settings_.workers), "ws-worker");
+    for (int i = 0; i < threads; ++i) loops_.push_back(std::make_unique<Loop>(*this, i, tick_ms));
+    for (auto& l : loops_) {
+        l->loop.add(listen_fd_, EPOLLIN | EPOLLEXCLUSIVE, l.get());
+        l->listening = true;
+        l->loop.start();
+    }
+    started_ = true;
+}
+
+void WsServer::stop() {
+    if (!started_) return;
+    started_ = false;
+    // 1. Stop accepting and start the close handshake everywhere.
+    for (auto& l : loops_) {
+        Loop* lp = l.get();
+        lp->loop.post([lp] {
+            lp->accepting = false;
+            if (lp->listening) lp->loop.remove(lp->server.listen_fd_);
+            lp->listening = false;
+            std::vector<Connection*> all;
+            for (auto& [id, c] : lp->connections) all.push_back(c.get());
+            for (Connection* c : all) {
+                if (c->state == Connection::State::open)
+                    lp->start_close(*c, close_code::going_away, "server shutting down");
+                else if (c->state != Connection::State::closing)
+                    lp->destroy(*c, close_code::going_away, "server shutting down");
+            }
+        });
+    }
+    // 2. Wait (bounded) for the peers to answer.
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(settings_.close_timeout_ms + 500);
+    while (open_connections_.load() > 0 && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    // 3. Stop the loops, drop what is left, finish the workers (on_close callbacks).
+    for (auto& l : loops_) l->loop.stop();
+    for (auto& l : loops_) {
+        std::vector<Connection*> all;
+        for (auto& [id, c] : l->connections) all.push_back(c.get());
+        for (Connection* c : all) l->destroy(*c, close_code::going_away, "server shutting down");
+        l->graveyard.clear();
+    }
+    workers_->stop();
+    if (listen_fd_ >= 0) ::close(listen_fd_);
+    listen_fd_ = -1;
+    loops_.clear();
+}
+
+WsServer::Loop& WsServer::loop_of(std::uint64_t conn_id) { return *loops_[conn_id >> 48]; }
+
+void WsServer::deliver(std::uint64_t conn_id, Frame frame) {
+    if (loops_.empty()) return;
+    Loop* l = &loop_of(conn_id);
+    l->loop.post([l, conn_id, frame = std::move(frame)]() mutable {
+        if (Connection* c = l->find(conn_id); c && !c->close_sent) l->enqueue(*c, std::move(frame));
+    });
+}
+
+void WsServer::deliver_many(std::vector<std::uint64_t> conn_ids, Frame frame) {
+    if (loops_.empty()) return;
+    if (loops_.size() == 1) {
+        Loop* l = loops_[0].get();
+        l->loop.post([l, ids = std::move(conn_ids), frame = std::move(frame)] {
+            for (std::uint64_t id : ids)
+                if (Connection* c = l->find(id); c && !c->close_sent) l->enqueue(*c, frame);
+        });
+        return;
+    }
+    std::vector<std::vector<std::uint64_t>> per_loop(loops_.size());
+    for (std::uint64_t id : conn_ids) per_loop[id >> 48].push_back(id);
+    for (std::size_t i = 0; i < loops_.size(); ++i) {
+        if (per_loop[i].empty()) continue;
+        Loop* l = loops_[i].get();
+        l->loop.post([l, ids = std::move(per_loop[i]), frame] {
+            for (std::uint64_t id : ids)
+                if (Connection* c = l->find(id); c && !c->close_sent) l->enqueue(*c, frame);
+        });
+    }
+}
+
+std::size_t WsServer::deliver_all(Frame frame) {
+    for (auto& lp : loops_) {
+        Loop* l = lp.get();
+        l->loop.post([l, frame] {
+            for (auto& [id, c] : l->connections)
+                if (c->state == Connection::State::open && !c->close_sent) l->enqueue(*c, frame);
+        });
+    }
+    return exchange_.connections();
+}
+
+void WsServer::close(std::uint64_t conn_id, int code, std::string reason) {
+    if (loops_.empty()) return;
+    Loop* l = &loop_of(conn_id);
+    l->loop.post([l, conn_id, code, reason = std::move(reason)] {
+        if (Connection* c = l->find(conn_id)) {
+            std::uint16_t sent = is_valid_close_code(static_cast<std::uint16_t>(code))
+                                     ? static_cast<std::uint16_t>(code)
+                                     : close_code::policy_violation;
+            l->start_close(*c, sent, reason);
+        }
+    });
+}
+
+}  // namespace hydra::ws

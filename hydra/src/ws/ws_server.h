@@ -1,0 +1,74 @@
+// The WS server: `io_threads` epoll loops own the connections (no thread per connection); handlers run on a
+// worker pool; every connection has a bounded send queue; other threads hand frames to the owning loop.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <hydra/config.h>
+#include <hydra/queue.h>
+
+#include "common/worker_pool.h"
+#include "ws/event_loop.h"
+#include "ws/ws_exchange.h"
+#include "ws/ws_routes.h"
+
+namespace hydra::ws {
+
+class WsServer : public Delivery {
+  public:
+    struct Settings {
+        std::string address = "127.0.0.1:9087";
+        int io_threads = 0;  // 0 = number of cores
+        int workers = 8;
+        std::size_t max_message = 1 << 20;
+        int max_connections = 100000;
+        std::size_t send_queue_bytes = 4 << 20;
+        int ping_interval_ms = 30000;
+        int idle_timeout_ms = 90000;
+        int handshake_timeout_ms = 10000;
+        int close_timeout_ms = 2000;  // how long a closing connection waits for the peer's close frame
+
+        static Settings from(const Config& config);  // the `ws` section
+    };
+
+    WsServer(Settings settings, const WsRoutes& routes, Queue* queue);
+    ~WsServer() override;
+
+    // Binds and starts the loops. Throws std::runtime_error("ws: cannot listen on <addr>: <reason>").
+    void start();
+    // Stops accepting, closes every connection with 1001 (bounded wait), stops loops and workers.
+    void stop();
+    std::string address() const { return bound_; }
+    WsExchange& exchange() { return exchange_; }
+
+    // Delivery (thread-safe).
+    void deliver(std::uint64_t conn_id, Frame frame) override;
+    void deliver_many(std::vector<std::uint64_t> conn_ids, Frame frame) override;
+    std::size_t deliver_all(Frame frame) override;
+    void close(std::uint64_t conn_id, int code, std::string reason) override;
+
+    struct Loop;
+    struct Connection;
+
+  private:
+    friend struct Loop;
+    friend struct Connection;
+
+    Loop& loop_of(std::uint64_t conn_id);
+
+    Settings settings_;
+    const WsRoutes& routes_;
+    Queue* queue_;
+    WsExchange exchange_;
+    int listen_fd_ = -1;
+    std::string bound_;
+    std::vector<std::unique_ptr<Loop>> loops_;
+    std::unique_ptr<WorkerPool> workers_;
+    std::atomic<int> open_connections_{0};  // every accepted socket, any state
+    bool started_ = false;
+};
+
+}  // namespace hydra::ws

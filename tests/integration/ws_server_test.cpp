@@ -1,0 +1,502 @@
+// The WS server in-process on port 0, driven by the project's client over real sockets.
+#include <boost/test/unit_test.hpp>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#include <hydra/app.h>
+#include <hydra/ws_client.h>
+
+#include "support/process.h"
+#include "ws/frame.h"
+
+using hydra::Context;
+using hydra::Json;
+using hydra::WsClient;
+using hydra::WsMessage;
+using namespace std::chrono_literals;
+
+namespace {
+
+// Records endpoint events for assertions from the test thread.
+struct Events {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::vector<std::string> log;
+    void add(std::string s) {
+        {
+            std::lock_guard lock(mu);
+            log.push_back(std::move(s));
+        }
+        cv.notify_all();
+    }
+    bool wait_for(const std::string& entry, std::chrono::milliseconds timeout = 5s) {
+        std::unique_lock lock(mu);
+        return cv.wait_for(lock, timeout, [&] { return std::find(log.begin(), log.end(), entry) != log.end(); });
+    }
+};
+
+struct WsFixture {
+    hydra::App app{{.plat = "test", .system = "ws"}};
+    Events events;
+    int port = 0;
+
+    explicit WsFixture(std::vector<std::string> sets = {}, std::function<void(hydra::App&)> extra = {}) {
+        app.ws("/member/login", [](Context& ctx) {
+            if (ctx.require("pwd") != ctx.require("uname") + "-pw") throw hydra::Error(401, "wrong password");
+            ctx.exchange().bind(ctx.param("uname"), ctx.uuid());
+            return Json{{"uuid", ctx.uuid()}};
+        });
+        app.ws("/echo", [](Context& ctx) { return ctx.params(); });
+        app.ws("/slow", [](Context& ctx) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(ctx.get<int>("ms")));
+            return Json{{"slept", ctx.get<int>("ms")}};
+        });
+        app.ws("/boom", [](Context&) -> Json { throw std::runtime_error("secret internals"); });
+        hydra::WsEndpoint echo;
+        echo.on_message = [](Context& ctx) -> hydra::Result {
+            if (ctx.binary()) return std::string("binary:" + std::to_string(ctx.body().size()));
+            return ctx.body();
+        };
+        app.ws_endpoint("/raw", echo);
+
+        hydra::WsEndpoint chat;
+        chat.on_open = [this](Context& ctx) -> hydra::Result {
+            if (ctx.param("token") != "ok") return hydra::Error(403, "bad token");
+            ctx.exchange().set(ctx.uuid(), "token", ctx.param("token"));
+            events.add("open");
+            return {};
+        };
+        chat.on_message = [this](Context& ctx) -> hydra::Result {
+            events.add("message:" + ctx.body());
+            if (ctx.body() == "who") return Json{{"token", ctx.exchange().get(ctx.uuid(), "token").value_or(nullptr)}};
+            return {};
+        };
+        chat.on_close = [this](Context& ctx, int code, const std::string& reason) {
+            auto token = ctx.exchange().get(ctx.uuid(), "token");
+            events.add("close:" + std::to_string(code) + ":" + reason + ":" + (token ? token->get<std::string>() : ""));
+        };
+        chat.on_error = [this](Context&, const std::string& error) { events.add("error:" + error); };
+        app.ws_endpoint("/chat", chat);
+        if (extra) extra(app);
+
+        sets.insert(sets.begin(), {"api.enabled=false", "ws.address=127.0.0.1:0", "log.level=error", "ws.io_threads=2",
+                                   "ws.workers=4"});
+        app.start(hydra::Config::from_json(Json::object(), "test", sets, hydra::ConfigSchema::builtin()));
+        std::string addr = app.ws_address();
+        port = std::stoi(addr.substr(addr.rfind(':') + 1));
+    }
+
+    WsClient connect(const std::string& target = "/", std::map<std::string, std::string> headers = {}) {
+        return WsClient::connect("127.0.0.1", port, target, headers);
+    }
+    hydra::Exchange& ex() { return *app.exchange(); }
+
+    // Waits until the exchange has `n` connections (open/close are asynchronous to the client).
+    bool wait_connections(std::size_t n, std::chrono::milliseconds timeout = 5s) {
+        auto deadline = std::chrono::steady_clock::now() + timeout;
+        while (ex().connections() != n) {
+            if (std::chrono::steady_clock::now() > deadline) return false;
+            std::this_thread::sleep_for(5ms);
+        }
+        return true;
+    }
+};
+
+Json receive_json(WsClient& c, std::chrono::milliseconds timeout = 5s) {
+    WsMessage m = c.receive(timeout);
+    BOOST_REQUIRE_MESSAGE(m.type == WsMessage::Type::text, "expected text, got " << m.type << " " << m.data);
+    return Json::parse(m.data);
+}
+
+// Sends raw bytes on a plain TCP socket and returns the HTTP answer (for handshake errors).
+std::string raw_http(int port, const std::string& request) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    BOOST_REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    BOOST_REQUIRE(::send(fd, request.data(), request.size(), 0) == static_cast<ssize_t>(request.size()));
+    timeval tv{5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    std::string out;
+    char buf[4096];
+    ssize_t n;
+    while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) out.append(buf, static_cast<std::size_t>(n));
+    ::close(fd);
+    return out;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(ws_server)
+
+BOOST_AUTO_TEST_CASE(service_routing_replies_and_errors_keep_the_connection) {
+    WsFixture f;
+    WsClient c = f.connect();
+    c.send_text(R"({"service":"/member/login","uname":"alice","pwd":"alice-pw"})");
+    Json r = receive_json(c);
+    BOOST_CHECK_EQUAL(r["service"], "/member/login");
+    BOOST_CHECK_EQUAL(r["code"], 200);
+    BOOST_CHECK_EQUAL(r["data"]["uuid"], c.response_header("X-Request-Id").value());
+
+    c.send_text(R"({"service":"/member/login","uname":"alice","pwd":"nope"})");
+    r = receive_json(c);
+    BOOST_CHECK_EQUAL(r, (Json{{"service", "/member/login"}, {"code", 401}, {"err", "wrong password"}}));
+
+    c.send_text("this is not json");
+    r = receive_json(c);
+    BOOST_CHECK_EQUAL(r["service"], "init");
+    BOOST_CHECK_EQUAL(r["code"], 406);
+
+    c.send_text(R"({"service":"/no/such"})");
+    r = receive_json(c);
+    BOOST_CHECK_EQUAL(r["service"], "/no/such");
+    BOOST_CHECK_EQUAL(r["code"], 404);
+
+    c.send_text(R"({"service":"/boom"})");
+    r = receive_json(c);
+    BOOST_CHECK_EQUAL(r["code"], 500);
+    BOOST_CHECK_EQUAL(r["err"], "internal server error");
+
+    c.send_text(R"({"service":"/member/login","uname":"bob"})");
+    r = receive_json(c);
+    BOOST_CHECK_EQUAL(r["code"], 400);
+    BOOST_CHECK_EQUAL(r["err"], "missing parameter pwd");
+
+    // still open, and messages of one connection are answered in order
+    for (int i = 0; i < 20; ++i) c.send_text(Json{{"service", "/echo"}, {"i", i}}.dump());
+    for (int i = 0; i < 20; ++i) BOOST_CHECK_EQUAL(receive_json(c)["data"]["i"], i);
+}
+
+BOOST_AUTO_TEST_CASE(uuid_comes_from_x_request_id_or_is_generated) {
+    WsFixture f;
+    WsClient a = f.connect("/", {{"X-Request-Id", "device-42"}});
+    BOOST_CHECK_EQUAL(a.response_header("X-Request-Id").value(), "device-42");
+    WsClient b = f.connect("/", {{"X-Request-Id", "not a valid id!"}});
+    BOOST_CHECK_EQUAL(b.response_header("X-Request-Id").value().size(), 36u);
+    // a uuid already in use is not taken over
+    WsClient c = f.connect("/", {{"X-Request-Id", "device-42"}});
+    BOOST_CHECK_NE(c.response_header("X-Request-Id").value(), "device-42");
+    BOOST_CHECK(f.wait_connections(3));
+}
+
+BOOST_AUTO_TEST_CASE(handshake_errors_answer_http_with_a_reason) {
+    WsFixture f;
+    try {
+        f.connect("/nowhere");
+        BOOST_FAIL("expected a handshake error");
+    } catch (const hydra::WsHandshakeError& e) {
+        BOOST_CHECK_EQUAL(e.status(), 404);
+    }
+    std::string base = "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n";
+    std::string r = raw_http(f.port, base + "Sec-WebSocket-Version: 13\r\n\r\n");
+    BOOST_CHECK_MESSAGE(r.rfind("HTTP/1.1 400", 0) == 0, r);
+    BOOST_CHECK(r.find("Sec-WebSocket-Key") != std::string::npos);
+    r = raw_http(f.port, base + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n");
+    BOOST_CHECK_MESSAGE(r.rfind("HTTP/1.1 426", 0) == 0, r);
+    BOOST_CHECK(r.find("Sec-WebSocket-Version: 13") != std::string::npos);
+    r = raw_http(f.port, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    BOOST_CHECK_MESSAGE(r.rfind("HTTP/1.1 400", 0) == 0, r);
+    // the server is unaffected
+    WsClient c = f.connect();
+    c.send_text(R"({"service":"/echo","x":1})");
+    BOOST_CHECK_EQUAL(receive_json(c)["data"]["x"], 1);
+}
+
+BOOST_AUTO_TEST_CASE(protocol_violations_close_with_the_right_code) {
+    WsFixture f({"ws.max_message=1024"});
+    auto expect_close = [](WsClient& c, int code) {
+        WsMessage m = c.receive(5s);
+        BOOST_CHECK_MESSAGE(m.type == WsMessage::Type::close, "got " << m.type << " " << m.data);
+        BOOST_CHECK_EQUAL(m.close_code, code);
+    };
+    {  // unmasked client frame
+        WsClient c = f.connect("/raw");
+        c.send_raw(hydra::ws::encode_text("hi"));
+        expect_close(c, 1002);
+    }
+    {  // invalid UTF-8 in a text message
+        WsClient c = f.connect("/raw");
+        c.send_frame(hydra::WsOpcode::text, "\xC0\x80");
+        expect_close(c, 1007);
+    }
+    {  // over ws.max_message
+        WsClient c = f.connect("/raw");
+        c.send_text(std::string(2000, 'a'));
+        expect_close(c, 1009);
+    }
+    {  // fragmented past the limit
+        WsClient c = f.connect("/raw");
+        c.send_frame(hydra::WsOpcode::text, std::string(800, 'a'), false);
+        c.send_frame(hydra::WsOpcode::continuation, std::string(800, 'a'), true);
+        expect_close(c, 1009);
+    }
+    {  // control frame over 125 bytes
+        WsClient c = f.connect("/raw");
+        std::string ping = "\x89\xFE";  // FIN + ping, masked, 16-bit length: 200 (zero mask key)
+        ping += std::string("\x00\xC8\x00\x00\x00\x00", 6) + std::string(200, 'p');
+        c.send_raw(ping);
+        expect_close(c, 1002);
+    }
+    {  // continuation with nothing to continue
+        WsClient c = f.connect("/raw");
+        c.send_frame(hydra::WsOpcode::continuation, "x");
+        expect_close(c, 1002);
+    }
+    BOOST_CHECK(f.wait_connections(0));
+}
+
+BOOST_AUTO_TEST_CASE(fragments_ping_pong_and_binary) {
+    WsFixture f;
+    WsClient c = f.connect("/raw");
+    c.send_frame(hydra::WsOpcode::text, "Hel", false);
+    c.send_ping("mid");  // control frames may come between fragments
+    c.send_frame(hydra::WsOpcode::continuation, "lo, ", false);
+    c.send_frame(hydra::WsOpcode::continuation, "wörld", true);
+    c.set_auto_pong(false);
+    WsMessage pong = c.receive(5s);
+    BOOST_CHECK(pong.type == WsMessage::Type::pong);
+    BOOST_CHECK_EQUAL(pong.data, "mid");
+    WsMessage m = c.receive(5s);
+    BOOST_CHECK(m.type == WsMessage::Type::text);
+    BOOST_CHECK_EQUAL(m.data, "Hello, wörld");
+
+    c.send_binary(std::string(70000, '\0'));
+    m = c.receive(5s);
+    BOOST_CHECK_EQUAL(m.data, "binary:70000");
+}
+
+BOOST_AUTO_TEST_CASE(close_handshake_and_endpoint_events) {
+    WsFixture f;
+    try {
+        f.connect("/chat?token=bad");
+        BOOST_FAIL("expected a rejected upgrade");
+    } catch (const hydra::WsHandshakeError& e) {
+        BOOST_CHECK_EQUAL(e.status(), 403);
+        BOOST_CHECK(e.body().find("bad token") != std::string::npos);
+    }
+    WsClient c = f.connect("/chat?token=ok");
+    BOOST_CHECK(f.events.wait_for("open"));
+    c.send_text("hello");
+    BOOST_CHECK(f.events.wait_for("message:hello"));
+    c.send_text("who");
+    BOOST_CHECK_EQUAL(receive_json(c)["token"], "ok");
+    WsMessage m = c.close(4001, "bye now");
+    BOOST_CHECK(m.type == WsMessage::Type::close);
+    BOOST_CHECK_EQUAL(m.close_code, 4001);
+    // on_close still sees the connection's values; afterwards the exchange forgets it
+    BOOST_CHECK(f.events.wait_for("close:4001:bye now:ok"));
+    BOOST_CHECK(f.wait_connections(0));
+
+    WsClient d = f.connect("/chat?token=ok");
+    d.send_raw(hydra::ws::encode_text("unmasked"));
+    BOOST_CHECK(f.events.wait_for("error:protocol error 1002: unmasked client frame"));
+    BOOST_CHECK(f.events.wait_for("close:1002:unmasked client frame:ok"));
+
+    // a client that just drops the TCP connection: 1006
+    {
+        WsClient e = f.connect("/chat?token=ok");
+        BOOST_CHECK(f.wait_connections(1));
+    }
+    BOOST_CHECK(f.events.wait_for("close:1006:connection dropped:ok"));
+}
+
+BOOST_AUTO_TEST_CASE(middleware_on_upgrade_and_on_packets) {
+    WsFixture f({}, [](hydra::App& app) {
+        app.ws_use_connection([](Context& ctx, const hydra::Next& next) -> hydra::Result {
+            if (ctx.header("Authorization") != "Bearer t") return hydra::Error(401, "login first");
+            return next();
+        });
+        app.ws_use_packet([](Context& ctx, const hydra::Next& next) -> hydra::Result {
+            if (ctx.path() == "/echo" && ctx.param("drop") == "yes") return {};  // dropped: no reply
+            if (ctx.path() == "/echo" && ctx.param("answer") == "yes") return Json{{"from", "middleware"}};
+            return next();
+        });
+    });
+    try {
+        f.connect("/");
+        BOOST_FAIL("expected 401");
+    } catch (const hydra::WsHandshakeError& e) {
+        BOOST_CHECK_EQUAL(e.status(), 401);
+    }
+    WsClient c = f.connect("/", {{"Authorization", "Bearer t"}});
+    c.send_text(R"({"service":"/echo","drop":"yes"})");
+    c.send_text(R"({"service":"/echo","answer":"yes"})");
+    Json r = receive_json(c);
+    BOOST_CHECK_EQUAL(r["data"]["from"], "middleware");
+    c.send_text(R"({"service":"/echo","v":3})");
+    BOOST_CHECK_EQUAL(receive_json(c)["data"]["v"], 3);
+}
+
+BOOST_AUTO_TEST_CASE(exchange_from_other_threads) {
+    WsFixture f;
+    WsClient a1 = f.connect("/", {{"X-Request-Id", "alice-phone"}});
+    WsClient a2 = f.connect("/", {{"X-Request-Id", "alice-laptop"}});
+    WsClient b = f.connect("/raw", {{"X-Request-Id", "bob"}});
+    BOOST_REQUIRE(f.wait_connections(3));
+    hydra::Exchange& ex = f.ex();
+
+    std::thread([&] { BOOST_CHECK(ex.notify("bob", Json{{"msg", "充值成功"}})); }).join();
+    BOOST_CHECK_EQUAL(receive_json(b), (Json{{"service", "notify"}, {"code", 200}, {"data", {{"msg", "充值成功"}}}}));
+    BOOST_CHECK(!ex.notify("nobody", Json{{"msg", "x"}}));
+
+    BOOST_CHECK(ex.bind("alice", "alice-phone"));
+    BOOST_CHECK(ex.bind("alice", "alice-laptop"));
+    BOOST_CHECK(!ex.bind("alice", "nobody"));
+    BOOST_CHECK_EQUAL(ex.notify_user("alice", Json{{"n", 1}}), 2u);
+    BOOST_CHECK_EQUAL(receive_json(a1)["data"]["n"], 1);
+    BOOST_CHECK_EQUAL(receive_json(a2)["data"]["n"], 1);
+
+    BOOST_CHECK(ex.subscribe("bob", "room:1002"));
+    BOOST_CHECK(ex.subscribe("alice-phone", "room:1002"));
+    BOOST_CHECK_EQUAL(ex.channels(), 1u);
+    BOOST_CHECK_EQUAL(ex.publish("room:1002", R"({"verbatim":true})"), 2u);
+    BOOST_CHECK_EQUAL(b.receive(5s).data, R"({"verbatim":true})");
+    BOOST_CHECK_EQUAL(a1.receive(5s).data, R"({"verbatim":true})");
+    BOOST_CHECK(ex.unsubscribe("bob", "room:1002"));
+    BOOST_CHECK_EQUAL(ex.publish("room:1002", "second"), 1u);
+    BOOST_CHECK_EQUAL(a1.receive(5s).data, "second");
+    BOOST_CHECK(b.receive(200ms).type == WsMessage::Type::timeout);
+
+    BOOST_CHECK(ex.set("bob", "uid", 1001));
+    BOOST_CHECK_EQUAL(ex.get("bob", "uid").value(), 1001);
+    BOOST_CHECK(!ex.get("bob", "missing"));
+
+    BOOST_CHECK_EQUAL(ex.broadcast(Json{{"all", true}}), 3u);
+    for (WsClient* c : {&a1, &a2, &b}) BOOST_CHECK_EQUAL(receive_json(*c)["data"]["all"], true);
+
+    BOOST_CHECK(ex.kick("bob", 4000, "kicked"));
+    WsMessage m = b.receive(5s);
+    BOOST_CHECK(m.type == WsMessage::Type::close);
+    BOOST_CHECK_EQUAL(m.close_code, 4000);
+    BOOST_CHECK_EQUAL(m.close_reason, "kicked");
+
+    // closing cleans up users and channels
+    a1.close();
+    a2.close();
+    BOOST_REQUIRE(f.wait_connections(0));
+    BOOST_CHECK_EQUAL(ex.channels(), 0u);
+    BOOST_CHECK_EQUAL(ex.notify_user("alice", Json{}), 0u);
+}
+
+BOOST_AUTO_TEST_CASE(slow_handlers_do_not_block_other_connections) {
+    WsFixture f;
+    WsClient slow = f.connect();
+    WsClient fast = f.connect();
+    slow.send_text(R"({"service":"/slow","ms":1500})");
+    std::this_thread::sleep_for(50ms);
+    auto t0 = std::chrono::steady_clock::now();
+    fast.send_text(R"({"service":"/echo","q":1})");
+    BOOST_CHECK_EQUAL(receive_json(fast)["data"]["q"], 1);
+    BOOST_CHECK(std::chrono::steady_clock::now() - t0 < 1000ms);
+    BOOST_CHECK_EQUAL(receive_json(slow)["data"]["slept"], 1500);
+}
+
+BOOST_AUTO_TEST_CASE(idle_connections_are_pinged_then_closed) {
+    WsFixture f({"ws.ping_interval_ms=100", "ws.idle_timeout_ms=400"});
+    WsClient c = f.connect("/raw");
+    c.set_auto_pong(false);
+    WsMessage m = c.receive(2s);
+    BOOST_CHECK(m.type == WsMessage::Type::ping);
+    // not answering: closed for idleness
+    for (int i = 0; i < 10 && m.type != WsMessage::Type::close; ++i) m = c.receive(2s);
+    BOOST_CHECK(m.type == WsMessage::Type::close);
+    BOOST_CHECK_EQUAL(m.close_code, 1001);
+    BOOST_CHECK_EQUAL(m.close_reason, "idle timeout");
+
+    // a client that answers pings stays
+    WsClient live = f.connect("/raw");
+    std::this_thread::sleep_for(50ms);
+    for (int i = 0; i < 8; ++i) BOOST_CHECK(live.receive(100ms).type == WsMessage::Type::timeout);
+    live.send_text("still here");
+    BOOST_CHECK_EQUAL(live.receive(2s).data, "still here");
+}
+
+BOOST_AUTO_TEST_CASE(a_client_that_stops_reading_is_closed_and_others_are_not_slowed) {
+    WsFixture f({"ws.send_queue_bytes=65536"});
+    hydra::WsConnectOptions opts;
+    opts.target = "/raw";
+    opts.receive_buffer = 4096;
+    opts.headers = {{"X-Request-Id", "sleeper"}};
+    WsClient sleeper = WsClient::connect("127.0.0.1", f.port, opts);
+    WsClient reader = f.connect("/raw");
+    BOOST_REQUIRE(f.wait_connections(2));
+    std::string chunk(16 * 1024, 'x');
+    int received = 0;
+    for (int i = 0; i < 200; ++i) {
+        f.ex().broadcast(Json{{"i", i}, {"pad", chunk}});
+        WsMessage m = reader.receive(5s);
+        if (m.type == WsMessage::Type::text) ++received;
+    }
+    BOOST_CHECK_EQUAL(received, 200);
+    // the sleeper was cut off: the exchange dropped it, and reading now ends in a close 1008 or EOF
+    BOOST_CHECK(f.wait_connections(1));
+    WsMessage last;
+    for (int i = 0; i < 400; ++i) {
+        last = sleeper.receive(2s);
+        if (last.type != WsMessage::Type::text) break;
+    }
+    BOOST_CHECK_MESSAGE(last.type == WsMessage::Type::close || last.type == WsMessage::Type::closed,
+                        "got " << last.type);
+    if (last.type == WsMessage::Type::close) BOOST_CHECK_EQUAL(last.close_code, 1008);
+}
+
+BOOST_AUTO_TEST_CASE(a_thousand_clients_get_a_broadcast) {
+    WsFixture f;
+    std::vector<WsClient> clients;
+    clients.reserve(1000);
+    for (int i = 0; i < 1000; ++i) clients.push_back(f.connect("/raw"));
+    BOOST_REQUIRE(f.wait_connections(1000, 10s));
+    BOOST_CHECK_EQUAL(f.ex().broadcast(Json{{"hello", "all"}}), 1000u);
+    int got = 0;
+    for (auto& c : clients) {
+        WsMessage m = c.receive(5s);
+        if (m.type == WsMessage::Type::text && Json::parse(m.data)["data"]["hello"] == "all") ++got;
+    }
+    BOOST_CHECK_EQUAL(got, 1000);
+    clients.clear();
+    BOOST_CHECK(f.wait_connections(0, 10s));
+}
+
+BOOST_AUTO_TEST_CASE(python_websockets_client_talks_to_the_server) {
+    WsFixture f;
+    std::string script = R"PY(
+import asyncio, json, sys
+import websockets
+
+async def main(port):
+    async with websockets.connect(f"ws://127.0.0.1:{port}/", extra_headers={"X-Request-Id": "py-client"}) as ws:
+        await ws.send(json.dumps({"service": "/member/login", "uname": "carol", "pwd": "carol-pw"}))
+        reply = json.loads(await ws.recv())
+        await ws.send("garbage")
+        bad = json.loads(await ws.recv())
+        print(json.dumps({"reply": reply, "bad": bad}))
+    async with websockets.connect(f"ws://127.0.0.1:{port}/raw") as ws:
+        await ws.send("x" * 100000)
+        echoed = await ws.recv()
+        print(json.dumps({"echo_len": len(echoed)}))
+
+asyncio.run(main(int(sys.argv[1])))
+)PY";
+    test::ChildProcess py({"/usr/bin/python3", "-c", script, std::to_string(f.port)});
+    BOOST_REQUIRE_EQUAL(py.wait(30s).value_or(-1), 0);
+    std::string out = py.out();
+    auto first = Json::parse(out.substr(0, out.find('\n')));
+    BOOST_CHECK_EQUAL(first["reply"]["code"], 200);
+    BOOST_CHECK_EQUAL(first["reply"]["data"]["uuid"], "py-client");
+    BOOST_CHECK_EQUAL(first["bad"]["service"], "init");
+    BOOST_CHECK_EQUAL(first["bad"]["code"], 406);
+    auto second = Json::parse(out.substr(out.find('\n') + 1));
+    BOOST_CHECK_EQUAL(second["echo_len"], 100000);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
