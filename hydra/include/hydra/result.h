@@ -13,7 +13,7 @@ namespace hydra {
 
 class Result {
   public:
-    enum class Kind { empty, json, text, error };
+    enum class Kind { empty, json, text, binary, error };
 
     Result() = default;
     Result(Json value) : kind_(Kind::json), json_(std::move(value)) {}
@@ -25,6 +25,13 @@ class Result {
     static Result json(Json value, int status) {
         Result r(std::move(value));
         r.status_ = status;
+        return r;
+    }
+
+    // Raw bytes: application/octet-stream on the API, a binary message on a WS raw endpoint.
+    static Result binary(std::string bytes) {
+        Result r(std::move(bytes));
+        r.kind_ = Kind::binary;
         return r;
     }
 

@@ -50,6 +50,10 @@ Reply reply_from(const Result& result) {
             r.content_type = "text/plain; charset=utf-8";
             r.body = result.text();
             break;
+        case Result::Kind::binary:
+            r.content_type = "application/octet-stream";
+            r.body = result.text();
+            break;
         case Result::Kind::empty:
             r.status = 204;
             r.content_type.clear();

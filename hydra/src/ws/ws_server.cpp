@@ -174,7 +174,7 @@ struct WsServer::Loop : EventLoop::Handler {
     void reject_upgrade(Connection& c, int status, const std::string& reason, const HttpHeaders& extra = {});
     void feed(Connection& c, const std::uint8_t* data, std::size_t len);
     void dispatch(Connection& c, std::string data, bool binary);
-    void on_handled(std::uint64_t id, std::optional<std::string> reply);
+    void on_handled(std::uint64_t id, Frame reply);
     void enqueue(Connection& c, Frame frame);
     void enqueue_raw(Connection& c, std::string bytes) { enqueue(c, make_frame(std::move(bytes))); }
     void schedule_flush(Connection& c);
@@ -547,8 +547,16 @@ void WsServer::Loop::report_error(const Connection& c, const std::string& error)
     });
 }
 
-// The whole life of one message on a worker: context, packet middleware, handler, reply text.
-static std::optional<std::string> handle_message(const WsRoutes& routes, const WsEndpoint* endpoint, Context::Init init,
+// A reply to send back: text unless `binary`.
+struct Reply {
+    Reply(std::string d, bool b = false) : data(std::move(d)), binary(b) {}
+    std::string data;
+    bool binary;
+};
+
+// The whole life of one message on a worker: context, packet middleware, handler, and the reply as an encoded
+// frame (encoding here keeps that work off the I/O loop).
+static std::optional<Reply> handle_message(const WsRoutes& routes, const WsEndpoint* endpoint, Context::Init init,
                                                  const std::function<void(const std::string&)>& on_error) {
     std::string service;
     Handler handler;
@@ -599,8 +607,10 @@ static std::optional<std::string> handle_message(const WsRoutes& routes, const W
                 return service_reply(service, result.status().value_or(200), "data", result.value());
             return dump(result.value());
         case Result::Kind::text:
+        case Result::Kind::binary:
             if (endpoint == nullptr)
                 return service_reply(service, result.status().value_or(200), "data", result.text());
+            if (result.kind() == Result::Kind::binary) return Reply{result.text(), true};
             return result.text();
     }
     return std::nullopt;
@@ -644,15 +654,17 @@ void WsServer::Loop::dispatch(Connection& c, std::string data, bool binary) {
             Context ctx(std::move(e));
             endpoint->on_error(ctx, error);
         };
-        std::optional<std::string> reply = handle_message(srv->routes_, endpoint, std::move(init), on_error);
-        self->loop.post([self, id, reply = std::move(reply)]() mutable { self->on_handled(id, std::move(reply)); });
+        std::optional<Reply> reply = handle_message(srv->routes_, endpoint, std::move(init), on_error);
+        Frame frame;
+        if (reply) frame = make_frame(reply->binary ? encode_binary(reply->data) : encode_text(reply->data));
+        self->loop.post([self, id, frame = std::move(frame)]() mutable { self->on_handled(id, std::move(frame)); });
     });
 }
 
-void WsServer::Loop::on_handled(std::uint64_t id, std::optional<std::string> reply) {
+void WsServer::Loop::on_handled(std::uint64_t id, Frame reply) {
     Connection* c = find(id);
     if (c == nullptr) return;
-    if (reply && !c->close_sent) enqueue_raw(*c, encode_text(*reply));
+    if (reply && !c->close_sent) enqueue(*c, std::move(reply));
     c->busy = false;
     if (!c->pending.empty() && !c->close_sent) {
         Connection::Pending next = std::move(c->pending.front());
