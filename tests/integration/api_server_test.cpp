@@ -12,6 +12,7 @@
 #include <hydra/app.h>
 
 #include "support/http.h"
+#include "support/temp.h"
 
 using hydra::Context;
 using hydra::Json;
@@ -20,7 +21,8 @@ using test::http;
 namespace {
 
 hydra::Config test_config(std::vector<std::string> sets = {}) {
-    sets.insert(sets.begin(), {"api.address=127.0.0.1:0", "ws.enabled=false", "log.level=error"});
+    sets.insert(sets.begin(), {"api.address=127.0.0.1:0", "ws.enabled=false", "log.level=error",
+                               "queue.sqlite.path=" + test::temp_path("q.db")});
     return hydra::Config::from_json(Json::object(), "test", sets, hydra::ConfigSchema::builtin());
 }
 
@@ -306,7 +308,8 @@ BOOST_AUTO_TEST_CASE(address_in_use_is_a_clear_error) {
     hydra::App second;
     try {
         second.start(hydra::Config::from_json(Json::object(), "test",
-                                              {"api.address=" + f.addr, "ws.enabled=false", "log.level=error"},
+                                              {"api.address=" + f.addr, "ws.enabled=false", "log.level=error",
+                                               "queue.sqlite.path=" + test::temp_path("q.db")},
                                               hydra::ConfigSchema::builtin()));
         BOOST_FAIL("second bind should fail");
     } catch (const std::runtime_error& e) {

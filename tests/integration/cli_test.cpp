@@ -100,7 +100,7 @@ BOOST_AUTO_TEST_CASE(conf_show_masks_secrets_and_applies_overrides) {
 
 BOOST_AUTO_TEST_CASE(run_serves_and_stops_gracefully_on_sigterm) {
     ChildProcess p({HYDRA_BINARY, "run", "--set", "api.address=127.0.0.1:0", "--set", "ws.address=127.0.0.1:0", "--set",
-                    "log.level=warn"},
+                    "log.level=warn", "--set", "queue.sqlite.path=" + (temp_dir() / "q.db").string()},
                    temp_dir().string());
     auto port = p.wait_for_stdout(R"(api listening on http://127\.0\.0\.1:(\d+))", 20s);
     BOOST_REQUIRE_MESSAGE(port, "no startup line; stdout: " + p.out() + " stderr: " + p.err());
@@ -115,7 +115,8 @@ BOOST_AUTO_TEST_CASE(run_serves_and_stops_gracefully_on_sigterm) {
 BOOST_AUTO_TEST_CASE(run_reports_an_address_in_use) {
     Poco::Net::ServerSocket taken(Poco::Net::SocketAddress("127.0.0.1:0"));
     std::string addr = taken.address().toString();
-    ChildProcess p({HYDRA_BINARY, "run", "--set", "api.address=" + addr, "--set", "ws.address=127.0.0.1:0"},
+    ChildProcess p({HYDRA_BINARY, "run", "--set", "api.address=" + addr, "--set", "ws.address=127.0.0.1:0", "--set",
+                    "queue.sqlite.path=" + (temp_dir() / "q2.db").string()},
                    temp_dir().string());
     BOOST_CHECK_EQUAL(p.wait(15s).value_or(-1), 1);
     BOOST_CHECK_MESSAGE(p.err().find("hydra: cannot start: api: cannot listen on " + addr) != std::string::npos,

@@ -15,6 +15,7 @@
 #include <hydra/ws_client.h>
 
 #include "support/process.h"
+#include "support/temp.h"
 #include "ws/frame.h"
 
 using hydra::Context;
@@ -44,8 +45,8 @@ struct Events {
 };
 
 struct WsFixture {
+    Events events;  // before app: the app's workers report into it until the app is gone
     hydra::App app{{.plat = "test", .system = "ws"}};
-    Events events;
     int port = 0;
 
     explicit WsFixture(std::vector<std::string> sets = {}, std::function<void(hydra::App&)> extra = {}) {
@@ -87,8 +88,9 @@ struct WsFixture {
         app.ws_endpoint("/chat", chat);
         if (extra) extra(app);
 
-        sets.insert(sets.begin(), {"api.enabled=false", "ws.address=127.0.0.1:0", "log.level=error", "ws.io_threads=2",
-                                   "ws.workers=4"});
+        sets.insert(sets.begin(),
+                    {"api.enabled=false", "ws.address=127.0.0.1:0", "log.level=error", "ws.io_threads=2",
+                     "ws.workers=4", "mqc.enabled=false", "queue.sqlite.path=" + test::temp_path("q.db")});
         app.start(hydra::Config::from_json(Json::object(), "test", sets, hydra::ConfigSchema::builtin()));
         std::string addr = app.ws_address();
         port = std::stoi(addr.substr(addr.rfind(':') + 1));

@@ -23,6 +23,11 @@ struct ApiOptions {
     std::vector<std::string> methods;
 };
 
+struct MqcOptions {
+    std::string queue;    // the queue this route consumes, e.g. "mall:wsserver:msg" (or mapped in mqc.routes)
+    int concurrency = 1;  // handlers in flight for this route
+};
+
 class App {
   public:
     explicit App(AppOptions options = {});
@@ -51,6 +56,13 @@ class App {
     App& ws_use_connection(Middleware middleware);
     App& ws_use_packet(Middleware middleware);
 
+    // An MQC route: messages of `options.queue` are handed to `handler` (params = the JSON payload's fields).
+    // Returning acknowledges; an Error or exception fails the attempt: retried with backoff, then dead-lettered.
+    template <class H>
+    App& mqc(const std::string& route, H&& handler, MqcOptions options = {}) {
+        return add_mqc(route, make_handler(std::forward<H>(handler)), std::move(options));
+    }
+
     // Called by start() after the config is validated and before servers listen: open databases, seed data.
     App& on_start(std::function<void(App&)> hook);
     // Services declare their config sections here (e.g. "services.message_center") before run().
@@ -77,6 +89,7 @@ class App {
   private:
     App& add_api(const std::string& route, MethodHandlers handlers, ApiOptions options);
     App& add_ws_service(const std::string& service, Handler handler);
+    App& add_mqc(const std::string& route, Handler handler, MqcOptions options);
 
     struct Impl;
     std::unique_ptr<Impl> impl_;

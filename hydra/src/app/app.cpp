@@ -69,6 +69,15 @@ App& App::ws_endpoint(const std::string& path, WsEndpoint endpoint) {
     return *this;
 }
 
+App& App::add_mqc(const std::string& route, Handler handler, MqcOptions options) {
+    if (route.empty() || route[0] != '/') throw std::invalid_argument("MQC route must start with '/': " + route);
+    for (const auto& r : impl_->mqc_routes)
+        if (r.route == route) throw std::invalid_argument("MQC route registered twice: " + route);
+    if (options.concurrency < 1) throw std::invalid_argument("MQC route " + route + ": concurrency must be >= 1");
+    impl_->mqc_routes.push_back({route, std::move(handler), std::move(options.queue), options.concurrency});
+    return *this;
+}
+
 App& App::ws_use_connection(Middleware middleware) {
     impl_->ws_routes.connection_middleware.push_back(std::move(middleware));
     return *this;
@@ -94,6 +103,8 @@ void App::start(Config config) {
     for (auto& hook : impl_->start_hooks) hook(*this);
 
     try {
+        // The queue first: every server may push. A corrupt or unwritable database fails the start here.
+        impl_->queue = queue::make_backend(cfg);
         // The WS server first: the API and MQC servers reach its clients through its exchange.
         if (cfg.boolean("ws.enabled")) {
             impl_->ws =
@@ -113,9 +124,21 @@ void App::start(Config config) {
             impl_->banner.push_back("api listening on http://" + impl_->api->address() + " (" +
                                     std::to_string(impl_->api_routes.size()) + " routes)");
         }
+        // MQC last: its handlers use the exchange and the queue.
+        if (cfg.boolean("mqc.enabled")) {
+            auto routes = mqc::resolve_routes(impl_->mqc_routes, cfg);
+            mqc::subscribe_routes(routes, impl_->options, *impl_->queue, exchange());
+            impl_->queue->start();
+            std::string what;
+            for (const auto& r : routes) what += (what.empty() ? "" : ", ") + r.route + " <- " + r.queue;
+            impl_->banner.push_back("mqc consuming " + std::to_string(routes.size()) + " routes from " +
+                                    impl_->queue->backend() + (what.empty() ? "" : " (" + what + ")"));
+        }
     } catch (...) {
         impl_->api.reset();
+        if (impl_->queue) impl_->queue->stop(std::chrono::milliseconds(0));
         impl_->ws.reset();
+        impl_->queue.reset();
         throw;
     }
     impl_->running = true;
@@ -128,8 +151,11 @@ void App::stop() {
     // Producers first (API), then the WS server whose exchange they used.
     if (impl_->api) impl_->api->stop();
     impl_->api.reset();
+    // Consumers finish their in-flight messages (they may still notify WS clients), then the writer flushes.
+    if (impl_->queue) impl_->queue->stop(std::chrono::milliseconds(impl_->config.integer("api.shutdown_timeout_ms")));
     if (impl_->ws) impl_->ws->stop();
     impl_->ws.reset();
+    impl_->queue.reset();
     impl_->running = false;
 }
 

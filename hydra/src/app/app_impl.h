@@ -11,6 +11,8 @@
 
 #include "api/api_server.h"
 #include "api/router.h"
+#include "mqc/mqc_server.h"
+#include "queue/backend.h"
 #include "ws/ws_routes.h"
 #include "ws/ws_server.h"
 
@@ -23,11 +25,12 @@ struct App::Impl {
     std::vector<Middleware> api_middleware;
     std::vector<std::function<void(App&)>> start_hooks;
     ws::WsRoutes ws_routes;
+    std::vector<mqc::MqcRoute> mqc_routes;
 
     std::mutex lifecycle;
     bool running = false;
     Config config;
-    std::unique_ptr<Queue> queue;
+    std::unique_ptr<queue::Backend> queue;
     std::unique_ptr<ws::WsServer> ws;
     std::unique_ptr<ApiServer> api;
     std::vector<std::string> banner;  // one line per started server, printed by `hydra run`

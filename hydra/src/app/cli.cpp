@@ -11,6 +11,7 @@
 #include <hydra/app.h>
 
 #include "app/app_impl.h"
+#include "queue/sqlite_queue.h"
 
 namespace hydra {
 
@@ -20,6 +21,10 @@ commands:
   run           start the API, WS and MQC servers; SIGINT/SIGTERM stop them gracefully
   conf show     print the effective config (secrets masked)
   conf check    validate the config: exit 0 if valid, 2 with one line naming the key if not
+  queue stats                 messages per queue: ready, delayed, leased, dead letters (SQLite backend)
+  queue peek QUEUE            the next messages of QUEUE, oldest first (--limit N, default 20)
+  queue dlq list [QUEUE]      dead letters with their last error (--limit N)
+  queue dlq retry QUEUE       move QUEUE's dead letters back to it (--id N: only that one)
   version       print the version
   help          print this help
 
@@ -30,6 +35,18 @@ options (run, conf):
 
 exit status: 0 success, 1 runtime failure (e.g. address in use), 2 bad usage or invalid config
 )";
+
+namespace {
+int parse_number(const std::string& text, const std::string& option) {
+    try {
+        std::size_t used = 0;
+        int n = std::stoi(text, &used);
+        if (used == text.size() && n > 0) return n;
+    } catch (const std::exception&) {
+    }
+    throw UsageError(option + " needs a positive number, got '" + text + "'");
+}
+}  // namespace
 
 CliCommand parse_cli(const std::vector<std::string>& args, const std::optional<std::string>& hydra_env) {
     CliCommand cmd;
@@ -52,6 +69,18 @@ CliCommand parse_cli(const std::vector<std::string>& args, const std::optional<s
         const std::string& sub = args[i++];
         if (sub != "show" && sub != "check") throw UsageError("unknown conf subcommand '" + sub + "': show or check");
         cmd.command = "conf " + sub;
+    } else if (first == "queue") {
+        if (i >= args.size()) throw UsageError("queue needs a subcommand: stats, peek, dlq list, dlq retry");
+        const std::string sub = args[i++];
+        if (sub == "stats" || sub == "peek") {
+            cmd.command = "queue " + sub;
+        } else if (sub == "dlq") {
+            if (i >= args.size() || (args[i] != "list" && args[i] != "retry"))
+                throw UsageError("queue dlq needs a subcommand: list or retry");
+            cmd.command = "queue dlq " + args[i++];
+        } else {
+            throw UsageError("unknown queue subcommand '" + sub + "': stats, peek, dlq list, dlq retry");
+        }
     } else {
         throw UsageError("unknown command '" + first + "' (try: hydra --help)");
     }
@@ -73,6 +102,12 @@ CliCommand parse_cli(const std::vector<std::string>& args, const std::optional<s
             cmd.config_file = *v;
         } else if (auto v = value_of(arg, "--set")) {
             cmd.sets.push_back(*v);
+        } else if (auto v = value_of(arg, "--limit")) {
+            cmd.limit = parse_number(*v, "--limit");
+        } else if (auto v = value_of(arg, "--id")) {
+            cmd.id = parse_number(*v, "--id");
+        } else if (cmd.command.rfind("queue ", 0) == 0 && !arg.empty() && arg[0] != '-') {
+            cmd.args.push_back(arg);
         } else if (arg == "--help" || arg == "-h") {
             cmd.command = "help";
             return cmd;
@@ -80,6 +115,11 @@ CliCommand parse_cli(const std::vector<std::string>& args, const std::optional<s
             throw UsageError("unknown option '" + arg + "' (try: hydra --help)");
         }
     }
+    if ((cmd.command == "queue peek" || cmd.command == "queue dlq retry") && cmd.args.size() != 1)
+        throw UsageError(cmd.command + " needs one queue name, e.g. hydra " + cmd.command + " mall:wsserver:msg");
+    if (cmd.command == "queue dlq list" && cmd.args.size() > 1)
+        throw UsageError("queue dlq list takes at most one queue name");
+    if (cmd.command == "queue stats" && !cmd.args.empty()) throw UsageError("queue stats takes no queue name");
     static const std::regex kEnvName("[A-Za-z0-9_-]{1,64}");
     if (!std::regex_match(cmd.env, kEnvName))
         throw UsageError("invalid --env '" + cmd.env + "': letters, digits, '_' and '-' only");
@@ -127,6 +167,41 @@ int wait_for_stop_signal() {
 
 }  // namespace
 
+namespace {
+
+// `hydra queue ...`: inspect and repair the embedded queue's database (it may be in use by a running host).
+int run_queue_command(const CliCommand& cmd, const Config& config) {
+    if (config.str("queue.backend") != "sqlite") {
+        std::cerr << "hydra: queue commands inspect the embedded SQLite queue; with queue.backend=kafka use kcat\n";
+        return 2;
+    }
+    std::string path = config.str("queue.sqlite.path");
+    try {
+        if (cmd.command == "queue stats") {
+            auto stats = queue::SqliteQueue::stats(path);
+            std::printf("%-40s %10s %10s %10s %10s\n", "queue", "ready", "delayed", "leased", "dead");
+            for (const auto& s : stats)
+                std::printf("%-40s %10lld %10lld %10lld %10lld\n", s.queue.c_str(), static_cast<long long>(s.ready),
+                            static_cast<long long>(s.delayed), static_cast<long long>(s.leased),
+                            static_cast<long long>(s.dead));
+        } else if (cmd.command == "queue peek") {
+            for (const auto& m : queue::SqliteQueue::peek(path, cmd.args[0], cmd.limit)) std::cout << m.dump() << "\n";
+        } else if (cmd.command == "queue dlq list") {
+            std::string q = cmd.args.empty() ? std::string() : cmd.args[0];
+            for (const auto& m : queue::SqliteQueue::dead_letters(path, q, cmd.limit)) std::cout << m.dump() << "\n";
+        } else if (cmd.command == "queue dlq retry") {
+            int n = queue::SqliteQueue::retry_dead_letters(path, cmd.args[0], cmd.id);
+            std::cout << "moved " << n << " dead letter(s) back to " << cmd.args[0] << "\n";
+        }
+    } catch (const std::exception& e) {
+        std::cerr << "hydra: " << e.what() << "\n";
+        return 1;
+    }
+    return 0;
+}
+
+}  // namespace
+
 int App::run(int argc, char** argv) {
     std::vector<std::string> args(argv + 1, argv + argc);
     const char* env_var = std::getenv("HYDRA_ENV");
@@ -162,6 +237,7 @@ int App::run(int argc, char** argv) {
         std::cout << config.masked().dump(2) << "\n";
         return 0;
     }
+    if (cmd.command.rfind("queue ", 0) == 0) return run_queue_command(cmd, config);
 
     // run: stop signals are blocked before any server thread exists, so only sigwait() sees them.
     sigset_t set;

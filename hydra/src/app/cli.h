@@ -1,6 +1,7 @@
 // The `hydra` command line: parsing and profile lookup, apart from App so they can be unit-tested.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -18,6 +19,10 @@ struct CliCommand {
     std::string env;      // --env, else $HYDRA_ENV, else "dev"
     std::optional<std::string> config_file;
     std::vector<std::string> sets;
+    // queue commands: "queue stats" | "queue peek" | "queue dlq list" | "queue dlq retry"
+    std::vector<std::string> args;  // positional arguments after the command (a queue name)
+    int limit = 20;                 // --limit
+    std::int64_t id = 0;            // --id (dlq retry of one dead letter)
 };
 
 // Throws UsageError with a one-line message.

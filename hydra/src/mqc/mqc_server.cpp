@@ -1,0 +1,75 @@
+#include "mqc/mqc_server.h"
+
+#include <algorithm>
+#include <stdexcept>
+
+namespace hydra::mqc {
+
+std::vector<MqcRoute> resolve_routes(std::vector<MqcRoute> registered, const Config& config) {
+    const Json& configured = config.at("mqc.routes");
+    for (std::size_t i = 0; i < configured.size(); ++i) {
+        const Json& entry = configured[i];
+        std::string route = entry.at("route").get<std::string>();
+        auto it =
+            std::find_if(registered.begin(), registered.end(), [&](const MqcRoute& r) { return r.route == route; });
+        if (it == registered.end())
+            throw ConfigError(config.source() + ": mqc.routes[" + std::to_string(i) +
+                              "].route: no MQC handler is registered for \"" + route + "\"");
+        it->queue = entry.at("queue").get<std::string>();
+        it->concurrency = entry.value("concurrency", 1);
+    }
+    for (const auto& r : registered) {
+        if (r.queue.empty())
+            throw ConfigError(config.source() + ": mqc.routes: MQC route \"" + r.route +
+                              "\" has no queue (register it with {.queue = ...} or map it in mqc.routes)");
+        queue::validate_queue_name(r.queue);
+    }
+    return registered;
+}
+
+std::string group_for(const AppOptions& app, const std::string& route) {
+    std::string r = route;
+    while (!r.empty() && r.front() == '/') r.erase(r.begin());
+    std::replace(r.begin(), r.end(), '/', '.');
+    return app.plat + "." + app.system + "." + r;
+}
+
+void subscribe_routes(const std::vector<MqcRoute>& routes, const AppOptions& app, queue::Backend& backend,
+                      Exchange* exchange) {
+    for (const auto& r : routes) {
+        queue::Subscription sub;
+        sub.queue = r.queue;
+        sub.group = group_for(app, r.route);
+        sub.concurrency = r.concurrency;
+        Handler handler = r.handler;
+        std::string route = r.route;
+        queue::Backend* queue = &backend;
+        sub.handler = [handler, route, queue, exchange](const Message& m) {
+            Context::Init init;
+            init.kind = ServerKind::mqc;
+            init.path = route;
+            init.route = route;
+            init.body = m.payload;
+            auto headers = std::make_shared<HeaderMap>();
+            for (const auto& [k, v] : m.headers) {
+                std::string key = k;
+                std::transform(key.begin(), key.end(), key.begin(), [](unsigned char c) { return std::tolower(c); });
+                (*headers)[key] = v;
+            }
+            auto rid = headers->find("x-request-id");
+            init.request_id = rid != headers->end() ? rid->second : m.queue + "/" + m.id;
+            init.headers = std::move(headers);
+            Json params = Json::parse(m.payload, nullptr, false);
+            if (params.is_object()) init.params = std::move(params);
+            init.queue = queue;
+            init.exchange = exchange;
+            Context ctx(std::move(init));
+            Result result = handler(ctx);
+            // An error result fails this attempt like an exception: the backend retries, then dead-letters.
+            if (result.is_error()) throw Error(result.error_code(), result.text());
+        };
+        backend.subscribe(std::move(sub));
+    }
+}
+
+}  // namespace hydra::mqc

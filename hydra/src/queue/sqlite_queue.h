@@ -1,0 +1,101 @@
+// The embedded queue: one SQLite file (WAL), a writer thread that group-commits every pending operation in one
+// transaction, leases with a visibility timeout, retries with backoff, dead letters, delayed messages.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <hydra/json.h>
+
+#include "common/worker_pool.h"
+#include "queue/backend.h"
+
+namespace SQLite {
+class Database;
+}
+
+namespace hydra::queue {
+
+class SqliteQueue : public Backend {
+  public:
+    struct Settings {
+        std::string path = "data/queue.db";
+        bool full_sync = false;  // synchronous=FULL (survives power loss) instead of NORMAL (survives a crash)
+        int busy_timeout_ms = 5000;
+        std::chrono::milliseconds lease{30000};  // a taken message is invisible this long, then redelivered
+        std::chrono::milliseconds push_timeout{5000};
+        std::chrono::milliseconds poll_interval{500};  // how often consumers look for messages of other processes
+
+        static Settings from(const Config& config);
+    };
+
+    // Opens (creating it and its directory if needed) the database. Throws std::runtime_error
+    // "queue: cannot open SQLite database <path>: <reason>" on a corrupt or unwritable file.
+    SqliteQueue(Settings settings, RetryPolicy retry);
+    ~SqliteQueue() override;
+
+    void push(std::string_view queue, std::string_view payload, const Headers& headers = {},
+              std::chrono::milliseconds delay = std::chrono::milliseconds{0}) override;
+    std::string backend() const override { return "sqlite"; }
+
+    void subscribe(Subscription subscription) override;
+    void start() override;
+    void stop(std::chrono::milliseconds grace) override;
+
+    // Inspection and repair for `hydra queue ...`; they open their own connection, so they also work while a
+    // server is running on the same file.
+    struct QueueStats {
+        std::string queue;
+        std::int64_t ready = 0;    // visible now
+        std::int64_t delayed = 0;  // waiting for a delay or a retry backoff
+        std::int64_t leased = 0;   // taken by a consumer, not yet acknowledged
+        std::int64_t dead = 0;     // in the dead letters
+    };
+    static std::vector<QueueStats> stats(const std::string& path);
+    static Json peek(const std::string& path, const std::string& queue, int limit);
+    static Json dead_letters(const std::string& path, const std::string& queue, int limit);
+    // Moves dead letters back to their queues (all of `queue`, or one id when id > 0). Returns how many.
+    static int retry_dead_letters(const std::string& path, const std::string& queue, std::int64_t id);
+
+  private:
+    struct Batch;
+    struct Op;
+    struct Consumer;
+    struct Statements;
+
+    void writer_loop();
+    void execute(Op& op, std::int64_t now_ms, std::vector<std::string>& pushed_queues, Statements& statements);
+    std::vector<Message> lease(const std::string& queue, int max, std::int64_t& next_visible_ms);
+    void consume(Consumer& consumer);
+    void enqueue(Op op);
+
+    Settings settings_;
+    RetryPolicy retry_;
+    std::unique_ptr<SQLite::Database> db_;  // the writer's connection, used only by the writer thread
+
+    std::mutex mutex_;
+    std::condition_variable work_cv_;  // writer: ops arrived
+    std::condition_variable done_cv_;  // pushers and lessees: a batch finished
+    std::vector<Op> ops_;              // waiting for the writer
+    std::shared_ptr<Batch> current_;   // the batch the next pushes join
+    bool writer_stopping_ = false;
+    std::thread writer_;
+
+    std::mutex pushed_mutex_;
+    std::condition_variable pushed_cv_;                // consumers: something was pushed
+    std::map<std::string, std::uint64_t> generation_;  // per queue, bumped on each committed push
+
+    std::vector<std::unique_ptr<Consumer>> consumers_;
+    std::atomic<bool> consuming_{false};
+    bool started_ = false;
+    bool stopped_ = false;
+};
+
+}  // namespace hydra::queue
