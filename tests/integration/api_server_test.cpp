@@ -125,6 +125,10 @@ BOOST_AUTO_TEST_CASE(params_merge_query_form_and_json) {
     BOOST_CHECK_EQUAL(r.json()["msg"], "hi there");
     BOOST_CHECK_EQUAL(r.json()["a"], "1");
 
+    // curl -d '{...}' labels JSON as a form: read as JSON
+    r = http(f.addr, "POST", "/params", R"({"uname":"bob"})", "application/x-www-form-urlencoded");
+    BOOST_CHECK_EQUAL(r.json()["uname"], "bob");
+
     BOOST_CHECK_EQUAL(http(f.addr, "GET", "/typed?n=21").json()["n"], 42);
     r = http(f.addr, "GET", "/typed?n=abc");
     BOOST_CHECK_EQUAL(r.status, 400);

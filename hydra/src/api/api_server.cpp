@@ -78,6 +78,11 @@ bool is_json_content(const std::string& content_type, const std::string& body) {
     return first != body.end() && (*first == '{' || *first == '[');
 }
 
+bool looks_like_json_object(const std::string& body) {
+    auto first = std::find_if(body.begin(), body.end(), [](unsigned char c) { return !std::isspace(c); });
+    return first != body.end() && *first == '{';
+}
+
 class RequestHandler : public Poco::Net::HTTPRequestHandler {
   public:
     explicit RequestHandler(ApiServer& server) : server_(server) {}
@@ -286,9 +291,13 @@ void ApiServer::handle(Poco::Net::HTTPServerRequest& request, Poco::Net::HTTPSer
         init.headers = std::move(headers);
         parse_urlencoded(query, init.params);
         std::string content_type = request.getContentType();
-        if (content_type.find("application/x-www-form-urlencoded") != std::string::npos) {
+        bool form = content_type.find("application/x-www-form-urlencoded") != std::string::npos;
+        bool json = !body.empty() && is_json_content(content_type, body);
+        // `curl -d '{"a":1}'` sends JSON labelled as a form: a form body that is a JSON object is read as JSON.
+        if (form && looks_like_json_object(body) && Json::accept(body)) form = false, json = true;
+        if (form) {
             parse_urlencoded(body, init.params);
-        } else if (!body.empty() && is_json_content(content_type, body)) {
+        } else if (json) {
             Json doc;
             try {
                 doc = Json::parse(body);

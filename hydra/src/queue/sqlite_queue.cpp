@@ -1,6 +1,13 @@
 #include "queue/sqlite_queue.h"
 
 #include <SQLiteCpp/SQLiteCpp.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstdint>
+#include <ctime>
 
 #include <algorithm>
 #include <chrono>
@@ -76,9 +83,30 @@ Headers parse_headers(const std::string& text) {
 }  // namespace
 
 // A group of operations committed in one transaction; pushers wait for `done`.
+// Waiters sleep on `state` with a futex: a commit wakes exactly its own waiters, and they return without
+// taking any lock (a condition variable would make all of them queue for its mutex again).
 struct SqliteQueue::Batch {
-    bool done = false;
-    std::string error;  // empty on success
+    std::atomic<int> state{0};  // 0 pending, 1 committed or failed
+    std::string error;          // empty on success; written before `state`
+
+    void finish(std::string err) {
+        error = std::move(err);
+        state.store(1, std::memory_order_release);
+        syscall(SYS_futex, reinterpret_cast<int*>(&state), FUTEX_WAKE_PRIVATE, INT32_MAX, nullptr, nullptr, 0);
+    }
+    // False on timeout.
+    bool wait(std::chrono::milliseconds timeout) {
+        auto deadline = std::chrono::steady_clock::now() + timeout;
+        while (state.load(std::memory_order_acquire) == 0) {
+            auto left = deadline - std::chrono::steady_clock::now();
+            if (left <= std::chrono::nanoseconds(0)) return false;
+            auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
+            timespec ts{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
+            syscall(SYS_futex, reinterpret_cast<int*>(&state), FUTEX_WAIT_PRIVATE, 0, &ts, nullptr, 0);
+        }
+        return true;
+    }
+    bool done() const { return state.load(std::memory_order_acquire) != 0; }
 };
 
 struct SqliteQueue::Op {
@@ -166,10 +194,14 @@ void SqliteQueue::enqueue(Op op) {
 void SqliteQueue::push(std::string_view queue, std::string_view payload, const Headers& headers,
                        std::chrono::milliseconds delay) {
     validate_queue_name(queue);
-    Json h = Json::object();
-    for (const auto& [k, v] : headers) h[k] = v;
+    std::string header_text = "{}";
+    if (!headers.empty()) {
+        Json h = Json::object();
+        for (const auto& [k, v] : headers) h[k] = v;
+        header_text = h.dump(-1, ' ', false, Json::error_handler_t::replace);
+    }
     Op op;
-    op.what = Op::Push{std::string(queue), std::string(payload), h.dump(),
+    op.what = Op::Push{std::string(queue), std::string(payload), std::move(header_text),
                        now_ms() + std::max<std::int64_t>(0, delay.count())};
     std::shared_ptr<Batch> batch;
     {
@@ -178,15 +210,15 @@ void SqliteQueue::push(std::string_view queue, std::string_view payload, const H
         batch = current_;
         op.batch = batch;
         ops_.push_back(std::move(op));
-        work_cv_.notify_one();
-        // Group commit: everyone who pushed while the previous transaction ran shares the next one.
-        if (!done_cv_.wait_for(lock, settings_.push_timeout, [&] { return batch->done; }))
-            throw QueueError("queue: push to " + std::string(queue) + " timed out after " +
-                                 std::to_string(settings_.push_timeout.count()) + " ms (the database is busy)",
-                             true);
-        if (!batch->error.empty())
-            throw QueueError("queue: push to " + std::string(queue) + " failed: " + batch->error, true);
     }
+    work_cv_.notify_one();
+    // Group commit: everyone who pushed while the previous transaction ran shares the next one.
+    if (!batch->wait(settings_.push_timeout))
+        throw QueueError("queue: push to " + std::string(queue) + " timed out after " +
+                             std::to_string(settings_.push_timeout.count()) + " ms (the database is busy)",
+                         true);
+    if (!batch->error.empty())
+        throw QueueError("queue: push to " + std::string(queue) + " failed: " + batch->error, true);
 }
 
 void SqliteQueue::writer_loop() {
@@ -221,18 +253,10 @@ void SqliteQueue::writer_loop() {
             Logger().error("queue: sqlite transaction of " + std::to_string(ops.size()) +
                            " operations failed: " + error);
         }
-        {
-            std::lock_guard lock(mutex_);
-            batch->done = true;
-            batch->error = error;
-            // Leases run in this batch too; a lease that failed returns nothing and is tried again later.
-            for (auto& op : ops)
-                if (op.batch && op.batch != batch) {
-                    op.batch->done = true;
-                    op.batch->error = error;
-                }
-        }
-        done_cv_.notify_all();
+        batch->finish(error);
+        // Leases run in this batch too; a lease that failed returns nothing and is tried again later.
+        for (auto& op : ops)
+            if (op.batch && op.batch != batch) op.batch->finish(error);
         ops.clear();
         if (!pushed_queues.empty()) {
             {
@@ -314,11 +338,14 @@ std::vector<Message> SqliteQueue::lease(const std::string& queue, int max, std::
     Op op;
     op.what = Op::Lease{queue, max, out, next};
     op.batch = batch;
-    std::unique_lock lock(mutex_);
-    if (writer_stopping_) return {};
-    ops_.push_back(std::move(op));
+    {
+        std::lock_guard lock(mutex_);
+        if (writer_stopping_) return {};
+        ops_.push_back(std::move(op));
+    }
     work_cv_.notify_one();
-    done_cv_.wait(lock, [&] { return batch->done; });
+    while (!batch->wait(std::chrono::hours(1))) {
+    }
     if (!batch->error.empty()) return {};
     next_visible_ms = *next;
     return std::move(*out);

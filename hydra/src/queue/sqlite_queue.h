@@ -82,7 +82,6 @@ class SqliteQueue : public Backend {
 
     std::mutex mutex_;
     std::condition_variable work_cv_;  // writer: ops arrived
-    std::condition_variable done_cv_;  // pushers and lessees: a batch finished
     std::vector<Op> ops_;              // waiting for the writer
     std::shared_ptr<Batch> current_;   // the batch the next pushes join
     bool writer_stopping_ = false;
