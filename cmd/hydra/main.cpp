@@ -2,15 +2,39 @@
 #include <hydra/app.h>
 
 #include "services/admin/exchange_api.h"
+#include "services/chat/chat_room.h"
+#include "services/message_center/message_center.h"
+#include "services/push/push_service.h"
+#include "services/schemas.h"
 #include "services/system/echo.h"
 #include "services/system/health.h"
 
 int main(int argc, char** argv) {
+    using namespace services;
     hydra::App app{{.plat = "mall", .system = "wsserver"}};
+    add_schemas(app.schema());  // services.push, services.message_center
 
-    app.api("/healthz", services::system::Health{app});
-    services::admin::register_routes(app);  // /v1/mesh/publish, /v1/exchange/notify, /v1/exchange/broadcast
-    app.ws_endpoint("/echo", services::system::echo_endpoint());
+    auto users = std::make_shared<push::UserStore>();
+    auto center = std::make_shared<message_center::Settings>();
+    app.on_start([users, center](hydra::App& a) {
+        users->open(a.config().str("services.push.database"), a.config().at("services.push.users"));
+        *center = message_center::settings_from(a.config());
+    });
+
+    // hydra's WS demo: log in over WS, send over HTTP, push from the queue to the user's devices.
+    app.ws("/member/login", push::Login{users});
+    app.api("/msg/send", push::send, {.methods = {"POST"}});
+    app.api("/msg/broadcast", push::broadcast, {.methods = {"POST"}});
+    app.mqc("/msg/push", push::Push{users}, {.queue = push::kQueue, .concurrency = 8});
+
+    // connmix's chat rooms and message center.
+    app.ws_endpoint("/chat", chat::endpoint());
+    app.ws_endpoint("/message-center", message_center::endpoint(center));
+
+    // Operations: health, the exchange over HTTP (/v1/mesh/publish, /v1/exchange/notify|broadcast), echo.
+    app.api("/healthz", system::Health{app});
+    admin::register_routes(app);
+    app.ws_endpoint("/echo", system::echo_endpoint());
 
     return app.run(argc, argv);
 }

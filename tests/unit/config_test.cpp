@@ -3,6 +3,8 @@
 
 #include <hydra/config.h>
 
+#include "services/schemas.h"
+
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -71,7 +73,7 @@ struct TempFile {
 BOOST_AUTO_TEST_SUITE(config)
 
 BOOST_AUTO_TEST_CASE(dev_profile_loads) {
-    auto config = Config::load(source_dir + "/config/dev.json", {}, ConfigSchema::builtin(), env_of({}));
+    auto config = Config::load(source_dir + "/config/dev.json", {}, services::full_schema(), env_of({}));
     BOOST_CHECK_EQUAL(config.str("log.level"), "debug");
     BOOST_CHECK_EQUAL(config.str("log.format"), "text");
     BOOST_CHECK_EQUAL(config.str("api.address"), "127.0.0.1:9090");
@@ -83,7 +85,7 @@ BOOST_AUTO_TEST_CASE(dev_profile_loads) {
 
 BOOST_AUTO_TEST_CASE(prod_profile_loads_with_and_without_environment) {
     const std::string file = source_dir + "/config/prod.json";
-    auto defaults = Config::load(file, {}, ConfigSchema::builtin(), env_of({}));
+    auto defaults = Config::load(file, {}, services::full_schema(), env_of({}));
     BOOST_CHECK_EQUAL(defaults.str("log.format"), "json");
     BOOST_CHECK_EQUAL(defaults.str("api.address"), "0.0.0.0:9090");
     BOOST_CHECK_EQUAL(defaults.str("ws.address"), "0.0.0.0:9087");
@@ -134,18 +136,18 @@ BOOST_AUTO_TEST_CASE(getters_name_the_path) {
 
 BOOST_AUTO_TEST_CASE(unreadable_file) {
     const std::string file = source_dir + "/config/does-not-exist.json";
-    BOOST_CHECK_EQUAL(error_of([&] { Config::load(file, {}, ConfigSchema::builtin(), env_of({})); }),
+    BOOST_CHECK_EQUAL(error_of([&] { Config::load(file, {}, services::full_schema(), env_of({})); }),
                       file + ": cannot read: No such file or directory");
 }
 
 BOOST_AUTO_TEST_CASE(invalid_json_reports_line_and_column) {
     TempFile trailing_comma("{\n  \"api\": {\n    \"threads\": 8,\n  }\n}\n");
-    BOOST_CHECK_EQUAL(error_of([&] { Config::load(trailing_comma.path, {}, ConfigSchema::builtin(), env_of({})); }),
+    BOOST_CHECK_EQUAL(error_of([&] { Config::load(trailing_comma.path, {}, services::full_schema(), env_of({})); }),
                       trailing_comma.path +
                           ": invalid JSON at line 4, column 3: object key - unexpected '}'; expected string literal");
 
     TempFile truncated("{\n\"log\": {}\n");
-    auto message = error_of([&] { Config::load(truncated.path, {}, ConfigSchema::builtin(), env_of({})); });
+    auto message = error_of([&] { Config::load(truncated.path, {}, services::full_schema(), env_of({})); });
     BOOST_CHECK(contains(message, truncated.path + ": invalid JSON at line 3, column 1: "));
     BOOST_CHECK(!contains(message, "\n"));
 }
@@ -277,7 +279,7 @@ BOOST_AUTO_TEST_CASE(set_errors) {
 
 BOOST_AUTO_TEST_CASE(masked_hides_secrets) {
     auto config = Config::load(source_dir + "/config/prod.json", {"queue.kafka.properties.ssl.key.password=kp"},
-                               ConfigSchema::builtin(), env_of({{"KAFKA_PASSWORD", "hunter2"}}));
+                               services::full_schema(), env_of({{"KAFKA_PASSWORD", "hunter2"}}));
     BOOST_CHECK_EQUAL(config.str("queue.kafka.properties.sasl.password"), "hunter2");
     Json masked = config.masked();
     BOOST_CHECK_EQUAL(masked["queue"]["kafka"]["properties"]["sasl.password"], "******");

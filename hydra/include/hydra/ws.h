@@ -14,14 +14,14 @@ namespace hydra {
 // connection are handled one at a time, in order.
 struct WsEndpoint {
     // At upgrade, after connection middleware: return an Error to reject with its HTTP status. Optional.
-    std::function<Result(Context&)> on_open;
+    std::function<Result(Context&)> on_open = {};
     // ctx.body() is the message, ctx.binary() its kind. A returned Json or text is sent back as a text
     // message; an Error as {"code":N,"msg":"..."}; an empty Result sends nothing.
-    std::function<Result(Context&)> on_message;
+    std::function<Result(Context&)> on_message = {};
     // After the connection is gone (code 1006 when it dropped without a close frame). Optional.
-    std::function<void(Context&, int code, const std::string& reason)> on_close;
+    std::function<void(Context&, int code, const std::string& reason)> on_close = {};
     // A protocol violation, an oversized message, a full send queue, or a failing handler. Optional.
-    std::function<void(Context&, const std::string& error)> on_error;
+    std::function<void(Context&, const std::string& error)> on_error = {};
 };
 
 }  // namespace hydra

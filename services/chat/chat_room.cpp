@@ -1,0 +1,62 @@
+#include "services/chat/chat_room.h"
+
+namespace services::chat {
+
+using hydra::Json;
+
+namespace {
+
+Json error(const std::string& msg) { return Json{{"status", "error"}, {"msg", msg}}; }
+const Json kSuccess = {{"status", "success"}};
+
+// room_id may be a number or a string; channel names are "room:<id>".
+std::optional<std::string> room_of(const Json& value) {
+    if (value.is_number_integer()) return std::to_string(value.get<long long>());
+    if (value.is_string() && !value.get<std::string>().empty() && value.get<std::string>().size() <= 64)
+        return value.get<std::string>();
+    return std::nullopt;
+}
+
+}  // namespace
+
+hydra::Result on_message(hydra::Context& ctx) {
+    Json in = Json::parse(ctx.body(), nullptr, false);
+    if (in.is_discarded() || !in.is_object()) return error("invalid JSON: expected an object with \"op\"");
+    auto op_it = in.find("op");
+    if (op_it == in.end() || !op_it->is_string()) return error("missing field op");
+    const std::string op = op_it->get<std::string>();
+    hydra::Exchange& ex = ctx.exchange();
+    std::optional<Json> current = ex.get(ctx.uuid(), "room");
+
+    if (op == "join") {
+        auto room = in.contains("room_id") ? room_of(in["room_id"]) : std::nullopt;
+        if (!room) return error("missing or invalid field room_id");
+        if (current) ex.unsubscribe(ctx.uuid(), "room:" + current->get<std::string>());
+        ex.subscribe(ctx.uuid(), "room:" + *room);
+        ex.set(ctx.uuid(), "room", *room);
+        return kSuccess;
+    }
+    if (op == "send") {
+        if (!in.contains("msg") || !in["msg"].is_string()) return error("missing field msg");
+        if (!current || current->is_null()) return error("not in a room: join one first");
+        // The sender's answer first, then the room message (the sender is in the room too).
+        ex.send(ctx.uuid(), kSuccess.dump());
+        ex.publish("room:" + current->get<std::string>(), Json{{"client_id", ctx.uuid()}, {"msg", in["msg"]}}.dump());
+        return {};
+    }
+    if (op == "quit") {
+        if (!current || current->is_null()) return error("not in a room");
+        ex.unsubscribe(ctx.uuid(), "room:" + current->get<std::string>());
+        ex.set(ctx.uuid(), "room", nullptr);
+        return kSuccess;
+    }
+    return error("unknown op: " + op);
+}
+
+hydra::WsEndpoint endpoint() {
+    hydra::WsEndpoint ep;
+    ep.on_message = on_message;
+    return ep;
+}
+
+}  // namespace services::chat

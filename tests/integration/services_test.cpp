@@ -1,0 +1,292 @@
+// The demo services end to end on one host (embedded SQLite): the real `hydra` binary, driven over real sockets
+// by the project's WebSocket client, python3-websockets and HTTP.
+#include <boost/test/unit_test.hpp>
+
+#include <Poco/Net/HTTPRequestHandler.h>
+#include <Poco/Net/HTTPRequestHandlerFactory.h>
+#include <Poco/Net/HTTPServer.h>
+#include <Poco/Net/HTTPServerRequest.h>
+#include <Poco/Net/HTTPServerResponse.h>
+#include <Poco/Net/ServerSocket.h>
+
+#include <hydra/json.h>
+#include <hydra/ws_client.h>
+
+#include "support/http.h"
+#include "support/process.h"
+#include "support/temp.h"
+
+using hydra::Json;
+using hydra::WsClient;
+using hydra::WsMessage;
+using namespace std::chrono_literals;
+
+namespace {
+
+// The user's own auth API for the message center: token → uid.
+class AuthHandler : public Poco::Net::HTTPRequestHandler {
+  public:
+    void handleRequest(Poco::Net::HTTPServerRequest& req, Poco::Net::HTTPServerResponse& resp) override {
+        std::string body;
+        Poco::StreamCopier::copyToString(req.stream(), body);
+        Json in = Json::parse(body, nullptr, false);
+        std::string token = in.is_object() && in.contains("token") ? in["token"].get<std::string>() : "";
+        if (token == "good-token") {
+            resp.setContentType("application/json");
+            resp.send() << R"({"uid":1001})";
+        } else if (token == "bad-body") {
+            resp.send() << "not json";
+        } else {
+            resp.setStatus(Poco::Net::HTTPResponse::HTTP_FORBIDDEN);
+            resp.send() << R"({"error":"bad token"})";
+        }
+    }
+};
+
+class AuthFactory : public Poco::Net::HTTPRequestHandlerFactory {
+  public:
+    Poco::Net::HTTPRequestHandler* createRequestHandler(const Poco::Net::HTTPServerRequest&) override {
+        return new AuthHandler;
+    }
+};
+
+struct AuthApi {
+    Poco::Net::ServerSocket socket{Poco::Net::SocketAddress("127.0.0.1:0")};
+    Poco::Net::HTTPServer server{new AuthFactory, socket, new Poco::Net::HTTPServerParams};
+    AuthApi() { server.start(); }
+    ~AuthApi() { server.stopAll(true); }
+    std::string url() const {
+        return "http://127.0.0.1:" + std::to_string(socket.address().port()) + "/websocket_auth";
+    }
+};
+
+// One `hydra run --env dev` with ephemeral ports and private files.
+struct Host {
+    AuthApi auth;
+    std::unique_ptr<test::ChildProcess> process;
+    std::string api;
+    int ws_port = 0;
+
+    explicit Host(std::vector<std::string> extra = {}) {
+        std::vector<std::string> args = {HYDRA_BINARY, "run",
+                                         "--env",      "dev",
+                                         "--set",      "api.address=127.0.0.1:0",
+                                         "--set",      "ws.address=127.0.0.1:0",
+                                         "--set",      "log.level=warn",
+                                         "--set",      "queue.sqlite.path=" + test::temp_path("queue.db"),
+                                         "--set",      "services.push.database=" + test::temp_path("push.db"),
+                                         "--set",      "services.message_center.auth_url=" + auth.url()};
+        args.insert(args.end(), extra.begin(), extra.end());
+        process = std::make_unique<test::ChildProcess>(args, std::string(HYDRA_SOURCE_DIR));
+        auto api_port = process->wait_for_stdout(R"(api listening on http://127\.0\.0\.1:(\d+))", 30s);
+        auto ws = process->wait_for_stdout(R"(ws listening on ws://127\.0\.0\.1:(\d+))", 30s);
+        BOOST_REQUIRE_MESSAGE(api_port && ws, "hydra did not start: " + process->err());
+        api = "127.0.0.1:" + *api_port;
+        ws_port = std::stoi(*ws);
+    }
+    ~Host() {
+        process->signal(SIGTERM);
+        BOOST_CHECK_EQUAL(process->wait(20s).value_or(-1), 0);
+    }
+    WsClient connect(const std::string& path) { return WsClient::connect("127.0.0.1", ws_port, path); }
+};
+
+Json next_json(WsClient& c, std::chrono::milliseconds timeout = 5s) {
+    WsMessage m = c.receive(timeout);
+    BOOST_REQUIRE_MESSAGE(m.type == WsMessage::Type::text, "expected a text message, got " << m.type << " " << m.data);
+    return Json::parse(m.data);
+}
+
+Json login(WsClient& c, const std::string& uname, const std::string& pwd) {
+    c.send_text(Json{{"service", "/member/login"}, {"uname", uname}, {"pwd", pwd}}.dump());
+    return next_json(c);
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(services_end_to_end)
+
+BOOST_AUTO_TEST_CASE(push_demo_login_send_push_offline_and_broadcast) {
+    Host host;
+    WsClient phone = host.connect("/");
+    WsClient laptop = host.connect("/");
+
+    Json r = login(phone, "alice", "wrong");
+    BOOST_CHECK_EQUAL(r, (Json{{"service", "/member/login"}, {"code", 401}, {"err", "wrong user name or password"}}));
+    r = login(phone, "alice", "alice-pw");
+    BOOST_CHECK_EQUAL(r["code"], 200);
+    std::string phone_uuid = r["data"]["uuid"];
+    BOOST_CHECK_EQUAL(phone_uuid, phone.response_header("X-Request-Id").value());
+    BOOST_CHECK_EQUAL(login(laptop, "alice", "alice-pw")["code"], 200);
+
+    // to the user: every device
+    auto s = test::http(host.api, "POST", "/msg/send", R"({"uname":"alice","msg":"充值成功"})");
+    BOOST_CHECK_EQUAL(s.status, 200);
+    BOOST_CHECK_EQUAL(s.json(), (Json{{"code", 0}, {"msg", "success"}}));
+    for (WsClient* c : {&phone, &laptop}) {
+        Json n = next_json(*c);
+        BOOST_CHECK_EQUAL(n["service"], "notify");
+        BOOST_CHECK_EQUAL(n["code"], 200);
+        BOOST_CHECK_EQUAL(n["data"]["msg"], "充值成功");
+    }
+    // to one connection
+    s = test::http(host.api, "POST", "/msg/send", Json{{"uuid", phone_uuid}, {"msg", "only the phone"}}.dump());
+    BOOST_CHECK_EQUAL(s.status, 200);
+    BOOST_CHECK_EQUAL(next_json(phone)["data"]["msg"], "only the phone");
+    BOOST_CHECK(laptop.receive(300ms).type == WsMessage::Type::timeout);
+
+    // bad requests
+    BOOST_CHECK_EQUAL(test::http(host.api, "POST", "/msg/send", R"({"uname":"alice"})").status, 400);
+    BOOST_CHECK_EQUAL(test::http(host.api, "POST", "/msg/send", R"({"msg":"to nobody"})").status, 400);
+    BOOST_CHECK_EQUAL(test::http(host.api, "POST", "/msg/send", R"({"uname":)").status, 400);
+
+    // bob is offline: kept, then delivered at login, oldest first, after the login reply
+    for (const char* m : {"first", "second"})
+        BOOST_CHECK_EQUAL(test::http(host.api, "POST", "/msg/send", Json{{"uname", "bob"}, {"msg", m}}.dump()).status,
+                          200);
+    std::this_thread::sleep_for(500ms);  // let the MQC handle them while bob is away
+    WsClient bob = host.connect("/");
+    BOOST_CHECK_EQUAL(login(bob, "bob", "bob-pw")["code"], 200);
+    BOOST_CHECK_EQUAL(next_json(bob)["data"]["msg"], "first");
+    BOOST_CHECK_EQUAL(next_json(bob)["data"]["msg"], "second");
+
+    // broadcast
+    s = test::http(host.api, "POST", "/msg/broadcast", R"({"msg":"maintenance at 22:00"})");
+    BOOST_CHECK_EQUAL(s.status, 200);
+    for (WsClient* c : {&phone, &laptop, &bob}) BOOST_CHECK_EQUAL(next_json(*c)["data"]["msg"], "maintenance at 22:00");
+}
+
+BOOST_AUTO_TEST_CASE(chat_rooms) {
+    Host host;
+    WsClient a = host.connect("/chat");
+    WsClient b = host.connect("/chat");
+    WsClient c = host.connect("/chat");
+    std::string a_id = a.response_header("X-Request-Id").value();
+    const Json ok = {{"status", "success"}};
+
+    // errors keep the connection
+    a.send_text(R"({"op":"send","msg":"nobody hears"})");
+    BOOST_CHECK_EQUAL(next_json(a)["status"], "error");
+    a.send_text("not json");
+    BOOST_CHECK_EQUAL(next_json(a)["status"], "error");
+    a.send_text(R"({"op":"join"})");
+    BOOST_CHECK_EQUAL(next_json(a)["status"], "error");
+    a.send_text(R"({"op":"dance"})");
+    BOOST_CHECK_EQUAL(next_json(a)["status"], "error");
+    a.send_text(R"({"op":"quit"})");
+    BOOST_CHECK_EQUAL(next_json(a)["status"], "error");
+
+    for (WsClient* x : {&a, &b}) {
+        x->send_text(R"({"op":"join","room_id":1002})");
+        BOOST_CHECK_EQUAL(next_json(*x), ok);
+    }
+    c.send_text(R"({"op":"join","room_id":1003})");
+    BOOST_CHECK_EQUAL(next_json(c), ok);
+
+    std::string tricky = "Hello,\"World\"! \\ 你好";
+    a.send_text(Json{{"op", "send"}, {"msg", tricky}}.dump());
+    BOOST_CHECK_EQUAL(next_json(a), ok);
+    Json expected = {{"client_id", a_id}, {"msg", tricky}};
+    BOOST_CHECK_EQUAL(next_json(a), expected);  // the sender is in the room too
+    BOOST_CHECK_EQUAL(next_json(b), expected);
+    BOOST_CHECK(c.receive(300ms).type == WsMessage::Type::timeout);  // another room
+
+    // one room at a time: b moves to 1003
+    b.send_text(R"({"op":"join","room_id":1003})");
+    BOOST_CHECK_EQUAL(next_json(b), ok);
+    a.send_text(R"({"op":"send","msg":"still here?"})");
+    BOOST_CHECK_EQUAL(next_json(a), ok);
+    BOOST_CHECK_EQUAL(next_json(a)["msg"], "still here?");
+    BOOST_CHECK(b.receive(300ms).type == WsMessage::Type::timeout);
+
+    // quit: no more room messages
+    c.send_text(R"({"op":"quit"})");
+    BOOST_CHECK_EQUAL(next_json(c), ok);
+    b.send_text(R"({"op":"send","msg":"anyone?"})");
+    BOOST_CHECK_EQUAL(next_json(b), ok);
+    BOOST_CHECK_EQUAL(next_json(b)["msg"], "anyone?");
+    BOOST_CHECK(c.receive(300ms).type == WsMessage::Type::timeout);
+
+    // the publish API reaches a room verbatim
+    auto r = test::http(host.api, "POST", "/v1/mesh/publish",
+                        R"({"c":"room:1002","d":"{\"type\":\"broadcast\",\"msg\":\"Hello,World!\"}"})");
+    BOOST_CHECK_EQUAL(r.status, 200);
+    BOOST_CHECK_EQUAL(a.receive(5s).data, R"({"type":"broadcast","msg":"Hello,World!"})");
+}
+
+BOOST_AUTO_TEST_CASE(message_center) {
+    Host host;
+    WsClient c = host.connect("/message-center");
+    c.send_text(R"({"op":"subscribe","channel":"@user"})");
+    BOOST_CHECK_EQUAL(next_json(c), (Json{{"code", 1}, {"msg", "Not Auth"}}));
+    c.send_text(R"({"op":"auth","token":"stolen"})");
+    Json r = next_json(c);
+    BOOST_CHECK_EQUAL(r["code"], 1);
+    BOOST_CHECK_MESSAGE(r["msg"].get<std::string>().find("403") != std::string::npos, r.dump());
+    c.send_text(R"({"op":"auth","token":"bad-body"})");
+    BOOST_CHECK_EQUAL(next_json(c)["code"], 1);
+    c.send_text(R"({"op":"auth","token":"good-token"})");
+    BOOST_CHECK_EQUAL(next_json(c), (Json{{"result", true}}));
+    c.send_text(R"({"op":"subscribe","channel":"@room"})");
+    BOOST_CHECK_EQUAL(next_json(c)["code"], 2);
+    c.send_text(R"({"op":"shout"})");
+    BOOST_CHECK_EQUAL(next_json(c)["code"], 2);
+    c.send_text("{{{");
+    BOOST_CHECK_EQUAL(next_json(c)["code"], 2);
+    c.send_text(R"({"op":"subscribe","channel":"@user"})");
+    BOOST_CHECK_EQUAL(next_json(c), (Json{{"result", true}}));
+
+    std::string event = R"({"event":"@user","data":{"uid":1001,"msg":"Hello,World!"}})";
+    auto p = test::http(host.api, "POST", "/v1/mesh/publish", Json{{"c", "user:1001"}, {"d", event}}.dump());
+    BOOST_CHECK_EQUAL(p.json()["delivered"], 1);
+    BOOST_CHECK_EQUAL(c.receive(5s).data, event);
+
+    c.send_text(R"({"op":"unsubscribe","channel":"@user"})");
+    BOOST_CHECK_EQUAL(next_json(c), (Json{{"result", true}}));
+    p = test::http(host.api, "POST", "/v1/mesh/publish", Json{{"c", "user:1001"}, {"d", event}}.dump());
+    BOOST_CHECK_EQUAL(p.json()["delivered"], 0);
+}
+
+BOOST_AUTO_TEST_CASE(message_center_with_its_auth_api_down) {
+    Poco::Net::ServerSocket closed(Poco::Net::SocketAddress("127.0.0.1:0"));
+    std::string url = "http://127.0.0.1:" + std::to_string(closed.address().port()) + "/websocket_auth";
+    closed.close();
+    Host host({"--set", "services.message_center.auth_url=" + url});
+    WsClient c = host.connect("/message-center");
+    c.send_text(R"({"op":"auth","token":"good-token"})");
+    Json r = next_json(c);
+    BOOST_CHECK_EQUAL(r["code"], 1);
+    BOOST_CHECK_MESSAGE(r["msg"].get<std::string>().find("unreachable") != std::string::npos, r.dump());
+}
+
+BOOST_AUTO_TEST_CASE(python_websockets_client_in_a_chat_room) {
+    Host host;
+    WsClient watcher = host.connect("/chat");
+    watcher.send_text(R"({"op":"join","room_id":"lobby"})");
+    BOOST_CHECK_EQUAL(next_json(watcher)["status"], "success");
+    std::string script = R"PY(
+import asyncio, json, sys
+import websockets
+async def main(port):
+    async with websockets.connect(f"ws://127.0.0.1:{port}/chat") as ws:
+        await ws.send(json.dumps({"op": "join", "room_id": "lobby"}))
+        print(await ws.recv())
+        await ws.send(json.dumps({"op": "send", "msg": "from python"}))
+        print(await ws.recv())
+        print(await ws.recv())
+asyncio.run(main(int(sys.argv[1])))
+)PY";
+    test::ChildProcess py({"/usr/bin/python3", "-c", script, std::to_string(host.ws_port)});
+    BOOST_REQUIRE_EQUAL(py.wait(30s).value_or(-1), 0);
+    std::istringstream lines(py.out());
+    std::string l1, l2, l3;
+    std::getline(lines, l1);
+    std::getline(lines, l2);
+    std::getline(lines, l3);
+    BOOST_CHECK_EQUAL(Json::parse(l1)["status"], "success");
+    BOOST_CHECK_EQUAL(Json::parse(l2)["status"], "success");
+    BOOST_CHECK_EQUAL(Json::parse(l3)["msg"], "from python");
+    BOOST_CHECK_EQUAL(next_json(watcher)["msg"], "from python");
+}
+
+BOOST_AUTO_TEST_SUITE_END()
