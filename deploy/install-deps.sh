@@ -7,7 +7,10 @@ set -euo pipefail
 packages=(cmake make g++ pkg-config
           libpoco-dev librdkafka-dev libsqlitecpp-dev libsqlite3-dev nlohmann-json3-dev libboost-test-dev)
 if [[ "${1:-}" == "--test" ]]; then
-    packages+=(curl kcat python3 python3-websockets clang libclang-rt-14-dev)
+    packages+=(curl kcat python3 python3-websockets clang libclang-rt-14-dev chromium)
+    # Node may come from elsewhere than Debian (it ships its own npm): only install it when missing.
+    command -v node >/dev/null || packages+=(nodejs)
+    command -v npm >/dev/null || packages+=(npm)
 fi
 
 missing=()

@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
 
     // connmix's chat rooms and message center.
     app.ws_endpoint("/chat", chat::endpoint());
+    app.static_files("/demo", "services/chat/web");  // a chat page for the browser: /demo/
     app.ws_endpoint("/message-center", message_center::endpoint(center));
 
     // Operations: health, the exchange over HTTP (/v1/mesh/publish, /v1/exchange/notify|broadcast), echo.

@@ -5,6 +5,8 @@
 #include <Poco/Net/StreamSocket.h>
 
 #include <atomic>
+#include <filesystem>
+#include <fstream>
 #include <future>
 #include <mutex>
 #include <thread>
@@ -321,6 +323,29 @@ BOOST_AUTO_TEST_CASE(address_in_use_is_a_clear_error) {
         BOOST_CHECK_MESSAGE(what.find("api: cannot listen on " + f.addr) == 0, what);
     }
     BOOST_CHECK(!second.running());
+}
+
+BOOST_AUTO_TEST_CASE(static_files_are_served_without_escaping_their_directory) {
+    std::string dir = test::temp_path("www");
+    std::filesystem::create_directories(dir + "/sub");
+    std::ofstream(dir + "/index.html") << "<h1>home</h1>";
+    std::ofstream(dir + "/sub/app.js") << "console.log(1)";
+    std::ofstream(dir + "/.secret") << "hidden";
+    hydra::App app;
+    app.static_files("/demo", dir);
+    app.start(test_config());
+    auto r = http(app.api_address(), "GET", "/demo/");
+    BOOST_CHECK_EQUAL(r.status, 200);
+    BOOST_CHECK_EQUAL(r.body, "<h1>home</h1>");
+    BOOST_CHECK_EQUAL(r.headers["Content-Type"], "text/html; charset=utf-8");
+    r = http(app.api_address(), "GET", "/demo/sub/app.js");
+    BOOST_CHECK_EQUAL(r.body, "console.log(1)");
+    BOOST_CHECK_EQUAL(r.headers["Content-Type"], "text/javascript; charset=utf-8");
+    BOOST_CHECK_EQUAL(http(app.api_address(), "GET", "/demo/.secret").status, 404);
+    BOOST_CHECK_EQUAL(http(app.api_address(), "GET", "/demo/../api_server_test.cpp").status, 404);
+    BOOST_CHECK_EQUAL(http(app.api_address(), "GET", "/demo/%2e%2e/%2e%2e/etc/passwd").status, 404);
+    BOOST_CHECK_EQUAL(http(app.api_address(), "GET", "/demo/missing.html").status, 404);
+    BOOST_CHECK_EQUAL(http(app.api_address(), "POST", "/demo/index.html", "{}").status, 405);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -56,6 +56,19 @@ BOOST_AUTO_TEST_CASE(verbs_and_405) {
     BOOST_CHECK_THROW(r.add("/order", {{"GET", any(4).at("")}}), std::invalid_argument);
 }
 
+BOOST_AUTO_TEST_CASE(wildcard_takes_the_rest_of_the_path) {
+    Router r;
+    r.add("/files/*path", any(1));
+    auto m = r.match("GET", "/files/a/b/c.txt");
+    BOOST_REQUIRE(m.status == Router::Status::found);
+    BOOST_CHECK_EQUAL(m.path_params["path"], "a/b/c.txt");
+    m = r.match("GET", "/files");
+    BOOST_REQUIRE(m.status == Router::Status::found);
+    BOOST_CHECK_EQUAL(m.path_params["path"], "");
+    BOOST_CHECK(r.match("GET", "/other/x").status == Router::Status::not_found);
+    BOOST_CHECK_THROW(r.add("/x/*rest/more", any(2)), std::invalid_argument);
+}
+
 BOOST_AUTO_TEST_CASE(bad_patterns_are_rejected) {
     Router r;
     BOOST_CHECK_THROW(r.add("msg/send", any(1)), std::invalid_argument);

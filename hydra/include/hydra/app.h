@@ -40,7 +40,11 @@ class App {
     App& api(const std::string& route, H&& handler, ApiOptions options = {}) {
         return add_api(route, make_handlers(std::forward<H>(handler)), std::move(options));
     }
+    // Files under `directory` (relative to the working directory) served by the API server at `prefix`
+    // ("/demo" → /demo/chat.html); GET and HEAD, no directory listing, nothing outside `directory`.
+    App& static_files(const std::string& prefix, const std::string& directory);
     // API middleware, run in registration order around every API handler.
+
     App& use(Middleware middleware);
 
     // A WS service on the default path "/": a text message {"service":"/member/login", ...params} is routed

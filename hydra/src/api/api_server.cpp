@@ -335,7 +335,7 @@ void ApiServer::handle(Poco::Net::HTTPServerRequest& request, Poco::Net::HTTPSer
         for (const auto& [k, v] : response_headers) response.set(k, v);
         response.set("X-Request-Id", rid);
         if (reply.close) response.setKeepAlive(false);
-        if (!reply.content_type.empty()) response.setContentType(reply.content_type);
+        if (!reply.content_type.empty() && !response.has("Content-Type")) response.setContentType(reply.content_type);
         response.setContentLength64(static_cast<std::int64_t>(reply.body.size()));
         response.sendBuffer(reply.body.data(), reply.body.size());
     } catch (const Poco::Exception& e) {

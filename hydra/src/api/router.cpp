@@ -34,8 +34,10 @@ void Router::add(const std::string& pattern, MethodHandlers handlers) {
     bool has_param = false;
     for (const auto& seg : route.segments) {
         if (seg.empty()) throw std::invalid_argument("route has an empty segment: " + pattern);
-        if (seg[0] == ':') {
+        if (seg[0] == ':' || seg[0] == '*') {
             if (seg.size() == 1) throw std::invalid_argument("route has an unnamed parameter: " + pattern);
+            if (seg[0] == '*' && &seg != &route.segments.back())
+                throw std::invalid_argument("a *wildcard must be the last segment: " + pattern);
             has_param = true;
         }
     }
@@ -79,15 +81,23 @@ Router::Match Router::match(std::string_view method, std::string_view path) cons
     }
     std::vector<std::string> segs = split(norm);
     for (const auto& route : routes_) {
-        if (route.segments.size() != segs.size() || exact_.count(route.pattern)) continue;
+        if (exact_.count(route.pattern)) continue;
+        bool wildcard = !route.segments.empty() && route.segments.back()[0] == '*';
+        std::size_t fixed = route.segments.size() - (wildcard ? 1 : 0);
+        if (wildcard ? segs.size() < fixed : segs.size() != fixed) continue;
         Json params = Json::object();
         bool ok = true;
-        for (std::size_t i = 0; i < segs.size() && ok; ++i) {
+        for (std::size_t i = 0; i < fixed && ok; ++i) {
             const std::string& want = route.segments[i];
             if (want[0] == ':')
                 params[want.substr(1)] = segs[i];
             else
                 ok = want == segs[i];
+        }
+        if (ok && wildcard) {
+            std::string rest;
+            for (std::size_t i = fixed; i < segs.size(); ++i) rest += (i > fixed ? "/" : "") + segs[i];
+            params[route.segments.back().substr(1)] = rest;
         }
         if (!ok) continue;
         fill(route, method, m);

@@ -8,6 +8,7 @@
 
 #include "api/api_server.h"
 #include "api/router.h"
+#include "api/static_files.h"
 #include "app/app_impl.h"
 
 namespace hydra {
@@ -30,6 +31,12 @@ App& App::add_api(const std::string& route, MethodHandlers handlers, ApiOptions 
     }
     impl_->api_routes.add(route, std::move(handlers));
     return *this;
+}
+
+App& App::static_files(const std::string& prefix, const std::string& directory) {
+    std::string route = normalize_path(prefix);
+    return add_api(route == "/" ? "/*path" : route + "/*path", {{"", static_files_handler(directory)}},
+                   {.methods = {"GET", "HEAD"}});
 }
 
 App& App::use(Middleware middleware) {
