@@ -54,14 +54,10 @@ class ChildProcess {
 
     // Reads stdout until `pattern` matches (returns the first capture group) or the timeout passes.
     std::optional<std::string> wait_for_stdout(const std::string& pattern, std::chrono::milliseconds timeout) {
-        std::regex re(pattern);
-        auto deadline = std::chrono::steady_clock::now() + timeout;
-        while (std::chrono::steady_clock::now() < deadline) {
-            std::smatch m;
-            if (std::regex_search(stdout_, m, re)) return m.size() > 1 ? m[1].str() : m[0].str();
-            pump(50);
-        }
-        return std::nullopt;
+        return wait_for(stdout_, pattern, timeout);
+    }
+    std::optional<std::string> wait_for_stderr(const std::string& pattern, std::chrono::milliseconds timeout) {
+        return wait_for(stderr_, pattern, timeout);
     }
 
     // Waits for exit; returns the exit status, or -signal if killed, or nullopt on timeout.
@@ -91,6 +87,18 @@ class ChildProcess {
     }
 
   private:
+    std::optional<std::string> wait_for(const std::string& text, const std::string& pattern,
+                                        std::chrono::milliseconds timeout) {
+        std::regex re(pattern);
+        auto deadline = std::chrono::steady_clock::now() + timeout;
+        while (std::chrono::steady_clock::now() < deadline) {
+            std::smatch m;
+            if (std::regex_search(text, m, re)) return m.size() > 1 ? m[1].str() : m[0].str();
+            pump(50);
+        }
+        return std::nullopt;
+    }
+
     void pump(int timeout_ms) {
         pollfd fds[2] = {{out_, POLLIN, 0}, {err_, POLLIN, 0}};
         if (poll(fds, 2, timeout_ms) <= 0) return;

@@ -54,7 +54,10 @@ const AppOptions& App::options() const { return impl_->options; }
 const Config& App::config() const { return impl_->config; }
 bool App::running() const { return impl_->running; }
 Queue* App::queue() const { return impl_->queue.get(); }
-Exchange* App::exchange() const { return impl_->ws ? &impl_->ws->exchange() : nullptr; }
+Exchange* App::exchange() const {
+    if (impl_->cluster) return impl_->cluster.get();
+    return impl_->ws ? &impl_->ws->exchange() : nullptr;
+}
 
 std::string App::api_address() const { return impl_->api ? impl_->api->address() : std::string(); }
 
@@ -116,6 +119,16 @@ void App::start(Config config) {
         if (cfg.boolean("ws.enabled")) {
             impl_->ws =
                 std::make_unique<ws::WsServer>(ws::WsServer::Settings::from(cfg), impl_->ws_routes, impl_->queue.get());
+            // On Kafka the hosts form a cluster: handlers reach clients on every host through its exchange.
+            if (cfg.str("queue.backend") == "kafka" && cfg.boolean("cluster.enabled")) {
+                auto settings =
+                    cluster::ClusterExchange::Settings::from(cfg, impl_->options.plat + "." + impl_->options.system);
+                impl_->cluster = std::make_unique<cluster::ClusterExchange>(settings, impl_->ws->exchange());
+                impl_->ws->set_handler_exchange(impl_->cluster.get());
+                impl_->cluster->start();
+                impl_->banner.push_back("cluster node " + impl_->cluster->node_id() + " over kafka " +
+                                        cfg.str("queue.kafka.brokers"));
+            }
             impl_->ws->start();
             std::size_t n = impl_->ws_routes.services.size();
             std::string what = std::to_string(n) + " services";
@@ -145,6 +158,7 @@ void App::start(Config config) {
         impl_->api.reset();
         if (impl_->queue) impl_->queue->stop(std::chrono::milliseconds(0));
         impl_->ws.reset();
+        impl_->cluster.reset();
         impl_->queue.reset();
         throw;
     }
@@ -160,8 +174,10 @@ void App::stop() {
     impl_->api.reset();
     // Consumers finish their in-flight messages (they may still notify WS clients), then the writer flushes.
     if (impl_->queue) impl_->queue->stop(std::chrono::milliseconds(impl_->config.integer("api.shutdown_timeout_ms")));
-    if (impl_->ws) impl_->ws->stop();
+    if (impl_->ws) impl_->ws->stop();  // closing connections announces them gone to the cluster
+    if (impl_->cluster) impl_->cluster->stop();
     impl_->ws.reset();
+    impl_->cluster.reset();
     impl_->queue.reset();
     impl_->running = false;
 }

@@ -11,6 +11,7 @@
 
 #include "api/api_server.h"
 #include "api/router.h"
+#include "cluster/cluster_exchange.h"
 #include "mqc/mqc_server.h"
 #include "queue/backend.h"
 #include "ws/ws_routes.h"
@@ -32,6 +33,7 @@ struct App::Impl {
     Config config;
     std::unique_ptr<queue::Backend> queue;
     std::unique_ptr<ws::WsServer> ws;
+    std::unique_ptr<cluster::ClusterExchange> cluster;  // with queue.backend=kafka
     std::unique_ptr<ApiServer> api;
     std::vector<std::string> banner;  // one line per started server, printed by `hydra run`
 };

@@ -103,7 +103,10 @@ constexpr const char* builtin_schema_text = R"json({
     "cluster": {
       "type": "object",
       "properties": {
-        "node_id": {"type": "string", "default": "", "description": "\"\" = generated at start."}
+        "enabled": {"type": "boolean", "default": true,
+                    "description": "With queue.backend=kafka, hosts sharing the brokers form a cluster."},
+        "node_id": {"type": "string", "pattern": "^[A-Za-z0-9._-]{0,64}$", "default": "",
+                    "description": "\"\" = generated at start."}
       }
     },
     "services": {

@@ -21,14 +21,25 @@ Frame WsExchange::notify_frame(const Json& data) {
 }
 
 bool WsExchange::add(const std::string& uuid, std::uint64_t conn_id) {
-    std::unique_lock lock(mutex_);
-    return by_uuid_.emplace(uuid, Entry{conn_id, {}, {}, {}}).second;
+    {
+        std::unique_lock lock(mutex_);
+        if (!by_uuid_.emplace(uuid, Entry{conn_id, {}, {}, {}}).second) return false;
+    }
+    if (observer_) observer_(uuid, {}, true);
+    return true;
 }
 
 void WsExchange::remove(const std::string& uuid) {
-    std::unique_lock lock(mutex_);
+    {
+        std::unique_lock lock(mutex_);
+        if (!erase(uuid)) return;
+    }
+    if (observer_) observer_(uuid, {}, false);
+}
+
+bool WsExchange::erase(const std::string& uuid) {
     auto it = by_uuid_.find(uuid);
-    if (it == by_uuid_.end()) return;
+    if (it == by_uuid_.end()) return false;
     Entry& e = it->second;
     if (!e.user.empty()) {
         auto u = users_.find(e.user);
@@ -44,6 +55,7 @@ void WsExchange::remove(const std::string& uuid) {
         if (c->second.empty()) channels_.erase(c);
     }
     by_uuid_.erase(it);
+    return true;
 }
 
 std::optional<std::uint64_t> WsExchange::find(std::string_view uuid) const {
@@ -63,6 +75,12 @@ bool WsExchange::notify(std::string_view uuid, const Json& data) {
 std::size_t WsExchange::broadcast(const Json& data) { return delivery_.deliver_all(notify_frame(data)); }
 
 bool WsExchange::bind(std::string_view user, std::string_view uuid) {
+    if (!bind_locked(user, uuid)) return false;
+    if (observer_) observer_(std::string(uuid), std::string(user), true);
+    return true;
+}
+
+bool WsExchange::bind_locked(std::string_view user, std::string_view uuid) {
     if (user.empty()) return false;
     std::unique_lock lock(mutex_);
     auto it = by_uuid_.find(std::string(uuid));

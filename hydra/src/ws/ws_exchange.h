@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <shared_mutex>
 #include <string>
@@ -48,6 +49,11 @@ class WsExchange : public Exchange {
     std::size_t connections() const override;
     std::size_t channels() const override;
 
+    // Presence changes, for the cluster: (uuid, user, open). Called with no lock held; set before start.
+    using PresenceObserver = std::function<void(const std::string& uuid, const std::string& user, bool open)>;
+    void set_presence_observer(PresenceObserver observer) { observer_ = std::move(observer); }
+    bool is_local(std::string_view uuid) const { return find(uuid).has_value(); }
+
     // For tests and status: users with at least one bound connection.
     std::size_t users() const;
 
@@ -62,8 +68,11 @@ class WsExchange : public Exchange {
         Json values;  // null until the first set()
     };
     std::optional<std::uint64_t> find(std::string_view uuid) const;
+    bool erase(const std::string& uuid);  // with mutex_ held
+    bool bind_locked(std::string_view user, std::string_view uuid);
 
     Delivery& delivery_;
+    PresenceObserver observer_;
     mutable std::shared_mutex mutex_;
     std::unordered_map<std::string, Entry> by_uuid_;
     std::unordered_map<std::string, std::unordered_set<std::string>> users_;

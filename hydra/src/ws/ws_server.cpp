@@ -386,7 +386,7 @@ void WsServer::Loop::handle_handshake(Connection& c) {
     init.request_id = uuid;
     init.uuid = uuid;
     init.queue = server.queue_;
-    init.exchange = &server.exchange_;
+    init.exchange = server.handler_exchange_;
     WsServer* srv = &server;
     std::uint64_t id = c.id;
     server.workers_->post([srv, id, endpoint, init = std::move(init), loop_index = index]() mutable {
@@ -539,7 +539,7 @@ void WsServer::Loop::report_error(const Connection& c, const std::string& error)
     init.request_id = c.uuid;
     init.uuid = c.uuid;
     init.queue = server.queue_;
-    init.exchange = &server.exchange_;
+    init.exchange = server.handler_exchange_;
     const WsEndpoint* endpoint = c.endpoint;
     server.workers_->post([endpoint, init = std::move(init), error]() mutable {
         Context ctx(std::move(init));
@@ -557,7 +557,7 @@ struct Reply {
 // The whole life of one message on a worker: context, packet middleware, handler, and the reply as an encoded
 // frame (encoding here keeps that work off the I/O loop).
 static std::optional<Reply> handle_message(const WsRoutes& routes, const WsEndpoint* endpoint, Context::Init init,
-                                                 const std::function<void(const std::string&)>& on_error) {
+                                           const std::function<void(const std::string&)>& on_error) {
     std::string service;
     Handler handler;
     if (endpoint == nullptr) {
@@ -636,7 +636,7 @@ void WsServer::Loop::dispatch(Connection& c, std::string data, bool binary) {
     init.request_id = c.uuid + "." + std::to_string(++c.seq);
     init.uuid = c.uuid;
     init.queue = server.queue_;
-    init.exchange = &server.exchange_;
+    init.exchange = server.handler_exchange_;
     WsServer* srv = &server;
     const WsEndpoint* endpoint = c.endpoint;
     std::uint64_t id = c.id;
@@ -649,7 +649,7 @@ void WsServer::Loop::dispatch(Connection& c, std::string data, bool binary) {
             e.path = init.path;
             e.uuid = init.uuid;
             e.request_id = init.request_id;
-            e.exchange = &srv->exchange_;
+            e.exchange = srv->handler_exchange_;
             e.queue = srv->queue_;
             Context ctx(std::move(e));
             endpoint->on_error(ctx, error);
@@ -818,7 +818,7 @@ void WsServer::Loop::destroy(Connection& c, std::uint16_t code, const std::strin
             init.request_id = c.uuid;
             init.uuid = c.uuid;
             init.queue = server.queue_;
-            init.exchange = &server.exchange_;
+            init.exchange = server.handler_exchange_;
             WsServer* srv = &server;
             server.workers_->post([srv, endpoint, init = std::move(init), code, reason]() mutable {
                 std::string uuid = init.uuid;

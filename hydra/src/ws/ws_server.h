@@ -43,6 +43,8 @@ class WsServer : public Delivery {
     void stop();
     std::string address() const { return bound_; }
     WsExchange& exchange() { return exchange_; }
+    // The exchange handlers see in their Context (the cluster's, when there is one). Set before start().
+    void set_handler_exchange(Exchange* exchange) { handler_exchange_ = exchange; }
 
     // Delivery (thread-safe).
     void deliver(std::uint64_t conn_id, Frame frame) override;
@@ -63,6 +65,7 @@ class WsServer : public Delivery {
     const WsRoutes& routes_;
     Queue* queue_;
     WsExchange exchange_;
+    Exchange* handler_exchange_ = &exchange_;
     int listen_fd_ = -1;
     std::string bound_;
     std::vector<std::unique_ptr<Loop>> loops_;

@@ -1,0 +1,394 @@
+#include "cluster/cluster_exchange.h"
+
+#include <librdkafka/rdkafkacpp.h>
+
+#include <condition_variable>
+#include <stdexcept>
+
+#include <hydra/log.h>
+
+#include "common/request_id.h"
+
+namespace hydra::cluster {
+
+namespace {
+
+std::int64_t now_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+void set_property(RdKafka::Conf& conf, const std::string& key, const std::string& value) {
+    std::string err;
+    if (conf.set(key, value, err) != RdKafka::Conf::CONF_OK)
+        throw std::runtime_error("cluster: kafka property " + key + ": " + err);
+}
+
+}  // namespace
+
+ClusterExchange::Settings ClusterExchange::Settings::from(const Config& config, const std::string& prefix) {
+    Settings s;
+    s.node_id = config.str("cluster.node_id");
+    if (s.node_id.empty()) s.node_id = generate_uuid().substr(0, 8);
+    s.brokers = config.str("queue.kafka.brokers");
+    for (const auto& [k, v] : config.at("queue.kafka.properties").items()) s.properties[k] = v.get<std::string>();
+    s.prefix = prefix;
+    return s;
+}
+
+ClusterExchange::ClusterExchange(Settings settings, ws::WsExchange& local)
+    : settings_(std::move(settings)),
+      local_(local),
+      presence_topic_(settings_.prefix + ".presence"),
+      bus_topic_(settings_.prefix + ".bus") {
+    std::string err;
+    std::unique_ptr<RdKafka::Conf> pconf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
+    set_property(*pconf, "bootstrap.servers", settings_.brokers);
+    set_property(*pconf, "linger.ms", "1");  // presence and routed messages are small and latency-bound
+    for (const auto& [k, v] : settings_.properties) set_property(*pconf, k, v);
+    producer_.reset(RdKafka::Producer::create(pconf.get(), err));
+    if (!producer_) throw std::runtime_error("cluster: cannot create the Kafka producer: " + err);
+
+    std::unique_ptr<RdKafka::Conf> cconf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
+    set_property(*cconf, "bootstrap.servers", settings_.brokers);
+    for (const auto& [k, v] : settings_.properties) set_property(*cconf, k, v);
+    // Partitions are assigned by hand (every host reads everything of its topics): the group only names us.
+    set_property(*cconf, "group.id", settings_.prefix + ".node." + settings_.node_id);
+    set_property(*cconf, "enable.auto.commit", "false");
+    set_property(*cconf, "enable.partition.eof", "true");
+    consumer_.reset(RdKafka::KafkaConsumer::create(cconf.get(), err));
+    if (!consumer_) throw std::runtime_error("cluster: cannot create the Kafka consumer: " + err);
+
+    local_.set_presence_observer(
+        [this](const std::string& uuid, const std::string& user, bool open) { on_local_presence(uuid, user, open); });
+}
+
+ClusterExchange::~ClusterExchange() { stop(); }
+
+void ClusterExchange::produce(const std::string& topic, const std::string& key, const std::string* value) {
+    for (int attempt = 0; attempt < 100; ++attempt) {
+        RdKafka::ErrorCode rc = producer_->produce(topic, RdKafka::Topic::PARTITION_UA, RdKafka::Producer::RK_MSG_COPY,
+                                                   value ? const_cast<char*>(value->data()) : nullptr,
+                                                   value ? value->size() : 0, key.data(), key.size(), 0, nullptr);
+        if (rc == RdKafka::ERR_NO_ERROR) return;
+        if (rc != RdKafka::ERR__QUEUE_FULL) {
+            Logger().warn("cluster: produce to " + topic + " failed: " + RdKafka::err2str(rc));
+            return;
+        }
+        producer_->poll(10);  // the local queue is full: let deliveries drain
+    }
+    Logger().warn("cluster: produce to " + topic + " dropped: local queue full");
+}
+
+void ClusterExchange::send_to(const std::string& node, const Json& message) {
+    std::string text = message.dump(-1, ' ', false, Json::error_handler_t::replace);
+    produce(node_topic(node), message.value("uuid", ""), &text);
+}
+
+void ClusterExchange::to_bus(const Json& message) {
+    Json m = message;
+    m["origin"] = settings_.node_id;
+    std::string text = m.dump(-1, ' ', false, Json::error_handler_t::replace);
+    produce(bus_topic_, "", &text);
+}
+
+void ClusterExchange::on_local_presence(const std::string& uuid, const std::string& user, bool open) {
+    if (!running_) return;
+    if (open) {
+        std::string value = Json{{"node", settings_.node_id}, {"user", user}}.dump();
+        produce(presence_topic_, "conn:" + uuid, &value);
+    } else {
+        produce(presence_topic_, "conn:" + uuid, nullptr);  // tombstone: compaction forgets the uuid
+    }
+}
+
+void ClusterExchange::start() {
+    if (running_) return;
+    running_ = true;
+    // Make sure our topics exist (brokers auto-create on first produce), then read them from the poller.
+    std::string hello = Json{{"op", "hello"}, {"origin", settings_.node_id}}.dump();
+    std::string beat = Json{{"ts", now_ms()}}.dump();
+    produce(node_topic(settings_.node_id), "", &hello);
+    produce(bus_topic_, "", &hello);
+    produce(presence_topic_, "node:" + settings_.node_id, &beat);
+    producer_->flush(5000);
+    poller_ = std::thread([this] { poll_loop(); });
+    heartbeat_ = std::thread([this] {
+        std::unique_lock lock(stop_mutex_);
+        while (running_) {
+            stop_cv_.wait_for(lock, settings_.heartbeat, [&] { return !running_; });
+            if (!running_) break;
+            std::string value = Json{{"ts", now_ms()}}.dump();
+            produce(presence_topic_, "node:" + settings_.node_id, &value);
+            producer_->poll(0);
+        }
+    });
+    // Give presence a moment to load so the first routed messages find their hosts (bounded; the bus covers
+    // what is still unknown).
+    for (int i = 0; i < 100 && !presence_loaded_; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    Logger().info("cluster: node " + settings_.node_id +
+                  (presence_loaded_ ? " joined" : " started (presence still loading)"));
+}
+
+void ClusterExchange::stop() {
+    if (!running_.exchange(false)) return;
+    stop_cv_.notify_all();
+    if (heartbeat_.joinable()) heartbeat_.join();
+    if (poller_.joinable()) poller_.join();
+    produce(presence_topic_, "node:" + settings_.node_id, nullptr);  // others drop us at once
+    producer_->flush(3000);
+    consumer_->close();
+}
+
+void ClusterExchange::poll_loop() {
+    bool assigned = false;
+    std::map<std::int32_t, bool> presence_eof;
+    while (running_) {
+        if (!assigned) {
+            RdKafka::Metadata* md = nullptr;
+            if (producer_->metadata(true, nullptr, &md, 2000) != RdKafka::ERR_NO_ERROR || md == nullptr) {
+                std::this_thread::sleep_for(std::chrono::milliseconds(500));
+                continue;
+            }
+            std::vector<RdKafka::TopicPartition*> parts;
+            for (const auto* t : *md->topics()) {
+                const std::string& name = t->topic();
+                if (name != presence_topic_ && name != bus_topic_ && name != node_topic(settings_.node_id)) continue;
+                for (const auto* p : *t->partitions()) {
+                    // Presence from the start (the whole map); routed messages from now on.
+                    std::int64_t offset =
+                        name == presence_topic_ ? RdKafka::Topic::OFFSET_BEGINNING : RdKafka::Topic::OFFSET_END;
+                    parts.push_back(RdKafka::TopicPartition::create(name, p->id(), offset));
+                    if (name == presence_topic_) presence_eof[p->id()] = false;
+                }
+            }
+            delete md;
+            bool complete = !presence_eof.empty();
+            if (complete) consumer_->assign(parts);
+            RdKafka::TopicPartition::destroy(parts);
+            if (!complete) {
+                std::this_thread::sleep_for(std::chrono::milliseconds(500));
+                continue;
+            }
+            assigned = true;
+        }
+        std::unique_ptr<RdKafka::Message> msg(consumer_->consume(100));
+        producer_->poll(0);
+        if (!msg) continue;
+        switch (msg->err()) {
+            case RdKafka::ERR_NO_ERROR: {
+                std::string key = msg->key() ? *msg->key() : std::string();
+                std::string value(static_cast<const char*>(msg->payload()), msg->len());
+                handle(msg->topic_name(), key, msg->payload() ? &value : nullptr);
+                break;
+            }
+            case RdKafka::ERR__PARTITION_EOF:
+                if (msg->topic_name() == presence_topic_ && !presence_loaded_) {
+                    presence_eof[msg->partition()] = true;
+                    bool all = true;
+                    for (const auto& [p, eof] : presence_eof) all = all && eof;
+                    if (all) presence_loaded_ = true;
+                }
+                break;
+            case RdKafka::ERR__TIMED_OUT:
+                break;
+            default:
+                Logger().debug("cluster: consume: " + msg->errstr());
+        }
+    }
+}
+
+void ClusterExchange::handle(const std::string& topic, const std::string& key, const std::string* value) {
+    if (topic == presence_topic_) {
+        std::unique_lock lock(mutex_);
+        if (key.rfind("node:", 0) == 0) {
+            std::string node = key.substr(5);
+            if (value)
+                last_seen_ms_[node] = now_ms();
+            else
+                last_seen_ms_.erase(node);
+            return;
+        }
+        if (key.rfind("conn:", 0) != 0) return;
+        std::string uuid = key.substr(5);
+        auto old = remote_.find(uuid);
+        if (old != remote_.end()) {
+            if (!old->second.user.empty()) {
+                auto u = users_.find(old->second.user);
+                if (u != users_.end()) {
+                    u->second.erase(uuid);
+                    if (u->second.empty()) users_.erase(u);
+                }
+            }
+            remote_.erase(old);
+        }
+        if (!value) return;
+        Json v = Json::parse(*value, nullptr, false);
+        if (!v.is_object()) return;
+        std::string node = v.value("node", "");
+        if (node.empty() || node == settings_.node_id) return;  // our own connections are known locally
+        std::string user = v.value("user", "");
+        remote_[uuid] = Remote{node, user};
+        if (!user.empty()) users_[user].insert(uuid);
+        return;
+    }
+    if (!value) return;
+    Json m = Json::parse(*value, nullptr, false);
+    if (!m.is_object()) return;
+    if (topic == bus_topic_ && m.value("origin", "") == settings_.node_id) return;  // delivered locally already
+    apply(m);
+}
+
+void ClusterExchange::apply(const Json& m) {
+    std::string op = m.value("op", "");
+    try {
+        if (op == "notify") {
+            local_.notify(m.at("uuid").get<std::string>(), m.at("data"));
+        } else if (op == "notify_user") {
+            local_.notify_user(m.at("user").get<std::string>(), m.at("data"));
+        } else if (op == "broadcast") {
+            local_.broadcast(m.at("data"));
+        } else if (op == "publish") {
+            local_.publish(m.at("channel").get<std::string>(), m.at("payload").get<std::string>());
+        } else if (op == "send") {
+            local_.send(m.at("uuid").get<std::string>(), m.at("text").get<std::string>());
+        } else if (op == "kick") {
+            local_.kick(m.at("uuid").get<std::string>(), m.at("code").get<int>(), m.at("reason").get<std::string>());
+        } else if (op == "bind") {
+            local_.bind(m.at("user").get<std::string>(), m.at("uuid").get<std::string>());
+        } else if (op == "subscribe") {
+            local_.subscribe(m.at("uuid").get<std::string>(), m.at("channel").get<std::string>());
+        } else if (op == "unsubscribe") {
+            local_.unsubscribe(m.at("uuid").get<std::string>(), m.at("channel").get<std::string>());
+        } else if (op == "set") {
+            local_.set(m.at("uuid").get<std::string>(), m.at("key").get<std::string>(), m.at("value"));
+        }
+    } catch (const std::exception& e) {
+        Logger().warn(std::string("cluster: bad routed message ") + m.dump() + ": " + e.what());
+    }
+}
+
+std::optional<std::string> ClusterExchange::owner(std::string_view uuid) const {
+    if (local_.is_local(uuid)) return std::string();
+    std::shared_lock lock(mutex_);
+    auto it = remote_.find(std::string(uuid));
+    if (it == remote_.end()) return std::nullopt;
+    auto seen = last_seen_ms_.find(it->second.node);
+    if (seen == last_seen_ms_.end() || now_ms() - seen->second > 3 * settings_.heartbeat.count()) return std::nullopt;
+    return it->second.node;
+}
+
+bool ClusterExchange::route(std::string_view uuid, Json message) {
+    message["uuid"] = std::string(uuid);
+    auto node = owner(uuid);
+    if (node && !node->empty()) {
+        send_to(*node, message);
+        return true;
+    }
+    if (!presence_loaded_) {  // we may not know yet: let every host try
+        to_bus(message);
+        return true;
+    }
+    return false;
+}
+
+bool ClusterExchange::notify(std::string_view uuid, const Json& data) {
+    if (local_.notify(uuid, data)) return true;
+    return route(uuid, {{"op", "notify"}, {"data", data}});
+}
+
+std::size_t ClusterExchange::broadcast(const Json& data) {
+    local_.broadcast(data);
+    to_bus({{"op", "broadcast"}, {"data", data}});
+    return connections();
+}
+
+bool ClusterExchange::bind(std::string_view user, std::string_view uuid) {
+    if (local_.bind(user, uuid)) return true;
+    return route(uuid, {{"op", "bind"}, {"user", std::string(user)}});
+}
+
+std::size_t ClusterExchange::notify_user(std::string_view user, const Json& data) {
+    std::size_t n = local_.notify_user(user, data);
+    Json message = {{"op", "notify_user"}, {"user", std::string(user)}, {"data", data}};
+    if (!presence_loaded_) {
+        to_bus(message);
+        return n;
+    }
+    std::set<std::string> nodes;
+    std::int64_t now = now_ms();
+    {
+        std::shared_lock lock(mutex_);
+        auto u = users_.find(std::string(user));
+        if (u != users_.end()) {
+            for (const auto& uuid : u->second) {
+                const std::string& node = remote_.at(uuid).node;
+                auto seen = last_seen_ms_.find(node);
+                if (seen == last_seen_ms_.end() || now - seen->second > 3 * settings_.heartbeat.count()) continue;
+                nodes.insert(node);
+                ++n;
+            }
+        }
+    }
+    for (const auto& node : nodes) send_to(node, message);  // one message per host, not per device
+    return n;
+}
+
+bool ClusterExchange::subscribe(std::string_view uuid, std::string_view channel) {
+    if (local_.subscribe(uuid, channel)) return true;
+    return route(uuid, {{"op", "subscribe"}, {"channel", std::string(channel)}});
+}
+
+bool ClusterExchange::unsubscribe(std::string_view uuid, std::string_view channel) {
+    if (local_.unsubscribe(uuid, channel)) return true;
+    return route(uuid, {{"op", "unsubscribe"}, {"channel", std::string(channel)}});
+}
+
+std::size_t ClusterExchange::publish(std::string_view channel, std::string_view payload) {
+    std::size_t n = local_.publish(channel, payload);
+    to_bus({{"op", "publish"}, {"channel", std::string(channel)}, {"payload", std::string(payload)}});
+    return n;
+}
+
+bool ClusterExchange::set(std::string_view uuid, std::string_view key, const Json& value) {
+    if (local_.set(uuid, key, value)) return true;
+    return route(uuid, {{"op", "set"}, {"key", std::string(key)}, {"value", value}});
+}
+
+std::optional<Json> ClusterExchange::get(std::string_view uuid, std::string_view key) const {
+    return local_.get(uuid, key);
+}
+
+bool ClusterExchange::send(std::string_view uuid, std::string_view text) {
+    if (local_.send(uuid, text)) return true;
+    return route(uuid, {{"op", "send"}, {"text", std::string(text)}});
+}
+
+bool ClusterExchange::kick(std::string_view uuid, int code, std::string_view reason) {
+    if (local_.kick(uuid, code, reason)) return true;
+    return route(uuid, {{"op", "kick"}, {"code", code}, {"reason", std::string(reason)}});
+}
+
+std::size_t ClusterExchange::connections() const {
+    std::size_t n = local_.connections();
+    std::shared_lock lock(mutex_);
+    std::int64_t now = now_ms();
+    for (const auto& [uuid, r] : remote_) {
+        auto seen = last_seen_ms_.find(r.node);
+        if (seen != last_seen_ms_.end() && now - seen->second <= 3 * settings_.heartbeat.count()) ++n;
+    }
+    return n;
+}
+
+std::size_t ClusterExchange::channels() const { return local_.channels(); }
+
+std::size_t ClusterExchange::live_nodes() const {
+    std::shared_lock lock(mutex_);
+    std::size_t n = 1;
+    std::int64_t now = now_ms();
+    for (const auto& [node, seen] : last_seen_ms_)
+        if (node != settings_.node_id && now - seen <= 3 * settings_.heartbeat.count()) ++n;
+    return n;
+}
+
+}  // namespace hydra::cluster

@@ -1,0 +1,110 @@
+// The cluster: hosts sharing Kafka reach each other's WebSocket clients. An Exchange that delivers locally when
+// it can and otherwise routes over three kinds of topics:
+//   <prefix>.presence       who holds which uuid (and its user): one record per open/bind/close, read by all hosts
+//   <prefix>.node.<node_id> directed messages for one host (notify/send/kick/bind/... of a uuid it holds)
+//   <prefix>.bus            what every host must see (broadcast, publish to a channel)
+// A Notify to a uuid on another host is one message to that host only; a publish or broadcast is one message
+// that every host reads. A uuid whose owner is unknown (presence still loading) falls back to the bus.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <shared_mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+
+#include <hydra/config.h>
+#include <hydra/exchange.h>
+
+#include "ws/ws_exchange.h"
+
+namespace RdKafka {
+class Producer;
+class KafkaConsumer;
+}  // namespace RdKafka
+
+namespace hydra::cluster {
+
+class ClusterExchange : public Exchange {
+  public:
+    struct Settings {
+        std::string node_id;  // cluster.node_id, or generated
+        std::string brokers;
+        std::map<std::string, std::string> properties;  // queue.kafka.properties
+        std::string prefix = "hydra";                   // topic prefix: "<plat>.<system>" keeps apps apart
+        std::chrono::milliseconds heartbeat{3000};      // a host silent for 3 heartbeats is considered gone
+
+        static Settings from(const Config& config, const std::string& prefix);
+    };
+
+    ClusterExchange(Settings settings, ws::WsExchange& local);
+    ~ClusterExchange() override;
+
+    // Connects, loads presence, starts routing. Throws std::runtime_error "cluster: ..." on invalid settings.
+    void start();
+    void stop();
+    const std::string& node_id() const { return settings_.node_id; }
+
+    bool notify(std::string_view uuid, const Json& data) override;
+    std::size_t broadcast(const Json& data) override;
+    bool bind(std::string_view user, std::string_view uuid) override;
+    std::size_t notify_user(std::string_view user, const Json& data) override;
+    bool subscribe(std::string_view uuid, std::string_view channel) override;
+    bool unsubscribe(std::string_view uuid, std::string_view channel) override;
+    // Delivers on this host and sends one bus message; returns the subscribers on this host.
+    std::size_t publish(std::string_view channel, std::string_view payload) override;
+    // Per-connection values live on the connection's host: set() of a remote uuid is forwarded, get() is local.
+    bool set(std::string_view uuid, std::string_view key, const Json& value) override;
+    std::optional<Json> get(std::string_view uuid, std::string_view key) const override;
+    bool send(std::string_view uuid, std::string_view text) override;
+    bool kick(std::string_view uuid, int code, std::string_view reason) override;
+    // Connections on every live host (from presence).
+    std::size_t connections() const override;
+    std::size_t channels() const override;
+
+    // Status: hosts seen alive, and whether presence has been read up to date.
+    std::size_t live_nodes() const;
+    bool presence_loaded() const { return presence_loaded_; }
+
+  private:
+    struct Remote {
+        std::string node;
+        std::string user;
+    };
+
+    void on_local_presence(const std::string& uuid, const std::string& user, bool open);
+    void produce(const std::string& topic, const std::string& key, const std::string* value);
+    void send_to(const std::string& node, const Json& message);
+    void to_bus(const Json& message);
+    // Where a uuid lives: this host (""), another live host (its id), or unknown (nullopt).
+    std::optional<std::string> owner(std::string_view uuid) const;
+    bool route(std::string_view uuid, Json message);
+    void poll_loop();
+    void handle(const std::string& topic, const std::string& key, const std::string* value);
+    void apply(const Json& message);
+    std::string node_topic(const std::string& node) const { return settings_.prefix + ".node." + node; }
+
+    Settings settings_;
+    ws::WsExchange& local_;
+    std::string presence_topic_, bus_topic_;
+    std::unique_ptr<RdKafka::Producer> producer_;
+    std::unique_ptr<RdKafka::KafkaConsumer> consumer_;
+    std::thread poller_, heartbeat_;
+    std::atomic<bool> running_{false};
+    std::atomic<bool> presence_loaded_{false};
+    std::mutex stop_mutex_;
+    std::condition_variable stop_cv_;
+
+    mutable std::shared_mutex mutex_;
+    std::unordered_map<std::string, Remote> remote_;                // uuid → host, user (other hosts only)
+    std::unordered_map<std::string, std::set<std::string>> users_;  // user → remote uuids
+    std::unordered_map<std::string, std::int64_t> last_seen_ms_;    // host → last heartbeat
+};
+
+}  // namespace hydra::cluster
