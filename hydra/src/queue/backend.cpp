@@ -3,10 +3,7 @@
 #include <algorithm>
 #include <stdexcept>
 
-#if __has_include("queue/kafka_queue.h")  // TEMPORARY until the Kafka backend lands
 #include "queue/kafka_queue.h"
-#define HYDRA_HAS_KAFKA 1
-#endif
 #include "queue/sqlite_queue.h"
 
 namespace hydra::queue {
@@ -41,12 +38,8 @@ std::unique_ptr<Backend> make_backend(const Config& config) {
     RetryPolicy retry;
     retry.max_attempts = static_cast<int>(config.integer("queue.max_attempts"));
     retry.backoff = std::chrono::milliseconds(config.integer("queue.retry_backoff_ms"));
-#ifdef HYDRA_HAS_KAFKA
     if (config.str("queue.backend") == "kafka")
         return std::make_unique<KafkaQueue>(KafkaQueue::Settings::from(config), retry);
-#else
-    if (config.str("queue.backend") == "kafka") throw std::runtime_error("queue: the kafka backend is not built yet");
-#endif
     return std::make_unique<SqliteQueue>(SqliteQueue::Settings::from(config), retry);
 }
 

@@ -1,0 +1,737 @@
+// The Kafka queue backend: a shared idempotent producer whose pushes wait for their own delivery report, and per
+// subscription a KafkaConsumer, a poll thread and `concurrency` handler threads committing behind finished work.
+#include "queue/kafka_queue.h"
+
+#include <librdkafka/rdkafkacpp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <charconv>
+#include <condition_variable>
+#include <deque>
+#include <set>
+#include <stdexcept>
+#include <thread>
+#include <utility>
+
+#include <hydra/log.h>
+
+namespace hydra::queue {
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+constexpr const char* visible_at_header = "hydra-visible-at";
+constexpr const char* error_header = "hydra-error";
+constexpr const char* attempts_header = "hydra-attempts";
+
+constexpr auto poll_interval = 100ms;    // consume()/poll() timeout: how soon the poll threads notice a stop
+constexpr auto commit_interval = 200ms;  // async commits of finished work at most this often
+// How long a revoke waits for running handlers of the revoked partitions before giving them up (their messages
+// are then redelivered to the new owner). The group's rebalance waits for us meanwhile.
+constexpr auto revoke_grace = 10s;
+constexpr auto fatal_retry_interval = 1s;  // a fatal producer is replaced at most this often
+
+std::int64_t now_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+[[noreturn]] void config_error(const std::string& what) { throw std::runtime_error("queue: kafka: " + what); }
+
+void set(RdKafka::Conf& conf, const std::string& name, const std::string& value) {
+    std::string err;
+    if (conf.set(name, value, err) != RdKafka::Conf::CONF_OK) config_error(err);
+}
+
+template <typename Callback>
+void set_callback(RdKafka::Conf& conf, const std::string& name, Callback* callback) {
+    std::string err;
+    if (conf.set(name, callback, err) != RdKafka::Conf::CONF_OK) config_error(err);
+}
+
+// librdkafka's logs and errors go to hydra's log instead of stderr.
+class EventLogger : public RdKafka::EventCb {
+  public:
+    explicit EventLogger(std::string who) : who_(std::move(who)) {}
+
+    void event_cb(RdKafka::Event& event) override {
+        switch (event.type()) {
+            case RdKafka::Event::EVENT_ERROR:
+                Logger().log(event.fatal() ? LogLevel::error : LogLevel::warn,
+                             "queue: kafka " + who_ + ": " + RdKafka::err2str(event.err()) + ": " + event.str());
+                break;
+            case RdKafka::Event::EVENT_LOG: {
+                LogLevel level = event.severity() <= RdKafka::Event::EVENT_SEVERITY_ERROR     ? LogLevel::error
+                                 : event.severity() <= RdKafka::Event::EVENT_SEVERITY_WARNING ? LogLevel::warn
+                                 : event.severity() <= RdKafka::Event::EVENT_SEVERITY_INFO    ? LogLevel::info
+                                                                                              : LogLevel::debug;
+                // queue.kafka.properties go to producer and consumers alike: each then warns about the other's
+                // properties ("... is a producer property and will be ignored by this consumer instance").
+                if (event.fac() == "CONFWARN" && event.str().find("will be ignored") != std::string::npos)
+                    level = LogLevel::debug;
+                // Connection failures and fatal errors also come as error events (above): log them once.
+                if (event.fac() == "FAIL" || event.fac() == "FATAL") level = LogLevel::debug;
+                if (Logger::enabled(level))
+                    Logger().log(level, "queue: kafka " + who_ + ": " + event.fac() + ": " + event.str());
+                break;
+            }
+            default:
+                break;
+        }
+    }
+
+  private:
+    std::string who_;
+};
+
+Headers headers_of(RdKafka::Message& message) {
+    Headers headers;
+    if (const RdKafka::Headers* kafka_headers = message.headers()) {
+        for (const RdKafka::Headers::Header& h : kafka_headers->get_all()) {
+            const char* value = static_cast<const char*>(h.value());
+            headers[h.key()] = value ? std::string(value, h.value_size()) : std::string();
+        }
+    }
+    return headers;
+}
+
+// The ms-since-epoch time of the "hydra-visible-at" header; 0 when absent or unreadable.
+std::int64_t visible_at_of(const Headers& headers) {
+    auto it = headers.find(visible_at_header);
+    if (it == headers.end()) return 0;
+    std::int64_t value = 0;
+    auto [end, ec] = std::from_chars(it->second.data(), it->second.data() + it->second.size(), value);
+    return ec == std::errc() && end == it->second.data() + it->second.size() ? value : 0;
+}
+
+// One delivery report awaited by one push. Shared by the pushing thread and librdkafka's message opaque, so a
+// push that gives up waiting leaves nothing dangling.
+struct Delivery {
+    std::mutex mutex;
+    std::condition_variable cv;
+    bool done = false;
+    RdKafka::ErrorCode err = RdKafka::ERR_NO_ERROR;
+    std::string reason;
+};
+
+}  // namespace
+
+KafkaQueue::Settings KafkaQueue::Settings::from(const Config& config) {
+    Settings settings;
+    settings.brokers = config.str("queue.kafka.brokers");
+    settings.group_prefix = config.str("queue.kafka.group_prefix");
+    settings.push_timeout = std::chrono::milliseconds(config.integer("queue.push_timeout_ms"));
+    for (const auto& [name, value] : config.at("queue.kafka.properties").items()) {
+        if (!value.is_string()) config_error("queue.kafka.properties." + name + ": expected a string");
+        settings.properties[name] = value.get<std::string>();
+    }
+    return settings;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Producer
+
+class KafkaQueue::Producer final : public RdKafka::DeliveryReportCb {
+  public:
+    explicit Producer(const Settings& settings) : timeout_(settings.push_timeout), events_("producer") {
+        conf_.reset(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
+        set(*conf_, "bootstrap.servers", settings.brokers);
+        // No duplicates or reordering from internal retries; durable on all in-sync replicas. No linger: a push
+        // blocks until acknowledged, so waiting would only add latency; pushes that arrive while a request is in
+        // flight still share the next one (raise linger.ms in queue.kafka.properties for bigger batches).
+        set(*conf_, "enable.idempotence", "true");
+        set(*conf_, "acks", "all");
+        set(*conf_, "linger.ms", "0");
+        for (const auto& [name, value] : settings.properties) set(*conf_, name, value);
+        // queue.push_timeout_ms is the one knob for how long a push may take.
+        set(*conf_, "message.timeout.ms", std::to_string(settings.push_timeout.count()));
+        set_callback(*conf_, "dr_cb", static_cast<RdKafka::DeliveryReportCb*>(this));
+        set_callback(*conf_, "event_cb", static_cast<RdKafka::EventCb*>(&events_));
+        handle_ = create();
+        poller_ = std::thread([this] { poll_loop(); });
+    }
+
+    ~Producer() override {
+        done_ = true;
+        poller_.join();
+        flush(timeout_);
+        // Whatever is left fails now, so that every delivery report (and its opaque) is served.
+        std::vector<std::shared_ptr<RdKafka::Producer>> all = std::move(retired_);
+        all.push_back(std::move(handle_));
+        for (auto& handle : all) {
+            handle->purge(RdKafka::Producer::PURGE_QUEUE | RdKafka::Producer::PURGE_INFLIGHT);
+            auto until = Clock::now() + 5s;
+            while (handle->outq_len() > 0 && Clock::now() < until) handle->poll(10);
+            handle->poll(0);
+        }
+    }
+
+    // Produces and waits for the delivery report; throws a retryable QueueError with librdkafka's reason.
+    void send(const std::string& topic, std::string_view payload, const Headers& headers) {
+        auto delivery = std::make_shared<Delivery>();
+        auto started = Clock::now();
+        auto fail = [&](const std::string& reason) -> QueueError {
+            return QueueError("queue: push to " + topic + " failed: " + reason, true);
+        };
+        for (;;) {
+            std::shared_ptr<RdKafka::Producer> handle = current();
+            RdKafka::Headers* kafka_headers = RdKafka::Headers::create();
+            for (const auto& [key, value] : headers) kafka_headers->add(key, value.data(), value.size());
+            auto* opaque = new std::shared_ptr<Delivery>(delivery);
+            RdKafka::ErrorCode err = handle->produce(topic, RdKafka::Topic::PARTITION_UA,
+                                                     RdKafka::Producer::RK_MSG_COPY, const_cast<char*>(payload.data()),
+                                                     payload.size(), nullptr, 0, 0, kafka_headers, opaque);
+            if (err == RdKafka::ERR_NO_ERROR) break;  // librdkafka owns the headers and the opaque now
+            delete kafka_headers;
+            delete opaque;
+            if (err == RdKafka::ERR__QUEUE_FULL && Clock::now() - started < timeout_) {
+                std::this_thread::sleep_for(5ms);  // the poll thread drains the queue
+                continue;
+            }
+            if (err == RdKafka::ERR__FATAL && replace(handle)) continue;
+            std::string reason = RdKafka::err2str(err);
+            if (err == RdKafka::ERR__FATAL) handle->fatal_error(reason);
+            throw fail(reason);
+        }
+        // librdkafka fails the message itself at message.timeout.ms (= push_timeout), but only notices from a
+        // periodic scan: up to a second later, and while the partition's broker is down only after its reconnect
+        // backoff (up to 10 s). The push does not wait for that: the message is as good as timed out.
+        std::unique_lock lock(delivery->mutex);
+        if (!delivery->cv.wait_until(lock, started + timeout_, [&] { return delivery->done; }))
+            throw fail(RdKafka::err2str(RdKafka::ERR__MSG_TIMED_OUT));
+        if (delivery->err != RdKafka::ERR_NO_ERROR) throw fail(delivery->reason);
+    }
+
+    void flush(std::chrono::milliseconds timeout) { current()->flush(static_cast<int>(timeout.count())); }
+
+    // Runs on the poll thread (or in purge/flush), once per produced message.
+    void dr_cb(RdKafka::Message& message) override {
+        std::unique_ptr<std::shared_ptr<Delivery>> opaque(
+            static_cast<std::shared_ptr<Delivery>*>(message.msg_opaque()));
+        if (!opaque) return;
+        Delivery& delivery = **opaque;
+        std::lock_guard lock(delivery.mutex);
+        delivery.done = true;
+        delivery.err = message.err();
+        delivery.reason = message.errstr();
+        delivery.cv.notify_all();
+    }
+
+  private:
+    std::shared_ptr<RdKafka::Producer> create() {
+        std::string err;
+        std::unique_ptr<RdKafka::Producer> producer(RdKafka::Producer::create(conf_.get(), err));
+        if (!producer) config_error(err);
+        return std::shared_ptr<RdKafka::Producer>(std::move(producer));
+    }
+
+    std::shared_ptr<RdKafka::Producer> current() {
+        std::lock_guard lock(mutex_);
+        return handle_;
+    }
+
+    // An idempotent producer that hit a fatal error (e.g. a sequence desynchronization with the broker) refuses
+    // every further message: replace it by a fresh one, and let the poll thread fail what the old one still
+    // holds. False when `broken` cannot be replaced yet (replaced less than fatal_retry_interval ago).
+    bool replace(const std::shared_ptr<RdKafka::Producer>& broken) {
+        std::lock_guard lock(mutex_);
+        if (handle_ != broken) return true;  // another thread did it
+        if (Clock::now() - replaced_at_ < fatal_retry_interval) return false;
+        std::string reason;
+        broken->fatal_error(reason);
+        try {
+            handle_ = create();
+        } catch (const std::exception& e) {
+            Logger().error(std::string("queue: kafka producer: cannot replace the failed producer: ") + e.what());
+            return false;
+        }
+        replaced_at_ = Clock::now();
+        Logger().warn("queue: kafka producer: fatal error, replaced by a new producer: " + reason);
+        broken->purge(RdKafka::Producer::PURGE_QUEUE | RdKafka::Producer::PURGE_INFLIGHT);
+        retired_.push_back(broken);
+        return true;
+    }
+
+    void poll_loop() {
+        while (!done_) {
+            try {
+                std::shared_ptr<RdKafka::Producer> handle = current();
+                handle->poll(static_cast<int>(poll_interval.count()));
+                std::string reason;
+                if (handle->fatal_error(reason) != RdKafka::ERR_NO_ERROR) replace(handle);
+                std::vector<std::shared_ptr<RdKafka::Producer>> retired;
+                {
+                    std::lock_guard lock(mutex_);
+                    retired = retired_;
+                }
+                for (auto& old : retired) {
+                    old->poll(0);
+                    if (old->outq_len() == 0) {
+                        std::lock_guard lock(mutex_);
+                        std::erase(retired_, old);
+                    }
+                }
+            } catch (const std::exception& e) {
+                Logger().error(std::string("queue: kafka producer poll: ") + e.what());
+                std::this_thread::sleep_for(poll_interval);
+            }
+        }
+    }
+
+    std::chrono::milliseconds timeout_;
+    EventLogger events_;
+    std::unique_ptr<RdKafka::Conf> conf_;
+
+    std::mutex mutex_;
+    std::shared_ptr<RdKafka::Producer> handle_;
+    std::vector<std::shared_ptr<RdKafka::Producer>> retired_;  // failed fatally, polled until their queue is empty
+    Clock::time_point replaced_at_{};
+
+    std::atomic<bool> done_{false};
+    std::thread poller_;
+};
+
+// ---------------------------------------------------------------------------------------------------------------
+// Consumer
+
+class KafkaQueue::Consumer final : public RdKafka::RebalanceCb, public RdKafka::OffsetCommitCb {
+  public:
+    Consumer(KafkaQueue& owner, Subscription subscription)
+        : owner_(owner),
+          sub_(std::move(subscription)),
+          topic_(topic_for(sub_.queue)),
+          events_("consumer " + sub_.group + "/" + topic_),
+          prefetch_(static_cast<std::size_t>(2 * sub_.concurrency)) {
+        std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
+        set(*conf, "bootstrap.servers", owner.settings_.brokers);
+        set(*conf, "auto.offset.reset", "earliest");
+        set(*conf, "session.timeout.ms", "6000");
+        // The subscription may come before the first push: let the broker create the topic (if it allows).
+        set(*conf, "allow.auto.create.topics", "true");
+        for (const auto& [name, value] : owner.settings_.properties) set(*conf, name, value);
+        set(*conf, "group.id", owner.settings_.group_prefix + sub_.group);
+        // We commit explicit offsets, only behind finished work: at-least-once.
+        set(*conf, "enable.auto.commit", "false");
+        set(*conf, "enable.auto.offset.store", "false");
+        set_callback(*conf, "rebalance_cb", static_cast<RdKafka::RebalanceCb*>(this));
+        set_callback(*conf, "offset_commit_cb", static_cast<RdKafka::OffsetCommitCb*>(this));
+        set_callback(*conf, "event_cb", static_cast<RdKafka::EventCb*>(&events_));
+        std::string err;
+        consumer_.reset(RdKafka::KafkaConsumer::create(conf.get(), err));
+        if (!consumer_) config_error("consumer of " + topic_ + ": " + err);
+        messages_.reset(RdKafka::Queue::create(consumer_.get()));
+    }
+
+    void start() {
+        RdKafka::ErrorCode err = consumer_->subscribe({topic_});
+        if (err != RdKafka::ERR_NO_ERROR) config_error("cannot subscribe to " + topic_ + ": " + RdKafka::err2str(err));
+        for (int i = 0; i < sub_.concurrency; ++i) workers_.emplace_back([this] { worker_loop(); });
+        poller_ = std::thread([this] { poll_loop(); });
+    }
+
+    void request_stop(Clock::time_point deadline) {
+        std::lock_guard lock(mutex_);
+        if (stopping_) return;
+        stopping_ = true;
+        deadline_ = deadline;
+        wake_cv_.notify_all();
+        work_cv_.notify_all();
+        room_cv_.notify_all();
+    }
+
+    // Returns once the poll thread closed the consumer and every handler thread ended.
+    void join() {
+        if (poller_.joinable()) poller_.join();
+        for (auto& worker : workers_) worker.join();
+        workers_.clear();
+        messages_.reset();
+        consumer_.reset();
+    }
+
+    void rebalance_cb(RdKafka::KafkaConsumer* consumer, RdKafka::ErrorCode err,
+                      std::vector<RdKafka::TopicPartition*>& partitions) override {
+        bool cooperative = consumer->rebalance_protocol() == "COOPERATIVE";
+        if (err == RdKafka::ERR__ASSIGN_PARTITIONS) {
+            {
+                std::lock_guard lock(mutex_);
+                for (auto* tp : partitions) partitions_[tp->partition()] = std::make_shared<Partition>();
+            }
+            if (cooperative) {
+                std::unique_ptr<RdKafka::Error> error(consumer->incremental_assign(partitions));
+                if (error) Logger().warn("queue: kafka consumer " + topic_ + ": assign: " + error->str());
+            } else {
+                consumer->assign(partitions);
+            }
+            // Fetching starts once the committed offsets are known, normally after this: messages go to
+            // messages_ from the start (any that went to the consumer queue before are handled as well).
+            for (auto* tp : partitions) {
+                std::unique_ptr<RdKafka::Queue> queue(consumer->get_partition_queue(tp));
+                if (queue) queue->forward(messages_.get());
+            }
+        } else if (err == RdKafka::ERR__REVOKE_PARTITIONS) {
+            revoke(partitions, consumer->assignment_lost());
+            if (cooperative) {
+                std::unique_ptr<RdKafka::Error> error(consumer->incremental_unassign(partitions));
+                if (error) Logger().warn("queue: kafka consumer " + topic_ + ": unassign: " + error->str());
+            } else {
+                consumer->unassign();
+            }
+        } else {
+            Logger().warn("queue: kafka consumer " + topic_ + ": rebalance failed: " + RdKafka::err2str(err));
+            revoke(partitions, true);
+            consumer->unassign();
+        }
+    }
+
+    // A failed commit is repeated by the next one (a later commit covers an earlier one anyway).
+    void offset_commit_cb(RdKafka::ErrorCode err, std::vector<RdKafka::TopicPartition*>& offsets) override {
+        std::lock_guard lock(mutex_);
+        if (err == RdKafka::ERR_NO_ERROR || err == RdKafka::ERR__NO_OFFSET) {
+            last_commit_error_ = RdKafka::ERR_NO_ERROR;
+            return;
+        }
+        for (auto* tp : offsets) {
+            auto it = partitions_.find(tp->partition());
+            if (it != partitions_.end() && it->second->committed == tp->offset()) it->second->committed = -1;
+        }
+        if (err != last_commit_error_) {
+            last_commit_error_ = err;
+            // Commits fail while the group rebalances: what was not committed is redelivered to the next owner.
+            bool rebalancing = err == RdKafka::ERR_REBALANCE_IN_PROGRESS || err == RdKafka::ERR_ILLEGAL_GENERATION ||
+                               err == RdKafka::ERR_UNKNOWN_MEMBER_ID;
+            Logger().log(rebalancing ? LogLevel::info : LogLevel::warn,
+                         "queue: kafka consumer " + topic_ + ": commit failed: " + RdKafka::err2str(err));
+        }
+    }
+
+  private:
+    // Offsets of one assigned partition. Kafka's committed offset is the next one to read: we commit the lowest
+    // offset not yet finished, or one past the highest taken when everything taken is finished.
+    struct Partition {
+        std::set<std::int64_t> pending;  // taken, not finished (waiting, running or given up)
+        std::int64_t next = -1;          // highest offset taken + 1
+        std::int64_t committed = -1;     // last commit requested
+        int running = 0;                 // handler threads working on it
+        bool revoked = false;            // no longer ours: delays and backoffs are cut short
+    };
+
+    struct Work {
+        std::shared_ptr<Partition> partition;
+        Message message;
+        std::int64_t offset = 0;
+        std::int64_t visible_at = 0;
+    };
+
+    enum class Outcome { finished, abandoned };
+
+    // Messages are taken from messages_ only while fewer than prefetch_ wait for a handler thread: meanwhile
+    // librdkafka keeps prefetching into that queue up to queued.max.messages.kbytes and then stops fetching.
+    // (pause()/resume() would do too, but librdkafka 2.0 resumes fetching up to a second late.) Rebalances,
+    // errors and commit results come on the consumer queue, served in between.
+    void poll_loop() {
+        auto last_commit = Clock::now();
+        for (;;) {
+            try {
+                bool room;
+                {
+                    std::unique_lock lock(mutex_);
+                    if (stopping_) break;
+                    room = ready_.size() < prefetch_;
+                }
+                if (room) {
+                    std::unique_ptr<RdKafka::Message> message(
+                        messages_->consume(static_cast<int>(poll_interval.count())));
+                    handle(*message);
+                    serve_consumer_queue();
+                } else {
+                    serve_consumer_queue();
+                    std::unique_lock lock(mutex_);
+                    room_cv_.wait_for(lock, poll_interval, [&] { return stopping_ || ready_.size() < prefetch_; });
+                }
+                if (Clock::now() - last_commit >= commit_interval) {
+                    commit(false, all_partitions());
+                    last_commit = Clock::now();
+                }
+            } catch (const std::exception& e) {
+                Logger().error("queue: kafka consumer " + topic_ + ": " + e.what());
+                std::this_thread::sleep_for(poll_interval);
+            }
+        }
+        try {
+            shutdown();
+        } catch (const std::exception& e) {
+            Logger().error("queue: kafka consumer " + topic_ + ": stop: " + e.what());
+        }
+        std::lock_guard lock(mutex_);
+        quit_ = true;
+        work_cv_.notify_all();
+    }
+
+    // Runs the callbacks (rebalance, commit results, errors) waiting on the consumer queue.
+    void serve_consumer_queue() {
+        for (;;) {
+            std::unique_ptr<RdKafka::Message> message(consumer_->consume(0));
+            if (message->err() == RdKafka::ERR__TIMED_OUT) return;
+            handle(*message);
+        }
+    }
+
+    void handle(RdKafka::Message& message) {
+        switch (message.err()) {
+            case RdKafka::ERR_NO_ERROR:
+                accept(message);
+                break;
+            case RdKafka::ERR__TIMED_OUT:
+            case RdKafka::ERR__PARTITION_EOF:
+                break;
+            default: {
+                // Broker trouble repeats: log a change, or the same error every 30 s.
+                std::string text = message.errstr();
+                if (text != last_error_ || Clock::now() - last_error_at_ > 30s) {
+                    Logger().warn("queue: kafka consumer " + topic_ + ": " + text);
+                    last_error_ = text;
+                    last_error_at_ = Clock::now();
+                }
+            }
+        }
+    }
+
+    // Stop: running handlers get until the deadline, then what finished is committed and the group left.
+    void shutdown() {
+        {
+            std::unique_lock lock(mutex_);
+            ready_.clear();  // not started: stays uncommitted, redelivered
+            done_cv_.wait_until(lock, deadline_, [&] { return running_ == 0; });
+            if (running_ > 0)
+                Logger().warn("queue: kafka consumer " + topic_ + ": " + std::to_string(running_) +
+                              " handler(s) still running after the grace period: their messages will be redelivered");
+        }
+        commit(true, all_partitions());
+        // Revokes (rebalance_cb) and leaves the group. With the coordinator unreachable, librdkafka holds a commit
+        // in progress until it fails (~session.timeout.ms): closing (or destroying) the consumer waits for it.
+        consumer_->close();
+    }
+
+    void worker_loop() {
+        std::unique_lock lock(mutex_);
+        for (;;) {
+            work_cv_.wait(lock, [&] { return quit_ || (!stopping_ && !ready_.empty()); });
+            if (quit_) return;
+            Work work = std::move(ready_.front());
+            ready_.pop_front();
+            room_cv_.notify_one();
+            ++running_;
+            ++work.partition->running;
+            lock.unlock();
+            Outcome outcome = Outcome::abandoned;
+            try {
+                outcome = process(work);
+            } catch (const std::exception& e) {
+                Logger().error("queue: kafka consumer " + topic_ + ": " + e.what());
+            }
+            lock.lock();
+            --running_;
+            --work.partition->running;
+            if (outcome == Outcome::finished) work.partition->pending.erase(work.offset);
+            done_cv_.notify_all();
+        }
+    }
+
+    // Delay, handler attempts with backoff, dead letter. Abandoned when stopped or revoked while waiting.
+    Outcome process(Work& work) {
+        Message& message = work.message;
+        if (work.visible_at > now_ms()) {
+            auto until = Clock::now() + std::chrono::milliseconds(work.visible_at - now_ms());
+            if (!wait_until(until, *work.partition)) return Outcome::abandoned;
+        }
+        int max_attempts = std::max(1, owner_.retry_.max_attempts);
+        std::string error;
+        for (int attempt = 1;; ++attempt) {
+            message.attempt = attempt;
+            try {
+                sub_.handler(message);
+                return Outcome::finished;
+            } catch (const std::exception& e) {
+                error = e.what();
+            } catch (...) {
+                error = "unknown exception";
+            }
+            Logger().warn("mqc: " + sub_.queue + " message " + message.id + " attempt " + std::to_string(attempt) +
+                          "/" + std::to_string(max_attempts) + " failed: " + error);
+            if (attempt >= max_attempts) break;
+            if (!wait_until(Clock::now() + owner_.retry_.delay_after(attempt), *work.partition))
+                return Outcome::abandoned;
+        }
+        Headers headers = message.headers;
+        headers[error_header] = error;
+        headers[attempts_header] = std::to_string(message.attempt);
+        for (;;) {
+            try {
+                owner_.producer_->send(topic_ + ".dlq", message.payload, headers);
+                Logger().error("mqc: " + sub_.queue + " message " + message.id + " dead-lettered to " + topic_ +
+                               ".dlq after " + std::to_string(message.attempt) + " attempts: " + error);
+                return Outcome::finished;
+            } catch (const QueueError& e) {
+                Logger().error("mqc: " + sub_.queue + " message " + message.id + ": " + e.what());
+            }
+            auto pause = std::max<std::chrono::milliseconds>(owner_.retry_.backoff, 1s);
+            if (!wait_until(Clock::now() + pause, *work.partition)) return Outcome::abandoned;
+        }
+    }
+
+    // Sleeps until `until`; false when interrupted by stop() or the partition's revocation.
+    bool wait_until(Clock::time_point until, const Partition& partition) {
+        std::unique_lock lock(mutex_);
+        return !wake_cv_.wait_until(lock, until, [&] { return stopping_ || partition.revoked; });
+    }
+
+    void accept(RdKafka::Message& kafka_message) {
+        std::lock_guard lock(mutex_);
+        auto it = partitions_.find(kafka_message.partition());
+        if (it == partitions_.end()) return;  // not (or no longer) ours: whoever owns it gets it
+        Work work;
+        work.partition = it->second;
+        work.offset = kafka_message.offset();
+        work.message.id = topic_ + "/" + std::to_string(kafka_message.partition()) + "/" + std::to_string(work.offset);
+        work.message.queue = sub_.queue;
+        work.message.payload.assign(static_cast<const char*>(kafka_message.payload()), kafka_message.len());
+        work.message.headers = headers_of(kafka_message);
+        work.visible_at = visible_at_of(work.message.headers);
+        work.partition->pending.insert(work.offset);
+        work.partition->next = std::max(work.partition->next, work.offset + 1);
+        ready_.push_back(std::move(work));
+        work_cv_.notify_one();
+    }
+
+    std::vector<std::pair<std::int32_t, std::shared_ptr<Partition>>> all_partitions() {
+        std::lock_guard lock(mutex_);
+        return {partitions_.begin(), partitions_.end()};
+    }
+
+    // Commits, for each partition, the offset below which everything is finished, when it moved.
+    void commit(bool sync, const std::vector<std::pair<std::int32_t, std::shared_ptr<Partition>>>& partitions) {
+        std::vector<RdKafka::TopicPartition*> offsets;
+        {
+            std::lock_guard lock(mutex_);
+            for (const auto& [id, partition] : partitions) {
+                if (partition->next < 0) continue;
+                std::int64_t offset = partition->pending.empty() ? partition->next : *partition->pending.begin();
+                if (offset <= partition->committed) continue;
+                partition->committed = offset;
+                offsets.push_back(RdKafka::TopicPartition::create(topic_, id, offset));
+            }
+        }
+        if (offsets.empty()) return;
+        RdKafka::ErrorCode err = sync ? consumer_->commitSync(offsets) : consumer_->commitAsync(offsets);
+        if (err != RdKafka::ERR_NO_ERROR) offset_commit_cb(err, offsets);
+        RdKafka::TopicPartition::destroy(offsets);
+    }
+
+    // The partitions leave: waiting work is dropped, waits are interrupted, running handlers get some time, and
+    // what finished is committed (unless the partitions were lost: then another member may own them already).
+    void revoke(const std::vector<RdKafka::TopicPartition*>& revoked, bool lost) {
+        std::vector<std::pair<std::int32_t, std::shared_ptr<Partition>>> gone;
+        {
+            std::unique_lock lock(mutex_);
+            for (auto* tp : revoked) {
+                auto it = partitions_.find(tp->partition());
+                if (it == partitions_.end()) continue;
+                it->second->revoked = true;
+                gone.emplace_back(*it);
+                partitions_.erase(it);
+            }
+            std::erase_if(ready_, [](const Work& work) { return work.partition->revoked; });
+            wake_cv_.notify_all();
+            auto deadline = stopping_ ? deadline_ : Clock::now() + revoke_grace;
+            done_cv_.wait_until(lock, deadline, [&] {
+                return std::all_of(gone.begin(), gone.end(), [](const auto& p) { return p.second->running == 0; });
+            });
+        }
+        if (!lost) commit(true, gone);
+    }
+
+    KafkaQueue& owner_;
+    Subscription sub_;
+    std::string topic_;
+    EventLogger events_;
+    std::size_t prefetch_;  // messages taken ahead of the handler threads
+    std::unique_ptr<RdKafka::KafkaConsumer> consumer_;
+    std::unique_ptr<RdKafka::Queue> messages_;  // the assigned partitions' messages (forwarded partition queues)
+    std::string last_error_;                    // poll thread only
+    Clock::time_point last_error_at_{};
+
+    std::mutex mutex_;
+    std::condition_variable work_cv_;                                // handler threads: work arrived, or quit
+    std::condition_variable wake_cv_;                                // delays and backoffs: stop or revoke
+    std::condition_variable done_cv_;                                // poll thread: a handler finished
+    std::condition_variable room_cv_;                                // poll thread: a handler thread took a message
+    std::map<std::int32_t, std::shared_ptr<Partition>> partitions_;  // the assignment
+    std::deque<Work> ready_;                                         // taken, waiting for a handler thread
+    int running_ = 0;
+    bool stopping_ = false;
+    bool quit_ = false;
+    Clock::time_point deadline_{};
+    RdKafka::ErrorCode last_commit_error_ = RdKafka::ERR_NO_ERROR;
+
+    std::thread poller_;
+    std::vector<std::thread> workers_;
+};
+
+// ---------------------------------------------------------------------------------------------------------------
+// KafkaQueue
+
+KafkaQueue::KafkaQueue(Settings settings, RetryPolicy retry) : settings_(std::move(settings)), retry_(retry) {
+    if (settings_.brokers.empty()) config_error("queue.kafka.brokers is empty");
+    producer_ = std::make_unique<Producer>(settings_);
+}
+
+KafkaQueue::~KafkaQueue() {
+    stop(std::chrono::seconds(5));
+    producer_.reset();
+}
+
+// Kafka has no delayed delivery. A delayed message is produced at once with its visible time (ms since the epoch)
+// in the "hydra-visible-at" header, and the consuming handler thread waits until then before calling the handler.
+// Simple and durable, at a cost: the waiting message holds a handler thread and, until it is done, the committed
+// offset of its partition (messages behind it are handled meanwhile, but redelivered if the consumer stops); the
+// producer's and consumer's clocks must agree. Meant for short postponements, not for scheduling.
+void KafkaQueue::push(std::string_view queue, std::string_view payload, const Headers& headers,
+                      std::chrono::milliseconds delay) {
+    validate_queue_name(queue);
+    if (delay.count() <= 0) return producer_->send(topic_for(queue), payload, headers);
+    Headers delayed = headers;
+    delayed[visible_at_header] = std::to_string(now_ms() + delay.count());
+    producer_->send(topic_for(queue), payload, delayed);
+}
+
+void KafkaQueue::subscribe(Subscription subscription) {
+    validate_queue_name(subscription.queue);
+    if (!subscription.handler) throw std::invalid_argument("queue: kafka: subscription without a handler");
+    subscription.concurrency = std::max(1, subscription.concurrency);
+    if (subscription.group.empty()) subscription.group = topic_for(subscription.queue);
+    std::lock_guard lock(mutex_);
+    if (started_) throw std::logic_error("queue: kafka: subscribe() after start()");
+    consumers_.push_back(std::make_unique<Consumer>(*this, std::move(subscription)));
+}
+
+void KafkaQueue::start() {
+    std::lock_guard lock(mutex_);
+    if (started_ || stopped_) return;
+    started_ = true;
+    for (auto& consumer : consumers_) consumer->start();
+}
+
+void KafkaQueue::stop(std::chrono::milliseconds grace) {
+    std::lock_guard lock(mutex_);
+    if (stopped_) return;
+    stopped_ = true;
+    auto deadline = Clock::now() + grace;
+    for (auto& consumer : consumers_) consumer->request_stop(deadline);
+    for (auto& consumer : consumers_) consumer->join();
+    consumers_.clear();
+    producer_->flush(settings_.push_timeout);
+}
+
+}  // namespace hydra::queue

@@ -1,0 +1,68 @@
+// The Kafka queue backend (librdkafka): blocking idempotent pushes, one consumer group member per subscription
+// with at-least-once handling (offsets committed only behind finished work), retries in place and "<topic>.dlq".
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "queue/backend.h"
+
+namespace hydra::queue {
+
+// Queue "a:b:c" is topic "a.b.c" (topic_for). A push returns once every in-sync replica has the message
+// (acks=all), or throws a retryable QueueError with librdkafka's reason, after push_timeout at most. Delayed pushes
+// carry their visible time in the "hydra-visible-at" header (ms since the epoch) and the consumer holds them until
+// then: Kafka has no delayed delivery. Handlers of one subscription run on up to `concurrency` threads; a failed
+// message is retried in place (RetryPolicy) and then produced to "<topic>.dlq" with headers "hydra-error" and
+// "hydra-attempts".
+class KafkaQueue : public Backend {
+  public:
+    struct Settings {
+        std::string brokers;                            // bootstrap.servers
+        std::map<std::string, std::string> properties;  // librdkafka properties for producer and consumers
+        std::chrono::milliseconds push_timeout{5000};   // message.timeout.ms of the producer
+        std::string group_prefix;                       // prepended as is to every subscription's group
+
+        // From queue.kafka.* and queue.push_timeout_ms.
+        static Settings from(const Config& config);
+    };
+
+    // Creates the producer (it connects in the background: a broker that is down is not an error here).
+    // Throws std::runtime_error "queue: kafka: <librdkafka's reason>" on an invalid property name or value.
+    KafkaQueue(Settings settings, RetryPolicy retry);
+    ~KafkaQueue() override;
+
+    void push(std::string_view queue, std::string_view payload, const Headers& headers = {},
+              std::chrono::milliseconds delay = std::chrono::milliseconds{0}) override;
+    std::string backend() const override { return "kafka"; }
+
+    // Creates the subscription's consumer (not yet joined): throws QueueError on an invalid queue name and
+    // std::runtime_error "queue: kafka: ..." when librdkafka refuses the consumer configuration.
+    void subscribe(Subscription subscription) override;
+    void start() override;
+    // Stops polling, waits up to `grace` for running handlers (delays and retry backoffs are cut short: those
+    // messages are redelivered), commits what finished, leaves the groups, then flushes the producer (bounded by
+    // push_timeout). Pushes keep working until destruction. A handler still running after `grace` is waited for
+    // before this returns (its message is not committed: redelivered). With the brokers unreachable, leaving the
+    // group takes up to ~session.timeout.ms more (librdkafka waits for the commit in progress to fail).
+    void stop(std::chrono::milliseconds grace) override;
+
+  private:
+    class Producer;
+    class Consumer;
+
+    Settings settings_;
+    RetryPolicy retry_;
+    std::unique_ptr<Producer> producer_;
+
+    std::mutex mutex_;  // guards the lifecycle below (subscribe/start/stop from the host's thread)
+    std::vector<std::unique_ptr<Consumer>> consumers_;
+    bool started_ = false;
+    bool stopped_ = false;
+};
+
+}  // namespace hydra::queue

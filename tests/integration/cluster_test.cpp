@@ -1,0 +1,180 @@
+// Two real `hydra` hosts sharing a Kafka (librdkafka's mock cluster, run by kcat in its own process): clients on
+// one host get what is sent through the other.
+#include <boost/test/unit_test.hpp>
+
+#include <fstream>
+#include <regex>
+#include <sstream>
+#include <thread>
+
+#include <hydra/json.h>
+#include <hydra/ws_client.h>
+
+#include "support/http.h"
+#include "support/process.h"
+#include "support/temp.h"
+
+using hydra::Json;
+using hydra::WsClient;
+using hydra::WsMessage;
+using namespace std::chrono_literals;
+
+namespace {
+
+// kcat hosting a one-broker mock cluster; its debug output goes to a file (a full pipe would stall the broker).
+struct KafkaMock {
+    std::string log = test::temp_path("kcat.err");
+    test::ChildProcess process{
+        {"/bin/sh", "-c", "exec kcat -b ignored:9092 -X test.mock.num.brokers=1 -d mock -C -t hold -o end 2>" + log}};
+    std::string bootstrap;
+
+    KafkaMock() {
+        std::regex re(R"(bootstrap\.servers=(127\.0\.0\.1:\d+))");
+        for (int i = 0; i < 200 && bootstrap.empty(); ++i) {
+            std::ifstream in(log);
+            std::stringstream text;
+            text << in.rdbuf();
+            std::smatch m;
+            std::string s = text.str();
+            if (std::regex_search(s, m, re))
+                bootstrap = m[1].str();
+            else
+                std::this_thread::sleep_for(50ms);
+        }
+        BOOST_REQUIRE_MESSAGE(!bootstrap.empty(), "kcat did not start a mock cluster");
+    }
+    ~KafkaMock() { process.signal(SIGTERM); }
+};
+
+struct Host {
+    std::unique_ptr<test::ChildProcess> process;
+    std::string api;
+    int ws_port = 0;
+
+    Host(const std::string& node, const std::string& brokers) {
+        std::vector<std::string> args = {HYDRA_BINARY, "run",
+                                         "--env",      "dev",
+                                         "--set",      "api.address=127.0.0.1:0",
+                                         "--set",      "ws.address=127.0.0.1:0",
+                                         "--set",      "log.level=warn",
+                                         "--set",      "queue.backend=kafka",
+                                         "--set",      "queue.kafka.brokers=" + brokers,
+                                         "--set",      "queue.kafka.properties.session.timeout.ms=6000",
+                                         "--set",      "cluster.node_id=" + node,
+                                         "--set",      "services.push.database=" + test::temp_path(node + "-push.db")};
+        process = std::make_unique<test::ChildProcess>(args, std::string(HYDRA_SOURCE_DIR));
+        auto api_port = process->wait_for_stdout(R"(api listening on http://127\.0\.0\.1:(\d+))", 60s);
+        auto ws = process->wait_for_stdout(R"(ws listening on ws://127\.0\.0\.1:(\d+))", 60s);
+        BOOST_REQUIRE_MESSAGE(api_port && ws, "hydra " + node + " did not start: " + process->err());
+        api = "127.0.0.1:" + *api_port;
+        ws_port = std::stoi(*ws);
+    }
+    ~Host() {
+        if (!process) return;
+        process->signal(SIGTERM);
+        process->wait(30s);
+    }
+    WsClient connect(const std::string& path, const std::string& uuid = {}) {
+        std::map<std::string, std::string> headers;
+        if (!uuid.empty()) headers["X-Request-Id"] = uuid;
+        return WsClient::connect("127.0.0.1", ws_port, path, headers);
+    }
+    // The cluster-wide connection count this host sees (its own plus the others' presence).
+    int connections() {
+        try {
+            return test::http(api, "GET", "/healthz").json()["servers"]["ws"]["connections"].get<int>();
+        } catch (const std::exception&) {
+            return -1;
+        }
+    }
+    bool wait_connections(int n, std::chrono::milliseconds timeout = 20s) {
+        auto deadline = std::chrono::steady_clock::now() + timeout;
+        while (connections() != n) {
+            if (std::chrono::steady_clock::now() > deadline) return false;
+            std::this_thread::sleep_for(50ms);
+        }
+        return true;
+    }
+};
+
+Json next_json(WsClient& c, std::chrono::milliseconds timeout = 20s) {
+    WsMessage m = c.receive(timeout);
+    BOOST_REQUIRE_MESSAGE(m.type == WsMessage::Type::text, "expected a text message, got " << m.type << " " << m.data);
+    return Json::parse(m.data);
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(cluster)
+
+BOOST_AUTO_TEST_CASE(two_hosts_share_notify_publish_and_queues) {
+    KafkaMock kafka;
+    Host a("host-a", kafka.bootstrap);
+    Host b("host-b", kafka.bootstrap);
+
+    // alice on A; B learns it from presence
+    WsClient alice = a.connect("/", "alice-on-a");
+    alice.send_text(R"({"service":"/member/login","uname":"alice","pwd":"alice-pw"})");
+    BOOST_CHECK_EQUAL(next_json(alice)["code"], 200);
+    BOOST_REQUIRE(b.wait_connections(1));
+
+    // a Notify by uuid sent through B reaches A's client, once
+    auto r = test::http(b.api, "POST", "/v1/exchange/notify", R"({"uuid":"alice-on-a","data":{"hello":"from b"}})");
+    BOOST_CHECK_EQUAL(r.status, 200);
+    BOOST_CHECK_EQUAL(next_json(alice)["data"]["hello"], "from b");
+
+    // /msg/send on B → Kafka queue → an MQC consumer on A or B → alice's device on A, exactly once
+    r = test::http(b.api, "POST", "/msg/send", R"({"uname":"alice","msg":"充值成功"})");
+    BOOST_CHECK_EQUAL(r.status, 200);
+    Json n = next_json(alice, 40s);
+    BOOST_CHECK_EQUAL(n["service"], "notify");
+    BOOST_CHECK_EQUAL(n["data"]["msg"], "充值成功");
+    BOOST_CHECK(alice.receive(1s).type == WsMessage::Type::timeout);
+
+    // chat: a message sent on B reaches room members on A (and B), once each
+    WsClient x = a.connect("/chat");
+    WsClient y = b.connect("/chat", "yves-on-b");
+    for (WsClient* c : {&x, &y}) {
+        c->send_text(R"({"op":"join","room_id":77})");
+        BOOST_CHECK_EQUAL(next_json(*c)["status"], "success");
+    }
+    y.send_text(R"({"op":"send","msg":"across hosts"})");
+    BOOST_CHECK_EQUAL(next_json(y)["status"], "success");
+    Json expected = {{"client_id", "yves-on-b"}, {"msg", "across hosts"}};
+    BOOST_CHECK_EQUAL(next_json(x), expected);
+    BOOST_CHECK_EQUAL(next_json(y), expected);
+    BOOST_CHECK(x.receive(1s).type == WsMessage::Type::timeout);
+
+    // /v1/mesh/publish on B reaches A
+    r = test::http(b.api, "POST", "/v1/mesh/publish", R"({"c":"room:77","d":"{\"from\":\"mesh\"}"})");
+    BOOST_CHECK_EQUAL(r.status, 200);
+    BOOST_CHECK_EQUAL(x.receive(20s).data, R"({"from":"mesh"})");
+    BOOST_CHECK_EQUAL(y.receive(20s).data, R"({"from":"mesh"})");  // y is in the room too
+
+    // a broadcast from A reaches B's client
+    r = test::http(a.api, "POST", "/msg/broadcast", R"({"msg":"everyone"})");
+    BOOST_CHECK_EQUAL(r.status, 200);
+    BOOST_CHECK_EQUAL(next_json(y)["data"]["msg"], "everyone");
+}
+
+BOOST_AUTO_TEST_CASE(a_host_that_dies_leaves_the_others_working) {
+    KafkaMock kafka;
+    Host a("host-a", kafka.bootstrap);
+    auto b = std::make_unique<Host>("host-b", kafka.bootstrap);
+    WsClient on_b = b->connect("/", "client-on-b");
+    BOOST_REQUIRE(a.wait_connections(1));
+
+    b->process->signal(SIGKILL);
+    b->process->wait(10s);
+    b->process.reset();
+    // B's client is gone with it: A stops routing to B once B's heartbeats stop
+    BOOST_CHECK(a.wait_connections(0, 30s));
+
+    // the client reconnects to A (same id) and is reachable again
+    WsClient again = a.connect("/", "client-on-b");
+    auto r = test::http(a.api, "POST", "/v1/exchange/notify", R"({"uuid":"client-on-b","data":"back"})");
+    BOOST_CHECK_EQUAL(r.status, 200);
+    BOOST_CHECK_EQUAL(next_json(again)["data"], "back");
+}
+
+BOOST_AUTO_TEST_SUITE_END()
