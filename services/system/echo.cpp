@@ -7,6 +7,7 @@ hydra::WsEndpoint echo_endpoint() {
     ep.on_message = [](hydra::Context& ctx) -> hydra::Result {
         return ctx.binary() ? hydra::Result::binary(ctx.body()) : hydra::Result(ctx.body());
     };
+    ep.run_on_loop = true;  // copying a buffer back never blocks
     return ep;
 }
 

@@ -67,6 +67,9 @@ struct WsFixture {
             return ctx.body();
         };
         app.ws_endpoint("/raw", echo);
+        hydra::WsEndpoint inline_echo = echo;
+        inline_echo.run_on_loop = true;
+        app.ws_endpoint("/inline", inline_echo);
 
         hydra::WsEndpoint chat;
         chat.on_open = [this](Context& ctx) -> hydra::Result {
@@ -275,6 +278,17 @@ BOOST_AUTO_TEST_CASE(fragments_ping_pong_and_binary) {
     c.send_binary(std::string(70000, '\0'));
     m = c.receive(5s);
     BOOST_CHECK_EQUAL(m.data, "binary:70000");
+}
+
+BOOST_AUTO_TEST_CASE(handlers_declared_non_blocking_run_on_the_loop) {
+    WsFixture f;
+    WsClient c = f.connect("/inline");
+    for (int i = 0; i < 50; ++i) c.send_text("m" + std::to_string(i));
+    for (int i = 0; i < 50; ++i) BOOST_CHECK_EQUAL(c.receive(5s).data, "m" + std::to_string(i));
+    c.send_binary(std::string(1000, '\x01'));
+    BOOST_CHECK_EQUAL(c.receive(5s).data, "binary:1000");
+    c.send_frame(hydra::WsOpcode::text, "\xC0\x80");
+    BOOST_CHECK_EQUAL(c.receive(5s).close_code, 1007);
 }
 
 BOOST_AUTO_TEST_CASE(close_handshake_and_endpoint_events) {

@@ -22,6 +22,10 @@ struct WsEndpoint {
     std::function<void(Context&, int code, const std::string& reason)> on_close = {};
     // A protocol violation, an oversized message, a full send queue, or a failing handler. Optional.
     std::function<void(Context&, const std::string& error)> on_error = {};
+    // on_message (and the packet middleware around it) never blocks: run it on the connection's I/O loop instead
+    // of a worker, saving two thread hand-offs per message. Only for handlers that do no I/O, no locks held for
+    // long, no sleeping: a slow one would delay every connection of its loop.
+    bool run_on_loop = false;
 };
 
 }  // namespace hydra

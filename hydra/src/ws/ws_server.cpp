@@ -641,6 +641,15 @@ void WsServer::Loop::dispatch(Connection& c, std::string data, bool binary) {
     const WsEndpoint* endpoint = c.endpoint;
     std::uint64_t id = c.id;
     Loop* self = this;
+    if (endpoint != nullptr && endpoint->run_on_loop) {
+        // A handler declared non-blocking runs right here: no hand-off to a worker and back.
+        std::optional<Reply> reply =
+            handle_message(srv->routes_, endpoint, std::move(init), [&](const std::string& e) { report_error(c, e); });
+        c.busy = false;
+        if (reply && !c.close_sent)
+            enqueue(c, make_frame(reply->binary ? encode_binary(reply->data) : encode_text(reply->data)));
+        return;
+    }
     server.workers_->post([srv, self, endpoint, id, init = std::move(init)]() mutable {
         auto on_error = [&](const std::string& error) {
             if (endpoint == nullptr || !endpoint->on_error) return;
