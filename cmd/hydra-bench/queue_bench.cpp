@@ -1,0 +1,201 @@
+// `hydra-bench queue`: push throughput and push→handler latency of a queue backend, in-process.
+//   hydra-bench queue --backend sqlite [--sync normal|full] [--pushers 64] [--seconds 5] [--rate 10000]
+//   hydra-bench queue --backend kafka [--brokers HOST:PORT]     (no --brokers: an in-process mock cluster)
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <hydra/json.h>
+
+#include "queue/kafka_queue.h"
+#include "queue/sqlite_queue.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::int64_t now_ns() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
+}
+
+struct Options {
+    std::string backend = "sqlite";
+    std::string sync = "normal";
+    std::string brokers;
+    int pushers = 64;
+    double seconds = 5;
+    int rate = 10000;  // messages/s for the latency run
+    std::string out;
+};
+
+double percentile(std::vector<double>& v, double p) {
+    if (v.empty()) return 0;
+    std::sort(v.begin(), v.end());
+    return v[std::min(v.size() - 1, static_cast<std::size_t>(p * static_cast<double>(v.size())))];
+}
+
+// A Kafka mock cluster inside this process, for runs without a broker.
+struct MockCluster {
+    rd_kafka_t* rk = nullptr;
+    rd_kafka_mock_cluster_t* cluster = nullptr;
+    std::string bootstrap;
+    MockCluster() {
+        char err[256];
+        rd_kafka_conf_t* conf = rd_kafka_conf_new();
+        rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+        cluster = rd_kafka_mock_cluster_new(rk, 1);
+        bootstrap = rd_kafka_mock_cluster_bootstraps(cluster);
+    }
+    ~MockCluster() {
+        rd_kafka_mock_cluster_destroy(cluster);
+        rd_kafka_destroy(rk);
+    }
+};
+
+std::unique_ptr<hydra::queue::Backend> make(const Options& o, const std::string& path, const std::string& brokers) {
+    hydra::queue::RetryPolicy retry;
+    if (o.backend == "kafka") {
+        hydra::queue::KafkaQueue::Settings s;
+        s.brokers = brokers;
+        s.properties["session.timeout.ms"] = "6000";
+        s.push_timeout = std::chrono::milliseconds(10000);
+        return std::make_unique<hydra::queue::KafkaQueue>(s, retry);
+    }
+    hydra::queue::SqliteQueue::Settings s;
+    s.path = path;
+    s.full_sync = o.sync == "full";
+    s.push_timeout = std::chrono::milliseconds(10000);
+    return std::make_unique<hydra::queue::SqliteQueue>(s, retry);
+}
+
+}  // namespace
+
+int run_queue_bench(const std::vector<std::string>& args) {
+    Options o;
+    for (std::size_t i = 0; i + 1 < args.size(); i += 2) {
+        const std::string& k = args[i];
+        const std::string& v = args[i + 1];
+        if (k == "--backend")
+            o.backend = v;
+        else if (k == "--sync")
+            o.sync = v;
+        else if (k == "--brokers")
+            o.brokers = v;
+        else if (k == "--pushers")
+            o.pushers = std::stoi(v);
+        else if (k == "--seconds")
+            o.seconds = std::stod(v);
+        else if (k == "--rate")
+            o.rate = std::stoi(v);
+        else if (k == "--out")
+            o.out = v;
+        else {
+            std::cerr << "hydra-bench queue: unknown option " << k << "\n";
+            return 2;
+        }
+    }
+    std::unique_ptr<MockCluster> mock;
+    std::string brokers = o.brokers;
+    if (o.backend == "kafka" && brokers.empty()) {
+        mock = std::make_unique<MockCluster>();
+        brokers = mock->bootstrap;
+    }
+    auto dir = std::filesystem::temp_directory_path() / ("hydra-queue-bench-" + std::to_string(::getpid()));
+    std::filesystem::remove_all(dir);
+    const std::string payload(64, 'x');
+    hydra::Json result = {{"backend", o.backend}, {"pushers", o.pushers}};
+    if (o.backend == "sqlite") result["synchronous"] = o.sync;
+
+    // 1. Throughput: many concurrent pushers, each push waits until durable.
+    {
+        auto q = make(o, (dir / "throughput.db").string(), brokers);
+        q->push("bench:warmup", payload);
+        std::atomic<long> pushed{0};
+        std::atomic<bool> stop{false};
+        std::vector<std::thread> threads;
+        auto t0 = Clock::now();
+        for (int t = 0; t < o.pushers; ++t)
+            threads.emplace_back([&] {
+                while (!stop) {
+                    q->push("bench:throughput", payload);
+                    ++pushed;
+                }
+            });
+        std::this_thread::sleep_for(std::chrono::duration<double>(o.seconds));
+        stop = true;
+        for (auto& t : threads) t.join();
+        double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+        result["push_per_s"] = static_cast<long>(static_cast<double>(pushed) / secs);
+        q->stop(std::chrono::milliseconds(1000));
+    }
+
+    // 2. Latency: a steady rate of pushes, a consumer measuring push→handler time.
+    {
+        auto q = make(o, (dir / "latency.db").string(), brokers);
+        std::mutex mu;
+        std::vector<double> latencies_ms;
+        std::atomic<long> consumed{0};
+        q->subscribe({"bench:latency", "bench.latency", 8, [&](const hydra::Message& m) {
+                          double ms = static_cast<double>(now_ns() - std::stoll(m.payload.substr(0, 20))) / 1e6;
+                          std::lock_guard lock(mu);
+                          latencies_ms.push_back(ms);
+                          ++consumed;
+                      }});
+        q->start();
+        q->push("bench:latency", std::to_string(now_ns()));  // warm-up: consumer joined and running
+        for (int i = 0; i < 300 && consumed == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        {
+            std::lock_guard lock(mu);
+            latencies_ms.clear();
+        }
+        long target = static_cast<long>(o.rate * o.seconds);
+        int threads_n = std::max(1, std::min(o.pushers, 16));
+        std::vector<std::thread> threads;
+        auto start = Clock::now();
+        std::atomic<long> next{0};
+        for (int t = 0; t < threads_n; ++t)
+            threads.emplace_back([&] {
+                for (;;) {
+                    long n = next++;
+                    if (n >= target) return;
+                    auto due = start + std::chrono::nanoseconds(static_cast<std::int64_t>(1e9 * n / o.rate));
+                    std::this_thread::sleep_until(due);
+                    char buf[32];
+                    std::snprintf(buf, sizeof buf, "%020lld", static_cast<long long>(now_ns()));
+                    q->push("bench:latency", std::string(buf) + payload.substr(0, 44));
+                }
+            });
+        for (auto& t : threads) t.join();
+        auto deadline = Clock::now() + std::chrono::seconds(30);
+        while (consumed < target + 1 && Clock::now() < deadline)
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        q->stop(std::chrono::milliseconds(2000));
+        std::lock_guard lock(mu);
+        result["latency_rate_per_s"] = o.rate;
+        result["latency_messages"] = latencies_ms.size();
+        result["push_to_handler_p50_ms"] = percentile(latencies_ms, 0.50);
+        result["push_to_handler_p99_ms"] = percentile(latencies_ms, 0.99);
+    }
+    std::filesystem::remove_all(dir);
+    std::cout << result.dump(2) << std::endl;
+    if (!o.out.empty()) {
+        FILE* f = std::fopen(o.out.c_str(), "w");
+        if (f) {
+            std::fputs(result.dump(2).c_str(), f);
+            std::fclose(f);
+        }
+    }
+    return 0;
+}
