@@ -178,6 +178,7 @@ struct WsServer::Loop : EventLoop::Handler {
     void enqueue(Connection& c, Frame frame);
     void enqueue_raw(Connection& c, std::string bytes) { enqueue(c, make_frame(std::move(bytes))); }
     void schedule_flush(Connection& c);
+    void schedule_end_of_iteration();
     void flush(Connection& c);
     void start_close(Connection& c, std::uint16_t code, const std::string& reason);
     void fail(Connection& c, std::uint16_t code, const std::string& reason);
@@ -721,21 +722,25 @@ void WsServer::Loop::schedule_flush(Connection& c) {
     if (c.dirty || c.writing) return;  // already listed, or EPOLLOUT will flush it
     c.dirty = true;
     flush_list.push_back(c.id);
-    if (!flush_scheduled) {
-        flush_scheduled = true;
-        loop.defer([this] {
-            flush_scheduled = false;
-            auto ids = std::move(flush_list);
-            flush_list.clear();
-            for (std::uint64_t id : ids) {
-                Connection* c = find(id);
-                if (c == nullptr) continue;
-                c->dirty = false;
-                flush(*c);
-            }
-            graveyard.clear();
-        });
-    }
+    schedule_end_of_iteration();
+}
+
+void WsServer::Loop::schedule_end_of_iteration() {
+    if (flush_scheduled) return;
+    flush_scheduled = true;
+    // After all events and tasks of this iteration: write what was queued, free what was closed.
+    loop.defer([this] {
+        flush_scheduled = false;
+        auto ids = std::move(flush_list);
+        flush_list.clear();
+        for (std::uint64_t id : ids) {
+            Connection* c = find(id);
+            if (c == nullptr) continue;
+            c->dirty = false;
+            flush(*c);
+        }
+        graveyard.clear();
+    });
 }
 
 void WsServer::Loop::on_writable(Connection& c) { flush(c); }
@@ -848,21 +853,7 @@ void WsServer::Loop::destroy(Connection& c, std::uint16_t code, const std::strin
     if (it != connections.end()) {
         graveyard.push_back(std::move(it->second));
         connections.erase(it);
-        if (!flush_scheduled) {
-            flush_scheduled = true;
-            loop.defer([this] {
-                flush_scheduled = false;
-                auto ids = std::move(flush_list);
-                flush_list.clear();
-                for (std::uint64_t id : ids) {
-                    Connection* conn = find(id);
-                    if (conn == nullptr) continue;
-                    conn->dirty = false;
-                    flush(*conn);
-                }
-                graveyard.clear();
-            });
-        }
+        schedule_end_of_iteration();
     }
 }
 
