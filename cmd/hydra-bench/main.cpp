@@ -1,0 +1,732 @@
+// hydra-bench: a load generator for any server speaking hydra's WebSocket protocol (hydra itself, or the node `ws`
+// peer in tests/bench/node_peer.js). Scenarios: idle, echo, broadcast, slow. Results as JSON on stdout and --out.
+#include <linux/sockios.h>
+#include <netinet/tcp.h>
+#include <sched.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <type_traits>
+#include <vector>
+
+#include "pool.h"
+#include "util.h"
+#include "ws/frame.h"
+#include "ws/handshake.h"
+
+namespace {
+
+using bench::OJson;
+using bench::round_to;
+
+constexpr const char* kUsage = R"(usage: hydra-bench SCENARIO --ws HOST:PORT [options]
+
+scenarios:
+  idle       open N connections and hold them: connect rate; with --server-pid, the server's RSS per connection
+  echo       N connections on the echo path, each keeping W 32-byte text messages in flight: round trips/s, latency
+  broadcast  N connections; K POST /v1/exchange/broadcast (needs --api): deliveries/s, delivery and completion latency
+  slow       broadcast three times on the same N connections: without, with, and again without one extra client
+             that never reads (and first sends echo requests, see --slow-fill-mb)
+  queue      queue backends in-process, no server: hydra-bench queue --backend sqlite|kafka ... (queue_bench.cpp)
+
+options:
+  --ws HOST:PORT          WebSocket server (IPv4 literal, e.g. 127.0.0.1:9087)
+  --api HOST:PORT         HTTP API of the server (broadcast, slow)
+  --server-pid PID        read the server's VmRSS/RssAnon from /proc/PID/status
+  --connections N         client connections (default 1000)
+  --threads T             client epoll threads (default: CPUs this process may run on)
+  --path P                WebSocket path (default /echo)
+  --connect-concurrency C handshakes in progress at once (default 256)
+  --out FILE              also write the JSON result to FILE
+  --label TEXT            copied into the result (e.g. "hydra", "node ws")
+  --detail 1              broadcast, slow: also list every broadcast's completion latency (ms, from its post)
+  idle:      --settle S (default 2) seconds before the RSS is read; --hold S (default 0) extra seconds held
+  echo:      --duration S (default 10), --warmup S (default 1), --window W (default 1), --message-bytes B (default 32)
+  broadcast: --broadcasts K (default 200), --mode paced|closed (default paced), --interval-ms MS (default 20, paced),
+             --payload-bytes B (default 64: target size of the notify frame's payload), --warmup-broadcasts N
+             (default 10: sent first, checked, but not in the figures)
+  slow:      the broadcast options, plus --slow-rcvbuf BYTES (default 1024), --slow-fill-mb MB (default 8: echo
+             requests the slow client sends first so the server has more than its send queue cap to hold for it),
+             --slow-wait S (default 5: how long after the run to wait for the server to drop the slow client)
+)";
+
+struct Options {
+    std::string scenario;
+    std::string ws;
+    std::string api;
+    pid_t server_pid = 0;
+    int connections = 1000;
+    int threads = 0;
+    std::string path = "/echo";
+    int connect_concurrency = 256;
+    std::string out;
+    std::string label;
+    double settle_s = 2;
+    double hold_s = 0;
+    double duration_s = 10;
+    double warmup_s = 1;
+    int window = 1;
+    std::size_t message_bytes = 32;
+    int broadcasts = 200;
+    int warmup_broadcasts = 10;
+    std::string mode = "paced";
+    double interval_ms = 20;
+    std::size_t payload_bytes = 64;
+    int slow_rcvbuf = 1024;
+    double slow_fill_mb = 8;
+    double slow_wait_s = 5;
+    bool detail = false;
+};
+
+Options parse_args(int argc, char** argv) {
+    if (argc < 2) throw std::invalid_argument("missing scenario");
+    Options o;
+    o.scenario = argv[1];
+    if (o.scenario == "-h" || o.scenario == "--help" || o.scenario == "help") {
+        std::cout << kUsage;
+        std::exit(0);
+    }
+    if (o.scenario != "idle" && o.scenario != "echo" && o.scenario != "broadcast" && o.scenario != "slow")
+        throw std::invalid_argument("unknown scenario " + o.scenario);
+    using Setter = std::function<void(const std::string&)>;
+    auto text = [](std::string& field) -> Setter { return [&field](const std::string& v) { field = v; }; };
+    auto real = [](double& field) -> Setter { return [&field](const std::string& v) { field = std::stod(v); }; };
+    auto integer = [](auto& field) -> Setter {
+        return [&field](const std::string& v) {
+            field = static_cast<std::remove_reference_t<decltype(field)>>(std::stod(v));
+        };
+    };
+    const std::map<std::string, Setter> setters = {
+        {"--ws", text(o.ws)},
+        {"--api", text(o.api)},
+        {"--server-pid", integer(o.server_pid)},
+        {"--connections", integer(o.connections)},
+        {"--threads", integer(o.threads)},
+        {"--path", text(o.path)},
+        {"--connect-concurrency", integer(o.connect_concurrency)},
+        {"--out", text(o.out)},
+        {"--label", text(o.label)},
+        {"--settle", real(o.settle_s)},
+        {"--hold", real(o.hold_s)},
+        {"--duration", real(o.duration_s)},
+        {"--warmup", real(o.warmup_s)},
+        {"--window", integer(o.window)},
+        {"--message-bytes", integer(o.message_bytes)},
+        {"--broadcasts", integer(o.broadcasts)},
+        {"--warmup-broadcasts", integer(o.warmup_broadcasts)},
+        {"--mode", text(o.mode)},
+        {"--interval-ms", real(o.interval_ms)},
+        {"--payload-bytes", integer(o.payload_bytes)},
+        {"--slow-rcvbuf", integer(o.slow_rcvbuf)},
+        {"--slow-fill-mb", real(o.slow_fill_mb)},
+        {"--slow-wait", real(o.slow_wait_s)},
+        {"--detail", [&o](const std::string& v) { o.detail = v == "1" || v == "yes" || v == "true"; }},
+    };
+    for (int i = 2; i < argc; ++i) {
+        std::string a = argv[i];
+        auto it = setters.find(a);
+        if (it == setters.end()) throw std::invalid_argument("unknown option " + a);
+        if (i + 1 >= argc) throw std::invalid_argument(a + " needs a value");
+        try {
+            it->second(argv[++i]);
+        } catch (const std::logic_error&) {
+            throw std::invalid_argument(a + ": not a number: " + argv[i]);
+        }
+    }
+    if (o.ws.empty()) throw std::invalid_argument("--ws is required");
+    if ((o.scenario == "broadcast" || o.scenario == "slow") && o.api.empty())
+        throw std::invalid_argument("--api is required for " + o.scenario);
+    if (o.connections < 1) throw std::invalid_argument("--connections must be >= 1");
+    if (o.window < 1) throw std::invalid_argument("--window must be >= 1");
+    if (o.message_bytes < 16 || o.message_bytes > 4096) throw std::invalid_argument("--message-bytes: 16..4096");
+    if (o.broadcasts < 1) throw std::invalid_argument("--broadcasts must be >= 1");
+    if (o.warmup_broadcasts < 0) throw std::invalid_argument("--warmup-broadcasts must be >= 0");
+    if (o.mode != "paced" && o.mode != "closed") throw std::invalid_argument("--mode is paced or closed");
+    if (o.threads <= 0) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        o.threads = sched_getaffinity(0, sizeof set, &set) == 0 ? std::max(1, CPU_COUNT(&set)) : 1;
+    }
+    return o;
+}
+
+std::string iso_now() {
+    std::time_t t = std::time(nullptr);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+    return buf;
+}
+
+OJson rss_json(const std::optional<bench::Rss>& r) { return r ? r->to_json() : OJson(nullptr); }
+
+// ---- connecting ----
+
+bench::PoolConfig pool_config(const Options& o, bench::Mode mode) {
+    bench::PoolConfig c;
+    c.target = bench::parse_ipv4(o.ws);
+    c.host = o.ws;
+    c.path = o.path;
+    c.connections = o.connections;
+    c.threads = o.threads;
+    c.connect_concurrency = o.connect_concurrency;
+    c.mode = mode;
+    c.echo_window = o.window;
+    c.echo_bytes = o.message_bytes;
+    return c;
+}
+
+OJson connect_json(const bench::Pool::ConnectResult& r, const bench::Stats& s) {
+    double secs = static_cast<double>(r.finished_ns - r.started_ns) / 1e9;
+    OJson j{{"open", r.open},
+            {"failed", r.failed},
+            {"seconds", round_to(secs, 3)},
+            {"rate_per_s", round_to(secs > 0 ? r.open / secs : 0, 1)},
+            {"handshake_latency_ms", s.connect_latency.to_json_ms()}};
+    if (!r.errors.empty()) j["errors"] = r.errors;
+    return j;
+}
+
+void log(const std::string& msg) { std::cerr << "hydra-bench: " << msg << std::endl; }
+
+bench::Pool::ConnectResult connect_pool(bench::Pool& pool, const Options& o) {
+    log("connecting " + std::to_string(o.connections) + " clients to ws://" + o.ws + o.path);
+    auto r = pool.connect_all();
+    log(std::to_string(r.open) + " open, " + std::to_string(r.failed) + " failed in " +
+        std::to_string(static_cast<double>(r.finished_ns - r.started_ns) / 1e9) + " s");
+    for (const auto& e : r.errors) log("  connect error: " + e);
+    if (r.open == 0)
+        throw std::runtime_error("no connection could be opened" +
+                                 (r.errors.empty() ? std::string() : ": " + r.errors.front()));
+    return r;
+}
+
+// ---- idle ----
+
+OJson run_idle(const Options& o) {
+    OJson result;
+    std::optional<bench::Rss> before;
+    if (o.server_pid) before = bench::read_rss(o.server_pid);
+    bench::Pool pool(pool_config(o, bench::Mode::Idle));
+    bench::CpuMeter cpu(o.server_pid);
+    auto r = connect_pool(pool, o);
+    result["connect"] = connect_json(r, pool.merged_stats());
+    result["connect"]["cpu"] = cpu.to_json();
+    std::this_thread::sleep_for(std::chrono::duration<double>(o.settle_s));
+    std::optional<bench::Rss> after;
+    if (o.server_pid) after = bench::read_rss(o.server_pid);
+    if (o.hold_s > 0) std::this_thread::sleep_for(std::chrono::duration<double>(o.hold_s));
+    bench::Stats s = pool.merged_stats();
+    result["held"] = pool.open_connections();
+    result["closed_by_server"] = s.closed_by_peer;
+    result["settle_s"] = o.settle_s;
+    if (o.server_pid) {
+        OJson srv{{"pid", o.server_pid}, {"before", rss_json(before)}, {"after", rss_json(after)}};
+        if (before && after && r.open > 0) {
+            srv["bytes_per_conn_vm_rss"] =
+                round_to(static_cast<double>(after->vm_rss_kb - before->vm_rss_kb) * 1024.0 / r.open, 1);
+            srv["bytes_per_conn_rss_anon"] =
+                round_to(static_cast<double>(after->rss_anon_kb - before->rss_anon_kb) * 1024.0 / r.open, 1);
+        }
+        result["server"] = srv;
+    }
+    result["client_rss"] = rss_json(bench::read_rss(getpid()));
+    return result;
+}
+
+// ---- echo ----
+
+OJson run_echo(const Options& o) {
+    OJson result;
+    bench::Pool pool(pool_config(o, bench::Mode::Echo));
+    auto r = connect_pool(pool, o);
+    result["connect"] = connect_json(r, pool.merged_stats());
+    result["window"] = o.window;
+    result["message_bytes"] = o.message_bytes;
+    result["warmup_s"] = o.warmup_s;
+    result["duration_s"] = o.duration_s;
+    std::optional<bench::Rss> before;
+    if (o.server_pid) before = bench::read_rss(o.server_pid);
+    std::int64_t start = bench::now_ns() + 10'000'000;
+    auto from = start + static_cast<std::int64_t>(o.warmup_s * 1e9);
+    auto to = from + static_cast<std::int64_t>(o.duration_s * 1e9);
+    log("echo: warmup " + std::to_string(o.warmup_s) + " s, measuring " + std::to_string(o.duration_s) + " s");
+    pool.echo_start(from, to);
+    bench::sleep_until_ns(from);
+    bench::CpuMeter cpu(o.server_pid);
+    bench::sleep_until_ns(to);
+    result["cpu"] = cpu.to_json();
+    pool.echo_stop();
+    std::optional<bench::Rss> during;
+    if (o.server_pid) during = bench::read_rss(o.server_pid);
+    auto drain_deadline = bench::now_ns() + 3'000'000'000;
+    while (bench::now_ns() < drain_deadline && pool.merged_stats().inflight > 0)
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    bench::Stats s = pool.merged_stats();
+    result["round_trips"] = s.echo_in_window;
+    result["msgs_per_s"] = round_to(static_cast<double>(s.echo_in_window) / o.duration_s, 1);
+    result["latency_ms"] = s.echo_latency.to_json_ms();
+    result["unanswered_at_end"] = s.inflight;
+    result["bad_echoes"] = s.echo_bad;
+    result["closed_by_server"] = s.closed_by_peer;
+    result["still_open"] = pool.open_connections();
+    if (o.server_pid)
+        result["server"] = OJson{{"pid", o.server_pid}, {"before", rss_json(before)}, {"end", rss_json(during)}};
+    return result;
+}
+
+// ---- broadcast ----
+
+struct BroadcastRun {
+    OJson json;
+    double delivery_p99_ms = 0;
+    double completion_p99_ms = 0;
+};
+
+std::string broadcast_body(std::int64_t ts, int seq, std::size_t payload_bytes) {
+    // Frame payload: {"service":"notify","code":200,"data":DATA} = 39 bytes + DATA.
+    std::string head = "{\"ts\":" + std::to_string(ts) + ",\"seq\":" + std::to_string(seq) + ",\"pad\":\"";
+    std::size_t fixed = 39 + head.size() + 2;
+    std::string pad(payload_bytes > fixed ? payload_bytes - fixed : 0, 'x');
+    return "{\"data\":" + head + pad + "\"}}";
+}
+
+// Posts warmup + count broadcasts with seq first_seq.. and waits for them to reach `expected` clients. The warmup
+// broadcasts (the first ones after a pause run slow: cold caches, TCP state) are delivered and checked like the
+// others but left out of the latencies, the completion times and deliveries/s.
+BroadcastRun run_broadcasts(bench::Pool& pool, bench::HttpClient& http, const Options& o, int first_seq, int expected) {
+    const int warm = o.warmup_broadcasts;
+    const int total = warm + o.broadcasts;
+    const auto at = [](int k) { return static_cast<std::size_t>(k); };
+    std::vector<std::int64_t> posted(at(total), 0);
+    std::vector<std::int64_t> scheduled(at(total), 0);
+    bench::Histogram post_rtt;
+    bench::Stats before = pool.merged_stats();
+    std::int64_t server_reported = -1;
+    int http_errors = 0;
+    const bool paced = o.mode == "paced";
+    const auto interval = static_cast<std::int64_t>(o.interval_ms * 1e6);
+    std::int64_t start = bench::now_ns();
+    int incomplete_waits = 0;
+    std::optional<bench::CpuMeter> cpu;
+    for (int k = 0; k < total; ++k) {
+        if (paced) bench::sleep_until_ns(start + k * interval);
+        if (k == warm) cpu.emplace(o.server_pid);
+        const int seq = first_seq + k;
+        const std::int64_t ts = bench::now_ns();
+        if (k == 0) start = ts;
+        posted[at(k)] = ts;
+        if (paced) {
+            scheduled[at(k)] = start + k * interval;
+            pool.set_scheduled(seq, scheduled[at(k)]);
+        }
+        try {
+            http.send_post("/v1/exchange/broadcast", broadcast_body(ts, seq, o.payload_bytes));
+            auto resp = http.read_response();
+            if (k >= warm) post_rtt.record(bench::now_ns() - ts);
+            if (resp.status != 200) {
+                if (http_errors++ < 3) log("broadcast: HTTP " + std::to_string(resp.status) + ": " + resp.body);
+            } else if (server_reported < 0) {
+                auto p = resp.body.find("\"connections\":");
+                if (p != std::string::npos) server_reported = std::atoll(resp.body.c_str() + p + 14);
+            }
+        } catch (const std::exception& e) {
+            if (http_errors++ < 3) log(std::string("broadcast: ") + e.what());
+        }
+        if (!paced) {
+            // Closed loop: the next broadcast once every client has this one (or 10 s without progress).
+            std::uint32_t last = 0;
+            std::int64_t last_progress = bench::now_ns();
+            for (;;) {
+                std::uint32_t got = pool.received(seq);
+                if (static_cast<int>(got) >= expected) break;
+                std::int64_t now = bench::now_ns();
+                if (got != last) {
+                    last = got;
+                    last_progress = now;
+                } else if (now - last_progress > 10'000'000'000) {
+                    ++incomplete_waits;
+                    break;
+                }
+                std::this_thread::sleep_for(std::chrono::microseconds(100));
+            }
+        }
+    }
+    // Wait for everything to arrive, or 5 s without progress.
+    auto received = [&](int from, int to) {
+        std::uint64_t n = 0;
+        for (int k = from; k < to; ++k) n += pool.received(first_seq + k);
+        return n;
+    };
+    const std::uint64_t want_all = static_cast<std::uint64_t>(expected) * static_cast<std::uint64_t>(total);
+    std::uint64_t last = 0;
+    std::int64_t last_progress = bench::now_ns();
+    for (;;) {
+        std::uint64_t got = received(0, total);
+        if (got >= want_all) break;
+        std::int64_t now = bench::now_ns();
+        if (got != last) {
+            last = got;
+            last_progress = now;
+        } else if (now - last_progress > 5'000'000'000) {
+            break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    OJson cpu_json = cpu ? cpu->to_json() : OJson();
+    bench::Stats s = pool.merged_stats();
+
+    // The measured part: seq first_seq + warm ...
+    const std::int64_t first = posted[at(warm)];
+    const std::uint64_t want = static_cast<std::uint64_t>(expected) * static_cast<std::uint64_t>(o.broadcasts);
+    const std::uint64_t deliveries = received(warm, total);
+    const std::uint64_t all_deliveries = received(0, total);
+    std::int64_t last_arrival = 0;
+    bench::Histogram completion;
+    bench::Histogram completion_scheduled;
+    OJson by_seq = OJson::array();
+    int incomplete = 0;
+    for (int k = warm; k < total; ++k) {
+        const int seq = first_seq + k;
+        const std::int64_t arrival = s.last_arrival[static_cast<std::size_t>(seq)];
+        last_arrival = std::max(last_arrival, arrival);
+        if (o.detail) by_seq.push_back(arrival > 0 ? OJson(round_to(bench::ms(arrival - posted[at(k)]), 3)) : OJson());
+        if (static_cast<int>(pool.received(seq)) >= expected && arrival > 0) {
+            completion.record(arrival - posted[at(k)]);
+            if (paced) completion_scheduled.record(arrival - scheduled[at(k)]);
+        } else {
+            ++incomplete;
+        }
+    }
+    const auto group = static_cast<std::size_t>(first_seq / total);
+    const bench::Histogram& delivery = s.delivery_latency[group];
+    const double wall_s = last_arrival > first ? static_cast<double>(last_arrival - first) / 1e9 : 0;
+    const double posting_s = static_cast<double>(posted.back() - first) / 1e9;
+
+    BroadcastRun run;
+    run.delivery_p99_ms = round_to(bench::ms(delivery.percentile(0.99)), 3);
+    run.completion_p99_ms = round_to(bench::ms(completion.percentile(0.99)), 3);
+    run.json = OJson{
+        {"mode", o.mode},
+        {"interval_ms", paced ? OJson(o.interval_ms) : OJson(nullptr)},
+        {"broadcasts", o.broadcasts},
+        {"warmup_broadcasts", warm},
+        {"clients", expected},
+        {"server_reported_connections", server_reported},
+        {"payload_bytes", OJson{{"min", s.min_payload}, {"max", s.max_payload}}},
+        {"deliveries", deliveries},
+        {"expected", want},
+        {"missing", want > deliveries ? want - deliveries : 0},
+        {"missing_including_warmup", want_all > all_deliveries ? want_all - all_deliveries : 0},
+        {"incomplete_broadcasts", incomplete},
+        {"out_of_order", s.out_of_order - before.out_of_order},
+        {"bad_messages", s.bad_messages - before.bad_messages},
+        {"http_errors", http_errors},
+        {"posting_s", round_to(posting_s, 3)},
+        {"wall_s", round_to(wall_s, 3)},
+        {"deliveries_per_s", round_to(wall_s > 0 ? static_cast<double>(deliveries) / wall_s : 0, 1)},
+        {"broadcasts_per_s", round_to(wall_s > 0 ? o.broadcasts / wall_s : 0, 1)},
+        {"delivery_latency_ms", delivery.to_json_ms()},
+        {"completion_latency_ms", completion.to_json_ms()},
+        {"post_latency_ms", post_rtt.to_json_ms()},
+        {"closed_by_server", s.closed_by_peer - before.closed_by_peer},
+        {"cpu", cpu_json},
+    };
+    if (paced) {
+        // Measured from when each broadcast was due rather than when the poster got to send it: a server whose
+        // POST answers late (node: it fans out before answering) delays the poster, which would otherwise hide
+        // that wait (coordinated omission).
+        run.json["delivery_latency_from_schedule_ms"] = s.delivery_latency_scheduled[group].to_json_ms();
+        run.json["completion_latency_from_schedule_ms"] = completion_scheduled.to_json_ms();
+    }
+    if (incomplete_waits) run.json["closed_loop_timeouts"] = incomplete_waits;
+    if (o.detail) run.json["completion_ms_by_seq"] = by_seq;
+    log("broadcast: " + std::to_string(deliveries) + "/" + std::to_string(want) + " deliveries, p99 " +
+        std::to_string(run.delivery_p99_ms) + " ms, completion p99 " + std::to_string(run.completion_p99_ms) + " ms");
+    return run;
+}
+
+bench::PoolConfig broadcast_pool_config(const Options& o, int phases) {
+    bench::PoolConfig c = pool_config(o, bench::Mode::Broadcast);
+    c.broadcast_group_size = o.warmup_broadcasts + o.broadcasts;
+    c.broadcast_slots = c.broadcast_group_size * phases;
+    c.broadcast_skip = o.warmup_broadcasts;
+    return c;
+}
+
+OJson run_broadcast(const Options& o) {
+    OJson result;
+    bench::Pool pool(broadcast_pool_config(o, 1));
+    auto r = connect_pool(pool, o);
+    result["connect"] = connect_json(r, pool.merged_stats());
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    bench::HttpClient http(bench::parse_ipv4(o.api), o.api);
+    std::optional<bench::Rss> before;
+    if (o.server_pid) before = bench::read_rss(o.server_pid);
+    log("broadcast: " + std::to_string(o.broadcasts) + " broadcasts (" + o.mode + ") to " +
+        std::to_string(pool.open_connections()) + " clients");
+    BroadcastRun run = run_broadcasts(pool, http, o, 0, pool.open_connections());
+    for (auto& [k, v] : run.json.items()) result[k] = v;
+    if (o.server_pid)
+        result["server"] = OJson{
+            {"pid", o.server_pid}, {"before", rss_json(before)}, {"end", rss_json(bench::read_rss(o.server_pid))}};
+    return result;
+}
+
+// ---- slow ----
+
+// A blocking client with a tiny receive buffer that completes the handshake and then never reads.
+struct SlowClient {
+    int fd = -1;
+    std::uint16_t local_port = 0;
+    int rcvbuf = 0;
+    ~SlowClient() {
+        if (fd >= 0) ::close(fd);
+    }
+};
+
+void open_slow_client(SlowClient& sc, const Options& o) {
+    sockaddr_in target = bench::parse_ipv4(o.ws);
+    sc.fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (sc.fd < 0) throw std::runtime_error(std::string("slow client: socket: ") + strerror(errno));
+    // Before connect(), so the window announced in the SYN is already small.
+    setsockopt(sc.fd, SOL_SOCKET, SO_RCVBUF, &o.slow_rcvbuf, sizeof o.slow_rcvbuf);
+    socklen_t len = sizeof sc.rcvbuf;
+    getsockopt(sc.fd, SOL_SOCKET, SO_RCVBUF, &sc.rcvbuf, &len);
+    timeval tv{5, 0};
+    setsockopt(sc.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (::connect(sc.fd, reinterpret_cast<const sockaddr*>(&target), sizeof target) != 0)
+        throw std::runtime_error(std::string("slow client: connect: ") + strerror(errno));
+    sockaddr_in local{};
+    len = sizeof local;
+    getsockname(sc.fd, reinterpret_cast<sockaddr*>(&local), &len);
+    sc.local_port = ntohs(local.sin_port);
+    auto up = hydra::ws::make_upgrade_request(o.ws, o.path);
+    if (::send(sc.fd, up.request.data(), up.request.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(up.request.size()))
+        throw std::runtime_error("slow client: cannot send the upgrade request");
+    // Read the 101 byte by byte so that nothing after it is consumed.
+    std::string in;
+    for (;;) {
+        char ch;
+        ssize_t n = ::recv(sc.fd, &ch, 1, 0);
+        if (n <= 0) throw std::runtime_error("slow client: no handshake answer");
+        in.push_back(ch);
+        if (in.size() >= 4 && in.compare(in.size() - 4, 4, "\r\n\r\n") == 0) break;
+    }
+    auto r = hydra::ws::parse_upgrade_response(in, up.key);
+    if (r.status != hydra::ws::ParseStatus::Ok) throw std::runtime_error("slow client: handshake: " + r.error);
+}
+
+// Sends echo requests the slow client will never read the answers of, until `bytes` are sent, the server stops
+// reading (send blocked for 2 s) or the connection breaks.
+OJson fill_slow_client(SlowClient& sc, double megabytes) {
+    const std::size_t target = static_cast<std::size_t>(megabytes * 1024 * 1024);
+    std::string frame = hydra::ws::encode_frame_masked(hydra::ws::Opcode::Binary, std::string(16384, 's'),
+                                                       hydra::ws::random_mask_key());
+    timeval tv{2, 0};
+    setsockopt(sc.fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    std::size_t sent = 0;
+    std::string stopped = "done";
+    std::int64_t start = bench::now_ns();
+    while (sent < target) {
+        std::size_t off = 0;
+        while (off < frame.size()) {
+            ssize_t n = ::send(sc.fd, frame.data() + off, frame.size() - off, MSG_NOSIGNAL);
+            if (n > 0) {
+                off += static_cast<std::size_t>(n);
+                sent += static_cast<std::size_t>(n);
+                continue;
+            }
+            if (n < 0 && errno == EINTR) continue;
+            stopped = (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+                          ? "server stopped reading (send blocked 2 s)"
+                          : std::string("connection broken: ") + strerror(errno);
+            break;
+        }
+        if (stopped != "done") break;
+    }
+    return OJson{{"requested_bytes", target},
+                 {"sent_bytes", sent},
+                 {"seconds", round_to(static_cast<double>(bench::now_ns() - start) / 1e9, 3)},
+                 {"result", stopped}};
+}
+
+OJson slow_client_state(const SlowClient& sc, std::uint16_t server_port) {
+    bench::TcpEntry e = bench::find_tcp_entry(server_port, sc.local_port);
+    tcp_info info{};
+    socklen_t len = sizeof info;
+    int client_state = getsockopt(sc.fd, IPPROTO_TCP, TCP_INFO, &info, &len) == 0 ? info.tcpi_state : 0;
+    int client_unsent = 0;
+    ioctl(sc.fd, SIOCOUTQ, &client_unsent);
+    bool held = e.found && e.inode != 0 && e.state == 1;
+    return OJson{{"server_socket_found", e.found},
+                 {"server_socket_state", e.found ? bench::tcp_state_name(e.state) : "gone"},
+                 {"server_socket_held_by_process", e.found && e.inode != 0},
+                 {"server_kernel_send_queue_bytes", e.tx_queue},
+                 {"server_kernel_unread_bytes", e.rx_queue},
+                 {"client_kernel_unsent_bytes", client_unsent},
+                 {"client_socket_state", bench::tcp_state_name(client_state)},
+                 {"disconnected", !held}};
+}
+
+OJson run_slow(const Options& o) {
+    OJson result;
+    bench::Pool pool(broadcast_pool_config(o, 3));
+    auto r = connect_pool(pool, o);
+    result["connect"] = connect_json(r, pool.merged_stats());
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    bench::HttpClient http(bench::parse_ipv4(o.api), o.api);
+    const int expected = pool.open_connections();
+
+    // Baseline, with the slow client, baseline again after it left: the two baselines bracket the slow run, so
+    // a drift of the machine shows up as a difference between them instead of passing for an effect.
+    log("slow: baseline run without the slow client");
+    BroadcastRun base = run_broadcasts(pool, http, o, 0, expected);
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+
+    std::optional<bench::Rss> rss_before;
+    if (o.server_pid) rss_before = bench::read_rss(o.server_pid);
+    std::optional<bench::RssSampler> sampler;
+    if (o.server_pid) sampler.emplace(o.server_pid, 10);
+    SlowClient sc;
+    open_slow_client(sc, o);
+    log("slow: slow client connected from port " + std::to_string(sc.local_port) + ", SO_RCVBUF " +
+        std::to_string(sc.rcvbuf));
+    OJson fill = OJson{{"requested_bytes", 0}};
+    if (o.slow_fill_mb > 0) {
+        fill = fill_slow_client(sc, o.slow_fill_mb);
+        log("slow: fill " + fill.dump());
+    }
+    const std::int64_t fill_end = bench::now_ns();
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    std::optional<bench::Rss> rss_filled;
+    if (o.server_pid) rss_filled = bench::read_rss(o.server_pid);
+
+    log("slow: run with the slow client");
+    const int per_phase = o.warmup_broadcasts + o.broadcasts;
+    BroadcastRun slow = run_broadcasts(pool, http, o, per_phase, expected);
+    // A server may take a while to drop the connection (hydra waits ws.close_timeout_ms for the close handshake):
+    // poll its side of the connection for up to --slow-wait seconds.
+    std::uint16_t server_port = ntohs(bench::parse_ipv4(o.ws).sin_port);
+    OJson state = slow_client_state(sc, server_port);
+    const std::int64_t wait_until = bench::now_ns() + static_cast<std::int64_t>(o.slow_wait_s * 1e9);
+    while (!state["disconnected"].get<bool>() && bench::now_ns() < wait_until) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        state = slow_client_state(sc, server_port);
+    }
+    state["seen_after_fill_s"] = round_to(static_cast<double>(bench::now_ns() - fill_end) / 1e9, 3);
+    std::optional<bench::Rss> rss_after;
+    if (o.server_pid) rss_after = bench::read_rss(o.server_pid);
+    std::optional<bench::Rss> peak;
+    if (sampler) {
+        peak = sampler->peak();
+        sampler.reset();
+    }
+    ::close(sc.fd);
+    sc.fd = -1;
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    log("slow: baseline run after the slow client left");
+    BroadcastRun after = run_broadcasts(pool, http, o, 2 * per_phase, expected);
+
+    result["baseline"] = base.json;
+    result["with_slow_client"] = slow.json;
+    result["baseline_after"] = after.json;
+    auto ratio = [](double with, double a, double b) -> OJson {
+        double base_mean = (a + b) / 2;
+        return base_mean > 0 ? OJson(round_to(with / base_mean, 3)) : OJson(nullptr);
+    };
+    auto spread = [](double a, double b) -> OJson {
+        return a + b > 0 ? OJson(round_to(std::abs(a - b) / ((a + b) / 2), 3)) : OJson(nullptr);
+    };
+    // with / mean of the two baselines; the spread of the baselines is the noise floor of that ratio.
+    result["delivery_p99_ratio"] = ratio(slow.delivery_p99_ms, base.delivery_p99_ms, after.delivery_p99_ms);
+    result["completion_p99_ratio"] = ratio(slow.completion_p99_ms, base.completion_p99_ms, after.completion_p99_ms);
+    result["baseline_delivery_p99_spread"] = spread(base.delivery_p99_ms, after.delivery_p99_ms);
+    result["baseline_completion_p99_spread"] = spread(base.completion_p99_ms, after.completion_p99_ms);
+    OJson slow_json{
+        {"rcvbuf_requested", o.slow_rcvbuf}, {"rcvbuf_actual", sc.rcvbuf}, {"path", o.path}, {"fill", fill}};
+    for (auto& [k, v] : state.items()) slow_json[k] = v;
+    result["slow_client"] = slow_json;
+    if (o.server_pid) {
+        OJson srv{{"pid", o.server_pid},
+                  {"before_slow_client", rss_json(rss_before)},
+                  {"after_fill", rss_json(rss_filled)},
+                  {"peak", rss_json(peak)},
+                  {"end", rss_json(rss_after)}};
+        if (rss_before && peak) {
+            srv["growth_peak_kb"] = OJson{{"vm_rss_kb", peak->vm_rss_kb - rss_before->vm_rss_kb},
+                                          {"rss_anon_kb", peak->rss_anon_kb - rss_before->rss_anon_kb}};
+        }
+        result["server"] = srv;
+    }
+    return result;
+}
+
+}  // namespace
+
+int run_queue_bench(const std::vector<std::string>& args);  // queue_bench.cpp
+
+int main(int argc, char** argv) {
+    std::signal(SIGPIPE, SIG_IGN);
+    // `hydra-bench queue ...`: the queue backends, in-process (no server).
+    if (argc > 1 && std::string(argv[1]) == "queue") return run_queue_bench({argv + 2, argv + argc});
+    Options o;
+    try {
+        o = parse_args(argc, argv);
+    } catch (const std::exception& e) {
+        std::cerr << "hydra-bench: " << e.what() << "\n\n" << kUsage;
+        return 2;
+    }
+    long nofile = bench::raise_nofile_limit();
+    if (nofile > 0 && nofile < o.connections + 64)
+        log("warning: open files limited to " + std::to_string(nofile) + ", fewer than the connections asked for");
+
+    OJson result{{"scenario", o.scenario},
+                 {"label", o.label},
+                 {"ws", o.ws},
+                 {"api", o.api.empty() ? OJson(nullptr) : OJson(o.api)},
+                 {"connections_requested", o.connections},
+                 {"client_threads", o.threads},
+                 {"started_at", iso_now()}};
+    try {
+        OJson body;
+        if (o.scenario == "idle")
+            body = run_idle(o);
+        else if (o.scenario == "echo")
+            body = run_echo(o);
+        else if (o.scenario == "broadcast")
+            body = run_broadcast(o);
+        else
+            body = run_slow(o);
+        for (auto& [k, v] : body.items()) result[k] = v;
+    } catch (const std::exception& e) {
+        result["error"] = e.what();
+        log(std::string("error: ") + e.what());
+    }
+    std::string text = result.dump(2);
+    std::cout << text << std::endl;
+    if (!o.out.empty()) {
+        std::ofstream f(o.out);
+        f << text << '\n';
+        if (!f) {
+            log("cannot write " + o.out);
+            return 1;
+        }
+    }
+    return result.contains("error") ? 1 : 0;
+}

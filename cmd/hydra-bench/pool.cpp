@@ -1,0 +1,556 @@
+#include "pool.h"
+
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <fstream>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <thread>
+
+#include "frame_out.h"
+#include "ws/frame.h"
+#include "ws/handshake.h"
+
+namespace bench {
+
+namespace ws = hydra::ws;
+
+namespace {
+
+constexpr std::size_t kReadBuffer = 64 * 1024;
+constexpr std::size_t kMaxReadPerEvent = 256 * 1024;
+constexpr int kMaxEvents = 512;
+constexpr std::size_t kMaxMessage = 1 << 20;
+
+// "ts" and "seq" of a notify frame: {"service":"notify","code":200,"data":{"ts":N,"seq":K,"pad":"..."}} in any key
+// order.
+bool find_int(std::string_view s, std::string_view key, std::int64_t& out) {
+    auto p = s.find(key);
+    if (p == std::string_view::npos) return false;
+    const char* first = s.data() + p + key.size();
+    auto r = std::from_chars(first, s.data() + s.size(), out);
+    return r.ec == std::errc() && r.ptr != first;
+}
+
+bool parse_hex16(std::string_view s, std::int64_t& out) {
+    if (s.size() < 16) return false;
+    std::uint64_t v = 0;
+    auto r = std::from_chars(s.data(), s.data() + 16, v, 16);
+    if (r.ec != std::errc() || r.ptr != s.data() + 16) return false;
+    out = static_cast<std::int64_t>(v);
+    return true;
+}
+
+}  // namespace
+
+struct Conn {
+    enum class State : std::uint8_t { Idle, Connecting, Handshaking, Open, Closed };
+
+    int fd = -1;
+    State state = State::Idle;
+    bool want_out = false;  // EPOLLOUT registered
+    std::uint32_t inflight = 0;
+    std::int32_t last_seq = -1;
+    std::int64_t started_ns = 0;
+    std::string key;  // Sec-WebSocket-Key until the 101 is checked
+    std::string in;   // handshake answer bytes
+    std::string out;  // unsent bytes
+    std::optional<ws::MessageDecoder> decoder;
+};
+
+struct Pool::Worker {
+    Worker(Pool& p, int idx, int count, int concurrency) : pool(p), index(idx), conns(static_cast<std::size_t>(count)) {
+        max_inflight_connects = std::max(1, concurrency);
+        epfd = epoll_create1(EPOLL_CLOEXEC);
+        read_buffer.resize(kReadBuffer);
+        rng ^= static_cast<std::uint64_t>(idx + 1) * 0x9E3779B97F4A7C15ULL ^ static_cast<std::uint64_t>(now_ns());
+        const auto& cfg = pool.config_;
+        stats.delivery_latency.resize(
+            cfg.broadcast_slots > 0 ? static_cast<std::size_t>((cfg.broadcast_slots + cfg.broadcast_group_size - 1) /
+                                                               std::max(1, cfg.broadcast_group_size))
+                                    : 0);
+        stats.delivery_latency_scheduled.resize(stats.delivery_latency.size());
+        stats.last_arrival.assign(static_cast<std::size_t>(std::max(0, cfg.broadcast_slots)), 0);
+        thread = std::thread([this] { run(); });
+    }
+    ~Worker() {
+        if (thread.joinable()) thread.join();
+        // Abortive close (RST): no TIME_WAIT left behind on the client side. Tens of thousands of TIME_WAIT sockets
+        // from earlier runs make connect() slow to find a free ephemeral port and skew the next connect rate.
+        linger abort{1, 0};
+        for (auto& c : conns) {
+            if (c.fd < 0) continue;
+            setsockopt(c.fd, SOL_SOCKET, SO_LINGER, &abort, sizeof abort);
+            ::close(c.fd);
+        }
+        if (epfd >= 0) ::close(epfd);
+    }
+
+    void run();
+    void start_connects(std::int64_t now);
+    void check_timeouts(std::int64_t now);
+    void on_event(std::uint32_t index, std::uint32_t events);
+    void on_connected(Conn& c);
+    void on_readable(Conn& c);
+    void on_handshake_bytes(Conn& c, std::int64_t now);
+    void on_frames(Conn& c, const std::uint8_t* data, std::size_t len, std::int64_t now);
+    void on_message(Conn& c, std::string_view msg, std::int64_t now);
+    void send_echo(Conn& c, std::int64_t now);
+    void flush(Conn& c);
+    void set_events(Conn& c, bool want_out);
+    void fail(Conn& c, const std::string& why);
+    void close_conn(Conn& c, bool by_peer);
+    std::uint32_t next_mask() {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        return static_cast<std::uint32_t>(rng);
+    }
+
+    Pool& pool;
+    int index;
+    std::vector<Conn> conns;
+    int epfd = -1;
+    std::thread thread;
+    std::vector<std::uint8_t> read_buffer;
+    std::uint64_t rng = 0x2545F4914F6CDD1DULL;
+
+    std::size_t next_connect = 0;
+    int connects_in_progress = 0;
+    int max_inflight_connects = 1;
+    int echo_generation = 0;
+    std::int64_t next_timeout_check = 0;
+
+    mutable std::mutex mutex;  // guards stats and errors
+    Stats stats;
+    std::set<std::string> errors;
+};
+
+void Pool::Worker::run() {
+    epoll_event events[kMaxEvents];
+    while (!pool.quit_.load(std::memory_order_relaxed)) {
+        int n = epoll_wait(epfd, events, kMaxEvents, 2);
+        std::lock_guard lock(mutex);
+        std::int64_t now = now_ns();
+        for (int i = 0; i < n; ++i) on_event(events[i].data.u32, events[i].events);
+        if (pool.connecting_.load(std::memory_order_relaxed)) {
+            start_connects(now);
+            if (now >= next_timeout_check) {
+                check_timeouts(now);
+                next_timeout_check = now + 100'000'000;
+            }
+        }
+        int gen = pool.echo_generation_.load(std::memory_order_acquire);
+        if (gen != echo_generation) {
+            echo_generation = gen;
+            if (pool.echo_sending_.load()) {
+                for (auto& c : conns) {
+                    if (c.state != Conn::State::Open) continue;
+                    for (int k = 0; k < pool.config_.echo_window; ++k) send_echo(c, now_ns());
+                    flush(c);
+                }
+            }
+        }
+    }
+}
+
+void Pool::Worker::start_connects(std::int64_t now) {
+    while (connects_in_progress < max_inflight_connects && next_connect < conns.size()) {
+        Conn& c = conns[next_connect];
+        auto idx = static_cast<std::uint32_t>(next_connect++);
+        c.started_ns = now;
+        c.fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (c.fd < 0) {
+            c.state = Conn::State::Connecting;
+            ++connects_in_progress;
+            fail(c, std::string("socket: ") + strerror(errno));
+            continue;
+        }
+        int one = 1;
+        setsockopt(c.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        c.state = Conn::State::Connecting;
+        ++connects_in_progress;
+        pool.bind_local_port(c.fd);
+        int rc = ::connect(c.fd, reinterpret_cast<const sockaddr*>(&pool.config_.target), sizeof(sockaddr_in));
+        if (rc != 0 && errno != EINPROGRESS) {
+            fail(c, std::string("connect: ") + strerror(errno));
+            continue;
+        }
+        epoll_event ev{};
+        ev.events = EPOLLOUT | EPOLLIN | EPOLLRDHUP;
+        ev.data.u32 = idx;
+        c.want_out = true;
+        epoll_ctl(epfd, EPOLL_CTL_ADD, c.fd, &ev);
+        if (rc == 0) on_connected(c);
+    }
+}
+
+void Pool::Worker::check_timeouts(std::int64_t now) {
+    if (connects_in_progress == 0) return;
+    for (auto& c : conns) {
+        if ((c.state == Conn::State::Connecting || c.state == Conn::State::Handshaking) &&
+            now - c.started_ns > pool.config_.handshake_timeout_ns)
+            fail(c, "handshake timeout");
+    }
+}
+
+void Pool::Worker::on_event(std::uint32_t idx, std::uint32_t events) {
+    Conn& c = conns[idx];
+    if (c.fd < 0) return;
+    if (c.state == Conn::State::Connecting) {
+        int err = 0;
+        socklen_t len = sizeof err;
+        getsockopt(c.fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        if (err != 0) {
+            fail(c, std::string("connect: ") + strerror(err));
+            return;
+        }
+        if (events & (EPOLLOUT | EPOLLIN)) on_connected(c);
+        return;
+    }
+    if (events & EPOLLOUT) {
+        flush(c);
+        if (c.fd < 0) return;
+    }
+    if (events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP | EPOLLERR)) on_readable(c);
+}
+
+void Pool::Worker::on_connected(Conn& c) {
+    auto up = ws::make_upgrade_request(pool.config_.host, pool.config_.path);
+    c.key = std::move(up.key);
+    c.out = std::move(up.request);
+    c.state = Conn::State::Handshaking;
+    flush(c);
+}
+
+void Pool::Worker::set_events(Conn& c, bool want_out) {
+    if (c.fd < 0 || c.want_out == want_out) return;
+    c.want_out = want_out;
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLRDHUP | (want_out ? EPOLLOUT : 0u);
+    ev.data.u32 = static_cast<std::uint32_t>(&c - conns.data());
+    epoll_ctl(epfd, EPOLL_CTL_MOD, c.fd, &ev);
+}
+
+void Pool::Worker::flush(Conn& c) {
+    std::size_t off = 0;
+    while (off < c.out.size()) {
+        ssize_t n = ::send(c.fd, c.out.data() + off, c.out.size() - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) {
+            off += static_cast<std::size_t>(n);
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+        if (c.state == Conn::State::Open)
+            close_conn(c, true);
+        else
+            fail(c, std::string("send: ") + strerror(errno));
+        return;
+    }
+    if (off == c.out.size()) {
+        c.out.clear();
+        if (c.out.capacity() > 4096) std::string().swap(c.out);
+    } else {
+        c.out.erase(0, off);
+    }
+    set_events(c, !c.out.empty());
+}
+
+void Pool::Worker::on_readable(Conn& c) {
+    std::size_t total = 0;
+    while (c.fd >= 0 && total < kMaxReadPerEvent) {
+        ssize_t n = ::recv(c.fd, read_buffer.data(), read_buffer.size(), 0);
+        if (n > 0) {
+            total += static_cast<std::size_t>(n);
+            std::int64_t now = now_ns();
+            if (c.state == Conn::State::Handshaking) {
+                c.in.append(reinterpret_cast<const char*>(read_buffer.data()), static_cast<std::size_t>(n));
+                on_handshake_bytes(c, now);
+            } else if (c.state == Conn::State::Open) {
+                on_frames(c, read_buffer.data(), static_cast<std::size_t>(n), now);
+            }
+            // A short read drained the socket: skip the recv() that would only say EAGAIN (epoll is
+            // level-triggered, so anything arriving later is reported again).
+            if (static_cast<std::size_t>(n) < read_buffer.size()) break;
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+        if (c.state == Conn::State::Open)
+            close_conn(c, true);
+        else
+            fail(c, n == 0 ? "closed during handshake" : std::string("recv: ") + strerror(errno));
+        return;
+    }
+    if (c.fd >= 0 && !c.out.empty()) flush(c);
+}
+
+void Pool::Worker::on_handshake_bytes(Conn& c, std::int64_t now) {
+    auto r = ws::parse_upgrade_response(c.in, c.key);
+    if (r.status == ws::ParseStatus::NeedMore) return;
+    if (r.status == ws::ParseStatus::Error) {
+        fail(c, "handshake: " + (r.http_status ? "HTTP " + std::to_string(r.http_status) + ": " : std::string()) +
+                    r.error);
+        return;
+    }
+    c.state = Conn::State::Open;
+    c.decoder.emplace(kMaxMessage, ws::Role::Client);
+    std::string().swap(c.key);
+    --connects_in_progress;
+    stats.connect_latency.record(now - c.started_ns);
+    pool.open_.fetch_add(1);
+    pool.done_.fetch_add(1);
+    std::string rest = c.in.substr(r.consumed);
+    std::string().swap(c.in);
+    if (!rest.empty()) on_frames(c, reinterpret_cast<const std::uint8_t*>(rest.data()), rest.size(), now);
+    // A connection opened while an echo run is on joins it.
+    if (c.fd >= 0 && pool.config_.mode == Mode::Echo && pool.echo_sending_.load() && c.inflight == 0)
+        for (int k = 0; k < pool.config_.echo_window; ++k) send_echo(c, now);
+}
+
+void Pool::Worker::on_frames(Conn& c, const std::uint8_t* data, std::size_t len, std::int64_t now) {
+    ws::MessageDecoder& d = *c.decoder;
+    d.feed(data, len);
+    ws::Event ev;
+    while (d.next(ev)) {
+        switch (ev.type) {
+            case ws::Event::Type::Text:
+            case ws::Event::Type::Binary:
+                on_message(c, ev.data, now);
+                break;
+            case ws::Event::Type::Ping:
+                ++stats.pings;
+                append_masked_frame(c.out, ws::Opcode::Pong, ev.data, next_mask());
+                break;
+            case ws::Event::Type::Pong:
+                break;
+            case ws::Event::Type::Close:
+                append_masked_frame(c.out, ws::Opcode::Close, {}, next_mask());
+                flush(c);
+                if (c.fd >= 0) close_conn(c, true);
+                return;
+            case ws::Event::Type::Error:
+                ++stats.protocol_errors;
+                close_conn(c, false);
+                return;
+        }
+    }
+}
+
+void Pool::Worker::on_message(Conn& c, std::string_view msg, std::int64_t now) {
+    const PoolConfig& cfg = pool.config_;
+    switch (cfg.mode) {
+        case Mode::Idle:
+            ++stats.unexpected_messages;
+            return;
+        case Mode::Echo: {
+            std::int64_t sent = 0;
+            if (msg.size() != cfg.echo_bytes || !parse_hex16(msg, sent)) {
+                ++stats.echo_bad;
+                return;
+            }
+            ++stats.echo_total;
+            if (c.inflight > 0) --c.inflight;
+            if (stats.inflight > 0) --stats.inflight;
+            if (now >= pool.echo_from_.load(std::memory_order_relaxed) &&
+                now <= pool.echo_to_.load(std::memory_order_relaxed)) {
+                ++stats.echo_in_window;
+                stats.echo_latency.record(now - sent);
+            }
+            if (pool.echo_sending_.load(std::memory_order_relaxed)) send_echo(c, now);
+            return;
+        }
+        case Mode::Broadcast: {
+            std::int64_t ts = 0, seq = -1;
+            if (msg.find("\"service\":\"notify\"") == std::string_view::npos || !find_int(msg, "\"ts\":", ts) ||
+                !find_int(msg, "\"seq\":", seq) || seq < 0 || seq >= cfg.broadcast_slots) {
+                ++stats.bad_messages;
+                return;
+            }
+            auto s = static_cast<std::size_t>(seq);
+            ++stats.deliveries;
+            if (stats.min_payload == 0 || msg.size() < stats.min_payload) stats.min_payload = msg.size();
+            stats.max_payload = std::max(stats.max_payload, msg.size());
+            if (seq != c.last_seq + 1) ++stats.out_of_order;
+            c.last_seq = static_cast<std::int32_t>(seq);
+            const auto group_size = static_cast<std::size_t>(cfg.broadcast_group_size);
+            if (s % group_size >= static_cast<std::size_t>(cfg.broadcast_skip)) {
+                stats.delivery_latency[s / group_size].record(now - ts);
+                if (std::int64_t scheduled = pool.scheduled_[s].load(std::memory_order_relaxed); scheduled > 0)
+                    stats.delivery_latency_scheduled[s / group_size].record(now - scheduled);
+            }
+            stats.last_arrival[s] = std::max(stats.last_arrival[s], now);
+            pool.received_[s].fetch_add(1, std::memory_order_relaxed);
+            return;
+        }
+    }
+}
+
+void Pool::Worker::send_echo(Conn& c, std::int64_t now) {
+    // 16 hex digits of the send time, then filler up to echo_bytes.
+    char payload[4096];
+    std::size_t size = std::min<std::size_t>(pool.config_.echo_bytes, sizeof payload);
+    static const char kHex[] = "0123456789abcdef";
+    auto t = static_cast<std::uint64_t>(now);
+    for (int i = 15; i >= 0; --i) {
+        payload[i] = kHex[t & 0xF];
+        t >>= 4;
+    }
+    for (std::size_t i = 16; i < size; ++i) payload[i] = static_cast<char>('a' + i % 26);
+    append_masked_frame(c.out, ws::Opcode::Text, std::string_view(payload, size), next_mask());
+    ++c.inflight;
+    ++stats.inflight;
+}
+
+void Pool::Worker::fail(Conn& c, const std::string& why) {
+    if (errors.size() < 8) errors.insert(why);
+    if (c.fd >= 0) {
+        epoll_ctl(epfd, EPOLL_CTL_DEL, c.fd, nullptr);
+        ::close(c.fd);
+    }
+    c.fd = -1;
+    c.state = Conn::State::Closed;
+    std::string().swap(c.key);
+    std::string().swap(c.in);
+    std::string().swap(c.out);
+    --connects_in_progress;
+    pool.failed_.fetch_add(1);
+    pool.done_.fetch_add(1);
+}
+
+void Pool::Worker::close_conn(Conn& c, bool by_peer) {
+    if (c.fd < 0) return;
+    epoll_ctl(epfd, EPOLL_CTL_DEL, c.fd, nullptr);
+    ::close(c.fd);
+    c.fd = -1;
+    if (by_peer) ++stats.closed_by_peer;
+    if (c.state == Conn::State::Open) pool.open_.fetch_sub(1);
+    c.state = Conn::State::Closed;
+    stats.inflight -= std::min<std::uint64_t>(stats.inflight, c.inflight);
+    c.inflight = 0;
+    std::string().swap(c.out);
+    c.decoder.reset();
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+// connect() picks ephemeral ports even ones first and scans the whole even half before it tries odd ones, so with
+// more than half of ip_local_port_range in use each connect() walks thousands of ports (~0.2 ms per connection at
+// 19,000 connections: the client, not the server, would set the connect rate). Binding the ports ourselves, in
+// order, costs one bind() each. Ports that are taken are skipped; after a full turn the kernel chooses again.
+void Pool::bind_local_port(int fd) {
+    if (port_lo_ == 0) return;
+    const int span = port_hi_ - port_lo_ + 1;
+    sockaddr_in local{};
+    local.sin_family = AF_INET;
+    local.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    for (int tries = 0; tries < span; ++tries) {
+        int port = port_lo_ + next_port_.fetch_add(1, std::memory_order_relaxed) % span;
+        local.sin_port = htons(static_cast<std::uint16_t>(port));
+        if (::bind(fd, reinterpret_cast<const sockaddr*>(&local), sizeof local) == 0) return;
+        if (errno != EADDRINUSE) return;
+    }
+}
+
+Pool::Pool(PoolConfig config) : config_(std::move(config)) {
+    if (config_.bind_ports && config_.target.sin_addr.s_addr == htonl(INADDR_LOOPBACK)) {
+        std::ifstream range("/proc/sys/net/ipv4/ip_local_port_range");
+        int lo = 0, hi = 0;
+        if (range >> lo >> hi && lo > 0 && hi >= lo) {
+            port_lo_ = lo;
+            port_hi_ = hi;
+            next_port_.store(static_cast<int>(now_ns() % (hi - lo + 1)));
+        }
+    }
+    config_.threads = std::max(1, std::min(config_.threads, config_.connections));
+    config_.broadcast_group_size = std::max(1, config_.broadcast_group_size);
+    const auto slots = static_cast<std::size_t>(std::max(1, config_.broadcast_slots));
+    received_ = std::make_unique<std::atomic<std::uint32_t>[]>(slots);
+    scheduled_ = std::make_unique<std::atomic<std::int64_t>[]>(slots);
+    for (int i = 0; i < config_.threads; ++i) {
+        int count = config_.connections / config_.threads + (i < config_.connections % config_.threads ? 1 : 0);
+        int concurrency = config_.connect_concurrency / config_.threads;
+        workers_.push_back(std::make_unique<Worker>(*this, i, count, concurrency));
+    }
+}
+
+Pool::~Pool() {
+    quit_.store(true);
+    workers_.clear();
+}
+
+Pool::ConnectResult Pool::connect_all() {
+    ConnectResult r;
+    r.started_ns = now_ns();
+    connecting_.store(true);
+    while (done_.load() < config_.connections) std::this_thread::sleep_for(std::chrono::microseconds(500));
+    r.finished_ns = now_ns();
+    connecting_.store(false);
+    r.open = config_.connections - failed_.load();
+    r.failed = failed_.load();
+    std::set<std::string> all;
+    for (auto& w : workers_) {
+        std::lock_guard lock(w->mutex);
+        all.insert(w->errors.begin(), w->errors.end());
+    }
+    r.errors.assign(all.begin(), all.end());
+    return r;
+}
+
+void Pool::echo_start(std::int64_t from_ns, std::int64_t to_ns) {
+    echo_from_.store(from_ns);
+    echo_to_.store(to_ns);
+    echo_sending_.store(true);
+    echo_generation_.fetch_add(1, std::memory_order_release);
+}
+
+void Pool::echo_stop() { echo_sending_.store(false); }
+
+void Pool::with_stats(const std::function<void(const Stats&)>& fn) const {
+    for (auto& w : workers_) {
+        std::lock_guard lock(w->mutex);
+        fn(w->stats);
+    }
+}
+
+Stats Pool::merged_stats() const {
+    Stats m;
+    with_stats([&m](const Stats& s) {
+        m.connect_latency.merge(s.connect_latency);
+        m.closed_by_peer += s.closed_by_peer;
+        m.protocol_errors += s.protocol_errors;
+        m.unexpected_messages += s.unexpected_messages;
+        m.pings += s.pings;
+        m.echo_latency.merge(s.echo_latency);
+        m.echo_in_window += s.echo_in_window;
+        m.echo_total += s.echo_total;
+        m.echo_bad += s.echo_bad;
+        m.inflight += s.inflight;
+        if (m.delivery_latency.size() < s.delivery_latency.size()) m.delivery_latency.resize(s.delivery_latency.size());
+        for (std::size_t i = 0; i < s.delivery_latency.size(); ++i) m.delivery_latency[i].merge(s.delivery_latency[i]);
+        if (m.delivery_latency_scheduled.size() < s.delivery_latency_scheduled.size())
+            m.delivery_latency_scheduled.resize(s.delivery_latency_scheduled.size());
+        for (std::size_t i = 0; i < s.delivery_latency_scheduled.size(); ++i)
+            m.delivery_latency_scheduled[i].merge(s.delivery_latency_scheduled[i]);
+        if (m.last_arrival.size() < s.last_arrival.size()) m.last_arrival.resize(s.last_arrival.size(), 0);
+        for (std::size_t i = 0; i < s.last_arrival.size(); ++i)
+            m.last_arrival[i] = std::max(m.last_arrival[i], s.last_arrival[i]);
+        m.deliveries += s.deliveries;
+        m.out_of_order += s.out_of_order;
+        m.bad_messages += s.bad_messages;
+        if (s.min_payload && (m.min_payload == 0 || s.min_payload < m.min_payload)) m.min_payload = s.min_payload;
+        m.max_payload = std::max(m.max_payload, s.max_payload);
+    });
+    return m;
+}
+
+}  // namespace bench

@@ -1,0 +1,151 @@
+// hydra-bench helpers: clock, latency histogram, /proc readers, address parsing, a tiny blocking HTTP client.
+#pragma once
+
+#include <netinet/in.h>
+#include <sys/types.h>
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+namespace bench {
+
+using OJson = nlohmann::ordered_json;
+
+// CLOCK_MONOTONIC in nanoseconds: the same clock for the poster and every client thread.
+std::int64_t now_ns();
+void sleep_until_ns(std::int64_t deadline);
+
+// Log-linear histogram of non-negative values (ns): 64 sub-buckets per power of two, so a percentile is exact
+// to within 1/64 (~1.6 %). Fixed 32 KB, no allocation while recording.
+class Histogram {
+  public:
+    void record(std::int64_t value);
+    void merge(const Histogram& other);
+    std::uint64_t count() const { return count_; }
+    std::int64_t min() const { return count_ ? min_ : 0; }
+    std::int64_t max() const { return max_; }
+    double mean() const { return count_ ? static_cast<double>(sum_) / static_cast<double>(count_) : 0.0; }
+    // Value at quantile q (0..1): the midpoint of the bucket holding that rank, clamped to [min, max].
+    std::int64_t percentile(double q) const;
+    // {"count", "p50", "p90", "p99", "p999", "max", "mean"} in milliseconds.
+    OJson to_json_ms() const;
+
+  private:
+    static constexpr int kBuckets = 4096;
+    static int index_of(std::uint64_t v);
+    static std::uint64_t value_of(int index);
+
+    std::array<std::uint64_t, kBuckets> counts_{};
+    std::uint64_t count_ = 0;
+    std::int64_t min_ = 0;
+    std::int64_t max_ = 0;
+    long double sum_ = 0;
+};
+
+double ms(std::int64_t ns);
+double round_to(double v, int digits);
+
+// The memory lines of /proc/PID/status (kB). nullopt when the process is gone.
+struct Rss {
+    long vm_rss_kb = 0;
+    long rss_anon_kb = 0;
+    OJson to_json() const { return OJson{{"vm_rss_kb", vm_rss_kb}, {"rss_anon_kb", rss_anon_kb}}; }
+};
+std::optional<Rss> read_rss(pid_t pid);
+
+// CPU time (user + system, all threads) of a process from /proc/PID/stat, in seconds; nullopt when it is gone.
+std::optional<double> process_cpu_seconds(pid_t pid);
+
+// The machine's busy time from the first line of /proc/stat, in seconds: all but softirq, and softirq.
+struct SystemCpu {
+    double busy_s = 0;
+    double softirq_s = 0;
+};
+SystemCpu system_cpu_seconds();
+
+// CPU used between construction and to_json(), in cores (1.0 = one core busy all the time): by the server (by PID),
+// by this process, in softirq (loopback TCP), and by everything else on the machine ("other", which should be
+// near 0: anything else running disturbs the measurement).
+class CpuMeter {
+  public:
+    explicit CpuMeter(pid_t server_pid);
+    OJson to_json() const;
+
+  private:
+    pid_t server_pid_;
+    std::int64_t start_ns_;
+    std::optional<double> server_start_;
+    double self_start_;
+    SystemCpu system_start_;
+};
+
+// Samples a process's RSS every `period_ms` on its own thread and keeps the maximum of each line.
+class RssSampler {
+  public:
+    RssSampler(pid_t pid, int period_ms);
+    ~RssSampler();
+    Rss peak() const;
+
+  private:
+    pid_t pid_;
+    int period_ms_;
+    std::atomic<bool> stop_{false};
+    std::atomic<long> peak_rss_{0};
+    std::atomic<long> peak_anon_{0};
+    std::thread thread_;
+};
+
+// "127.0.0.1:9087" -> sockaddr_in (IPv4 literal only). Throws std::invalid_argument.
+sockaddr_in parse_ipv4(const std::string& host_port);
+
+// Raises RLIMIT_NOFILE's soft limit to the hard limit; returns the new soft limit.
+long raise_nofile_limit();
+
+// Server-side view of one TCP connection, from /proc/net/tcp (local port = server, remote port = client).
+struct TcpEntry {
+    bool found = false;
+    int state = 0;               // TCP_ESTABLISHED = 1, ...
+    std::uint64_t tx_queue = 0;  // bytes in the send queue not yet acknowledged
+    std::uint64_t rx_queue = 0;
+    std::uint64_t inode = 0;  // 0 once no process holds the socket (closed, orphaned)
+};
+TcpEntry find_tcp_entry(std::uint16_t local_port, std::uint16_t remote_port);
+std::string tcp_state_name(int state);
+
+// A blocking HTTP/1.1 client on one keep-alive connection (reconnects when the server closes it).
+class HttpClient {
+  public:
+    HttpClient(sockaddr_in addr, std::string host);
+    ~HttpClient();
+    HttpClient(const HttpClient&) = delete;
+    HttpClient& operator=(const HttpClient&) = delete;
+
+    struct Response {
+        int status = 0;
+        std::string body;
+    };
+    // POST `body` (application/json) to `path`. Throws std::runtime_error on I/O errors or a malformed answer.
+    Response post(std::string_view path, std::string_view body);
+    // Sends the request only; finish with read_response(). Lets the caller take its timestamp right before send().
+    void send_post(std::string_view path, std::string_view body);
+    Response read_response();
+
+  private:
+    void connect_();
+    void close_();
+    void read_more();
+
+    sockaddr_in addr_;
+    std::string host_;
+    int fd_ = -1;
+    std::string buf_;
+};
+
+}  // namespace bench

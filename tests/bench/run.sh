@@ -1,0 +1,331 @@
+#!/usr/bin/env bash
+# Benchmarks hydra against the node `ws` peer (tests/bench/node_peer.js) on this machine, in one run:
+#   tests/bench/run.sh                 # full run (~3-4 minutes on 2 cores)
+#   BENCH_QUICK=1 tests/bench/run.sh   # scaled down (~1 minute)
+# For each scenario it starts hydra, runs hydra-bench against it, stops it, then does the same with the node peer.
+# The server is pinned to BENCH_SERVER_CPU (0) and the load generator to BENCH_CLIENT_CPU (1) with taskset; hydra
+# runs with ws.io_threads=1 so both servers have one core. Prints a table and writes build/bench/results.json
+# (raw per-run JSON and server logs in build/bench/results/).
+#
+# With REPEAT > 1 (BENCH_REPEAT, default 3, 1 with BENCH_QUICK) the table shows the median of the runs.
+# Knobs (env): BENCH_SCENARIOS="idle echo broadcast broadcast_closed slow", BENCH_IDLE_CONNS, BENCH_ECHO_CONNS,
+# BENCH_ECHO_DURATION, BENCH_ECHO_WINDOW, BENCH_BCAST_CONNS, BENCH_BCAST_COUNT, BENCH_BCAST_INTERVAL_MS,
+# BENCH_SLOW_CONNS, BENCH_SLOW_FILL_MB, BENCH_SERVER_CPU, BENCH_CLIENT_CPU, BENCH_SKIP_BUILD=1, BENCH_BUILD_DIR,
+# BENCH_QUIET_WAIT (seconds to wait for other processes to go idle before each run; default 300).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+BUILD=${BENCH_BUILD_DIR:-$ROOT/build/bench}
+OUT=$BUILD/results
+RUN_DIR=$BUILD/run  # hydra's working directory (its dev queue database lands here, not in the repo)
+NODE_DIR=$BUILD/node
+
+if [[ ${BENCH_QUICK:-0} == 1 ]]; then
+    d_idle=5000 d_echo=1000 d_echo_s=5 d_bcast=2000 d_count=100 d_slow=2000 d_repeat=1
+else
+    d_idle=19000 d_echo=5000 d_echo_s=20 d_bcast=10000 d_count=200 d_slow=10000 d_repeat=3
+fi
+REPEAT=${BENCH_REPEAT:-$d_repeat}
+IDLE_CONNS=${BENCH_IDLE_CONNS:-$d_idle}
+ECHO_CONNS=${BENCH_ECHO_CONNS:-$d_echo}
+ECHO_DURATION=${BENCH_ECHO_DURATION:-$d_echo_s}
+ECHO_WINDOW=${BENCH_ECHO_WINDOW:-1}
+BCAST_CONNS=${BENCH_BCAST_CONNS:-$d_bcast}
+BCAST_COUNT=${BENCH_BCAST_COUNT:-$d_count}
+BCAST_INTERVAL_MS=${BENCH_BCAST_INTERVAL_MS:-20}
+SLOW_CONNS=${BENCH_SLOW_CONNS:-$d_slow}
+SLOW_FILL_MB=${BENCH_SLOW_FILL_MB:-8}
+SERVER_CPU=${BENCH_SERVER_CPU:-0}
+CLIENT_CPU=${BENCH_CLIENT_CPU:-1}
+SCENARIOS=${BENCH_SCENARIOS:-idle echo broadcast broadcast_closed slow}
+
+log() { echo "run.sh: $*" >&2; }
+
+# ---- processes we start: stopped on exit, by PID only ----
+SERVER_PID=""
+BENCH_PID=""
+stop_pid() {
+    local pid=$1
+    [[ -n $pid ]] || return 0
+    kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        log "pid $pid did not stop on SIGTERM; sending SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+cleanup() {
+    stop_pid "$BENCH_PID"
+    stop_pid "$SERVER_PID"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---- build, node deps, limits ----
+if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
+    log "building hydra and hydra-bench (Release) in $BUILD"
+    cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DHYDRA_BUILD_TESTS=OFF >/dev/null
+    cmake --build "$BUILD" -j"$(nproc)" --target hydra_cli hydra_bench >/dev/null
+fi
+HYDRA=$BUILD/bin/hydra
+BENCH=$BUILD/bin/hydra-bench
+[[ -x $HYDRA && -x $BENCH ]] || { log "missing $HYDRA or $BENCH"; exit 1; }
+
+if [[ ! -f $NODE_DIR/node_modules/ws/package.json ]]; then
+    log "installing ws into $NODE_DIR"
+    mkdir -p "$NODE_DIR"
+    npm install --no-save --no-audit --no-fund --silent --prefix "$NODE_DIR" ws >/dev/null
+fi
+command -v taskset >/dev/null || { log "taskset not found (apt-get install util-linux)"; exit 1; }
+
+ulimit -n "$(ulimit -Hn)"
+mkdir -p "$OUT" "$RUN_DIR"
+rm -f "$OUT"/*.json "$OUT"/*.log
+
+# ---- servers ----
+WS_ADDR=""
+API_ADDR=""
+# start_server hydra|node LOG [--set key=value ...]
+start_server() {
+    local kind=$1 logf=$2
+    shift 2
+    if [[ $kind == hydra ]]; then
+        (cd "$RUN_DIR" && exec taskset -c "$SERVER_CPU" "$HYDRA" run --config "$ROOT/config/dev.json" \
+            --set ws.address=127.0.0.1:0 --set api.address=127.0.0.1:0 --set log.level=warn \
+            --set ws.io_threads=1 --set ws.ping_interval_ms=0 --set ws.idle_timeout_ms=0 "$@") >"$logf" 2>&1 &
+    else
+        (export NODE_PATH=$NODE_DIR/node_modules &&
+            exec taskset -c "$SERVER_CPU" node "$ROOT/tests/bench/node_peer.js" --ws 127.0.0.1:0 --api 127.0.0.1:0) \
+            >"$logf" 2>&1 &
+    fi
+    SERVER_PID=$!
+    WS_ADDR="" API_ADDR=""
+    for _ in $(seq 1 200); do
+        WS_ADDR=$(grep -o 'ws://127\.0\.0\.1:[0-9]*' "$logf" 2>/dev/null | head -1 | sed 's#ws://##' || true)
+        API_ADDR=$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$logf" 2>/dev/null | head -1 | sed 's#http://##' || true)
+        [[ -n $WS_ADDR && -n $API_ADDR ]] && break
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.05
+    done
+    if [[ -z $WS_ADDR || -z $API_ADDR ]]; then
+        log "$kind did not start; its output:"
+        cat "$logf" >&2
+        exit 1
+    fi
+    sleep 0.5  # let it settle before the RSS baseline
+}
+
+# Busy cores on the machine over one second, from /proc/stat (other builds or benchmarks skew the figures).
+busy_cores() {
+    local a b
+    read -r -a a < <(head -1 /proc/stat)
+    sleep 1
+    read -r -a b < <(head -1 /proc/stat)
+    # cpu user nice system idle iowait irq softirq steal
+    local busy=$(((b[1] + b[2] + b[3] + b[6] + b[7] + b[8]) - (a[1] + a[2] + a[3] + a[6] + a[7] + a[8])))
+    echo $((busy * 100 / $(getconf CLK_TCK)))  # in hundredths of a core
+}
+# Waits (up to BENCH_QUIET_WAIT seconds, default 300) until the machine is idle: < 0.15 core busy.
+wait_quiet() {
+    local limit=${BENCH_QUIET_WAIT:-300} waited=0 busy
+    while busy=$(busy_cores) && ((busy > 15)); do
+        if ((waited == 0)); then log "machine busy (${busy}% of a core used by other processes); waiting"; fi
+        waited=$((waited + 1))
+        if ((waited >= limit)); then
+            log "still busy after ${limit}s; measuring anyway (see cpu.other_cores in the results)"
+            return 0
+        fi
+    done
+}
+
+# run_bench NAME SCENARIO ARGS... : hydra-bench on the client CPU against the running server
+run_bench() {
+    local name=$1 scenario=$2
+    shift 2
+    taskset -c "$CLIENT_CPU" "$BENCH" "$scenario" --ws "$WS_ADDR" --api "$API_ADDR" --server-pid "$SERVER_PID" \
+        --label "$name" --out "$OUT/$name.json" "$@" >/dev/null 2>"$OUT/$name.bench.log" &
+    BENCH_PID=$!
+    local rc=0
+    wait "$BENCH_PID" || rc=$?
+    BENCH_PID=""
+    if [[ $rc != 0 ]]; then
+        log "hydra-bench $scenario failed (exit $rc):"
+        tail -20 "$OUT/$name.bench.log" >&2
+    fi
+}
+
+scenario_args() {
+    case $1 in
+        idle) echo "idle --connections $IDLE_CONNS --settle 2" ;;
+        echo) echo "echo --connections $ECHO_CONNS --duration $ECHO_DURATION --warmup 2 --window $ECHO_WINDOW" ;;
+        broadcast)
+            echo "broadcast --connections $BCAST_CONNS --broadcasts $BCAST_COUNT --mode paced" \
+                "--interval-ms $BCAST_INTERVAL_MS --payload-bytes 64"
+            ;;
+        broadcast_closed)
+            echo "broadcast --connections $BCAST_CONNS --broadcasts $BCAST_COUNT --mode closed --payload-bytes 64"
+            ;;
+        slow)
+            echo "slow --connections $SLOW_CONNS --broadcasts $BCAST_COUNT --mode closed --payload-bytes 64" \
+                "--slow-rcvbuf 1024 --slow-fill-mb $SLOW_FILL_MB"
+            ;;
+        *) log "unknown scenario $1" && exit 2 ;;
+    esac
+}
+
+# Each scenario REPEAT times, hydra and node interleaved so that drifts of the machine hit both alike.
+for scenario in $SCENARIOS; do
+    read -r -a args <<<"$(scenario_args "$scenario")"
+    for rep in $(seq 1 "$REPEAT"); do
+        for server in hydra node; do
+            log "$scenario: $server (run $rep/$REPEAT)"
+            wait_quiet
+            start_server "$server" "$OUT/$scenario.$server.$rep.server.log"
+            run_bench "$scenario.$server.$rep" "${args[@]}"
+            stop_pid "$SERVER_PID"
+            SERVER_PID=""
+        done
+    done
+done
+
+# ---- table and results.json ----
+# What was measured: the commit, and whether tracked files differed from it.
+REVISION=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [[ -n $(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null) ]]; then REVISION+="+local changes"; fi
+export BENCH_REVISION=$REVISION BENCH_PARAMS="idle=$IDLE_CONNS echo=${ECHO_CONNS}x${ECHO_DURATION}s/w$ECHO_WINDOW \
+broadcast=${BCAST_CONNS}x$BCAST_COUNT@${BCAST_INTERVAL_MS}ms slow=${SLOW_CONNS} fill=${SLOW_FILL_MB}MB"
+node - "$OUT" "$BUILD/results.json" "$SCENARIOS" "$REPEAT" "$SERVER_CPU" "$CLIENT_CPU" "$NODE_DIR" <<'EOF'
+const fs = require('fs');
+const os = require('os');
+const [outDir, resultsFile, scenarioList, repeatArg, serverCpu, clientCpu, nodeDir] = process.argv.slice(2);
+const scenarios = scenarioList.split(/\s+/).filter(Boolean);
+const repeat = Number(repeatArg);
+const servers = ['hydra', 'node'];
+const load = (name) => {
+  try { return JSON.parse(fs.readFileSync(`${outDir}/${name}.json`, 'utf8')); } catch { return null; }
+};
+const get = (obj, path) => path.split('.').reduce((o, k) => (o == null ? undefined : o[k]), obj);
+const runs = { hydra: {}, node: {} };
+for (const s of scenarios) for (const srv of servers) {
+  runs[srv][s] = [];
+  for (let r = 1; r <= repeat; r++) runs[srv][s].push(load(`${s}.${srv}.${r}`));
+}
+
+// [metric, json path, unit, better]
+const metrics = {
+  idle: [
+    ['connections held', 'held', '', 'higher'],
+    ['connect rate', 'connect.rate_per_s', 'conn/s', 'higher'],
+    ['server RSS per idle conn (RssAnon)', 'server.bytes_per_conn_rss_anon', 'B', 'lower'],
+    ['server RSS per idle conn (VmRSS)', 'server.bytes_per_conn_vm_rss', 'B', 'lower'],
+  ],
+  echo: [
+    ['round trips/s', 'msgs_per_s', 'msg/s', 'higher'],
+    ['round trip p50', 'latency_ms.p50', 'ms', 'lower'],
+    ['round trip p99', 'latency_ms.p99', 'ms', 'lower'],
+    ['server CPU', 'cpu.server_cores', 'cores', ''],
+  ],
+  broadcast: [
+    ['deliveries/s', 'deliveries_per_s', 'msg/s', 'higher'],
+    ['time to post all broadcasts', 'posting_s', 's', 'lower'],
+    ['delivery latency p50, from post', 'delivery_latency_ms.p50', 'ms', 'lower'],
+    ['delivery latency p99, from post', 'delivery_latency_ms.p99', 'ms', 'lower'],
+    ['delivery latency p50, from schedule', 'delivery_latency_from_schedule_ms.p50', 'ms', 'lower'],
+    ['delivery latency p99, from schedule', 'delivery_latency_from_schedule_ms.p99', 'ms', 'lower'],
+    ['completion latency p99, from schedule', 'completion_latency_from_schedule_ms.p99', 'ms', 'lower'],
+    ['missing deliveries', 'missing', '', 'lower'],
+  ],
+  broadcast_closed: [
+    ['deliveries/s', 'deliveries_per_s', 'msg/s', 'higher'],
+    ['delivery latency p50', 'delivery_latency_ms.p50', 'ms', 'lower'],
+    ['delivery latency p99', 'delivery_latency_ms.p99', 'ms', 'lower'],
+    ['completion latency p50', 'completion_latency_ms.p50', 'ms', 'lower'],
+    ['completion latency p99', 'completion_latency_ms.p99', 'ms', 'lower'],
+    ['server CPU', 'cpu.server_cores', 'cores', ''],
+    ['missing deliveries', 'missing', '', 'lower'],
+  ],
+  slow: [
+    ['delivery p99, before the slow client', 'baseline.delivery_latency_ms.p99', 'ms', 'lower'],
+    ['delivery p99, with the slow client', 'with_slow_client.delivery_latency_ms.p99', 'ms', 'lower'],
+    ['delivery p99, after it left', 'baseline_after.delivery_latency_ms.p99', 'ms', 'lower'],
+    ['delivery p99 with / mean(before, after)', 'delivery_p99_ratio', '', 'lower'],
+    ['  noise: |before - after| / mean', 'baseline_delivery_p99_spread', '', ''],
+    ['completion p99 with / mean(before, after)', 'completion_p99_ratio', '', 'lower'],
+    ['server RssAnon growth (peak)', 'server.growth_peak_kb.rss_anon_kb', 'KB', 'lower'],
+    ['slow client disconnected', 'slow_client.disconnected', '', ''],
+    ['missing deliveries (others)', 'with_slow_client.missing', '', 'lower'],
+  ],
+};
+// Median of the numbers; for booleans "yes"/"no" when all runs agree, else "k/n yes".
+const combine = (values) => {
+  const vals = values.filter((v) => v !== undefined && v !== null);
+  if (vals.length === 0) return null;
+  if (typeof vals[0] === 'boolean') {
+    const yes = vals.filter(Boolean).length;
+    return yes === vals.length ? true : yes === 0 ? false : `${yes}/${vals.length} yes`;
+  }
+  const nums = vals.filter((v) => typeof v === 'number').sort((a, b) => a - b);
+  if (nums.length === 0) return vals[0];
+  const m = nums.length >> 1;
+  return nums.length % 2 ? nums[m] : (nums[m - 1] + nums[m]) / 2;
+};
+const fmt = (v) => {
+  if (v === undefined || v === null) return 'n/a';
+  if (typeof v === 'boolean') return v ? 'yes' : 'no';
+  if (typeof v !== 'number') return String(v);
+  if (Math.abs(v) >= 1000) return Math.round(v).toLocaleString('en-US');
+  return String(Math.round(v * 1000) / 1000);
+};
+const table = [];
+for (const s of scenarios) {
+  for (const [metric, path, unit, better] of metrics[s] || []) {
+    const hv = runs.hydra[s].map((r) => get(r, path));
+    const nv = runs.node[s].map((r) => get(r, path));
+    const h = combine(hv);
+    const n = combine(nv);
+    const ratio = typeof h === 'number' && typeof n === 'number' && n !== 0 ? Math.round((h / n) * 100) / 100 : null;
+    table.push({ scenario: s, metric, unit, better, hydra: h, node: n, ratio, hydra_runs: hv, node_runs: nv });
+  }
+}
+const cols = ['scenario', 'metric', 'hydra', 'node ws', 'hydra/node'];
+const rows = table.map((r) => [r.scenario, r.metric + (r.unit ? ` (${r.unit})` : ''), fmt(r.hydra), fmt(r.node),
+  r.ratio === null ? '' : `${r.ratio}` + (r.better ? ` (${r.better} is better)` : '')]);
+const widths = cols.map((c, i) => Math.max(c.length, ...rows.map((r) => r[i].length)));
+const line = (r) => r.map((c, i) => (i >= 2 && i <= 3 ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join('  ').trimEnd();
+console.log(`hydra ${process.env.BENCH_REVISION}; ${process.env.BENCH_PARAMS}; ` +
+  (repeat > 1 ? `median of ${repeat} runs each` : 'one run each'));
+console.log(line(cols));
+console.log(widths.map((w) => '-'.repeat(w)).join('  '));
+for (const r of rows) console.log(line(r));
+const warnings = [];
+for (const s of scenarios) for (const srv of servers) runs[srv][s].forEach((r, i) => {
+  const tag = `${s}/${srv} run ${i + 1}`;
+  if (!r) return warnings.push(`${tag}: no result (see ${outDir}/${s}.${srv}.${i + 1}.bench.log)`);
+  if (r.error) warnings.push(`${tag}: error: ${r.error}`);
+  const cpus = ['cpu', 'connect.cpu', 'baseline.cpu', 'with_slow_client.cpu', 'baseline_after.cpu'].map((p) => get(r, p));
+  const other = Math.max(0, ...cpus.map((c) => (c && c.other_cores) || 0));
+  if (other > 0.1) warnings.push(`${tag}: other processes used ${other} cores during the measurement`);
+});
+if (warnings.length) console.log(`\nwarnings:\n  ${warnings.join('\n  ')}`);
+let wsVersion = null;
+try { wsVersion = JSON.parse(fs.readFileSync(`${nodeDir}/node_modules/ws/package.json`, 'utf8')).version; } catch {}
+const results = {
+  date: new Date().toISOString(),
+  machine: { cpus: os.cpus().length, cpu_model: os.cpus()[0] && os.cpus()[0].model, kernel: os.release(),
+             memory_mb: Math.round(os.totalmem() / 1048576) },
+  pinning: { server_cpu: Number(serverCpu), client_cpu: Number(clientCpu) },
+  versions: { hydra: process.env.BENCH_REVISION, node: process.version, ws: wsVersion },
+  parameters: process.env.BENCH_PARAMS,
+  repeat,
+  table,
+  warnings,
+  runs,
+};
+fs.writeFileSync(resultsFile, JSON.stringify(results, null, 2) + '\n');
+console.log(`\nresults: ${resultsFile}`);
+EOF
