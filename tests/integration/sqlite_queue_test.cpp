@@ -102,6 +102,7 @@ BOOST_AUTO_TEST_CASE(concurrent_pushers_are_group_committed_and_nothing_is_lost)
     q.subscribe({"bulk", "g", 4, [&](const Message& m) { seen.add(m); }});
     q.start();
     BOOST_REQUIRE(seen.wait_count(8000, 30s));
+    q.stop(5s);  // before `seen` goes: the consumers write into it
     std::set<std::string> distinct;
     for (auto& m : seen.messages) distinct.insert(m.payload);
     BOOST_CHECK_EQUAL(distinct.size(), 8000u);
@@ -164,6 +165,7 @@ BOOST_AUTO_TEST_CASE(delayed_messages_wait_for_their_time) {
     BOOST_CHECK_EQUAL(seen.messages[0].payload, "first");
     BOOST_CHECK_EQUAL(seen.messages[1].payload, "second");
     BOOST_CHECK(took >= 390ms);
+    q.stop(5s);
 }
 
 BOOST_AUTO_TEST_CASE(an_unacknowledged_lease_expires_and_is_redelivered) {
