@@ -145,7 +145,7 @@ class MessageDecoder {
     bool from_stash_ = false;
 
     // Current frame. The header is collected here when it arrives split across reads.
-    std::uint8_t hdr_[kMaxFrameHeader];
+    std::uint8_t hdr_[kMaxFrameHeader] = {};
     std::uint8_t hdr_len_ = 0;
     std::uint8_t hdr_need_ = 2;  // 2 until the length/mask layout is known
     Opcode frame_op_ = Opcode::Continuation;
@@ -164,7 +164,7 @@ class MessageDecoder {
 
     // Control frame payload; control frames can arrive in the middle of a fragmented message.
     std::uint8_t ctrl_len_ = 0;
-    std::uint8_t ctrl_[kMaxControlPayload];
+    std::uint8_t ctrl_[kMaxControlPayload] = {};
 
     std::uint16_t error_code_ = 0;
     const char* error_reason_ = "";
