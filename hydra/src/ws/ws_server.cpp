@@ -532,15 +532,7 @@ void WsServer::Loop::start_close(Connection& c, std::uint16_t code, const std::s
 void WsServer::Loop::report_error(const Connection& c, const std::string& error) {
     Logger(c.uuid).debug("ws: " + c.path + ": " + error);
     if (c.endpoint == nullptr || !c.endpoint->on_error) return;
-    Context::Init init;
-    init.kind = ServerKind::ws;
-    init.path = c.path;
-    init.route = c.path;
-    init.headers = c.headers;
-    init.request_id = c.uuid;
-    init.uuid = c.uuid;
-    init.queue = server.queue_;
-    init.exchange = server.handler_exchange_;
+    Context::Init init = server.context_for(c.path, c.uuid, c.headers, c.uuid);
     const WsEndpoint* endpoint = c.endpoint;
     server.workers_->post([endpoint, init = std::move(init), error]() mutable {
         Context ctx(std::move(init));
@@ -554,6 +546,10 @@ struct Reply {
     std::string data;
     bool binary;
 };
+
+static Frame reply_frame(const Reply& reply) {
+    return make_frame(reply.binary ? encode_binary(reply.data) : encode_text(reply.data));
+}
 
 // The whole life of one message on a worker: context, packet middleware, handler, and the reply as an encoded
 // frame (encoding here keeps that work off the I/O loop).
@@ -627,17 +623,9 @@ void WsServer::Loop::dispatch(Connection& c, std::string data, bool binary) {
         return;
     }
     c.busy = true;
-    Context::Init init;
-    init.kind = ServerKind::ws;
-    init.path = c.path;
-    init.route = c.path;
-    init.headers = c.headers;
+    Context::Init init = server.context_for(c.path, c.uuid, c.headers, c.uuid + "." + std::to_string(++c.seq));
     init.body = std::move(data);
     init.binary = binary;
-    init.request_id = c.uuid + "." + std::to_string(++c.seq);
-    init.uuid = c.uuid;
-    init.queue = server.queue_;
-    init.exchange = server.handler_exchange_;
     WsServer* srv = &server;
     const WsEndpoint* endpoint = c.endpoint;
     std::uint64_t id = c.id;
@@ -647,26 +635,18 @@ void WsServer::Loop::dispatch(Connection& c, std::string data, bool binary) {
         std::optional<Reply> reply =
             handle_message(srv->routes_, endpoint, std::move(init), [&](const std::string& e) { report_error(c, e); });
         c.busy = false;
-        if (reply && !c.close_sent)
-            enqueue(c, make_frame(reply->binary ? encode_binary(reply->data) : encode_text(reply->data)));
+        if (reply && !c.close_sent) enqueue(c, reply_frame(*reply));
         return;
     }
     server.workers_->post([srv, self, endpoint, id, init = std::move(init)]() mutable {
         auto on_error = [&](const std::string& error) {
             if (endpoint == nullptr || !endpoint->on_error) return;
-            Context::Init e;
-            e.kind = ServerKind::ws;
-            e.path = init.path;
-            e.uuid = init.uuid;
-            e.request_id = init.request_id;
-            e.exchange = srv->handler_exchange_;
-            e.queue = srv->queue_;
-            Context ctx(std::move(e));
+            Context ctx(srv->context_for(init.path, init.uuid, nullptr, init.request_id));
             endpoint->on_error(ctx, error);
         };
         std::optional<Reply> reply = handle_message(srv->routes_, endpoint, std::move(init), on_error);
         Frame frame;
-        if (reply) frame = make_frame(reply->binary ? encode_binary(reply->data) : encode_text(reply->data));
+        if (reply) frame = reply_frame(*reply);
         self->loop.post([self, id, frame = std::move(frame)]() mutable { self->on_handled(id, std::move(frame)); });
     });
 }
@@ -824,15 +804,7 @@ void WsServer::Loop::destroy(Connection& c, std::uint16_t code, const std::strin
         const WsEndpoint* endpoint = c.endpoint;
         if (was_open && endpoint != nullptr && endpoint->on_close) {
             // on_close may still read the connection's exchange values: unregister after it ran.
-            Context::Init init;
-            init.kind = ServerKind::ws;
-            init.path = c.path;
-            init.route = c.path;
-            init.headers = c.headers;
-            init.request_id = c.uuid;
-            init.uuid = c.uuid;
-            init.queue = server.queue_;
-            init.exchange = server.handler_exchange_;
+            Context::Init init = server.context_for(c.path, c.uuid, c.headers, c.uuid);
             WsServer* srv = &server;
             server.workers_->post([srv, endpoint, init = std::move(init), code, reason]() mutable {
                 std::string uuid = init.uuid;
@@ -872,6 +844,20 @@ WsServer::Settings WsServer::Settings::from(const Config& config) {
     s.idle_timeout_ms = static_cast<int>(config.integer("ws.idle_timeout_ms"));
     s.handshake_timeout_ms = static_cast<int>(config.integer("ws.handshake_timeout_ms"));
     return s;
+}
+
+Context::Init WsServer::context_for(const std::string& path, const std::string& uuid,
+                                    std::shared_ptr<const HeaderMap> headers, std::string request_id) const {
+    Context::Init init;
+    init.kind = ServerKind::ws;
+    init.path = path;
+    init.route = path;
+    init.headers = std::move(headers);
+    init.request_id = std::move(request_id);
+    init.uuid = uuid;
+    init.queue = queue_;
+    init.exchange = handler_exchange_;
+    return init;
 }
 
 WsServer::WsServer(Settings settings, const WsRoutes& routes, Queue* queue)

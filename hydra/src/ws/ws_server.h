@@ -8,6 +8,7 @@
 #include <vector>
 
 #include <hydra/config.h>
+#include <hydra/context.h>
 #include <hydra/queue.h>
 
 #include "common/worker_pool.h"
@@ -60,6 +61,9 @@ class WsServer : public Delivery {
     friend struct Connection;
 
     Loop& loop_of(std::uint64_t conn_id);
+    // The Context of a connection's event (message, error, close) as handlers see it.
+    Context::Init context_for(const std::string& path, const std::string& uuid,
+                              std::shared_ptr<const HeaderMap> headers, std::string request_id) const;
 
     Settings settings_;
     const WsRoutes& routes_;
