@@ -104,7 +104,7 @@ BOOST_AUTO_TEST_CASE(defaults_fill_absent_sections) {
     BOOST_CHECK_EQUAL(config.str("log.level"), "info");
     BOOST_CHECK(config.boolean("api.enabled"));
     BOOST_CHECK_EQUAL(config.str("api.address"), "127.0.0.1:9090");
-    BOOST_CHECK_EQUAL(config.integer("api.threads"), 16);
+    BOOST_CHECK_EQUAL(config.integer("api.threads"), 64);
     BOOST_CHECK_EQUAL(config.integer("api.max_body"), 1048576);
     BOOST_CHECK_EQUAL(config.integer("ws.io_threads"), 0);
     BOOST_CHECK_EQUAL(config.integer("ws.handshake_timeout_ms"), 10000);
@@ -118,7 +118,7 @@ BOOST_AUTO_TEST_CASE(defaults_fill_absent_sections) {
     // A present section keeps its values and gets the missing ones.
     auto partial = parse(R"({"api": {"threads": 4}, "mqc": {"routes": [{"route": "/a", "queue": "q"}]}})");
     BOOST_CHECK_EQUAL(partial.integer("api.threads"), 4);
-    BOOST_CHECK_EQUAL(partial.integer("api.max_queued"), 256);
+    BOOST_CHECK_EQUAL(partial.integer("api.max_queued"), 1024);
     BOOST_CHECK_EQUAL(partial.at("mqc.routes")[0]["concurrency"], 1);
 }
 
@@ -131,7 +131,7 @@ BOOST_AUTO_TEST_CASE(getters_name_the_path) {
                       "test.json: api.address: expected an integer, got string \"127.0.0.1:9090\"");
     BOOST_CHECK(contains(error_of([&] { config.str("api.threads"); }), "api.threads: expected a string"));
     BOOST_CHECK(contains(error_of([&] { config.boolean("api.threads"); }), "api.threads: expected a boolean"));
-    BOOST_CHECK_EQUAL(config.number("api.threads"), 16.0);
+    BOOST_CHECK_EQUAL(config.number("api.threads"), 64.0);
 }
 
 BOOST_AUTO_TEST_CASE(unreadable_file) {
@@ -154,9 +154,9 @@ BOOST_AUTO_TEST_CASE(invalid_json_reports_line_and_column) {
 
 BOOST_AUTO_TEST_CASE(unknown_key) {
     BOOST_CHECK_EQUAL(parse_error(R"({"api": {"adress": "x"}})"),
-                      "test.json: api.adress: unknown key (known keys of api: address, admin, enabled, keep_alive, "
-                      "keep_alive_timeout_ms, max_body, max_queued, request_timeout_ms, shutdown_timeout_ms, "
-                      "threads)");
+                      "test.json: api.adress: unknown key (known keys of api: address, admin, enabled, io_threads, "
+                      "keep_alive, keep_alive_timeout_ms, max_body, max_connections, max_queued, "
+                      "request_timeout_ms, shutdown_timeout_ms, threads)");
     BOOST_CHECK(contains(parse_error(R"({"apii": {}})"), "test.json: apii: unknown key (known keys: api, "));
     BOOST_CHECK(contains(parse_error(R"({"services": {"x": {}}})"), "services.x: unknown key"));
 }

@@ -1,23 +1,11 @@
 #include "api/api_server.h"
 
-#include <Poco/Net/HTTPRequestHandler.h>
-#include <Poco/Net/HTTPRequestHandlerFactory.h>
-#include <Poco/Net/HTTPServer.h>
-#include <Poco/Net/HTTPServerParams.h>
-#include <Poco/Net/HTTPServerRequest.h>
-#include <Poco/Net/HTTPServerResponse.h>
-#include <Poco/Net/NetException.h>
-#include <Poco/Net/ServerSocket.h>
-#include <Poco/Net/SocketAddress.h>
-#include <Poco/ThreadPool.h>
-#include <Poco/URI.h>
-
 #include <algorithm>
 #include <chrono>
-#include <istream>
 #include <stdexcept>
 #include <thread>
 
+#include "common/http.h"
 #include "common/request_id.h"
 
 namespace hydra {
@@ -63,6 +51,15 @@ Reply reply_from(const Result& result) {
     return r;
 }
 
+http::Response to_response(Reply reply) {
+    http::Response r;
+    r.status = reply.status;
+    r.close = reply.close;
+    if (!reply.content_type.empty()) r.headers.emplace_back("Content-Type", std::move(reply.content_type));
+    r.body = std::move(reply.body);
+    return r;
+}
+
 // nlohmann's messages start with "[json.exception.parse_error.101] "; the rest says where it broke.
 std::string json_error_text(const std::exception& e) {
     std::string what = e.what();
@@ -83,64 +80,14 @@ bool looks_like_json_object(const std::string& body) {
     return first != body.end() && *first == '{';
 }
 
-class RequestHandler : public Poco::Net::HTTPRequestHandler {
-  public:
-    explicit RequestHandler(ApiServer& server) : server_(server) {}
-    void handleRequest(Poco::Net::HTTPServerRequest& request, Poco::Net::HTTPServerResponse& response) override {
-        server_.handle(request, response);
-    }
-
-  private:
-    ApiServer& server_;
-};
-
-class HandlerFactory : public Poco::Net::HTTPRequestHandlerFactory {
-  public:
-    explicit HandlerFactory(ApiServer& server) : server_(server) {}
-    Poco::Net::HTTPRequestHandler* createRequestHandler(const Poco::Net::HTTPServerRequest&) override {
-        return new RequestHandler(server_);
-    }
-
-  private:
-    ApiServer& server_;
-};
-
-// Reads and discards a rejected body (bounded), so closing the socket does not reset the connection before
-// the client has read our 413.
-void drain(std::istream& in) {
-    constexpr std::size_t kDrainLimit = 8 << 20;
-    char buf[16384];
-    std::size_t total = 0;
-    while (in && total < kDrainLimit) {
-        in.read(buf, sizeof buf);
-        total += static_cast<std::size_t>(in.gcount());
-    }
-}
-
-// Poco accepts any bytes as a method and any word as a version; we want an HTTP/1.x request line.
-bool valid_request_line(const Poco::Net::HTTPServerRequest& request) {
-    const std::string& method = request.getMethod();
-    if (method.empty() || method.size() > 16) return false;
-    for (char c : method)
-        if (c < 'A' || c > 'Z') return false;
-    const std::string& version = request.getVersion();
-    if (version != "HTTP/1.1" && version != "HTTP/1.0") return false;
-    const std::string& target = request.getURI();
-    return !target.empty() && (target[0] == '/' || target.rfind("http://", 0) == 0 || target == "*");
-}
-
-Poco::Net::SocketAddress parse_address(const std::string& address) {
-    std::string a = address;
-    if (!a.empty() && a[0] == ':') a = "0.0.0.0" + a;
-    return Poco::Net::SocketAddress(a);
-}
-
 }  // namespace
 
 ApiServer::Settings ApiServer::Settings::from(const Config& config) {
     Settings s;
     s.address = config.str("api.address");
+    s.io_threads = static_cast<int>(config.integer("api.io_threads"));
     s.threads = static_cast<int>(config.integer("api.threads"));
+    s.max_connections = static_cast<int>(config.integer("api.max_connections"));
     s.max_queued = static_cast<int>(config.integer("api.max_queued"));
     s.max_body = config.integer("api.max_body");
     s.keep_alive = config.boolean("api.keep_alive");
@@ -159,17 +106,10 @@ void parse_urlencoded(std::string_view text, Json& out) {
         i = amp + 1;
         if (pair.empty()) continue;
         std::size_t eq = pair.find('=');
-        std::string key(pair.substr(0, eq));
-        std::string value(eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1));
-        std::replace(key.begin(), key.end(), '+', ' ');
-        std::replace(value.begin(), value.end(), '+', ' ');
         std::string k, v;
-        try {
-            Poco::URI::decode(key, k);
-            Poco::URI::decode(value, v);
-        } catch (const Poco::Exception& e) {
-            throw Error(400, "malformed url-encoded parameters: " + e.message());
-        }
+        if (!http::percent_decode(pair.substr(0, eq), k, true) ||
+            !http::percent_decode(eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1), v, true))
+            throw Error(400, "malformed url-encoded parameters: bad percent-encoding in \"" + std::string(pair) + "\"");
         if (!k.empty()) out[k] = v;
     }
 }
@@ -183,114 +123,73 @@ ApiServer::~ApiServer() {
 }
 
 void ApiServer::start() {
-    Poco::Net::ServerSocket socket;
+    http::Server::Settings hs;
+    hs.address = settings_.address;
+    hs.io_threads = settings_.io_threads;
+    hs.workers = settings_.threads;
+    hs.max_queued = settings_.max_queued;
+    hs.max_connections = settings_.max_connections;
+    hs.max_body = static_cast<std::size_t>(settings_.max_body);
+    hs.keep_alive = settings_.keep_alive;
+    hs.keep_alive_timeout_ms = settings_.keep_alive_timeout_ms;
+    hs.request_timeout_ms = settings_.request_timeout_ms;
+    hs.software = settings_.software;
+    auto server = std::make_unique<http::Server>(
+        hs, [this](http::Request& request) { return handle(request); },
+        [](int status, const std::string& reason) {
+            http::Response r = to_response(error_reply(status, reason));
+            r.headers.emplace_back("X-Request-Id", generate_uuid());
+            return r;
+        });
     try {
-        socket.bind(parse_address(settings_.address), true, false);
-        socket.listen(std::max(64, settings_.max_queued));
-    } catch (const Poco::Exception& e) {
-        throw std::runtime_error("api: cannot listen on " + settings_.address + ": " + e.displayText());
+        server->start();
+    } catch (const std::exception& e) {
+        throw std::runtime_error("api: cannot listen on " + settings_.address + ": " + e.what());
     }
-    bound_ = socket.address().toString();
-
-    auto* params = new Poco::Net::HTTPServerParams;  // owned by the server (ref-counted)
-    params->setMaxThreads(settings_.threads);
-    params->setMaxQueued(settings_.max_queued);
-    params->setKeepAlive(settings_.keep_alive);
-    params->setKeepAliveTimeout(Poco::Timespan(std::int64_t(settings_.keep_alive_timeout_ms) * 1000));
-    params->setTimeout(Poco::Timespan(std::int64_t(settings_.request_timeout_ms) * 1000));
-    params->setMaxKeepAliveRequests(0);
-    params->setSoftwareVersion(settings_.software);
-
-    pool_ = std::make_unique<Poco::ThreadPool>("api", 2, settings_.threads, 60);
-    server_ = std::make_unique<Poco::Net::HTTPServer>(new HandlerFactory(*this), *pool_, socket, params);
-    server_->start();
+    server_ = std::move(server);
 }
 
 void ApiServer::stop() {
     if (!server_) return;
-    server_->stopAll(false);  // stop accepting, close idle keep-alive connections, keep in-flight ones
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(settings_.shutdown_timeout_ms);
-    while (server_->currentConnections() > 0 && std::chrono::steady_clock::now() < deadline)
-        std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    if (server_->currentConnections() > 0) {
-        Logger().warn("api: " + std::to_string(server_->currentConnections()) +
-                      " request(s) still running after the shutdown timeout; abandoning them");
-        return;  // leak rather than destroy a pool whose threads still run our code
-    }
-    pool_->joinAll();
+    server_->stop(std::chrono::milliseconds(settings_.shutdown_timeout_ms));
     server_.reset();
-    pool_.reset();
 }
 
-void ApiServer::handle(Poco::Net::HTTPServerRequest& request, Poco::Net::HTTPServerResponse& response) {
+http::Response ApiServer::handle(http::Request& request) {
     auto started = std::chrono::steady_clock::now();
-    std::string rid = request.get("X-Request-Id", "");
+    std::string rid(request.header("X-Request-Id").value_or(""));
     if (!valid_request_id(rid)) rid = generate_uuid();
     Logger log(rid);
     std::map<std::string, std::string> response_headers;
     Reply reply;
-    bool reply_close = false;
 
     try {
-        if (!valid_request_line(request)) {
-            reply_close = true;
-            throw Error(400, "malformed request line");
-        }
-        std::string body;
-        {
-            const Error too_large(413, "request body exceeds " + std::to_string(settings_.max_body) + " bytes");
-            std::istream& in = request.stream();
-            if (request.hasContentLength() && request.getContentLength64() > settings_.max_body) {
-                drain(in);
-                throw too_large;
-            }
-            // RFC 9112: a request with neither Content-Length nor chunked encoding has no body (Poco would
-            // otherwise read until the client closes).
-            bool has_body = request.hasContentLength() || request.getChunkedTransferEncoding();
-            char buf[16384];
-            while (has_body && in) {
-                in.read(buf, sizeof buf);
-                body.append(buf, static_cast<std::size_t>(in.gcount()));
-                if (static_cast<std::int64_t>(body.size()) > settings_.max_body) {
-                    drain(in);
-                    throw too_large;
-                }
-            }
-        }
-
-        std::string path, query;
-        try {
-            Poco::URI uri(request.getURI());
-            path = uri.getPath();
-            query = uri.getRawQuery();
-        } catch (const Poco::Exception& e) {
-            throw Error(400, "malformed request target: " + e.message());
-        }
-
-        Router::Match match = router_.match(request.getMethod(), path);
-        if (match.status == Router::Status::not_found) throw Error(404, "no route for " + path);
+        Router::Match match = router_.match(request.method, request.path);
+        if (match.status == Router::Status::not_found) throw Error(404, "no route for " + request.path);
         if (match.status == Router::Status::method_not_allowed) {
             response_headers["Allow"] = match.allow;
-            throw Error(405, "method " + request.getMethod() + " not allowed on " + match.pattern);
+            throw Error(405, "method " + request.method + " not allowed on " + match.pattern);
         }
 
         Context::Init init;
         init.kind = ServerKind::api;
-        init.method = request.getMethod();
-        init.path = path;
+        init.method = request.method;
+        init.path = request.path;
         init.route = match.pattern;
         init.request_id = rid;
         init.queue = queue_;
         init.exchange = exchange_;
         auto headers = std::make_shared<HeaderMap>();
-        for (const auto& [name, value] : request) {
+        for (const auto& [name, value] : request.headers) {
             std::string key = name;
             std::transform(key.begin(), key.end(), key.begin(), [](unsigned char c) { return std::tolower(c); });
-            (*headers)[key] = value;
+            auto [it, inserted] = headers->emplace(std::move(key), value);
+            if (!inserted) it->second += ", " + value;  // a repeated field is one comma-separated list
         }
         init.headers = std::move(headers);
-        parse_urlencoded(query, init.params);
-        std::string content_type = request.getContentType();
+        parse_urlencoded(request.query, init.params);
+        std::string content_type(request.header("Content-Type").value_or(""));
+        std::string& body = request.body;
         bool form = content_type.find("application/x-www-form-urlencoded") != std::string::npos;
         bool json = !body.empty() && is_json_content(content_type, body);
         // `curl -d '{"a":1}'` sends JSON labelled as a form: a form body that is a JSON object is read as JSON.
@@ -323,31 +222,30 @@ void ApiServer::handle(Poco::Net::HTTPServerRequest& request, Poco::Net::HTTPSer
         for (const auto& [k, v] : ctx.response_headers()) response_headers[k] = v;
     } catch (const Error& e) {
         reply = error_reply(e.code(), e.what());
-        // After a 413 the unread body, after a bad request line the framing, make the connection unusable.
-        if (e.code() == 413 || reply_close) reply.close = true;
     } catch (const std::exception& e) {
         log.error(std::string("api: request failed: ") + e.what());
         reply = error_reply(500, "internal server error");
     }
 
-    try {
-        response.setStatusAndReason(static_cast<Poco::Net::HTTPResponse::HTTPStatus>(reply.status));
-        for (const auto& [k, v] : response_headers) response.set(k, v);
-        response.set("X-Request-Id", rid);
-        if (reply.close) response.setKeepAlive(false);
-        if (!reply.content_type.empty() && !response.has("Content-Type")) response.setContentType(reply.content_type);
-        response.setContentLength64(static_cast<std::int64_t>(reply.body.size()));
-        response.sendBuffer(reply.body.data(), reply.body.size());
-    } catch (const Poco::Exception& e) {
-        log.debug("api: client went away: " + e.displayText());
+    http::Response response = to_response(std::move(reply));
+    for (auto& [k, v] : response_headers) {
+        // A handler's own Content-Type (static files) replaces the one of its result kind.
+        auto same = std::find_if(response.headers.begin(), response.headers.end(),
+                                 [&](const auto& h) { return http::iequals(h.first, k); });
+        if (same != response.headers.end())
+            same->second = v;
+        else
+            response.headers.emplace_back(k, v);
     }
+    response.headers.emplace_back("X-Request-Id", rid);
 
-    double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
     if (Logger::enabled(LogLevel::info)) {
+        double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
         char took[32];
         std::snprintf(took, sizeof took, "%.2fms", ms);
-        log.info(request.getMethod() + " " + request.getURI() + " " + std::to_string(reply.status) + " " + took);
+        log.info(request.method + " " + request.target + " " + std::to_string(response.status) + " " + took);
     }
+    return response;
 }
 
 }  // namespace hydra

@@ -1,4 +1,5 @@
-// The API server: Poco HTTPServer on a bounded thread pool; request → Context → middleware → handler → JSON.
+// The API server: what an HTTP request means. request → Context → middleware → handler → JSON (or text, bytes),
+// errors as {"code","msg"} envelopes. The transport (epoll loops, worker pool, HTTP/1.1 framing) is http::Server.
 #pragma once
 
 #include <memory>
@@ -8,16 +9,8 @@
 #include <hydra/config.h>
 #include <hydra/handler.h>
 
+#include "api/http_server.h"
 #include "api/router.h"
-
-namespace Poco {
-class ThreadPool;
-namespace Net {
-class HTTPServer;
-class HTTPServerRequest;
-class HTTPServerResponse;
-}  // namespace Net
-}  // namespace Poco
 
 namespace hydra {
 
@@ -25,8 +18,10 @@ class ApiServer {
   public:
     struct Settings {
         std::string address = "127.0.0.1:9090";
-        int threads = 16;
-        int max_queued = 256;
+        int io_threads = 1;
+        int threads = 64;  // handler threads
+        int max_queued = 1024;
+        int max_connections = 10000;
         std::int64_t max_body = 1 << 20;
         bool keep_alive = true;
         int keep_alive_timeout_ms = 15000;
@@ -46,10 +41,10 @@ class ApiServer {
     // Stops accepting, closes idle keep-alive connections, waits for in-flight requests (bounded).
     void stop();
     // "host:port" actually bound.
-    std::string address() const { return bound_; }
+    std::string address() const { return server_ ? server_->address() : std::string(); }
 
-    // One request, start to end. Public for the Poco handler adaptor.
-    void handle(Poco::Net::HTTPServerRequest& request, Poco::Net::HTTPServerResponse& response);
+    // One request, start to end (on a worker thread).
+    http::Response handle(http::Request& request);
 
   private:
     Settings settings_;
@@ -57,9 +52,7 @@ class ApiServer {
     const std::vector<Middleware>& middleware_;
     Queue* queue_;
     Exchange* exchange_;
-    std::unique_ptr<Poco::ThreadPool> pool_;
-    std::unique_ptr<Poco::Net::HTTPServer> server_;
-    std::string bound_;
+    std::unique_ptr<http::Server> server_;
 };
 
 // "a=1&b=x%20y" → {"a":"1","b":"x y"} merged into `out` (later keys win). Throws Error(400) on bad escapes.

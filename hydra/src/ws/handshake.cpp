@@ -1,4 +1,4 @@
-// WebSocket opening handshake: a strict, small HTTP/1.1 head parser and the RFC 6455 section 4 checks.
+// WebSocket opening handshake: the RFC 6455 section 4 checks over the HTTP/1.1 head parser of common/http.
 #include "ws/handshake.h"
 
 #include <Poco/Base64Encoder.h>
@@ -10,56 +10,21 @@
 namespace hydra::ws {
 namespace {
 
+using http::any_has_token;
+using http::append_header;
+using http::append_headers;
+using http::count_headers;
+using http::for_each_token;
+using http::Head;
+using http::http_version;
+using http::is_token;
+using http::parse_head;
+using http::trim;
+
 constexpr std::string_view kWebSocketGuid = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-
-char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
-
-bool is_tchar(char c) {
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
-    return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
-}
-
-bool is_token(std::string_view s) {
-    if (s.empty()) return false;
-    for (char c : s)
-        if (!is_tchar(c)) return false;
-    return true;
-}
 
 bool is_base64_char(char c) {
     return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '/';
-}
-
-std::string_view trim(std::string_view s) {
-    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-    return s;
-}
-
-// Calls f(token) for each non-empty element of a comma-separated list.
-template <class F>
-void for_each_token(std::string_view value, F&& f) {
-    while (true) {
-        const std::size_t comma = value.find(',');
-        const std::string_view item = trim(value.substr(0, comma));
-        if (!item.empty()) f(item);
-        if (comma == std::string_view::npos) return;
-        value.remove_prefix(comma + 1);
-    }
-}
-
-// Any header named `name` (fields may be repeated, meaning one comma-joined list) contains `token`.
-bool any_has_token(const HttpHeaders& headers, std::string_view name, std::string_view token) {
-    for (const auto& [n, v] : headers)
-        if (iequals(n, name) && has_token(v, token)) return true;
-    return false;
-}
-
-std::size_t count_headers(const HttpHeaders& headers, std::string_view name) {
-    std::size_t n = 0;
-    for (const auto& h : headers)
-        if (iequals(h.first, name)) ++n;
-    return n;
 }
 
 // Base64 of exactly 16 bytes: 22 alphabet characters then "==".
@@ -70,88 +35,6 @@ bool valid_client_key(std::string_view key) {
     return true;
 }
 
-// Appends "name: value\r\n", dropping CR/LF so a caller-provided value cannot start a new header line.
-void append_header(std::string& out, std::string_view name, std::string_view value) {
-    for (char c : name)
-        if (c != '\r' && c != '\n') out += c;
-    out += ": ";
-    for (char c : value)
-        if (c != '\r' && c != '\n') out += c;
-    out += "\r\n";
-}
-
-void append_headers(std::string& out, const HttpHeaders& headers) {
-    for (const auto& [n, v] : headers) append_header(out, n, v);
-}
-
-// A received head: the start line and the header fields, before any WebSocket semantics.
-struct Head {
-    ParseStatus status = ParseStatus::NeedMore;
-    std::size_t consumed = 0;
-    std::string_view start_line;
-    HttpHeaders headers;
-    std::string error;  // Error: which syntax rule was broken ("" for size: see too_large)
-    bool too_large = false;
-};
-
-Head parse_head(std::string_view bytes, std::size_t max_bytes) {
-    Head head;
-    const std::size_t end = bytes.substr(0, max_bytes).find("\r\n\r\n");
-    if (end == std::string_view::npos) {
-        // If max_bytes are already here without the terminator, the block can only end beyond the limit.
-        if (bytes.size() >= max_bytes) {
-            head.status = ParseStatus::Error;
-            head.too_large = true;
-            head.error = "request header too large";
-        }
-        return head;
-    }
-    head.status = ParseStatus::Error;
-    head.consumed = end + 4;
-    std::string_view block = bytes.substr(0, end + 2);  // every line, each ending in CRLF
-
-    const std::size_t first_eol = block.find("\r\n");
-    head.start_line = block.substr(0, first_eol);
-    block.remove_prefix(first_eol + 2);
-    if (head.start_line.empty()) {
-        head.error = "empty start line";
-        return head;
-    }
-    while (!block.empty()) {
-        const std::size_t eol = block.find("\r\n");
-        const std::string_view line = block.substr(0, eol);
-        block.remove_prefix(eol + 2);
-        if (line.front() == ' ' || line.front() == '\t') {
-            head.error = "obsolete header line folding";
-            return head;
-        }
-        const std::size_t colon = line.find(':');
-        if (colon == std::string_view::npos || !is_token(line.substr(0, colon))) {
-            head.error = "malformed header line";
-            return head;
-        }
-        const std::string_view value = trim(line.substr(colon + 1));
-        for (char c : value) {
-            // Bare CR/LF or NUL inside a field are how request smuggling starts; HTAB and obs-text are allowed.
-            const auto u = static_cast<unsigned char>(c);
-            if ((u < 0x20 && c != '\t') || u == 0x7F) {
-                head.error = "invalid character in header value";
-                return head;
-            }
-        }
-        head.headers.emplace_back(std::string(line.substr(0, colon)), std::string(value));
-    }
-    for (char c : head.start_line) {
-        const auto u = static_cast<unsigned char>(c);
-        if (u < 0x20 || u == 0x7F) {
-            head.error = "invalid character in start line";
-            return head;
-        }
-    }
-    head.status = ParseStatus::Ok;
-    return head;
-}
-
 UpgradeParse request_error(int status, std::string reason, HttpHeaders response_headers = {}) {
     UpgradeParse r;
     r.status = ParseStatus::Error;
@@ -159,14 +42,6 @@ UpgradeParse request_error(int status, std::string reason, HttpHeaders response_
     r.reason = std::move(reason);
     r.response_headers = std::move(response_headers);
     return r;
-}
-
-// "HTTP/<d>.<d>" → {major, minor}; {-1, -1} if malformed.
-std::pair<int, int> http_version(std::string_view v) {
-    if (v.size() != 8 || v.substr(0, 5) != "HTTP/" || v[6] != '.' || v[5] < '0' || v[5] > '9' || v[7] < '0' ||
-        v[7] > '9')
-        return {-1, -1};
-    return {v[5] - '0', v[7] - '0'};
 }
 
 std::string base64(const void* data, std::size_t len) {
@@ -179,25 +54,6 @@ std::string base64(const void* data, std::size_t len) {
 }
 
 }  // namespace
-
-bool iequals(std::string_view a, std::string_view b) {
-    if (a.size() != b.size()) return false;
-    for (std::size_t i = 0; i < a.size(); ++i)
-        if (lower(a[i]) != lower(b[i])) return false;
-    return true;
-}
-
-bool has_token(std::string_view value, std::string_view token) {
-    bool found = false;
-    for_each_token(value, [&](std::string_view t) { found = found || iequals(t, token); });
-    return found;
-}
-
-std::optional<std::string_view> find_header(const HttpHeaders& headers, std::string_view name) {
-    for (const auto& [n, v] : headers)
-        if (iequals(n, name)) return std::string_view(v);
-    return std::nullopt;
-}
 
 UpgradeParse parse_upgrade_request(std::string_view bytes, std::size_t max_header_bytes) {
     Head head = parse_head(bytes, max_header_bytes);
@@ -264,41 +120,6 @@ std::string handshake_response(std::string_view accept, const HttpHeaders& extra
     append_headers(out, extra_headers);
     out += "\r\n";
     return out;
-}
-
-std::string_view http_status_text(int status) {
-    switch (status) {
-        case 101:
-            return "Switching Protocols";
-        case 200:
-            return "OK";
-        case 400:
-            return "Bad Request";
-        case 401:
-            return "Unauthorized";
-        case 403:
-            return "Forbidden";
-        case 404:
-            return "Not Found";
-        case 405:
-            return "Method Not Allowed";
-        case 408:
-            return "Request Timeout";
-        case 426:
-            return "Upgrade Required";
-        case 429:
-            return "Too Many Requests";
-        case 431:
-            return "Request Header Fields Too Large";
-        case 500:
-            return "Internal Server Error";
-        case 503:
-            return "Service Unavailable";
-        case 505:
-            return "HTTP Version Not Supported";
-        default:
-            return "Error";
-    }
 }
 
 std::string http_error_response(int status, std::string_view reason, const HttpHeaders& extra_headers) {

@@ -11,20 +11,19 @@
 #include <utility>
 #include <vector>
 
+#include "common/http.h"
+
 namespace hydra::ws {
 
-// Header fields in the order received (names as sent) or to be sent.
-using HttpHeaders = std::vector<std::pair<std::string, std::string>>;
+using http::find_header;
+using http::has_token;
+using http::http_status_text;
+using http::HttpHeaders;
+using http::iequals;
+using http::ParseStatus;
 
 // Request or response header blocks larger than this are refused (431) rather than buffered.
 inline constexpr std::size_t kMaxHandshakeBytes = 8192;
-
-// ASCII case-insensitive equality, as used for header names and tokens.
-bool iequals(std::string_view a, std::string_view b);
-// Whether a comma-separated header value ("keep-alive, Upgrade") contains `token`, case-insensitively.
-bool has_token(std::string_view value, std::string_view token);
-// First header named `name` (case-insensitive).
-std::optional<std::string_view> find_header(const HttpHeaders& headers, std::string_view name);
 
 struct UpgradeRequest {
     std::string method;
@@ -36,8 +35,6 @@ struct UpgradeRequest {
 
     std::optional<std::string_view> header(std::string_view name) const { return find_header(headers, name); }
 };
-
-enum class ParseStatus : std::uint8_t { NeedMore, Ok, Error };
 
 struct UpgradeParse {
     ParseStatus status = ParseStatus::NeedMore;
@@ -65,8 +62,6 @@ std::string accept_key(std::string_view client_key);
 std::string handshake_response(std::string_view accept, const HttpHeaders& extra_headers = {});
 // An error answer with a text/plain body holding the reason, and Connection: close.
 std::string http_error_response(int status, std::string_view reason, const HttpHeaders& extra_headers = {});
-// The standard reason phrase ("Upgrade Required"), or "Error" for codes not listed.
-std::string_view http_status_text(int status);
 
 // ---- Client side ----
 

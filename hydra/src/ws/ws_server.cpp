@@ -1,7 +1,5 @@
 #include "ws/ws_server.h"
 
-#include <arpa/inet.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
@@ -21,6 +19,7 @@
 #include <hydra/log.h>
 
 #include "api/api_server.h"
+#include "common/net.h"
 #include "common/request_id.h"
 #include "ws/frame.h"
 #include "ws/handshake.h"
@@ -55,55 +54,6 @@ std::string service_reply(const std::string& service, int code, const char* fiel
     Json j = {{"service", service}, {"code", code}};
     j[field] = std::move(value);
     return dump(j);
-}
-
-struct ParsedAddress {
-    sockaddr_storage addr{};
-    socklen_t len = 0;
-};
-
-ParsedAddress resolve(const std::string& address) {
-    std::string host, port;
-    if (!address.empty() && address[0] == '[') {
-        auto close = address.find(']');
-        if (close == std::string::npos || close + 1 >= address.size() || address[close + 1] != ':')
-            throw std::runtime_error("invalid address");
-        host = address.substr(1, close - 1);
-        port = address.substr(close + 2);
-    } else {
-        auto colon = address.rfind(':');
-        if (colon == std::string::npos) throw std::runtime_error("invalid address");
-        host = address.substr(0, colon);
-        port = address.substr(colon + 1);
-    }
-    if (host.empty()) host = "0.0.0.0";
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    addrinfo* res = nullptr;
-    int rc = getaddrinfo(host.c_str(), port.c_str(), &hints, &res);
-    if (rc != 0) throw std::runtime_error(gai_strerror(rc));
-    ParsedAddress out;
-    std::memcpy(&out.addr, res->ai_addr, res->ai_addrlen);
-    out.len = static_cast<socklen_t>(res->ai_addrlen);
-    freeaddrinfo(res);
-    return out;
-}
-
-std::string to_string(const sockaddr_storage& ss) {
-    char host[INET6_ADDRSTRLEN] = "?";
-    int port = 0;
-    if (ss.ss_family == AF_INET) {
-        auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
-        inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
-        port = ntohs(a->sin_port);
-        return std::string(host) + ":" + std::to_string(port);
-    }
-    auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
-    inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
-    port = ntohs(a->sin6_port);
-    return "[" + std::string(host) + "]:" + std::to_string(port);
 }
 
 }  // namespace
@@ -160,7 +110,7 @@ struct WsServer::Connection : EventLoop::Handler {
 
 struct WsServer::Loop : EventLoop::Handler {
     Loop(WsServer& s, int index, int tick_ms)
-        : server(s), loop(index, tick_ms, [this] { on_tick(); }), index(static_cast<std::uint64_t>(index)) {}
+        : server(s), loop("ws", index, tick_ms, [this] { on_tick(); }), index(static_cast<std::uint64_t>(index)) {}
 
     // Listening socket readable.
     void on_events(std::uint32_t) override { accept_all(); }
@@ -306,6 +256,9 @@ void WsServer::Loop::on_readable(Connection& c) {
                 feed(c, read_buffer.data(), static_cast<std::size_t>(n));
             }
             // else: closing after the peer's close frame: ignore whatever follows
+            // A short read drained the socket: the recv() that would only say EAGAIN is skipped (epoll is
+            // level-triggered, so bytes or an EOF arriving later are reported again).
+            if (static_cast<std::size_t>(n) < read_buffer.size()) return;
             continue;
         }
         if (n == 0) {
@@ -867,26 +820,13 @@ WsServer::~WsServer() { stop(); }
 
 void WsServer::start() {
     std::signal(SIGPIPE, SIG_IGN);
-    ParsedAddress addr;
     try {
-        addr = resolve(settings_.address);
+        Listener l = listen_tcp(settings_.address, 4096);
+        listen_fd_ = l.fd;
+        bound_ = l.bound;
     } catch (const std::exception& e) {
         throw std::runtime_error("ws: cannot listen on " + settings_.address + ": " + e.what());
     }
-    listen_fd_ = ::socket(addr.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int one = 1;
-    setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (listen_fd_ < 0 || ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr.addr), addr.len) != 0 ||
-        ::listen(listen_fd_, 4096) != 0) {
-        std::string err = strerror(errno);
-        if (listen_fd_ >= 0) ::close(listen_fd_);
-        listen_fd_ = -1;
-        throw std::runtime_error("ws: cannot listen on " + settings_.address + ": " + err);
-    }
-    sockaddr_storage bound{};
-    socklen_t len = sizeof bound;
-    getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&bound), &len);
-    bound_ = to_string(bound);
 
     int threads = settings_.io_threads > 0 ? settings_.io_threads
                                            : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));

@@ -12,7 +12,7 @@
 #include <hydra/queue.h>
 
 #include "common/worker_pool.h"
-#include "ws/event_loop.h"
+#include "common/event_loop.h"
 #include "ws/ws_exchange.h"
 #include "ws/ws_routes.h"
 

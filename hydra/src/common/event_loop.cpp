@@ -1,4 +1,4 @@
-#include "ws/event_loop.h"
+#include "common/event_loop.h"
 
 #include <pthread.h>
 #include <sys/epoll.h>
@@ -12,18 +12,18 @@
 
 #include <hydra/log.h>
 
-namespace hydra::ws {
+namespace hydra {
 
 namespace {
 // Marks the eventfd in epoll's user data; handlers are never at this address.
 EventLoop::Handler* const kWakeMarker = nullptr;
 }  // namespace
 
-EventLoop::EventLoop(int index, int tick_ms, std::function<void()> on_tick)
-    : index_(index), tick_ms_(tick_ms), on_tick_(std::move(on_tick)) {
+EventLoop::EventLoop(std::string name, int index, int tick_ms, std::function<void()> on_tick)
+    : name_(std::move(name)), index_(index), tick_ms_(tick_ms), on_tick_(std::move(on_tick)) {
     epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
     wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (epoll_fd_ < 0 || wake_fd_ < 0) throw std::runtime_error(std::string("ws: epoll/eventfd: ") + strerror(errno));
+    if (epoll_fd_ < 0 || wake_fd_ < 0) throw std::runtime_error(name_ + ": epoll/eventfd: " + strerror(errno));
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.ptr = kWakeMarker;
@@ -38,7 +38,7 @@ EventLoop::~EventLoop() {
 
 void EventLoop::start() {
     thread_ = std::thread([this] {
-        std::string name = "ws-io-" + std::to_string(index_);
+        std::string name = name_ + "-io-" + std::to_string(index_);
         pthread_setname_np(pthread_self(), name.c_str());
         run();
     });
@@ -59,7 +59,7 @@ void EventLoop::add(int fd, std::uint32_t events, Handler* handler) {
     ev.events = events;
     ev.data.ptr = handler;
     if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0)
-        throw std::runtime_error(std::string("ws: epoll add: ") + strerror(errno));
+        throw std::runtime_error(name_ + ": epoll add: " + strerror(errno));
 }
 
 void EventLoop::modify(int fd, std::uint32_t events, Handler* handler) {
@@ -99,7 +99,7 @@ void EventLoop::run_tasks() {
         try {
             task();
         } catch (const std::exception& e) {
-            Logger().error(std::string("ws: loop task failed: ") + e.what());
+            Logger().error(name_ + ": loop task failed: " + e.what());
         }
     }
     running_.clear();
@@ -116,7 +116,7 @@ void EventLoop::run() {
         int n = epoll_wait(epoll_fd_, events, kMaxEvents, timeout);
         update_clock();
         if (n < 0 && errno != EINTR) {
-            Logger().error(std::string("ws: epoll_wait: ") + strerror(errno));
+            Logger().error(name_ + ": epoll_wait: " + strerror(errno));
             break;
         }
         bool woken = false;
@@ -147,4 +147,4 @@ void EventLoop::run() {
     run_tasks();
 }
 
-}  // namespace hydra::ws
+}  // namespace hydra

@@ -9,7 +9,7 @@
 #include <thread>
 #include <vector>
 
-namespace hydra::ws {
+namespace hydra {
 
 class EventLoop {
   public:
@@ -20,7 +20,8 @@ class EventLoop {
         virtual void on_events(std::uint32_t events) = 0;
     };
 
-    EventLoop(int index, int tick_ms, std::function<void()> on_tick);
+    // `name` prefixes log lines ("ws: epoll_wait: ...") and the thread name ("ws-io-0").
+    EventLoop(std::string name, int index, int tick_ms, std::function<void()> on_tick);
     ~EventLoop();
     EventLoop(const EventLoop&) = delete;
     EventLoop& operator=(const EventLoop&) = delete;
@@ -47,6 +48,7 @@ class EventLoop {
     void run_tasks();
     void update_clock();
 
+    std::string name_;
     int index_;
     int tick_ms_;
     std::function<void()> on_tick_;
@@ -65,4 +67,4 @@ class EventLoop {
     std::vector<std::function<void()>> deferred_;
 };
 
-}  // namespace hydra::ws
+}  // namespace hydra

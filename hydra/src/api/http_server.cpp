@@ -1,0 +1,721 @@
+#include "api/http_server.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <csignal>
+#include <cstring>
+#include <ctime>
+#include <stdexcept>
+#include <thread>
+#include <unordered_map>
+
+#include <hydra/log.h>
+
+#include "common/event_loop.h"
+#include "common/net.h"
+#include "common/worker_pool.h"
+
+namespace hydra::http {
+
+namespace {
+
+constexpr std::size_t kReadChunk = 64 * 1024;
+constexpr std::size_t kMaxBuffered = 256 * 1024;  // unread pipelined bytes held while a request is handled
+constexpr std::size_t kMaxChunkLine = 1024;
+constexpr std::size_t kMaxTrailer = 8192;
+constexpr int kLingerMs = 2000;  // after our last response: wait this long for the client to close
+constexpr int kTickMs = 250;
+constexpr std::uint32_t kReadEvents = EPOLLIN | EPOLLRDHUP;
+
+// "Sun, 22 Nov 2026 03:11:57 GMT" for the Date header, recomputed at most once per second per loop.
+class DateCache {
+  public:
+    const std::string& get() {
+        std::time_t now = std::time(nullptr);
+        if (now != last_) {
+            last_ = now;
+            std::tm tm{};
+            gmtime_r(&now, &tm);
+            char buf[64];
+            std::size_t n = std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+            value_.assign(buf, n);
+        }
+        return value_;
+    }
+
+  private:
+    std::time_t last_ = 0;
+    std::string value_;
+};
+
+struct Refusal {
+    int status = 0;
+    std::string reason;
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------------------------
+// Connection: owned by one loop, touched only by that loop's thread.
+
+struct Server::Connection : EventLoop::Handler {
+    // head: waiting for (more of) a request head; body/chunked: reading its body; handling: a worker has it;
+    // closing: our last response is out, waiting for the client's EOF (lingering close).
+    enum class State : std::uint8_t { head, body, chunked, handling, closing };
+    enum class ChunkPhase : std::uint8_t { size, data, data_end, trailer };
+
+    Connection(Loop& l, std::uint64_t i, int f) : loop(l), id(i), fd(f) {}
+    void on_events(std::uint32_t events) override;
+
+    Loop& loop;
+    std::uint64_t id;
+    int fd;
+    State state = State::head;
+    bool writing = false;                 // EPOLLOUT registered
+    bool reading_paused = false;          // EPOLLIN removed: too much pipelined input while handling
+    bool keep_alive = true;               // of the current request
+    bool head_only = false;               // HEAD: no body in the response
+    int minor_version = 1;                // of the current request: HTTP/1.0 keep-alive must be confirmed
+    std::int64_t request_started_ms = 0;  // first byte of the current request (0: idle)
+    std::int64_t last_activity_ms = 0;
+    std::int64_t write_stalled_ms = 0;  // when the socket last refused bytes (0: not stalled)
+    std::int64_t linger_deadline_ms = 0;
+
+    std::string in;   // received, not yet parsed
+    std::string out;  // serialized responses not yet written
+    std::size_t out_offset = 0;
+    Request request;
+    std::uint64_t body_left = 0;
+    ChunkPhase chunk_phase = ChunkPhase::size;
+    std::uint64_t chunk_left = 0;
+    std::size_t trailer_bytes = 0;
+};
+
+// ---------------------------------------------------------------------------------------------------------------
+// Loop: an EventLoop plus the connections it owns.
+
+struct Server::Loop : EventLoop::Handler {
+    Loop(Server& s, int index) : server(s), loop("api", index, kTickMs, [this] { on_tick(); }), index(index) {}
+
+    // Listening socket readable.
+    void on_events(std::uint32_t) override { accept_all(); }
+
+    void accept_all();
+    void on_tick();
+    void on_readable(Connection& c);
+    void process(Connection& c);
+    bool parse_head(Connection& c);
+    bool read_body(Connection& c);
+    bool read_chunked(Connection& c);
+    void dispatch(Connection& c);
+    void on_response(std::uint64_t id, Response response);
+    void refuse(Connection& c, int status, const std::string& reason);
+    void send_response(Connection& c, Response response);
+    void flush(Connection& c);
+    void finish_request(Connection& c);
+    void start_linger(Connection& c);
+    void destroy(Connection& c);
+    void update_events(Connection& c);
+    void stop_accepting();
+    Connection* find(std::uint64_t id) {
+        auto it = connections.find(id);
+        return it == connections.end() ? nullptr : it->second.get();
+    }
+
+    Server& server;
+    EventLoop loop;
+    int index;
+    std::uint64_t next_id = 1;
+    bool accepting = true;
+    bool listening = false;
+    bool draining = false;  // stopping: close each connection after its current request
+    std::unordered_map<std::uint64_t, std::unique_ptr<Connection>> connections;
+    std::vector<std::unique_ptr<Connection>> graveyard;  // freed at the end of the iteration
+    std::vector<char> read_buffer;
+    DateCache date;
+};
+
+void Server::Connection::on_events(std::uint32_t events) {
+    if (events & EPOLLERR) {
+        loop.destroy(*this);
+        return;
+    }
+    if (events & EPOLLOUT) {
+        loop.flush(*this);
+        if (fd < 0) return;
+    }
+    if (events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP)) loop.on_readable(*this);
+}
+
+void Server::Loop::accept_all() {
+    for (int i = 0; i < 64 && accepting; ++i) {
+        int fd = accept4(server.listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                // Out of descriptors: stop accepting on this loop until the next tick instead of spinning.
+                Logger().warn(std::string("api: accept: ") + strerror(errno) + "; pausing accepts");
+                loop.remove(server.listen_fd_);
+                listening = false;
+            }
+            return;  // EAGAIN: another loop took it, or the queue is empty
+        }
+        if (server.open_connections_.load() >= server.settings_.max_connections) {
+            Response r = server.error_page_(503, "too many connections");
+            std::string bytes = "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: " +
+                                std::to_string(r.body.size()) + "\r\n\r\n" + r.body;
+            [[maybe_unused]] ssize_t n = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+            ::close(fd);
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        std::uint64_t id = (static_cast<std::uint64_t>(index) << 48) | next_id++;
+        auto conn = std::make_unique<Connection>(*this, id, fd);
+        conn->last_activity_ms = loop.now_ms();
+        loop.add(fd, kReadEvents, conn.get());
+        connections.emplace(id, std::move(conn));
+        server.open_connections_.fetch_add(1);
+    }
+}
+
+void Server::Loop::stop_accepting() {
+    accepting = false;
+    if (listening) loop.remove(server.listen_fd_);
+    listening = false;
+}
+
+void Server::Loop::on_tick() {
+    const Settings& s = server.settings_;
+    const std::int64_t now = loop.now_ms();
+    if (!listening && accepting && server.listen_fd_ >= 0) {
+        loop.add(server.listen_fd_, EPOLLIN | EPOLLEXCLUSIVE, this);
+        listening = true;
+    }
+    std::vector<Connection*> timed_out, idle, stalled, lingered;
+    for (auto& [id, conn] : connections) {
+        Connection& c = *conn;
+        if (c.write_stalled_ms > 0 && now - c.write_stalled_ms > s.request_timeout_ms) {
+            stalled.push_back(&c);
+        } else if (c.state == Connection::State::closing) {
+            if (now > c.linger_deadline_ms) lingered.push_back(&c);
+        } else if (c.state != Connection::State::handling) {
+            if (c.request_started_ms > 0 && now - c.request_started_ms > s.request_timeout_ms)
+                timed_out.push_back(&c);
+            else if (c.request_started_ms == 0 && c.out.empty() &&
+                     (draining || now - c.last_activity_ms > s.keep_alive_timeout_ms))
+                idle.push_back(&c);
+        }
+    }
+    for (Connection* c : stalled) {
+        Logger().debug("api: client did not read its response within " + std::to_string(s.request_timeout_ms) +
+                       " ms; closing");
+        destroy(*c);
+    }
+    for (Connection* c : lingered) destroy(*c);
+    for (Connection* c : idle) destroy(*c);
+    for (Connection* c : timed_out)
+        if (c->fd >= 0) refuse(*c, 408, "request not received within " + std::to_string(s.request_timeout_ms) + " ms");
+}
+
+void Server::Loop::on_readable(Connection& c) {
+    if (read_buffer.empty()) read_buffer.resize(kReadChunk);
+    while (c.fd >= 0 && !c.reading_paused) {
+        ssize_t n = ::recv(c.fd, read_buffer.data(), read_buffer.size(), 0);
+        if (n > 0) {
+            c.last_activity_ms = loop.now_ms();
+            if (c.state == Connection::State::closing) continue;  // lingering: discard until EOF
+            if (c.request_started_ms == 0) c.request_started_ms = c.last_activity_ms;
+            c.in.append(read_buffer.data(), static_cast<std::size_t>(n));
+            process(c);
+            // A short read drained the socket (epoll is level-triggered: anything later is reported again).
+            if (static_cast<std::size_t>(n) < read_buffer.size()) return;
+            continue;
+        }
+        if (n == 0) {
+            // EOF. A request being handled still gets its answer written if the client only half-closed; anything
+            // else (idle, partial request, lingering) ends here.
+            if (c.state == Connection::State::handling) {
+                c.keep_alive = false;
+                c.reading_paused = true;
+                update_events(c);
+            } else {
+                destroy(c);
+            }
+            return;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+        if (errno == EINTR) continue;
+        destroy(c);
+        return;
+    }
+}
+
+// Parses and dispatches as much of c.in as the connection's state allows.
+void Server::Loop::process(Connection& c) {
+    while (c.fd >= 0) {
+        switch (c.state) {
+            case Connection::State::head:
+                if (c.in.empty() || !parse_head(c)) return;
+                break;
+            case Connection::State::body:
+                if (!read_body(c)) return;
+                break;
+            case Connection::State::chunked:
+                if (!read_chunked(c)) return;
+                break;
+            case Connection::State::handling:
+                // Pipelined bytes wait; too many of them and we stop reading until this request is answered.
+                if (c.in.size() > kMaxBuffered && !c.reading_paused) {
+                    c.reading_paused = true;
+                    update_events(c);
+                }
+                return;
+            case Connection::State::closing:
+                return;
+        }
+    }
+}
+
+// True when a head was taken off c.in (the state moved on).
+bool Server::Loop::parse_head(Connection& c) {
+    const Settings& s = server.settings_;
+    Head head = http::parse_head(c.in, s.max_head);
+    if (head.status == ParseStatus::NeedMore) return false;
+    if (head.too_large) {
+        refuse(c, 431, "request header exceeds " + std::to_string(s.max_head) + " bytes");
+        return false;
+    }
+    if (head.status == ParseStatus::Error) {
+        refuse(c, 400, head.error);
+        return false;
+    }
+
+    // Request line: method SP target SP version.
+    const std::string_view line = head.start_line;
+    const std::size_t sp1 = line.find(' ');
+    const std::size_t sp2 = sp1 == std::string_view::npos ? sp1 : line.find(' ', sp1 + 1);
+    if (sp2 == std::string_view::npos || line.find(' ', sp2 + 1) != std::string_view::npos) {
+        refuse(c, 400, "malformed request line");
+        return false;
+    }
+    const std::string_view method = line.substr(0, sp1);
+    std::string_view target = line.substr(sp1 + 1, sp2 - sp1 - 1);
+    const auto [major, minor] = http_version(line.substr(sp2 + 1));
+    bool upper = !method.empty() && method.size() <= 16 &&
+                 std::all_of(method.begin(), method.end(), [](char ch) { return ch >= 'A' && ch <= 'Z'; });
+    if (!upper || target.empty() || major < 0) {
+        refuse(c, 400, "malformed request line");
+        return false;
+    }
+    if (major != 1) {
+        refuse(c, 505, "HTTP version not supported");
+        return false;
+    }
+    // Absolute form (a proxy's "http://host/path"): the path is what follows the authority.
+    if (target.rfind("http://", 0) == 0 || target.rfind("https://", 0) == 0) {
+        const std::size_t slash = target.find('/', target.find("//") + 2);
+        target = slash == std::string_view::npos ? std::string_view("/") : target.substr(slash);
+    }
+    if (target.front() != '/') {
+        refuse(c, 400, "invalid request target");
+        return false;
+    }
+    if (minor >= 1 && count_headers(head.headers, "Host") != 1) {
+        refuse(c, 400, "missing or repeated Host");
+        return false;
+    }
+
+    Request& req = c.request;
+    req = Request{};
+    req.method = std::string(method);
+    req.target = std::string(target);
+    req.minor_version = minor;
+    const std::size_t q = target.find('?');
+    if (q != std::string_view::npos) req.query = std::string(target.substr(q + 1));
+    if (!percent_decode(target.substr(0, q), req.path, false)) {
+        refuse(c, 400, "malformed request target: bad percent-encoding");
+        return false;
+    }
+
+    // Framing (RFC 9112 section 6): chunked, or Content-Length, or no body.
+    std::optional<std::string_view> te = find_header(head.headers, "Transfer-Encoding");
+    std::optional<std::string_view> cl = find_header(head.headers, "Content-Length");
+    bool chunked = false;
+    std::uint64_t length = 0;
+    if (te) {
+        if (cl) {
+            refuse(c, 400, "both Transfer-Encoding and Content-Length");
+            return false;
+        }
+        if (count_headers(head.headers, "Transfer-Encoding") != 1 || !iequals(trim(*te), "chunked")) {
+            refuse(c, 501, "unsupported Transfer-Encoding: " + std::string(*te));
+            return false;
+        }
+        chunked = true;
+    } else if (cl) {
+        for (const auto& [n, v] : head.headers)
+            if (iequals(n, "Content-Length") && v != *cl) {
+                refuse(c, 400, "conflicting Content-Length headers");
+                return false;
+            }
+        auto r = std::from_chars(cl->data(), cl->data() + cl->size(), length);
+        if (cl->empty() || r.ec != std::errc() || r.ptr != cl->data() + cl->size()) {
+            refuse(c, 400, "malformed Content-Length");
+            return false;
+        }
+        if (length > s.max_body) {
+            refuse(c, 413, "request body exceeds " + std::to_string(s.max_body) + " bytes");
+            return false;
+        }
+    }
+
+    std::optional<std::string_view> connection = find_header(head.headers, "Connection");
+    c.keep_alive = s.keep_alive && !draining &&
+                   (minor >= 1 ? !(connection && has_token(*connection, "close"))
+                               : (connection && has_token(*connection, "keep-alive")));
+    c.head_only = req.method == "HEAD";
+    c.minor_version = minor;
+    const bool expect_continue =
+        minor >= 1 && (chunked || length > 0) && any_has_token(head.headers, "Expect", "100-continue");
+    req.headers = std::move(head.headers);
+    c.in.erase(0, head.consumed);
+
+    if (chunked) {
+        c.state = Connection::State::chunked;
+        c.chunk_phase = Connection::ChunkPhase::size;
+        c.trailer_bytes = 0;
+    } else if (length > 0) {
+        c.state = Connection::State::body;
+        c.body_left = length;
+        req.body.reserve(static_cast<std::size_t>(length));
+    } else {
+        dispatch(c);
+        return true;
+    }
+    // The client waits for our go-ahead before sending the body (curl does for bodies over 1 KB).
+    if (expect_continue && c.in.empty()) {
+        c.out += "HTTP/1.1 100 Continue\r\n\r\n";
+        flush(c);
+    }
+    return true;
+}
+
+bool Server::Loop::read_body(Connection& c) {
+    std::size_t take = static_cast<std::size_t>(std::min<std::uint64_t>(c.body_left, c.in.size()));
+    if (take == 0) return false;
+    c.request.body.append(c.in, 0, take);
+    c.in.erase(0, take);
+    c.body_left -= take;
+    if (c.body_left > 0) return false;
+    dispatch(c);
+    return true;
+}
+
+// chunk = size [;ext] CRLF data CRLF ... 0 CRLF *(trailer CRLF) CRLF. True once the whole body was read.
+bool Server::Loop::read_chunked(Connection& c) {
+    const Settings& s = server.settings_;
+    using Phase = Connection::ChunkPhase;
+    for (;;) {
+        switch (c.chunk_phase) {
+            case Phase::size: {
+                const std::size_t eol = c.in.find("\r\n");
+                if (eol == std::string::npos) {
+                    if (c.in.size() > kMaxChunkLine) refuse(c, 400, "malformed chunk size");
+                    return false;
+                }
+                std::string_view digits(c.in.data(), std::min(eol, c.in.find(';')));
+                digits = trim(digits);
+                std::uint64_t size = 0;
+                auto r = std::from_chars(digits.data(), digits.data() + digits.size(), size, 16);
+                if (digits.empty() || r.ec != std::errc() || r.ptr != digits.data() + digits.size()) {
+                    refuse(c, 400, "malformed chunk size");
+                    return false;
+                }
+                c.in.erase(0, eol + 2);
+                if (size == 0) {
+                    c.chunk_phase = Phase::trailer;
+                } else if (size > s.max_body || c.request.body.size() + size > s.max_body) {
+                    refuse(c, 413, "request body exceeds " + std::to_string(s.max_body) + " bytes");
+                    return false;
+                } else {
+                    c.chunk_phase = Phase::data;
+                    c.chunk_left = size;
+                }
+                break;
+            }
+            case Phase::data: {
+                std::size_t take = static_cast<std::size_t>(std::min<std::uint64_t>(c.chunk_left, c.in.size()));
+                if (take == 0) return false;
+                c.request.body.append(c.in, 0, take);
+                c.in.erase(0, take);
+                c.chunk_left -= take;
+                if (c.chunk_left == 0) c.chunk_phase = Phase::data_end;
+                break;
+            }
+            case Phase::data_end:
+                if (c.in.size() < 2) return false;
+                if (c.in.compare(0, 2, "\r\n") != 0) {
+                    refuse(c, 400, "malformed chunk: missing CRLF after the data");
+                    return false;
+                }
+                c.in.erase(0, 2);
+                c.chunk_phase = Phase::size;
+                break;
+            case Phase::trailer: {
+                const std::size_t eol = c.in.find("\r\n");
+                if (eol == std::string::npos) {
+                    if (c.trailer_bytes + c.in.size() > kMaxTrailer) refuse(c, 431, "trailer fields too large");
+                    return false;
+                }
+                c.trailer_bytes += eol + 2;
+                c.in.erase(0, eol + 2);
+                if (eol == 0) {  // the empty line: done (trailer fields are read and ignored)
+                    dispatch(c);
+                    return true;
+                }
+                if (c.trailer_bytes > kMaxTrailer) {
+                    refuse(c, 431, "trailer fields too large");
+                    return false;
+                }
+                break;
+            }
+        }
+    }
+}
+
+void Server::Loop::dispatch(Connection& c) {
+    c.state = Connection::State::handling;
+    if (server.in_flight_.load() >= server.settings_.max_queued + server.settings_.workers) {
+        // Every worker is busy and the waiting line is full: answer at once rather than queue without bound.
+        Response r = server.error_page_(503, "server busy: too many requests waiting");
+        send_response(c, std::move(r));
+        return;
+    }
+    server.in_flight_.fetch_add(1);
+    Loop* self = this;
+    Server* srv = &server;
+    std::uint64_t id = c.id;
+    server.workers_->post([self, srv, id, req = std::move(c.request)]() mutable {
+        Response response;
+        try {
+            response = srv->handler_(req);
+        } catch (const std::exception& e) {
+            Logger().error(std::string("api: request failed: ") + e.what());
+            response = srv->error_page_(500, "internal server error");
+        }
+        self->loop.post(
+            [self, id, response = std::move(response)]() mutable { self->on_response(id, std::move(response)); });
+    });
+    c.request = Request{};
+}
+
+void Server::Loop::on_response(std::uint64_t id, Response response) {
+    server.in_flight_.fetch_sub(1);
+    Connection* c = find(id);
+    if (c == nullptr || c->fd < 0) return;  // the client went away
+    send_response(*c, std::move(response));
+    // Pipelined requests that arrived meanwhile.
+    if (c->fd >= 0 && c->state == Connection::State::head && !c->in.empty()) process(*c);
+}
+
+// A request the server answers itself; the connection cannot be trusted to frame the next one, so it closes.
+void Server::Loop::refuse(Connection& c, int status, const std::string& reason) {
+    Response r = server.error_page_(status, reason);
+    r.close = true;
+    c.keep_alive = false;
+    c.in.clear();
+    send_response(c, std::move(r));
+}
+
+void Server::Loop::send_response(Connection& c, Response response) {
+    const Settings& s = server.settings_;
+    const bool close = response.close || !c.keep_alive || draining;
+    std::string& out = c.out;
+    out += "HTTP/1.1 ";
+    out += std::to_string(response.status);
+    out += ' ';
+    out += http_status_text(response.status);
+    out += "\r\nServer: ";
+    out += s.software;
+    out += "\r\nDate: ";
+    out += date.get();
+    out += "\r\n";
+    append_headers(out, response.headers);
+    const bool no_body = response.status == 204 || response.status == 304 || response.status < 200;
+    if (!no_body) {
+        out += "Content-Length: ";
+        out += std::to_string(response.body.size());
+        out += "\r\n";
+    }
+    if (close)
+        out += "Connection: close\r\n";
+    else if (c.minor_version == 0)
+        out += "Connection: keep-alive\r\n";
+    out += "\r\n";
+    if (!no_body && !c.head_only) out += response.body;
+    if (close) {
+        start_linger(c);
+    } else {
+        finish_request(c);
+    }
+    flush(c);
+}
+
+void Server::Loop::finish_request(Connection& c) {
+    c.state = Connection::State::head;
+    c.request_started_ms = c.in.empty() ? 0 : loop.now_ms();
+    c.last_activity_ms = loop.now_ms();
+    c.head_only = false;
+    if (c.reading_paused) {
+        c.reading_paused = false;
+        update_events(c);
+    }
+}
+
+// Our last response: once it is written we half-close and discard input until the client closes (or the linger
+// deadline), so that unread request bytes do not make the kernel reset the connection before the client has read
+// the response.
+void Server::Loop::start_linger(Connection& c) {
+    c.state = Connection::State::closing;
+    c.in.clear();
+    std::string().swap(c.in);
+    c.linger_deadline_ms = loop.now_ms() + kLingerMs;
+    if (c.reading_paused) {
+        c.reading_paused = false;
+        update_events(c);
+    }
+}
+
+void Server::Loop::flush(Connection& c) {
+    if (c.fd < 0) return;
+    while (c.out_offset < c.out.size()) {
+        ssize_t n = ::send(c.fd, c.out.data() + c.out_offset, c.out.size() - c.out_offset, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) {
+            c.out_offset += static_cast<std::size_t>(n);
+            c.write_stalled_ms = 0;
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (c.write_stalled_ms == 0) c.write_stalled_ms = loop.now_ms();
+            if (!c.writing) {
+                c.writing = true;
+                update_events(c);
+            }
+            return;
+        }
+        destroy(c);  // EPIPE, ECONNRESET: the client is gone
+        return;
+    }
+    c.out.clear();
+    c.out_offset = 0;
+    if (c.out.capacity() > kReadChunk) std::string().swap(c.out);
+    c.write_stalled_ms = 0;
+    if (c.writing) {
+        c.writing = false;
+        update_events(c);
+    }
+    if (c.state == Connection::State::closing) ::shutdown(c.fd, SHUT_WR);
+}
+
+void Server::Loop::update_events(Connection& c) {
+    if (c.fd < 0) return;
+    std::uint32_t ev = c.reading_paused ? 0 : kReadEvents;
+    if (c.writing) ev |= EPOLLOUT;
+    loop.modify(c.fd, ev, &c);
+}
+
+void Server::Loop::destroy(Connection& c) {
+    if (c.fd < 0) return;
+    loop.remove(c.fd);
+    ::close(c.fd);
+    c.fd = -1;
+    server.open_connections_.fetch_sub(1);
+    auto it = connections.find(c.id);
+    if (it == connections.end()) return;
+    // Freed at the end of the iteration: the caller may still hold a reference.
+    graveyard.push_back(std::move(it->second));
+    connections.erase(it);
+    if (graveyard.size() == 1) loop.defer([this] { graveyard.clear(); });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Server
+
+Server::Server(Settings settings, Handler handler, ErrorPage error_page)
+    : settings_(std::move(settings)), handler_(std::move(handler)), error_page_(std::move(error_page)) {}
+
+Server::~Server() { stop(std::chrono::milliseconds(0)); }
+
+void Server::start() {
+    std::signal(SIGPIPE, SIG_IGN);
+    Listener l = listen_tcp(settings_.address, 4096);
+    listen_fd_ = l.fd;
+    bound_ = l.bound;
+    workers_ = std::make_unique<WorkerPool>(static_cast<std::size_t>(std::max(1, settings_.workers)), "api-worker");
+    for (int i = 0; i < std::max(1, settings_.io_threads); ++i) loops_.push_back(std::make_unique<Loop>(*this, i));
+    for (auto& lp : loops_) {
+        lp->loop.add(listen_fd_, EPOLLIN | EPOLLEXCLUSIVE, lp.get());
+        lp->listening = true;
+        lp->loop.start();
+    }
+    started_ = true;
+}
+
+void Server::stop(std::chrono::milliseconds grace) {
+    if (!started_) return;
+    started_ = false;
+    // 1. Stop accepting; idle connections close at once, busy ones after their current response.
+    for (auto& lp : loops_) {
+        Loop* l = lp.get();
+        l->loop.post([l] {
+            l->stop_accepting();
+            l->draining = true;
+            std::vector<Connection*> idle;
+            for (auto& [id, c] : l->connections)
+                if (c->state == Connection::State::head && c->request_started_ms == 0 && c->out.empty())
+                    idle.push_back(c.get());
+            for (Connection* c : idle) l->destroy(*c);
+        });
+    }
+    if (listen_fd_ >= 0) {
+        // Refuse new connections right away (closing the socket only after the loops no longer watch it).
+        ::shutdown(listen_fd_, SHUT_RD);
+    }
+    // 2. Requests in flight finish and are answered (bounded).
+    auto deadline = std::chrono::steady_clock::now() + grace;
+    while ((in_flight_.load() > 0 || open_connections_.load() > 0) && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    if (in_flight_.load() > 0)
+        Logger().warn("api: " + std::to_string(in_flight_.load()) +
+                      " request(s) still running after the shutdown timeout; their clients are disconnected");
+    // 3. Stop the loops and close what is left.
+    for (auto& lp : loops_) lp->loop.stop();
+    for (auto& lp : loops_) {
+        std::vector<Connection*> all;
+        for (auto& [id, c] : lp->connections) all.push_back(c.get());
+        for (Connection* c : all) lp->destroy(*c);
+        lp->graveyard.clear();
+    }
+    if (listen_fd_ >= 0) ::close(listen_fd_);
+    listen_fd_ = -1;
+    if (in_flight_.load() > 0) {
+        // A handler still runs our code and will post its answer to a loop: leak the pool and the loops rather
+        // than destroy them under it.
+        (void)workers_.release();
+        for (auto& lp : loops_) (void)lp.release();
+        loops_.clear();
+        return;
+    }
+    workers_->stop();
+    loops_.clear();
+}
+
+}  // namespace hydra::http

@@ -1,0 +1,96 @@
+// The API server's transport: HTTP/1.1 on epoll loops (no thread per connection), request handlers on a worker pool
+// (they may block: a queue push waits until the message is durable). Keep-alive, pipelining (one request at a time
+// per connection), Content-Length and chunked bodies, Expect: 100-continue, limits and timeouts with a clear answer.
+// What a request means is the caller's business (ApiServer): this class only moves requests and responses.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/http.h"
+
+namespace hydra {
+class WorkerPool;
+}
+
+namespace hydra::http {
+
+struct Request {
+    std::string method;
+    std::string target;  // as sent
+    std::string path;    // percent-decoded, without the query
+    std::string query;   // raw, after '?' ("" if none)
+    int minor_version = 1;
+    HttpHeaders headers;
+    std::string body;
+
+    std::optional<std::string_view> header(std::string_view name) const { return find_header(headers, name); }
+};
+
+struct Response {
+    int status = 200;
+    HttpHeaders headers;  // the server adds Server, Date, Content-Length and Connection
+    std::string body;
+    bool close = false;  // close the connection once this response is written
+};
+
+class Server {
+  public:
+    struct Settings {
+        std::string address = "127.0.0.1:9090";
+        int io_threads = 1;
+        int workers = 64;                   // handler threads
+        int max_queued = 1024;              // requests waiting for a worker; beyond that: 503 at once
+        int max_connections = 10000;        // beyond that: 503 and close
+        std::size_t max_body = 1 << 20;     // 413
+        std::size_t max_head = 16 * 1024;   // request line + headers; 431
+        bool keep_alive = true;             // false: one request per connection
+        int keep_alive_timeout_ms = 15000;  // an idle keep-alive connection is closed after this
+        int request_timeout_ms = 30000;     // a request must arrive completely within this (408), and a
+                                            // response must be taken by the client within this
+        std::string software = "hydra";     // Server header
+    };
+    // Runs on a worker thread and may block. An exception becomes error_page(500).
+    using Handler = std::function<Response(Request&)>;
+    // The answer to a request the server refuses by itself (400 malformed, 408, 413, 431, 501, 503, 505), from any
+    // thread.
+    using ErrorPage = std::function<Response(int status, const std::string& reason)>;
+
+    Server(Settings settings, Handler handler, ErrorPage error_page);
+    ~Server();
+    Server(const Server&) = delete;
+    Server& operator=(const Server&) = delete;
+
+    // Binds and starts the loops. Throws std::runtime_error with the reason ("Address already in use").
+    void start();
+    // Stops accepting, closes idle connections, lets requests in flight finish and be answered (bounded by `grace`),
+    // then closes everything. Idempotent.
+    void stop(std::chrono::milliseconds grace);
+    // "host:port" actually bound.
+    std::string address() const { return bound_; }
+    int open_connections() const { return open_connections_.load(); }
+
+  private:
+    struct Connection;
+    struct Loop;
+    friend struct Connection;
+    friend struct Loop;
+
+    Settings settings_;
+    Handler handler_;
+    ErrorPage error_page_;
+    int listen_fd_ = -1;
+    std::string bound_;
+    std::unique_ptr<WorkerPool> workers_;
+    std::vector<std::unique_ptr<Loop>> loops_;
+    std::atomic<int> open_connections_{0};
+    std::atomic<int> in_flight_{0};  // requests handed to a worker and not yet answered
+    bool started_ = false;
+};
+
+}  // namespace hydra::http

@@ -1,0 +1,285 @@
+// The API server's HTTP/1.1 transport on the wire: framing, pipelining, limits and timeouts, with raw sockets so
+// that every byte the client sends (and every malformed one) is under the test's control.
+#include <boost/test/unit_test.hpp>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <hydra/app.h>
+
+#include "support/temp.h"
+
+using hydra::Context;
+using hydra::Json;
+
+namespace {
+
+hydra::Config transport_config(std::vector<std::string> sets = {}) {
+    sets.insert(sets.begin(), {"api.address=127.0.0.1:0", "ws.enabled=false", "log.level=error",
+                               "queue.sqlite.path=" + test::temp_path("q.db")});
+    return hydra::Config::from_json(Json::object(), "test", sets, hydra::ConfigSchema::builtin());
+}
+
+// One TCP connection to the server; reads with a deadline.
+class Raw {
+  public:
+    explicit Raw(const std::string& address) {
+        auto colon = address.rfind(':');
+        sockaddr_in sa{};
+        sa.sin_family = AF_INET;
+        sa.sin_port = htons(static_cast<std::uint16_t>(std::stoi(address.substr(colon + 1))));
+        inet_pton(AF_INET, address.substr(0, colon).c_str(), &sa.sin_addr);
+        fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+        connected_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0;
+    }
+    ~Raw() { ::close(fd_); }
+    bool connected() const { return connected_; }
+    void send(const std::string& bytes) {
+        BOOST_REQUIRE_EQUAL(::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL), static_cast<ssize_t>(bytes.size()));
+    }
+
+    // Reads until `done(received)` or the peer closes or the deadline passes; returns what arrived.
+    template <class Done>
+    std::string read_until(Done done, std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
+        auto deadline = std::chrono::steady_clock::now() + timeout;
+        while (!done(in_) && !closed_) {
+            auto left =
+                std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+            if (left.count() <= 0) break;
+            pollfd p{fd_, POLLIN, 0};
+            if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
+            char buf[8192];
+            ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+            if (n <= 0) {
+                closed_ = true;
+                break;
+            }
+            in_.append(buf, static_cast<std::size_t>(n));
+        }
+        return in_;
+    }
+    // Everything until the server closes the connection.
+    std::string read_all(std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
+        return read_until([](const std::string&) { return false; }, timeout);
+    }
+    // Until `n` complete responses (heads with Content-Length bodies) arrived.
+    std::string read_responses(std::size_t n) {
+        return read_until([n](const std::string& s) { return count_complete(s) >= n; });
+    }
+    bool closed() const { return closed_; }
+
+    static std::size_t count_complete(const std::string& s) {
+        std::size_t count = 0, pos = 0;
+        for (;;) {
+            auto end = s.find("\r\n\r\n", pos);
+            if (end == std::string::npos) return count;
+            std::string head = s.substr(pos, end - pos);
+            std::size_t length = 0;
+            auto cl = head.find("Content-Length: ");
+            if (cl != std::string::npos) length = std::stoul(head.substr(cl + 16));
+            if (s.size() < end + 4 + length) return count;
+            pos = end + 4 + length;
+            if (head.rfind("HTTP/1.1 100", 0) != 0) ++count;
+        }
+    }
+
+  private:
+    int fd_ = -1;
+    bool connected_ = false;
+    bool closed_ = false;
+    std::string in_;
+};
+
+struct TransportFixture {
+    hydra::App app;
+    std::string addr;
+    explicit TransportFixture(std::vector<std::string> sets = {}) {
+        app.api("/echo", [](Context& ctx) { return Json{{"params", ctx.params()}, {"body", ctx.body()}}; });
+        app.api("/n/:n", [](Context& ctx) { return Json{{"n", ctx.param("n")}}; });
+        app.api("/slow", [](Context&) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(400));
+            return Json{{"slow", true}};
+        });
+        app.start(transport_config(std::move(sets)));
+        addr = app.api_address();
+    }
+};
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(http_transport)
+
+BOOST_AUTO_TEST_CASE(pipelined_requests_are_answered_in_order) {
+    TransportFixture f;
+    Raw c(f.addr);
+    std::string burst;
+    for (int i = 0; i < 20; ++i) burst += "GET /n/" + std::to_string(i) + " HTTP/1.1\r\nHost: x\r\n\r\n";
+    c.send(burst);
+    std::string in = c.read_responses(20);
+    BOOST_REQUIRE_EQUAL(Raw::count_complete(in), 20u);
+    std::size_t pos = 0;
+    for (int i = 0; i < 20; ++i) {
+        auto at = in.find("{\"n\":\"" + std::to_string(i) + "\"}", pos);
+        BOOST_REQUIRE_MESSAGE(at != std::string::npos, "answer " << i << " missing or out of order");
+        pos = at;
+    }
+    BOOST_CHECK(!c.closed());
+}
+
+BOOST_AUTO_TEST_CASE(chunked_body_and_expect_continue) {
+    TransportFixture f;
+    Raw c(f.addr);
+    c.send(
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "4;ext=1\r\n{\"a\"\r\n3\r\n:42\r\n1\r\n}\r\n0\r\nX-Trailer: t\r\n\r\n");
+    std::string in = c.read_responses(1);
+    BOOST_CHECK_MESSAGE(in.rfind("HTTP/1.1 200 OK\r\n", 0) == 0, in);
+    BOOST_CHECK_MESSAGE(in.find("\"a\":42") != std::string::npos, in);
+
+    // Expect: 100-continue: the go-ahead comes before the body is sent.
+    Raw e(f.addr);
+    e.send(
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 7\r\n"
+        "Expect: 100-continue\r\n\r\n");
+    std::string interim = e.read_until([](const std::string& s) { return s.find("\r\n\r\n") != std::string::npos; });
+    BOOST_CHECK_EQUAL(interim, "HTTP/1.1 100 Continue\r\n\r\n");
+    e.send("{\"b\":1}");
+    in = e.read_responses(1);
+    BOOST_CHECK_MESSAGE(in.find("\"b\":1") != std::string::npos, in);
+}
+
+BOOST_AUTO_TEST_CASE(malformed_requests_get_a_status_and_a_close) {
+    TransportFixture f({"api.max_body=100"});
+    struct Case {
+        std::string bytes;
+        std::string status;
+        std::string msg;
+    };
+    std::vector<Case> cases = {
+        {"GET /n/1 HTTP/2.0\r\nHost: x\r\n\r\n", "505", "HTTP version not supported"},
+        {"GET /n/1 HTTP/1.1\r\n\r\n", "400", "missing or repeated Host"},
+        {"get /n/1 HTTP/1.1\r\nHost: x\r\n\r\n", "400", "malformed request line"},
+        {"GET /n/%zz HTTP/1.1\r\nHost: x\r\n\r\n", "400", "bad percent-encoding"},
+        {"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 12abc\r\n\r\n", "400", "malformed Content-Length"},
+        {"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", "400",
+         "conflicting Content-Length"},
+        {"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", "501", "unsupported Transfer-Encoding"},
+        {"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", "400",
+         "both Transfer-Encoding and Content-Length"},
+        {"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 101\r\n\r\n", "413", "request body exceeds 100 bytes"},
+        {"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "400", "malformed chunk size"},
+        {"GET /n/1 HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n", "400", "malformed header line"},
+        {"GET /n/1 HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(20000, 'a') + "\r\n\r\n", "431",
+         "request header exceeds"},
+    };
+    for (const auto& k : cases) {
+        Raw c(f.addr);
+        c.send(k.bytes);
+        std::string in = c.read_all();
+        BOOST_CHECK_MESSAGE(in.rfind("HTTP/1.1 " + k.status + " ", 0) == 0, k.bytes.substr(0, 60) << " -> " << in);
+        BOOST_CHECK_MESSAGE(in.find(k.msg) != std::string::npos, k.bytes.substr(0, 60) << " -> " << in);
+        BOOST_CHECK_MESSAGE(in.find("Connection: close\r\n") != std::string::npos, in);
+        BOOST_CHECK_MESSAGE(in.find("\"code\":" + k.status) != std::string::npos, in);  // hydra's JSON envelope
+        BOOST_CHECK(c.closed());
+    }
+    // The server is still fine.
+    Raw ok(f.addr);
+    ok.send("GET /n/7 HTTP/1.1\r\nHost: x\r\n\r\n");
+    BOOST_CHECK(ok.read_responses(1).find("{\"n\":\"7\"}") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(http_1_0_and_connection_close) {
+    TransportFixture f;
+    Raw a(f.addr);
+    a.send("GET /n/1 HTTP/1.0\r\n\r\n");
+    std::string in = a.read_all();
+    BOOST_CHECK_MESSAGE(in.rfind("HTTP/1.1 200 OK\r\n", 0) == 0, in);
+    BOOST_CHECK(in.find("Connection: close\r\n") != std::string::npos);
+    BOOST_CHECK(a.closed());
+
+    Raw b(f.addr);
+    b.send("GET /n/1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /n/2 HTTP/1.0\r\n\r\n");
+    in = b.read_all();
+    BOOST_CHECK_EQUAL(Raw::count_complete(in), 2u);
+    BOOST_CHECK(in.find("Connection: keep-alive\r\n") != std::string::npos);
+
+    Raw c(f.addr);
+    c.send("GET /n/1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    in = c.read_all();
+    BOOST_CHECK_EQUAL(Raw::count_complete(in), 1u);
+    BOOST_CHECK(c.closed());
+
+    // HEAD: the headers of the GET answer, no body.
+    Raw d(f.addr);
+    d.send("HEAD /n/1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    in = d.read_all();
+    BOOST_CHECK_MESSAGE(in.find("Content-Length: 9\r\n") != std::string::npos, in);
+    BOOST_CHECK(in.size() >= 4 && in.compare(in.size() - 4, 4, "\r\n\r\n") == 0);
+}
+
+BOOST_AUTO_TEST_CASE(slow_and_idle_clients_are_timed_out) {
+    TransportFixture f({"api.request_timeout_ms=300", "api.keep_alive_timeout_ms=300"});
+    // A head that never finishes: 408.
+    Raw slow(f.addr);
+    slow.send("GET /n/1 HTTP/1.1\r\nHost: x\r\n");
+    auto t0 = std::chrono::steady_clock::now();
+    std::string in = slow.read_all();
+    auto waited = std::chrono::steady_clock::now() - t0;
+    BOOST_CHECK_MESSAGE(in.rfind("HTTP/1.1 408 ", 0) == 0, in);
+    BOOST_CHECK(slow.closed());
+    BOOST_CHECK(waited >= std::chrono::milliseconds(250));
+
+    // A body that never finishes: 408 too.
+    Raw body(f.addr);
+    body.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{\"a\"");
+    in = body.read_all();
+    BOOST_CHECK_MESSAGE(in.rfind("HTTP/1.1 408 ", 0) == 0, in);
+
+    // An idle keep-alive connection is closed quietly.
+    Raw idle(f.addr);
+    idle.send("GET /n/1 HTTP/1.1\r\nHost: x\r\n\r\n");
+    in = idle.read_all();
+    BOOST_CHECK_EQUAL(Raw::count_complete(in), 1u);
+    BOOST_CHECK(idle.closed());
+}
+
+BOOST_AUTO_TEST_CASE(overload_is_503_not_a_hang) {
+    // One handler thread, one waiting request allowed: the third concurrent request is refused at once.
+    TransportFixture f({"api.threads=1", "api.max_queued=1"});
+    Raw a(f.addr), b(f.addr), c(f.addr);
+    a.send("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    b.send("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    auto t0 = std::chrono::steady_clock::now();
+    c.send("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
+    std::string refused = c.read_responses(1);
+    BOOST_CHECK_MESSAGE(refused.rfind("HTTP/1.1 503 ", 0) == 0, refused);
+    BOOST_CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(300));
+    BOOST_CHECK(a.read_responses(1).rfind("HTTP/1.1 200 ", 0) == 0);
+    BOOST_CHECK(b.read_responses(1).rfind("HTTP/1.1 200 ", 0) == 0);
+}
+
+BOOST_AUTO_TEST_CASE(connection_limit_is_503) {
+    TransportFixture f({"api.max_connections=2"});
+    Raw a(f.addr), b(f.addr);
+    a.send("GET /n/1 HTTP/1.1\r\nHost: x\r\n\r\n");
+    b.send("GET /n/2 HTTP/1.1\r\nHost: x\r\n\r\n");
+    BOOST_CHECK_EQUAL(Raw::count_complete(a.read_responses(1)), 1u);
+    BOOST_CHECK_EQUAL(Raw::count_complete(b.read_responses(1)), 1u);
+    Raw c(f.addr);
+    std::string in = c.read_all();
+    BOOST_CHECK_MESSAGE(in.rfind("HTTP/1.1 503 ", 0) == 0, in);
+    BOOST_CHECK(in.find("too many connections") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
