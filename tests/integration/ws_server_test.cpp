@@ -8,7 +8,9 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <fstream>
 #include <mutex>
+#include <sstream>
 #include <thread>
 
 #include <hydra/app.h>
@@ -464,6 +466,24 @@ BOOST_AUTO_TEST_CASE(a_client_that_stops_reading_is_closed_and_others_are_not_sl
     BOOST_CHECK_MESSAGE(last.type == WsMessage::Type::close || last.type == WsMessage::Type::closed,
                         "got " << last.type);
     if (last.type == WsMessage::Type::close) BOOST_CHECK_EQUAL(last.close_code, 1008);
+    // The server's end of the sleeper's connection is gone too (reset, not left orphaned with its unsent bytes in
+    // the kernel): only the reader's connection remains on the server port.
+    auto server_side_sockets = [&] {
+        std::ifstream tcp("/proc/net/tcp");
+        std::string line;
+        std::getline(tcp, line);
+        int n = 0;
+        while (std::getline(tcp, line)) {
+            std::istringstream in(line);
+            std::string slot, local, remote, state;
+            in >> slot >> local >> remote >> state;
+            if (state != "0A" && std::stoi(local.substr(local.find(':') + 1), nullptr, 16) == f.port) ++n;
+        }
+        return n;
+    };
+    int left = 0;
+    for (int i = 0; i < 100 && (left = server_side_sockets()) > 1; ++i) std::this_thread::sleep_for(50ms);
+    BOOST_CHECK_EQUAL(left, 1);
 }
 
 BOOST_AUTO_TEST_CASE(a_thousand_clients_get_a_broadcast) {

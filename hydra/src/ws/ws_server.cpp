@@ -749,6 +749,12 @@ void WsServer::Loop::update_events(Connection& c) {
 void WsServer::Loop::destroy(Connection& c, std::uint16_t code, const std::string& reason) {
     if (c.fd < 0) return;
     loop.remove(c.fd);
+    if (c.out_bytes > 0) {
+        // We give up on bytes the peer never took (a client that stopped reading): reset the connection so the
+        // kernel drops its send buffer now, instead of keeping an orphaned socket and its buffer for minutes.
+        linger abort{1, 0};
+        setsockopt(c.fd, SOL_SOCKET, SO_LINGER, &abort, sizeof abort);
+    }
     ::close(c.fd);
     c.fd = -1;
     server.open_connections_.fetch_sub(1);
