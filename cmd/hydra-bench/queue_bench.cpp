@@ -1,6 +1,10 @@
-// `hydra-bench queue`: push throughput and push→handler latency of a queue backend, in-process.
+// `hydra-bench queue`: push throughput (push and push_batch), consume throughput and push→handler latency of a
+// queue backend, in-process.
 //   hydra-bench queue --backend sqlite [--sync normal|full] [--pushers 64] [--seconds 5] [--rate 10000]
-//   hydra-bench queue --backend kafka [--brokers HOST:PORT]     (no --brokers: an in-process mock cluster)
+//                     [--batch 1000] [--batch-pushers 4] [--fill 200000] [--concurrency 8]
+//                     [--phases push,batch,consume,latency]
+//   hydra-bench queue --backend kafka [--brokers HOST:PORT] [--kafka-property NAME=VALUE]...
+//                     (no --brokers: an in-process mock cluster)
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 
@@ -12,6 +16,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -36,8 +41,18 @@ struct Options {
     std::string brokers;
     int pushers = 64;
     double seconds = 5;
-    int rate = 10000;  // messages/s for the latency run
+    int rate = 10000;       // messages/s for the latency run
+    int batch = 1000;       // messages per push_batch
+    int batch_pushers = 4;  // threads calling push_batch
+    long fill = 200000;     // messages drained by the consume run
+    int concurrency = 8;    // consumer concurrency (consume and latency runs)
+    std::string phases = "push,batch,consume,latency";
+    std::map<std::string, std::string> kafka_properties;  // --kafka-property NAME=VALUE (repeatable)
     std::string out;
+
+    bool runs(const std::string& phase) const {
+        return ("," + phases + ",").find("," + phase + ",") != std::string::npos;
+    }
 };
 
 double percentile(std::vector<double>& v, double p) {
@@ -70,6 +85,7 @@ std::unique_ptr<hydra::queue::Backend> make(const Options& o, const std::string&
         hydra::queue::KafkaQueue::Settings s;
         s.brokers = brokers;
         s.properties["session.timeout.ms"] = "6000";
+        for (const auto& [name, value] : o.kafka_properties) s.properties[name] = value;
         s.push_timeout = std::chrono::milliseconds(10000);
         return std::make_unique<hydra::queue::KafkaQueue>(s, retry);
     }
@@ -99,6 +115,18 @@ int run_queue_bench(const std::vector<std::string>& args) {
             o.seconds = std::stod(v);
         else if (k == "--rate")
             o.rate = std::stoi(v);
+        else if (k == "--batch")
+            o.batch = std::stoi(v);
+        else if (k == "--batch-pushers")
+            o.batch_pushers = std::stoi(v);
+        else if (k == "--fill")
+            o.fill = std::stol(v);
+        else if (k == "--concurrency")
+            o.concurrency = std::stoi(v);
+        else if (k == "--phases")
+            o.phases = v;
+        else if (k == "--kafka-property" && v.find('=') != std::string::npos)
+            o.kafka_properties[v.substr(0, v.find('='))] = v.substr(v.find('=') + 1);
         else if (k == "--out")
             o.out = v;
         else {
@@ -111,6 +139,9 @@ int run_queue_bench(const std::vector<std::string>& args) {
     if (o.backend == "kafka" && brokers.empty()) {
         mock = std::make_unique<MockCluster>();
         brokers = mock->bootstrap;
+        // The mock broker holds a fetch that finds no data for the whole fetch.wait.max.ms (500 ms by default),
+        // where a real broker answers it as soon as data arrives: without this, push→handler measures that wait.
+        o.kafka_properties.emplace("fetch.wait.max.ms", "5");
     }
     auto dir = std::filesystem::temp_directory_path() / ("hydra-queue-bench-" + std::to_string(::getpid()));
     std::filesystem::remove_all(dir);
@@ -119,7 +150,7 @@ int run_queue_bench(const std::vector<std::string>& args) {
     if (o.backend == "sqlite") result["synchronous"] = o.sync;
 
     // 1. Throughput: many concurrent pushers, each push waits until durable.
-    {
+    if (o.runs("push")) {
         auto q = make(o, (dir / "throughput.db").string(), brokers);
         q->push("bench:warmup", payload);
         std::atomic<long> pushed{0};
@@ -141,13 +172,64 @@ int run_queue_bench(const std::vector<std::string>& args) {
         q->stop(std::chrono::milliseconds(1000));
     }
 
-    // 2. Latency: a steady rate of pushes, a consumer measuring push→handler time.
-    {
+    // 2. Batched throughput: a few threads, each push_batch() of --batch messages waits until all are durable.
+    if (o.runs("batch")) {
+        auto q = make(o, (dir / "batch.db").string(), brokers);
+        q->push("bench:warmup", payload);
+        const std::vector<std::string> batch(static_cast<std::size_t>(o.batch), payload);
+        std::atomic<long> pushed{0};
+        std::atomic<bool> stop{false};
+        std::vector<std::thread> threads;
+        auto t0 = Clock::now();
+        for (int t = 0; t < o.batch_pushers; ++t)
+            threads.emplace_back([&] {
+                while (!stop) {
+                    q->push_batch("bench:batch", batch);
+                    pushed += o.batch;
+                }
+            });
+        std::this_thread::sleep_for(std::chrono::duration<double>(o.seconds));
+        stop = true;
+        for (auto& t : threads) t.join();
+        double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+        result["batch"] = o.batch;
+        result["batch_pushers"] = o.batch_pushers;
+        result["push_batch_per_s"] = static_cast<long>(static_cast<double>(pushed) / secs);
+        q->stop(std::chrono::milliseconds(1000));
+    }
+
+    // 3. Consume throughput: --fill messages stored first, then drained by a consumer with a trivial handler;
+    // timed from the first handled message to the last.
+    if (o.runs("consume")) {
+        auto q = make(o, (dir / "consume.db").string(), brokers);
+        const std::vector<std::string> batch(1000, payload);
+        for (long n = 0; n < o.fill; n += 1000) q->push_batch("bench:consume", batch);
+        long total = (o.fill + 999) / 1000 * 1000;
+        std::atomic<long> consumed{0};
+        std::atomic<std::int64_t> first_ns{0}, last_ns{0};
+        q->subscribe({"bench:consume", "bench.consume", o.concurrency, [&](const hydra::Message&) {
+                          std::int64_t t = now_ns();
+                          std::int64_t zero = 0;
+                          first_ns.compare_exchange_strong(zero, t);
+                          if (++consumed == total) last_ns = t;
+                      }});
+        q->start();
+        auto deadline = Clock::now() + std::chrono::seconds(120);
+        while (consumed < total && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        q->stop(std::chrono::milliseconds(2000));
+        result["consume_messages"] = consumed.load();
+        if (consumed >= total && last_ns > first_ns)
+            result["consume_per_s"] =
+                static_cast<long>(static_cast<double>(total - 1) * 1e9 / static_cast<double>(last_ns - first_ns));
+    }
+
+    // 4. Latency: a steady rate of pushes, a consumer measuring push→handler time.
+    if (o.runs("latency")) {
         auto q = make(o, (dir / "latency.db").string(), brokers);
         std::mutex mu;
         std::vector<double> latencies_ms;
         std::atomic<long> consumed{0};
-        q->subscribe({"bench:latency", "bench.latency", 8, [&](const hydra::Message& m) {
+        q->subscribe({"bench:latency", "bench.latency", o.concurrency, [&](const hydra::Message& m) {
                           double ms = static_cast<double>(now_ns() - std::stoll(m.payload.substr(0, 20))) / 1e6;
                           std::lock_guard lock(mu);
                           latencies_ms.push_back(ms);

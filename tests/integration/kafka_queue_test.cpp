@@ -142,6 +142,7 @@ std::vector<Message> read_topic(const std::string& topic, int partitions, std::s
         std::unique_ptr<RdKafka::Message> m(consumer->consume(100));
         if (m->err() != RdKafka::ERR_NO_ERROR) continue;
         Message message;
+        message.id = std::to_string(m->partition());  // the partition it was read from
         message.payload.assign(static_cast<const char*>(m->payload()), m->len());
         if (RdKafka::Headers* headers = m->headers()) {
             for (const auto& h : headers->get_all())
@@ -285,6 +286,37 @@ BOOST_AUTO_TEST_CASE(concurrent_pushers_all_consumed_exactly) {
     BOOST_CHECK_EQUAL(total, threads * per_thread);  // idempotent producer: no duplicates in the log either
 }
 
+BOOST_AUTO_TEST_CASE(push_batch_returns_when_all_are_delivered) {
+    mock().create_topic("kq.batch", 2);
+    KafkaQueue queue(settings(), fast_retry(3));
+    std::vector<std::string> payloads;
+    for (int i = 0; i < 3000; ++i) payloads.push_back(std::to_string(i));
+    auto started = Clock::now();
+    queue.push_batch("kq:batch", payloads, {{"x-request-id", "rid-batch"}});
+    BOOST_TEST_MESSAGE("push_batch of 3000 took " << ms_between(started, Clock::now()) << " ms");
+    // Delivered (acks=all) when push_batch returned: the log holds all of them, each once.
+    BOOST_CHECK_EQUAL(high_watermark("kq.batch", 0) + high_watermark("kq.batch", 1), 3000);
+    queue.push_batch("kq:batch", std::vector<std::string>{});
+    BOOST_CHECK_THROW(queue.push_batch("bad queue", payloads), QueueError);
+
+    auto log = read_topic("kq.batch", 2, 3000, 20s);
+    BOOST_REQUIRE_EQUAL(log.size(), 3000u);
+    std::set<std::string> distinct;
+    for (const auto& m : log) {
+        distinct.insert(m.payload);
+        BOOST_CHECK_EQUAL(m.headers.at("x-request-id"), "rid-batch");
+    }
+    BOOST_CHECK_EQUAL(distinct.size(), 3000u);
+    // In the batch's order within each partition.
+    std::map<std::string, int> last;  // partition → last number read from it
+    for (const auto& m : log) {
+        int n = std::stoi(m.payload);
+        auto it = last.find(m.id);
+        if (it != last.end()) BOOST_CHECK_LT(it->second, n);
+        last[m.id] = n;
+    }
+}
+
 BOOST_AUTO_TEST_CASE(failing_handler_retried_then_dead_lettered) {
     mock().create_topic("kq.fail", 1);
     mock().create_topic("kq.fail.dlq", 1);
@@ -397,6 +429,17 @@ BOOST_AUTO_TEST_CASE(dead_broker_push_fails_retryably_after_push_timeout) {
     }
     auto took = ms_between(started, Clock::now());
     BOOST_TEST_MESSAGE("push failed after " << took << " ms");
+    BOOST_CHECK_GE(took, 1400);
+    BOOST_CHECK_LE(took, 3500);
+    started = Clock::now();
+    try {
+        queue.push_batch("mall:wsserver:msg", std::vector<std::string>(100, "lost"));
+        BOOST_ERROR("push_batch did not throw");
+    } catch (const QueueError& e) {
+        BOOST_CHECK(e.retryable());
+        BOOST_CHECK_EQUAL(std::string(e.what()), "queue: push to mall.wsserver.msg failed: Local: Message timed out");
+    }
+    took = ms_between(started, Clock::now());
     BOOST_CHECK_GE(took, 1400);
     BOOST_CHECK_LE(took, 3500);
     auto stopping = Clock::now();

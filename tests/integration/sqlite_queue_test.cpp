@@ -7,6 +7,7 @@
 #include <mutex>
 #include <random>
 #include <set>
+#include <span>
 #include <sstream>
 #include <thread>
 
@@ -276,6 +277,129 @@ BOOST_AUTO_TEST_CASE(queue_cli_stats_peek_and_dead_letters) {
     BOOST_CHECK_EQUAL(bad.wait(10s).value_or(-1), 2);
     test::ChildProcess kafka({HYDRA_BINARY, "queue", "stats", "--set", "queue.backend=kafka"});
     BOOST_CHECK_EQUAL(kafka.wait(10s).value_or(-1), 2);
+}
+
+BOOST_AUTO_TEST_CASE(push_batch_stores_all_in_one_transaction_in_order) {
+    std::string path = test::temp_path("q.db");
+    SqliteQueue q(settings(path), fast_retry(3));
+    std::vector<std::string> payloads;
+    for (int i = 0; i < 500; ++i) payloads.push_back(std::to_string(i));
+    q.push_batch("batch:q", payloads, {{"x-request-id", "rid-batch"}, {"note", "say \"hi\"\n"}});
+    BOOST_CHECK_EQUAL(count_rows(path, "messages"), 500);  // durable when push_batch returned
+    q.push_batch("batch:q", std::vector<std::string>{});   // nothing to do
+    BOOST_CHECK_THROW(q.push_batch("bad queue", payloads), QueueError);
+    BOOST_CHECK_EQUAL(count_rows(path, "messages"), 500);
+    Seen seen;
+    q.subscribe({"batch:q", "g", 1, [&](const Message& m) { seen.add(m); }});
+    q.start();
+    BOOST_REQUIRE(seen.wait_count(500));
+    q.stop(5s);
+    for (int i = 0; i < 500; ++i) BOOST_REQUIRE_EQUAL(seen.messages[i].payload, std::to_string(i));
+    BOOST_CHECK_EQUAL(seen.messages[0].headers.at("x-request-id"), "rid-batch");
+    BOOST_CHECK_EQUAL(seen.messages[0].headers.at("note"), "say \"hi\"\n");  // escaped through the JSON library
+    BOOST_CHECK_EQUAL(count_rows(path, "messages"), 0);
+}
+
+BOOST_AUTO_TEST_CASE(messages_leased_ahead_and_not_started_are_given_back_at_stop) {
+    std::string path = test::temp_path("q.db");
+    std::vector<std::string> payloads;
+    for (int i = 0; i < 50; ++i) payloads.push_back(std::to_string(i));
+    {
+        SqliteQueue q(settings(path), fast_retry(3));
+        q.push_batch("ahead", payloads);
+        Seen seen;
+        q.subscribe({"ahead", "g", 1, [&](const Message& m) {
+                         seen.add(m);
+                         std::this_thread::sleep_for(300ms);  // meanwhile the fetcher leases ahead
+                     }});
+        q.start();
+        BOOST_REQUIRE(seen.wait_count(1));
+        std::this_thread::sleep_for(50ms);
+        q.stop(5s);  // the running handler finishes; what waited in the window goes back
+        BOOST_CHECK_EQUAL(seen.size(), 1u);
+    }
+    auto stats = SqliteQueue::stats(path);
+    BOOST_REQUIRE_EQUAL(stats.size(), 1u);
+    BOOST_CHECK_EQUAL(stats[0].ready, 49);  // visible again at once, not after the lease
+    BOOST_CHECK_EQUAL(stats[0].leased, 0);
+    auto rows = SqliteQueue::peek(path, "ahead", 100);
+    BOOST_REQUIRE_EQUAL(rows.size(), 49u);
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+        BOOST_CHECK_EQUAL(rows[i]["payload"], std::to_string(i + 1));  // still in order
+        BOOST_CHECK_EQUAL(rows[i]["attempts"], 0);                     // never started: no attempt counted
+    }
+    // The next consumer gets them all, first attempt each.
+    SqliteQueue again(settings(path), fast_retry(3));
+    Seen seen;
+    again.subscribe({"ahead", "g", 8, [&](const Message& m) { seen.add(m); }});
+    again.start();
+    BOOST_REQUIRE(seen.wait_count(49));
+    again.stop(5s);
+    std::set<std::string> distinct;
+    for (auto& m : seen.messages) {
+        distinct.insert(m.payload);
+        BOOST_CHECK_EQUAL(m.attempt, 1);
+    }
+    BOOST_CHECK_EQUAL(distinct.size(), 49u);
+}
+
+BOOST_AUTO_TEST_CASE(a_message_that_waited_half_its_lease_ahead_is_given_back_not_run_late) {
+    std::string path = test::temp_path("q.db");
+    auto s = settings(path);
+    s.lease = 400ms;
+    SqliteQueue q(s, fast_retry(3));
+    q.push_batch("slow", std::vector<std::string>{"0", "1", "2", "3", "4"});
+    Seen seen;
+    q.subscribe({"slow", "g", 1, [&](const Message& m) {
+                     seen.add(m);
+                     std::this_thread::sleep_for(250ms);  // the next ones wait in the window past half the lease
+                 }});
+    q.start();
+    BOOST_REQUIRE(seen.wait_count(5, 20s));
+    std::this_thread::sleep_for(300ms);  // a duplicate would show up now
+    q.stop(5s);
+    BOOST_REQUIRE_EQUAL(seen.size(), 5u);
+    for (int i = 0; i < 5; ++i) {
+        BOOST_CHECK_EQUAL(seen.messages[i].payload, std::to_string(i));  // given back in place: order kept
+        BOOST_CHECK_EQUAL(seen.messages[i].attempt, 1);
+    }
+    BOOST_CHECK_EQUAL(count_rows(path, "messages"), 0);
+}
+
+BOOST_AUTO_TEST_CASE(many_handlers_drain_a_large_queue_exactly) {
+    std::string path = test::temp_path("q.db");
+    SqliteQueue q(settings(path), fast_retry(3));
+    std::vector<std::string> payloads;
+    for (int i = 0; i < 20000; ++i) payloads.push_back(std::to_string(i));
+    for (std::size_t i = 0; i < payloads.size(); i += 1000)
+        q.push_batch("drain", std::span<const std::string>(payloads).subspan(i, 1000));
+    std::mutex mu;
+    std::multiset<std::string> seen;
+    std::atomic<int> running{0}, max_running{0};
+    q.subscribe({"drain", "g", 8, [&](const Message& m) {
+                     int now = ++running;
+                     int prev = max_running.load();
+                     while (now > prev && !max_running.compare_exchange_weak(prev, now)) {
+                     }
+                     {
+                         std::lock_guard lock(mu);
+                         seen.insert(m.payload);
+                     }
+                     --running;
+                 }});
+    auto started = std::chrono::steady_clock::now();
+    q.start();
+    while (count_rows(path, "messages") > 0 && std::chrono::steady_clock::now() - started < 60s)
+        std::this_thread::sleep_for(20ms);
+    BOOST_TEST_MESSAGE(
+        "drained 20000 in "
+        << std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started).count()
+        << " ms");
+    q.stop(5s);
+    BOOST_CHECK_EQUAL(count_rows(path, "messages"), 0);  // all acknowledged
+    BOOST_CHECK_EQUAL(seen.size(), 20000u);              // each handled once
+    BOOST_CHECK_EQUAL(std::set<std::string>(seen.begin(), seen.end()).size(), 20000u);
+    BOOST_CHECK_LE(max_running.load(), 8);
 }
 
 BOOST_AUTO_TEST_CASE(crash_test_no_acknowledged_push_is_ever_lost) {

@@ -84,6 +84,13 @@ BOOST_AUTO_TEST_CASE(pushes_carry_the_request_id) {
     BOOST_CHECK_EQUAL(q.last_queue, "mall:wsserver:msg");
     BOOST_CHECK_EQUAL(Json::parse(q.last_payload)["uuid"], "u");
     BOOST_CHECK_EQUAL(q.last_headers["x-request-id"], "rid-7");
+
+    // A batch carries it too (the default push_batch of a user-written Queue pushes one by one).
+    std::vector<std::string> batch = {"one", "two"};
+    ctx.queue().push_batch("mall:wsserver:batch", batch);
+    BOOST_CHECK_EQUAL(q.last_queue, "mall:wsserver:batch");
+    BOOST_CHECK_EQUAL(q.last_payload, "two");
+    BOOST_CHECK_EQUAL(q.last_headers["x-request-id"], "rid-7");
 }
 
 BOOST_AUTO_TEST_CASE(handler_shapes) {

@@ -5,6 +5,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -31,6 +32,8 @@ class QueueRef {
               std::chrono::milliseconds delay = std::chrono::milliseconds{0}) const {
         push(queue, std::string_view(payload.dump()), std::move(headers), delay);
     }
+    // See Queue::push_batch: all of them durable when it returns.
+    void push_batch(std::string_view queue, std::span<const std::string> payloads, Headers headers = {}) const;
 
   private:
     Queue* queue_;

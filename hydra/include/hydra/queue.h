@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <map>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -35,8 +36,21 @@ class Queue {
     virtual ~Queue() = default;
 
     // Returns once the message is durable; throws QueueError otherwise (after queue.push_timeout_ms at most).
+    // Concurrent pushes share the backend's commits (SQLite group commit, Kafka produce requests), so many threads
+    // pushing at once get far more messages through than one thread pushing in a loop.
     virtual void push(std::string_view queue, std::string_view payload, const Headers& headers = {},
                       std::chrono::milliseconds delay = std::chrono::milliseconds{0}) = 0;
+
+    // Pushes several messages (same headers, no delay) and returns once all of them are durable: one transaction
+    // on SQLite, produced together on Kafka. For a thread with many messages to send, it is much faster than a
+    // push() per message. They are stored in this order (on Kafka: within each partition). Throws QueueError when any
+    // of them failed or timed out; some of them may then be stored (at-least-once: pushing the batch again may
+    // duplicate those). An empty batch returns at once.
+    // The default pushes one by one (for queues written by users, e.g. test doubles); the backends override it.
+    virtual void push_batch(std::string_view queue, std::span<const std::string> payloads,
+                            const Headers& headers = {}) {
+        for (const auto& payload : payloads) push(queue, payload, headers);
+    }
 
     // Short name of the backend ("sqlite", "kafka") for logs and status.
     virtual std::string backend() const = 0;

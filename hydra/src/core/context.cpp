@@ -65,6 +65,16 @@ void QueueRef::push(std::string_view queue, std::string_view payload, Headers he
     }
 }
 
+void QueueRef::push_batch(std::string_view queue, std::span<const std::string> payloads, Headers headers) const {
+    if (queue_ == nullptr) throw Error(503, "this host has no queue backend");
+    if (!request_id_.empty()) headers.emplace("x-request-id", request_id_);
+    try {
+        queue_->push_batch(queue, payloads, headers);
+    } catch (const QueueError& e) {
+        throw Error(e.retryable() ? 503 : 400, e.what());
+    }
+}
+
 Result run_chain(const std::vector<Middleware>& chain, Context& ctx, const Handler& handler) {
     // Index-based recursion: each middleware's next() runs the rest of the chain.
     std::function<Result(std::size_t)> step = [&](std::size_t i) -> Result {

@@ -6,6 +6,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,10 @@ class KafkaQueue : public Backend {
 
     void push(std::string_view queue, std::string_view payload, const Headers& headers = {},
               std::chrono::milliseconds delay = std::chrono::milliseconds{0}) override;
+    // Produces all the messages at once and waits for every delivery report (one wait instead of one per message:
+    // librdkafka puts them in as few produce requests as its batch limits allow).
+    void push_batch(std::string_view queue, std::span<const std::string> payloads,
+                    const Headers& headers = {}) override;
     std::string backend() const override { return "kafka"; }
 
     // Creates the subscription's consumer (not yet joined): throws QueueError on an invalid queue name and

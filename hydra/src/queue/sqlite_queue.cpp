@@ -2,10 +2,10 @@
 
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <linux/futex.h>
+#include <pthread.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include <climits>
 #include <cstdint>
 #include <ctime>
 
@@ -53,12 +53,14 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 CREATE INDEX IF NOT EXISTS dead_letters_queue ON dead_letters (queue, id);
 )SQL";
 
-std::unique_ptr<SQLite::Database> open_database(const std::string& path, int busy_timeout_ms, bool full_sync) {
+// `one_thread`: the connection is only ever used by one thread at a time, so SQLite can skip its own locking.
+std::unique_ptr<SQLite::Database> open_database(const std::string& path, int busy_timeout_ms, bool full_sync,
+                                                bool one_thread = false) {
     try {
         std::filesystem::path p(path);
         if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path());
-        auto db =
-            std::make_unique<SQLite::Database>(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE, busy_timeout_ms);
+        int flags = SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE | (one_thread ? SQLite::OPEN_NOMUTEX : 0);
+        auto db = std::make_unique<SQLite::Database>(path, flags, busy_timeout_ms);
         // WAL: readers never block the writer, and a commit is one append to the log.
         db->exec("PRAGMA journal_mode=WAL");
         db->exec(full_sync ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
@@ -69,8 +71,30 @@ std::unique_ptr<SQLite::Database> open_database(const std::string& path, int bus
     }
 }
 
+// Headers are stored as a JSON object of strings. Plain printable ASCII (request ids, names: the usual case) is
+// written directly; anything else goes through the JSON library (escapes; invalid UTF-8 replaced).
+std::string encode_headers(const Headers& headers) {
+    if (headers.empty()) return "{}";
+    auto plain = [](const std::string& s) {
+        return std::all_of(s.begin(), s.end(), [](char c) { return c >= 0x20 && c < 0x7f && c != '"' && c != '\\'; });
+    };
+    if (std::all_of(headers.begin(), headers.end(), [&](const auto& h) { return plain(h.first) && plain(h.second); })) {
+        std::string out = "{";
+        for (const auto& [k, v] : headers) {
+            if (out.size() > 1) out += ',';
+            out.append("\"").append(k).append("\":\"").append(v).append("\"");
+        }
+        out += '}';
+        return out;
+    }
+    Json h = Json::object();
+    for (const auto& [k, v] : headers) h[k] = v;
+    return h.dump(-1, ' ', false, Json::error_handler_t::replace);
+}
+
 Headers parse_headers(const std::string& text) {
     Headers h;
+    if (text == "{}") return h;
     try {
         Json j = Json::parse(text);
         for (auto& [k, v] : j.items()) h[k] = v.is_string() ? v.get<std::string>() : v.dump();
@@ -80,33 +104,59 @@ Headers parse_headers(const std::string& text) {
     return h;
 }
 
+// Wakes up to `n` threads waiting on `word` (FUTEX_WAIT_PRIVATE).
+void futex_wake(std::atomic<int>& word, int n) {
+    syscall(SYS_futex, reinterpret_cast<int*>(&word), FUTEX_WAKE_PRIVATE, n, nullptr, nullptr, 0);
+}
+
 }  // namespace
 
-// A group of operations committed in one transaction; pushers wait for `done`.
-// Waiters sleep on `state` with a futex: a commit wakes exactly its own waiters, and they return without
-// taking any lock (a condition variable would make all of them queue for its mutex again).
+// A group of operations committed in one transaction; pushers wait for it to finish.
+// Waiters sleep on `state` with a futex: a commit wakes only its own waiters, and they return without taking any
+// lock (a condition variable would make all of them queue for its mutex again). The writer wakes only the first
+// `fan_out`; every woken waiter wakes as many more before returning. Waking threads is the most expensive part of
+// a push on a small machine: this spreads that work over the woken threads instead of holding up the writer's next
+// transaction with it.
 struct SqliteQueue::Batch {
-    std::atomic<int> state{0};  // 0 pending, 1 committed or failed
-    std::string error;          // empty on success; written before `state`
+    static constexpr int fan_out = 2;
+
+    std::atomic<int> state{0};    // 0 pending, 1 committed or failed
+    std::atomic<int> waiters{0};  // threads in wait() that found it pending: no wake-up syscall when there are none
+    std::string error;            // empty on success; written before `state`
 
     void finish(std::string err) {
         error = std::move(err);
-        state.store(1, std::memory_order_release);
-        syscall(SYS_futex, reinterpret_cast<int*>(&state), FUTEX_WAKE_PRIVATE, INT32_MAX, nullptr, nullptr, 0);
+        state.store(1);  // sequentially consistent with the waiters' count below, as in wait()
+        if (waiters.load() > 0) futex_wake(state, fan_out);
     }
     // False on timeout.
     bool wait(std::chrono::milliseconds timeout) {
+        if (state.load() != 0) return true;
         auto deadline = std::chrono::steady_clock::now() + timeout;
-        while (state.load(std::memory_order_acquire) == 0) {
+        ++waiters;
+        bool done = true;
+        while (state.load() == 0) {
             auto left = deadline - std::chrono::steady_clock::now();
-            if (left <= std::chrono::nanoseconds(0)) return false;
+            if (left <= std::chrono::nanoseconds(0)) {
+                done = false;
+                break;
+            }
             auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
             timespec ts{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
             syscall(SYS_futex, reinterpret_cast<int*>(&state), FUTEX_WAIT_PRIVATE, 0, &ts, nullptr, 0);
         }
-        return true;
+        if (--waiters > 0 && done) futex_wake(state, fan_out);  // pass the wake-up on
+        return done;
     }
-    bool done() const { return state.load(std::memory_order_acquire) != 0; }
+};
+
+// A message leased by a consumer, waiting in its prefetch window or being handled.
+struct SqliteQueue::Leased {
+    std::int64_t id = 0;
+    int attempt = 0;
+    std::string payload;
+    std::string headers;  // as stored (JSON); parsed by the handler thread, not the writer
+    std::chrono::steady_clock::time_point leased_at;
 };
 
 struct SqliteQueue::Op {
@@ -114,7 +164,7 @@ struct SqliteQueue::Op {
         std::string queue;
         std::string payload;
         std::string headers;
-        std::int64_t visible_at;
+        std::int64_t delay_ms;  // visible at commit time + delay: without one, visible_at = created_at
     };
     struct Ack {
         std::int64_t id;
@@ -125,13 +175,18 @@ struct SqliteQueue::Op {
         int attempts;
         std::string error;
     };
+    // Gives back a leased message that no handler started: visible again at once, the attempt not counted.
+    struct Release {
+        std::int64_t id;
+        int attempts;
+    };
     struct Lease {
         std::string queue;
         int max;
-        std::shared_ptr<std::vector<Message>> out;
+        std::shared_ptr<std::vector<Leased>> out;
         std::shared_ptr<std::int64_t> next_visible;
     };
-    std::variant<Push, Ack, Fail, Lease> what;
+    std::variant<Push, Ack, Fail, Release, Lease> what;
     std::shared_ptr<Batch> batch;  // pushes and leases wait for their batch
 };
 
@@ -146,23 +201,46 @@ struct SqliteQueue::Statements {
                "WHERE id = ? AND attempts = ?"),
           remove(db, "DELETE FROM messages WHERE id = ?"),
           retry(db, "UPDATE messages SET visible_at = ?, leased = 0, last_error = ? WHERE id = ? AND attempts = ?"),
+          // Back to its place in the queue: its creation time (the visible time of a message pushed without
+          // delay) orders it among the other visible messages.
+          release(db,
+                  "UPDATE messages SET visible_at = MIN(created_at, ?), attempts = attempts - 1, leased = 0 "
+                  "WHERE id = ? AND attempts = ?"),
           // Oldest visible first (FIFO for equal visibility); taking one hides it for the lease time.
           take(db,
                "UPDATE messages SET visible_at = ?, attempts = attempts + 1, leased = 1 "
                "WHERE id IN (SELECT id FROM messages WHERE queue = ? AND visible_at <= ? ORDER BY visible_at, id "
                "LIMIT ?) RETURNING id, payload, headers, attempts"),
-          next(db, "SELECT MIN(visible_at) FROM messages WHERE queue = ?") {}
+          next(db, "SELECT MIN(visible_at) FROM messages WHERE queue = ?"),
+          insert_32(db, insert_rows_sql(32)),
+          insert_8(db, insert_rows_sql(8)) {}
 
-    SQLite::Statement insert, ack, bury, remove, retry, take, next;
+    // Pushes that come in a row are inserted 32 or 8 at a time: one statement per row would cost a statement
+    // execution (and an AUTOINCREMENT update) for each.
+    static std::string insert_rows_sql(int rows) {
+        std::string sql = "INSERT INTO messages (queue, payload, headers, visible_at, created_at) VALUES ";
+        for (int i = 0; i < rows; ++i) sql += i == 0 ? "(?, ?, ?, ?, ?)" : ", (?, ?, ?, ?, ?)";
+        return sql;
+    }
+
+    SQLite::Statement insert, ack, bury, remove, retry, release, take, next, insert_32, insert_8;
 };
 
+// One subscription: a fetcher thread leases messages ahead into `window` (FIFO), `concurrency` handler threads
+// take them from there. Leasing a batch ahead keeps the handlers busy while the next lease commits, and one lease
+// transaction serves many messages.
 struct SqliteQueue::Consumer {
     Subscription sub;
-    std::unique_ptr<WorkerPool> pool;
+    std::size_t window_size = 0;  // at most this many leased messages wait for a handler
     std::thread fetcher;
+    std::vector<std::thread> workers;
     std::mutex mutex;
-    std::condition_variable cv;
-    int in_flight = 0;
+    std::condition_variable work_cv;   // handler threads: messages arrived, or stop
+    std::condition_variable fetch_cv;  // fetcher: the window has room, or stop
+    std::condition_variable idle_cv;   // stop(): a handler finished
+    std::deque<Leased> window;         // leased, not started, oldest first
+    int running = 0;                   // handlers running
+    bool stopping = false;             // set by stop(): handler threads take nothing more
 };
 
 SqliteQueue::Settings SqliteQueue::Settings::from(const Config& config) {
@@ -177,7 +255,7 @@ SqliteQueue::Settings SqliteQueue::Settings::from(const Config& config) {
 
 SqliteQueue::SqliteQueue(Settings settings, RetryPolicy retry)
     : settings_(std::move(settings)), retry_(retry), current_(std::make_shared<Batch>()) {
-    db_ = open_database(settings_.path, settings_.busy_timeout_ms, settings_.full_sync);
+    db_ = open_database(settings_.path, settings_.busy_timeout_ms, settings_.full_sync, true);
     writer_ = std::thread([this] { writer_loop(); });
 }
 
@@ -191,34 +269,49 @@ void SqliteQueue::enqueue(Op op) {
     work_cv_.notify_one();
 }
 
-void SqliteQueue::push(std::string_view queue, std::string_view payload, const Headers& headers,
-                       std::chrono::milliseconds delay) {
-    validate_queue_name(queue);
-    std::string header_text = "{}";
-    if (!headers.empty()) {
-        Json h = Json::object();
-        for (const auto& [k, v] : headers) h[k] = v;
-        header_text = h.dump(-1, ' ', false, Json::error_handler_t::replace);
-    }
-    Op op;
-    op.what = Op::Push{std::string(queue), std::string(payload), std::move(header_text),
-                       now_ms() + std::max<std::int64_t>(0, delay.count())};
+std::shared_ptr<SqliteQueue::Batch> SqliteQueue::submit(std::vector<Op>& ops) {
     std::shared_ptr<Batch> batch;
     {
-        std::unique_lock lock(mutex_);
-        if (writer_stopping_) throw QueueError("queue: push to " + std::string(queue) + ": the queue is stopped", true);
+        std::lock_guard lock(mutex_);
+        if (writer_stopping_) return nullptr;
         batch = current_;
-        op.batch = batch;
-        ops_.push_back(std::move(op));
+        for (auto& op : ops) {
+            op.batch = batch;
+            ops_.push_back(std::move(op));
+        }
     }
     work_cv_.notify_one();
-    // Group commit: everyone who pushed while the previous transaction ran shares the next one.
+    return batch;
+}
+
+// Group commit: everyone who pushed while the previous transaction ran shares the next one.
+void SqliteQueue::wait_pushed(std::string_view queue, const std::shared_ptr<Batch>& batch) {
+    if (!batch) throw QueueError("queue: push to " + std::string(queue) + ": the queue is stopped", true);
     if (!batch->wait(settings_.push_timeout))
         throw QueueError("queue: push to " + std::string(queue) + " timed out after " +
                              std::to_string(settings_.push_timeout.count()) + " ms (the database is busy)",
                          true);
     if (!batch->error.empty())
         throw QueueError("queue: push to " + std::string(queue) + " failed: " + batch->error, true);
+}
+
+void SqliteQueue::push(std::string_view queue, std::string_view payload, const Headers& headers,
+                       std::chrono::milliseconds delay) {
+    validate_queue_name(queue);
+    std::vector<Op> ops(1);
+    ops[0].what = Op::Push{std::string(queue), std::string(payload), encode_headers(headers),
+                           std::max<std::int64_t>(0, delay.count())};
+    wait_pushed(queue, submit(ops));
+}
+
+void SqliteQueue::push_batch(std::string_view queue, std::span<const std::string> payloads, const Headers& headers) {
+    validate_queue_name(queue);
+    if (payloads.empty()) return;
+    std::string header_text = encode_headers(headers);
+    std::vector<Op> ops(payloads.size());
+    for (std::size_t i = 0; i < payloads.size(); ++i)
+        ops[i].what = Op::Push{std::string(queue), payloads[i], header_text, 0};
+    wait_pushed(queue, submit(ops));
 }
 
 void SqliteQueue::writer_loop() {
@@ -245,7 +338,31 @@ void SqliteQueue::writer_loop() {
         try {
             if (!st) throw std::runtime_error("the database could not be prepared");
             SQLite::Transaction tx(*db_, SQLite::TransactionBehavior::IMMEDIATE);
-            for (auto& op : ops) execute(op, now, pushed_queues, *st);
+            for (std::size_t i = 0; i < ops.size();) {
+                std::size_t rows = 0;  // pushes from i on, up to 32
+                while (rows < 32 && i + rows < ops.size() && std::holds_alternative<Op::Push>(ops[i + rows].what))
+                    ++rows;
+                if (rows < 8) {
+                    execute(ops[i++], now, pushed_queues, *st);
+                    continue;
+                }
+                rows = rows == 32 ? 32 : 8;
+                SQLite::Statement& insert = rows == 32 ? st->insert_32 : st->insert_8;
+                insert.reset();
+                for (std::size_t r = 0; r < rows; ++r) {
+                    auto& p = std::get<Op::Push>(ops[i + r].what);
+                    int at = static_cast<int>(5 * r);
+                    // The op's strings outlive the statement's execution: no copies.
+                    insert.bindNoCopy(at + 1, p.queue);
+                    insert.bindNoCopy(at + 2, p.payload.data(), static_cast<int>(p.payload.size()));
+                    insert.bindNoCopy(at + 3, p.headers);
+                    insert.bind(at + 4, static_cast<std::int64_t>(now + p.delay_ms));
+                    insert.bind(at + 5, static_cast<std::int64_t>(now));
+                    if (pushed_queues.empty() || pushed_queues.back() != p.queue) pushed_queues.push_back(p.queue);
+                }
+                insert.exec();
+                i += rows;
+            }
             tx.commit();
         } catch (const std::exception& e) {
             error = e.what();
@@ -271,10 +388,11 @@ void SqliteQueue::writer_loop() {
 void SqliteQueue::execute(Op& op, std::int64_t now, std::vector<std::string>& pushed_queues, Statements& st) {
     if (auto* p = std::get_if<Op::Push>(&op.what)) {
         st.insert.reset();
-        st.insert.bind(1, p->queue);
-        st.insert.bind(2, p->payload.data(), static_cast<int>(p->payload.size()));
-        st.insert.bind(3, p->headers);
-        st.insert.bind(4, static_cast<std::int64_t>(p->visible_at));
+        // The op's strings outlive the statement's execution: no copies.
+        st.insert.bindNoCopy(1, p->queue);
+        st.insert.bindNoCopy(2, p->payload.data(), static_cast<int>(p->payload.size()));
+        st.insert.bindNoCopy(3, p->headers);
+        st.insert.bind(4, static_cast<std::int64_t>(now + p->delay_ms));
         st.insert.bind(5, static_cast<std::int64_t>(now));
         st.insert.exec();
         if (pushed_queues.empty() || pushed_queues.back() != p->queue) pushed_queues.push_back(p->queue);
@@ -303,36 +421,44 @@ void SqliteQueue::execute(Op& op, std::int64_t now, std::vector<std::string>& pu
             st.retry.bind(4, f->attempts);
             st.retry.exec();
         }
+    } else if (auto* r = std::get_if<Op::Release>(&op.what)) {
+        st.release.reset();
+        st.release.bind(1, static_cast<std::int64_t>(now));
+        st.release.bind(2, static_cast<std::int64_t>(r->id));
+        st.release.bind(3, r->attempts);
+        st.release.exec();
     } else if (auto* l = std::get_if<Op::Lease>(&op.what)) {
+        auto leased_at = std::chrono::steady_clock::now();
         st.take.reset();
         st.take.bind(1, static_cast<std::int64_t>(now + settings_.lease.count()));
         st.take.bind(2, l->queue);
         st.take.bind(3, static_cast<std::int64_t>(now));
         st.take.bind(4, l->max);
         while (st.take.executeStep()) {
-            Message m;
-            m.id = std::to_string(st.take.getColumn(0).getInt64());
-            m.queue = l->queue;
+            Leased m;
+            m.id = st.take.getColumn(0).getInt64();
             const auto& payload = st.take.getColumn(1);
             m.payload.assign(static_cast<const char*>(payload.getBlob()), static_cast<std::size_t>(payload.getBytes()));
-            m.headers = parse_headers(st.take.getColumn(2).getString());
+            m.headers = st.take.getColumn(2).getString();
             m.attempt = st.take.getColumn(3).getInt();
+            m.leased_at = leased_at;
             l->out->push_back(std::move(m));
         }
         st.take.reset();
         // RETURNING gives rows in no set order.
-        std::sort(l->out->begin(), l->out->end(),
-                  [](const Message& a, const Message& b) { return std::stoll(a.id) < std::stoll(b.id); });
-        st.next.reset();
-        st.next.bind(1, l->queue);
-        *l->next_visible =
-            st.next.executeStep() && !st.next.getColumn(0).isNull() ? st.next.getColumn(0).getInt64() : 0;
-        st.next.reset();
+        std::sort(l->out->begin(), l->out->end(), [](const Leased& a, const Leased& b) { return a.id < b.id; });
+        if (l->out->empty()) {  // when to look again
+            st.next.reset();
+            st.next.bind(1, l->queue);
+            *l->next_visible =
+                st.next.executeStep() && !st.next.getColumn(0).isNull() ? st.next.getColumn(0).getInt64() : 0;
+            st.next.reset();
+        }
     }
 }
 
-std::vector<Message> SqliteQueue::lease(const std::string& queue, int max, std::int64_t& next_visible_ms) {
-    auto out = std::make_shared<std::vector<Message>>();
+std::vector<SqliteQueue::Leased> SqliteQueue::lease(const std::string& queue, int max, std::int64_t& next_visible_ms) {
+    auto out = std::make_shared<std::vector<Leased>>();
     auto next = std::make_shared<std::int64_t>(0);
     auto batch = std::make_shared<Batch>();
     Op op;
@@ -356,6 +482,10 @@ void SqliteQueue::subscribe(Subscription subscription) {
     if (started_) throw std::logic_error("SqliteQueue::subscribe after start");
     auto c = std::make_unique<Consumer>();
     c->sub = std::move(subscription);
+    c->sub.concurrency = std::max(1, c->sub.concurrency);
+    // Enough ahead for the handlers to keep busy while the next lease commits; bounded, because a message waiting
+    // here uses up its lease (see work()).
+    c->window_size = static_cast<std::size_t>(std::clamp(8 * c->sub.concurrency, 32, 512));
     consumers_.push_back(std::move(c));
 }
 
@@ -365,20 +495,30 @@ void SqliteQueue::start() {
     consuming_ = true;
     for (auto& c : consumers_) {
         Consumer* consumer = c.get();
-        consumer->pool = std::make_unique<WorkerPool>(static_cast<std::size_t>(consumer->sub.concurrency), "mqc");
-        consumer->fetcher = std::thread([this, consumer] { consume(*consumer); });
+        for (int i = 0; i < consumer->sub.concurrency; ++i)
+            consumer->workers.emplace_back([this, consumer, i] {
+                pthread_setname_np(pthread_self(), ("mqc-" + std::to_string(i)).substr(0, 15).c_str());
+                work(*consumer);
+            });
+        consumer->fetcher = std::thread([this, consumer] { fetch(*consumer); });
     }
 }
 
-void SqliteQueue::consume(Consumer& c) {
+// Leases more once the window is half empty, so that the handlers still have work while the lease commits. Not
+// while every handler is busy and nothing waits in the window: handlers that hang (or are slow) must not keep
+// taking messages whose leases then run out.
+void SqliteQueue::fetch(Consumer& c) {
     const std::string& queue = c.sub.queue;
     while (consuming_) {
-        int free;
+        std::size_t want;
         {
             std::unique_lock lock(c.mutex);
-            c.cv.wait(lock, [&] { return !consuming_ || c.in_flight < c.sub.concurrency; });
+            c.fetch_cv.wait(lock, [&] {
+                return !consuming_ ||
+                       (2 * c.window.size() <= c.window_size && (!c.window.empty() || c.running < c.sub.concurrency));
+            });
             if (!consuming_) return;
-            free = c.sub.concurrency - c.in_flight;
+            want = c.window_size - c.window.size();
         }
         std::uint64_t seen;
         {
@@ -386,7 +526,7 @@ void SqliteQueue::consume(Consumer& c) {
             seen = generation_[queue];
         }
         std::int64_t next_visible = 0;
-        std::vector<Message> batch = lease(queue, free, next_visible);
+        std::vector<Leased> batch = lease(queue, static_cast<int>(want), next_visible);
         if (batch.empty()) {
             // Sleep until a push to this queue commits, the next delayed message is due, or the poll interval
             // passes (another process may push to the same file).
@@ -399,53 +539,111 @@ void SqliteQueue::consume(Consumer& c) {
         }
         {
             std::lock_guard lock(c.mutex);
-            c.in_flight += static_cast<int>(batch.size());
+            for (auto& m : batch) c.window.push_back(std::move(m));
         }
-        for (auto& m : batch) {
-            c.pool->post([this, &c, m = std::move(m)] {
-                std::int64_t id = std::stoll(m.id);
-                try {
-                    c.sub.handler(m);
-                    Op op;
-                    op.what = Op::Ack{id, m.attempt};
-                    enqueue(std::move(op));
-                } catch (const std::exception& e) {
-                    Logger(m.headers.count("x-request-id") ? m.headers.at("x-request-id") : m.id)
-                        .warn("mqc: " + m.queue + " message " + m.id + " attempt " + std::to_string(m.attempt) +
-                              " failed: " + e.what());
-                    Op op;
-                    op.what = Op::Fail{id, m.attempt, e.what()};
-                    enqueue(std::move(op));
-                }
-                {
-                    std::lock_guard lock(c.mutex);
-                    --c.in_flight;
-                }
-                c.cv.notify_all();
-            });
-        }
+        if (batch.size() == 1)
+            c.work_cv.notify_one();
+        else
+            c.work_cv.notify_all();
     }
+}
+
+// A handler thread: takes the oldest leased message. One that waited in the window for more than half its lease
+// is given back instead (its handler might not finish before the lease ends and another consumer takes it).
+void SqliteQueue::work(Consumer& c) {
+    for (;;) {
+        Leased m;
+        {
+            std::unique_lock lock(c.mutex);
+            c.work_cv.wait(lock, [&] { return c.stopping || !c.window.empty(); });
+            if (c.stopping) return;
+            m = std::move(c.window.front());
+            c.window.pop_front();
+            if (2 * c.window.size() == c.window_size) c.fetch_cv.notify_one();
+            ++c.running;
+        }
+        if (std::chrono::steady_clock::now() - m.leased_at > settings_.lease / 2) {
+            Op op;
+            op.what = Op::Release{m.id, m.attempt};
+            enqueue(std::move(op));
+        } else {
+            handle(c, m);
+        }
+        bool idle_and_empty;
+        {
+            std::lock_guard lock(c.mutex);
+            --c.running;
+            idle_and_empty = c.window.empty();
+        }
+        if (idle_and_empty) c.fetch_cv.notify_one();  // the fetcher may wait for an idle handler
+        c.idle_cv.notify_all();
+    }
+}
+
+void SqliteQueue::handle(Consumer& c, Leased& leased) {
+    Message m;
+    m.id = std::to_string(leased.id);
+    m.queue = c.sub.queue;
+    m.payload = std::move(leased.payload);
+    m.headers = parse_headers(leased.headers);
+    m.attempt = leased.attempt;
+    Op op;
+    op.what = Op::Ack{leased.id, leased.attempt};
+    try {
+        c.sub.handler(m);
+    } catch (const std::exception& e) {
+        op.what = Op::Fail{leased.id, leased.attempt, e.what()};
+    } catch (...) {
+        op.what = Op::Fail{leased.id, leased.attempt, "unknown exception"};
+    }
+    if (const auto* f = std::get_if<Op::Fail>(&op.what))
+        Logger(m.headers.count("x-request-id") ? m.headers.at("x-request-id") : m.id)
+            .warn("mqc: " + m.queue + " message " + m.id + " attempt " + std::to_string(m.attempt) +
+                  " failed: " + f->error);
+    enqueue(std::move(op));
 }
 
 void SqliteQueue::stop(std::chrono::milliseconds grace) {
     if (stopped_) return;
     stopped_ = true;
     consuming_ = false;
-    pushed_cv_.notify_all();
-    for (auto& c : consumers_) c->cv.notify_all();
+    {
+        std::lock_guard lock(pushed_mutex_);  // idle fetchers check consuming_ under it: no lost wake-up
+        pushed_cv_.notify_all();
+    }
+    for (auto& c : consumers_) {
+        std::lock_guard lock(c->mutex);  // likewise for a fetcher waiting for room
+        c->fetch_cv.notify_all();
+    }
     for (auto& c : consumers_)
         if (c->fetcher.joinable()) c->fetcher.join();
-    // In-flight handlers finish (bounded by `grace` for the log); their acks go through the writer below.
+    // In-flight handlers finish (bounded by `grace` for the log); their acks go through the writer below. Messages
+    // leased ahead that no handler started are given back.
     auto deadline = std::chrono::steady_clock::now() + grace;
     for (auto& c : consumers_) {
+        std::deque<Leased> unstarted;
+        {
+            std::unique_lock lock(c->mutex);
+            c->stopping = true;
+            unstarted.swap(c->window);
+            c->work_cv.notify_all();
+        }
+        for (auto& m : unstarted) {
+            Op op;
+            op.what = Op::Release{m.id, m.attempt};
+            enqueue(std::move(op));
+        }
+    }
+    for (auto& c : consumers_) {
         std::unique_lock lock(c->mutex);
-        if (!c->cv.wait_until(lock, deadline, [&] { return c->in_flight == 0; }))
-            Logger().warn("mqc: " + c->sub.queue + ": " + std::to_string(c->in_flight) +
+        if (!c->idle_cv.wait_until(lock, deadline, [&] { return c->running == 0; }))
+            Logger().warn("mqc: " + c->sub.queue + ": " + std::to_string(c->running) +
                           " handler(s) still running after the grace period; their messages will be redelivered "
                           "after the lease");
     }
     for (auto& c : consumers_)
-        if (c->pool) c->pool->stop();
+        for (auto& w : c->workers)
+            if (w.joinable()) w.join();
     {
         std::lock_guard lock(mutex_);
         writer_stopping_ = true;

@@ -8,13 +8,13 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include <hydra/json.h>
 
-#include "common/worker_pool.h"
 #include "queue/backend.h"
 
 namespace SQLite {
@@ -43,6 +43,9 @@ class SqliteQueue : public Backend {
 
     void push(std::string_view queue, std::string_view payload, const Headers& headers = {},
               std::chrono::milliseconds delay = std::chrono::milliseconds{0}) override;
+    // All rows in one transaction (the group commit they join).
+    void push_batch(std::string_view queue, std::span<const std::string> payloads,
+                    const Headers& headers = {}) override;
     std::string backend() const override { return "sqlite"; }
 
     void subscribe(Subscription subscription) override;
@@ -67,13 +70,19 @@ class SqliteQueue : public Backend {
   private:
     struct Batch;
     struct Op;
+    struct Leased;
     struct Consumer;
     struct Statements;
 
     void writer_loop();
     void execute(Op& op, std::int64_t now_ms, std::vector<std::string>& pushed_queues, Statements& statements);
-    std::vector<Message> lease(const std::string& queue, int max, std::int64_t& next_visible_ms);
-    void consume(Consumer& consumer);
+    // Adds ops to the next transaction; returns its batch, or null once the writer is stopping.
+    std::shared_ptr<Batch> submit(std::vector<Op>& ops);
+    void wait_pushed(std::string_view queue, const std::shared_ptr<Batch>& batch);
+    std::vector<Leased> lease(const std::string& queue, int max, std::int64_t& next_visible_ms);
+    void fetch(Consumer& consumer);
+    void work(Consumer& consumer);
+    void handle(Consumer& consumer, Leased& leased);
     void enqueue(Op op);
 
     Settings settings_;
