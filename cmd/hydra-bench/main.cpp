@@ -1,5 +1,6 @@
 // hydra-bench: a load generator for any server speaking hydra's WebSocket protocol (hydra itself, or the node `ws`
-// peer in tests/bench/node_peer.js). Scenarios: idle, echo, broadcast, slow. Results as JSON on stdout and --out.
+// peer in tests/bench/node_peer.js; the send scenario also nginx + Nchan). Scenarios: idle, echo, broadcast, slow,
+// send. Results as JSON on stdout and --out.
 #include <linux/sockios.h>
 #include <netinet/tcp.h>
 #include <sched.h>
@@ -26,6 +27,7 @@
 #include <vector>
 
 #include "pool.h"
+#include "send_bench.h"
 #include "util.h"
 #include "ws/frame.h"
 #include "ws/handshake.h"
@@ -43,11 +45,13 @@ scenarios:
   broadcast  N connections; K POST /v1/exchange/broadcast (needs --api): deliveries/s, delivery and completion latency
   slow       broadcast three times on the same N connections: without, with, and again without one extra client
              that never reads (and first sends echo requests, see --slow-fill-mb)
+  send       N clients with their own ids; M keep-alive HTTP connections post messages, message k to client k % N,
+             at --rate msg/s (0: as fast as they can): deliveries/s, latency from when each message was due, missing
   queue      queue backends in-process, no server: hydra-bench queue --backend sqlite|kafka ... (queue_bench.cpp)
 
 options:
   --ws HOST:PORT          WebSocket server (IPv4 literal, e.g. 127.0.0.1:9087)
-  --api HOST:PORT         HTTP API of the server (broadcast, slow)
+  --api HOST:PORT         HTTP API of the server (broadcast, slow, send)
   --server-pid PID        read the server's VmRSS/RssAnon from /proc/PID/status
   --connections N         client connections (default 1000)
   --threads T             client epoll threads (default: CPUs this process may run on)
@@ -64,6 +68,18 @@ options:
   slow:      the broadcast options, plus --slow-rcvbuf BYTES (default 1024), --slow-fill-mb MB (default 8: echo
              requests the slow client sends first so the server has more than its send queue cap to hold for it),
              --slow-wait S (default 5: how long after the run to wait for the server to drop the slow client)
+  send:      --rate R msg/s (default 10000; 0 = closed loop), --warmup S, --duration S (sent at the rate, measured),
+             --publishers M (default 16) keep-alive HTTP connections with --pipeline P (default 1) requests in flight
+             each, --post-path TEMPLATE (default /msg/send), --body TEMPLATE (default {"uuid":"{id}","msg":"ts={ts}
+             seq={seq}"}), --content-type T (default application/json), --id-prefix P (default c): client i sends
+             X-Request-Id: P<i>, --id-in-path 1: and connects to --path followed by P<i> (nchan: --path /sub/).
+             In templates {id} = the target client's id, {ts} = when the message was due (CLOCK_MONOTONIC ns), {seq}
+             = its number. Clients look for ts=<digits> and seq=<digits> anywhere in what they receive.
+             --drain S (default 5: wait after the last post until nothing arrived for S), --settle S (default 2:
+             pause before the first post), --tick-us U (default 100: least sleep between paced batches),
+             --max-lag S (default 5: a message not sent within S of its due time, all connections being busy, is
+             skipped and counted; keeps an overloaded run from lasting minutes),
+             --extra-pids NAME=PID,... (more server processes whose CPU is reported)
 )";
 
 struct Options {
@@ -92,6 +108,18 @@ struct Options {
     double slow_fill_mb = 8;
     double slow_wait_s = 5;
     bool detail = false;
+    double rate = 10000;
+    int publishers = 16;
+    int pipeline = 1;
+    std::string post_path = "/msg/send";
+    std::string body = R"({"uuid":"{id}","msg":"ts={ts} seq={seq}"})";
+    std::string content_type = "application/json";
+    std::string id_prefix = "c";
+    bool id_in_path = false;
+    double drain_s = 5;
+    double tick_us = 100;
+    double max_lag_s = 5;
+    std::string extra_pids;
 };
 
 Options parse_args(int argc, char** argv) {
@@ -102,7 +130,8 @@ Options parse_args(int argc, char** argv) {
         std::cout << kUsage;
         std::exit(0);
     }
-    if (o.scenario != "idle" && o.scenario != "echo" && o.scenario != "broadcast" && o.scenario != "slow")
+    if (o.scenario != "idle" && o.scenario != "echo" && o.scenario != "broadcast" && o.scenario != "slow" &&
+        o.scenario != "send")
         throw std::invalid_argument("unknown scenario " + o.scenario);
     using Setter = std::function<void(const std::string&)>;
     auto text = [](std::string& field) -> Setter { return [&field](const std::string& v) { field = v; }; };
@@ -137,6 +166,18 @@ Options parse_args(int argc, char** argv) {
         {"--slow-fill-mb", real(o.slow_fill_mb)},
         {"--slow-wait", real(o.slow_wait_s)},
         {"--detail", [&o](const std::string& v) { o.detail = v == "1" || v == "yes" || v == "true"; }},
+        {"--rate", real(o.rate)},
+        {"--publishers", integer(o.publishers)},
+        {"--pipeline", integer(o.pipeline)},
+        {"--post-path", text(o.post_path)},
+        {"--body", text(o.body)},
+        {"--content-type", text(o.content_type)},
+        {"--id-prefix", text(o.id_prefix)},
+        {"--id-in-path", [&o](const std::string& v) { o.id_in_path = v == "1" || v == "yes" || v == "true"; }},
+        {"--drain", real(o.drain_s)},
+        {"--tick-us", real(o.tick_us)},
+        {"--max-lag", real(o.max_lag_s)},
+        {"--extra-pids", text(o.extra_pids)},
     };
     for (int i = 2; i < argc; ++i) {
         std::string a = argv[i];
@@ -150,7 +191,7 @@ Options parse_args(int argc, char** argv) {
         }
     }
     if (o.ws.empty()) throw std::invalid_argument("--ws is required");
-    if ((o.scenario == "broadcast" || o.scenario == "slow") && o.api.empty())
+    if ((o.scenario == "broadcast" || o.scenario == "slow" || o.scenario == "send") && o.api.empty())
         throw std::invalid_argument("--api is required for " + o.scenario);
     if (o.connections < 1) throw std::invalid_argument("--connections must be >= 1");
     if (o.window < 1) throw std::invalid_argument("--window must be >= 1");
@@ -158,6 +199,9 @@ Options parse_args(int argc, char** argv) {
     if (o.broadcasts < 1) throw std::invalid_argument("--broadcasts must be >= 1");
     if (o.warmup_broadcasts < 0) throw std::invalid_argument("--warmup-broadcasts must be >= 0");
     if (o.mode != "paced" && o.mode != "closed") throw std::invalid_argument("--mode is paced or closed");
+    if (o.rate < 0) throw std::invalid_argument("--rate must be >= 0");
+    if (o.publishers < 1 || o.pipeline < 1) throw std::invalid_argument("--publishers and --pipeline must be >= 1");
+    if (o.duration_s <= 0 || o.warmup_s < 0) throw std::invalid_argument("--duration must be > 0, --warmup >= 0");
     if (o.threads <= 0) {
         cpu_set_t set;
         CPU_ZERO(&set);
@@ -488,6 +532,41 @@ OJson run_broadcast(const Options& o) {
     return result;
 }
 
+// ---- send ----
+
+OJson run_send(const Options& o) {
+    bench::SendConfig c;
+    c.pool = pool_config(o, bench::Mode::Deliver);
+    c.pool.id_prefix = o.id_prefix;
+    c.pool.id_in_path = o.id_in_path;
+    c.api = bench::parse_ipv4(o.api);
+    c.api_host = o.api;
+    c.post_path = o.post_path;
+    c.body = o.body;
+    c.content_type = o.content_type;
+    c.publishers = o.publishers;
+    c.pipeline = o.pipeline;
+    c.rate = o.rate;
+    c.warmup_s = o.warmup_s;
+    c.duration_s = o.duration_s;
+    c.drain_s = o.drain_s;
+    c.settle_s = o.settle_s;
+    c.tick_us = o.tick_us;
+    c.max_lag_s = o.max_lag_s;
+    c.server_pid = o.server_pid;
+    // NAME=PID,NAME=PID
+    std::size_t start = 0;
+    while (start < o.extra_pids.size()) {
+        std::size_t end = o.extra_pids.find(',', start);
+        std::string item = o.extra_pids.substr(start, end == std::string::npos ? std::string::npos : end - start);
+        start = end == std::string::npos ? o.extra_pids.size() : end + 1;
+        auto eq = item.find('=');
+        if (eq == std::string::npos) throw std::invalid_argument("--extra-pids: expected NAME=PID, got " + item);
+        c.extra_pids.emplace_back(item.substr(0, eq), static_cast<pid_t>(std::stol(item.substr(eq + 1))));
+    }
+    return bench::run_send(std::move(c));
+}
+
 // ---- slow ----
 
 // A blocking client with a tiny receive buffer that completes the handshake and then never reads.
@@ -711,6 +790,8 @@ int main(int argc, char** argv) {
             body = run_echo(o);
         else if (o.scenario == "broadcast")
             body = run_broadcast(o);
+        else if (o.scenario == "send")
+            body = run_send(o);
         else
             body = run_slow(o);
         for (auto& [k, v] : body.items()) result[k] = v;

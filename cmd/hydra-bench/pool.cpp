@@ -67,7 +67,8 @@ struct Conn {
 };
 
 struct Pool::Worker {
-    Worker(Pool& p, int idx, int count, int concurrency) : pool(p), index(idx), conns(static_cast<std::size_t>(count)) {
+    Worker(Pool& p, int idx, int count, int concurrency, int first)
+        : pool(p), index(idx), first_id(first), conns(static_cast<std::size_t>(count)) {
         max_inflight_connects = std::max(1, concurrency);
         epfd = epoll_create1(EPOLL_CLOEXEC);
         read_buffer.resize(kReadBuffer);
@@ -103,6 +104,7 @@ struct Pool::Worker {
     void on_handshake_bytes(Conn& c, std::int64_t now);
     void on_frames(Conn& c, const std::uint8_t* data, std::size_t len, std::int64_t now);
     void on_message(Conn& c, std::string_view msg, std::int64_t now);
+    void on_delivery(Conn& c, std::string_view msg, std::int64_t now);
     void send_echo(Conn& c, std::int64_t now);
     void flush(Conn& c);
     void set_events(Conn& c, bool want_out);
@@ -117,6 +119,7 @@ struct Pool::Worker {
 
     Pool& pool;
     int index;
+    int first_id;  // the pool-wide index of conns[0] (per-connection ids)
     std::vector<Conn> conns;
     int epfd = -1;
     std::thread thread;
@@ -224,7 +227,15 @@ void Pool::Worker::on_event(std::uint32_t idx, std::uint32_t events) {
 }
 
 void Pool::Worker::on_connected(Conn& c) {
-    auto up = ws::make_upgrade_request(pool.config_.host, pool.config_.path);
+    const PoolConfig& cfg = pool.config_;
+    ws::HttpHeaders headers;
+    std::string path = cfg.path;
+    if (!cfg.id_prefix.empty()) {
+        std::string id = cfg.id_prefix + std::to_string(first_id + (&c - conns.data()));
+        if (cfg.id_in_path) path += id;
+        headers.emplace_back("X-Request-Id", std::move(id));
+    }
+    auto up = ws::make_upgrade_request(cfg.host, path, headers);
     c.key = std::move(up.key);
     c.out = std::move(up.request);
     c.state = Conn::State::Handshaking;
@@ -392,6 +403,50 @@ void Pool::Worker::on_message(Conn& c, std::string_view msg, std::int64_t now) {
             pool.received_[s].fetch_add(1, std::memory_order_relaxed);
             return;
         }
+        case Mode::Deliver:
+            on_delivery(c, msg, now);
+            return;
+    }
+}
+
+// A message of the send scenario: "ts=<ns>" (when it was due) and maybe "seq=<k>" anywhere in it, so that the
+// same code reads hydra's {"service":"notify",...,"data":{"msg":"ts=.. seq=..",...}} and nchan's raw body.
+void Pool::Worker::on_delivery(Conn& c, std::string_view msg, std::int64_t now) {
+    const PoolConfig& cfg = pool.config_;
+    std::int64_t ts = 0, seq = -1;
+    if (!find_int(msg, "ts=", ts)) {
+        ++stats.bad_messages;
+        return;
+    }
+    ++stats.delivered;
+    if (stats.min_payload == 0 || msg.size() < stats.min_payload) stats.min_payload = msg.size();
+    stats.max_payload = std::max(stats.max_payload, msg.size());
+    const std::int64_t from = pool.window_from_.load(std::memory_order_relaxed);
+    const std::int64_t to = pool.window_to_.load(std::memory_order_relaxed);
+    if (now >= from && now < to) ++stats.delivered_in_window;
+    bool first_arrival = true;
+    if (find_int(msg, "seq=", seq) && seq >= 0) {
+        const auto k = static_cast<std::size_t>(seq);
+        if (k % static_cast<std::size_t>(cfg.connections) != static_cast<std::size_t>(first_id + (&c - conns.data())))
+            ++stats.misrouted;
+        if (k < cfg.deliver_capacity) {
+            // Saturating count: compare-exchange so a 256th duplicate does not wrap to "never arrived".
+            auto& slot = pool.arrivals_[k];
+            std::uint8_t n = slot.load(std::memory_order_relaxed);
+            while (n < 255 && !slot.compare_exchange_weak(n, static_cast<std::uint8_t>(n + 1))) {
+            }
+            if (n > 0) {
+                ++stats.duplicates;
+                first_arrival = false;
+            }
+        }
+    } else {
+        ++stats.without_seq;
+    }
+    // Latency of first arrivals only: a duplicate redelivered seconds later says nothing about the path.
+    if (first_arrival && ts >= from && ts < to) {
+        ++stats.delivered_due_in_window;
+        stats.deliver_latency.record(now - ts);
     }
 }
 
@@ -476,10 +531,14 @@ Pool::Pool(PoolConfig config) : config_(std::move(config)) {
     const auto slots = static_cast<std::size_t>(std::max(1, config_.broadcast_slots));
     received_ = std::make_unique<std::atomic<std::uint32_t>[]>(slots);
     scheduled_ = std::make_unique<std::atomic<std::int64_t>[]>(slots);
+    if (config_.deliver_capacity > 0)
+        arrivals_ = std::make_unique<std::atomic<std::uint8_t>[]>(config_.deliver_capacity);  // zeroed (C++20)
+    int first = 0;
     for (int i = 0; i < config_.threads; ++i) {
         int count = config_.connections / config_.threads + (i < config_.connections % config_.threads ? 1 : 0);
         int concurrency = config_.connect_concurrency / config_.threads;
-        workers_.push_back(std::make_unique<Worker>(*this, i, count, concurrency));
+        workers_.push_back(std::make_unique<Worker>(*this, i, count, concurrency, first));
+        first += count;
     }
 }
 
@@ -549,6 +608,13 @@ Stats Pool::merged_stats() const {
         m.bad_messages += s.bad_messages;
         if (s.min_payload && (m.min_payload == 0 || s.min_payload < m.min_payload)) m.min_payload = s.min_payload;
         m.max_payload = std::max(m.max_payload, s.max_payload);
+        m.deliver_latency.merge(s.deliver_latency);
+        m.delivered += s.delivered;
+        m.delivered_in_window += s.delivered_in_window;
+        m.delivered_due_in_window += s.delivered_due_in_window;
+        m.duplicates += s.duplicates;
+        m.misrouted += s.misrouted;
+        m.without_seq += s.without_seq;
     });
     return m;
 }

@@ -16,7 +16,7 @@
 
 namespace bench {
 
-enum class Mode : std::uint8_t { Idle, Echo, Broadcast };
+enum class Mode : std::uint8_t { Idle, Echo, Broadcast, Deliver };
 
 struct PoolConfig {
     sockaddr_in target{};
@@ -33,6 +33,15 @@ struct PoolConfig {
     int broadcast_group_size = 1;  // broadcast: delivery latencies are kept per group of seq values (seq / size)
     int broadcast_skip = 0;        // broadcast: seq % group_size below this (warmup) is left out of the latencies
     bool bind_ports = true;        // choose local ports ourselves (see Pool::bind_local_port); loopback targets only
+    // Per-connection ids: when id_prefix is set, connection i (0 .. connections-1, across all threads) sends
+    // `X-Request-Id: <id_prefix><i>` with its upgrade and, with id_in_path, connects to path + "<id_prefix><i>"
+    // (nchan's /sub/<channel>).
+    std::string id_prefix;
+    bool id_in_path = false;
+    // Deliver: messages carry "ts=<ns>" (when the message was due, CLOCK_MONOTONIC) and optionally "seq=<k>"; with
+    // a seq below deliver_capacity, arrivals are counted per message (missing, duplicates) and message k is
+    // expected on connection k % connections.
+    std::size_t deliver_capacity = 0;
 };
 
 // Per-thread counters and histograms. Values are sums over the thread's connections.
@@ -59,6 +68,15 @@ struct Stats {
     std::uint64_t bad_messages = 0;  // not a notify frame with ts and seq
     std::size_t min_payload = 0;
     std::size_t max_payload = 0;
+
+    // Deliver (bad_messages: no "ts=<digits>" in it)
+    Histogram deliver_latency;                  // arrival - ts, for messages due inside the window
+    std::uint64_t delivered = 0;                // every message with a ts, duplicates included
+    std::uint64_t delivered_in_window = 0;      // arrival inside the window
+    std::uint64_t delivered_due_in_window = 0;  // due inside the window (= deliver_latency's count)
+    std::uint64_t duplicates = 0;               // a seq seen before (on any connection)
+    std::uint64_t misrouted = 0;                // seq % connections is not this connection's index
+    std::uint64_t without_seq = 0;              // messages with a ts but no seq (not tracked one by one)
 };
 
 class Pool {
@@ -93,6 +111,17 @@ class Pool {
     // measured from this time, which keeps a server that delays the poster from hiding its queueing.
     void set_scheduled(int seq, std::int64_t ns) { scheduled_[static_cast<std::size_t>(seq)].store(ns); }
 
+    // Deliver: messages due in [from, to) go into deliver_latency; arrivals in [from, to) count as
+    // delivered_in_window. Set before the first message is due.
+    void deliver_window(std::int64_t from_ns, std::int64_t to_ns) {
+        window_from_.store(from_ns);
+        window_to_.store(to_ns);
+    }
+    // Deliver: how many times message seq arrived (saturates at 255); 0 for seq >= deliver_capacity.
+    std::uint8_t arrivals(std::size_t seq) const {
+        return seq < config_.deliver_capacity ? arrivals_[seq].load(std::memory_order_relaxed) : 0;
+    }
+
     // Runs fn on each thread's stats while holding that thread's lock.
     void with_stats(const std::function<void(const Stats&)>& fn) const;
     // All threads' stats merged (histograms added, per-seq arrivals maxed, counters summed).
@@ -115,6 +144,9 @@ class Pool {
     std::atomic<std::int64_t> echo_to_{0};
     std::unique_ptr<std::atomic<std::uint32_t>[]> received_;
     std::unique_ptr<std::atomic<std::int64_t>[]> scheduled_;
+    std::unique_ptr<std::atomic<std::uint8_t>[]> arrivals_;  // deliver: per seq
+    std::atomic<std::int64_t> window_from_{0};
+    std::atomic<std::int64_t> window_to_{0};
     int port_lo_ = 0;
     int port_hi_ = 0;
     std::atomic<int> next_port_{0};

@@ -13,9 +13,11 @@
 #include <cmath>
 #include <cstring>
 #include <ctime>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
+#include <vector>
 
 namespace bench {
 
@@ -132,6 +134,55 @@ std::optional<double> process_cpu_seconds(pid_t pid) {
         if (i == 15) stime = std::stoull(field);
     }
     return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+namespace {
+// utime + stime (fields 14 and 15) of a /proc/.../stat line, in clock ticks; the name in parentheses may hold spaces.
+std::optional<std::pair<std::string, unsigned long long>> parse_stat(const std::string& stat) {
+    auto open = stat.find('(');
+    auto close = stat.rfind(')');
+    if (open == std::string::npos || close == std::string::npos || close < open) return std::nullopt;
+    std::istringstream in(stat.substr(close + 2));
+    std::string field;
+    unsigned long long utime = 0, stime = 0;
+    for (int i = 3; i <= 15 && in >> field; ++i) {
+        if (i == 14) utime = std::stoull(field);
+        if (i == 15) stime = std::stoull(field);
+    }
+    return std::pair{stat.substr(open + 1, close - open - 1), utime + stime};
+}
+}  // namespace
+
+std::map<std::string, ThreadCpu> thread_cpu_seconds(pid_t pid) {
+    std::map<std::string, ThreadCpu> out;
+    std::error_code ec;
+    const auto hz = static_cast<double>(sysconf(_SC_CLK_TCK));
+    for (const auto& entry : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+        std::ifstream f(entry.path() / "stat");
+        std::string line;
+        if (!f || !std::getline(f, line)) continue;  // the thread just exited
+        auto parsed = parse_stat(line);
+        if (!parsed) continue;
+        ThreadCpu& t = out[parsed->first];
+        t.seconds += static_cast<double>(parsed->second) / hz;
+        ++t.threads;
+    }
+    return out;
+}
+
+OJson thread_cpu_json(const std::map<std::string, ThreadCpu>& start, const std::map<std::string, ThreadCpu>& end,
+                      double wall_s) {
+    std::vector<std::pair<double, std::string>> rows;
+    for (const auto& [name, t] : end) {
+        auto it = start.find(name);
+        double before = it == start.end() ? 0 : it->second.seconds;
+        rows.emplace_back(wall_s > 0 ? std::max(0.0, t.seconds - before) / wall_s : 0, name);
+    }
+    std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+    OJson j = OJson::object();
+    for (const auto& [cores, name] : rows)
+        j[name] = OJson{{"cores", round_to(cores, 3)}, {"threads", end.at(name).threads}};
+    return j;
 }
 
 namespace {

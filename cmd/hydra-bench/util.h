@@ -7,6 +7,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -62,6 +63,17 @@ std::optional<Rss> read_rss(pid_t pid);
 
 // CPU time (user + system, all threads) of a process from /proc/PID/stat, in seconds; nullopt when it is gone.
 std::optional<double> process_cpu_seconds(pid_t pid);
+
+// CPU time per thread name (the `comm` of /proc/PID/task/TID/stat: "hydra-ws-io", ...), summed over the threads of
+// that name, in seconds. Empty when the process is gone. Threads that exit in between drop out of a difference.
+struct ThreadCpu {
+    double seconds = 0;
+    int threads = 0;
+};
+std::map<std::string, ThreadCpu> thread_cpu_seconds(pid_t pid);
+// end - start per name, in cores over wall_s seconds: {"name": {"cores": C, "threads": N}}, busiest first.
+OJson thread_cpu_json(const std::map<std::string, ThreadCpu>& start, const std::map<std::string, ThreadCpu>& end,
+                      double wall_s);
 
 // The machine's busy time from the first line of /proc/stat, in seconds: all but softirq, and softirq.
 struct SystemCpu {

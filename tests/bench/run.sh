@@ -8,9 +8,12 @@
 # (raw per-run JSON and server logs in build/bench/results/).
 #
 # With REPEAT > 1 (BENCH_REPEAT, default 3, 1 with BENCH_QUICK) the table shows the median of the runs.
-# Knobs (env): BENCH_SCENARIOS="idle echo broadcast broadcast_closed slow", BENCH_IDLE_CONNS, BENCH_ECHO_CONNS,
-# BENCH_ECHO_DURATION, BENCH_ECHO_WINDOW, BENCH_BCAST_CONNS, BENCH_BCAST_COUNT, BENCH_BCAST_INTERVAL_MS,
-# BENCH_SLOW_CONNS, BENCH_SLOW_FILL_MB, BENCH_SERVER_CPU, BENCH_CLIENT_CPU, BENCH_SKIP_BUILD=1, BENCH_BUILD_DIR,
+# The scenarios send and send_cluster (the push path: POST /msg/send -> queue -> MQC -> WebSocket, against nginx +
+# Nchan) are run by tests/bench/send.sh after the others; see its header for their knobs.
+#
+# Knobs (env): BENCH_SCENARIOS="idle echo broadcast broadcast_closed slow send send_cluster", BENCH_IDLE_CONNS,
+# BENCH_ECHO_CONNS, BENCH_ECHO_DURATION, BENCH_ECHO_WINDOW, BENCH_BCAST_CONNS, BENCH_BCAST_COUNT,
+# BENCH_BCAST_INTERVAL_MS, BENCH_SLOW_CONNS, BENCH_SLOW_FILL_MB, BENCH_SERVER_CPU, BENCH_CLIENT_CPU, BENCH_SKIP_BUILD=1, BENCH_BUILD_DIR,
 # BENCH_QUIET_WAIT (seconds to wait for other processes to go idle before each run; default 300).
 set -euo pipefail
 
@@ -37,28 +40,25 @@ SLOW_CONNS=${BENCH_SLOW_CONNS:-$d_slow}
 SLOW_FILL_MB=${BENCH_SLOW_FILL_MB:-8}
 SERVER_CPU=${BENCH_SERVER_CPU:-0}
 CLIENT_CPU=${BENCH_CLIENT_CPU:-1}
-SCENARIOS=${BENCH_SCENARIOS:-idle echo broadcast broadcast_closed slow}
+SCENARIOS=${BENCH_SCENARIOS:-idle echo broadcast broadcast_closed slow send send_cluster}
+# send and send_cluster go to send.sh; the rest run here against the node peer.
+SEND_SCENARIOS=""
+WS_SCENARIOS=""
+for s in $SCENARIOS; do
+    case $s in
+        send | send_cluster) SEND_SCENARIOS+=" $s" ;;
+        *) WS_SCENARIOS+=" $s" ;;
+    esac
+done
+SCENARIOS=${WS_SCENARIOS# }
 
-log() { echo "run.sh: $*" >&2; }
+LOG_TAG=run.sh
+# shellcheck source=tests/bench/lib.sh
+source "$ROOT/tests/bench/lib.sh"
 
 # ---- processes we start: stopped on exit, by PID only ----
 SERVER_PID=""
 BENCH_PID=""
-stop_pid() {
-    local pid=$1
-    [[ -n $pid ]] || return 0
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        log "pid $pid did not stop on SIGTERM; sending SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
 cleanup() {
     stop_pid "$BENCH_PID"
     stop_pid "$SERVER_PID"
@@ -67,16 +67,12 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ---- build, node deps, limits ----
-if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
-    log "building hydra and hydra-bench (Release) in $BUILD"
-    cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DHYDRA_BUILD_TESTS=OFF >/dev/null
-    cmake --build "$BUILD" -j"$(nproc)" --target hydra_cli hydra_bench >/dev/null
-fi
+build_bench "$ROOT" "$BUILD"
 HYDRA=$BUILD/bin/hydra
 BENCH=$BUILD/bin/hydra-bench
 [[ -x $HYDRA && -x $BENCH ]] || { log "missing $HYDRA or $BENCH"; exit 1; }
 
-if [[ ! -f $NODE_DIR/node_modules/ws/package.json ]]; then
+if [[ -n $SCENARIOS && ! -f $NODE_DIR/node_modules/ws/package.json ]]; then
     log "installing ws into $NODE_DIR"
     mkdir -p "$NODE_DIR"
     npm install --no-save --no-audit --no-fund --silent --prefix "$NODE_DIR" ws >/dev/null
@@ -118,29 +114,6 @@ start_server() {
         exit 1
     fi
     sleep 0.5  # let it settle before the RSS baseline
-}
-
-# Busy cores on the machine over one second, from /proc/stat (other builds or benchmarks skew the figures).
-busy_cores() {
-    local a b
-    read -r -a a < <(head -1 /proc/stat)
-    sleep 1
-    read -r -a b < <(head -1 /proc/stat)
-    # cpu user nice system idle iowait irq softirq steal
-    local busy=$(((b[1] + b[2] + b[3] + b[6] + b[7] + b[8]) - (a[1] + a[2] + a[3] + a[6] + a[7] + a[8])))
-    echo $((busy * 100 / $(getconf CLK_TCK)))  # in hundredths of a core
-}
-# Waits (up to BENCH_QUIET_WAIT seconds, default 300) until the machine is idle: < 0.15 core busy.
-wait_quiet() {
-    local limit=${BENCH_QUIET_WAIT:-300} waited=0 busy
-    while busy=$(busy_cores) && ((busy > 15)); do
-        if ((waited == 0)); then log "machine busy (${busy}% of a core used by other processes); waiting"; fi
-        waited=$((waited + 1))
-        if ((waited >= limit)); then
-            log "still busy after ${limit}s; measuring anyway (see cpu.other_cores in the results)"
-            return 0
-        fi
-    done
 }
 
 # run_bench NAME SCENARIO ARGS... : hydra-bench on the client CPU against the running server
@@ -194,6 +167,14 @@ for scenario in $SCENARIOS; do
 done
 
 # ---- table and results.json ----
+run_send() {
+    [[ -n $SEND_SCENARIOS ]] || return 0
+    BENCH_SKIP_BUILD=1 BENCH_BUILD_DIR=$BUILD BENCH_SEND_SCENARIOS=${SEND_SCENARIOS# } "$ROOT/tests/bench/send.sh"
+}
+if [[ -z $SCENARIOS ]]; then
+    run_send
+    exit 0
+fi
 # What was measured: the commit, and whether tracked files differed from it.
 REVISION=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [[ -n $(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null) ]]; then REVISION+="+local changes"; fi
@@ -329,3 +310,4 @@ const results = {
 fs.writeFileSync(resultsFile, JSON.stringify(results, null, 2) + '\n');
 console.log(`\nresults: ${resultsFile}`);
 EOF
+run_send

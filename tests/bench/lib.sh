@@ -1,0 +1,56 @@
+# shellcheck shell=bash
+# Shared by tests/bench/run.sh and tests/bench/send.sh (sourced): logging, stopping the processes a script
+# started (by PID only), waiting for an idle machine, building hydra and hydra-bench.
+# The sourcing script sets LOG_TAG (its name in log lines) before using log.
+
+log() { echo "${LOG_TAG:-bench}: $*" >&2; }
+
+# stop_pid PID: SIGTERM, up to 10 s, then SIGKILL; reaps it. A no-op for "" or a PID that is gone.
+stop_pid() {
+    local pid=$1
+    [[ -n $pid ]] || return 0
+    kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        log "pid $pid did not stop on SIGTERM; sending SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+
+# Busy cores on the machine over one second, from /proc/stat (other builds or benchmarks skew the figures).
+busy_cores() {
+    local a b
+    read -r -a a < <(head -1 /proc/stat)
+    sleep 1
+    read -r -a b < <(head -1 /proc/stat)
+    # cpu user nice system idle iowait irq softirq steal
+    local busy=$(((b[1] + b[2] + b[3] + b[6] + b[7] + b[8]) - (a[1] + a[2] + a[3] + a[6] + a[7] + a[8])))
+    echo $((busy * 100 / $(getconf CLK_TCK)))  # in hundredths of a core
+}
+
+# Waits (up to BENCH_QUIET_WAIT seconds, default 300) until the machine is idle: < 0.15 core busy.
+wait_quiet() {
+    local limit=${BENCH_QUIET_WAIT:-300} waited=0 busy
+    while busy=$(busy_cores) && ((busy > 15)); do
+        if ((waited == 0)); then log "machine busy (${busy}% of a core used by other processes); waiting"; fi
+        waited=$((waited + 1))
+        if ((waited >= limit)); then
+            log "still busy after ${limit}s; measuring anyway (see cpu.other_cores in the results)"
+            return 0
+        fi
+    done
+}
+
+# build_bench ROOT BUILD: hydra and hydra-bench, Release, unless BENCH_SKIP_BUILD=1.
+build_bench() {
+    local root=$1 build=$2
+    [[ ${BENCH_SKIP_BUILD:-0} == 1 ]] && return 0
+    log "building hydra and hydra-bench (Release) in $build"
+    cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DHYDRA_BUILD_TESTS=OFF >/dev/null
+    cmake --build "$build" -j"$(nproc)" --target hydra_cli hydra_bench >/dev/null
+}
