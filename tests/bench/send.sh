@@ -158,8 +158,11 @@ start_server() {
                 sleep 0.05
             done
             [[ -n $bootstrap ]] || { log "kcat did not start a mock cluster:"; cat "$klog" >&2; exit 1; }
+            # fetch.wait.max.ms=5: the mock broker holds a fetch that finds no data for the whole wait (500 ms by
+            # default) where a real broker answers as soon as data arrives (see the queue benchmarks).
             local kafka=(--set queue.backend=kafka --set queue.kafka.brokers="$bootstrap"
-                --set queue.kafka.properties.session.timeout.ms=6000)
+                --set queue.kafka.properties.session.timeout.ms=6000
+                --set queue.kafka.properties.fetch.wait.max.ms=5)
             start_hydra host-a "$OUT/$tag.server.log" "${kafka[@]}" --set cluster.node_id=bench-a
             WS_ADDR=$HY_WS SERVER_PID=$HY_PID
             start_hydra host-b "$OUT/$tag.host-b.log" "${kafka[@]}" --set cluster.node_id=bench-b
