@@ -189,6 +189,13 @@ void fuzz_utf8(std::string_view stream, Chunker chunker) {
 }
 
 void fuzz_handshake(std::string_view stream) {
+    // The API server's head parser and percent-decoding (common/http) see the same untrusted bytes.
+    const hydra::http::Head head = hydra::http::parse_head(stream, 16 * 1024);
+    FUZZ_CHECK(head.consumed <= stream.size());
+    if (head.status == ParseStatus::Ok) FUZZ_CHECK(stream.substr(head.consumed - 4, 4) == "\r\n\r\n");
+    std::string decoded;
+    if (hydra::http::percent_decode(stream, decoded, true)) FUZZ_CHECK(decoded.size() <= stream.size());
+
     const UpgradeParse r = parse_upgrade_request(stream);
     FUZZ_CHECK(r.consumed <= stream.size());
     switch (r.status) {

@@ -76,7 +76,12 @@ std::string address_string(const sockaddr_storage& ss) {
     }
     auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
     inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
-    return "[" + std::string(host) + "]:" + std::to_string(ntohs(a->sin6_port));
+    // Appended piece by piece: GCC 12 warns (-Wrestrict, a known false positive) on "[" + std::string(...).
+    std::string out = "[";
+    out += host;
+    out += "]:";
+    out += std::to_string(ntohs(a->sin6_port));
+    return out;
 }
 
 }  // namespace hydra
