@@ -541,10 +541,10 @@ void SqliteQueue::fetch(Consumer& c) {
             std::lock_guard lock(c.mutex);
             for (auto& m : batch) c.window.push_back(std::move(m));
         }
-        if (batch.size() == 1)
-            c.work_cv.notify_one();
-        else
-            c.work_cv.notify_all();
+        // One wake-up per message, at most one per handler: notify_all would wake every idle handler for a lease
+        // of two messages, and all but two would go back to sleep (each a context switch).
+        const std::size_t wake = std::min<std::size_t>(batch.size(), static_cast<std::size_t>(c.sub.concurrency));
+        for (std::size_t i = 0; i < wake; ++i) c.work_cv.notify_one();
     }
 }
 
