@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # Shared by tests/bench/run.sh and tests/bench/send.sh (sourced): logging, stopping the processes a script
-# started (by PID only), waiting for an idle machine, building hydra and hydra-bench.
+# started (by PID only), waiting for a server's addresses and for an idle machine, building hydra and hydra-bench.
 # The sourcing script sets LOG_TAG (its name in log lines) before using log.
 
 log() { echo "${LOG_TAG:-bench}: $*" >&2; }
@@ -20,6 +20,23 @@ stop_pid() {
         kill -KILL "$pid" 2>/dev/null || true
     fi
     wait "$pid" 2>/dev/null || true
+}
+
+# wait_for_addresses PID LOG WHAT: waits (up to 20 s) for a server started in the background to print its ws:// and
+# http:// addresses in LOG; sets FOUND_WS and FOUND_API ("127.0.0.1:PORT"), or shows LOG and exits.
+wait_for_addresses() {
+    local pid=$1 logf=$2 what=$3
+    FOUND_WS="" FOUND_API=""
+    for _ in $(seq 1 400); do
+        FOUND_WS=$(grep -o 'ws://127\.0\.0\.1:[0-9]*' "$logf" 2>/dev/null | head -1 | sed 's#ws://##' || true)
+        FOUND_API=$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$logf" 2>/dev/null | head -1 | sed 's#http://##' || true)
+        [[ -n $FOUND_WS && -n $FOUND_API ]] && return 0
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    log "$what did not start; its output:"
+    cat "$logf" >&2
+    exit 1
 }
 
 # Busy cores on the machine over one second, from /proc/stat (other builds or benchmarks skew the figures).

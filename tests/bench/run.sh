@@ -100,19 +100,8 @@ start_server() {
             >"$logf" 2>&1 &
     fi
     SERVER_PID=$!
-    WS_ADDR="" API_ADDR=""
-    for _ in $(seq 1 200); do
-        WS_ADDR=$(grep -o 'ws://127\.0\.0\.1:[0-9]*' "$logf" 2>/dev/null | head -1 | sed 's#ws://##' || true)
-        API_ADDR=$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$logf" 2>/dev/null | head -1 | sed 's#http://##' || true)
-        [[ -n $WS_ADDR && -n $API_ADDR ]] && break
-        kill -0 "$SERVER_PID" 2>/dev/null || break
-        sleep 0.05
-    done
-    if [[ -z $WS_ADDR || -z $API_ADDR ]]; then
-        log "$kind did not start; its output:"
-        cat "$logf" >&2
-        exit 1
-    fi
+    wait_for_addresses "$SERVER_PID" "$logf" "$kind"
+    WS_ADDR=$FOUND_WS API_ADDR=$FOUND_API
     sleep 0.5  # let it settle before the RSS baseline
 }
 

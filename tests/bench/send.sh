@@ -107,19 +107,8 @@ start_hydra() {
         >"$logf" 2>&1 &
     HY_PID=$!
     PIDS+=("$HY_PID")
-    HY_WS="" HY_API=""
-    for _ in $(seq 1 400); do
-        HY_WS=$(grep -o 'ws://127\.0\.0\.1:[0-9]*' "$logf" 2>/dev/null | head -1 | sed 's#ws://##' || true)
-        HY_API=$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$logf" 2>/dev/null | head -1 | sed 's#http://##' || true)
-        [[ -n $HY_WS && -n $HY_API ]] && break
-        kill -0 "$HY_PID" 2>/dev/null || break
-        sleep 0.05
-    done
-    if [[ -z $HY_WS || -z $HY_API ]]; then
-        log "hydra $name did not start; its output:"
-        cat "$logf" >&2
-        exit 1
-    fi
+    wait_for_addresses "$HY_PID" "$logf" "hydra $name"
+    HY_WS=$FOUND_WS HY_API=$FOUND_API
 }
 
 # A free TCP port on 127.0.0.1 (for nginx, which cannot be told to pick one).

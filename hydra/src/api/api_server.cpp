@@ -11,52 +11,38 @@
 namespace hydra {
 namespace {
 
-// The HTTP answer we are building; sent once at the end of handle().
-struct Reply {
-    int status = 200;
-    std::string content_type = "application/json";
-    std::string body;
-    bool close = false;
-};
-
-Reply error_reply(int code, const std::string& msg) {
-    Reply r;
-    r.status = http_status_for(code);
-    r.body = Json{{"code", code}, {"msg", msg}}.dump(-1, ' ', false, Json::error_handler_t::replace);
+http::Response with_body(int status, const char* content_type, std::string body) {
+    http::Response r;
+    r.status = status;
+    r.headers.emplace_back("Content-Type", content_type);
+    r.body = std::move(body);
     return r;
 }
 
-Reply reply_from(const Result& result) {
-    Reply r;
+http::Response error_reply(int code, const std::string& msg) {
+    return with_body(http_status_for(code), "application/json",
+                     Json{{"code", code}, {"msg", msg}}.dump(-1, ' ', false, Json::error_handler_t::replace));
+}
+
+http::Response reply_from(const Result& result) {
+    http::Response r;
     switch (result.kind()) {
         case Result::Kind::error:
             return error_reply(result.error_code(), result.text());
         case Result::Kind::json:
-            r.body = result.value().dump(-1, ' ', false, Json::error_handler_t::replace);
+            r = with_body(200, "application/json", result.value().dump(-1, ' ', false, Json::error_handler_t::replace));
             break;
         case Result::Kind::text:
-            r.content_type = "text/plain; charset=utf-8";
-            r.body = result.text();
+            r = with_body(200, "text/plain; charset=utf-8", result.text());
             break;
         case Result::Kind::binary:
-            r.content_type = "application/octet-stream";
-            r.body = result.text();
+            r = with_body(200, "application/octet-stream", result.text());
             break;
         case Result::Kind::empty:
             r.status = 204;
-            r.content_type.clear();
             break;
     }
     if (result.status()) r.status = *result.status();
-    return r;
-}
-
-http::Response to_response(Reply reply) {
-    http::Response r;
-    r.status = reply.status;
-    r.close = reply.close;
-    if (!reply.content_type.empty()) r.headers.emplace_back("Content-Type", std::move(reply.content_type));
-    r.body = std::move(reply.body);
     return r;
 }
 
@@ -137,7 +123,7 @@ void ApiServer::start() {
     auto server = std::make_unique<http::Server>(
         hs, [this](http::Request& request) { return handle(request); },
         [](int status, const std::string& reason) {
-            http::Response r = to_response(error_reply(status, reason));
+            http::Response r = error_reply(status, reason);
             r.headers.emplace_back("X-Request-Id", generate_uuid());
             return r;
         });
@@ -161,7 +147,7 @@ http::Response ApiServer::handle(http::Request& request) {
     if (!valid_request_id(rid)) rid = generate_uuid();
     Logger log(rid);
     std::map<std::string, std::string> response_headers;
-    Reply reply;
+    http::Response response;
 
     try {
         Router::Match match = router_.match(request.method, request.path);
@@ -218,16 +204,15 @@ http::Response ApiServer::handle(http::Request& request) {
             log.error("api: handler " + match.pattern + " failed: " + e.what());
             throw Error(500, "internal server error");
         }
-        reply = reply_from(result);
+        response = reply_from(result);
         for (const auto& [k, v] : ctx.response_headers()) response_headers[k] = v;
     } catch (const Error& e) {
-        reply = error_reply(e.code(), e.what());
+        response = error_reply(e.code(), e.what());
     } catch (const std::exception& e) {
         log.error(std::string("api: request failed: ") + e.what());
-        reply = error_reply(500, "internal server error");
+        response = error_reply(500, "internal server error");
     }
 
-    http::Response response = to_response(std::move(reply));
     for (auto& [k, v] : response_headers) {
         // A handler's own Content-Type (static files) replaces the one of its result kind.
         auto same = std::find_if(response.headers.begin(), response.headers.end(),

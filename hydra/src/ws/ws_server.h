@@ -11,8 +11,8 @@
 #include <hydra/context.h>
 #include <hydra/queue.h>
 
-#include "common/worker_pool.h"
 #include "common/event_loop.h"
+#include "common/worker_pool.h"
 #include "ws/ws_exchange.h"
 #include "ws/ws_routes.h"
 
