@@ -2,7 +2,7 @@
 // queue backend, in-process.
 //   hydra-bench queue --backend sqlite [--sync normal|full] [--pushers 64] [--seconds 5] [--rate 10000]
 //                     [--batch 1000] [--batch-pushers 4] [--fill 200000] [--concurrency 8]
-//                     [--phases push,batch,consume,latency]
+//                     [--in-flight 1024] [--phases push,async,batch,consume,latency]
 //   hydra-bench queue --backend kafka [--brokers HOST:PORT] [--kafka-property NAME=VALUE]...
 //                     (no --brokers: an in-process mock cluster)
 #include <librdkafka/rdkafka.h>
@@ -18,6 +18,7 @@
 #include <iostream>
 #include <map>
 #include <mutex>
+#include <semaphore>
 #include <string>
 #include <thread>
 #include <vector>
@@ -44,9 +45,10 @@ struct Options {
     int rate = 10000;       // messages/s for the latency run
     int batch = 1000;       // messages per push_batch
     int batch_pushers = 4;  // threads calling push_batch
+    int in_flight = 1024;   // push_async() calls outstanding in the async run
     long fill = 200000;     // messages drained by the consume run
     int concurrency = 8;    // consumer concurrency (consume and latency runs)
-    std::string phases = "push,batch,consume,latency";
+    std::string phases = "push,async,batch,consume,latency";
     std::map<std::string, std::string> kafka_properties;  // --kafka-property NAME=VALUE (repeatable)
     std::string out;
 
@@ -119,6 +121,8 @@ int run_queue_bench(const std::vector<std::string>& args) {
             o.batch = std::stoi(v);
         else if (k == "--batch-pushers")
             o.batch_pushers = std::stoi(v);
+        else if (k == "--in-flight")
+            o.in_flight = std::max(1, std::stoi(v));
         else if (k == "--fill")
             o.fill = std::stol(v);
         else if (k == "--concurrency")
@@ -169,6 +173,37 @@ int run_queue_bench(const std::vector<std::string>& args) {
         for (auto& t : threads) t.join();
         double secs = std::chrono::duration<double>(Clock::now() - t0).count();
         result["push_per_s"] = static_cast<long>(static_cast<double>(pushed) / secs);
+        q->stop(std::chrono::milliseconds(1000));
+    }
+
+    // 1b. Throughput without waiting threads: one thread keeps --in-flight push_async() calls outstanding (how
+    // API handlers registered with App::api_async push), each completed by its commit or delivery report.
+    if (o.runs("async")) {
+        auto q = make(o, (dir / "async.db").string(), brokers);
+        q->push("bench:warmup", payload);
+        std::counting_semaphore<> room(o.in_flight);
+        std::atomic<long> pushed{0}, failed{0};
+        std::atomic<bool> stop{false};
+        auto t0 = Clock::now();
+        std::thread pusher([&] {
+            while (!stop) {
+                room.acquire();
+                q->push_async("bench:async", payload, {}, std::chrono::milliseconds(0),
+                              [&](const hydra::QueueError* e) {
+                                  ++(e == nullptr ? pushed : failed);
+                                  room.release();
+                              });
+            }
+        });
+        std::this_thread::sleep_for(std::chrono::duration<double>(o.seconds));
+        stop = true;
+        pusher.join();
+        double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+        long done = pushed.load();
+        for (int i = 0; i < o.in_flight; ++i) room.acquire();  // the rest completes before the queue goes
+        result["in_flight"] = o.in_flight;
+        result["push_async_per_s"] = static_cast<long>(static_cast<double>(done) / secs);
+        result["push_async_failed"] = failed.load();
         q->stop(std::chrono::milliseconds(1000));
     }
 

@@ -23,7 +23,7 @@ int main(int argc, char** argv) {
 
     // hydra's WS demo: log in over WS, send over HTTP, push from the queue to the user's devices.
     app.ws("/member/login", push::Login{users});
-    app.api("/msg/send", push::send, {.methods = {"POST"}});
+    app.api_async("/msg/send", push::send, {.methods = {"POST"}});
     app.api("/msg/broadcast", push::broadcast, {.methods = {"POST"}});
     app.mqc("/msg/push", push::Push{users}, {.queue = push::kQueue, .concurrency = 8});
 

@@ -33,7 +33,7 @@ hydra::Result Login::handle(hydra::Context& ctx) {
     return {};
 }
 
-Json send(hydra::Context& ctx) {
+void send(hydra::Context& ctx, hydra::Reply reply) {
     std::string msg = ctx.require("msg");
     Json message = {{"msg", msg}};
     if (ctx.has("uuid")) {
@@ -43,8 +43,11 @@ Json send(hydra::Context& ctx) {
     } else {
         throw hydra::Error(400, "missing parameter uname or uuid");
     }
-    ctx.queue().push(kQueue, message);  // returns once durable; a failure becomes 503
-    return Json{{"code", 0}, {"msg", "success"}};
+    // The answer goes out once the message is durable; a failed push becomes 503.
+    ctx.queue().push_async(kQueue, message, [reply = std::move(reply)](const hydra::Error* error) {
+        if (error != nullptr) return reply(*error);
+        reply(Json{{"code", 0}, {"msg", "success"}});
+    });
 }
 
 hydra::Result Push::handle(hydra::Context& ctx) {

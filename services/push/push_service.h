@@ -36,7 +36,8 @@ class Push {
     std::shared_ptr<UserStore> users_;
 };
 
-hydra::Json send(hydra::Context& ctx);
+// POST /msg/send, asynchronous (App::api_async): answered when the push is durable, no thread held meanwhile.
+void send(hydra::Context& ctx, hydra::Reply reply);
 hydra::Json broadcast(hydra::Context& ctx);
 
 }  // namespace services::push

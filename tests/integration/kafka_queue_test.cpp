@@ -12,6 +12,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <fstream>
+#include <future>
 #include <map>
 #include <mutex>
 #include <set>
@@ -299,17 +300,39 @@ BOOST_AUTO_TEST_CASE(push_batch_returns_when_all_are_delivered) {
     queue.push_batch("kq:batch", std::vector<std::string>{});
     BOOST_CHECK_THROW(queue.push_batch("bad queue", payloads), QueueError);
 
-    auto log = read_topic("kq.batch", 2, 3000, 20s);
-    BOOST_REQUIRE_EQUAL(log.size(), 3000u);
+    // push_async: each callback once its message is in the log; errors through the callback as well.
+    std::mutex mu;
+    std::condition_variable cv;
+    int delivered = 0, failed = 0;
+    for (int i = 0; i < 100; ++i)
+        queue.push_async("kq:batch", "async-" + std::to_string(i), {{"x-request-id", "rid-batch"}}, 0ms,
+                         [&](const QueueError* e) {
+                             std::lock_guard lock(mu);
+                             ++(e == nullptr ? delivered : failed);
+                             cv.notify_all();
+                         });
+    {
+        std::unique_lock lock(mu);
+        BOOST_REQUIRE(cv.wait_for(lock, 10s, [&] { return delivered + failed == 100; }));
+    }
+    BOOST_CHECK_EQUAL(failed, 0);
+    BOOST_CHECK_EQUAL(high_watermark("kq.batch", 0) + high_watermark("kq.batch", 1), 3100);
+    bool bad_name = false;
+    queue.push_async("bad queue", "x", {}, 0ms, [&](const QueueError* e) { bad_name = e != nullptr; });
+    BOOST_CHECK(bad_name);
+
+    auto log = read_topic("kq.batch", 2, 3100, 20s);
+    BOOST_REQUIRE_EQUAL(log.size(), 3100u);
     std::set<std::string> distinct;
     for (const auto& m : log) {
         distinct.insert(m.payload);
         BOOST_CHECK_EQUAL(m.headers.at("x-request-id"), "rid-batch");
     }
-    BOOST_CHECK_EQUAL(distinct.size(), 3000u);
+    BOOST_CHECK_EQUAL(distinct.size(), 3100u);
     // In the batch's order within each partition.
     std::map<std::string, int> last;  // partition → last number read from it
     for (const auto& m : log) {
+        if (m.payload.rfind("async-", 0) == 0) continue;
         int n = std::stoi(m.payload);
         auto it = last.find(m.id);
         if (it != last.end()) BOOST_CHECK_LT(it->second, n);
@@ -442,6 +465,17 @@ BOOST_AUTO_TEST_CASE(dead_broker_push_fails_retryably_after_push_timeout) {
     took = ms_between(started, Clock::now());
     BOOST_CHECK_GE(took, 1400);
     BOOST_CHECK_LE(took, 3500);
+    // push_async: the failure comes through the callback, from librdkafka's own message timeout.
+    std::promise<std::string> failed;
+    started = Clock::now();
+    queue.push_async("mall:wsserver:msg", "lost", {}, 0ms,
+                     [&](const QueueError* e) { failed.set_value(e != nullptr ? e->what() : "delivered?"); });
+    auto outcome = failed.get_future();
+    BOOST_REQUIRE(outcome.wait_for(15s) == std::future_status::ready);
+    BOOST_CHECK_EQUAL(outcome.get(), "queue: push to mall.wsserver.msg failed: Local: Message timed out");
+    took = ms_between(started, Clock::now());
+    BOOST_TEST_MESSAGE("push_async failed after " << took << " ms");
+    BOOST_CHECK_GE(took, 1400);
     auto stopping = Clock::now();
     queue.stop(1s);
     BOOST_CHECK_LE(ms_between(stopping, Clock::now()), 4000);

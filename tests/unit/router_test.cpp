@@ -56,6 +56,30 @@ BOOST_AUTO_TEST_CASE(verbs_and_405) {
     BOOST_CHECK_THROW(r.add("/order", {{"GET", any(4).at("")}}), std::invalid_argument);
 }
 
+// Async handlers (App::api_async) share the route table: one verb, one handler of either kind.
+BOOST_AUTO_TEST_CASE(async_handlers_by_verb) {
+    Router r;
+    r.add("/msg/send", {}, {{"POST", [](hydra::Context&, hydra::Reply) {}}});
+    r.add("/msg/send", {{"GET", [](hydra::Context&) { return hydra::Result(hydra::Json(1)); }}});
+    auto post = r.match("POST", "/msg/send");
+    BOOST_REQUIRE(post.status == Router::Status::found);
+    BOOST_CHECK(post.async != nullptr);
+    BOOST_CHECK(post.handler == nullptr);
+    auto get = r.match("GET", "/msg/send");
+    BOOST_REQUIRE(get.status == Router::Status::found);
+    BOOST_CHECK(get.async == nullptr);
+    BOOST_CHECK_EQUAL(call(get), 1);
+    auto del = r.match("DELETE", "/msg/send");
+    BOOST_CHECK(del.status == Router::Status::method_not_allowed);
+    BOOST_CHECK_EQUAL(del.allow, "GET, POST");
+    BOOST_CHECK_THROW(r.add("/msg/send", {{"POST", [](hydra::Context&) { return hydra::Result(); }}}),
+                      std::invalid_argument);
+    BOOST_CHECK_THROW(r.add("/msg/send", {}, {{"GET", [](hydra::Context&, hydra::Reply) {}}}), std::invalid_argument);
+    // Any verb: the async catch-all serves what has no handler of its own.
+    r.add("/any", {}, {{"", [](hydra::Context&, hydra::Reply) {}}});
+    BOOST_CHECK(r.match("PATCH", "/any").async != nullptr);
+}
+
 BOOST_AUTO_TEST_CASE(wildcard_takes_the_rest_of_the_path) {
     Router r;
     r.add("/files/*path", any(1));

@@ -40,6 +40,12 @@ class App {
     App& api(const std::string& route, H&& handler, ApiOptions options = {}) {
         return add_api(route, make_handlers(std::forward<H>(handler)), std::move(options));
     }
+    // An HTTP route answered asynchronously: `handler(Context&, Reply)` runs on the I/O loop (it must not block)
+    // and `reply(result)` answers from any thread once the work is done, e.g. when a push_async is durable. No
+    // handler thread is held meanwhile: the route of choice for handlers that only validate and enqueue. With API
+    // middleware (use()), the chain runs on a handler thread as for api(), and next() returns an empty Result
+    // once the handler has started (the reply goes straight to the client).
+    App& api_async(const std::string& route, AsyncHandler handler, ApiOptions options = {});
     // Files under `directory` (relative to the working directory) served by the API server at `prefix`
     // ("/demo" → /demo/chat.html); GET and HEAD, no directory listing, nothing outside `directory`.
     App& static_files(const std::string& prefix, const std::string& directory);

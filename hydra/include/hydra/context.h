@@ -2,6 +2,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -31,6 +32,15 @@ class QueueRef {
     void push(std::string_view queue, const Json& payload, Headers headers = {},
               std::chrono::milliseconds delay = std::chrono::milliseconds{0}) const {
         push(queue, std::string_view(payload.dump()), std::move(headers), delay);
+    }
+    // Called once when a push_async() ended: `error` is null when the message is durable, else the failure as an
+    // Error (503 when trying again may help, 400 otherwise). It runs on a thread of the queue: keep it short.
+    using PushDone = std::function<void(const Error* error)>;
+    // See Queue::push_async: returns without waiting; `done` may run before it returns (e.g. no queue backend:
+    // Error 503).
+    void push_async(std::string_view queue, std::string_view payload, PushDone done, Headers headers = {}) const;
+    void push_async(std::string_view queue, const Json& payload, PushDone done, Headers headers = {}) const {
+        push_async(queue, std::string_view(payload.dump()), std::move(done), std::move(headers));
     }
     // See Queue::push_batch: all of them durable when it returns.
     void push_batch(std::string_view queue, std::span<const std::string> payloads, Headers headers = {}) const;

@@ -17,6 +17,13 @@ namespace hydra {
 
 using Handler = std::function<Result(Context&)>;
 
+// Answers an asynchronous API request (App::api_async): call it once, from any thread; later calls are ignored.
+// When every copy is dropped without a call, the client gets a 500.
+using Reply = std::function<void(Result)>;
+// Runs on the API server's I/O loop, so it must not block: it starts work that ends elsewhere (a push_async) and
+// returns; that work calls `reply`. An Error thrown before `reply` was called answers the request.
+using AsyncHandler = std::function<void(Context&, Reply)>;
+
 // Around-style middleware: run code before, call next() (or not, to reject), run code after.
 using Next = std::function<Result()>;
 using Middleware = std::function<Result(Context&, const Next&)>;

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <span>
 #include <stdexcept>
@@ -50,6 +51,26 @@ class Queue {
     virtual void push_batch(std::string_view queue, std::span<const std::string> payloads,
                             const Headers& headers = {}) {
         for (const auto& payload : payloads) push(queue, payload, headers);
+    }
+
+    // Called once when a push_async() ended: `error` is null when the message is durable. It runs on a thread of
+    // the backend (the SQLite writer, librdkafka's delivery reports): keep it short and never block in it.
+    using PushDone = std::function<void(const QueueError* error)>;
+
+    // Starts a push and returns; `done` tells how it ended (SQLite: when the transaction the push joined commits or
+    // fails; Kafka: its delivery report, within queue.push_timeout_ms). No thread waits meanwhile, so an API handler
+    // on the I/O loop can answer once the message is durable (App::api_async). Every error, an invalid queue name
+    // included, goes to `done`, which may then run before push_async returns.
+    // The default (for queues written by users) pushes synchronously and then calls `done`.
+    virtual void push_async(std::string_view queue, std::string_view payload, const Headers& headers,
+                            std::chrono::milliseconds delay, PushDone done) {
+        try {
+            push(queue, payload, headers, delay);
+        } catch (const QueueError& e) {
+            done(&e);
+            return;
+        }
+        done(nullptr);
     }
 
     // Short name of the backend ("sqlite", "kafka") for logs and status.

@@ -1,7 +1,11 @@
 #include "api/api_server.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <future>
+#include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <thread>
 
@@ -126,6 +130,9 @@ void ApiServer::start() {
             http::Response r = error_reply(status, reason);
             r.headers.emplace_back("X-Request-Id", generate_uuid());
             return r;
+        },
+        [this](http::Request& request, const http::Server::Responder& respond) {
+            return handle_on_loop(request, respond);
         });
     try {
         server->start();
@@ -141,79 +148,191 @@ void ApiServer::stop() {
     server_.reset();
 }
 
-http::Response ApiServer::handle(http::Request& request) {
-    auto started = std::chrono::steady_clock::now();
+// One request of an async route. Answered once its handler has returned (so that the headers it set go along)
+// and its reply came, whichever is last; with a 500 when every copy of the reply was dropped without a call.
+struct ApiServer::Pending {
+    Pending(const ApiServer& server, http::Server::Responder respond, const http::Request& request, std::string rid,
+            std::chrono::steady_clock::time_point started)
+        : server(server),
+          respond(respond),
+          method(request.method),
+          target(request.target),
+          rid(std::move(rid)),
+          started(started) {}
+
+    ~Pending() {
+        if (sent) return;
+        if (!result) {
+            Logger(rid).error("api: the handler of " + method + " " + target + " dropped its reply");
+            result = Result(Error(500, "internal server error: the handler did not reply"));
+        }
+        send();
+    }
+
+    void reply(Result r) {
+        std::lock_guard lock(mutex);
+        if (result) return;  // answered already
+        result = std::move(r);
+        if (returned) send();
+    }
+
+    // The handler returned (`error`: it threw). Its headers are final now.
+    void handler_returned(std::map<std::string, std::string> handler_headers, std::optional<Result> error) {
+        std::lock_guard lock(mutex);
+        headers = std::move(handler_headers);
+        returned = true;
+        if (!result && error) result = std::move(error);
+        if (result) send();
+    }
+
+    void send() {
+        sent = true;
+        respond(server.finish(*result, headers, rid, method, target, started));
+    }
+
+    const ApiServer& server;
+    http::Server::Responder respond;
+    std::string method, target, rid;
+    std::chrono::steady_clock::time_point started;
+    std::mutex mutex;
+    std::optional<Result> result;
+    std::map<std::string, std::string> headers;
+    bool returned = false;
+    bool sent = false;
+};
+
+namespace {
+
+std::string request_id_of(const http::Request& request) {
     std::string rid(request.header("X-Request-Id").value_or(""));
     if (!valid_request_id(rid)) rid = generate_uuid();
-    Logger log(rid);
-    std::map<std::string, std::string> response_headers;
-    http::Response response;
+    return rid;
+}
 
-    try {
-        Router::Match match = router_.match(request.method, request.path);
-        if (match.status == Router::Status::not_found) throw Error(404, "no route for " + request.path);
-        if (match.status == Router::Status::method_not_allowed) {
-            response_headers["Allow"] = match.allow;
-            throw Error(405, "method " + request.method + " not allowed on " + match.pattern);
-        }
+}  // namespace
 
-        Context::Init init;
-        init.kind = ServerKind::api;
-        init.method = request.method;
-        init.path = request.path;
-        init.route = match.pattern;
-        init.request_id = rid;
-        init.queue = queue_;
-        init.exchange = exchange_;
-        auto headers = std::make_shared<HeaderMap>();
-        for (const auto& [name, value] : request.headers) {
-            std::string key = name;
-            std::transform(key.begin(), key.end(), key.begin(), [](unsigned char c) { return std::tolower(c); });
-            auto [it, inserted] = headers->emplace(std::move(key), value);
-            if (!inserted) it->second += ", " + value;  // a repeated field is one comma-separated list
-        }
-        init.headers = std::move(headers);
-        parse_urlencoded(request.query, init.params);
-        std::string content_type(request.header("Content-Type").value_or(""));
-        std::string& body = request.body;
-        bool form = content_type.find("application/x-www-form-urlencoded") != std::string::npos;
-        bool json = !body.empty() && is_json_content(content_type, body);
-        // `curl -d '{"a":1}'` sends JSON labelled as a form: a form body that is a JSON object is read as JSON.
-        if (form && looks_like_json_object(body) && Json::accept(body)) form = false, json = true;
-        if (form) {
-            parse_urlencoded(body, init.params);
-        } else if (json) {
-            Json doc;
-            try {
-                doc = Json::parse(body);
-            } catch (const Json::parse_error& e) {
-                throw Error(400, "malformed JSON body: " + json_error_text(e));
-            }
-            if (doc.is_object()) init.params.update(doc);
-        }
-        for (auto& [k, v] : match.path_params.items()) init.params[k] = v;
-        init.body = std::move(body);
+Router::Match ApiServer::route(const http::Request& request, std::map<std::string, std::string>& headers) const {
+    Router::Match match = router_.match(request.method, request.path);
+    if (match.status == Router::Status::not_found) throw Error(404, "no route for " + request.path);
+    if (match.status == Router::Status::method_not_allowed) {
+        headers["Allow"] = match.allow;
+        throw Error(405, "method " + request.method + " not allowed on " + match.pattern);
+    }
+    return match;
+}
 
-        Context ctx(std::move(init));
-        Result result;
+Context::Init ApiServer::context_init(http::Request& request, const Router::Match& match,
+                                      const std::string& rid) const {
+    Context::Init init;
+    init.kind = ServerKind::api;
+    init.method = request.method;
+    init.path = request.path;
+    init.route = match.pattern;
+    init.request_id = rid;
+    init.queue = queue_;
+    init.exchange = exchange_;
+    auto headers = std::make_shared<HeaderMap>();
+    for (const auto& [name, value] : request.headers) {
+        std::string key = name;
+        std::transform(key.begin(), key.end(), key.begin(), [](unsigned char c) { return std::tolower(c); });
+        auto [it, inserted] = headers->emplace(std::move(key), value);
+        if (!inserted) it->second += ", " + value;  // a repeated field is one comma-separated list
+    }
+    init.headers = std::move(headers);
+    parse_urlencoded(request.query, init.params);
+    std::string content_type(request.header("Content-Type").value_or(""));
+    std::string& body = request.body;
+    bool form = content_type.find("application/x-www-form-urlencoded") != std::string::npos;
+    bool json = !body.empty() && is_json_content(content_type, body);
+    // `curl -d '{"a":1}'` sends JSON labelled as a form: a form body that is a JSON object is read as JSON.
+    if (form && looks_like_json_object(body) && Json::accept(body)) form = false, json = true;
+    if (form) {
+        parse_urlencoded(body, init.params);
+    } else if (json) {
+        Json doc;
         try {
-            result = run_chain(middleware_, ctx, *match.handler);
+            doc = Json::parse(body);
+        } catch (const Json::parse_error& e) {
+            throw Error(400, "malformed JSON body: " + json_error_text(e));
+        }
+        if (doc.is_object()) init.params.update(doc);
+    }
+    for (auto& [k, v] : match.path_params.items()) init.params[k] = v;
+    init.body = std::move(body);
+    return init;
+}
+
+bool ApiServer::handle_on_loop(http::Request& request, const http::Server::Responder& respond) {
+    // With middleware, the chain runs on a handler thread (middleware may block).
+    if (!middleware_.empty()) return false;
+    const Router::Match match = router_.match(request.method, request.path);
+    if (match.status != Router::Status::found || match.async == nullptr) return false;
+    auto started = std::chrono::steady_clock::now();
+    auto pending = std::make_shared<Pending>(*this, respond, request, request_id_of(request), started);
+    std::optional<Result> error;
+    std::map<std::string, std::string> headers;
+    try {
+        Context ctx(context_init(request, match, pending->rid));
+        try {
+            (*match.async)(ctx, [pending](Result result) { pending->reply(std::move(result)); });
         } catch (const Error&) {
             throw;
         } catch (const std::exception& e) {
-            log.error("api: handler " + match.pattern + " failed: " + e.what());
+            ctx.log().error("api: handler " + match.pattern + " failed: " + e.what());
             throw Error(500, "internal server error");
         }
-        response = reply_from(result);
-        for (const auto& [k, v] : ctx.response_headers()) response_headers[k] = v;
+        headers = ctx.response_headers();
     } catch (const Error& e) {
-        response = error_reply(e.code(), e.what());
-    } catch (const std::exception& e) {
-        log.error(std::string("api: request failed: ") + e.what());
-        response = error_reply(500, "internal server error");
+        error = Result(e);
     }
+    pending->handler_returned(std::move(headers), std::move(error));
+    return true;
+}
 
-    for (auto& [k, v] : response_headers) {
+http::Response ApiServer::handle(http::Request& request) {
+    auto started = std::chrono::steady_clock::now();
+    std::string rid = request_id_of(request);
+    std::map<std::string, std::string> headers;
+    Result result;
+    try {
+        Router::Match match = route(request, headers);
+        Context ctx(context_init(request, match, rid));
+        // An async route behind middleware: this thread waits for the reply, so next() returns it.
+        Handler wait_for_reply = [&match](Context& c) {
+            auto done = std::make_shared<std::promise<Result>>();
+            std::future<Result> result = done->get_future();
+            auto answered = std::make_shared<std::atomic<bool>>(false);
+            // Only the reply holds the promise: dropped without a call, it breaks (a 500 below).
+            (*match.async)(c, [done = std::move(done), answered](Result r) {
+                if (!answered->exchange(true)) done->set_value(std::move(r));
+            });
+            return result.get();
+        };
+        try {
+            result = run_chain(middleware_, ctx, match.async != nullptr ? wait_for_reply : *match.handler);
+        } catch (const Error&) {
+            throw;
+        } catch (const std::future_error&) {
+            throw Error(500, "internal server error: the handler did not reply");
+        } catch (const std::exception& e) {
+            ctx.log().error("api: handler " + match.pattern + " failed: " + e.what());
+            throw Error(500, "internal server error");
+        }
+        for (const auto& [k, v] : ctx.response_headers()) headers[k] = v;
+    } catch (const Error& e) {
+        result = Result(e);
+    } catch (const std::exception& e) {
+        Logger(rid).error(std::string("api: request failed: ") + e.what());
+        result = Result(Error(500, "internal server error"));
+    }
+    return finish(result, headers, rid, request.method, request.target, started);
+}
+
+http::Response ApiServer::finish(const Result& result, const std::map<std::string, std::string>& headers,
+                                 const std::string& rid, const std::string& method, const std::string& target,
+                                 std::chrono::steady_clock::time_point started) const {
+    http::Response response = reply_from(result);
+    for (auto& [k, v] : headers) {
         // A handler's own Content-Type (static files) replaces the one of its result kind.
         auto same = std::find_if(response.headers.begin(), response.headers.end(),
                                  [&](const auto& h) { return http::iequals(h.first, k); });
@@ -228,7 +347,7 @@ http::Response ApiServer::handle(http::Request& request) {
         double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
         char took[32];
         std::snprintf(took, sizeof took, "%.2fms", ms);
-        log.info(request.method + " " + request.target + " " + std::to_string(response.status) + " " + took);
+        Logger(rid).info(method + " " + target + " " + std::to_string(response.status) + " " + took);
     }
     return response;
 }

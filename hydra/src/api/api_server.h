@@ -2,6 +2,8 @@
 // errors as {"code","msg"} envelopes. The transport (epoll loops, worker pool, HTTP/1.1 framing) is http::Server.
 #pragma once
 
+#include <chrono>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -43,10 +45,24 @@ class ApiServer {
     // "host:port" actually bound.
     std::string address() const { return server_ ? server_->address() : std::string(); }
 
-    // One request, start to end (on a worker thread).
+    // One request, start to end (on a handler thread).
     http::Response handle(http::Request& request);
+    // On the I/O loop, first: takes a request of an async route (true) and answers it through `respond` when its
+    // reply comes; anything else is left to handle() (false).
+    bool handle_on_loop(http::Request& request, const http::Server::Responder& respond);
 
   private:
+    struct Pending;
+
+    // The route, or Error(404 / 405 with an Allow header).
+    Router::Match route(const http::Request& request, std::map<std::string, std::string>& headers) const;
+    // Params from the query, form or JSON body and the path; Error(400) on a malformed body. Takes the body.
+    Context::Init context_init(http::Request& request, const Router::Match& match, const std::string& rid) const;
+    // The response to a result (or error), with the handler's headers and X-Request-Id; logs the request.
+    http::Response finish(const Result& result, const std::map<std::string, std::string>& headers,
+                          const std::string& rid, const std::string& method, const std::string& target,
+                          std::chrono::steady_clock::time_point started) const;
+
     Settings settings_;
     const Router& router_;
     const std::vector<Middleware>& middleware_;

@@ -500,8 +500,20 @@ void Server::Loop::dispatch(Connection& c) {
     }
     server.in_flight_.fetch_add(1);
     Loop* self = this;
-    Server* srv = &server;
     std::uint64_t id = c.id;
+    if (server.loop_handler_) {
+        bool taken = false;
+        try {
+            taken = server.loop_handler_(c.request, Responder(self, id));
+        } catch (const std::exception& e) {
+            Logger().error(std::string("api: request failed: ") + e.what());
+        }
+        if (taken) {
+            c.request = Request{};
+            return;
+        }
+    }
+    Server* srv = &server;
     server.workers_->post([self, srv, id, req = std::move(c.request)]() mutable {
         Response response;
         try {
@@ -514,6 +526,18 @@ void Server::Loop::dispatch(Connection& c) {
             [self, id, response = std::move(response)]() mutable { self->on_response(id, std::move(response)); });
     });
     c.request = Request{};
+}
+
+void Server::Responder::operator()(Response response) const {
+    Loop* loop = loop_;
+    auto task = [loop, id = id_, response = std::move(response)]() mutable {
+        loop->on_response(id, std::move(response));
+    };
+    // From the loop itself (a handler that answered at once): after the current iteration, no wake-up.
+    if (loop->loop.in_loop_thread())
+        loop->loop.defer(std::move(task));
+    else
+        loop->loop.post(std::move(task));
 }
 
 void Server::Loop::on_response(std::uint64_t id, Response response) {
@@ -649,8 +673,11 @@ void Server::Loop::destroy(Connection& c) {
 // ---------------------------------------------------------------------------------------------------------------
 // Server
 
-Server::Server(Settings settings, Handler handler, ErrorPage error_page)
-    : settings_(std::move(settings)), handler_(std::move(handler)), error_page_(std::move(error_page)) {}
+Server::Server(Settings settings, Handler handler, ErrorPage error_page, LoopHandler loop_handler)
+    : settings_(std::move(settings)),
+      handler_(std::move(handler)),
+      error_page_(std::move(error_page)),
+      loop_handler_(std::move(loop_handler)) {}
 
 Server::~Server() { stop(std::chrono::milliseconds(0)); }
 

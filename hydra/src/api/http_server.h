@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -40,6 +41,8 @@ struct Response {
 };
 
 class Server {
+    struct Loop;
+
   public:
     struct Settings {
         std::string address = "127.0.0.1:9090";
@@ -55,13 +58,28 @@ class Server {
                                             // response must be taken by the client within this
         std::string software = "hydra";     // Server header
     };
+    // Answers one request that a LoopHandler took: call it exactly once, from any thread.
+    class Responder {
+      public:
+        void operator()(Response response) const;
+
+      private:
+        friend struct Loop;
+        Responder(Loop* loop, std::uint64_t id) : loop_(loop), id_(id) {}
+        Loop* loop_;
+        std::uint64_t id_;
+    };
     // Runs on a worker thread and may block. An exception becomes error_page(500).
     using Handler = std::function<Response(Request&)>;
+    // Runs on the I/O loop before a request goes to a worker: takes it (returns true; the response comes through
+    // the Responder, now or later) or leaves it to the Handler (false; the Responder unused). Must not block or
+    // throw.
+    using LoopHandler = std::function<bool(Request&, const Responder&)>;
     // The answer to a request the server refuses by itself (400 malformed, 408, 413, 431, 501, 503, 505), from any
     // thread.
     using ErrorPage = std::function<Response(int status, const std::string& reason)>;
 
-    Server(Settings settings, Handler handler, ErrorPage error_page);
+    Server(Settings settings, Handler handler, ErrorPage error_page, LoopHandler loop_handler = nullptr);
     ~Server();
     Server(const Server&) = delete;
     Server& operator=(const Server&) = delete;
@@ -77,19 +95,19 @@ class Server {
 
   private:
     struct Connection;
-    struct Loop;
     friend struct Connection;
     friend struct Loop;
 
     Settings settings_;
     Handler handler_;
     ErrorPage error_page_;
+    LoopHandler loop_handler_;
     int listen_fd_ = -1;
     std::string bound_;
     std::unique_ptr<WorkerPool> workers_;
     std::vector<std::unique_ptr<Loop>> loops_;
     std::atomic<int> open_connections_{0};
-    std::atomic<int> in_flight_{0};  // requests handed to a worker and not yet answered
+    std::atomic<int> in_flight_{0};  // requests handed to a worker or a LoopHandler and not yet answered
     bool started_ = false;
 };
 

@@ -1,5 +1,6 @@
 #include "api/router.h"
 
+#include <algorithm>
 #include <stdexcept>
 
 namespace hydra {
@@ -27,10 +28,10 @@ std::string normalize_path(std::string_view path) {
     return p;
 }
 
-void Router::add(const std::string& pattern, MethodHandlers handlers) {
+void Router::add(const std::string& pattern, MethodHandlers handlers, AsyncHandlers async) {
     if (pattern.empty() || pattern[0] != '/') throw std::invalid_argument("route must start with '/': " + pattern);
     std::string norm = normalize_path(pattern);
-    Route route{norm, split(norm), {}};
+    Route route{norm, split(norm), {}, {}};
     bool has_param = false;
     for (const auto& seg : route.segments) {
         if (seg.empty()) throw std::invalid_argument("route has an empty segment: " + pattern);
@@ -42,31 +43,44 @@ void Router::add(const std::string& pattern, MethodHandlers handlers) {
         }
     }
     // The same pattern registered again adds verbs; the same verb twice is a programming error.
+    auto twice = [&](const Route& r, const std::string& verb) {
+        if (r.handlers.count(verb) || r.async.count(verb))
+            throw std::invalid_argument("route registered twice: " + (verb.empty() ? "*" : verb) + " " + norm);
+    };
     for (auto& existing : routes_) {
         if (existing.pattern != norm) continue;
-        for (auto& [verb, h] : handlers) {
-            if (existing.handlers.count(verb))
-                throw std::invalid_argument("route registered twice: " + (verb.empty() ? "*" : verb) + " " + norm);
-            existing.handlers[verb] = std::move(h);
-        }
+        for (auto& [verb, h] : handlers) twice(existing, verb);
+        for (auto& [verb, h] : async) twice(existing, verb);
+        for (auto& [verb, h] : handlers) existing.handlers[verb] = std::move(h);
+        for (auto& [verb, h] : async) existing.async[verb] = std::move(h);
         return;
     }
     route.handlers = std::move(handlers);
+    route.async = std::move(async);
     if (!has_param) exact_[norm] = routes_.size();
     routes_.push_back(std::move(route));
 }
 
 void Router::fill(const Route& route, std::string_view method, Match& m) const {
     m.pattern = route.pattern;
-    auto it = route.handlers.find(std::string(method));
-    if (it == route.handlers.end()) it = route.handlers.find("");
-    if (it != route.handlers.end()) {
-        m.status = Status::found;
-        m.handler = &it->second;
-        return;
+    for (const std::string& verb : {std::string(method), std::string()}) {  // the verb's own handler first
+        if (auto it = route.handlers.find(verb); it != route.handlers.end()) {
+            m.status = Status::found;
+            m.handler = &it->second;
+            return;
+        }
+        if (auto it = route.async.find(verb); it != route.async.end()) {
+            m.status = Status::found;
+            m.async = &it->second;
+            return;
+        }
     }
     m.status = Status::method_not_allowed;
-    for (const auto& [verb, h] : route.handlers) {
+    std::vector<std::string> verbs;
+    for (const auto& [verb, h] : route.handlers) verbs.push_back(verb);
+    for (const auto& [verb, h] : route.async) verbs.push_back(verb);
+    std::sort(verbs.begin(), verbs.end());
+    for (const auto& verb : verbs) {
         if (!m.allow.empty()) m.allow += ", ";
         m.allow += verb;
     }

@@ -1,6 +1,7 @@
 // Route table of the API server: exact paths and `:name` segments, with handlers per HTTP method.
 #pragma once
 
+#include <map>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -10,19 +11,23 @@
 
 namespace hydra {
 
+// The asynchronous handlers of one route by HTTP method; key "" serves any method.
+using AsyncHandlers = std::map<std::string, AsyncHandler>;
+
 class Router {
   public:
     enum class Status { found, not_found, method_not_allowed };
     struct Match {
         Status status = Status::not_found;
-        const Handler* handler = nullptr;
+        const Handler* handler = nullptr;     // found: one of these two is set
+        const AsyncHandler* async = nullptr;  // (App::api_async)
         std::string pattern;
         Json path_params = Json::object();
         std::string allow;  // for 405: the verbs the path does answer, comma-separated
     };
 
     // Throws std::invalid_argument for a malformed pattern or a verb registered twice on the same route.
-    void add(const std::string& pattern, MethodHandlers handlers);
+    void add(const std::string& pattern, MethodHandlers handlers, AsyncHandlers async = {});
     Match match(std::string_view method, std::string_view path) const;
     std::size_t size() const { return routes_.size(); }
 
@@ -31,6 +36,7 @@ class Router {
         std::string pattern;
         std::vector<std::string> segments;  // ":name" for a parameter
         MethodHandlers handlers;
+        AsyncHandlers async;  // a verb is in one of the two maps
     };
     void fill(const Route& route, std::string_view method, Match& m) const;
 

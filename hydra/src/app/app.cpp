@@ -33,6 +33,15 @@ App& App::add_api(const std::string& route, MethodHandlers handlers, ApiOptions 
     return *this;
 }
 
+App& App::api_async(const std::string& route, AsyncHandler handler, ApiOptions options) {
+    if (!handler) throw std::invalid_argument("api_async: no handler for " + route);
+    AsyncHandlers handlers;
+    if (options.methods.empty()) handlers[""] = std::move(handler);
+    for (const auto& m : options.methods) handlers[m] = handler;
+    impl_->api_routes.add(route, {}, std::move(handlers));
+    return *this;
+}
+
 App& App::static_files(const std::string& prefix, const std::string& directory) {
     std::string route = normalize_path(prefix);
     return add_api(route == "/" ? "/*path" : route + "/*path", {{"", static_files_handler(directory)}},

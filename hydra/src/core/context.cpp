@@ -65,6 +65,20 @@ void QueueRef::push(std::string_view queue, std::string_view payload, Headers he
     }
 }
 
+void QueueRef::push_async(std::string_view queue, std::string_view payload, PushDone done, Headers headers) const {
+    if (queue_ == nullptr) {
+        Error e(503, "this host has no queue backend");
+        return done(&e);
+    }
+    if (!request_id_.empty()) headers.emplace("x-request-id", request_id_);
+    queue_->push_async(queue, payload, headers, std::chrono::milliseconds{0},
+                       [done = std::move(done)](const QueueError* error) {
+                           if (error == nullptr) return done(nullptr);
+                           Error e(error->retryable() ? 503 : 400, error->what());
+                           done(&e);
+                       });
+}
+
 void QueueRef::push_batch(std::string_view queue, std::span<const std::string> payloads, Headers headers) const {
     if (queue_ == nullptr) throw Error(503, "this host has no queue backend");
     if (!request_id_.empty()) headers.emplace("x-request-id", request_id_);

@@ -116,6 +116,8 @@ struct Delivery {
     std::size_t pending = 0;                         // reports still to come
     RdKafka::ErrorCode err = RdKafka::ERR_NO_ERROR;  // the first failure
     std::string reason;
+    Queue::PushDone done;  // push_async(): called after the last report, outside the mutex
+    std::string topic;     // for done's error message
 };
 
 }  // namespace
@@ -185,9 +187,44 @@ class KafkaQueue::Producer final : public RdKafka::DeliveryReportCb {
         auto delivery = std::make_shared<Delivery>();
         delivery->pending = payloads.size();
         auto started = Clock::now();
-        auto fail = [&](const std::string& reason) -> QueueError {
-            return QueueError("queue: push to " + topic + " failed: " + reason, true);
-        };
+        produce(topic, payloads, headers, delivery, true);
+        // librdkafka fails the message itself at message.timeout.ms (= push_timeout), but only notices from a
+        // periodic scan: up to a second later, and while the partition's broker is down only after its reconnect
+        // backoff (up to 10 s). The push does not wait for that: the message is as good as timed out.
+        std::unique_lock lock(delivery->mutex);
+        if (!delivery->cv.wait_until(lock, started + timeout_, [&] { return delivery->pending == 0; }))
+            throw push_error(topic, RdKafka::err2str(RdKafka::ERR__MSG_TIMED_OUT));
+        if (delivery->err != RdKafka::ERR_NO_ERROR) throw push_error(topic, delivery->reason);
+    }
+
+    // Produces without waiting: `done` runs from the delivery report, on the poll thread. A full local queue fails
+    // at once instead of waiting for room: the caller may be an event loop.
+    void send_async(const std::string& topic, std::string_view payload, const Headers& headers, Queue::PushDone done) {
+        auto delivery = std::make_shared<Delivery>();
+        delivery->pending = 1;
+        delivery->topic = topic;
+        delivery->done = std::move(done);
+        try {
+            produce(topic, std::span<const std::string_view>(&payload, 1), headers, delivery, false);
+        } catch (const QueueError& e) {
+            // Not produced: no report will come.
+            Queue::PushDone d = std::move(delivery->done);
+            d(&e);
+        }
+    }
+
+    static QueueError push_error(const std::string& topic, const std::string& reason) {
+        return QueueError("queue: push to " + topic + " failed: " + reason, true);
+    }
+
+    // Hands the messages to librdkafka, each with an opaque pointing to `delivery`. Throws QueueError when one
+    // cannot be produced (what was produced before it may still be delivered: at-least-once). `wait_for_room`:
+    // retry a full local queue until the push timeout instead of failing at once.
+    template <typename Payloads>
+    void produce(const std::string& topic, Payloads payloads, const Headers& headers,
+                 const std::shared_ptr<Delivery>& delivery, bool wait_for_room) {
+        auto started = Clock::now();
+        auto fail = [&](const std::string& reason) { return push_error(topic, reason); };
         // The C API with one topic handle for the whole batch: the C++ produce() looks the topic up by name for
         // every message.
         std::shared_ptr<RdKafka::Producer> handle = current();
@@ -211,7 +248,7 @@ class KafkaQueue::Producer final : public RdKafka::DeliveryReportCb {
                 if (err == RdKafka::ERR_NO_ERROR) break;  // librdkafka owns the headers and the opaque now
                 if (kafka_headers) rd_kafka_headers_destroy(kafka_headers);
                 delete opaque;
-                if (err == RdKafka::ERR__QUEUE_FULL && Clock::now() - started < timeout_) {
+                if (err == RdKafka::ERR__QUEUE_FULL && wait_for_room && Clock::now() - started < timeout_) {
                     std::this_thread::sleep_for(5ms);  // the poll thread drains the queue
                     continue;
                 }
@@ -223,16 +260,9 @@ class KafkaQueue::Producer final : public RdKafka::DeliveryReportCb {
                 }
                 std::string reason = RdKafka::err2str(err);
                 if (err == RdKafka::ERR__FATAL) handle->fatal_error(reason);
-                throw fail(reason);  // what was produced already may still be delivered: at-least-once
+                throw fail(reason);
             }
         }
-        // librdkafka fails the message itself at message.timeout.ms (= push_timeout), but only notices from a
-        // periodic scan: up to a second later, and while the partition's broker is down only after its reconnect
-        // backoff (up to 10 s). The push does not wait for that: the message is as good as timed out.
-        std::unique_lock lock(delivery->mutex);
-        if (!delivery->cv.wait_until(lock, started + timeout_, [&] { return delivery->pending == 0; }))
-            throw fail(RdKafka::err2str(RdKafka::ERR__MSG_TIMED_OUT));
-        if (delivery->err != RdKafka::ERR_NO_ERROR) throw fail(delivery->reason);
     }
 
     void flush(std::chrono::milliseconds timeout) { current()->flush(static_cast<int>(timeout.count())); }
@@ -243,12 +273,23 @@ class KafkaQueue::Producer final : public RdKafka::DeliveryReportCb {
             static_cast<std::shared_ptr<Delivery>*>(message.msg_opaque()));
         if (!opaque) return;
         Delivery& delivery = **opaque;
-        std::lock_guard lock(delivery.mutex);
-        if (message.err() != RdKafka::ERR_NO_ERROR && delivery.err == RdKafka::ERR_NO_ERROR) {
-            delivery.err = message.err();
-            delivery.reason = message.errstr();
+        Queue::PushDone done;
+        std::string reason;
+        {
+            std::lock_guard lock(delivery.mutex);
+            if (message.err() != RdKafka::ERR_NO_ERROR && delivery.err == RdKafka::ERR_NO_ERROR) {
+                delivery.err = message.err();
+                delivery.reason = message.errstr();
+            }
+            if (--delivery.pending > 0) return;
+            delivery.cv.notify_all();
+            done = std::move(delivery.done);
+            if (delivery.err != RdKafka::ERR_NO_ERROR) reason = delivery.reason.empty() ? "failed" : delivery.reason;
         }
-        if (--delivery.pending == 0) delivery.cv.notify_all();
+        if (!done) return;
+        if (reason.empty()) return done(nullptr);
+        QueueError error = push_error(delivery.topic, reason);
+        done(&error);
     }
 
   private:
@@ -746,6 +787,22 @@ void KafkaQueue::push(std::string_view queue, std::string_view payload, const He
     Headers delayed = headers;
     delayed[visible_at_header] = std::to_string(now_ms() + delay.count());
     producer_->send(topic_for(queue), payload, delayed);
+}
+
+void KafkaQueue::push_async(std::string_view queue, std::string_view payload, const Headers& headers,
+                            std::chrono::milliseconds delay, PushDone done) {
+    std::string topic;
+    try {
+        validate_queue_name(queue);
+        topic = topic_for(queue);
+    } catch (const QueueError& e) {
+        done(&e);
+        return;
+    }
+    if (delay.count() <= 0) return producer_->send_async(topic, payload, headers, std::move(done));
+    Headers delayed = headers;
+    delayed[visible_at_header] = std::to_string(now_ms() + delay.count());
+    producer_->send_async(topic, payload, delayed, std::move(done));
 }
 
 void KafkaQueue::push_batch(std::string_view queue, std::span<const std::string> payloads, const Headers& headers) {

@@ -43,6 +43,9 @@ class KafkaQueue : public Backend {
     // librdkafka puts them in as few produce requests as its batch limits allow).
     void push_batch(std::string_view queue, std::span<const std::string> payloads,
                     const Headers& headers = {}) override;
+    // Produces and returns; `done` runs from the delivery report (librdkafka's poll thread).
+    void push_async(std::string_view queue, std::string_view payload, const Headers& headers,
+                    std::chrono::milliseconds delay, PushDone done) override;
     std::string backend() const override { return "kafka"; }
 
     // Creates the subscription's consumer (not yet joined): throws QueueError on an invalid queue name and

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <optional>
 #include <stdexcept>
 #include <variant>
 
@@ -104,6 +105,9 @@ Headers parse_headers(const std::string& text) {
     return h;
 }
 
+// The longest an ack (or a failure, a give-back) waits for a transaction to join; see enqueue_lazy().
+constexpr auto kLazyCommit = std::chrono::milliseconds(20);
+
 // Wakes up to `n` threads waiting on `word` (FUTEX_WAIT_PRIVATE).
 void futex_wake(std::atomic<int>& word, int n) {
     syscall(SYS_futex, reinterpret_cast<int*>(&word), FUTEX_WAKE_PRIVATE, n, nullptr, nullptr, 0);
@@ -123,11 +127,17 @@ struct SqliteQueue::Batch {
     std::atomic<int> state{0};    // 0 pending, 1 committed or failed
     std::atomic<int> waiters{0};  // threads in wait() that found it pending: no wake-up syscall when there are none
     std::string error;            // empty on success; written before `state`
+    std::vector<PushDone> done;   // of push_async(); appended under SqliteQueue::mutex_ while this batch is current_
 
     void finish(std::string err) {
         error = std::move(err);
         state.store(1);  // sequentially consistent with the waiters' count below, as in wait()
         if (waiters.load() > 0) futex_wake(state, fan_out);
+        if (done.empty()) return;
+        std::optional<QueueError> failed;
+        if (!error.empty()) failed.emplace("queue: push failed: " + error, true);
+        for (auto& d : done) d(failed ? &*failed : nullptr);
+        done.clear();
     }
     // False on timeout.
     bool wait(std::chrono::milliseconds timeout) {
@@ -240,7 +250,15 @@ struct SqliteQueue::Consumer {
     std::condition_variable idle_cv;   // stop(): a handler finished
     std::deque<Leased> window;         // leased, not started, oldest first
     int running = 0;                   // handlers running
+    std::atomic<bool> parked{false};   // the fetcher found nothing and sleeps until a push (see hand_off())
     bool stopping = false;             // set by stop(): handler threads take nothing more
+};
+
+// Messages leased for a consumer by the writer in a push's transaction.
+struct SqliteQueue::Handoff {
+    Consumer* consumer;
+    std::vector<Leased> leased;
+    std::size_t room;  // asked for at most this many
 };
 
 SqliteQueue::Settings SqliteQueue::Settings::from(const Config& config) {
@@ -261,24 +279,26 @@ SqliteQueue::SqliteQueue(Settings settings, RetryPolicy retry)
 
 SqliteQueue::~SqliteQueue() { stop(std::chrono::milliseconds(5000)); }
 
-void SqliteQueue::enqueue(Op op) {
-    {
-        std::lock_guard lock(mutex_);
-        ops_.push_back(std::move(op));
-    }
-    work_cv_.notify_one();
+// Acks, failures and give-backs wait for the next transaction (pushes and leases come often under load) or for
+// kLazyCommit: nobody waits for them, and waking the writer for each would cost a context switch per message. If
+// the process dies meanwhile, the message is delivered again after its lease (at-least-once).
+void SqliteQueue::enqueue_lazy(Op op) {
+    std::lock_guard lock(mutex_);
+    ops_.push_back(std::move(op));
 }
 
-std::shared_ptr<SqliteQueue::Batch> SqliteQueue::submit(std::vector<Op>& ops) {
+std::shared_ptr<SqliteQueue::Batch> SqliteQueue::submit(std::vector<Op>& ops, PushDone* done) {
     std::shared_ptr<Batch> batch;
     {
         std::lock_guard lock(mutex_);
         if (writer_stopping_) return nullptr;
         batch = current_;
+        if (done != nullptr) batch->done.push_back(std::move(*done));  // taken only when the writer still runs
         for (auto& op : ops) {
             op.batch = batch;
             ops_.push_back(std::move(op));
         }
+        ++urgent_;
     }
     work_cv_.notify_one();
     return batch;
@@ -304,6 +324,23 @@ void SqliteQueue::push(std::string_view queue, std::string_view payload, const H
     wait_pushed(queue, submit(ops));
 }
 
+void SqliteQueue::push_async(std::string_view queue, std::string_view payload, const Headers& headers,
+                             std::chrono::milliseconds delay, PushDone done) {
+    try {
+        validate_queue_name(queue);
+    } catch (const QueueError& e) {
+        done(&e);
+        return;
+    }
+    std::vector<Op> ops(1);
+    ops[0].what = Op::Push{std::string(queue), std::string(payload), encode_headers(headers),
+                           std::max<std::int64_t>(0, delay.count())};
+    if (!submit(ops, &done)) {
+        QueueError e("queue: push to " + std::string(queue) + ": the queue is stopped", true);
+        done(&e);
+    }
+}
+
 void SqliteQueue::push_batch(std::string_view queue, std::span<const std::string> payloads, const Headers& headers) {
     validate_queue_name(queue);
     if (payloads.empty()) return;
@@ -326,13 +363,20 @@ void SqliteQueue::writer_loop() {
         std::shared_ptr<Batch> batch;
         {
             std::unique_lock lock(mutex_);
-            work_cv_.wait(lock, [&] { return writer_stopping_ || !ops_.empty(); });
-            if (ops_.empty()) return;  // stopping and drained
+            // Lazy operations (acks) do not wake us: they are committed with the next push or lease, or after
+            // kLazyCommit at the latest.
+            work_cv_.wait_for(lock, kLazyCommit, [&] { return writer_stopping_ || urgent_ > 0; });
+            if (ops_.empty()) {
+                if (writer_stopping_) return;  // stopping and drained
+                continue;
+            }
             ops.swap(ops_);
+            urgent_ = 0;
             batch = current_;
             current_ = std::make_shared<Batch>();
         }
         std::vector<std::string> pushed_queues;
+        std::vector<Handoff> handoffs;
         std::string error;
         std::int64_t now = now_ms();
         try {
@@ -363,10 +407,12 @@ void SqliteQueue::writer_loop() {
                 insert.exec();
                 i += rows;
             }
+            if (!pushed_queues.empty()) hand_off(*st, now, pushed_queues, handoffs);
             tx.commit();
         } catch (const std::exception& e) {
             error = e.what();
             pushed_queues.clear();
+            handoffs.clear();
             Logger().error("queue: sqlite transaction of " + std::to_string(ops.size()) +
                            " operations failed: " + error);
         }
@@ -374,7 +420,19 @@ void SqliteQueue::writer_loop() {
         // Leases run in this batch too; a lease that failed returns nothing and is tried again later.
         for (auto& op : ops)
             if (op.batch && op.batch != batch) op.batch->finish(error);
+        const bool any_delayed = std::any_of(ops.begin(), ops.end(), [](const Op& op) {
+            const auto* p = std::get_if<Op::Push>(&op.what);
+            return p != nullptr && p->delay_ms > 0;
+        });
         ops.clear();
+        for (auto& h : handoffs) {
+            // The consumer got every visible message of its queue: its fetcher can sleep on. A delayed push
+            // wakes it anyway, to sleep until that message is due.
+            if (deliver(h) && !any_delayed)
+                pushed_queues.erase(std::remove(pushed_queues.begin(), pushed_queues.end(), h.consumer->sub.queue),
+                                    pushed_queues.end());
+        }
+        handoffs.clear();
         if (!pushed_queues.empty()) {
             {
                 std::lock_guard lock(pushed_mutex_);
@@ -383,6 +441,58 @@ void SqliteQueue::writer_loop() {
             pushed_cv_.notify_all();
         }
     }
+}
+
+// Consumers whose fetcher sleeps for lack of messages get what was just pushed to their queue leased in the same
+// transaction: no fetcher round trip (a wake-up, and a lease transaction of its own) between a push and its handler.
+void SqliteQueue::hand_off(Statements& st, std::int64_t now, const std::vector<std::string>& pushed_queues,
+                           std::vector<Handoff>& out) {
+    if (!consuming_.load()) return;  // also: consumers_ is complete (start() sets consuming_ after subscribe()s)
+    for (auto& c : consumers_) {
+        if (!c->parked.load() ||
+            std::find(pushed_queues.begin(), pushed_queues.end(), c->sub.queue) == pushed_queues.end())
+            continue;
+        std::size_t room;
+        {
+            std::lock_guard lock(c->mutex);
+            if (c->stopping) continue;
+            room = c->window_size - std::min(c->window_size, c->window.size());
+        }
+        if (room == 0) continue;  // its handlers are behind: the fetcher takes over again
+        Handoff h{c.get(), {}, room};
+        take(st, c->sub.queue, static_cast<int>(room), now, h.leased);
+        out.push_back(std::move(h));
+    }
+}
+
+// After the hand-off's commit: into the consumer's window. True when the consumer got every visible message.
+bool SqliteQueue::deliver(Handoff& h) {
+    Consumer& c = *h.consumer;
+    const std::size_t n = h.leased.size();
+    bool stopping;
+    {
+        std::lock_guard lock(c.mutex);
+        stopping = c.stopping;
+        if (!stopping)
+            for (auto& m : h.leased) c.window.push_back(std::move(m));
+    }
+    if (stopping) {  // too late for the handlers: give them back
+        for (auto& m : h.leased) {
+            Op op;
+            op.what = Op::Release{m.id, m.attempt};
+            enqueue_lazy(std::move(op));
+        }
+        return false;
+    }
+    wake_handlers(c, n);
+    return n < h.room;
+}
+
+// One wake-up per message, at most one per handler: notify_all would wake every idle handler for a lease of two
+// messages, and all but two would go back to sleep (each a context switch).
+void SqliteQueue::wake_handlers(Consumer& c, std::size_t messages) {
+    const std::size_t wake = std::min<std::size_t>(messages, static_cast<std::size_t>(c.sub.concurrency));
+    for (std::size_t i = 0; i < wake; ++i) c.work_cv.notify_one();
 }
 
 void SqliteQueue::execute(Op& op, std::int64_t now, std::vector<std::string>& pushed_queues, Statements& st) {
@@ -428,25 +538,7 @@ void SqliteQueue::execute(Op& op, std::int64_t now, std::vector<std::string>& pu
         st.release.bind(3, r->attempts);
         st.release.exec();
     } else if (auto* l = std::get_if<Op::Lease>(&op.what)) {
-        auto leased_at = std::chrono::steady_clock::now();
-        st.take.reset();
-        st.take.bind(1, static_cast<std::int64_t>(now + settings_.lease.count()));
-        st.take.bind(2, l->queue);
-        st.take.bind(3, static_cast<std::int64_t>(now));
-        st.take.bind(4, l->max);
-        while (st.take.executeStep()) {
-            Leased m;
-            m.id = st.take.getColumn(0).getInt64();
-            const auto& payload = st.take.getColumn(1);
-            m.payload.assign(static_cast<const char*>(payload.getBlob()), static_cast<std::size_t>(payload.getBytes()));
-            m.headers = st.take.getColumn(2).getString();
-            m.attempt = st.take.getColumn(3).getInt();
-            m.leased_at = leased_at;
-            l->out->push_back(std::move(m));
-        }
-        st.take.reset();
-        // RETURNING gives rows in no set order.
-        std::sort(l->out->begin(), l->out->end(), [](const Leased& a, const Leased& b) { return a.id < b.id; });
+        take(st, l->queue, l->max, now, *l->out);
         if (l->out->empty()) {  // when to look again
             st.next.reset();
             st.next.bind(1, l->queue);
@@ -455,6 +547,30 @@ void SqliteQueue::execute(Op& op, std::int64_t now, std::vector<std::string>& pu
             st.next.reset();
         }
     }
+}
+
+void SqliteQueue::take(Statements& st, const std::string& queue, int max, std::int64_t now, std::vector<Leased>& out) {
+    auto leased_at = std::chrono::steady_clock::now();
+    std::size_t first = out.size();
+    st.take.reset();
+    st.take.bind(1, static_cast<std::int64_t>(now + settings_.lease.count()));
+    st.take.bind(2, queue);
+    st.take.bind(3, static_cast<std::int64_t>(now));
+    st.take.bind(4, max);
+    while (st.take.executeStep()) {
+        Leased m;
+        m.id = st.take.getColumn(0).getInt64();
+        const auto& payload = st.take.getColumn(1);
+        m.payload.assign(static_cast<const char*>(payload.getBlob()), static_cast<std::size_t>(payload.getBytes()));
+        m.headers = st.take.getColumn(2).getString();
+        m.attempt = st.take.getColumn(3).getInt();
+        m.leased_at = leased_at;
+        out.push_back(std::move(m));
+    }
+    st.take.reset();
+    // RETURNING gives rows in no set order.
+    std::sort(out.begin() + static_cast<std::ptrdiff_t>(first), out.end(),
+              [](const Leased& a, const Leased& b) { return a.id < b.id; });
 }
 
 std::vector<SqliteQueue::Leased> SqliteQueue::lease(const std::string& queue, int max, std::int64_t& next_visible_ms) {
@@ -468,6 +584,7 @@ std::vector<SqliteQueue::Leased> SqliteQueue::lease(const std::string& queue, in
         std::lock_guard lock(mutex_);
         if (writer_stopping_) return {};
         ops_.push_back(std::move(op));
+        ++urgent_;
     }
     work_cv_.notify_one();
     while (!batch->wait(std::chrono::hours(1))) {
@@ -534,17 +651,16 @@ void SqliteQueue::fetch(Consumer& c) {
             if (next_visible > 0)
                 wait = std::min(wait, std::chrono::milliseconds(std::max<std::int64_t>(1, next_visible - now_ms())));
             std::unique_lock lock(pushed_mutex_);
+            c.parked = true;  // meanwhile the writer hands pushes to this queue straight to the handlers
             pushed_cv_.wait_for(lock, wait, [&] { return !consuming_ || generation_[queue] != seen; });
+            c.parked = false;
             continue;
         }
         {
             std::lock_guard lock(c.mutex);
             for (auto& m : batch) c.window.push_back(std::move(m));
         }
-        // One wake-up per message, at most one per handler: notify_all would wake every idle handler for a lease
-        // of two messages, and all but two would go back to sleep (each a context switch).
-        const std::size_t wake = std::min<std::size_t>(batch.size(), static_cast<std::size_t>(c.sub.concurrency));
-        for (std::size_t i = 0; i < wake; ++i) c.work_cv.notify_one();
+        wake_handlers(c, batch.size());
     }
 }
 
@@ -565,7 +681,7 @@ void SqliteQueue::work(Consumer& c) {
         if (std::chrono::steady_clock::now() - m.leased_at > settings_.lease / 2) {
             Op op;
             op.what = Op::Release{m.id, m.attempt};
-            enqueue(std::move(op));
+            enqueue_lazy(std::move(op));
         } else {
             handle(c, m);
         }
@@ -600,7 +716,7 @@ void SqliteQueue::handle(Consumer& c, Leased& leased) {
         Logger(m.headers.count("x-request-id") ? m.headers.at("x-request-id") : m.id)
             .warn("mqc: " + m.queue + " message " + m.id + " attempt " + std::to_string(m.attempt) +
                   " failed: " + f->error);
-    enqueue(std::move(op));
+    enqueue_lazy(std::move(op));
 }
 
 void SqliteQueue::stop(std::chrono::milliseconds grace) {
@@ -631,7 +747,7 @@ void SqliteQueue::stop(std::chrono::milliseconds grace) {
         for (auto& m : unstarted) {
             Op op;
             op.what = Op::Release{m.id, m.attempt};
-            enqueue(std::move(op));
+            enqueue_lazy(std::move(op));
         }
     }
     for (auto& c : consumers_) {

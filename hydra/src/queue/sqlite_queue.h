@@ -46,6 +46,9 @@ class SqliteQueue : public Backend {
     // All rows in one transaction (the group commit they join).
     void push_batch(std::string_view queue, std::span<const std::string> payloads,
                     const Headers& headers = {}) override;
+    // Joins the next group commit; `done` runs on the writer thread after it.
+    void push_async(std::string_view queue, std::string_view payload, const Headers& headers,
+                    std::chrono::milliseconds delay, PushDone done) override;
     std::string backend() const override { return "sqlite"; }
 
     void subscribe(Subscription subscription) override;
@@ -73,17 +76,24 @@ class SqliteQueue : public Backend {
     struct Leased;
     struct Consumer;
     struct Statements;
+    struct Handoff;
 
     void writer_loop();
     void execute(Op& op, std::int64_t now_ms, std::vector<std::string>& pushed_queues, Statements& statements);
-    // Adds ops to the next transaction; returns its batch, or null once the writer is stopping.
-    std::shared_ptr<Batch> submit(std::vector<Op>& ops);
+    // Adds ops to the next transaction (and `done`, if given, to its callbacks); returns its batch, or null once
+    // the writer is stopping (`done` untouched then).
+    std::shared_ptr<Batch> submit(std::vector<Op>& ops, PushDone* done = nullptr);
     void wait_pushed(std::string_view queue, const std::shared_ptr<Batch>& batch);
+    void take(Statements& st, const std::string& queue, int max, std::int64_t now, std::vector<Leased>& out);
+    void hand_off(Statements& st, std::int64_t now, const std::vector<std::string>& pushed_queues,
+                  std::vector<Handoff>& out);
+    bool deliver(Handoff& handoff);
+    void wake_handlers(Consumer& consumer, std::size_t messages);
     std::vector<Leased> lease(const std::string& queue, int max, std::int64_t& next_visible_ms);
     void fetch(Consumer& consumer);
     void work(Consumer& consumer);
     void handle(Consumer& consumer, Leased& leased);
-    void enqueue(Op op);
+    void enqueue_lazy(Op op);
 
     Settings settings_;
     RetryPolicy retry_;
@@ -92,6 +102,7 @@ class SqliteQueue : public Backend {
     std::mutex mutex_;
     std::condition_variable work_cv_;  // writer: ops arrived
     std::vector<Op> ops_;              // waiting for the writer
+    int urgent_ = 0;                   // of them, pushes and leases: someone waits for their commit
     std::shared_ptr<Batch> current_;   // the batch the next pushes join
     bool writer_stopping_ = false;
     std::thread writer_;
