@@ -70,6 +70,32 @@ bool looks_like_json_object(const std::string& body) {
     return first != body.end() && *first == '{';
 }
 
+// The response to a handler's result (or error), with its headers and X-Request-Id; logs the request. Touches no
+// server state: an async reply may come after the server is gone.
+http::Response finish(const Result& result, const std::map<std::string, std::string>& headers, const std::string& rid,
+                      const std::string& method, const std::string& target,
+                      std::chrono::steady_clock::time_point started) {
+    http::Response response = reply_from(result);
+    for (auto& [k, v] : headers) {
+        // A handler's own Content-Type (static files) replaces the one of its result kind.
+        auto same = std::find_if(response.headers.begin(), response.headers.end(),
+                                 [&](const auto& h) { return http::iequals(h.first, k); });
+        if (same != response.headers.end())
+            same->second = v;
+        else
+            response.headers.emplace_back(k, v);
+    }
+    response.headers.emplace_back("X-Request-Id", rid);
+
+    if (Logger::enabled(LogLevel::info)) {
+        double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
+        char took[32];
+        std::snprintf(took, sizeof took, "%.2fms", ms);
+        Logger(rid).info(method + " " + target + " " + std::to_string(response.status) + " " + took);
+    }
+    return response;
+}
+
 }  // namespace
 
 ApiServer::Settings ApiServer::Settings::from(const Config& config) {
@@ -151,14 +177,9 @@ void ApiServer::stop() {
 // One request of an async route. Answered once its handler has returned (so that the headers it set go along)
 // and its reply came, whichever is last; with a 500 when every copy of the reply was dropped without a call.
 struct ApiServer::Pending {
-    Pending(const ApiServer& server, http::Server::Responder respond, const http::Request& request, std::string rid,
+    Pending(http::Server::Responder respond, const http::Request& request, std::string rid,
             std::chrono::steady_clock::time_point started)
-        : server(server),
-          respond(respond),
-          method(request.method),
-          target(request.target),
-          rid(std::move(rid)),
-          started(started) {}
+        : respond(respond), method(request.method), target(request.target), rid(std::move(rid)), started(started) {}
 
     ~Pending() {
         if (sent) return;
@@ -187,11 +208,10 @@ struct ApiServer::Pending {
 
     void send() {
         sent = true;
-        respond(server.finish(*result, headers, rid, method, target, started));
+        respond(finish(*result, headers, rid, method, target, started));
     }
 
-    const ApiServer& server;
-    http::Server::Responder respond;
+    http::Server::Responder respond;  // its loop outlives an answer in flight (http::Server::stop)
     std::string method, target, rid;
     std::chrono::steady_clock::time_point started;
     std::mutex mutex;
@@ -268,7 +288,7 @@ bool ApiServer::handle_on_loop(http::Request& request, const http::Server::Respo
     const Router::Match match = router_.match(request.method, request.path);
     if (match.status != Router::Status::found || match.async == nullptr) return false;
     auto started = std::chrono::steady_clock::now();
-    auto pending = std::make_shared<Pending>(*this, respond, request, request_id_of(request), started);
+    auto pending = std::make_shared<Pending>(respond, request, request_id_of(request), started);
     std::optional<Result> error;
     std::map<std::string, std::string> headers;
     try {
@@ -326,30 +346,6 @@ http::Response ApiServer::handle(http::Request& request) {
         result = Result(Error(500, "internal server error"));
     }
     return finish(result, headers, rid, request.method, request.target, started);
-}
-
-http::Response ApiServer::finish(const Result& result, const std::map<std::string, std::string>& headers,
-                                 const std::string& rid, const std::string& method, const std::string& target,
-                                 std::chrono::steady_clock::time_point started) const {
-    http::Response response = reply_from(result);
-    for (auto& [k, v] : headers) {
-        // A handler's own Content-Type (static files) replaces the one of its result kind.
-        auto same = std::find_if(response.headers.begin(), response.headers.end(),
-                                 [&](const auto& h) { return http::iequals(h.first, k); });
-        if (same != response.headers.end())
-            same->second = v;
-        else
-            response.headers.emplace_back(k, v);
-    }
-    response.headers.emplace_back("X-Request-Id", rid);
-
-    if (Logger::enabled(LogLevel::info)) {
-        double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
-        char took[32];
-        std::snprintf(took, sizeof took, "%.2fms", ms);
-        Logger(rid).info(method + " " + target + " " + std::to_string(response.status) + " " + took);
-    }
-    return response;
 }
 
 }  // namespace hydra

@@ -58,10 +58,6 @@ class ApiServer {
     Router::Match route(const http::Request& request, std::map<std::string, std::string>& headers) const;
     // Params from the query, form or JSON body and the path; Error(400) on a malformed body. Takes the body.
     Context::Init context_init(http::Request& request, const Router::Match& match, const std::string& rid) const;
-    // The response to a result (or error), with the handler's headers and X-Request-Id; logs the request.
-    http::Response finish(const Result& result, const std::map<std::string, std::string>& headers,
-                          const std::string& rid, const std::string& method, const std::string& target,
-                          std::chrono::steady_clock::time_point started) const;
 
     Settings settings_;
     const Router& router_;

@@ -101,7 +101,7 @@ struct Server::Connection : EventLoop::Handler {
 // ---------------------------------------------------------------------------------------------------------------
 // Loop: an EventLoop plus the connections it owns.
 
-struct Server::Loop : EventLoop::Handler {
+struct Server::Loop : EventLoop::Handler, std::enable_shared_from_this<Server::Loop> {
     Loop(Server& s, int index) : server(s), loop("api", index, kTickMs, [this] { on_tick(); }), index(index) {}
 
     // Listening socket readable.
@@ -499,7 +499,7 @@ void Server::Loop::dispatch(Connection& c) {
         return;
     }
     server.in_flight_.fetch_add(1);
-    Loop* self = this;
+    std::weak_ptr<Loop> self = weak_from_this();
     std::uint64_t id = c.id;
     if (server.loop_handler_) {
         bool taken = false;
@@ -514,24 +514,27 @@ void Server::Loop::dispatch(Connection& c) {
         }
     }
     Server* srv = &server;
-    server.workers_->post([self, srv, id, req = std::move(c.request)]() mutable {
-        Response response;
-        try {
-            response = srv->handler_(req);
-        } catch (const std::exception& e) {
-            Logger().error(std::string("api: request failed: ") + e.what());
-            response = srv->error_page_(500, "internal server error");
-        }
-        self->loop.post(
-            [self, id, response = std::move(response)]() mutable { self->on_response(id, std::move(response)); });
-    });
+    server.on_workers_->fetch_add(1);
+    server.workers_->post(
+        [self = std::move(self), srv, busy = server.on_workers_, id, req = std::move(c.request)]() mutable {
+            Response response;
+            try {
+                response = srv->handler_(req);
+            } catch (const std::exception& e) {
+                Logger().error(std::string("api: request failed: ") + e.what());
+                response = srv->error_page_(500, "internal server error");
+            }
+            Responder(self, id)(std::move(response));
+            busy->fetch_sub(1);  // not through srv: after a shutdown timeout the server may be gone by now
+        });
     c.request = Request{};
 }
 
 void Server::Responder::operator()(Response response) const {
-    Loop* loop = loop_;
-    auto task = [loop, id = id_, response = std::move(response)]() mutable {
-        loop->on_response(id, std::move(response));
+    std::shared_ptr<Loop> loop = loop_.lock();
+    if (!loop) return;  // the server is gone; so is the client
+    auto task = [l = loop.get(), id = id_, response = std::move(response)]() mutable {
+        l->on_response(id, std::move(response));
     };
     // From the loop itself (a handler that answered at once): after the current iteration, no wake-up.
     if (loop->loop.in_loop_thread())
@@ -687,7 +690,7 @@ void Server::start() {
     listen_fd_ = l.fd;
     bound_ = l.bound;
     workers_ = std::make_unique<WorkerPool>(static_cast<std::size_t>(std::max(1, settings_.workers)), "api-worker");
-    for (int i = 0; i < std::max(1, settings_.io_threads); ++i) loops_.push_back(std::make_unique<Loop>(*this, i));
+    for (int i = 0; i < std::max(1, settings_.io_threads); ++i) loops_.push_back(std::make_shared<Loop>(*this, i));
     for (auto& lp : loops_) {
         lp->loop.add(listen_fd_, EPOLLIN | EPOLLEXCLUSIVE, lp.get());
         lp->listening = true;
@@ -733,15 +736,13 @@ void Server::stop(std::chrono::milliseconds grace) {
     }
     if (listen_fd_ >= 0) ::close(listen_fd_);
     listen_fd_ = -1;
-    if (in_flight_.load() > 0) {
-        // A handler still runs our code and will post its answer to a loop: leak the pool and the loops rather
-        // than destroy them under it.
+    if (on_workers_->load() > 0) {
+        // A handler thread still runs a handler: leak the pool rather than wait for it (or destroy it under it).
         (void)workers_.release();
-        for (auto& lp : loops_) (void)lp.release();
-        loops_.clear();
-        return;
+    } else {
+        workers_->stop();
     }
-    workers_->stop();
+    // An answer still to come (a handler thread's, an async reply) finds its loop gone and is dropped.
     loops_.clear();
 }
 

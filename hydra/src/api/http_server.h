@@ -65,8 +65,8 @@ class Server {
 
       private:
         friend struct Loop;
-        Responder(Loop* loop, std::uint64_t id) : loop_(loop), id_(id) {}
-        Loop* loop_;
+        Responder(std::weak_ptr<Loop> loop, std::uint64_t id) : loop_(std::move(loop)), id_(id) {}
+        std::weak_ptr<Loop> loop_;  // expired once the server stopped: the answer is dropped
         std::uint64_t id_;
     };
     // Runs on a worker thread and may block. An exception becomes error_page(500).
@@ -105,9 +105,11 @@ class Server {
     int listen_fd_ = -1;
     std::string bound_;
     std::unique_ptr<WorkerPool> workers_;
-    std::vector<std::unique_ptr<Loop>> loops_;
+    std::vector<std::shared_ptr<Loop>> loops_;  // shared with Responders, which may outlive the server
     std::atomic<int> open_connections_{0};
     std::atomic<int> in_flight_{0};  // requests handed to a worker or a LoopHandler and not yet answered
+    // Of them, those whose handler thread has not finished; shared with the tasks, which may outlive the server.
+    std::shared_ptr<std::atomic<int>> on_workers_ = std::make_shared<std::atomic<int>>(0);
     bool started_ = false;
 };
 
