@@ -206,9 +206,13 @@ struct ApiServer::Pending {
         if (result) send();
     }
 
+    // The reply may come on the queue's writer thread: the body is serialized and the access line logged on the
+    // API loop instead, so that the writer goes on with the next commit.
     void send() {
         sent = true;
-        respond(finish(*result, headers, rid, method, target, started));
+        respond.compose([result = std::move(*result), headers = std::move(headers), rid = rid, method = method,
+                         target = target,
+                         started = started] { return finish(result, headers, rid, method, target, started); });
     }
 
     http::Server::Responder respond;  // its loop outlives an answer in flight (http::Server::stop)

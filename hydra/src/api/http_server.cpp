@@ -116,6 +116,8 @@ struct Server::Loop : EventLoop::Handler, std::enable_shared_from_this<Server::L
     bool read_chunked(Connection& c);
     void dispatch(Connection& c);
     void on_response(std::uint64_t id, Response response);
+    // Runs `task` on this loop's thread: deferred when called from it, else posted.
+    void run(std::function<void()> task);
     void refuse(Connection& c, int status, const std::string& reason);
     void send_response(Connection& c, Response response);
     void flush(Connection& c);
@@ -531,16 +533,33 @@ void Server::Loop::dispatch(Connection& c) {
 }
 
 void Server::Responder::operator()(Response response) const {
-    std::shared_ptr<Loop> loop = loop_.lock();
-    if (!loop) return;  // the server is gone; so is the client
-    auto task = [l = loop.get(), id = id_, response = std::move(response)]() mutable {
-        l->on_response(id, std::move(response));
-    };
+    if (std::shared_ptr<Loop> loop = loop_.lock())
+        loop->run([l = loop.get(), id = id_, response = std::move(response)]() mutable {
+            l->on_response(id, std::move(response));
+        });
+    // else: the server is gone; so is the client
+}
+
+void Server::Responder::compose(std::function<Response()> make) const {
+    if (std::shared_ptr<Loop> loop = loop_.lock())
+        loop->run([l = loop.get(), id = id_, make = std::move(make)] {
+            Response response;
+            try {
+                response = make();
+            } catch (const std::exception& e) {
+                Logger().error(std::string("api: building a response failed: ") + e.what());
+                response = l->server.error_page_(500, "internal server error");
+            }
+            l->on_response(id, std::move(response));
+        });
+}
+
+void Server::Loop::run(std::function<void()> task) {
     // From the loop itself (a handler that answered at once): after the current iteration, no wake-up.
-    if (loop->loop.in_loop_thread())
-        loop->loop.defer(std::move(task));
+    if (loop.in_loop_thread())
+        loop.defer(std::move(task));
     else
-        loop->loop.post(std::move(task));
+        loop.post(std::move(task));
 }
 
 void Server::Loop::on_response(std::uint64_t id, Response response) {

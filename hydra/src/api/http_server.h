@@ -62,6 +62,9 @@ class Server {
     class Responder {
       public:
         void operator()(Response response) const;
+        // Builds the response on the loop's thread, then sends it: for answers from threads that must not be held
+        // up by it (the queue's writer), e.g. serializing the body and writing the access log line.
+        void compose(std::function<Response()> make) const;
 
       private:
         friend struct Loop;
