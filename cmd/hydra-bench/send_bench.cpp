@@ -409,11 +409,19 @@ class ServerCpu {
         const double wall = static_cast<double>(now_ns() - start_ns_) / 1e9;
         if (cfg_.server_pid > 0)
             j["server_threads"] = thread_cpu_json(threads_, thread_cpu_seconds(cfg_.server_pid), wall);
+        double extra_cores = 0;
         for (std::size_t i = 0; i < cfg_.extra_pids.size(); ++i) {
             auto end = process_cpu_seconds(cfg_.extra_pids[i].second);
-            j["processes"][cfg_.extra_pids[i].first] =
-                extra_[i] && end && wall > 0 ? OJson(round_to((*end - *extra_[i]) / wall, 3)) : OJson();
+            OJson cores;
+            if (extra_[i] && end && wall > 0) {
+                cores = round_to((*end - *extra_[i]) / wall, 3);
+                extra_cores += (*end - *extra_[i]) / wall;
+            }
+            j["processes"][cfg_.extra_pids[i].first] = cores;
         }
+        // The other server processes (a second host, the broker) are the server's, not "other" load.
+        if (j.contains("other_cores") && j["other_cores"].is_number())
+            j["other_cores"] = round_to(std::max(0.0, j["other_cores"].get<double>() - extra_cores), 3);
         return j;
     }
 

@@ -202,7 +202,8 @@ SystemCpu system_cpu_seconds() {
     unsigned long long user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0;
     f >> cpu >> user >> nice >> system >> idle >> iowait >> irq >> softirq >> steal;
     auto hz = static_cast<double>(sysconf(_SC_CLK_TCK));
-    return SystemCpu{static_cast<double>(user + nice + system + irq + steal) / hz, static_cast<double>(softirq) / hz};
+    return SystemCpu{static_cast<double>(user + nice + system + irq) / hz, static_cast<double>(softirq) / hz,
+                     static_cast<double>(steal) / hz};
 }
 
 CpuMeter::CpuMeter(pid_t server_pid)
@@ -219,13 +220,15 @@ OJson CpuMeter::to_json() const {
     SystemCpu sys = system_cpu_seconds();
     double busy = (sys.busy_s - system_start_.busy_s) / wall;
     double softirq = (sys.softirq_s - system_start_.softirq_s) / wall;
+    double steal = (sys.steal_s - system_start_.steal_s) / wall;
     std::optional<double> end = server_pid_ > 0 ? process_cpu_seconds(server_pid_) : std::nullopt;
     std::optional<double> server;
     if (server_start_ && end) server = (*end - *server_start_) / wall;
     OJson j{{"wall_s", round_to(wall, 3)},
             {"server_cores", server ? OJson(round_to(*server, 3)) : OJson()},
             {"client_cores", round_to(client, 3)},
-            {"softirq_cores", round_to(softirq, 3)}};
+            {"softirq_cores", round_to(softirq, 3)},
+            {"steal_cores", round_to(steal, 3)}};
     if (server) j["other_cores"] = round_to(std::max(0.0, busy - client - *server), 3);
     return j;
 }

@@ -77,8 +77,9 @@ OJson thread_cpu_json(const std::map<std::string, ThreadCpu>& start, const std::
 
 // The machine's busy time from the first line of /proc/stat, in seconds: all but softirq, and softirq.
 struct SystemCpu {
-    double busy_s = 0;
+    double busy_s = 0;  // user, nice, system, irq
     double softirq_s = 0;
+    double steal_s = 0;  // time the hypervisor gave this VM's CPUs to someone else
 };
 SystemCpu system_cpu_seconds();
 

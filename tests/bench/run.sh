@@ -280,6 +280,8 @@ for (const s of scenarios) for (const srv of servers) runs[srv][s].forEach((r, i
   const cpus = ['cpu', 'connect.cpu', 'baseline.cpu', 'with_slow_client.cpu', 'baseline_after.cpu'].map((p) => get(r, p));
   const other = Math.max(0, ...cpus.map((c) => (c && c.other_cores) || 0));
   if (other > 0.1) warnings.push(`${tag}: other processes used ${other} cores during the measurement`);
+  const steal = Math.max(0, ...cpus.map((c) => (c && c.steal_cores) || 0));
+  if (steal > 0.1) warnings.push(`${tag}: the hypervisor took ${steal} cores from this VM (steal) during the measurement`);
 });
 if (warnings.length) console.log(`\nwarnings:\n  ${warnings.join('\n  ')}`);
 let wsVersion = null;

@@ -418,6 +418,8 @@ for (const [key, rs] of Object.entries(runs)) rs.forEach((r, i) => {
   if (r.error) warnings.push(`${tag}: error: ${r.error}`);
   const other = get(r, 'cpu.other_cores') || 0;
   if (other > 0.1) warnings.push(`${tag}: other processes used ${other} cores during the measurement`);
+  const steal = get(r, 'cpu.steal_cores') || 0;
+  if (steal > 0.1) warnings.push(`${tag}: the hypervisor took ${steal} cores from this VM (steal) during the measurement`);
   const client = get(r, 'cpu.client_cores') || 0;
   if (client > 0.9) warnings.push(`${tag}: the load generator used ${client} cores: it may be the bottleneck`);
 });
