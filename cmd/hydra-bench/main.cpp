@@ -136,6 +136,9 @@ Options parse_args(int argc, char** argv) {
     using Setter = std::function<void(const std::string&)>;
     auto text = [](std::string& field) -> Setter { return [&field](const std::string& v) { field = v; }; };
     auto real = [](double& field) -> Setter { return [&field](const std::string& v) { field = std::stod(v); }; };
+    auto flag = [](bool& field) -> Setter {
+        return [&field](const std::string& v) { field = v == "1" || v == "yes" || v == "true"; };
+    };
     auto integer = [](auto& field) -> Setter {
         return [&field](const std::string& v) {
             field = static_cast<std::remove_reference_t<decltype(field)>>(std::stod(v));
@@ -165,7 +168,7 @@ Options parse_args(int argc, char** argv) {
         {"--slow-rcvbuf", integer(o.slow_rcvbuf)},
         {"--slow-fill-mb", real(o.slow_fill_mb)},
         {"--slow-wait", real(o.slow_wait_s)},
-        {"--detail", [&o](const std::string& v) { o.detail = v == "1" || v == "yes" || v == "true"; }},
+        {"--detail", flag(o.detail)},
         {"--rate", real(o.rate)},
         {"--publishers", integer(o.publishers)},
         {"--pipeline", integer(o.pipeline)},
@@ -173,7 +176,7 @@ Options parse_args(int argc, char** argv) {
         {"--body", text(o.body)},
         {"--content-type", text(o.content_type)},
         {"--id-prefix", text(o.id_prefix)},
-        {"--id-in-path", [&o](const std::string& v) { o.id_in_path = v == "1" || v == "yes" || v == "true"; }},
+        {"--id-in-path", flag(o.id_in_path)},
         {"--drain", real(o.drain_s)},
         {"--tick-us", real(o.tick_us)},
         {"--max-lag", real(o.max_lag_s)},

@@ -19,7 +19,11 @@
 #include <string_view>
 #include <thread>
 
+#include "common/http.h"
+
 namespace bench {
+
+namespace http = hydra::http;
 
 namespace {
 
@@ -83,25 +87,6 @@ struct ParsedResponse {
     bool close = false;      // the server closes the connection after it
 };
 
-bool iequal_prefix(std::string_view line, std::string_view name) {
-    if (line.size() < name.size()) return false;
-    for (std::size_t i = 0; i < name.size(); ++i)
-        if (std::tolower(static_cast<unsigned char>(line[i])) != name[i]) return false;
-    return true;
-}
-
-std::string_view trim(std::string_view v) {
-    while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
-    while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
-    return v;
-}
-
-bool contains_token(std::string_view value, std::string_view token) {
-    std::string lower(value);
-    for (auto& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-    return lower.find(token) != std::string::npos;
-}
-
 // nullopt while the response is incomplete; throws std::runtime_error on a malformed one. Bodies are framed by
 // Content-Length or chunked encoding (both servers use one of them for these answers).
 std::optional<ParsedResponse> parse_response(std::string_view in) {
@@ -126,14 +111,15 @@ std::optional<ParsedResponse> parse_response(std::string_view in) {
         pos = next;
         auto colon = line.find(':');
         if (colon == std::string_view::npos) continue;
-        std::string_view value = trim(line.substr(colon + 1));
-        if (iequal_prefix(line, "content-length:")) {
+        std::string_view name = http::trim(line.substr(0, colon));
+        std::string_view value = http::trim(line.substr(colon + 1));
+        if (http::iequals(name, "content-length")) {
             std::from_chars(value.data(), value.data() + value.size(), content_length);
-        } else if (iequal_prefix(line, "transfer-encoding:")) {
-            chunked = contains_token(value, "chunked");
-        } else if (iequal_prefix(line, "connection:")) {
-            if (contains_token(value, "close")) r.close = true;
-            if (contains_token(value, "keep-alive")) r.close = false;
+        } else if (http::iequals(name, "transfer-encoding")) {
+            chunked = http::has_token(value, "chunked");
+        } else if (http::iequals(name, "connection")) {
+            if (http::has_token(value, "close")) r.close = true;
+            if (http::has_token(value, "keep-alive")) r.close = false;
         }
     }
     std::size_t body = head_end + 4;

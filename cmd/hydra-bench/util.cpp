@@ -119,23 +119,6 @@ std::optional<Rss> read_rss(pid_t pid) {
     return r;
 }
 
-std::optional<double> process_cpu_seconds(pid_t pid) {
-    std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
-    std::string stat;
-    if (!f || !std::getline(f, stat)) return std::nullopt;
-    // The command name is in parentheses and may contain spaces: fields are counted after the last ')'.
-    auto p = stat.rfind(')');
-    if (p == std::string::npos) return std::nullopt;
-    std::istringstream in(stat.substr(p + 2));
-    std::string field;
-    unsigned long long utime = 0, stime = 0;
-    for (int i = 3; i <= 15 && in >> field; ++i) {
-        if (i == 14) utime = std::stoull(field);
-        if (i == 15) stime = std::stoull(field);
-    }
-    return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
-}
-
 namespace {
 // utime + stime (fields 14 and 15) of a /proc/.../stat line, in clock ticks; the name in parentheses may hold spaces.
 std::optional<std::pair<std::string, unsigned long long>> parse_stat(const std::string& stat) {
@@ -152,6 +135,15 @@ std::optional<std::pair<std::string, unsigned long long>> parse_stat(const std::
     return std::pair{stat.substr(open + 1, close - open - 1), utime + stime};
 }
 }  // namespace
+
+std::optional<double> process_cpu_seconds(pid_t pid) {
+    std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+    std::string stat;
+    if (!f || !std::getline(f, stat)) return std::nullopt;
+    auto parsed = parse_stat(stat);
+    if (!parsed) return std::nullopt;
+    return static_cast<double>(parsed->second) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
 
 std::map<std::string, ThreadCpu> thread_cpu_seconds(pid_t pid) {
     std::map<std::string, ThreadCpu> out;

@@ -63,11 +63,16 @@ wait_quiet() {
     done
 }
 
-# build_bench ROOT BUILD: hydra and hydra-bench, Release, unless BENCH_SKIP_BUILD=1.
+# build_bench ROOT BUILD: hydra and hydra-bench, Release, unless BENCH_SKIP_BUILD=1; sets HYDRA and BENCH to the
+# binaries (exits when one is missing).
 build_bench() {
     local root=$1 build=$2
-    [[ ${BENCH_SKIP_BUILD:-0} == 1 ]] && return 0
-    log "building hydra and hydra-bench (Release) in $build"
-    cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DHYDRA_BUILD_TESTS=OFF >/dev/null
-    cmake --build "$build" -j"$(nproc)" --target hydra_cli hydra_bench >/dev/null
+    if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
+        log "building hydra and hydra-bench (Release) in $build"
+        cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DHYDRA_BUILD_TESTS=OFF >/dev/null
+        cmake --build "$build" -j"$(nproc)" --target hydra_cli hydra_bench >/dev/null
+    fi
+    HYDRA=$build/bin/hydra
+    BENCH=$build/bin/hydra-bench
+    [[ -x $HYDRA && -x $BENCH ]] || { log "missing $HYDRA or $BENCH"; exit 1; }
 }

@@ -67,10 +67,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ---- build, node deps, limits ----
-build_bench "$ROOT" "$BUILD"
-HYDRA=$BUILD/bin/hydra
-BENCH=$BUILD/bin/hydra-bench
-[[ -x $HYDRA && -x $BENCH ]] || { log "missing $HYDRA or $BENCH"; exit 1; }
+build_bench "$ROOT" "$BUILD"  # sets HYDRA and BENCH
 
 if [[ -n $SCENARIOS && ! -f $NODE_DIR/node_modules/ws/package.json ]]; then
     log "installing ws into $NODE_DIR"

@@ -76,10 +76,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ---- build, packages, limits ----
-build_bench "$ROOT" "$BUILD"
-HYDRA=$BUILD/bin/hydra
-BENCH=$BUILD/bin/hydra-bench
-[[ -x $HYDRA && -x $BENCH ]] || { log "missing $HYDRA or $BENCH"; exit 1; }
+build_bench "$ROOT" "$BUILD"  # sets HYDRA and BENCH
 NCHAN_MODULE=/usr/lib/nginx/modules/ngx_nchan_module.so
 if ! command -v nginx >/dev/null || [[ ! -f $NCHAN_MODULE ]] || ! command -v kcat >/dev/null; then
     log "installing nginx-light, libnginx-mod-nchan and kcat (deploy/install-deps.sh --bench)"

@@ -43,8 +43,8 @@ class App {
     // An HTTP route answered asynchronously: `handler(Context&, Reply)` runs on the I/O loop (it must not block)
     // and `reply(result)` answers from any thread once the work is done, e.g. when a push_async is durable. No
     // handler thread is held meanwhile: the route of choice for handlers that only validate and enqueue. With API
-    // middleware (use()), the chain runs on a handler thread as for api(), and next() returns an empty Result
-    // once the handler has started (the reply goes straight to the client).
+    // middleware (use()), the chain runs on a handler thread as for api(); that thread waits for the reply, so
+    // next() returns it.
     App& api_async(const std::string& route, AsyncHandler handler, ApiOptions options = {});
     // Files under `directory` (relative to the working directory) served by the API server at `prefix`
     // ("/demo" → /demo/chat.html); GET and HEAD, no directory listing, nothing outside `directory`.

@@ -46,6 +46,8 @@ class QueueRef {
     void push_batch(std::string_view queue, std::span<const std::string> payloads, Headers headers = {}) const;
 
   private:
+    Headers traced(Headers headers) const;
+
     Queue* queue_;
     std::string request_id_;
 };

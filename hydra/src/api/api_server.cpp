@@ -233,6 +233,36 @@ std::string request_id_of(const http::Request& request) {
     return rid;
 }
 
+// Runs a handler (or the middleware chain around it): an Error passes through, any other exception is logged with
+// the request id and becomes a 500 without its message.
+template <class F>
+auto guarded(const Context& ctx, const std::string& pattern, F&& call) {
+    try {
+        return call();
+    } catch (const Error&) {
+        throw;
+    } catch (const std::exception& e) {
+        ctx.log().error("api: handler " + pattern + " failed: " + e.what());
+        throw Error(500, "internal server error");
+    }
+}
+
+// An async handler called where a Result is needed (behind middleware, on a handler thread): waits for its reply.
+Result wait_for_reply(const AsyncHandler& handler, Context& ctx) {
+    auto done = std::make_shared<std::promise<Result>>();
+    std::future<Result> result = done->get_future();
+    auto answered = std::make_shared<std::atomic<bool>>(false);
+    // Only the reply holds the promise: dropped without a call, it breaks.
+    handler(ctx, [done = std::move(done), answered](Result r) {
+        if (!answered->exchange(true)) done->set_value(std::move(r));
+    });
+    try {
+        return result.get();
+    } catch (const std::future_error&) {
+        throw Error(500, "internal server error: the handler did not reply");
+    }
+}
+
 }  // namespace
 
 Router::Match ApiServer::route(const http::Request& request, std::map<std::string, std::string>& headers) const {
@@ -288,7 +318,7 @@ Context::Init ApiServer::context_init(http::Request& request, const Router::Matc
 
 bool ApiServer::handle_on_loop(http::Request& request, const http::Server::Responder& respond) {
     // With middleware, the chain runs on a handler thread (middleware may block).
-    if (!middleware_.empty()) return false;
+    if (!middleware_.empty() || !router_.has_async()) return false;
     const Router::Match match = router_.match(request.method, request.path);
     if (match.status != Router::Status::found || match.async == nullptr) return false;
     auto started = std::chrono::steady_clock::now();
@@ -297,14 +327,8 @@ bool ApiServer::handle_on_loop(http::Request& request, const http::Server::Respo
     std::map<std::string, std::string> headers;
     try {
         Context ctx(context_init(request, match, pending->rid));
-        try {
-            (*match.async)(ctx, [pending](Result result) { pending->reply(std::move(result)); });
-        } catch (const Error&) {
-            throw;
-        } catch (const std::exception& e) {
-            ctx.log().error("api: handler " + match.pattern + " failed: " + e.what());
-            throw Error(500, "internal server error");
-        }
+        guarded(ctx, match.pattern,
+                [&] { (*match.async)(ctx, [pending](Result result) { pending->reply(std::move(result)); }); });
         headers = ctx.response_headers();
     } catch (const Error& e) {
         error = Result(e);
@@ -322,26 +346,11 @@ http::Response ApiServer::handle(http::Request& request) {
         Router::Match match = route(request, headers);
         Context ctx(context_init(request, match, rid));
         // An async route behind middleware: this thread waits for the reply, so next() returns it.
-        Handler wait_for_reply = [&match](Context& c) {
-            auto done = std::make_shared<std::promise<Result>>();
-            std::future<Result> result = done->get_future();
-            auto answered = std::make_shared<std::atomic<bool>>(false);
-            // Only the reply holds the promise: dropped without a call, it breaks (a 500 below).
-            (*match.async)(c, [done = std::move(done), answered](Result r) {
-                if (!answered->exchange(true)) done->set_value(std::move(r));
-            });
-            return result.get();
-        };
-        try {
-            result = run_chain(middleware_, ctx, match.async != nullptr ? wait_for_reply : *match.handler);
-        } catch (const Error&) {
-            throw;
-        } catch (const std::future_error&) {
-            throw Error(500, "internal server error: the handler did not reply");
-        } catch (const std::exception& e) {
-            ctx.log().error("api: handler " + match.pattern + " failed: " + e.what());
-            throw Error(500, "internal server error");
-        }
+        Handler waiting;
+        if (match.async != nullptr) waiting = [&match](Context& c) { return wait_for_reply(*match.async, c); };
+        result = guarded(ctx, match.pattern, [&] {
+            return run_chain(middleware_, ctx, match.async != nullptr ? waiting : *match.handler);
+        });
         for (const auto& [k, v] : ctx.response_headers()) headers[k] = v;
     } catch (const Error& e) {
         result = Result(e);

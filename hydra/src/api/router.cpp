@@ -42,6 +42,7 @@ void Router::add(const std::string& pattern, MethodHandlers handlers, AsyncHandl
             has_param = true;
         }
     }
+    if (!async.empty()) has_async_ = true;
     // The same pattern registered again adds verbs; the same verb twice is a programming error.
     auto twice = [&](const Route& r, const std::string& verb) {
         if (r.handlers.count(verb) || r.async.count(verb))

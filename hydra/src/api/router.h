@@ -30,6 +30,8 @@ class Router {
     void add(const std::string& pattern, MethodHandlers handlers, AsyncHandlers async = {});
     Match match(std::string_view method, std::string_view path) const;
     std::size_t size() const { return routes_.size(); }
+    // Whether any route has an async handler (App::api_async).
+    bool has_async() const { return has_async_; }
 
   private:
     struct Route {
@@ -42,6 +44,7 @@ class Router {
 
     std::vector<Route> routes_;
     std::unordered_map<std::string, std::size_t> exact_;  // normalized path → index
+    bool has_async_ = false;
 };
 
 // "/a/b/" → "/a/b", "" → "/": one spelling per path.

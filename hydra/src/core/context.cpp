@@ -53,39 +53,51 @@ Exchange& Context::exchange() const {
     return *init_.exchange;
 }
 
+namespace {
+
+// A push that did not become durable is a temporary unavailability for the caller (503), or a bad request (400,
+// e.g. an invalid queue name), not a server bug.
+Error caller_error(const QueueError& e) { return Error(e.retryable() ? 503 : 400, e.what()); }
+
+Error no_queue() { return Error(503, "this host has no queue backend"); }
+
+}  // namespace
+
+// The request id travels as a header of every push.
+Headers QueueRef::traced(Headers headers) const {
+    if (!request_id_.empty()) headers.emplace("x-request-id", request_id_);
+    return headers;
+}
+
 void QueueRef::push(std::string_view queue, std::string_view payload, Headers headers,
                     std::chrono::milliseconds delay) const {
-    if (queue_ == nullptr) throw Error(503, "this host has no queue backend");
-    if (!request_id_.empty()) headers.emplace("x-request-id", request_id_);
+    if (queue_ == nullptr) throw no_queue();
     try {
-        queue_->push(queue, payload, headers, delay);
+        queue_->push(queue, payload, traced(std::move(headers)), delay);
     } catch (const QueueError& e) {
-        // A push that did not become durable is a temporary unavailability for the caller, not a server bug.
-        throw Error(e.retryable() ? 503 : 400, e.what());
+        throw caller_error(e);
     }
 }
 
 void QueueRef::push_async(std::string_view queue, std::string_view payload, PushDone done, Headers headers) const {
     if (queue_ == nullptr) {
-        Error e(503, "this host has no queue backend");
+        Error e = no_queue();
         return done(&e);
     }
-    if (!request_id_.empty()) headers.emplace("x-request-id", request_id_);
-    queue_->push_async(queue, payload, headers, std::chrono::milliseconds{0},
+    queue_->push_async(queue, payload, traced(std::move(headers)), std::chrono::milliseconds{0},
                        [done = std::move(done)](const QueueError* error) {
                            if (error == nullptr) return done(nullptr);
-                           Error e(error->retryable() ? 503 : 400, error->what());
+                           Error e = caller_error(*error);
                            done(&e);
                        });
 }
 
 void QueueRef::push_batch(std::string_view queue, std::span<const std::string> payloads, Headers headers) const {
-    if (queue_ == nullptr) throw Error(503, "this host has no queue backend");
-    if (!request_id_.empty()) headers.emplace("x-request-id", request_id_);
+    if (queue_ == nullptr) throw no_queue();
     try {
-        queue_->push_batch(queue, payloads, headers);
+        queue_->push_batch(queue, payloads, traced(std::move(headers)));
     } catch (const QueueError& e) {
-        throw Error(e.retryable() ? 503 : 400, e.what());
+        throw caller_error(e);
     }
 }
 

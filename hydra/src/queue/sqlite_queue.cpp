@@ -293,6 +293,20 @@ void SqliteQueue::enqueue_lazy(Op op) {
     ops_.push_back(std::move(op));
 }
 
+void SqliteQueue::give_back(const Leased& m) {
+    Op op;
+    op.what = Op::Release{m.id, m.attempt};
+    enqueue_lazy(std::move(op));
+}
+
+std::vector<SqliteQueue::Op> SqliteQueue::one_push(std::string_view queue, std::string_view payload,
+                                                   const Headers& headers, std::chrono::milliseconds delay) {
+    std::vector<Op> ops(1);
+    ops[0].what = Op::Push{std::string(queue), std::string(payload), encode_headers(headers),
+                           std::max<std::int64_t>(0, delay.count())};
+    return ops;
+}
+
 std::shared_ptr<SqliteQueue::Batch> SqliteQueue::submit(std::vector<Op>& ops, PushDone* done) {
     std::shared_ptr<Batch> batch;
     {
@@ -324,9 +338,7 @@ void SqliteQueue::wait_pushed(std::string_view queue, const std::shared_ptr<Batc
 void SqliteQueue::push(std::string_view queue, std::string_view payload, const Headers& headers,
                        std::chrono::milliseconds delay) {
     validate_queue_name(queue);
-    std::vector<Op> ops(1);
-    ops[0].what = Op::Push{std::string(queue), std::string(payload), encode_headers(headers),
-                           std::max<std::int64_t>(0, delay.count())};
+    std::vector<Op> ops = one_push(queue, payload, headers, delay);
     wait_pushed(queue, submit(ops));
 }
 
@@ -338,9 +350,7 @@ void SqliteQueue::push_async(std::string_view queue, std::string_view payload, c
         done(&e);
         return;
     }
-    std::vector<Op> ops(1);
-    ops[0].what = Op::Push{std::string(queue), std::string(payload), encode_headers(headers),
-                           std::max<std::int64_t>(0, delay.count())};
+    std::vector<Op> ops = one_push(queue, payload, headers, delay);
     if (!submit(ops, &done)) {
         QueueError e("queue: push to " + std::string(queue) + ": the queue is stopped", true);
         done(&e);
@@ -496,11 +506,7 @@ bool SqliteQueue::deliver(Handoff& h) {
             for (auto& m : h.leased) c.window.push_back(std::move(m));
     }
     if (stopping) {  // too late for the handlers: give them back
-        for (auto& m : h.leased) {
-            Op op;
-            op.what = Op::Release{m.id, m.attempt};
-            enqueue_lazy(std::move(op));
-        }
+        for (const auto& m : h.leased) give_back(m);
         return false;
     }
     wake_handlers(c, n);
@@ -698,9 +704,7 @@ void SqliteQueue::work(Consumer& c) {
             ++c.running;
         }
         if (std::chrono::steady_clock::now() - m.leased_at > settings_.lease / 2) {
-            Op op;
-            op.what = Op::Release{m.id, m.attempt};
-            enqueue_lazy(std::move(op));
+            give_back(m);
         } else {
             handle(c, m);
         }
@@ -763,11 +767,7 @@ void SqliteQueue::stop(std::chrono::milliseconds grace) {
             unstarted.swap(c->window);
             c->work_cv.notify_all();
         }
-        for (auto& m : unstarted) {
-            Op op;
-            op.what = Op::Release{m.id, m.attempt};
-            enqueue_lazy(std::move(op));
-        }
+        for (const auto& m : unstarted) give_back(m);
     }
     for (auto& c : consumers_) {
         std::unique_lock lock(c->mutex);

@@ -96,6 +96,10 @@ class SqliteQueue : public Backend {
     void work(Consumer& consumer);
     void handle(Consumer& consumer, Leased& leased);
     void enqueue_lazy(Op op);
+    // A leased message no handler started goes back to its queue (lazily), its attempt not counted.
+    void give_back(const Leased& m);
+    static std::vector<Op> one_push(std::string_view queue, std::string_view payload, const Headers& headers,
+                                    std::chrono::milliseconds delay);
 
     Settings settings_;
     RetryPolicy retry_;
