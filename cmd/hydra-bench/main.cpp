@@ -48,6 +48,8 @@ scenarios:
   send       N clients with their own ids; M keep-alive HTTP connections post messages, message k to client k % N,
              at --rate msg/s (0: as fast as they can): deliveries/s, latency from when each message was due, missing
   queue      queue backends in-process, no server: hydra-bench queue --backend sqlite|kafka ... (queue_bench.cpp)
+  floor      not a load: runs the floor peer, the least a server must do for these scenarios (floor_server.cpp):
+             hydra-bench floor --ws 127.0.0.1:0 --api 127.0.0.1:0
 
 options:
   --ws HOST:PORT          WebSocket server (IPv4 literal, e.g. 127.0.0.1:9087)
@@ -761,12 +763,15 @@ OJson run_slow(const Options& o) {
 
 }  // namespace
 
-int run_queue_bench(const std::vector<std::string>& args);  // queue_bench.cpp
+int run_queue_bench(const std::vector<std::string>& args);   // queue_bench.cpp
+int run_floor_server(const std::vector<std::string>& args);  // floor_server.cpp
 
 int main(int argc, char** argv) {
     std::signal(SIGPIPE, SIG_IGN);
     // `hydra-bench queue ...`: the queue backends, in-process (no server).
     if (argc > 1 && std::string(argv[1]) == "queue") return run_queue_bench({argv + 2, argv + argc});
+    // `hydra-bench floor ...`: the floor peer, a server (floor_server.cpp).
+    if (argc > 1 && std::string(argv[1]) == "floor") return run_floor_server({argv + 2, argv + argc});
     Options o;
     try {
         o = parse_args(argc, argv);

@@ -244,7 +244,7 @@ RssSampler::~RssSampler() {
 
 Rss RssSampler::peak() const { return Rss{peak_rss_.load(), peak_anon_.load()}; }
 
-sockaddr_in parse_ipv4(const std::string& host_port) {
+sockaddr_in parse_ipv4(const std::string& host_port, bool allow_port_0) {
     auto colon = host_port.rfind(':');
     if (colon == std::string::npos) throw std::invalid_argument("expected HOST:PORT, got " + host_port);
     sockaddr_in a{};
@@ -253,7 +253,8 @@ sockaddr_in parse_ipv4(const std::string& host_port) {
     if (inet_pton(AF_INET, host.c_str(), &a.sin_addr) != 1) throw std::invalid_argument("not an IPv4 address: " + host);
     char* end = nullptr;
     long port = std::strtol(host_port.c_str() + colon + 1, &end, 10);
-    if (*end != '\0' || port <= 0 || port > 65535) throw std::invalid_argument("bad port in " + host_port);
+    if (*end != '\0' || port < (allow_port_0 ? 0 : 1) || port > 65535)
+        throw std::invalid_argument("bad port in " + host_port);
     a.sin_port = htons(static_cast<std::uint16_t>(port));
     return a;
 }

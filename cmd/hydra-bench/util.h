@@ -115,8 +115,9 @@ class RssSampler {
     std::thread thread_;
 };
 
-// "127.0.0.1:9087" -> sockaddr_in (IPv4 literal only). Throws std::invalid_argument.
-sockaddr_in parse_ipv4(const std::string& host_port);
+// "127.0.0.1:9087" -> sockaddr_in (IPv4 literal only; port 0, "any free port", only if allowed: an address to
+// listen on). Throws std::invalid_argument.
+sockaddr_in parse_ipv4(const std::string& host_port, bool allow_port_0 = false);
 
 // Raises RLIMIT_NOFILE's soft limit to the hard limit; returns the new soft limit.
 long raise_nofile_limit();

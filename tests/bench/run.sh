@@ -41,6 +41,9 @@ SLOW_FILL_MB=${BENCH_SLOW_FILL_MB:-8}
 SERVER_CPU=${BENCH_SERVER_CPU:-0}
 CLIENT_CPU=${BENCH_CLIENT_CPU:-1}
 SCENARIOS=${BENCH_SCENARIOS:-idle echo broadcast broadcast_closed slow send send_cluster}
+# hydra, the node `ws` peer, and the floor peer (`hydra-bench floor`: the least a server must do, one send per
+# delivery and nothing else; what any server could reach on this machine).
+SERVERS=${BENCH_SERVERS:-hydra node floor}
 # send and send_cluster go to send.sh; the rest run here against the node peer.
 SEND_SCENARIOS=""
 WS_SCENARIOS=""
@@ -91,6 +94,8 @@ start_server() {
         (cd "$RUN_DIR" && exec taskset -c "$SERVER_CPU" "$HYDRA" run --config "$ROOT/config/dev.json" \
             --set ws.address=127.0.0.1:0 --set api.address=127.0.0.1:0 --set log.level=warn \
             --set ws.io_threads=1 --set ws.ping_interval_ms=0 --set ws.idle_timeout_ms=0 "$@") >"$logf" 2>&1 &
+    elif [[ $kind == floor ]]; then
+        taskset -c "$SERVER_CPU" "$BENCH" floor --ws 127.0.0.1:0 --api 127.0.0.1:0 >"$logf" 2>&1 &
     else
         (export NODE_PATH=$NODE_DIR/node_modules &&
             exec taskset -c "$SERVER_CPU" node "$ROOT/tests/bench/node_peer.js" --ws 127.0.0.1:0 --api 127.0.0.1:0) \
@@ -137,11 +142,13 @@ scenario_args() {
     esac
 }
 
-# Each scenario REPEAT times, hydra and node interleaved so that drifts of the machine hit both alike.
+# Each scenario REPEAT times, the servers interleaved so that drifts of the machine hit them alike.
 for scenario in $SCENARIOS; do
     read -r -a args <<<"$(scenario_args "$scenario")"
     for rep in $(seq 1 "$REPEAT"); do
-        for server in hydra node; do
+        for server in $SERVERS; do
+            # The floor peer only echoes and broadcasts; it has no send queue to measure in `slow`.
+            [[ $server == floor && $scenario == slow ]] && continue
             log "$scenario: $server (run $rep/$REPEAT)"
             wait_quiet
             start_server "$server" "$OUT/$scenario.$server.$rep.server.log"
@@ -166,23 +173,23 @@ REVISION=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [[ -n $(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null) ]]; then REVISION+="+local changes"; fi
 export BENCH_REVISION=$REVISION BENCH_PARAMS="idle=$IDLE_CONNS echo=${ECHO_CONNS}x${ECHO_DURATION}s/w$ECHO_WINDOW \
 broadcast=${BCAST_CONNS}x$BCAST_COUNT@${BCAST_INTERVAL_MS}ms slow=${SLOW_CONNS} fill=${SLOW_FILL_MB}MB"
-node - "$OUT" "$BUILD/results.json" "$SCENARIOS" "$REPEAT" "$SERVER_CPU" "$CLIENT_CPU" "$NODE_DIR" <<'EOF'
+node - "$OUT" "$BUILD/results.json" "$SCENARIOS" "$REPEAT" "$SERVER_CPU" "$CLIENT_CPU" "$NODE_DIR" "$SERVERS" <<'EOF'
 const fs = require('fs');
 const os = require('os');
-const [outDir, resultsFile, scenarioList, repeatArg, serverCpu, clientCpu, nodeDir] = process.argv.slice(2);
+const [outDir, resultsFile, scenarioList, repeatArg, serverCpu, clientCpu, nodeDir, serverList] = process.argv.slice(2);
 const scenarios = scenarioList.split(/\s+/).filter(Boolean);
 const repeat = Number(repeatArg);
-const servers = ['hydra', 'node'];
+const servers = serverList.split(/\s+/).filter(Boolean);
 const load = (name) => {
   try { return JSON.parse(fs.readFileSync(`${outDir}/${name}.json`, 'utf8')); } catch { return null; }
 };
 const get = (obj, path) => path.split('.').reduce((o, k) => (o == null ? undefined : o[k]), obj);
-const runs = { hydra: {}, node: {} };
+const runs = Object.fromEntries(servers.map((srv) => [srv, {}]));
 for (const s of scenarios) for (const srv of servers) {
   runs[srv][s] = [];
+  if (srv === 'floor' && s === 'slow') continue;  // not run (see above)
   for (let r = 1; r <= repeat; r++) runs[srv][s].push(load(`${s}.${srv}.${r}`));
 }
-
 // [metric, json path, unit, better]
 const metrics = {
   idle: [
@@ -248,22 +255,28 @@ const fmt = (v) => {
   if (Math.abs(v) >= 1000) return Math.round(v).toLocaleString('en-US');
   return String(Math.round(v * 1000) / 1000);
 };
+// Columns: each server's median, then hydra's ratio to each peer.
+const names = { hydra: 'hydra', node: 'node ws', floor: 'floor' };
+const peers = servers.filter((srv) => srv !== 'hydra');
+const ratioOf = (h, p) => (typeof h === 'number' && typeof p === 'number' && p !== 0 ? Math.round((h / p) * 100) / 100 : null);
 const table = [];
 for (const s of scenarios) {
   for (const [metric, path, unit, better] of metrics[s] || []) {
-    const hv = runs.hydra[s].map((r) => get(r, path));
-    const nv = runs.node[s].map((r) => get(r, path));
-    const h = combine(hv);
-    const n = combine(nv);
-    const ratio = typeof h === 'number' && typeof n === 'number' && n !== 0 ? Math.round((h / n) * 100) / 100 : null;
-    table.push({ scenario: s, metric, unit, better, hydra: h, node: n, ratio, hydra_runs: hv, node_runs: nv });
+    const row = { scenario: s, metric, unit, better };
+    for (const srv of servers) {
+      row[`${srv}_runs`] = runs[srv][s].map((r) => get(r, path));
+      row[srv] = combine(row[`${srv}_runs`]);
+    }
+    for (const p of peers) row[`hydra/${p}`] = ratioOf(row.hydra, row[p]);
+    table.push(row);
   }
 }
-const cols = ['scenario', 'metric', 'hydra', 'node ws', 'hydra/node'];
-const rows = table.map((r) => [r.scenario, r.metric + (r.unit ? ` (${r.unit})` : ''), fmt(r.hydra), fmt(r.node),
-  r.ratio === null ? '' : `${r.ratio}` + (r.better ? ` (${r.better} is better)` : '')]);
+const cols = ['scenario', 'metric', ...servers.map((srv) => names[srv] || srv), ...peers.map((p) => `hydra/${names[p] || p}`), 'better'];
+const numeric = new Set(servers.map((_, i) => i + 2));
+const rows = table.map((r) => [r.scenario, r.metric + (r.unit ? ` (${r.unit})` : ''), ...servers.map((srv) => fmt(r[srv])),
+  ...peers.map((p) => (r[`hydra/${p}`] === null ? '' : String(r[`hydra/${p}`]))), r.better]);
 const widths = cols.map((c, i) => Math.max(c.length, ...rows.map((r) => r[i].length)));
-const line = (r) => r.map((c, i) => (i >= 2 && i <= 3 ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join('  ').trimEnd();
+const line = (r) => r.map((c, i) => (numeric.has(i) ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join('  ').trimEnd();
 console.log(`hydra ${process.env.BENCH_REVISION}; ${process.env.BENCH_PARAMS}; ` +
   (repeat > 1 ? `median of ${repeat} runs each` : 'one run each'));
 console.log(line(cols));

@@ -46,6 +46,25 @@ BOOST_AUTO_TEST_CASE(missing_and_invalid_params_are_400) {
     BOOST_CHECK_THROW(ctx.get<int>("absent"), hydra::Error);
 }
 
+BOOST_AUTO_TEST_CASE(no_params_and_no_locals) {
+    // A message without params (a raw WS message, an MQC payload that is not an object) leaves Init::params null:
+    // it reads as an empty object.
+    Context ctx = make(Json());
+    BOOST_CHECK(ctx.params().is_object());
+    BOOST_CHECK(ctx.params().empty());
+    BOOST_CHECK(!ctx.has("a"));
+    BOOST_CHECK_EQUAL(ctx.param("a", "dflt"), "dflt");
+    BOOST_CHECK_THROW(ctx.get<int>("a"), hydra::Error);
+    Context non_object = make(Json::array({1, 2}));
+    BOOST_CHECK(non_object.params().empty());
+    BOOST_CHECK(!non_object.has("0"));
+    // locals: null until set, then an object.
+    BOOST_CHECK(!ctx.locals().contains("user"));
+    ctx.locals()["user"] = "alice";
+    BOOST_CHECK(ctx.locals().is_object());
+    BOOST_CHECK_EQUAL(ctx.locals()["user"], "alice");
+}
+
 BOOST_AUTO_TEST_CASE(headers_are_case_insensitive) {
     Context ctx = make(Json::object(), {{"x-token", "t"}});
     BOOST_CHECK_EQUAL(ctx.header("X-Token").value(), "t");

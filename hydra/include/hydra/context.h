@@ -63,7 +63,7 @@ class Context {
         std::string method;  // HTTP verb on API; empty elsewhere
         std::string path;    // the request path, WS service name or MQC route
         std::string route;   // the registered pattern that matched
-        Json params = Json::object();
+        Json params;         // an object, or null for none (no allocation per message when there are no params)
         std::shared_ptr<const HeaderMap> headers;  // names lower-case; shared by all messages of a WS connection
         std::string body;
         bool binary = false;  // WS: the message was a binary frame
@@ -85,7 +85,7 @@ class Context {
     bool binary() const { return init_.binary; }
 
     // Params merged from query string, form body and JSON body (later wins), then path params (`/order/:id`).
-    const Json& params() const { return init_.params; }
+    const Json& params() const;
     bool has(std::string_view name) const;
     // A param as a string (numbers and booleans converted); `fallback` when absent or null.
     std::string param(std::string_view name, std::string_view fallback = {}) const;
@@ -107,7 +107,8 @@ class Context {
     Exchange& exchange() const;
     const Logger& log() const { return log_; }
 
-    // Free-form values middleware hands to handlers (e.g. the authenticated user).
+    // Free-form values middleware hands to handlers (e.g. the authenticated user). Null until something is set
+    // (`ctx.locals()["user"] = ...` makes it an object).
     Json& locals() { return locals_; }
 
   private:
@@ -115,7 +116,7 @@ class Context {
 
     Init init_;
     Logger log_;
-    Json locals_ = Json::object();
+    Json locals_;
     std::map<std::string, std::string> response_headers_;
 };
 

@@ -7,11 +7,15 @@
 
 namespace hydra {
 
-Context::Context(Init init) : init_(std::move(init)), log_(init_.request_id) {
-    if (!init_.params.is_object()) init_.params = Json::object();
+Context::Context(Init init) : init_(std::move(init)), log_(init_.request_id) {}
+
+const Json& Context::params() const {
+    static const Json empty = Json::object();
+    return init_.params.is_object() ? init_.params : empty;
 }
 
 const Json* Context::find(std::string_view name) const {
+    if (!init_.params.is_object()) return nullptr;
     auto it = init_.params.find(name);
     return it == init_.params.end() ? nullptr : &*it;
 }
@@ -102,6 +106,7 @@ void QueueRef::push_batch(std::string_view queue, std::span<const std::string> p
 }
 
 Result run_chain(const std::vector<Middleware>& chain, Context& ctx, const Handler& handler) {
+    if (chain.empty()) return handler(ctx);
     // Index-based recursion: each middleware's next() runs the rest of the chain.
     std::function<Result(std::size_t)> step = [&](std::size_t i) -> Result {
         if (i == chain.size()) return handler(ctx);

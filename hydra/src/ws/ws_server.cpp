@@ -576,7 +576,10 @@ void WsServer::Loop::dispatch(Connection& c, std::string data, bool binary) {
         return;
     }
     c.busy = true;
-    Context::Init init = server.context_for(c.path, c.uuid, c.headers, c.uuid + "." + std::to_string(++c.seq));
+    std::string request_id;  // <uuid>.<n>: one allocation
+    request_id.reserve(c.uuid.size() + 21);
+    request_id.append(c.uuid).append(".").append(std::to_string(++c.seq));
+    Context::Init init = server.context_for(c.path, c.uuid, c.headers, std::move(request_id));
     init.body = std::move(data);
     init.binary = binary;
     WsServer* srv = &server;

@@ -1,0 +1,305 @@
+// hydra-bench floor: the third peer of the WebSocket benchmarks, the least a server must do for the scenarios.
+// One thread, one epoll set, level-triggered. It speaks just enough: the upgrade handshake, frame decoding (hydra's
+// decoder: masks, UTF-8, limits), echo on /echo (one recv, the frame back with one send), and POST
+// /v1/exchange/broadcast (the notify envelope encoded once, one send per connection, then the answer). No routing,
+// no contexts, no hand-off between threads, no bounded queues beyond what a partial send leaves behind.
+//
+// What it is for: on loopback every send also pays for the receiver's TCP processing, so a scenario's figures are
+// mostly kernel time. The floor's figures say how much of a scenario any user-space server can do on this machine;
+// hydra / floor says how close hydra is to that. It is not a server to use: no timeouts, no limits on clients.
+//
+//   hydra-bench floor --ws 127.0.0.1:0 --api 127.0.0.1:0
+// prints "floor peer ready: ws://HOST:PORT http://HOST:PORT pid PID" once both listen; stops on SIGTERM/SIGINT.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstring>
+#include <iostream>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "util.h"
+#include "ws/frame.h"
+#include "ws/handshake.h"
+
+namespace {
+
+namespace ws = hydra::ws;
+
+constexpr std::size_t kMaxMessage = 1 << 20;
+constexpr std::size_t kMaxHttpRequest = 1 << 20;
+
+struct Conn {
+    enum class Kind { Ws, Api };
+    Conn(int f, Kind k) : fd(f), kind(k), decoder(kMaxMessage, ws::Role::Server) {}
+    int fd;
+    Kind kind;
+    bool upgraded = false;
+    bool echo = false;
+    std::string in;   // handshake or HTTP request bytes not consumed yet
+    std::string out;  // what a partial send left
+    ws::MessageDecoder decoder;
+};
+
+int listen_on(const std::string& address) {
+    sockaddr_in addr = bench::parse_ipv4(address, true);
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) throw std::runtime_error("socket: " + std::string(std::strerror(errno)));
+    int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(fd, 4096) != 0)
+        throw std::runtime_error("listen on " + address + ": " + std::strerror(errno));
+    return fd;
+}
+
+std::string bound_address(int fd) {
+    sockaddr_in addr{};
+    socklen_t len = sizeof addr;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+    char host[INET_ADDRSTRLEN] = {};
+    ::inet_ntop(AF_INET, &addr.sin_addr, host, sizeof host);
+    return std::string(host) + ":" + std::to_string(ntohs(addr.sin_port));
+}
+
+class Floor {
+  public:
+    Floor(const std::string& ws_address, const std::string& api_address)
+        : ws_listener_(listen_on(ws_address)), api_listener_(listen_on(api_address)) {
+        epoll_ = ::epoll_create1(EPOLL_CLOEXEC);
+        sigset_t mask;
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        ::sigprocmask(SIG_BLOCK, &mask, nullptr);
+        signals_ = ::signalfd(-1, &mask, SFD_CLOEXEC);
+        watch(ws_listener_, EPOLLIN);
+        watch(api_listener_, EPOLLIN);
+        watch(signals_, EPOLLIN);
+        std::cout << "floor peer ready: ws://" << bound_address(ws_listener_) << " http://"
+                  << bound_address(api_listener_) << " pid " << ::getpid() << std::endl;
+    }
+
+    void run() {
+        std::vector<epoll_event> events(1024);
+        for (;;) {
+            int n = ::epoll_wait(epoll_, events.data(), static_cast<int>(events.size()), -1);
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0) throw std::runtime_error("epoll_wait: " + std::string(std::strerror(errno)));
+            for (int i = 0; i < n; ++i) {
+                int fd = events[static_cast<std::size_t>(i)].data.fd;
+                std::uint32_t ev = events[static_cast<std::size_t>(i)].events;
+                if (fd == signals_) return;
+                if (fd == ws_listener_ || fd == api_listener_) {
+                    accept_all(fd, fd == ws_listener_ ? Conn::Kind::Ws : Conn::Kind::Api);
+                    continue;
+                }
+                Conn* c = conn(fd);
+                if (!c) continue;
+                if ((ev & EPOLLOUT) && !flush(*c)) continue;
+                if (ev & (EPOLLIN | EPOLLHUP | EPOLLERR)) on_readable(*c);
+            }
+        }
+    }
+
+  private:
+    void watch(int fd, std::uint32_t events, int op = EPOLL_CTL_ADD) {
+        epoll_event ev{};
+        ev.events = events;
+        ev.data.fd = fd;
+        ::epoll_ctl(epoll_, op, fd, &ev);
+    }
+
+    Conn* conn(int fd) {
+        return static_cast<std::size_t>(fd) < conns_.size() ? conns_[static_cast<std::size_t>(fd)].get() : nullptr;
+    }
+
+    void accept_all(int listener, Conn::Kind kind) {
+        for (;;) {
+            int fd = ::accept4(listener, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            if (fd < 0) return;
+            int one = 1;
+            ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+            if (conns_.size() <= static_cast<std::size_t>(fd)) conns_.resize(static_cast<std::size_t>(fd) + 1);
+            conns_[static_cast<std::size_t>(fd)] = std::make_unique<Conn>(fd, kind);
+            watch(fd, EPOLLIN);
+        }
+    }
+
+    void close_conn(Conn& c) {
+        int fd = c.fd;
+        ::close(fd);  // also leaves the epoll set
+        conns_[static_cast<std::size_t>(fd)].reset();
+    }
+
+    // Sends `bytes` after whatever is pending; keeps the rest and asks for EPOLLOUT. False when it closed `c`.
+    bool send(Conn& c, std::string_view bytes) {
+        if (!c.out.empty()) {
+            c.out.append(bytes);
+            return true;
+        }
+        ssize_t n = ::send(c.fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+        if (n < 0 && errno != EAGAIN) {
+            close_conn(c);
+            return false;
+        }
+        std::size_t sent = n < 0 ? 0 : static_cast<std::size_t>(n);
+        if (sent < bytes.size()) {
+            c.out.assign(bytes.substr(sent));
+            watch(c.fd, EPOLLIN | EPOLLOUT, EPOLL_CTL_MOD);
+        }
+        return true;
+    }
+
+    bool flush(Conn& c) {
+        std::string rest;
+        rest.swap(c.out);
+        watch(c.fd, EPOLLIN, EPOLL_CTL_MOD);
+        return send(c, rest);
+    }
+
+    void on_readable(Conn& c) {
+        char buf[65536];
+        ssize_t n = ::recv(c.fd, buf, sizeof buf, 0);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) return close_conn(c);
+        if (n < 0) return;
+        std::string_view bytes(buf, static_cast<std::size_t>(n));
+        if (c.kind == Conn::Kind::Api) return on_http(c, bytes);
+        if (!c.upgraded) return on_handshake(c, bytes);
+        on_frames(c, bytes);
+    }
+
+    void on_handshake(Conn& c, std::string_view bytes) {
+        c.in.append(bytes);
+        ws::UpgradeParse parse = ws::parse_upgrade_request(c.in);
+        if (parse.status == ws::ParseStatus::NeedMore) return;
+        if (parse.status != ws::ParseStatus::Ok) {
+            send(c, ws::http_error_response(parse.http_status, parse.reason, parse.response_headers));
+            return close_conn(c);
+        }
+        c.upgraded = true;
+        c.echo = parse.request.path == "/echo";
+        std::string rest = c.in.substr(parse.consumed);
+        c.in = std::string();
+        if (!send(c, ws::handshake_response(ws::accept_key(parse.request.key)))) return;
+        if (!rest.empty()) on_frames(c, rest);
+    }
+
+    void on_frames(Conn& c, std::string_view bytes) {
+        std::string reply;
+        bool close = false;
+        c.decoder.feed(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size(), [&](const ws::Event& e) {
+            switch (e.type) {
+                case ws::Event::Type::Text:
+                case ws::Event::Type::Binary:
+                    if (c.echo) {
+                        std::uint8_t header[ws::kMaxFrameHeader];
+                        auto op = e.type == ws::Event::Type::Text ? ws::Opcode::Text : ws::Opcode::Binary;
+                        reply.append(reinterpret_cast<const char*>(header),
+                                     ws::encode_frame_header(header, op, e.data.size()));
+                        reply.append(e.data);
+                    }
+                    break;
+                case ws::Event::Type::Ping:
+                    reply += ws::encode_pong(e.data);
+                    break;
+                case ws::Event::Type::Pong:
+                    break;
+                case ws::Event::Type::Close:
+                    reply += ws::encode_close(ws::close_code::normal);
+                    close = true;
+                    break;
+                case ws::Event::Type::Error:
+                    reply += ws::encode_close(e.code);
+                    close = true;
+                    break;
+            }
+        });
+        if (!reply.empty() && !send(c, reply)) return;
+        if (close) close_conn(c);
+    }
+
+    // One request at a time per connection (the benchmark's poster waits for each answer).
+    void on_http(Conn& c, std::string_view bytes) {
+        c.in.append(bytes);
+        std::size_t end = c.in.find("\r\n\r\n");
+        if (end == std::string::npos) {
+            if (c.in.size() > kMaxHttpRequest) close_conn(c);
+            return;
+        }
+        std::string_view head(c.in.data(), end);
+        std::size_t length = 0;
+        for (std::string_view name : {"\r\nContent-Length:", "\r\ncontent-length:"}) {
+            std::size_t at = head.find(name);
+            if (at != std::string_view::npos) length = std::stoul(std::string(head.substr(at + name.size(), 20)));
+        }
+        if (c.in.size() < end + 4 + length) return;
+        std::string body = c.in.substr(end + 4, length);
+        bool broadcast = head.rfind("POST /v1/exchange/broadcast ", 0) == 0;
+        c.in.erase(0, end + 4 + length);
+
+        int status = 200;
+        std::string answer;
+        if (!broadcast) {
+            status = 404;
+            answer = R"({"code":404,"msg":"no route"})";
+        } else {
+            nlohmann::json request = nlohmann::json::parse(body, nullptr, false);
+            if (request.is_discarded() || !request.contains("data")) {
+                status = 400;
+                answer = R"({"code":400,"msg":"bad body"})";
+            } else {
+                std::string frame =
+                    ws::encode_text(R"({"service":"notify","code":200,"data":)" + request["data"].dump() + "}");
+                std::size_t reached = 0;
+                for (auto& other : conns_)
+                    if (other && other->kind == Conn::Kind::Ws && other->upgraded && send(*other, frame)) ++reached;
+                answer = R"({"code":0,"msg":"success","connections":)" + std::to_string(reached) + "}";
+            }
+        }
+        send(c, "HTTP/1.1 " + std::to_string(status) + (status == 200 ? " OK" : " Error") +
+                    "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(answer.size()) +
+                    "\r\n\r\n" + answer);
+    }
+
+    int ws_listener_;
+    int api_listener_;
+    int epoll_ = -1;
+    int signals_ = -1;
+    std::vector<std::unique_ptr<Conn>> conns_;  // by fd
+};
+
+}  // namespace
+
+int run_floor_server(const std::vector<std::string>& args) {
+    std::string ws_address = "127.0.0.1:0";
+    std::string api_address = "127.0.0.1:0";
+    for (std::size_t i = 0; i < args.size(); ++i) {
+        if (i + 1 < args.size() && args[i] == "--ws")
+            ws_address = args[++i];
+        else if (i + 1 < args.size() && args[i] == "--api")
+            api_address = args[++i];
+        else {
+            std::cerr << "usage: hydra-bench floor [--ws HOST:PORT] [--api HOST:PORT]\n";
+            return 2;
+        }
+    }
+    try {
+        bench::raise_nofile_limit();
+        Floor floor(ws_address, api_address);
+        floor.run();
+    } catch (const std::exception& e) {
+        std::cerr << "hydra-bench floor: " << e.what() << "\n";
+        return 1;
+    }
+    return 0;
+}
