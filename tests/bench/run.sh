@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
-# Benchmarks hydra against the node `ws` peer (tests/bench/node_peer.js) on this machine, in one run:
-#   tests/bench/run.sh                 # full run (~3-4 minutes on 2 cores)
-#   BENCH_QUICK=1 tests/bench/run.sh   # scaled down (~1 minute)
-# For each scenario it starts hydra, runs hydra-bench against it, stops it, then does the same with the node peer.
+# Benchmarks hydra against the node `ws` peer (tests/bench/node_peer.js) and the floor peer (`hydra-bench floor`:
+# the least a server must do for these scenarios) on this machine, in one run:
+#   tests/bench/run.sh                 # full run (~25 minutes on 2 cores)
+#   BENCH_QUICK=1 tests/bench/run.sh   # scaled down (~3 minutes)
+# For each scenario it starts a server, runs hydra-bench against it, stops it, then the same with the next server.
 # The server is pinned to BENCH_SERVER_CPU (0) and the load generator to BENCH_CLIENT_CPU (1) with taskset; hydra
-# runs with ws.io_threads=1 so both servers have one core. Prints a table and writes build/bench/results.json
+# runs with ws.io_threads=1 so every server has one core. Prints a table and writes build/bench/results.json
 # (raw per-run JSON and server logs in build/bench/results/).
 #
 # With REPEAT > 1 (BENCH_REPEAT, default 3, 1 with BENCH_QUICK) the table shows the median of the runs.
 # The scenarios send and send_cluster (the push path: POST /msg/send -> queue -> MQC -> WebSocket, against nginx +
 # Nchan) are run by tests/bench/send.sh after the others; see its header for their knobs.
 #
-# Knobs (env): BENCH_SCENARIOS="idle echo broadcast broadcast_closed slow send send_cluster", BENCH_IDLE_CONNS,
-# BENCH_ECHO_CONNS, BENCH_ECHO_DURATION, BENCH_ECHO_WINDOW, BENCH_BCAST_CONNS, BENCH_BCAST_COUNT,
-# BENCH_BCAST_INTERVAL_MS, BENCH_SLOW_CONNS, BENCH_SLOW_FILL_MB, BENCH_SERVER_CPU, BENCH_CLIENT_CPU, BENCH_SKIP_BUILD=1, BENCH_BUILD_DIR,
+# Knobs (env): BENCH_SCENARIOS="idle echo broadcast broadcast_closed slow send send_cluster",
+# BENCH_SERVERS="hydra node floor", BENCH_IDLE_CONNS, BENCH_ECHO_CONNS, BENCH_ECHO_DURATION, BENCH_ECHO_WINDOW,
+# BENCH_BCAST_CONNS, BENCH_BCAST_COUNT, BENCH_BCAST_INTERVAL_MS, BENCH_SLOW_CONNS, BENCH_SLOW_FILL_MB,
+# BENCH_SERVER_CPU, BENCH_CLIENT_CPU, BENCH_SKIP_BUILD=1, BENCH_BUILD_DIR,
 # BENCH_QUIET_WAIT (seconds to wait for other processes to go idle before each run; default 300).
 set -euo pipefail
 
