@@ -232,6 +232,8 @@ const metrics = {
     ['delivery p99 with / mean(before, after)', 'delivery_p99_ratio', '', 'lower'],
     ['  noise: |before - after| / mean', 'baseline_delivery_p99_spread', '', ''],
     ['completion p99 with / mean(before, after)', 'completion_p99_ratio', '', 'lower'],
+    ['median broadcast\'s completion, with / mean(before, after)', 'completion_p50_ratio', '', 'lower'],
+    ['  noise: |before - after| / mean', 'baseline_completion_p50_spread', '', ''],
     ['server RssAnon growth (peak)', 'server.growth_peak_kb.rss_anon_kb', 'KB', 'lower'],
     ['slow client disconnected', 'slow_client.disconnected', '', ''],
     ['missing deliveries (others)', 'with_slow_client.missing', '', 'lower'],
