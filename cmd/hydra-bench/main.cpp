@@ -9,22 +9,27 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <csignal>
 #include <cstring>
 #include <ctime>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iostream>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <type_traits>
 #include <vector>
+
+#include <hydra/ws_client.h>
 
 #include "pool.h"
 #include "send_bench.h"
@@ -47,6 +52,8 @@ scenarios:
              that never reads (and first sends echo requests, see --slow-fill-mb)
   send       N clients with their own ids; M keep-alive HTTP connections post messages, message k to client k % N,
              at --rate msg/s (0: as fast as they can): deliveries/s, latency from when each message was due, missing
+  churn      K connect/disconnect cycles (upgrade, one echo, then a close handshake or, every other time, a
+             dropped socket), C at a time: cycles/s, and the server's RssAnon and open files along the way
   queue      queue backends in-process, no server: hydra-bench queue --backend sqlite|kafka ... (queue_bench.cpp)
   floor      not a load: runs the floor peer, the least a server must do for these scenarios (floor_server.cpp):
              hydra-bench floor --ws 127.0.0.1:0 --api 127.0.0.1:0
@@ -70,6 +77,7 @@ options:
   slow:      the broadcast options, plus --slow-rcvbuf BYTES (default 1024), --slow-fill-mb MB (default 8: echo
              requests the slow client sends first so the server has more than its send queue cap to hold for it),
              --slow-wait S (default 5: how long after the run to wait for the server to drop the slow client)
+  churn:     --cycles K (default 100000), --concurrency C (default 16 blocking clients)
   send:      --rate R msg/s (default 10000; 0 = closed loop), --warmup S, --duration S (sent at the rate, measured),
              --publishers M (default 16) keep-alive HTTP connections with --pipeline P (default 1) requests in flight
              each, --post-path TEMPLATE (default /msg/send), --body TEMPLATE (default {"uuid":"{id}","msg":"ts={ts}
@@ -110,6 +118,8 @@ struct Options {
     double slow_fill_mb = 8;
     double slow_wait_s = 5;
     bool detail = false;
+    int cycles = 100000;
+    int concurrency = 16;
     double rate = 10000;
     int publishers = 16;
     int pipeline = 1;
@@ -133,7 +143,7 @@ Options parse_args(int argc, char** argv) {
         std::exit(0);
     }
     if (o.scenario != "idle" && o.scenario != "echo" && o.scenario != "broadcast" && o.scenario != "slow" &&
-        o.scenario != "send")
+        o.scenario != "send" && o.scenario != "churn")
         throw std::invalid_argument("unknown scenario " + o.scenario);
     using Setter = std::function<void(const std::string&)>;
     auto text = [](std::string& field) -> Setter { return [&field](const std::string& v) { field = v; }; };
@@ -171,6 +181,8 @@ Options parse_args(int argc, char** argv) {
         {"--slow-fill-mb", real(o.slow_fill_mb)},
         {"--slow-wait", real(o.slow_wait_s)},
         {"--detail", flag(o.detail)},
+        {"--cycles", integer(o.cycles)},
+        {"--concurrency", integer(o.concurrency)},
         {"--rate", real(o.rate)},
         {"--publishers", integer(o.publishers)},
         {"--pipeline", integer(o.pipeline)},
@@ -202,6 +214,8 @@ Options parse_args(int argc, char** argv) {
     if (o.window < 1) throw std::invalid_argument("--window must be >= 1");
     if (o.message_bytes < 16 || o.message_bytes > 4096) throw std::invalid_argument("--message-bytes: 16..4096");
     if (o.broadcasts < 1) throw std::invalid_argument("--broadcasts must be >= 1");
+    if (o.cycles < 10) throw std::invalid_argument("--cycles must be >= 10");
+    if (o.concurrency < 1) throw std::invalid_argument("--concurrency must be >= 1");
     if (o.warmup_broadcasts < 0) throw std::invalid_argument("--warmup-broadcasts must be >= 0");
     if (o.mode != "paced" && o.mode != "closed") throw std::invalid_argument("--mode is paced or closed");
     if (o.rate < 0) throw std::invalid_argument("--rate must be >= 0");
@@ -512,6 +526,103 @@ BroadcastRun run_broadcasts(bench::Pool& pool, bench::HttpClient& http, const Op
     return run;
 }
 
+// ---- churn ----
+
+// Open files of a process (entries of /proc/PID/fd); -1 when it is gone.
+long open_files(pid_t pid) {
+    std::error_code ec;
+    long n = 0;
+    for (auto it = std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec);
+         !ec && it != std::filesystem::directory_iterator(); it.increment(ec))
+        ++n;
+    return ec ? -1 : n;
+}
+
+// K connect/disconnect cycles, C blocking clients at a time. The server's RssAnon and open files are read before,
+// after every tenth of the cycles, and 2 s after the last: a server that keeps anything per closed connection
+// (a map entry, a timer, a buffer, a socket) grows linearly; one that cleans up stays flat after the first tenth
+// (allocator warm-up).
+OJson run_churn(const Options& o) {
+    const sockaddr_in ws = bench::parse_ipv4(o.ws);
+    const std::string host = "127.0.0.1";
+    const int port = ntohs(ws.sin_port);
+    const int tenth = std::max(1, o.cycles / 10);
+    std::atomic<int> next{0};
+    std::atomic<int> done{0};
+    std::atomic<long> failed{0};
+    std::atomic<long> bad_echoes{0};
+    std::mutex mu;
+    std::string first_error;
+    auto worker = [&](int t) {
+        for (int i = next++; i < o.cycles; i = next++) {
+            try {
+                hydra::WsClient c = hydra::WsClient::connect(
+                    host, port, o.path, {{"X-Request-Id", "churn-" + std::to_string(t) + "-" + std::to_string(i)}});
+                c.send_text("churn");
+                hydra::WsMessage m = c.receive(std::chrono::seconds(5));
+                if (m.type != hydra::WsMessage::Type::text || m.data != "churn") ++bad_echoes;
+                if (i % 2 == 0) c.close();  // else: the destructor drops the socket, as a crashed client would
+            } catch (const std::exception& e) {
+                if (failed++ == 0) {
+                    std::lock_guard lock(mu);
+                    first_error = e.what();
+                }
+            }
+            ++done;
+        }
+    };
+    OJson samples = OJson::array();
+    auto sample = [&](int cycles_done) {
+        OJson row{{"cycles", cycles_done}};
+        if (o.server_pid) {
+            auto rss = bench::read_rss(o.server_pid);
+            row["rss_anon_kb"] = rss ? OJson(rss->rss_anon_kb) : OJson(nullptr);
+            row["open_files"] = open_files(o.server_pid);
+        }
+        samples.push_back(row);
+        return row;
+    };
+    OJson before = sample(0);
+    bench::CpuMeter cpu(o.server_pid);
+    const std::int64_t start = bench::now_ns();
+    std::vector<std::thread> threads;
+    for (int t = 0; t < o.concurrency; ++t) threads.emplace_back(worker, t);
+    for (int k = 1; k < 10; ++k) {
+        while (done.load() < k * tenth) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        sample(done.load());
+    }
+    for (auto& th : threads) th.join();
+    const double seconds = static_cast<double>(bench::now_ns() - start) / 1e9;
+    OJson cpu_json = cpu.to_json();
+    std::this_thread::sleep_for(std::chrono::seconds(2));  // closes in flight on the server finish
+    OJson end = sample(o.cycles);
+
+    OJson result{{"cycles", o.cycles},
+                 {"concurrency", o.concurrency},
+                 {"failed", failed.load()},
+                 {"bad_echoes", bad_echoes.load()},
+                 {"seconds", round_to(seconds, 3)},
+                 {"cycles_per_s", round_to(o.cycles / seconds, 1)},
+                 {"cpu", cpu_json},
+                 {"samples", samples}};
+    if (!first_error.empty()) result["first_error"] = first_error;
+    if (o.server_pid && end["rss_anon_kb"].is_number() && samples.size() > 1 && samples[1]["rss_anon_kb"].is_number()) {
+        // From the first tenth (allocator and tables warmed up) to the end.
+        const OJson& warm = samples[1];
+        const double cycles_after = o.cycles - warm["cycles"].get<double>();
+        const double growth_kb = end["rss_anon_kb"].get<double>() - warm["rss_anon_kb"].get<double>();
+        result["server"] = OJson{
+            {"rss_anon_growth_kb_after_first_tenth", growth_kb},
+            {"rss_anon_bytes_per_cycle_after_first_tenth", round_to(growth_kb * 1024 / cycles_after, 3)},
+            {"open_files_before", before["open_files"]},
+            {"open_files_end", end["open_files"]},
+        };
+    }
+    log("churn: " + std::to_string(o.cycles) + " cycles in " + std::to_string(seconds) + " s, " +
+        std::to_string(failed.load()) + " failed");
+    return result;
+}
+
 bench::PoolConfig broadcast_pool_config(const Options& o, int phases) {
     bench::PoolConfig c = pool_config(o, bench::Mode::Broadcast);
     c.broadcast_group_size = o.warmup_broadcasts + o.broadcasts;
@@ -806,6 +917,8 @@ int main(int argc, char** argv) {
             body = run_broadcast(o);
         else if (o.scenario == "send")
             body = run_send(o);
+        else if (o.scenario == "churn")
+            body = run_churn(o);
         else
             body = run_slow(o);
         for (auto& [k, v] : body.items()) result[k] = v;

@@ -12,7 +12,7 @@
 # The scenarios send and send_cluster (the push path: POST /msg/send -> queue -> MQC -> WebSocket, against nginx +
 # Nchan) are run by tests/bench/send.sh after the others; see its header for their knobs.
 #
-# Knobs (env): BENCH_SCENARIOS="idle echo broadcast broadcast_closed slow send send_cluster",
+# Knobs (env): BENCH_SCENARIOS="idle churn echo broadcast broadcast_closed slow send send_cluster", BENCH_CHURN_CYCLES,
 # BENCH_SERVERS="hydra node floor", BENCH_IDLE_CONNS, BENCH_ECHO_CONNS, BENCH_ECHO_DURATION, BENCH_ECHO_WINDOW,
 # BENCH_BCAST_CONNS, BENCH_BCAST_COUNT, BENCH_BCAST_INTERVAL_MS, BENCH_SLOW_CONNS, BENCH_SLOW_FILL_MB,
 # BENCH_SERVER_CPU, BENCH_CLIENT_CPU, BENCH_SKIP_BUILD=1, BENCH_BUILD_DIR,
@@ -26,10 +26,11 @@ RUN_DIR=$BUILD/run  # hydra's working directory (its dev queue database lands he
 NODE_DIR=$BUILD/node
 
 if [[ ${BENCH_QUICK:-0} == 1 ]]; then
-    d_idle=5000 d_echo=1000 d_echo_s=5 d_bcast=2000 d_count=100 d_slow=2000 d_repeat=1
+    d_idle=5000 d_echo=1000 d_echo_s=5 d_bcast=2000 d_count=100 d_slow=2000 d_repeat=1 d_churn=20000
 else
-    d_idle=19000 d_echo=5000 d_echo_s=20 d_bcast=10000 d_count=200 d_slow=10000 d_repeat=3
+    d_idle=19000 d_echo=5000 d_echo_s=20 d_bcast=10000 d_count=200 d_slow=10000 d_repeat=3 d_churn=100000
 fi
+CHURN_CYCLES=${BENCH_CHURN_CYCLES:-$d_churn}
 REPEAT=${BENCH_REPEAT:-$d_repeat}
 IDLE_CONNS=${BENCH_IDLE_CONNS:-$d_idle}
 ECHO_CONNS=${BENCH_ECHO_CONNS:-$d_echo}
@@ -42,7 +43,7 @@ SLOW_CONNS=${BENCH_SLOW_CONNS:-$d_slow}
 SLOW_FILL_MB=${BENCH_SLOW_FILL_MB:-8}
 SERVER_CPU=${BENCH_SERVER_CPU:-0}
 CLIENT_CPU=${BENCH_CLIENT_CPU:-1}
-SCENARIOS=${BENCH_SCENARIOS:-idle echo broadcast broadcast_closed slow send send_cluster}
+SCENARIOS=${BENCH_SCENARIOS:-idle churn echo broadcast broadcast_closed slow send send_cluster}
 # hydra, the node `ws` peer, and the floor peer (`hydra-bench floor`: the least a server must do, one send per
 # delivery and nothing else; what any server could reach on this machine).
 SERVERS=${BENCH_SERVERS:-hydra node floor}
@@ -128,6 +129,7 @@ run_bench() {
 scenario_args() {
     case $1 in
         idle) echo "idle --connections $IDLE_CONNS --settle 2" ;;
+        churn) echo "churn --cycles $CHURN_CYCLES --concurrency 16" ;;
         echo) echo "echo --connections $ECHO_CONNS --duration $ECHO_DURATION --warmup 2 --window $ECHO_WINDOW" ;;
         broadcast)
             echo "broadcast --connections $BCAST_CONNS --broadcasts $BCAST_COUNT --mode paced" \
@@ -174,7 +176,7 @@ fi
 REVISION=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [[ -n $(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null) ]]; then REVISION+="+local changes"; fi
 export BENCH_REVISION=$REVISION BENCH_PARAMS="idle=$IDLE_CONNS echo=${ECHO_CONNS}x${ECHO_DURATION}s/w$ECHO_WINDOW \
-broadcast=${BCAST_CONNS}x$BCAST_COUNT@${BCAST_INTERVAL_MS}ms slow=${SLOW_CONNS} fill=${SLOW_FILL_MB}MB"
+broadcast=${BCAST_CONNS}x$BCAST_COUNT@${BCAST_INTERVAL_MS}ms slow=${SLOW_CONNS} fill=${SLOW_FILL_MB}MB churn=$CHURN_CYCLES"
 node - "$OUT" "$BUILD/results.json" "$SCENARIOS" "$REPEAT" "$SERVER_CPU" "$CLIENT_CPU" "$NODE_DIR" "$SERVERS" <<'EOF'
 const fs = require('fs');
 const os = require('os');
@@ -199,6 +201,14 @@ const metrics = {
     ['connect rate', 'connect.rate_per_s', 'conn/s', 'higher'],
     ['server RSS per idle conn (RssAnon)', 'server.bytes_per_conn_rss_anon', 'B', 'lower'],
     ['server RSS per idle conn (VmRSS)', 'server.bytes_per_conn_vm_rss', 'B', 'lower'],
+  ],
+  churn: [
+    ['connect/disconnect cycles/s', 'cycles_per_s', '/s', 'higher'],
+    ['failed cycles', 'failed', '', 'lower'],
+    ['server RssAnon growth after the first tenth', 'server.rss_anon_growth_kb_after_first_tenth', 'KB', 'lower'],
+    ['  per cycle', 'server.rss_anon_bytes_per_cycle_after_first_tenth', 'B', 'lower'],
+    ['server open files before', 'server.open_files_before', '', ''],
+    ['server open files 2 s after the last cycle', 'server.open_files_end', '', 'lower'],
   ],
   echo: [
     ['round trips/s', 'msgs_per_s', 'msg/s', 'higher'],
