@@ -15,10 +15,21 @@ Frame text_frame(std::string_view text) {
 }
 }  // namespace
 
-Frame WsExchange::notify_frame(const Json& data) {
-    Json envelope = {{"service", "notify"}, {"code", 200}, {"data", data}};
-    return text_frame(envelope.dump(-1, ' ', false, Json::error_handler_t::replace));
+std::string envelope(std::string_view service, int code, std::string_view field, const Json& value) {
+    auto dump = [](const Json& j) { return j.dump(-1, ' ', false, Json::error_handler_t::replace); };
+    std::string out = "{\"service\":";
+    out += dump(Json(service));
+    out += ",\"code\":";
+    out += std::to_string(code);
+    out += ",\"";
+    out += field;
+    out += "\":";
+    out += dump(value);
+    out += '}';
+    return out;
 }
+
+Frame WsExchange::notify_frame(const Json& data) { return text_frame(envelope("notify", 200, "data", data)); }
 
 bool WsExchange::add(const std::string& uuid, std::uint64_t conn_id) {
     {

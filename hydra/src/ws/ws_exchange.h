@@ -7,6 +7,7 @@
 #include <memory>
 #include <shared_mutex>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
@@ -16,6 +17,10 @@
 namespace hydra::ws {
 
 using Frame = std::shared_ptr<const std::string>;  // an encoded frame, shared by every recipient
+
+// hydra's envelope, in the protocol's field order: {"service":<service>,"code":<code>,"<field>":<value>}, field
+// "data" for results and pushes, "err" for errors. Invalid UTF-8 in strings is replaced, never thrown.
+std::string envelope(std::string_view service, int code, std::string_view field, const Json& value);
 
 // What the exchange needs from the server: hand frames to the loops that own the connections.
 class Delivery {

@@ -49,13 +49,6 @@ std::string dump(const Json& j) { return j.dump(-1, ' ', false, Json::error_hand
 
 Frame make_frame(std::string bytes) { return std::make_shared<const std::string>(std::move(bytes)); }
 
-// {"service":...,"code":...,"data"|"err":...}: hydra's reply envelope on the service path.
-std::string service_reply(const std::string& service, int code, const char* field, Json value) {
-    Json j = {{"service", service}, {"code", code}};
-    j[field] = std::move(value);
-    return dump(j);
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -517,15 +510,15 @@ static std::optional<Reply> handle_message(const WsRoutes& routes, const WsEndpo
         } catch (const Json::parse_error& e) {
             std::string what = e.what();
             if (auto pos = what.find("] "); pos != std::string::npos) what = what.substr(pos + 2);
-            return service_reply("init", 406, "err", "invalid JSON: " + what);
+            return envelope("init", 406, "err", "invalid JSON: " + what);
         }
         auto svc = doc.is_object() ? doc.find("service") : doc.end();
         if (!doc.is_object() || svc == doc.end() || !svc->is_string())
-            return service_reply("init", 406, "err", "a message is a JSON object with a \"service\" field");
+            return envelope("init", 406, "err", "a message is a JSON object with a \"service\" field");
         service = svc->get<std::string>();
         doc.erase(svc);
         auto h = routes.services.find(service);
-        if (h == routes.services.end()) return service_reply(service, 404, "err", "service not found: " + service);
+        if (h == routes.services.end()) return envelope(service, 404, "err", "service not found: " + service);
         handler = h->second;
         init.path = service;
         init.route = service;
@@ -550,16 +543,14 @@ static std::optional<Reply> handle_message(const WsRoutes& routes, const WsEndpo
         case Result::Kind::empty:
             return std::nullopt;
         case Result::Kind::error:
-            if (endpoint == nullptr) return service_reply(service, result.error_code(), "err", result.text());
+            if (endpoint == nullptr) return envelope(service, result.error_code(), "err", result.text());
             return dump(Json{{"code", result.error_code()}, {"msg", result.text()}});
         case Result::Kind::json:
-            if (endpoint == nullptr)
-                return service_reply(service, result.status().value_or(200), "data", result.value());
+            if (endpoint == nullptr) return envelope(service, result.status().value_or(200), "data", result.value());
             return dump(result.value());
         case Result::Kind::text:
         case Result::Kind::binary:
-            if (endpoint == nullptr)
-                return service_reply(service, result.status().value_or(200), "data", result.text());
+            if (endpoint == nullptr) return envelope(service, result.status().value_or(200), "data", result.text());
             if (result.kind() == Result::Kind::binary) return Reply{result.text(), true};
             return result.text();
     }
