@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <charconv>
 #include <csignal>
 #include <cstring>
 #include <iostream>
@@ -26,15 +27,19 @@
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
+#include <hydra/json.h>
 
+#include "common/http.h"
 #include "util.h"
 #include "ws/frame.h"
 #include "ws/handshake.h"
+#include "ws/ws_exchange.h"
 
 namespace {
 
+namespace http = hydra::http;
 namespace ws = hydra::ws;
+using hydra::Json;
 
 constexpr std::size_t kMaxMessage = 1 << 20;
 constexpr std::size_t kMaxHttpRequest = 1 << 20;
@@ -231,42 +236,33 @@ class Floor {
     // One request at a time per connection (the benchmark's poster waits for each answer).
     void on_http(Conn& c, std::string_view bytes) {
         c.in.append(bytes);
-        std::size_t end = c.in.find("\r\n\r\n");
-        if (end == std::string::npos) {
-            if (c.in.size() > kMaxHttpRequest) close_conn(c);
-            return;
-        }
-        std::string_view head(c.in.data(), end);
+        http::Head head = http::parse_head(c.in, kMaxHttpRequest);
+        if (head.status == http::ParseStatus::NeedMore) return;
+        if (head.status != http::ParseStatus::Ok) return close_conn(c);
         std::size_t length = 0;
-        for (std::string_view name : {"\r\nContent-Length:", "\r\ncontent-length:"}) {
-            std::size_t at = head.find(name);
-            if (at != std::string_view::npos) length = std::stoul(std::string(head.substr(at + name.size(), 20)));
-        }
-        if (c.in.size() < end + 4 + length) return;
-        std::string body = c.in.substr(end + 4, length);
-        bool broadcast = head.rfind("POST /v1/exchange/broadcast ", 0) == 0;
-        c.in.erase(0, end + 4 + length);
+        if (auto value = http::find_header(head.headers, "Content-Length"))
+            std::from_chars(value->data(), value->data() + value->size(), length);
+        if (c.in.size() < head.consumed + length) return;
+        const bool broadcast = head.start_line.rfind("POST /v1/exchange/broadcast ", 0) == 0;
+        Json request = broadcast ? Json::parse(c.in.substr(head.consumed, length), nullptr, false) : Json();
+        c.in.erase(0, head.consumed + length);
 
         int status = 200;
         std::string answer;
         if (!broadcast) {
             status = 404;
             answer = R"({"code":404,"msg":"no route"})";
+        } else if (request.is_discarded() || !request.contains("data")) {
+            status = 400;
+            answer = R"({"code":400,"msg":"bad body"})";
         } else {
-            nlohmann::json request = nlohmann::json::parse(body, nullptr, false);
-            if (request.is_discarded() || !request.contains("data")) {
-                status = 400;
-                answer = R"({"code":400,"msg":"bad body"})";
-            } else {
-                std::string frame =
-                    ws::encode_text(R"({"service":"notify","code":200,"data":)" + request["data"].dump() + "}");
-                std::size_t reached = 0;
-                for (auto& other : conns_)
-                    if (other && other->kind == Conn::Kind::Ws && other->upgraded && send(*other, frame)) ++reached;
-                answer = R"({"code":0,"msg":"success","connections":)" + std::to_string(reached) + "}";
-            }
+            std::string frame = ws::encode_text(ws::envelope("notify", 200, "data", request["data"]));
+            std::size_t reached = 0;
+            for (auto& other : conns_)
+                if (other && other->kind == Conn::Kind::Ws && other->upgraded && send(*other, frame)) ++reached;
+            answer = R"({"code":0,"msg":"success","connections":)" + std::to_string(reached) + "}";
         }
-        send(c, "HTTP/1.1 " + std::to_string(status) + (status == 200 ? " OK" : " Error") +
+        send(c, "HTTP/1.1 " + std::to_string(status) + " " + std::string(http::http_status_text(status)) +
                     "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(answer.size()) +
                     "\r\n\r\n" + answer);
     }

@@ -16,7 +16,6 @@
 #include <csignal>
 #include <cstring>
 #include <ctime>
-#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iostream>
@@ -528,24 +527,13 @@ BroadcastRun run_broadcasts(bench::Pool& pool, bench::HttpClient& http, const Op
 
 // ---- churn ----
 
-// Open files of a process (entries of /proc/PID/fd); -1 when it is gone.
-long open_files(pid_t pid) {
-    std::error_code ec;
-    long n = 0;
-    for (auto it = std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec);
-         !ec && it != std::filesystem::directory_iterator(); it.increment(ec))
-        ++n;
-    return ec ? -1 : n;
-}
-
 // K connect/disconnect cycles, C blocking clients at a time. The server's RssAnon and open files are read before,
 // after every tenth of the cycles, and 2 s after the last: a server that keeps anything per closed connection
 // (a map entry, a timer, a buffer, a socket) grows linearly; one that cleans up stays flat after the first tenth
 // (allocator warm-up).
 OJson run_churn(const Options& o) {
-    const sockaddr_in ws = bench::parse_ipv4(o.ws);
-    const std::string host = "127.0.0.1";
-    const int port = ntohs(ws.sin_port);
+    const int port = ntohs(bench::parse_ipv4(o.ws).sin_port);
+    const std::string host = o.ws.substr(0, o.ws.rfind(':'));
     const int tenth = std::max(1, o.cycles / 10);
     std::atomic<int> next{0};
     std::atomic<int> done{0};
@@ -577,7 +565,7 @@ OJson run_churn(const Options& o) {
         if (o.server_pid) {
             auto rss = bench::read_rss(o.server_pid);
             row["rss_anon_kb"] = rss ? OJson(rss->rss_anon_kb) : OJson(nullptr);
-            row["open_files"] = open_files(o.server_pid);
+            row["open_files"] = bench::open_files(o.server_pid);
         }
         samples.push_back(row);
         return row;

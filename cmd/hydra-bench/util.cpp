@@ -259,6 +259,15 @@ sockaddr_in parse_ipv4(const std::string& host_port, bool allow_port_0) {
     return a;
 }
 
+long open_files(pid_t pid) {
+    std::error_code ec;
+    long n = 0;
+    for (auto it = std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec);
+         !ec && it != std::filesystem::directory_iterator(); it.increment(ec))
+        ++n;
+    return ec ? -1 : n;
+}
+
 long raise_nofile_limit() {
     rlimit rl{};
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return -1;

@@ -119,6 +119,9 @@ class RssSampler {
 // listen on). Throws std::invalid_argument.
 sockaddr_in parse_ipv4(const std::string& host_port, bool allow_port_0 = false);
 
+// Open files of a process (entries of /proc/PID/fd); -1 when it is gone.
+long open_files(pid_t pid);
+
 // Raises RLIMIT_NOFILE's soft limit to the hard limit; returns the new soft limit.
 long raise_nofile_limit();
 

@@ -24,8 +24,7 @@ http::Response with_body(int status, const char* content_type, std::string body)
 }
 
 http::Response error_reply(int code, const std::string& msg) {
-    return with_body(http_status_for(code), "application/json",
-                     Json{{"code", code}, {"msg", msg}}.dump(-1, ' ', false, Json::error_handler_t::replace));
+    return with_body(http_status_for(code), "application/json", dump(Json{{"code", code}, {"msg", msg}}));
 }
 
 http::Response reply_from(const Result& result) {
@@ -34,7 +33,7 @@ http::Response reply_from(const Result& result) {
         case Result::Kind::error:
             return error_reply(result.error_code(), result.text());
         case Result::Kind::json:
-            r = with_body(200, "application/json", result.value().dump(-1, ' ', false, Json::error_handler_t::replace));
+            r = with_body(200, "application/json", dump(result.value()));
             break;
         case Result::Kind::text:
             r = with_body(200, "text/plain; charset=utf-8", result.text());

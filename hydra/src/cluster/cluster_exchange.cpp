@@ -81,14 +81,14 @@ void ClusterExchange::produce(const std::string& topic, const std::string& key, 
 }
 
 void ClusterExchange::send_to(const std::string& node, const Json& message) {
-    std::string text = message.dump(-1, ' ', false, Json::error_handler_t::replace);
+    std::string text = dump(message);
     produce(node_topic(node), message.value("uuid", ""), &text);
 }
 
 void ClusterExchange::to_bus(const Json& message) {
     Json m = message;
     m["origin"] = settings_.node_id;
-    std::string text = m.dump(-1, ' ', false, Json::error_handler_t::replace);
+    std::string text = dump(m);
     produce(bus_topic_, "", &text);
 }
 

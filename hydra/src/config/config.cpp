@@ -22,9 +22,6 @@ namespace {
 
 constexpr const char* mask_text = "******";
 
-// JSON text of a value on one line. Invalid UTF-8 (from the environment or a --set) must not throw here.
-std::string dump(const Json& value) { return value.dump(-1, ' ', false, Json::error_handler_t::replace); }
-
 std::string json_quoted(std::string_view text) { return dump(Json(std::string(text))); }
 
 ConfigError error(const std::string& source, const std::string& path, const std::string& what) {

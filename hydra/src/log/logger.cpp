@@ -81,7 +81,7 @@ void Logger::log(LogLevel level, std::string_view msg) const {
         Json j = {{"ts", timestamp()}, {"level", level_name(level)}};
         if (!tag_.empty()) j["rid"] = tag_;
         j["msg"] = std::string(msg);
-        line = j.dump(-1, ' ', false, Json::error_handler_t::replace);
+        line = dump(j);
     } else {
         line = timestamp();
         line += ' ';

@@ -90,7 +90,7 @@ std::string encode_headers(const Headers& headers) {
     }
     Json h = Json::object();
     for (const auto& [k, v] : headers) h[k] = v;
-    return h.dump(-1, ' ', false, Json::error_handler_t::replace);
+    return dump(h);
 }
 
 Headers parse_headers(const std::string& text) {

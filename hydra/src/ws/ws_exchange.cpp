@@ -16,7 +16,6 @@ Frame text_frame(std::string_view text) {
 }  // namespace
 
 std::string envelope(std::string_view service, int code, std::string_view field, const Json& value) {
-    auto dump = [](const Json& j) { return j.dump(-1, ' ', false, Json::error_handler_t::replace); };
     std::string out = "{\"service\":";
     out += dump(Json(service));
     out += ",\"code\":";

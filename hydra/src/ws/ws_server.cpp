@@ -45,8 +45,6 @@ std::string lower(std::string s) {
     return s;
 }
 
-std::string dump(const Json& j) { return j.dump(-1, ' ', false, Json::error_handler_t::replace); }
-
 Frame make_frame(std::string bytes) { return std::make_shared<const std::string>(std::move(bytes)); }
 
 }  // namespace
