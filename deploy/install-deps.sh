@@ -6,7 +6,7 @@
 set -euo pipefail
 
 packages=(cmake make g++ pkg-config
-          libpoco-dev librdkafka-dev libsqlitecpp-dev libsqlite3-dev nlohmann-json3-dev libboost-test-dev)
+          libpoco-dev libssl-dev librdkafka-dev libsqlitecpp-dev libsqlite3-dev nlohmann-json3-dev libboost-test-dev)
 if [[ "${1:-}" == "--bench" ]]; then
     packages+=(nginx-light libnginx-mod-nchan kcat curl)
 fi

@@ -20,7 +20,7 @@ std::optional<std::string> room_of(const Json& value) {
 }  // namespace
 
 hydra::Result on_message(hydra::Context& ctx) {
-    Json in = Json::parse(ctx.body(), nullptr, false);
+    Json in = hydra::parse_json_or_discarded(ctx.body());
     if (in.is_discarded() || !in.is_object()) return error("invalid JSON: expected an object with \"op\"");
     auto op_it = in.find("op");
     if (op_it == in.end() || !op_it->is_string()) return error("missing field op");

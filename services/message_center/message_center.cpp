@@ -54,7 +54,7 @@ std::string authenticate(const Settings& settings, const std::string& token) {
         Poco::StreamCopier::copyToString(in, answer);
         if (resp.getStatus() != Poco::Net::HTTPResponse::HTTP_OK)
             throw std::runtime_error("auth API answered " + std::to_string(resp.getStatus()));
-        Json j = Json::parse(answer, nullptr, false);
+        Json j = hydra::parse_json_or_discarded(answer);
         if (j.is_discarded() || !j.is_object() || !j.contains("uid"))
             throw std::runtime_error("auth API answer has no uid");
         const Json& uid = j["uid"];
@@ -67,7 +67,7 @@ std::string authenticate(const Settings& settings, const std::string& token) {
 }
 
 hydra::Result on_message(const Settings& settings, hydra::Context& ctx) {
-    Json in = Json::parse(ctx.body(), nullptr, false);
+    Json in = hydra::parse_json_or_discarded(ctx.body());
     if (in.is_discarded() || !in.is_object() || !in.contains("op") || !in["op"].is_string())
         return fail(2, "invalid message: expected {\"op\":...}");
     const std::string op = in["op"].get<std::string>();

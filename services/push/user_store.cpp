@@ -92,7 +92,7 @@ std::vector<hydra::Json> UserStore::take_offline(const std::string& uname) {
     SQLite::Transaction tx(*db_);
     SQLite::Statement q(*db_, "SELECT data FROM mailbox WHERE uname = ? ORDER BY id");
     q.bind(1, uname);
-    while (q.executeStep()) out.push_back(hydra::Json::parse(q.getColumn(0).getString(), nullptr, false));
+    while (q.executeStep()) out.push_back(hydra::parse_json_or_discarded(q.getColumn(0).getString()));
     SQLite::Statement del(*db_, "DELETE FROM mailbox WHERE uname = ?");
     del.bind(1, uname);
     del.exec();

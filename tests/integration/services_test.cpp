@@ -2,16 +2,10 @@
 // by the project's WebSocket client, python3-websockets and HTTP.
 #include <boost/test/unit_test.hpp>
 
-#include <Poco/Net/HTTPRequestHandler.h>
-#include <Poco/Net/HTTPRequestHandlerFactory.h>
-#include <Poco/Net/HTTPServer.h>
-#include <Poco/Net/HTTPServerRequest.h>
-#include <Poco/Net/HTTPServerResponse.h>
-#include <Poco/Net/ServerSocket.h>
-
 #include <hydra/json.h>
 #include <hydra/ws_client.h>
 
+#include "support/host.h"
 #include "support/http.h"
 #include "support/process.h"
 #include "support/temp.h"
@@ -22,74 +16,6 @@ using hydra::WsMessage;
 using namespace std::chrono_literals;
 
 namespace {
-
-// The user's own auth API for the message center: token → uid.
-class AuthHandler : public Poco::Net::HTTPRequestHandler {
-  public:
-    void handleRequest(Poco::Net::HTTPServerRequest& req, Poco::Net::HTTPServerResponse& resp) override {
-        std::string body;
-        Poco::StreamCopier::copyToString(req.stream(), body);
-        Json in = Json::parse(body, nullptr, false);
-        std::string token = in.is_object() && in.contains("token") ? in["token"].get<std::string>() : "";
-        if (token == "good-token") {
-            resp.setContentType("application/json");
-            resp.send() << R"({"uid":1001})";
-        } else if (token == "bad-body") {
-            resp.send() << "not json";
-        } else {
-            resp.setStatus(Poco::Net::HTTPResponse::HTTP_FORBIDDEN);
-            resp.send() << R"({"error":"bad token"})";
-        }
-    }
-};
-
-class AuthFactory : public Poco::Net::HTTPRequestHandlerFactory {
-  public:
-    Poco::Net::HTTPRequestHandler* createRequestHandler(const Poco::Net::HTTPServerRequest&) override {
-        return new AuthHandler;
-    }
-};
-
-struct AuthApi {
-    Poco::Net::ServerSocket socket{Poco::Net::SocketAddress("127.0.0.1:0")};
-    Poco::Net::HTTPServer server{new AuthFactory, socket, new Poco::Net::HTTPServerParams};
-    AuthApi() { server.start(); }
-    ~AuthApi() { server.stopAll(true); }
-    std::string url() const {
-        return "http://127.0.0.1:" + std::to_string(socket.address().port()) + "/websocket_auth";
-    }
-};
-
-// One `hydra run --env dev` with ephemeral ports and private files.
-struct Host {
-    AuthApi auth;
-    std::unique_ptr<test::ChildProcess> process;
-    std::string api;
-    int ws_port = 0;
-
-    explicit Host(std::vector<std::string> extra = {}) {
-        std::vector<std::string> args = {HYDRA_BINARY, "run",
-                                         "--env",      "dev",
-                                         "--set",      "api.address=127.0.0.1:0",
-                                         "--set",      "ws.address=127.0.0.1:0",
-                                         "--set",      "log.level=warn",
-                                         "--set",      "queue.sqlite.path=" + test::temp_path("queue.db"),
-                                         "--set",      "services.push.database=" + test::temp_path("push.db"),
-                                         "--set",      "services.message_center.auth_url=" + auth.url()};
-        args.insert(args.end(), extra.begin(), extra.end());
-        process = std::make_unique<test::ChildProcess>(args, std::string(HYDRA_SOURCE_DIR));
-        auto api_port = process->wait_for_stdout(R"(api listening on http://127\.0\.0\.1:(\d+))", 30s);
-        auto ws = process->wait_for_stdout(R"(ws listening on ws://127\.0\.0\.1:(\d+))", 30s);
-        BOOST_REQUIRE_MESSAGE(api_port && ws, "hydra did not start: " + process->err());
-        api = "127.0.0.1:" + *api_port;
-        ws_port = std::stoi(*ws);
-    }
-    ~Host() {
-        process->signal(SIGTERM);
-        BOOST_CHECK_EQUAL(process->wait(20s).value_or(-1), 0);
-    }
-    WsClient connect(const std::string& path) { return WsClient::connect("127.0.0.1", ws_port, path); }
-};
 
 Json next_json(WsClient& c, std::chrono::milliseconds timeout = 5s) {
     WsMessage m = c.receive(timeout);
@@ -107,7 +33,7 @@ Json login(WsClient& c, const std::string& uname, const std::string& pwd) {
 BOOST_AUTO_TEST_SUITE(services_end_to_end)
 
 BOOST_AUTO_TEST_CASE(push_demo_login_send_push_offline_and_broadcast) {
-    Host host;
+    test::Host host;
     WsClient phone = host.connect("/");
     WsClient laptop = host.connect("/");
 
@@ -157,7 +83,7 @@ BOOST_AUTO_TEST_CASE(push_demo_login_send_push_offline_and_broadcast) {
 }
 
 BOOST_AUTO_TEST_CASE(chat_rooms) {
-    Host host;
+    test::Host host;
     WsClient a = host.connect("/chat");
     WsClient b = host.connect("/chat");
     WsClient c = host.connect("/chat");
@@ -215,7 +141,7 @@ BOOST_AUTO_TEST_CASE(chat_rooms) {
 }
 
 BOOST_AUTO_TEST_CASE(message_center) {
-    Host host;
+    test::Host host;
     WsClient c = host.connect("/message-center");
     c.send_text(R"({"op":"subscribe","channel":"@user"})");
     BOOST_CHECK_EQUAL(next_json(c), (Json{{"code", 1}, {"msg", "Not Auth"}}));
@@ -251,7 +177,7 @@ BOOST_AUTO_TEST_CASE(message_center_with_its_auth_api_down) {
     Poco::Net::ServerSocket closed(Poco::Net::SocketAddress("127.0.0.1:0"));
     std::string url = "http://127.0.0.1:" + std::to_string(closed.address().port()) + "/websocket_auth";
     closed.close();
-    Host host({"--set", "services.message_center.auth_url=" + url});
+    test::Host host({"--set", "services.message_center.auth_url=" + url});
     WsClient c = host.connect("/message-center");
     c.send_text(R"({"op":"auth","token":"good-token"})");
     Json r = next_json(c);
@@ -260,7 +186,7 @@ BOOST_AUTO_TEST_CASE(message_center_with_its_auth_api_down) {
 }
 
 BOOST_AUTO_TEST_CASE(python_websockets_client_in_a_chat_room) {
-    Host host;
+    test::Host host;
     WsClient watcher = host.connect("/chat");
     watcher.send_text(R"({"op":"join","room_id":"lobby"})");
     BOOST_CHECK_EQUAL(next_json(watcher)["status"], "success");

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -16,6 +17,15 @@ class Exchange {
 
     // Sends {"service":"notify","code":200,"data":data} to one connection; false if the uuid is unknown.
     virtual bool notify(std::string_view uuid, const Json& data) = 0;
+    // notify() that reports the outcome: `written(true)` once the whole frame was written to the connection's
+    // socket, `written(false)` if the connection closed or dropped its send queue first. Called once, on the
+    // connection's I/O loop (keep it short, never block), and never when this returns false (uuid unknown).
+    // Across hosts of a cluster, written means handed to the owner host. The default reports the hand-off.
+    virtual bool notify_confirmed(std::string_view uuid, const Json& data, std::function<void(bool written)> written) {
+        const bool queued = notify(uuid, data);
+        if (queued && written) written(true);
+        return queued;
+    }
     // The same envelope to every connection; returns how many connections it was queued for.
     virtual std::size_t broadcast(const Json& data) = 0;
 

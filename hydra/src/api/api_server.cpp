@@ -304,9 +304,11 @@ Context::Init ApiServer::context_init(http::Request& request, const Router::Matc
     } else if (json) {
         Json doc;
         try {
-            doc = Json::parse(body);
+            doc = parse_json(body);
         } catch (const Json::parse_error& e) {
             throw Error(400, "malformed JSON body: " + json_error_text(e));
+        } catch (const JsonTooDeep& e) {
+            throw Error(400, std::string("malformed JSON body: ") + e.what());
         }
         if (doc.is_object()) init.params.update(doc);
     }

@@ -125,6 +125,7 @@ void App::start(Config config) {
     Logger::configure(Logger::parse_level(cfg.str("log.level")),
                       cfg.str("log.format") == "json" ? LogFormat::json : LogFormat::text);
     impl_->banner.clear();
+    set_json_max_depth(static_cast<int>(cfg.integer("limits.json_depth")));
 
     for (auto& hook : impl_->start_hooks) hook(*this);
 

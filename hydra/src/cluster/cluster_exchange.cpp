@@ -223,7 +223,7 @@ void ClusterExchange::handle(const std::string& topic, const std::string& key, c
             remote_.erase(old);
         }
         if (!value) return;
-        Json v = Json::parse(*value, nullptr, false);
+        Json v = parse_json_or_discarded(*value);
         if (!v.is_object()) return;
         std::string node = v.value("node", "");
         if (node.empty() || node == settings_.node_id) return;  // our own connections are known locally
@@ -233,7 +233,7 @@ void ClusterExchange::handle(const std::string& topic, const std::string& key, c
         return;
     }
     if (!value) return;
-    Json m = Json::parse(*value, nullptr, false);
+    Json m = parse_json_or_discarded(*value);
     if (!m.is_object()) return;
     if (topic == bus_topic_ && m.value("origin", "") == settings_.node_id) return;  // delivered locally already
     apply(m);

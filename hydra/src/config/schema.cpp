@@ -15,6 +15,14 @@ constexpr const char* builtin_schema_text = R"json({
         "format": {"type": "string", "enum": ["text", "json"], "default": "text"}
       }
     },
+    "limits": {
+      "type": "object",
+      "description": "Limits on what is read from outside, whichever server reads it.",
+      "properties": {
+        "json_depth": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 64,
+                       "description": "Deepest nesting of arrays/objects in JSON from outside (bodies, messages, queue payloads, answers of outbound calls); deeper is refused (HTTP 400, WS code 400)."}
+      }
+    },
     "api": {
       "type": "object",
       "description": "The HTTP API server.",

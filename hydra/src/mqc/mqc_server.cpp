@@ -59,7 +59,7 @@ void subscribe_routes(const std::vector<MqcRoute>& routes, const AppOptions& app
             auto rid = headers->find("x-request-id");
             init.request_id = rid != headers->end() ? rid->second : m.queue + "/" + m.id;
             init.headers = std::move(headers);
-            Json params = Json::parse(m.payload, nullptr, false);
+            Json params = parse_json_or_discarded(m.payload);
             if (params.is_object()) init.params = std::move(params);
             init.queue = queue;
             init.exchange = exchange;

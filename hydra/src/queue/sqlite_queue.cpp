@@ -97,7 +97,7 @@ Headers parse_headers(const std::string& text) {
     Headers h;
     if (text == "{}") return h;
     try {
-        Json j = Json::parse(text);
+        Json j = parse_json(text);
         for (auto& [k, v] : j.items()) h[k] = v.is_string() ? v.get<std::string>() : v.dump();
     } catch (const std::exception&) {
         // headers are written by us as JSON; an unreadable row keeps its payload

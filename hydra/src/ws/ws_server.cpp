@@ -504,11 +504,13 @@ static std::optional<Reply> handle_message(const WsRoutes& routes, const WsEndpo
     if (endpoint == nullptr) {
         Json doc;
         try {
-            doc = Json::parse(init.body);
+            doc = parse_json(init.body);
         } catch (const Json::parse_error& e) {
             std::string what = e.what();
             if (auto pos = what.find("] "); pos != std::string::npos) what = what.substr(pos + 2);
             return envelope("init", 406, "err", "invalid JSON: " + what);
+        } catch (const JsonTooDeep& e) {
+            return envelope("init", 400, "err", e.what());
         }
         auto svc = doc.is_object() ? doc.find("service") : doc.end();
         if (!doc.is_object() || svc == doc.end() || !svc->is_string())

@@ -1,0 +1,95 @@
+// The real `hydra` binary as a test host: `hydra run --env dev` on ephemeral ports with private files, and the
+// message center's auth API (token "good-token" -> uid 1001) it talks to.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <Poco/Net/HTTPRequestHandler.h>
+#include <Poco/Net/HTTPRequestHandlerFactory.h>
+#include <Poco/Net/HTTPServer.h>
+#include <Poco/Net/HTTPServerRequest.h>
+#include <Poco/Net/HTTPServerResponse.h>
+#include <Poco/Net/ServerSocket.h>
+#include <Poco/StreamCopier.h>
+#include <boost/test/unit_test.hpp>
+
+#include <hydra/json.h>
+#include <hydra/ws_client.h>
+
+#include "support/process.h"
+#include "support/temp.h"
+
+namespace test {
+using namespace std::chrono_literals;
+
+// The user's own auth API for the message center: token → uid.
+class AuthHandler : public Poco::Net::HTTPRequestHandler {
+  public:
+    void handleRequest(Poco::Net::HTTPServerRequest& req, Poco::Net::HTTPServerResponse& resp) override {
+        std::string body;
+        Poco::StreamCopier::copyToString(req.stream(), body);
+        hydra::Json in = hydra::Json::parse(body, nullptr, false);
+        std::string token = in.is_object() && in.contains("token") ? in["token"].get<std::string>() : "";
+        if (token == "good-token") {
+            resp.setContentType("application/json");
+            resp.send() << R"({"uid":1001})";
+        } else if (token == "bad-body") {
+            resp.send() << "not json";
+        } else {
+            resp.setStatus(Poco::Net::HTTPResponse::HTTP_FORBIDDEN);
+            resp.send() << R"({"error":"bad token"})";
+        }
+    }
+};
+
+class AuthFactory : public Poco::Net::HTTPRequestHandlerFactory {
+  public:
+    Poco::Net::HTTPRequestHandler* createRequestHandler(const Poco::Net::HTTPServerRequest&) override {
+        return new AuthHandler;
+    }
+};
+
+struct AuthApi {
+    Poco::Net::ServerSocket socket{Poco::Net::SocketAddress("127.0.0.1:0")};
+    Poco::Net::HTTPServer server{new AuthFactory, socket, new Poco::Net::HTTPServerParams};
+    AuthApi() { server.start(); }
+    ~AuthApi() { server.stopAll(true); }
+    std::string url() const {
+        return "http://127.0.0.1:" + std::to_string(socket.address().port()) + "/websocket_auth";
+    }
+};
+
+// One `hydra run --env dev` with ephemeral ports and private files.
+struct Host {
+    AuthApi auth;
+    std::unique_ptr<test::ChildProcess> process;
+    std::string api;
+    int ws_port = 0;
+
+    explicit Host(std::vector<std::string> extra = {}) {
+        std::vector<std::string> args = {HYDRA_BINARY, "run",
+                                         "--env",      "dev",
+                                         "--set",      "api.address=127.0.0.1:0",
+                                         "--set",      "ws.address=127.0.0.1:0",
+                                         "--set",      "log.level=warn",
+                                         "--set",      "queue.sqlite.path=" + test::temp_path("queue.db"),
+                                         "--set",      "services.push.database=" + test::temp_path("push.db"),
+                                         "--set",      "services.message_center.auth_url=" + auth.url()};
+        args.insert(args.end(), extra.begin(), extra.end());
+        process = std::make_unique<test::ChildProcess>(args, std::string(HYDRA_SOURCE_DIR));
+        auto api_port = process->wait_for_stdout(R"(api listening on http://127\.0\.0\.1:(\d+))", 30s);
+        auto ws = process->wait_for_stdout(R"(ws listening on ws://127\.0\.0\.1:(\d+))", 30s);
+        BOOST_REQUIRE_MESSAGE(api_port && ws, "hydra did not start: " + process->err());
+        api = "127.0.0.1:" + *api_port;
+        ws_port = std::stoi(*ws);
+    }
+    ~Host() {
+        process->signal(SIGTERM);
+        BOOST_CHECK_EQUAL(process->wait(20s).value_or(-1), 0);
+    }
+    hydra::WsClient connect(const std::string& path) { return hydra::WsClient::connect("127.0.0.1", ws_port, path); }
+};
+
+}  // namespace test
