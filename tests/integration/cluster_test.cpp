@@ -11,6 +11,7 @@
 #include <hydra/ws_client.h>
 
 #include "support/http.h"
+#include "support/kafka_mock.h"
 #include "support/process.h"
 #include "support/temp.h"
 
@@ -20,31 +21,6 @@ using hydra::WsMessage;
 using namespace std::chrono_literals;
 
 namespace {
-
-// kcat hosting a one-broker mock cluster; its debug output goes to a file (a full pipe would stall the broker).
-struct KafkaMock {
-    std::string log = test::temp_path("kcat.err");
-    test::ChildProcess process{
-        {"/bin/sh", "-c", "exec kcat -b ignored:9092 -X test.mock.num.brokers=1 -d mock -C -t hold -o end 2>" + log}};
-    std::string bootstrap;
-
-    KafkaMock() {
-        std::regex re(R"(bootstrap\.servers=(127\.0\.0\.1:\d+))");
-        for (int i = 0; i < 200 && bootstrap.empty(); ++i) {
-            std::ifstream in(log);
-            std::stringstream text;
-            text << in.rdbuf();
-            std::smatch m;
-            std::string s = text.str();
-            if (std::regex_search(s, m, re))
-                bootstrap = m[1].str();
-            else
-                std::this_thread::sleep_for(50ms);
-        }
-        BOOST_REQUIRE_MESSAGE(!bootstrap.empty(), "kcat did not start a mock cluster");
-    }
-    ~KafkaMock() { process.signal(SIGTERM); }
-};
 
 struct Host {
     std::unique_ptr<test::ChildProcess> process;
@@ -108,7 +84,7 @@ Json next_json(WsClient& c, std::chrono::milliseconds timeout = 20s) {
 BOOST_AUTO_TEST_SUITE(cluster)
 
 BOOST_AUTO_TEST_CASE(two_hosts_share_notify_publish_and_queues) {
-    KafkaMock kafka;
+    test::KafkaMock kafka;
     Host a("host-a", kafka.bootstrap);
     Host b("host-b", kafka.bootstrap);
 
@@ -158,7 +134,7 @@ BOOST_AUTO_TEST_CASE(two_hosts_share_notify_publish_and_queues) {
 }
 
 BOOST_AUTO_TEST_CASE(a_host_that_dies_leaves_the_others_working) {
-    KafkaMock kafka;
+    test::KafkaMock kafka;
     Host a("host-a", kafka.bootstrap);
     auto b = std::make_unique<Host>("host-b", kafka.bootstrap);
     WsClient on_b = b->connect("/", "client-on-b");

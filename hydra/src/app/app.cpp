@@ -174,8 +174,8 @@ void App::start(Config config) {
     } catch (...) {
         impl_->api.reset();
         if (impl_->queue) impl_->queue->stop(std::chrono::milliseconds(0));
+        impl_->cluster.reset();  // first: its poll thread uses the WS server's exchange
         impl_->ws.reset();
-        impl_->cluster.reset();
         impl_->queue.reset();
         throw;
     }

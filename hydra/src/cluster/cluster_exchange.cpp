@@ -65,7 +65,7 @@ ClusterExchange::ClusterExchange(Settings settings, ws::WsExchange& local)
 
 ClusterExchange::~ClusterExchange() { stop(); }
 
-void ClusterExchange::produce(const std::string& topic, const std::string& key, const std::string* value) {
+void ClusterExchange::produce(const std::string& topic, const std::string& key, const std::string* value, bool wait) {
     for (int attempt = 0; attempt < 100; ++attempt) {
         RdKafka::ErrorCode rc = producer_->produce(topic, RdKafka::Topic::PARTITION_UA, RdKafka::Producer::RK_MSG_COPY,
                                                    value ? const_cast<char*>(value->data()) : nullptr,
@@ -73,6 +73,15 @@ void ClusterExchange::produce(const std::string& topic, const std::string& key, 
         if (rc == RdKafka::ERR_NO_ERROR) return;
         if (rc != RdKafka::ERR__QUEUE_FULL) {
             Logger().warn("cluster: produce to " + topic + " failed: " + RdKafka::err2str(rc));
+            return;
+        }
+        if (!wait) {
+            // Presence changes come from the WebSocket I/O loops, which must not wait for a broker that is away.
+            // The queue is librdkafka's (queue.buffering.max.messages); what does not fit is dropped and counted.
+            const std::uint64_t n = ++presence_dropped_;
+            if ((n & (n - 1)) == 0)  // the 1st, 2nd, 4th, 8th... drop: a broker outage does not flood the log
+                Logger().warn("cluster: presence update dropped (Kafka's local queue is full)",
+                              {{"topic", topic}, {"dropped", std::to_string(n)}});
             return;
         }
         producer_->poll(10);  // the local queue is full: let deliveries drain
@@ -96,9 +105,9 @@ void ClusterExchange::on_local_presence(const std::string& uuid, const std::stri
     if (!running_) return;
     if (open) {
         std::string value = Json{{"node", settings_.node_id}, {"user", user}}.dump();
-        produce(presence_topic_, "conn:" + uuid, &value);
+        produce(presence_topic_, "conn:" + uuid, &value, false);
     } else {
-        produce(presence_topic_, "conn:" + uuid, nullptr);  // tombstone: compaction forgets the uuid
+        produce(presence_topic_, "conn:" + uuid, nullptr, false);  // tombstone: compaction forgets the uuid
     }
 }
 
@@ -295,6 +304,14 @@ bool ClusterExchange::route(std::string_view uuid, Json message) {
 bool ClusterExchange::notify(std::string_view uuid, const Json& data) {
     if (local_.notify(uuid, data)) return true;
     return route(uuid, {{"op", "notify"}, {"data", data}});
+}
+
+bool ClusterExchange::notify_confirmed(std::string_view uuid, const Json& data, std::function<void(bool)> written) {
+    if (local_.notify_confirmed(uuid, data, written)) return true;
+    // Another host's connection: handed over once produced for that host.
+    if (!route(uuid, {{"op", "notify"}, {"data", data}})) return false;
+    if (written) written(true);
+    return true;
 }
 
 std::size_t ClusterExchange::broadcast(const Json& data) {

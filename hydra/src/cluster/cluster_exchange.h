@@ -52,6 +52,7 @@ class ClusterExchange : public Exchange {
     const std::string& node_id() const { return settings_.node_id; }
 
     bool notify(std::string_view uuid, const Json& data) override;
+    bool notify_confirmed(std::string_view uuid, const Json& data, std::function<void(bool)> written) override;
     std::size_t broadcast(const Json& data) override;
     bool bind(std::string_view user, std::string_view uuid) override;
     std::size_t notify_user(std::string_view user, const Json& data) override;
@@ -71,6 +72,8 @@ class ClusterExchange : public Exchange {
     // Status: hosts seen alive, and whether presence has been read up to date.
     std::size_t live_nodes() const;
     bool presence_loaded() const { return presence_loaded_; }
+    // Presence records dropped because Kafka's local queue was full (a broker outage).
+    std::uint64_t presence_dropped() const { return presence_dropped_; }
 
   private:
     struct Remote {
@@ -79,7 +82,8 @@ class ClusterExchange : public Exchange {
     };
 
     void on_local_presence(const std::string& uuid, const std::string& user, bool open);
-    void produce(const std::string& topic, const std::string& key, const std::string* value);
+    // wait=false: one attempt, never blocks (for callers on an I/O loop); a full local queue drops the record.
+    void produce(const std::string& topic, const std::string& key, const std::string* value, bool wait = true);
     void send_to(const std::string& node, const Json& message);
     void to_bus(const Json& message);
     // Where a uuid lives: this host (""), another live host (its id), or unknown (nullopt).
@@ -98,6 +102,7 @@ class ClusterExchange : public Exchange {
     std::thread poller_, heartbeat_;
     std::atomic<bool> running_{false};
     std::atomic<bool> presence_loaded_{false};
+    std::atomic<std::uint64_t> presence_dropped_{0};
     std::mutex stop_mutex_;
     std::condition_variable stop_cv_;
 

@@ -126,7 +126,13 @@ void EventLoop::run() {
                 woken = true;
                 continue;
             }
-            handler->on_events(events[i].events);
+            try {
+                handler->on_events(events[i].events);
+            } catch (const std::exception& e) {
+                // One connection's failure (out of memory, a bug) ends that connection, never the loop.
+                Logger().error(name_ + ": event handling failed: " + e.what());
+                handler->on_failure();
+            }
         }
         if (woken) {
             std::uint64_t count;
@@ -135,13 +141,23 @@ void EventLoop::run() {
         run_tasks();
         if (now_ms_ >= next_tick_ms_) {
             next_tick_ms_ = now_ms_ + tick_ms_;
-            on_tick_();
+            try {
+                on_tick_();
+            } catch (const std::exception& e) {
+                Logger().error(name_ + ": tick failed: " + e.what());
+            }
         }
         // Deferred work may defer more (a flush that closes): drain until quiet.
         while (!deferred_.empty()) {
             auto batch = std::move(deferred_);
             deferred_.clear();
-            for (auto& fn : batch) fn();
+            for (auto& fn : batch) {
+                try {
+                    fn();
+                } catch (const std::exception& e) {
+                    Logger().error(name_ + ": deferred task failed: " + e.what());
+                }
+            }
         }
     }
     run_tasks();

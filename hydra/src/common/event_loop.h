@@ -18,6 +18,9 @@ class EventLoop {
       public:
         virtual ~Handler() = default;
         virtual void on_events(std::uint32_t events) = 0;
+        // on_events threw (bad_alloc, a bug): the loop logged it and goes on; a connection closes itself here.
+        // Must not throw.
+        virtual void on_failure() noexcept {}
     };
 
     // `name` prefixes log lines ("ws: epoll_wait: ...") and the thread name ("ws-io-0").

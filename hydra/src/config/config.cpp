@@ -430,13 +430,40 @@ void apply_set(Json& doc, const std::string& item, const Json& root_schema, cons
 
 bool name_looks_secret(std::string name) {
     std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return std::tolower(c); });
-    for (const char* word : {"password", "secret", "token", "key"}) {
+    for (const char* word : {"password", "secret", "token", "key", "credential", "oauthbearer", "private"}) {
         if (name.find(word) != std::string::npos) return true;
     }
     return false;
 }
 
+// "scheme://user:password@host/..." → "scheme://user:******@host/..." (a user alone, often a token, is masked
+// whole), for every URL in the text (a list of brokers may hold several).
+std::string mask_url_credentials(const std::string& text) {
+    std::string out;
+    std::size_t from = 0;
+    for (std::size_t scheme = text.find("://"); scheme != std::string::npos; scheme = text.find("://", from)) {
+        const std::size_t start = scheme + 3;
+        std::size_t end = text.find_first_of("/?#, \t", start);
+        if (end == std::string::npos) end = text.size();
+        const std::size_t at = text.rfind('@', end == 0 ? 0 : end - 1);
+        out.append(text, from, start - from);
+        from = start;
+        if (at == std::string::npos || at < start) continue;
+        const std::size_t colon = text.find(':', start);
+        if (colon != std::string::npos && colon < at) out.append(text, start, colon + 1 - start);
+        out += mask_text;
+        from = at;
+    }
+    out.append(text, from, std::string::npos);
+    return out;
+}
+
 void mask(Json& value, const Json& schema) {
+    if (value.is_string()) {
+        const std::string& text = value.get_ref<const std::string&>();
+        if (text.find("://") != std::string::npos) value = mask_url_credentials(text);
+        return;
+    }
     if (value.is_array()) {
         const Json& items = schema.is_object() && schema.contains("items") ? schema["items"] : Json::object();
         for (auto& item : value) {

@@ -56,7 +56,42 @@ void write_all(const std::string& line) {
     }
 }
 
+// Appends `text` with control characters (and DEL) escaped, so a line stays one line.
+void append_escaped(std::string& out, std::string_view text) {
+    static constexpr char kHex[] = "0123456789abcdef";
+    for (char ch : text) {
+        const auto c = static_cast<unsigned char>(ch);
+        if (c >= 0x20 && c != 0x7f) {
+            out += ch;
+        } else if (c == '\n') {
+            out += "\\n";
+        } else if (c == '\r') {
+            out += "\\r";
+        } else if (c == '\t') {
+            out += "\\t";
+        } else {
+            out += "\\x";
+            out += kHex[c >> 4];
+            out += kHex[c & 15];
+        }
+    }
+}
+
+bool needs_quotes(std::string_view value) {
+    if (value.empty()) return true;
+    for (char c : value)
+        if (static_cast<unsigned char>(c) <= 0x20 || c == '"' || c == '=' || c == 0x7f) return true;
+    return false;
+}
+
 }  // namespace
+
+std::string Logger::escape(std::string_view text) {
+    std::string out;
+    out.reserve(text.size());
+    append_escaped(out, text);
+    return out;
+}
 
 void Logger::configure(LogLevel level, LogFormat format) {
     g_level = level;
@@ -74,13 +109,18 @@ LogLevel Logger::parse_level(std::string_view name) {
 
 bool Logger::enabled(LogLevel level) { return level >= g_level.load(std::memory_order_relaxed); }
 
-void Logger::log(LogLevel level, std::string_view msg) const {
+void Logger::log(LogLevel level, std::string_view msg, LogFields fields) const {
     if (!enabled(level)) return;
     std::string line;
     if (g_format.load(std::memory_order_relaxed) == LogFormat::json) {
         Json j = {{"ts", timestamp()}, {"level", level_name(level)}};
         if (!tag_.empty()) j["rid"] = tag_;
         j["msg"] = std::string(msg);
+        for (const auto& [key, value] : fields) {
+            std::string k(key);
+            if (j.contains(k)) k.insert(0, "field.");  // never replaces ts, level, rid or msg
+            j[k] = std::string(value);
+        }
         line = dump(j);
     } else {
         line = timestamp();
@@ -89,8 +129,27 @@ void Logger::log(LogLevel level, std::string_view msg) const {
         for (auto& c : lvl) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
         line += lvl;
         line.append(6 - lvl.size(), ' ');
-        if (!tag_.empty()) line += "[" + tag_ + "] ";
-        line += msg;
+        if (!tag_.empty()) {
+            line += '[';
+            append_escaped(line, tag_);
+            line += "] ";
+        }
+        append_escaped(line, msg);
+        for (const auto& [key, value] : fields) {
+            line += ' ';
+            append_escaped(line, key);
+            line += '=';
+            if (!needs_quotes(value)) {
+                append_escaped(line, value);
+                continue;
+            }
+            line += '"';
+            for (char c : value) {
+                if (c == '"' || c == '\\') line += '\\';
+                append_escaped(line, std::string_view(&c, 1));
+            }
+            line += '"';
+        }
     }
     line += '\n';
     write_all(line);
