@@ -84,6 +84,12 @@ struct WsServer::Connection : EventLoop::Handler {
     std::vector<Frame> out;                   // whole frames waiting for the socket
     std::size_t out_offset = 0;               // bytes of out[0] already written
     std::size_t out_bytes = 0;                // unwritten bytes in out
+    std::uint64_t bytes_written = 0;          // stream position: bytes handed to the socket so far
+    struct Confirm {
+        std::uint64_t end;  // stream position at which the frame ends
+        std::function<void(bool written)> written;
+    };
+    std::vector<Confirm> confirms;  // frames whose outcome is awaited, in stream order
     struct Pending {
         std::string data;
         bool binary;
@@ -116,7 +122,10 @@ struct WsServer::Loop : EventLoop::Handler {
     void feed(Connection& c, const std::uint8_t* data, std::size_t len);
     void dispatch(Connection& c, std::string data, bool binary);
     void on_handled(std::uint64_t id, Frame reply);
-    void enqueue(Connection& c, Frame frame);
+    bool enqueue(Connection& c, Frame frame);  // false if the frame was not queued (closed, or queue dropped)
+    void enqueue_confirmed(Connection& c, Frame frame, std::function<void(bool written)> written);
+    // Reports the frames written so far (true) and those ending after keep_up_to (false: dropped).
+    void settle_confirms(Connection& c, std::uint64_t keep_up_to);
     void enqueue_raw(Connection& c, std::string bytes) { enqueue(c, make_frame(std::move(bytes))); }
     void schedule_flush(Connection& c);
     void schedule_end_of_iteration();
@@ -375,6 +384,7 @@ void WsServer::Loop::accept_upgrade(Connection& c, const std::string& requested_
     // Frames queued while upgrading (by on_open) must follow the 101.
     c.out.insert(c.out.begin(), make_frame(handshake_response(c.accept, {{"X-Request-Id", c.uuid}})));
     c.out_bytes += c.out.front()->size();
+    for (auto& k : c.confirms) k.end += c.out.front()->size();
     c.accept = std::string();
     schedule_flush(c);
     std::string rest = std::move(c.in);
@@ -390,6 +400,7 @@ void WsServer::Loop::reject_upgrade(Connection& c, int status, const std::string
     c.out.clear();
     c.out_offset = 0;
     c.out_bytes = 0;
+    settle_confirms(c, 0);
     c.state = Connection::State::closing;  // nothing more is read or sent but this answer
     c.close_received = true;
     c.close_deadline_ms = loop.now_ms() + server.settings_.close_timeout_ms;
@@ -616,8 +627,8 @@ void WsServer::Loop::on_handled(std::uint64_t id, Frame reply) {
     }
 }
 
-void WsServer::Loop::enqueue(Connection& c, Frame frame) {
-    if (c.fd < 0) return;
+bool WsServer::Loop::enqueue(Connection& c, Frame frame) {
+    if (c.fd < 0) return false;
     if (c.out_bytes + frame->size() > server.settings_.send_queue_bytes && c.state == Connection::State::open) {
         // A client that does not read: drop what it has not received (keeping a partly written frame so the
         // stream stays well-formed), tell it why, and close.
@@ -629,6 +640,7 @@ void WsServer::Loop::enqueue(Connection& c, Frame frame) {
             c.out.clear();
             c.out_bytes = 0;
         }
+        if (!c.confirms.empty()) settle_confirms(c, c.bytes_written + c.out_bytes);
         c.pending.clear();
         enqueue_raw(c, encode_close(close_code::policy_violation, "send queue full"));
         c.close_sent = true;
@@ -638,11 +650,43 @@ void WsServer::Loop::enqueue(Connection& c, Frame frame) {
         c.close_deadline_ms = loop.now_ms() + server.settings_.close_timeout_ms;
         c.destroy_after_flush = true;
         schedule_flush(c);
-        return;
+        return false;
     }
     c.out_bytes += frame->size();
     c.out.push_back(std::move(frame));
     schedule_flush(c);
+    return true;
+}
+
+void WsServer::Loop::enqueue_confirmed(Connection& c, Frame frame, std::function<void(bool written)> written) {
+    if (c.close_sent || !enqueue(c, std::move(frame))) {
+        written(false);
+        return;
+    }
+    c.confirms.push_back({c.bytes_written + c.out_bytes, std::move(written)});
+}
+
+void WsServer::Loop::settle_confirms(Connection& c, std::uint64_t keep_up_to) {
+    // Written frames report true, frames ending past keep_up_to report false, the others keep waiting. Settled
+    // entries leave the list before any callback runs.
+    std::size_t first = 0;
+    while (first < c.confirms.size() && c.confirms[first].end <= c.bytes_written) ++first;
+    std::size_t last = first;
+    while (last < c.confirms.size() && c.confirms[last].end <= keep_up_to) ++last;
+    if (first == 0 && last == c.confirms.size()) return;
+    std::vector<Connection::Confirm> settled;
+    settled.reserve(first + c.confirms.size() - last);
+    for (std::size_t i = 0; i < first; ++i) settled.push_back(std::move(c.confirms[i]));
+    for (std::size_t i = last; i < c.confirms.size(); ++i) settled.push_back(std::move(c.confirms[i]));
+    c.confirms.erase(c.confirms.begin() + static_cast<std::ptrdiff_t>(last), c.confirms.end());
+    c.confirms.erase(c.confirms.begin(), c.confirms.begin() + static_cast<std::ptrdiff_t>(first));
+    for (std::size_t i = 0; i < settled.size(); ++i) {
+        try {
+            settled[i].written(i < first);
+        } catch (const std::exception& e) {
+            Logger(c.uuid).error(std::string("ws: notify_confirmed callback failed: ") + e.what());
+        }
+    }
 }
 
 void WsServer::Loop::schedule_flush(Connection& c) {
@@ -707,6 +751,8 @@ void WsServer::Loop::flush(Connection& c) {
         }
         std::size_t left = static_cast<std::size_t>(sent);
         c.out_bytes -= left;
+        c.bytes_written += left;
+        if (!c.confirms.empty()) settle_confirms(c, UINT64_MAX);
         std::size_t done = 0;
         while (done < c.out.size() && left > 0) {
             std::size_t avail = c.out[done]->size() - c.out_offset;
@@ -757,6 +803,7 @@ void WsServer::Loop::destroy(Connection& c, std::uint16_t code, const std::strin
     }
     ::close(c.fd);
     c.fd = -1;
+    if (!c.confirms.empty()) settle_confirms(c, 0);
     server.open_connections_.fetch_sub(1);
     bool was_open = c.decoder != nullptr;
     if (c.registered) {
@@ -896,6 +943,20 @@ void WsServer::deliver(std::uint64_t conn_id, Frame frame) {
     Loop* l = &loop_of(conn_id);
     l->loop.post([l, conn_id, frame = std::move(frame)]() mutable {
         if (Connection* c = l->find(conn_id); c && !c->close_sent) l->enqueue(*c, std::move(frame));
+    });
+}
+
+void WsServer::deliver_confirmed(std::uint64_t conn_id, Frame frame, std::function<void(bool written)> written) {
+    if (loops_.empty()) {
+        written(false);
+        return;
+    }
+    Loop* l = &loop_of(conn_id);
+    l->loop.post([l, conn_id, frame = std::move(frame), written = std::move(written)]() mutable {
+        if (Connection* c = l->find(conn_id))
+            l->enqueue_confirmed(*c, std::move(frame), std::move(written));
+        else
+            written(false);
     });
 }
 

@@ -49,6 +49,7 @@ class WsServer : public Delivery {
 
     // Delivery (thread-safe).
     void deliver(std::uint64_t conn_id, Frame frame) override;
+    void deliver_confirmed(std::uint64_t conn_id, Frame frame, std::function<void(bool written)> written) override;
     void deliver_many(std::vector<std::uint64_t> conn_ids, Frame frame) override;
     std::size_t deliver_all(Frame frame) override;
     void close(std::uint64_t conn_id, int code, std::string reason) override;
