@@ -96,7 +96,8 @@ start_server() {
     if [[ $kind == hydra ]]; then
         (cd "$RUN_DIR" && exec taskset -c "$SERVER_CPU" "$HYDRA" run --config "$ROOT/config/dev.json" \
             --set ws.address=127.0.0.1:0 --set api.address=127.0.0.1:0 --set log.level=warn \
-            --set ws.io_threads=1 --set ws.ping_interval_ms=0 --set ws.idle_timeout_ms=0 "$@") >"$logf" 2>&1 &
+            --set ws.io_threads=1 --set ws.ping_interval_ms=0 --set ws.idle_timeout_ms=0 \
+            --set ws.client_uuid=request_id "$@") >"$logf" 2>&1 &
     elif [[ $kind == floor ]]; then
         taskset -c "$SERVER_CPU" "$BENCH" floor --ws 127.0.0.1:0 --api 127.0.0.1:0 >"$logf" 2>&1 &
     else

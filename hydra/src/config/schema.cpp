@@ -63,7 +63,11 @@ constexpr const char* builtin_schema_text = R"json({
                              "description": "0 = off."},
         "idle_timeout_ms": {"type": "integer", "minimum": 0, "maximum": 86400000, "default": 90000,
                             "description": "0 = off."},
-        "handshake_timeout_ms": {"type": "integer", "minimum": 100, "maximum": 600000, "default": 10000}
+        "handshake_timeout_ms": {"type": "integer", "minimum": 100, "maximum": 600000, "default": 10000},
+        "client_uuid": {"type": "string", "enum": ["generate", "resume", "request_id"], "default": "generate",
+                        "description": "How a connection gets its uuid (its address for notify/send/kick): generate = a random one; resume = a random one, or the one of a token from an earlier 101 (X-Hydra-Resume header or ?resume=) that is not in use; request_id = the upgrade's X-Request-Id, trusted as is (only for trusted networks and benchmarks: any client can claim any uuid)."},
+        "resume_secret": {"type": "string", "default": "", "secret": true,
+                          "description": "HMAC-SHA256 key of resume tokens; \"\" = random at each start (tokens do not survive a restart). Hosts of a cluster share one to resume on another host."}
       }
     },
     "mqc": {

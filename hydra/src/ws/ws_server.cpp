@@ -23,6 +23,7 @@
 #include "common/request_id.h"
 #include "ws/frame.h"
 #include "ws/handshake.h"
+#include "ws/resume.h"
 
 namespace hydra::ws {
 
@@ -37,7 +38,8 @@ constexpr std::uint32_t kReadEvents = EPOLLIN | EPOLLRDHUP;
 // Handshake mechanics are not kept with the connection: they are large and of no use to handlers.
 bool keep_header(const std::string& lower_name) {
     return lower_name != "upgrade" && lower_name != "connection" && lower_name != "sec-websocket-key" &&
-           lower_name != "sec-websocket-version" && lower_name != "sec-websocket-extensions";
+           lower_name != "sec-websocket-version" && lower_name != "sec-websocket-extensions" &&
+           lower_name != "x-hydra-resume";
 }
 
 std::string lower(std::string s) {
@@ -117,7 +119,10 @@ struct WsServer::Loop : EventLoop::Handler {
     void on_readable(Connection& c);
     void on_writable(Connection& c);
     void handle_handshake(Connection& c);
-    void accept_upgrade(Connection& c, const std::string& requested_uuid);
+    // The uuid the request may claim under ws.client_uuid ("" = none): a trusted X-Request-Id or a resume token's.
+    std::string claimed_uuid(const UpgradeRequest& req, const HeaderMap& headers) const;
+    void register_uuid(Connection& c, const std::string& claimed);
+    void accept_upgrade(Connection& c);
     void reject_upgrade(Connection& c, int status, const std::string& reason, const HttpHeaders& extra = {});
     void feed(Connection& c, const std::uint8_t* data, std::size_t len);
     void dispatch(Connection& c, std::string data, bool binary);
@@ -305,25 +310,19 @@ void WsServer::Loop::handle_handshake(Connection& c) {
         all[key] = value;
     }
     c.headers = kept;
-    std::string requested = all.count("x-request-id") ? all["x-request-id"] : std::string();
     c.accept = accept_key(req.key);
+    // The uuid is chosen now so on_open can already use the exchange (set values, subscribe).
+    register_uuid(c, claimed_uuid(req, all));
 
     bool needs_worker = !routes.connection_middleware.empty() || (endpoint && endpoint->on_open);
     if (!needs_worker) {
-        accept_upgrade(c, requested);
+        accept_upgrade(c);
         return;
     }
 
     // Connection middleware and on_open may block (auth calls): run them on a worker, then come back.
     c.state = Connection::State::upgrading;
-    // The uuid is chosen now so on_open can already use the exchange (set values, subscribe).
-    std::string uuid = valid_request_id(requested) ? requested : generate_uuid();
-    if (!server.exchange_.add(uuid, c.id)) {
-        uuid = generate_uuid();
-        server.exchange_.add(uuid, c.id);
-    }
-    c.uuid = uuid;
-    c.registered = true;
+    const std::string& uuid = c.uuid;
     Json params = Json::object();
     try {
         parse_urlencoded(req.query, params);
@@ -363,26 +362,54 @@ void WsServer::Loop::handle_handshake(Connection& c) {
             if (result.is_error())
                 l.reject_upgrade(*c, http_status_for(result.error_code()), result.text());
             else
-                l.accept_upgrade(*c, c->uuid);
+                l.accept_upgrade(*c);
         });
     });
 }
 
-void WsServer::Loop::accept_upgrade(Connection& c, const std::string& requested_uuid) {
-    if (!c.registered) {
-        std::string uuid = valid_request_id(requested_uuid) ? requested_uuid : generate_uuid();
-        if (!server.exchange_.add(uuid, c.id)) {
-            uuid = generate_uuid();
-            server.exchange_.add(uuid, c.id);
-        }
-        c.uuid = std::move(uuid);
-        c.registered = true;
+std::string WsServer::Loop::claimed_uuid(const UpgradeRequest& req, const HeaderMap& headers) const {
+    using ClientUuid = Settings::ClientUuid;
+    const Settings& s = server.settings_;
+    if (s.client_uuid == ClientUuid::request_id) {
+        auto it = headers.find("x-request-id");
+        return it != headers.end() && valid_request_id(it->second) ? it->second : std::string();
     }
+    if (s.client_uuid != ClientUuid::resume) return {};
+    // The token of an earlier 101, in the header or as ?resume=<token> (browsers cannot set headers).
+    std::string_view token;
+    if (auto it = headers.find("x-hydra-resume"); it != headers.end()) {
+        token = it->second;
+    } else {
+        std::string_view query = req.query;
+        while (!query.empty() && token.empty()) {
+            std::string_view pair = query.substr(0, query.find('&'));
+            query.remove_prefix(std::min(query.size(), pair.size() + 1));
+            if (pair.substr(0, 7) == "resume=") token = pair.substr(7);
+        }
+    }
+    if (token.empty()) return {};
+    return resume_uuid(s.resume_secret, token).value_or(std::string());
+}
+
+void WsServer::Loop::register_uuid(Connection& c, const std::string& claimed) {
+    std::string uuid = claimed.empty() ? generate_uuid() : claimed;
+    if (!server.exchange_.add(uuid, c.id)) {  // in use by an open connection: never taken over
+        uuid = generate_uuid();
+        server.exchange_.add(uuid, c.id);
+    }
+    c.uuid = std::move(uuid);
+    c.registered = true;
+}
+
+void WsServer::Loop::accept_upgrade(Connection& c) {
     c.state = Connection::State::open;
     c.decoder = std::make_unique<MessageDecoder>(server.settings_.max_message, Role::Server);
     c.last_recv_ms = c.last_ping_ms = loop.now_ms();
     // Frames queued while upgrading (by on_open) must follow the 101.
-    c.out.insert(c.out.begin(), make_frame(handshake_response(c.accept, {{"X-Request-Id", c.uuid}})));
+    HttpHeaders extra{{"X-Request-Id", c.uuid}};
+    if (server.settings_.client_uuid == Settings::ClientUuid::resume)
+        extra.emplace_back(kResumeHeader, resume_token(server.settings_.resume_secret, c.uuid));
+    c.out.insert(c.out.begin(), make_frame(handshake_response(c.accept, extra)));
     c.out_bytes += c.out.front()->size();
     for (auto& k : c.confirms) k.end += c.out.front()->size();
     c.accept = std::string();
@@ -849,6 +876,11 @@ WsServer::Settings WsServer::Settings::from(const Config& config) {
     s.ping_interval_ms = static_cast<int>(config.integer("ws.ping_interval_ms"));
     s.idle_timeout_ms = static_cast<int>(config.integer("ws.idle_timeout_ms"));
     s.handshake_timeout_ms = static_cast<int>(config.integer("ws.handshake_timeout_ms"));
+    const std::string policy = config.str("ws.client_uuid");
+    s.client_uuid = policy == "resume"       ? ClientUuid::resume
+                    : policy == "request_id" ? ClientUuid::request_id
+                                             : ClientUuid::generate;
+    s.resume_secret = config.str("ws.resume_secret");
     return s;
 }
 
@@ -867,7 +899,10 @@ Context::Init WsServer::context_for(const std::string& path, const std::string& 
 }
 
 WsServer::WsServer(Settings settings, const WsRoutes& routes, Queue* queue)
-    : settings_(std::move(settings)), routes_(routes), queue_(queue), exchange_(*this) {}
+    : settings_(std::move(settings)), routes_(routes), queue_(queue), exchange_(*this) {
+    if (settings_.client_uuid == Settings::ClientUuid::resume && settings_.resume_secret.empty())
+        settings_.resume_secret = random_resume_secret();
+}
 
 WsServer::~WsServer() { stop(); }
 

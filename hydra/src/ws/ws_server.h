@@ -31,6 +31,10 @@ class WsServer : public Delivery {
         int idle_timeout_ms = 90000;
         int handshake_timeout_ms = 10000;
         int close_timeout_ms = 2000;  // how long a closing connection waits for the peer's close frame
+        // Where a connection's uuid comes from (see the schema): never from the client unless it proves or is trusted.
+        enum class ClientUuid { generate, resume, request_id };
+        ClientUuid client_uuid = ClientUuid::generate;
+        std::string resume_secret;  // HMAC key of resume tokens; "" = random at construction
 
         static Settings from(const Config& config);  // the `ws` section
     };
