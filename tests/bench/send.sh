@@ -99,7 +99,7 @@ start_hydra() {
     (cd "$RUN_DIR" && HYDRA_CONFIG_DIR=$ROOT/config exec taskset -c "$SERVER_CPU" "$HYDRA" run --env dev \
         --set api.address=127.0.0.1:0 --set ws.address=127.0.0.1:0 --set log.level=warn \
         --set ws.io_threads=1 --set ws.ping_interval_ms=0 --set ws.idle_timeout_ms=0 \
-        --set ws.client_uuid=request_id \
+        --set ws.client_uuid=request_id --set ws.max_connections_per_ip=0 --set ws.rate_limit.messages_per_s=0 \
         --set api.threads=$((PUBLISHERS + 8)) --set services.push.database="$RUN_DIR/$name-push.db" "$@" \
         ${HYDRA_SET[@]+"${HYDRA_SET[@]}"}) \
         >"$logf" 2>&1 &

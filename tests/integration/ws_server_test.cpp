@@ -494,7 +494,7 @@ BOOST_AUTO_TEST_CASE(a_client_that_stops_reading_is_closed_and_others_are_not_sl
 }
 
 BOOST_AUTO_TEST_CASE(a_thousand_clients_get_a_broadcast) {
-    WsFixture f;
+    WsFixture f({"ws.max_connections_per_ip=0"});  // all from 127.0.0.1
     std::vector<WsClient> clients;
     clients.reserve(1000);
     for (int i = 0; i < 1000; ++i) clients.push_back(f.connect("/raw"));

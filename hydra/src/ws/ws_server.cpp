@@ -49,6 +49,29 @@ std::string lower(std::string s) {
 
 Frame make_frame(std::string bytes) { return std::make_shared<const std::string>(std::move(bytes)); }
 
+// What the per-address limit counts: an IPv4 address (also when mapped into IPv6), or the /64 of an IPv6 one, which
+// one client typically holds whole.
+WsServer::IpKey ip_key(const sockaddr_storage& peer) {
+    constexpr std::uint64_t kIpv4 = std::uint64_t{1} << 32;  // sets IPv4 keys apart from any IPv6 /64
+    WsServer::IpKey key;
+    if (peer.ss_family == AF_INET) {
+        key.lo = kIpv4 | ntohl(reinterpret_cast<const sockaddr_in&>(peer).sin_addr.s_addr);
+    } else if (peer.ss_family == AF_INET6) {
+        const auto& a = reinterpret_cast<const sockaddr_in6&>(peer).sin6_addr;
+        if (IN6_IS_ADDR_V4MAPPED(&a)) {
+            std::uint32_t v4 = 0;
+            std::memcpy(&v4, a.s6_addr + 12, 4);
+            key.lo = kIpv4 | ntohl(v4);
+        } else {
+            std::memcpy(&key.hi, a.s6_addr, 8);  // the /64; lo stays 0
+        }
+    }
+    return key;
+}
+
+// A rate-limit token is this many units: the bucket refills rate_per_s units per millisecond, integer arithmetic.
+constexpr std::int64_t kTokenUnits = 1000;
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -78,7 +101,11 @@ struct WsServer::Connection : EventLoop::Handler {
     std::int64_t last_recv_ms = 0;
     std::int64_t last_ping_ms = 0;
     std::int64_t close_deadline_ms = 0;
-    std::uint32_t seq = 0;  // messages received, for request ids
+    std::uint32_t seq = 0;       // messages received, for request ids
+    std::int64_t tokens = 0;     // rate limit: tokens (in kTokenUnits) left in the bucket
+    std::int64_t tokens_ms = 0;  // when the bucket was last refilled
+    WsServer::IpKey ip;          // counted in the server's per-address table while ip_counted
+    bool ip_counted = false;
 
     std::string in;                           // handshake bytes, released after the upgrade
     std::string accept;                       // Sec-WebSocket-Accept, until the 101 is queued
@@ -125,6 +152,7 @@ struct WsServer::Loop : EventLoop::Handler {
     void accept_upgrade(Connection& c);
     void reject_upgrade(Connection& c, int status, const std::string& reason, const HttpHeaders& extra = {});
     void feed(Connection& c, const std::uint8_t* data, std::size_t len);
+    bool take_token(Connection& c);  // false: the connection is over ws.rate_limit
     void dispatch(Connection& c, std::string data, bool binary);
     void on_handled(std::uint64_t id, Frame reply);
     bool enqueue(Connection& c, Frame frame);  // false if the frame was not queued (closed, or queue dropped)
@@ -190,10 +218,19 @@ void WsServer::Loop::accept_all() {
             ::close(fd);
             continue;
         }
+        WsServer::IpKey ip = ip_key(peer);
+        if (server.settings_.max_connections_per_ip > 0 && !server.admit_ip(ip)) {
+            static const std::string kFull = http_error_response(503, "too many connections from this address");
+            [[maybe_unused]] ssize_t n = ::send(fd, kFull.data(), kFull.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+            ::close(fd);
+            continue;
+        }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         std::uint64_t id = (index << 48) | next_id++;
         auto conn = std::make_unique<Connection>(*this, id, fd);
+        conn->ip = ip;
+        conn->ip_counted = server.settings_.max_connections_per_ip > 0;
         conn->opened_ms = conn->last_recv_ms = conn->last_ping_ms = loop.now_ms();
         loop.add(fd, kReadEvents, conn.get());
         connections.emplace(id, std::move(conn));
@@ -404,7 +441,8 @@ void WsServer::Loop::register_uuid(Connection& c, const std::string& claimed) {
 void WsServer::Loop::accept_upgrade(Connection& c) {
     c.state = Connection::State::open;
     c.decoder = std::make_unique<MessageDecoder>(server.settings_.max_message, Role::Server);
-    c.last_recv_ms = c.last_ping_ms = loop.now_ms();
+    c.last_recv_ms = c.last_ping_ms = c.tokens_ms = loop.now_ms();
+    c.tokens = static_cast<std::int64_t>(server.settings_.rate_burst) * kTokenUnits;
     // Frames queued while upgrading (by on_open) must follow the 101.
     HttpHeaders extra{{"X-Request-Id", c.uuid}};
     if (server.settings_.client_uuid == Settings::ClientUuid::resume)
@@ -447,12 +485,15 @@ void WsServer::Loop::feed(Connection& c, const std::uint8_t* data, std::size_t l
             case Event::Type::Text:
             case Event::Type::Binary: {
                 if (c.close_sent) break;  // after our close frame, messages are dropped (RFC 6455 5.5.1)
+                if (!take_token(c)) return;
                 bool binary = ev.type == Event::Type::Binary;
                 dispatch(c, d.take_message(), binary);
                 break;
             }
             case Event::Type::Ping:
-                if (!c.close_sent) enqueue_raw(c, encode_pong(ev.data));
+                if (c.close_sent) break;
+                if (!take_token(c)) return;
+                enqueue_raw(c, encode_pong(ev.data));
                 break;
             case Event::Type::Pong:
                 break;
@@ -479,6 +520,22 @@ void WsServer::Loop::feed(Connection& c, const std::uint8_t* data, std::size_t l
                 return;
         }
     }
+}
+
+bool WsServer::Loop::take_token(Connection& c) {
+    const std::int64_t rate = server.settings_.rate_per_s;
+    if (rate <= 0) return true;
+    // A token bucket in integers: rate tokens per second = rate units per millisecond.
+    const std::int64_t now = loop.now_ms();
+    const std::int64_t full = static_cast<std::int64_t>(server.settings_.rate_burst) * kTokenUnits;
+    c.tokens = std::min(full, c.tokens + (now - c.tokens_ms) * rate);
+    c.tokens_ms = now;
+    if (c.tokens < kTokenUnits) {
+        fail(c, close_code::policy_violation, "rate limit");
+        return false;
+    }
+    c.tokens -= kTokenUnits;
+    return true;
 }
 
 void WsServer::Loop::fail(Connection& c, std::uint16_t code, const std::string& reason) {
@@ -830,6 +887,8 @@ void WsServer::Loop::destroy(Connection& c, std::uint16_t code, const std::strin
     }
     ::close(c.fd);
     c.fd = -1;
+    if (c.ip_counted) server.release_ip(c.ip);
+    c.ip_counted = false;
     if (!c.confirms.empty()) settle_confirms(c, 0);
     server.open_connections_.fetch_sub(1);
     bool was_open = c.decoder != nullptr;
@@ -872,6 +931,9 @@ WsServer::Settings WsServer::Settings::from(const Config& config) {
     s.workers = static_cast<int>(config.integer("ws.workers"));
     s.max_message = static_cast<std::size_t>(config.integer("ws.max_message"));
     s.max_connections = static_cast<int>(config.integer("ws.max_connections"));
+    s.max_connections_per_ip = static_cast<int>(config.integer("ws.max_connections_per_ip"));
+    s.rate_per_s = static_cast<int>(config.integer("ws.rate_limit.messages_per_s"));
+    s.rate_burst = static_cast<int>(config.integer("ws.rate_limit.burst"));
     s.send_queue_bytes = static_cast<std::size_t>(config.integer("ws.send_queue_bytes"));
     s.ping_interval_ms = static_cast<int>(config.integer("ws.ping_interval_ms"));
     s.idle_timeout_ms = static_cast<int>(config.integer("ws.idle_timeout_ms"));
@@ -969,6 +1031,20 @@ void WsServer::stop() {
     if (listen_fd_ >= 0) ::close(listen_fd_);
     listen_fd_ = -1;
     loops_.clear();
+}
+
+bool WsServer::admit_ip(const IpKey& ip) {
+    std::lock_guard lock(per_ip_mutex_);
+    int& n = per_ip_[ip];
+    if (n >= settings_.max_connections_per_ip) return false;  // n > 0 here: the entry existed
+    ++n;
+    return true;
+}
+
+void WsServer::release_ip(const IpKey& ip) {
+    std::lock_guard lock(per_ip_mutex_);
+    auto it = per_ip_.find(ip);
+    if (it != per_ip_.end() && --it->second <= 0) per_ip_.erase(it);  // idle addresses are forgotten
 }
 
 WsServer::Loop& WsServer::loop_of(std::uint64_t conn_id) { return *loops_[conn_id >> 48]; }

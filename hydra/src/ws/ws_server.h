@@ -4,7 +4,9 @@
 
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <hydra/config.h>
@@ -26,6 +28,9 @@ class WsServer : public Delivery {
         int workers = 8;
         std::size_t max_message = 1 << 20;
         int max_connections = 100000;
+        int max_connections_per_ip = 256;  // 0 = off; IPv6 counts per /64
+        int rate_per_s = 1000;             // messages and pings per second per connection; 0 = off
+        int rate_burst = 2000;
         std::size_t send_queue_bytes = 4 << 20;
         int ping_interval_ms = 30000;
         int idle_timeout_ms = 90000;
@@ -60,12 +65,23 @@ class WsServer : public Delivery {
 
     struct Loop;
     struct Connection;
+    // A client address as ws.max_connections_per_ip counts it: an IPv4 address, or the /64 of an IPv6 one.
+    struct IpKey {
+        std::uint64_t hi = 0, lo = 0;
+        bool operator==(const IpKey&) const = default;
+    };
+    struct IpKeyHash {
+        std::size_t operator()(const IpKey& k) const noexcept { return std::hash<std::uint64_t>()(k.hi * 31 + k.lo); }
+    };
 
   private:
     friend struct Loop;
     friend struct Connection;
 
     Loop& loop_of(std::uint64_t conn_id);
+    bool admit_ip(const IpKey& ip);  // false when the address is at max_connections_per_ip
+    void release_ip(const IpKey& ip);
+
     // The Context of a connection's event (message, error, close) as handlers see it.
     Context::Init context_for(const std::string& path, const std::string& uuid,
                               std::shared_ptr<const HeaderMap> headers, std::string request_id) const;
@@ -79,7 +95,9 @@ class WsServer : public Delivery {
     std::string bound_;
     std::vector<std::unique_ptr<Loop>> loops_;
     std::unique_ptr<WorkerPool> workers_;
-    std::atomic<int> open_connections_{0};  // every accepted socket, any state
+    std::atomic<int> open_connections_{0};              // every accepted socket, any state
+    std::mutex per_ip_mutex_;                           // taken once per accept and once per close, never per message
+    std::unordered_map<IpKey, int, IpKeyHash> per_ip_;  // open connections per address; no entry at zero
     bool started_ = false;
 };
 
