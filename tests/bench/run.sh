@@ -5,8 +5,10 @@
 #   BENCH_QUICK=1 tests/bench/run.sh   # scaled down (~3 minutes)
 # For each scenario it starts a server, runs hydra-bench against it, stops it, then the same with the next server.
 # The server is pinned to BENCH_SERVER_CPU (0) and the load generator to BENCH_CLIENT_CPU (1) with taskset; hydra
-# runs with ws.io_threads=1 so every server has one core. Prints a table and writes build/bench/results.json
-# (raw per-run JSON and server logs in build/bench/results/).
+# runs with ws.io_threads=1 so every server has one core, and with ws.max_connections_per_ip and ws.rate_limit off and
+# ws.client_uuid=request_id (the load generator opens thousands of connections from one address, floods on purpose and
+# names its clients). Prints a table and writes build/bench/results.json (raw per-run JSON and server logs in
+# build/bench/results/).
 #
 # With REPEAT > 1 (BENCH_REPEAT, default 3, 1 with BENCH_QUICK) the table shows the median of the runs.
 # The scenarios send and send_cluster (the push path: POST /msg/send -> queue -> MQC -> WebSocket, against nginx +
@@ -96,7 +98,9 @@ start_server() {
     if [[ $kind == hydra ]]; then
         (cd "$RUN_DIR" && exec taskset -c "$SERVER_CPU" "$HYDRA" run --config "$ROOT/config/dev.json" \
             --set ws.address=127.0.0.1:0 --set api.address=127.0.0.1:0 --set log.level=warn \
-            --set ws.io_threads=1 --set ws.ping_interval_ms=0 --set ws.idle_timeout_ms=0 "$@") >"$logf" 2>&1 &
+            --set ws.io_threads=1 --set ws.ping_interval_ms=0 --set ws.idle_timeout_ms=0 \
+            --set ws.client_uuid=request_id --set ws.max_connections_per_ip=0 \
+            --set ws.rate_limit.messages_per_s=0 "$@") >"$logf" 2>&1 &
     elif [[ $kind == floor ]]; then
         taskset -c "$SERVER_CPU" "$BENCH" floor --ws 127.0.0.1:0 --api 127.0.0.1:0 >"$logf" 2>&1 &
     else

@@ -5,7 +5,7 @@
 #   BENCH_QUICK=1 tests/bench/send.sh    # 1,000 clients, 5k msg/s, short, no search
 #
 # hydra:  POST /msg/send {"uuid":"c<k>","msg":"ts=.. seq=.."} -> queue mall:wsserver:msg -> MQC /msg/push ->
-#         notify -> the client whose upgrade carried X-Request-Id: c<k>
+#         notify -> the client whose upgrade carried X-Request-Id: c<k> (hydra runs with ws.client_uuid=request_id)
 # Nchan:  POST /pub?id=c<k> "ts=.. seq=.."  -> the WebSocket subscribed to /sub/c<k>   (tests/bench/nchan.conf.in)
 # hydra-bench send (cmd/hydra-bench/send_bench.cpp) holds the clients and posts message k to client k % N from
 # BENCH_SEND_PUBLISHERS keep-alive connections, paced at each rate of BENCH_SEND_RATES (0 = closed loop: as fast
@@ -99,6 +99,7 @@ start_hydra() {
     (cd "$RUN_DIR" && HYDRA_CONFIG_DIR=$ROOT/config exec taskset -c "$SERVER_CPU" "$HYDRA" run --env dev \
         --set api.address=127.0.0.1:0 --set ws.address=127.0.0.1:0 --set log.level=warn \
         --set ws.io_threads=1 --set ws.ping_interval_ms=0 --set ws.idle_timeout_ms=0 \
+        --set ws.client_uuid=request_id --set ws.max_connections_per_ip=0 --set ws.rate_limit.messages_per_s=0 \
         --set api.threads=$((PUBLISHERS + 8)) --set services.push.database="$RUN_DIR/$name-push.db" "$@" \
         ${HYDRA_SET[@]+"${HYDRA_SET[@]}"}) \
         >"$logf" 2>&1 &

@@ -37,6 +37,7 @@ struct Host {
                                          "--set",      "queue.kafka.brokers=" + brokers,
                                          "--set",      "queue.kafka.properties.session.timeout.ms=6000",
                                          "--set",      "cluster.node_id=" + node,
+                                         "--set",      "ws.client_uuid=request_id",  // clients name themselves
                                          "--set",      "services.push.database=" + test::temp_path(node + "-push.db")};
         process = std::make_unique<test::ChildProcess>(args, std::string(HYDRA_SOURCE_DIR));
         auto api_port = process->wait_for_stdout(R"(api listening on http://127\.0\.0\.1:(\d+))", 60s);

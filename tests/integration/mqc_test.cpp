@@ -63,7 +63,7 @@ BOOST_AUTO_TEST_CASE(api_push_reaches_the_websocket_client_through_the_mqc_handl
     hydra::WsEndpoint hold;
     hold.on_message = [](Context&) -> hydra::Result { return {}; };
     app.ws_endpoint("/push", hold);
-    app.start(config(db));
+    app.start(config(db, {"ws.client_uuid=request_id"}));  // the client names itself device-1
 
     WsClient client = WsClient::connect("127.0.0.1", ws_port(app), "/push", {{"X-Request-Id", "device-1"}});
     auto r = test::http(app.api_address(), "POST", "/msg/send", R"({"uuid":"device-1","msg":"充值成功"})",

@@ -185,8 +185,14 @@ BOOST_AUTO_TEST_CASE(service_routing_replies_and_errors_keep_the_connection) {
     for (int i = 0; i < 20; ++i) BOOST_CHECK_EQUAL(receive_json(c)["data"]["i"], i);
 }
 
-BOOST_AUTO_TEST_CASE(uuid_comes_from_x_request_id_or_is_generated) {
-    WsFixture f;
+BOOST_AUTO_TEST_CASE(uuid_is_generated_unless_x_request_id_is_trusted) {
+    {
+        WsFixture f;  // ws.client_uuid=generate: what the client asks for is ignored
+        WsClient a = f.connect("/", {{"X-Request-Id", "device-42"}});
+        BOOST_CHECK_EQUAL(a.response_header("X-Request-Id").value().size(), 36u);
+        BOOST_CHECK(!a.response_header("X-Hydra-Resume"));
+    }
+    WsFixture f({"ws.client_uuid=request_id"});
     WsClient a = f.connect("/", {{"X-Request-Id", "device-42"}});
     BOOST_CHECK_EQUAL(a.response_header("X-Request-Id").value(), "device-42");
     WsClient b = f.connect("/", {{"X-Request-Id", "not a valid id!"}});
@@ -357,7 +363,7 @@ BOOST_AUTO_TEST_CASE(middleware_on_upgrade_and_on_packets) {
 }
 
 BOOST_AUTO_TEST_CASE(exchange_from_other_threads) {
-    WsFixture f;
+    WsFixture f({"ws.client_uuid=request_id"});
     WsClient a1 = f.connect("/", {{"X-Request-Id", "alice-phone"}});
     WsClient a2 = f.connect("/", {{"X-Request-Id", "alice-laptop"}});
     WsClient b = f.connect("/raw", {{"X-Request-Id", "bob"}});
@@ -488,7 +494,7 @@ BOOST_AUTO_TEST_CASE(a_client_that_stops_reading_is_closed_and_others_are_not_sl
 }
 
 BOOST_AUTO_TEST_CASE(a_thousand_clients_get_a_broadcast) {
-    WsFixture f;
+    WsFixture f({"ws.max_connections_per_ip=0"});  // all from 127.0.0.1
     std::vector<WsClient> clients;
     clients.reserve(1000);
     for (int i = 0; i < 1000; ++i) clients.push_back(f.connect("/raw"));
@@ -505,7 +511,7 @@ BOOST_AUTO_TEST_CASE(a_thousand_clients_get_a_broadcast) {
 }
 
 BOOST_AUTO_TEST_CASE(python_websockets_client_talks_to_the_server) {
-    WsFixture f;
+    WsFixture f({"ws.client_uuid=request_id"});
     std::string script = R"PY(
 import asyncio, json, sys
 import websockets

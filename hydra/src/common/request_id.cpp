@@ -2,7 +2,11 @@
 
 #include <array>
 #include <cstdint>
-#include <random>
+#include <cstring>
+#include <stdexcept>
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
 
 namespace hydra {
 
@@ -17,13 +21,19 @@ bool valid_request_id(std::string_view id) {
 }
 
 std::string generate_uuid() {
-    // One generator per thread, seeded from the OS: no lock on the hot path of connection accept.
-    thread_local std::mt19937_64 rng{[] {
-        std::random_device rd;
-        return (static_cast<std::uint64_t>(rd()) << 32) ^ rd();
-    }()};
-    std::uint64_t hi = rng();
-    std::uint64_t lo = rng();
+    // Uuids are addresses: they come from the CSPRNG, drawn in blocks per thread so an accept rarely calls it.
+    thread_local std::array<unsigned char, 1024> pool{};
+    thread_local std::size_t used = pool.size();
+    if (used + 16 > pool.size()) {
+        if (RAND_bytes(pool.data(), static_cast<int>(pool.size())) != 1)
+            throw std::runtime_error("generate_uuid: the random generator failed");
+        used = 0;
+    }
+    std::uint64_t hi = 0, lo = 0;
+    std::memcpy(&hi, pool.data() + used, 8);
+    std::memcpy(&lo, pool.data() + used + 8, 8);
+    OPENSSL_cleanse(pool.data() + used, 16);  // a uuid handed out is not left behind in the pool
+    used += 16;
     hi = (hi & 0xffffffffffff0fffULL) | 0x0000000000004000ULL;  // version 4
     lo = (lo & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;  // variant 10
     std::array<unsigned char, 16> b{};

@@ -58,12 +58,28 @@ constexpr const char* builtin_schema_text = R"json({
         "workers": {"type": "integer", "minimum": 1, "maximum": 1024, "default": 8},
         "max_message": {"type": "integer", "minimum": 125, "maximum": 1073741824, "default": 1048576},
         "max_connections": {"type": "integer", "minimum": 1, "maximum": 10000000, "default": 100000},
+        "max_connections_per_ip": {"type": "integer", "minimum": 0, "maximum": 10000000, "default": 256,
+                                   "description": "Open connections from one IPv4 address or IPv6 /64; beyond that a new one gets 503 and is closed. 0 = off (benchmarks, clients behind one proxy)."},
+        "rate_limit": {
+          "type": "object",
+          "description": "Per connection: a token bucket over the messages and pings a client sends; a client over it is closed with 1008 \"rate limit\".",
+          "properties": {
+            "messages_per_s": {"type": "integer", "minimum": 0, "maximum": 10000000, "default": 1000,
+                               "description": "Sustained rate. 0 = off (benchmarks that flood on purpose)."},
+            "burst": {"type": "integer", "minimum": 1, "maximum": 100000000, "default": 2000,
+                      "description": "Messages a connection may send at once (the bucket's size; full at the upgrade)."}
+          }
+        },
         "send_queue_bytes": {"type": "integer", "minimum": 1024, "maximum": 1073741824, "default": 4194304},
         "ping_interval_ms": {"type": "integer", "minimum": 0, "maximum": 3600000, "default": 30000,
                              "description": "0 = off."},
         "idle_timeout_ms": {"type": "integer", "minimum": 0, "maximum": 86400000, "default": 90000,
                             "description": "0 = off."},
-        "handshake_timeout_ms": {"type": "integer", "minimum": 100, "maximum": 600000, "default": 10000}
+        "handshake_timeout_ms": {"type": "integer", "minimum": 100, "maximum": 600000, "default": 10000},
+        "client_uuid": {"type": "string", "enum": ["generate", "resume", "request_id"], "default": "generate",
+                        "description": "How a connection gets its uuid (its address for notify/send/kick): generate = a random one; resume = a random one, or the one of a token from an earlier 101 (X-Hydra-Resume header or ?resume=) that is not in use; request_id = the upgrade's X-Request-Id, trusted as is (only for trusted networks and benchmarks: any client can claim any uuid)."},
+        "resume_secret": {"type": "string", "default": "", "secret": true,
+                          "description": "HMAC-SHA256 key of resume tokens; \"\" = random at each start (tokens do not survive a restart). Hosts of a cluster share one to resume on another host."}
       }
     },
     "mqc": {

@@ -82,6 +82,16 @@ bool WsExchange::notify(std::string_view uuid, const Json& data) {
     return true;
 }
 
+bool WsExchange::notify_confirmed(std::string_view uuid, const Json& data, std::function<void(bool written)> written) {
+    auto id = find(uuid);
+    if (!id) return false;
+    if (written)
+        delivery_.deliver_confirmed(*id, notify_frame(data), std::move(written));
+    else
+        delivery_.deliver(*id, notify_frame(data));
+    return true;
+}
+
 std::size_t WsExchange::broadcast(const Json& data) { return delivery_.deliver_all(notify_frame(data)); }
 
 bool WsExchange::bind(std::string_view user, std::string_view uuid) {

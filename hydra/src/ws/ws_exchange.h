@@ -27,6 +27,9 @@ class Delivery {
   public:
     virtual ~Delivery() = default;
     virtual void deliver(std::uint64_t conn_id, Frame frame) = 0;
+    // deliver() that reports the outcome on the connection's loop, exactly once: written(true) when the whole frame
+    // was handed to the socket, written(false) when the connection closed or dropped its send queue first.
+    virtual void deliver_confirmed(std::uint64_t conn_id, Frame frame, std::function<void(bool written)> written) = 0;
     virtual void deliver_many(std::vector<std::uint64_t> conn_ids, Frame frame) = 0;
     virtual std::size_t deliver_all(Frame frame) = 0;
     virtual void close(std::uint64_t conn_id, int code, std::string reason) = 0;
@@ -41,6 +44,7 @@ class WsExchange : public Exchange {
     void remove(const std::string& uuid);
 
     bool notify(std::string_view uuid, const Json& data) override;
+    bool notify_confirmed(std::string_view uuid, const Json& data, std::function<void(bool written)> written) override;
     std::size_t broadcast(const Json& data) override;
     bool bind(std::string_view user, std::string_view uuid) override;
     std::size_t notify_user(std::string_view user, const Json& data) override;

@@ -23,6 +23,7 @@
 #include "common/request_id.h"
 #include "ws/frame.h"
 #include "ws/handshake.h"
+#include "ws/resume.h"
 
 namespace hydra::ws {
 
@@ -37,7 +38,8 @@ constexpr std::uint32_t kReadEvents = EPOLLIN | EPOLLRDHUP;
 // Handshake mechanics are not kept with the connection: they are large and of no use to handlers.
 bool keep_header(const std::string& lower_name) {
     return lower_name != "upgrade" && lower_name != "connection" && lower_name != "sec-websocket-key" &&
-           lower_name != "sec-websocket-version" && lower_name != "sec-websocket-extensions";
+           lower_name != "sec-websocket-version" && lower_name != "sec-websocket-extensions" &&
+           lower_name != "x-hydra-resume";
 }
 
 std::string lower(std::string s) {
@@ -46,6 +48,29 @@ std::string lower(std::string s) {
 }
 
 Frame make_frame(std::string bytes) { return std::make_shared<const std::string>(std::move(bytes)); }
+
+// What the per-address limit counts: an IPv4 address (also when mapped into IPv6), or the /64 of an IPv6 one, which
+// one client typically holds whole.
+WsServer::IpKey ip_key(const sockaddr_storage& peer) {
+    constexpr std::uint64_t kIpv4 = std::uint64_t{1} << 32;  // sets IPv4 keys apart from any IPv6 /64
+    WsServer::IpKey key;
+    if (peer.ss_family == AF_INET) {
+        key.lo = kIpv4 | ntohl(reinterpret_cast<const sockaddr_in&>(peer).sin_addr.s_addr);
+    } else if (peer.ss_family == AF_INET6) {
+        const auto& a = reinterpret_cast<const sockaddr_in6&>(peer).sin6_addr;
+        if (IN6_IS_ADDR_V4MAPPED(&a)) {
+            std::uint32_t v4 = 0;
+            std::memcpy(&v4, a.s6_addr + 12, 4);
+            key.lo = kIpv4 | ntohl(v4);
+        } else {
+            std::memcpy(&key.hi, a.s6_addr, 8);  // the /64; lo stays 0
+        }
+    }
+    return key;
+}
+
+// A rate-limit token is this many units: the bucket refills rate_per_s units per millisecond, integer arithmetic.
+constexpr std::int64_t kTokenUnits = 1000;
 
 }  // namespace
 
@@ -76,7 +101,11 @@ struct WsServer::Connection : EventLoop::Handler {
     std::int64_t last_recv_ms = 0;
     std::int64_t last_ping_ms = 0;
     std::int64_t close_deadline_ms = 0;
-    std::uint32_t seq = 0;  // messages received, for request ids
+    std::uint32_t seq = 0;       // messages received, for request ids
+    std::int64_t tokens = 0;     // rate limit: tokens (in kTokenUnits) left in the bucket
+    std::int64_t tokens_ms = 0;  // when the bucket was last refilled
+    WsServer::IpKey ip;          // counted in the server's per-address table while ip_counted
+    bool ip_counted = false;
 
     std::string in;                           // handshake bytes, released after the upgrade
     std::string accept;                       // Sec-WebSocket-Accept, until the 101 is queued
@@ -84,6 +113,12 @@ struct WsServer::Connection : EventLoop::Handler {
     std::vector<Frame> out;                   // whole frames waiting for the socket
     std::size_t out_offset = 0;               // bytes of out[0] already written
     std::size_t out_bytes = 0;                // unwritten bytes in out
+    std::uint64_t bytes_written = 0;          // stream position: bytes handed to the socket so far
+    struct Confirm {
+        std::uint64_t end;  // stream position at which the frame ends
+        std::function<void(bool written)> written;
+    };
+    std::vector<Confirm> confirms;  // frames whose outcome is awaited, in stream order
     struct Pending {
         std::string data;
         bool binary;
@@ -111,12 +146,19 @@ struct WsServer::Loop : EventLoop::Handler {
     void on_readable(Connection& c);
     void on_writable(Connection& c);
     void handle_handshake(Connection& c);
-    void accept_upgrade(Connection& c, const std::string& requested_uuid);
+    // The uuid the request may claim under ws.client_uuid ("" = none): a trusted X-Request-Id or a resume token's.
+    std::string claimed_uuid(const UpgradeRequest& req, const HeaderMap& headers) const;
+    void register_uuid(Connection& c, const std::string& claimed);
+    void accept_upgrade(Connection& c);
     void reject_upgrade(Connection& c, int status, const std::string& reason, const HttpHeaders& extra = {});
     void feed(Connection& c, const std::uint8_t* data, std::size_t len);
+    bool take_token(Connection& c);  // false: the connection is over ws.rate_limit
     void dispatch(Connection& c, std::string data, bool binary);
     void on_handled(std::uint64_t id, Frame reply);
-    void enqueue(Connection& c, Frame frame);
+    bool enqueue(Connection& c, Frame frame);  // false if the frame was not queued (closed, or queue dropped)
+    void enqueue_confirmed(Connection& c, Frame frame, std::function<void(bool written)> written);
+    // Reports the frames written so far (true) and those ending after keep_up_to (false: dropped).
+    void settle_confirms(Connection& c, std::uint64_t keep_up_to);
     void enqueue_raw(Connection& c, std::string bytes) { enqueue(c, make_frame(std::move(bytes))); }
     void schedule_flush(Connection& c);
     void schedule_end_of_iteration();
@@ -176,10 +218,19 @@ void WsServer::Loop::accept_all() {
             ::close(fd);
             continue;
         }
+        WsServer::IpKey ip = ip_key(peer);
+        if (server.settings_.max_connections_per_ip > 0 && !server.admit_ip(ip)) {
+            static const std::string kFull = http_error_response(503, "too many connections from this address");
+            [[maybe_unused]] ssize_t n = ::send(fd, kFull.data(), kFull.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+            ::close(fd);
+            continue;
+        }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         std::uint64_t id = (index << 48) | next_id++;
         auto conn = std::make_unique<Connection>(*this, id, fd);
+        conn->ip = ip;
+        conn->ip_counted = server.settings_.max_connections_per_ip > 0;
         conn->opened_ms = conn->last_recv_ms = conn->last_ping_ms = loop.now_ms();
         loop.add(fd, kReadEvents, conn.get());
         connections.emplace(id, std::move(conn));
@@ -296,25 +347,19 @@ void WsServer::Loop::handle_handshake(Connection& c) {
         all[key] = value;
     }
     c.headers = kept;
-    std::string requested = all.count("x-request-id") ? all["x-request-id"] : std::string();
     c.accept = accept_key(req.key);
+    // The uuid is chosen now so on_open can already use the exchange (set values, subscribe).
+    register_uuid(c, claimed_uuid(req, all));
 
     bool needs_worker = !routes.connection_middleware.empty() || (endpoint && endpoint->on_open);
     if (!needs_worker) {
-        accept_upgrade(c, requested);
+        accept_upgrade(c);
         return;
     }
 
     // Connection middleware and on_open may block (auth calls): run them on a worker, then come back.
     c.state = Connection::State::upgrading;
-    // The uuid is chosen now so on_open can already use the exchange (set values, subscribe).
-    std::string uuid = valid_request_id(requested) ? requested : generate_uuid();
-    if (!server.exchange_.add(uuid, c.id)) {
-        uuid = generate_uuid();
-        server.exchange_.add(uuid, c.id);
-    }
-    c.uuid = uuid;
-    c.registered = true;
+    const std::string& uuid = c.uuid;
     Json params = Json::object();
     try {
         parse_urlencoded(req.query, params);
@@ -354,27 +399,57 @@ void WsServer::Loop::handle_handshake(Connection& c) {
             if (result.is_error())
                 l.reject_upgrade(*c, http_status_for(result.error_code()), result.text());
             else
-                l.accept_upgrade(*c, c->uuid);
+                l.accept_upgrade(*c);
         });
     });
 }
 
-void WsServer::Loop::accept_upgrade(Connection& c, const std::string& requested_uuid) {
-    if (!c.registered) {
-        std::string uuid = valid_request_id(requested_uuid) ? requested_uuid : generate_uuid();
-        if (!server.exchange_.add(uuid, c.id)) {
-            uuid = generate_uuid();
-            server.exchange_.add(uuid, c.id);
-        }
-        c.uuid = std::move(uuid);
-        c.registered = true;
+std::string WsServer::Loop::claimed_uuid(const UpgradeRequest& req, const HeaderMap& headers) const {
+    using ClientUuid = Settings::ClientUuid;
+    const Settings& s = server.settings_;
+    if (s.client_uuid == ClientUuid::request_id) {
+        auto it = headers.find("x-request-id");
+        return it != headers.end() && valid_request_id(it->second) ? it->second : std::string();
     }
+    if (s.client_uuid != ClientUuid::resume) return {};
+    // The token of an earlier 101, in the header or as ?resume=<token> (browsers cannot set headers).
+    std::string_view token;
+    if (auto it = headers.find("x-hydra-resume"); it != headers.end()) {
+        token = it->second;
+    } else {
+        std::string_view query = req.query;
+        while (!query.empty() && token.empty()) {
+            std::string_view pair = query.substr(0, query.find('&'));
+            query.remove_prefix(std::min(query.size(), pair.size() + 1));
+            if (pair.substr(0, 7) == "resume=") token = pair.substr(7);
+        }
+    }
+    if (token.empty()) return {};
+    return resume_uuid(s.resume_secret, token).value_or(std::string());
+}
+
+void WsServer::Loop::register_uuid(Connection& c, const std::string& claimed) {
+    std::string uuid = claimed.empty() ? generate_uuid() : claimed;
+    if (!server.exchange_.add(uuid, c.id)) {  // in use by an open connection: never taken over
+        uuid = generate_uuid();
+        server.exchange_.add(uuid, c.id);
+    }
+    c.uuid = std::move(uuid);
+    c.registered = true;
+}
+
+void WsServer::Loop::accept_upgrade(Connection& c) {
     c.state = Connection::State::open;
     c.decoder = std::make_unique<MessageDecoder>(server.settings_.max_message, Role::Server);
-    c.last_recv_ms = c.last_ping_ms = loop.now_ms();
+    c.last_recv_ms = c.last_ping_ms = c.tokens_ms = loop.now_ms();
+    c.tokens = static_cast<std::int64_t>(server.settings_.rate_burst) * kTokenUnits;
     // Frames queued while upgrading (by on_open) must follow the 101.
-    c.out.insert(c.out.begin(), make_frame(handshake_response(c.accept, {{"X-Request-Id", c.uuid}})));
+    HttpHeaders extra{{"X-Request-Id", c.uuid}};
+    if (server.settings_.client_uuid == Settings::ClientUuid::resume)
+        extra.emplace_back(kResumeHeader, resume_token(server.settings_.resume_secret, c.uuid));
+    c.out.insert(c.out.begin(), make_frame(handshake_response(c.accept, extra)));
     c.out_bytes += c.out.front()->size();
+    for (auto& k : c.confirms) k.end += c.out.front()->size();
     c.accept = std::string();
     schedule_flush(c);
     std::string rest = std::move(c.in);
@@ -390,6 +465,7 @@ void WsServer::Loop::reject_upgrade(Connection& c, int status, const std::string
     c.out.clear();
     c.out_offset = 0;
     c.out_bytes = 0;
+    settle_confirms(c, 0);
     c.state = Connection::State::closing;  // nothing more is read or sent but this answer
     c.close_received = true;
     c.close_deadline_ms = loop.now_ms() + server.settings_.close_timeout_ms;
@@ -409,12 +485,15 @@ void WsServer::Loop::feed(Connection& c, const std::uint8_t* data, std::size_t l
             case Event::Type::Text:
             case Event::Type::Binary: {
                 if (c.close_sent) break;  // after our close frame, messages are dropped (RFC 6455 5.5.1)
+                if (!take_token(c)) return;
                 bool binary = ev.type == Event::Type::Binary;
                 dispatch(c, d.take_message(), binary);
                 break;
             }
             case Event::Type::Ping:
-                if (!c.close_sent) enqueue_raw(c, encode_pong(ev.data));
+                if (c.close_sent) break;
+                if (!take_token(c)) return;
+                enqueue_raw(c, encode_pong(ev.data));
                 break;
             case Event::Type::Pong:
                 break;
@@ -441,6 +520,22 @@ void WsServer::Loop::feed(Connection& c, const std::uint8_t* data, std::size_t l
                 return;
         }
     }
+}
+
+bool WsServer::Loop::take_token(Connection& c) {
+    const std::int64_t rate = server.settings_.rate_per_s;
+    if (rate <= 0) return true;
+    // A token bucket in integers: rate tokens per second = rate units per millisecond.
+    const std::int64_t now = loop.now_ms();
+    const std::int64_t full = static_cast<std::int64_t>(server.settings_.rate_burst) * kTokenUnits;
+    c.tokens = std::min(full, c.tokens + (now - c.tokens_ms) * rate);
+    c.tokens_ms = now;
+    if (c.tokens < kTokenUnits) {
+        fail(c, close_code::policy_violation, "rate limit");
+        return false;
+    }
+    c.tokens -= kTokenUnits;
+    return true;
 }
 
 void WsServer::Loop::fail(Connection& c, std::uint16_t code, const std::string& reason) {
@@ -616,8 +711,8 @@ void WsServer::Loop::on_handled(std::uint64_t id, Frame reply) {
     }
 }
 
-void WsServer::Loop::enqueue(Connection& c, Frame frame) {
-    if (c.fd < 0) return;
+bool WsServer::Loop::enqueue(Connection& c, Frame frame) {
+    if (c.fd < 0) return false;
     if (c.out_bytes + frame->size() > server.settings_.send_queue_bytes && c.state == Connection::State::open) {
         // A client that does not read: drop what it has not received (keeping a partly written frame so the
         // stream stays well-formed), tell it why, and close.
@@ -629,6 +724,7 @@ void WsServer::Loop::enqueue(Connection& c, Frame frame) {
             c.out.clear();
             c.out_bytes = 0;
         }
+        if (!c.confirms.empty()) settle_confirms(c, c.bytes_written + c.out_bytes);
         c.pending.clear();
         enqueue_raw(c, encode_close(close_code::policy_violation, "send queue full"));
         c.close_sent = true;
@@ -638,11 +734,43 @@ void WsServer::Loop::enqueue(Connection& c, Frame frame) {
         c.close_deadline_ms = loop.now_ms() + server.settings_.close_timeout_ms;
         c.destroy_after_flush = true;
         schedule_flush(c);
-        return;
+        return false;
     }
     c.out_bytes += frame->size();
     c.out.push_back(std::move(frame));
     schedule_flush(c);
+    return true;
+}
+
+void WsServer::Loop::enqueue_confirmed(Connection& c, Frame frame, std::function<void(bool written)> written) {
+    if (c.close_sent || !enqueue(c, std::move(frame))) {
+        written(false);
+        return;
+    }
+    c.confirms.push_back({c.bytes_written + c.out_bytes, std::move(written)});
+}
+
+void WsServer::Loop::settle_confirms(Connection& c, std::uint64_t keep_up_to) {
+    // Written frames report true, frames ending past keep_up_to report false, the others keep waiting. Settled
+    // entries leave the list before any callback runs.
+    std::size_t first = 0;
+    while (first < c.confirms.size() && c.confirms[first].end <= c.bytes_written) ++first;
+    std::size_t last = first;
+    while (last < c.confirms.size() && c.confirms[last].end <= keep_up_to) ++last;
+    if (first == 0 && last == c.confirms.size()) return;
+    std::vector<Connection::Confirm> settled;
+    settled.reserve(first + c.confirms.size() - last);
+    for (std::size_t i = 0; i < first; ++i) settled.push_back(std::move(c.confirms[i]));
+    for (std::size_t i = last; i < c.confirms.size(); ++i) settled.push_back(std::move(c.confirms[i]));
+    c.confirms.erase(c.confirms.begin() + static_cast<std::ptrdiff_t>(last), c.confirms.end());
+    c.confirms.erase(c.confirms.begin(), c.confirms.begin() + static_cast<std::ptrdiff_t>(first));
+    for (std::size_t i = 0; i < settled.size(); ++i) {
+        try {
+            settled[i].written(i < first);
+        } catch (const std::exception& e) {
+            Logger(c.uuid).error(std::string("ws: notify_confirmed callback failed: ") + e.what());
+        }
+    }
 }
 
 void WsServer::Loop::schedule_flush(Connection& c) {
@@ -707,6 +835,8 @@ void WsServer::Loop::flush(Connection& c) {
         }
         std::size_t left = static_cast<std::size_t>(sent);
         c.out_bytes -= left;
+        c.bytes_written += left;
+        if (!c.confirms.empty()) settle_confirms(c, UINT64_MAX);
         std::size_t done = 0;
         while (done < c.out.size() && left > 0) {
             std::size_t avail = c.out[done]->size() - c.out_offset;
@@ -757,6 +887,9 @@ void WsServer::Loop::destroy(Connection& c, std::uint16_t code, const std::strin
     }
     ::close(c.fd);
     c.fd = -1;
+    if (c.ip_counted) server.release_ip(c.ip);
+    c.ip_counted = false;
+    if (!c.confirms.empty()) settle_confirms(c, 0);
     server.open_connections_.fetch_sub(1);
     bool was_open = c.decoder != nullptr;
     if (c.registered) {
@@ -798,10 +931,18 @@ WsServer::Settings WsServer::Settings::from(const Config& config) {
     s.workers = static_cast<int>(config.integer("ws.workers"));
     s.max_message = static_cast<std::size_t>(config.integer("ws.max_message"));
     s.max_connections = static_cast<int>(config.integer("ws.max_connections"));
+    s.max_connections_per_ip = static_cast<int>(config.integer("ws.max_connections_per_ip"));
+    s.rate_per_s = static_cast<int>(config.integer("ws.rate_limit.messages_per_s"));
+    s.rate_burst = static_cast<int>(config.integer("ws.rate_limit.burst"));
     s.send_queue_bytes = static_cast<std::size_t>(config.integer("ws.send_queue_bytes"));
     s.ping_interval_ms = static_cast<int>(config.integer("ws.ping_interval_ms"));
     s.idle_timeout_ms = static_cast<int>(config.integer("ws.idle_timeout_ms"));
     s.handshake_timeout_ms = static_cast<int>(config.integer("ws.handshake_timeout_ms"));
+    const std::string policy = config.str("ws.client_uuid");
+    s.client_uuid = policy == "resume"       ? ClientUuid::resume
+                    : policy == "request_id" ? ClientUuid::request_id
+                                             : ClientUuid::generate;
+    s.resume_secret = config.str("ws.resume_secret");
     return s;
 }
 
@@ -820,7 +961,10 @@ Context::Init WsServer::context_for(const std::string& path, const std::string& 
 }
 
 WsServer::WsServer(Settings settings, const WsRoutes& routes, Queue* queue)
-    : settings_(std::move(settings)), routes_(routes), queue_(queue), exchange_(*this) {}
+    : settings_(std::move(settings)), routes_(routes), queue_(queue), exchange_(*this) {
+    if (settings_.client_uuid == Settings::ClientUuid::resume && settings_.resume_secret.empty())
+        settings_.resume_secret = random_resume_secret();
+}
 
 WsServer::~WsServer() { stop(); }
 
@@ -889,6 +1033,20 @@ void WsServer::stop() {
     loops_.clear();
 }
 
+bool WsServer::admit_ip(const IpKey& ip) {
+    std::lock_guard lock(per_ip_mutex_);
+    int& n = per_ip_[ip];
+    if (n >= settings_.max_connections_per_ip) return false;  // n > 0 here: the entry existed
+    ++n;
+    return true;
+}
+
+void WsServer::release_ip(const IpKey& ip) {
+    std::lock_guard lock(per_ip_mutex_);
+    auto it = per_ip_.find(ip);
+    if (it != per_ip_.end() && --it->second <= 0) per_ip_.erase(it);  // idle addresses are forgotten
+}
+
 WsServer::Loop& WsServer::loop_of(std::uint64_t conn_id) { return *loops_[conn_id >> 48]; }
 
 void WsServer::deliver(std::uint64_t conn_id, Frame frame) {
@@ -896,6 +1054,20 @@ void WsServer::deliver(std::uint64_t conn_id, Frame frame) {
     Loop* l = &loop_of(conn_id);
     l->loop.post([l, conn_id, frame = std::move(frame)]() mutable {
         if (Connection* c = l->find(conn_id); c && !c->close_sent) l->enqueue(*c, std::move(frame));
+    });
+}
+
+void WsServer::deliver_confirmed(std::uint64_t conn_id, Frame frame, std::function<void(bool written)> written) {
+    if (loops_.empty()) {
+        written(false);
+        return;
+    }
+    Loop* l = &loop_of(conn_id);
+    l->loop.post([l, conn_id, frame = std::move(frame), written = std::move(written)]() mutable {
+        if (Connection* c = l->find(conn_id))
+            l->enqueue_confirmed(*c, std::move(frame), std::move(written));
+        else
+            written(false);
     });
 }
 

@@ -4,7 +4,9 @@
 
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <hydra/config.h>
@@ -26,11 +28,18 @@ class WsServer : public Delivery {
         int workers = 8;
         std::size_t max_message = 1 << 20;
         int max_connections = 100000;
+        int max_connections_per_ip = 256;  // 0 = off; IPv6 counts per /64
+        int rate_per_s = 1000;             // messages and pings per second per connection; 0 = off
+        int rate_burst = 2000;
         std::size_t send_queue_bytes = 4 << 20;
         int ping_interval_ms = 30000;
         int idle_timeout_ms = 90000;
         int handshake_timeout_ms = 10000;
         int close_timeout_ms = 2000;  // how long a closing connection waits for the peer's close frame
+        // Where a connection's uuid comes from (see the schema): never from the client unless it proves or is trusted.
+        enum class ClientUuid { generate, resume, request_id };
+        ClientUuid client_uuid = ClientUuid::generate;
+        std::string resume_secret;  // HMAC key of resume tokens; "" = random at construction
 
         static Settings from(const Config& config);  // the `ws` section
     };
@@ -49,18 +58,30 @@ class WsServer : public Delivery {
 
     // Delivery (thread-safe).
     void deliver(std::uint64_t conn_id, Frame frame) override;
+    void deliver_confirmed(std::uint64_t conn_id, Frame frame, std::function<void(bool written)> written) override;
     void deliver_many(std::vector<std::uint64_t> conn_ids, Frame frame) override;
     std::size_t deliver_all(Frame frame) override;
     void close(std::uint64_t conn_id, int code, std::string reason) override;
 
     struct Loop;
     struct Connection;
+    // A client address as ws.max_connections_per_ip counts it: an IPv4 address, or the /64 of an IPv6 one.
+    struct IpKey {
+        std::uint64_t hi = 0, lo = 0;
+        bool operator==(const IpKey&) const = default;
+    };
+    struct IpKeyHash {
+        std::size_t operator()(const IpKey& k) const noexcept { return std::hash<std::uint64_t>()(k.hi * 31 + k.lo); }
+    };
 
   private:
     friend struct Loop;
     friend struct Connection;
 
     Loop& loop_of(std::uint64_t conn_id);
+    bool admit_ip(const IpKey& ip);  // false when the address is at max_connections_per_ip
+    void release_ip(const IpKey& ip);
+
     // The Context of a connection's event (message, error, close) as handlers see it.
     Context::Init context_for(const std::string& path, const std::string& uuid,
                               std::shared_ptr<const HeaderMap> headers, std::string request_id) const;
@@ -74,7 +95,9 @@ class WsServer : public Delivery {
     std::string bound_;
     std::vector<std::unique_ptr<Loop>> loops_;
     std::unique_ptr<WorkerPool> workers_;
-    std::atomic<int> open_connections_{0};  // every accepted socket, any state
+    std::atomic<int> open_connections_{0};              // every accepted socket, any state
+    std::mutex per_ip_mutex_;                           // taken once per accept and once per close, never per message
+    std::unordered_map<IpKey, int, IpKeyHash> per_ip_;  // open connections per address; no entry at zero
     bool started_ = false;
 };
 
