@@ -201,7 +201,7 @@ BOOST_AUTO_TEST_CASE(a_kafka_outage_does_not_stall_websocket_upgrades) {
     struct Resume {
         test::KafkaMock& k;
         ~Resume() { k.process.signal(SIGCONT); }
-    } resume{kafka};
+    } resume{kafka};  // also if a check below fails
     std::vector<WsClient> clients;
     auto started = std::chrono::steady_clock::now();
     for (int i = 0; i < 24; ++i) clients.push_back(host.connect("/chat"));
@@ -212,6 +212,10 @@ BOOST_AUTO_TEST_CASE(a_kafka_outage_does_not_stall_websocket_upgrades) {
     clients[0].send_text(R"({"op":"join","room_id":1})");
     BOOST_CHECK_EQUAL(next_json(clients[0])["status"], "success");
     BOOST_CHECK(host.process->wait_for_stderr("presence update dropped", 10s));
+    // Back from the outage, the host announces its connections again (the heartbeat, every 3 s).
+    kafka.process.signal(SIGCONT);
+    BOOST_CHECK(host.process->wait_for_stderr(
+        R"(presence re-announced after a Kafka outage connections=(2[4-9]|[3-9]\d))", 60s));
 }
 
 // A start that fails after the cluster started (the WS address is taken) exits cleanly with the reason.

@@ -127,6 +127,23 @@ void ClusterExchange::start() {
         while (running_) {
             stop_cv_.wait_for(lock, settings_.heartbeat, [&] { return !running_; });
             if (!running_) break;
+            // Presence records were dropped during a broker outage: once the local queue has drained (checked before
+            // this beat is queued), announce every connection of this host again so that other hosts can route to them.
+            const std::uint64_t dropped = presence_dropped_.load();
+            if (dropped != presence_resynced_ && producer_->outq_len() == 0) {
+                presence_resynced_ = dropped;
+                auto all = local_.presence();
+                lock.unlock();
+                for (const auto& [uuid, user] : all) {
+                    std::string record = Json{{"node", settings_.node_id}, {"user", user}}.dump();
+                    produce(presence_topic_, "conn:" + uuid, &record);
+                }
+                for (const auto& [uuid, user] : all)  // closed meanwhile: its tombstone may have gone out first
+                    if (!local_.is_local(uuid)) produce(presence_topic_, "conn:" + uuid, nullptr);
+                Logger().warn("cluster: presence re-announced after a Kafka outage",
+                              {{"connections", std::to_string(all.size())}});
+                lock.lock();
+            }
             std::string value = Json{{"ts", now_ms()}}.dump();
             produce(presence_topic_, "node:" + settings_.node_id, &value);
             producer_->poll(0);

@@ -103,6 +103,7 @@ class ClusterExchange : public Exchange {
     std::atomic<bool> running_{false};
     std::atomic<bool> presence_loaded_{false};
     std::atomic<std::uint64_t> presence_dropped_{0};
+    std::uint64_t presence_resynced_ = 0;  // presence_dropped_ when presence was last announced again (heartbeat)
     std::mutex stop_mutex_;
     std::condition_variable stop_cv_;
 

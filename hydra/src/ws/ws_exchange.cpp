@@ -215,6 +215,14 @@ std::size_t WsExchange::channels() const {
     return channels_.size();
 }
 
+std::vector<std::pair<std::string, std::string>> WsExchange::presence() const {
+    std::shared_lock lock(mutex_);
+    std::vector<std::pair<std::string, std::string>> out;
+    out.reserve(by_uuid_.size());
+    for (const auto& [uuid, entry] : by_uuid_) out.emplace_back(uuid, entry.user);
+    return out;
+}
+
 std::size_t WsExchange::users() const {
     std::shared_lock lock(mutex_);
     return users_.size();

@@ -62,6 +62,8 @@ class WsExchange : public Exchange {
     using PresenceObserver = std::function<void(const std::string& uuid, const std::string& user, bool open)>;
     void set_presence_observer(PresenceObserver observer) { observer_ = std::move(observer); }
     bool is_local(std::string_view uuid) const { return find(uuid).has_value(); }
+    // Every open connection's uuid and bound user (the cluster re-announces them after presence was lost).
+    std::vector<std::pair<std::string, std::string>> presence() const;
 
     // For tests and status: users with at least one bound connection.
     std::size_t users() const;

@@ -82,6 +82,7 @@ struct WsServer::Connection : EventLoop::Handler {
 
     Connection(Loop& l, std::uint64_t i, int f) : loop(l), id(i), fd(f) {}
     void on_events(std::uint32_t events) override;
+    void on_failure() noexcept override;
 
     Loop& loop;
     std::uint64_t id;
@@ -196,6 +197,13 @@ void WsServer::Connection::on_events(std::uint32_t events) {
         if (fd < 0) return;
     }
     if (events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP)) loop.on_readable(*this);
+}
+
+void WsServer::Connection::on_failure() noexcept {
+    try {
+        loop.destroy(*this, close_code::internal_error, "internal error");
+    } catch (...) {  // nothing more to do for this connection
+    }
 }
 
 void WsServer::Loop::accept_all() {
