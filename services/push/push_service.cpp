@@ -1,8 +1,15 @@
 #include "services/push/push_service.h"
 
+#include <algorithm>
+
 namespace services::push {
 
 using hydra::Json;
+
+namespace {
+// {"msg":...,"uname":...} around a message, for the mailbox check at /msg/send (the MQC handler measures exactly).
+constexpr std::size_t kEnvelopeBytes = 24;
+}  // namespace
 
 Json config_schema() {
     return Json::parse(R"json({
@@ -67,12 +74,14 @@ Settings Settings::from(const hydra::Config& config) {
     s.mailbox.max_messages = static_cast<std::size_t>(config.integer("services.push.mailbox.max_messages"));
     s.mailbox.max_bytes = static_cast<std::size_t>(config.integer("services.push.mailbox.max_bytes"));
     s.mailbox.ttl = std::chrono::seconds(config.integer("services.push.mailbox.ttl_s"));
+    s.window.bytes = static_cast<std::size_t>(config.integer("ws.send_queue_bytes")) / 4;
     return s;
 }
 
 void Service::start(const Settings& settings) {
     throttle_.set_limits(settings.throttle);
     users_.open(settings.database, settings.users, settings.kdf, settings.mailbox);
+    delivery_.start(settings.window, std::min(settings.mailbox.ttl, std::chrono::seconds(60)));
 }
 
 hydra::Result Service::login(hydra::Context& ctx) {
@@ -89,11 +98,14 @@ hydra::Result Service::login(hydra::Context& ctx) {
     }
     throttle_.succeeded(uname, ctx.uuid());
     hydra::Exchange& ex = ctx.exchange();
-    ex.bind(uname, ctx.uuid());
     ex.set(ctx.uuid(), "uname", uname);
-    // The reply goes first, then what arrived while the user was offline, oldest first (same connection queue).
+    // The reply goes first, then what arrived while the user was offline, oldest first, then live messages: the
+    // connection is bound to the user (live messages) only once its mailbox is delivered.
     ex.send(ctx.uuid(), Json{{"service", ctx.path()}, {"code", 200}, {"data", {{"uuid", ctx.uuid()}}}}.dump());
-    for (const auto& data : users_.take_offline(uname)) ex.notify(ctx.uuid(), data);
+    {
+        std::lock_guard lock(locks_.of(uname));
+        if (!delivery_.begin(ex, uname, ctx.uuid(), ctx.log())) ex.bind(uname, ctx.uuid());
+    }
     ctx.log().info("push: " + uname + " logged in on " + ctx.uuid());
     return {};
 }
@@ -104,7 +116,19 @@ void Service::send(hydra::Context& ctx, hydra::Reply reply) {
     if (ctx.has("uuid")) {
         message["uuid"] = ctx.require("uuid");
     } else if (ctx.has("uname")) {
-        message["uname"] = ctx.require("uname");
+        std::string uname = ctx.require("uname");
+        if (!users_.exists(uname)) throw hydra::Error(404, "no such user");
+        // A message is stored only while no device is online, and a login empties the mailbox: a full one is
+        // refused here, where the sender can be told (the MQC handler drops what would overflow, and logs it).
+        switch (users_.room(uname, msg.size() + uname.size() + kEnvelopeBytes)) {
+            case Room::ok:
+                break;
+            case Room::full_count:
+                throw hydra::Error(429, "mailbox full: " + uname + " has too many messages waiting");
+            case Room::full_bytes:
+                throw hydra::Error(507, "mailbox full: no room for this message's size");
+        }
+        message["uname"] = std::move(uname);
     } else {
         throw hydra::Error(400, "missing parameter uname or uuid");
     }
@@ -128,9 +152,21 @@ hydra::Result Service::push(hydra::Context& ctx) {
     }
     std::string uname = ctx.require("uname");
     data["uname"] = uname;
-    if (ex.notify_user(uname, data) == 0) {
-        users_.store_offline(uname, hydra::dump(data));  // a message center loses nothing: delivered at the next login
-        ctx.log().info("push: " + uname + " is offline; message kept for the next login");
+    if (!users_.exists(uname)) {  // queued before the check at /msg/send, or the user left the config
+        ctx.log().warn("push: no such user " + uname + "; message dropped");
+        return {};
+    }
+    // Under the user's lock: a login delivering the mailbox and binding cannot slip between notify and store.
+    std::lock_guard lock(locks_.of(uname));
+    if (ex.notify_user(uname, data) > 0) return {};
+    switch (users_.store_offline(uname, hydra::dump(data))) {
+        case Room::ok:
+            ctx.log().info("push: " + uname + " is offline; message kept for the next login");
+            break;
+        case Room::full_count:
+        case Room::full_bytes:
+            ctx.log().warn("push: mailbox of " + uname + " is full; message dropped");
+            break;
     }
     return {};
 }

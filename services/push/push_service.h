@@ -11,6 +11,7 @@
 #include <hydra/app.h>
 
 #include "services/push/login_throttle.h"
+#include "services/push/mailbox_delivery.h"
 #include "services/push/password.h"
 #include "services/push/user_store.h"
 
@@ -30,6 +31,7 @@ struct Settings {
     KdfParams kdf;
     LoginThrottle::Limits throttle;
     MailboxLimits mailbox;
+    MailboxDelivery::Window window;  // bytes: a quarter of ws.send_queue_bytes
 
     // Throws hydra::ConfigError for parameters the schema cannot express (N not a power of two).
     static Settings from(const hydra::Config& config);
@@ -49,6 +51,8 @@ class Service {
   private:
     UserStore users_;
     LoginThrottle throttle_;
+    UserLocks locks_;
+    MailboxDelivery delivery_{users_, locks_};  // last: its thread stops first
 };
 
 hydra::Json broadcast(hydra::Context& ctx);

@@ -203,21 +203,6 @@ void UserStore::load_usage() {
     usage_ = std::move(usage);
 }
 
-std::vector<hydra::Json> UserStore::take_offline(const std::string& uname) {
-    std::lock_guard lock(mutex_);
-    std::vector<hydra::Json> out;
-    SQLite::Transaction tx(*db_);
-    SQLite::Statement q(*db_, "SELECT data FROM mailbox WHERE uname = ? ORDER BY id");
-    q.bind(1, uname);
-    while (q.executeStep()) out.push_back(hydra::parse_json_or_discarded(q.getColumn(0).getString()));
-    SQLite::Statement del(*db_, "DELETE FROM mailbox WHERE uname = ?");
-    del.bind(1, uname);
-    del.exec();
-    tx.commit();
-    load_usage();
-    return out;
-}
-
 std::size_t UserStore::offline_count(const std::string& uname) {
     std::lock_guard lock(mutex_);
     SQLite::Statement q(*db_, "SELECT COUNT(*) FROM mailbox WHERE uname = ?");

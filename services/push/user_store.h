@@ -62,7 +62,6 @@ class UserStore {
     // Deletes expired messages; returns how many.
     std::size_t purge_expired();
     std::size_t offline_count(const std::string& uname);
-    std::vector<hydra::Json> take_offline(const std::string& uname);
 
   private:
     struct Usage {
