@@ -5,6 +5,11 @@
 
 namespace services::push {
 
+namespace {
+// Rows read from SQLite at a time: what waits in memory for the window is at most this many messages.
+constexpr std::size_t kReadBatch = 8;
+}  // namespace
+
 MailboxDelivery::~MailboxDelivery() {
     {
         std::lock_guard lock(mutex_);
@@ -99,7 +104,7 @@ void MailboxDelivery::pump(const std::string& uname) {
         while (!d->failed && d->in_flight < window_.messages &&
                (d->in_flight == 0 || d->in_flight_bytes < window_.bytes)) {
             if (d->ready.empty()) {
-                std::vector<MailRow> rows = store_.read_mailbox(uname, d->last_read, window_.messages);
+                std::vector<MailRow> rows = store_.read_mailbox(uname, d->last_read, kReadBatch);
                 if (rows.empty()) break;
                 d->last_read = rows.back().id;
                 for (MailRow& row : rows) d->ready.push_back(std::move(row));

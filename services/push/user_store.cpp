@@ -203,12 +203,4 @@ void UserStore::load_usage() {
     usage_ = std::move(usage);
 }
 
-std::size_t UserStore::offline_count(const std::string& uname) {
-    std::lock_guard lock(mutex_);
-    SQLite::Statement q(*db_, "SELECT COUNT(*) FROM mailbox WHERE uname = ?");
-    q.bind(1, uname);
-    q.executeStep();
-    return static_cast<std::size_t>(q.getColumn(0).getInt64());
-}
-
 }  // namespace services::push

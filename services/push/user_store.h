@@ -61,7 +61,6 @@ class UserStore {
     void remove(const std::string& uname, const std::vector<std::int64_t>& ids);
     // Deletes expired messages; returns how many.
     std::size_t purge_expired();
-    std::size_t offline_count(const std::string& uname);
 
   private:
     struct Usage {
