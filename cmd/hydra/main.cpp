@@ -14,18 +14,20 @@ int main(int argc, char** argv) {
     hydra::App app{{.plat = "mall", .system = "wsserver"}};
     add_schemas(app.schema());  // services.push, services.message_center
 
-    auto users = std::make_shared<push::UserStore>();
+    auto demo = std::make_shared<push::Service>();
     auto center = std::make_shared<message_center::Settings>();
-    app.on_start([users, center](hydra::App& a) {
-        users->open(a.config().str("services.push.database"), a.config().at("services.push.users"));
+    app.on_start([demo, center](hydra::App& a) {
+        demo->start(push::Settings::from(a.config()));
         *center = message_center::settings_from(a.config());
     });
 
     // hydra's WS demo: log in over WS, send over HTTP, push from the queue to the user's devices.
-    app.ws("/member/login", push::Login{users});
-    app.api_async("/msg/send", push::send, {.methods = {"POST"}});
+    app.ws("/member/login", [demo](hydra::Context& ctx) { return demo->login(ctx); });
+    app.api_async("/msg/send", [demo](hydra::Context& ctx, hydra::Reply reply) { demo->send(ctx, std::move(reply)); },
+                  {.methods = {"POST"}});
     app.api("/msg/broadcast", push::broadcast, {.methods = {"POST"}});
-    app.mqc("/msg/push", push::Push{users}, {.queue = push::kQueue, .concurrency = 8});
+    app.mqc("/msg/push", [demo](hydra::Context& ctx) { return demo->push(ctx); },
+            {.queue = push::kQueue, .concurrency = 8});
 
     // connmix's chat rooms and message center.
     app.ws_endpoint("/chat", chat::endpoint());

@@ -1,11 +1,18 @@
 #include "services/push/push_service.h"
 
+#include <algorithm>
+
 namespace services::push {
 
 using hydra::Json;
 
+namespace {
+// {"msg":...,"uname":...} around a message, for the mailbox check at /msg/send (the MQC handler measures exactly).
+constexpr std::size_t kEnvelopeBytes = 24;
+}  // namespace
+
 Json config_schema() {
-    return Json::parse(R"({
+    return Json::parse(R"json({
         "type": "object",
         "description": "hydra's WS push demo",
         "properties": {
@@ -13,33 +20,115 @@ Json config_schema() {
                          "description": "SQLite file with the users and their offline mailboxes"},
             "users": {"type": "array", "default": [],
                       "items": {"type": "object", "required": ["uname", "pwd"],
-                                "properties": {"uname": {"type": "string", "minLength": 1},
-                                               "pwd": {"type": "string", "minLength": 1, "secret": true}}}}
+                                "properties": {"uname": {"type": "string", "minLength": 1, "maxLength": 128},
+                                               "pwd": {"type": "string", "minLength": 1, "secret": true}}}},
+            "password_kdf": {
+                "type": "object",
+                "description": "scrypt parameters for new password records; a record keeps its own",
+                "properties": {
+                    "N": {"type": "integer", "minimum": 2, "maximum": 1048576, "default": 16384,
+                          "description": "cost, a power of two; memory is 128 × N × r bytes per check"},
+                    "r": {"type": "integer", "minimum": 1, "maximum": 64, "default": 8},
+                    "p": {"type": "integer", "minimum": 1, "maximum": 16, "default": 1}
+                }
+            },
+            "login_throttle": {
+                "type": "object",
+                "description": "failed logins per user name and per connection before attempts are refused (429)",
+                "properties": {
+                    "max_failures": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 5},
+                    "window_s": {"type": "integer", "minimum": 1, "maximum": 86400, "default": 60,
+                                 "description": "failures count within this many seconds"},
+                    "block_s": {"type": "integer", "minimum": 1, "maximum": 86400, "default": 60,
+                                "description": "how long a user or connection is refused after max_failures"}
+                }
+            },
+            "mailbox": {
+                "type": "object",
+                "description": "messages kept for a user with no device online",
+                "properties": {
+                    "max_messages": {"type": "integer", "minimum": 1, "maximum": 1000000, "default": 1000,
+                                     "description": "per user; /msg/send answers 429 when full"},
+                    "max_bytes": {"type": "integer", "minimum": 1024, "maximum": 1073741824, "default": 10485760,
+                                  "description": "per user; /msg/send answers 507 when a message would not fit"},
+                    "ttl_s": {"type": "integer", "minimum": 1, "maximum": 31536000, "default": 604800,
+                              "description": "older messages are not delivered and are deleted"}
+                }
+            }
         }
-    })");
+    })json");
 }
 
-hydra::Result Login::handle(hydra::Context& ctx) {
+Settings Settings::from(const hydra::Config& config) {
+    Settings s;
+    s.database = config.str("services.push.database");
+    s.users = config.at("services.push.users");
+    s.kdf.n = static_cast<std::uint64_t>(config.integer("services.push.password_kdf.N"));
+    s.kdf.r = static_cast<std::uint64_t>(config.integer("services.push.password_kdf.r"));
+    s.kdf.p = static_cast<std::uint64_t>(config.integer("services.push.password_kdf.p"));
+    if (std::string problem = kdf_problem(s.kdf); !problem.empty())
+        throw hydra::ConfigError(config.source() + ": services.push.password_kdf: " + problem);
+    s.throttle.max_failures = static_cast<int>(config.integer("services.push.login_throttle.max_failures"));
+    s.throttle.window = std::chrono::seconds(config.integer("services.push.login_throttle.window_s"));
+    s.throttle.block = std::chrono::seconds(config.integer("services.push.login_throttle.block_s"));
+    s.mailbox.max_messages = static_cast<std::size_t>(config.integer("services.push.mailbox.max_messages"));
+    s.mailbox.max_bytes = static_cast<std::size_t>(config.integer("services.push.mailbox.max_bytes"));
+    s.mailbox.ttl = std::chrono::seconds(config.integer("services.push.mailbox.ttl_s"));
+    s.window.bytes = static_cast<std::size_t>(config.integer("ws.send_queue_bytes")) / 4;
+    return s;
+}
+
+void Service::start(const Settings& settings) {
+    throttle_.set_limits(settings.throttle);
+    users_.open(settings.database, settings.users, settings.kdf, settings.mailbox);
+    delivery_.start(settings.window, std::min(settings.mailbox.ttl, std::chrono::seconds(60)));
+}
+
+hydra::Result Service::login(hydra::Context& ctx) {
     std::string uname = ctx.require("uname");
     std::string pwd = ctx.require("pwd");
-    if (!users_->check_password(uname, pwd)) return hydra::Error(401, "wrong user name or password");
+    if (uname.size() > kMaxUname) return hydra::Error(400, "uname over " + std::to_string(kMaxUname) + " bytes");
+    if (pwd.size() > kMaxPassword) return hydra::Error(400, "pwd over " + std::to_string(kMaxPassword) + " bytes");
+    // Refused without checking the password: a guesser learns nothing while blocked.
+    if (auto wait = throttle_.blocked(uname, ctx.uuid()))
+        return hydra::Error(429, "too many failed logins: try again in " + std::to_string(wait->count()) + " s");
+    if (!users_.check_password(uname, pwd)) {
+        throttle_.failed(uname, ctx.uuid());
+        return hydra::Error(401, "wrong user name or password");
+    }
+    throttle_.succeeded(uname, ctx.uuid());
     hydra::Exchange& ex = ctx.exchange();
-    ex.bind(uname, ctx.uuid());
     ex.set(ctx.uuid(), "uname", uname);
-    // The reply goes first, then what arrived while the user was offline, oldest first (same connection queue).
+    // The reply goes first, then what arrived while the user was offline, oldest first, then live messages: the
+    // connection is bound to the user (live messages) only once its mailbox is delivered.
     ex.send(ctx.uuid(), Json{{"service", ctx.path()}, {"code", 200}, {"data", {{"uuid", ctx.uuid()}}}}.dump());
-    for (const auto& data : users_->take_offline(uname)) ex.notify(ctx.uuid(), data);
+    {
+        std::lock_guard lock(locks_.of(uname));
+        if (!delivery_.begin(ex, uname, ctx.uuid(), ctx.log())) ex.bind(uname, ctx.uuid());
+    }
     ctx.log().info("push: " + uname + " logged in on " + ctx.uuid());
     return {};
 }
 
-void send(hydra::Context& ctx, hydra::Reply reply) {
+void Service::send(hydra::Context& ctx, hydra::Reply reply) {
     std::string msg = ctx.require("msg");
     Json message = {{"msg", msg}};
     if (ctx.has("uuid")) {
         message["uuid"] = ctx.require("uuid");
     } else if (ctx.has("uname")) {
-        message["uname"] = ctx.require("uname");
+        std::string uname = ctx.require("uname");
+        if (!users_.exists(uname)) throw hydra::Error(404, "no such user");
+        // A message is stored only while no device is online, and a login empties the mailbox: a full one is
+        // refused here, where the sender can be told (the MQC handler drops what would overflow, and logs it).
+        switch (users_.room(uname, msg.size() + uname.size() + kEnvelopeBytes)) {
+            case Room::ok:
+                break;
+            case Room::full_count:
+                throw hydra::Error(429, "mailbox full: " + uname + " has too many messages waiting");
+            case Room::full_bytes:
+                throw hydra::Error(507, "mailbox full: no room for this message's size");
+        }
+        message["uname"] = std::move(uname);
     } else {
         throw hydra::Error(400, "missing parameter uname or uuid");
     }
@@ -50,7 +139,7 @@ void send(hydra::Context& ctx, hydra::Reply reply) {
     });
 }
 
-hydra::Result Push::handle(hydra::Context& ctx) {
+hydra::Result Service::push(hydra::Context& ctx) {
     std::string msg = ctx.require("msg");
     Json data = {{"msg", msg}};
     hydra::Exchange& ex = ctx.exchange();
@@ -63,9 +152,21 @@ hydra::Result Push::handle(hydra::Context& ctx) {
     }
     std::string uname = ctx.require("uname");
     data["uname"] = uname;
-    if (ex.notify_user(uname, data) == 0) {
-        users_->store_offline(uname, data);  // a message center loses nothing: delivered at the next login
-        ctx.log().info("push: " + uname + " is offline; message kept for the next login");
+    if (!users_.exists(uname)) {  // queued before the check at /msg/send, or the user left the config
+        ctx.log().warn("push: no such user " + uname + "; message dropped");
+        return {};
+    }
+    // Under the user's lock: a login delivering the mailbox and binding cannot slip between notify and store.
+    std::lock_guard lock(locks_.of(uname));
+    if (ex.notify_user(uname, data) > 0) return {};
+    switch (users_.store_offline(uname, hydra::dump(data))) {
+        case Room::ok:
+            ctx.log().info("push: " + uname + " is offline; message kept for the next login");
+            break;
+        case Room::full_count:
+        case Room::full_bytes:
+            ctx.log().warn("push: mailbox of " + uname + " is full; message dropped");
+            break;
     }
     return {};
 }

@@ -6,38 +6,55 @@
 #pragma once
 
 #include <memory>
+#include <string>
 
 #include <hydra/app.h>
 
+#include "services/push/login_throttle.h"
+#include "services/push/mailbox_delivery.h"
+#include "services/push/password.h"
 #include "services/push/user_store.h"
 
 namespace services::push {
 
 inline constexpr const char* kQueue = "mall:wsserver:msg";
+// Longest user name and password a login accepts (400 above).
+inline constexpr std::size_t kMaxUname = 128;
+inline constexpr std::size_t kMaxPassword = 1024;
 
-// The `services.push` config section: database path and seeded users.
+// The `services.push` config section: database, seeded users, password KDF, login throttle, mailbox limits.
 hydra::Json config_schema();
 
-class Login {
-  public:
-    explicit Login(std::shared_ptr<UserStore> users) : users_(std::move(users)) {}
-    hydra::Result handle(hydra::Context& ctx);
+struct Settings {
+    std::string database = "data/push.db";
+    hydra::Json users = hydra::Json::array();
+    KdfParams kdf;
+    LoginThrottle::Limits throttle;
+    MailboxLimits mailbox;
+    MailboxDelivery::Window window;  // bytes: a quarter of ws.send_queue_bytes
 
-  private:
-    std::shared_ptr<UserStore> users_;
+    // Throws hydra::ConfigError for parameters the schema cannot express (N not a power of two).
+    static Settings from(const hydra::Config& config);
 };
 
-class Push {
+// The demo's state: users, mailboxes, failed logins. Handlers share one Service.
+class Service {
   public:
-    explicit Push(std::shared_ptr<UserStore> users) : users_(std::move(users)) {}
-    hydra::Result handle(hydra::Context& ctx);
+    // Opens the database and seeds the users (called at start, before any handler runs).
+    void start(const Settings& settings);
+
+    hydra::Result login(hydra::Context& ctx);
+    // POST /msg/send, asynchronous (App::api_async): answered when the push is durable, no thread held meanwhile.
+    void send(hydra::Context& ctx, hydra::Reply reply);
+    hydra::Result push(hydra::Context& ctx);
 
   private:
-    std::shared_ptr<UserStore> users_;
+    UserStore users_;
+    LoginThrottle throttle_;
+    UserLocks locks_;
+    MailboxDelivery delivery_{users_, locks_};  // last: its thread stops first
 };
 
-// POST /msg/send, asynchronous (App::api_async): answered when the push is durable, no thread held meanwhile.
-void send(hydra::Context& ctx, hydra::Reply reply);
 hydra::Json broadcast(hydra::Context& ctx);
 
 }  // namespace services::push

@@ -146,9 +146,7 @@ BOOST_AUTO_TEST_CASE(message_center) {
     c.send_text(R"({"op":"subscribe","channel":"@user"})");
     BOOST_CHECK_EQUAL(next_json(c), (Json{{"code", 1}, {"msg", "Not Auth"}}));
     c.send_text(R"({"op":"auth","token":"stolen"})");
-    Json r = next_json(c);
-    BOOST_CHECK_EQUAL(r["code"], 1);
-    BOOST_CHECK_MESSAGE(r["msg"].get<std::string>().find("403") != std::string::npos, r.dump());
+    BOOST_CHECK_EQUAL(next_json(c), (Json{{"code", 1}, {"msg", "auth failed"}}));  // why: only in the log
     c.send_text(R"({"op":"auth","token":"bad-body"})");
     BOOST_CHECK_EQUAL(next_json(c)["code"], 1);
     c.send_text(R"({"op":"auth","token":"good-token"})");
@@ -180,9 +178,7 @@ BOOST_AUTO_TEST_CASE(message_center_with_its_auth_api_down) {
     test::Host host({"--set", "services.message_center.auth_url=" + url});
     WsClient c = host.connect("/message-center");
     c.send_text(R"({"op":"auth","token":"good-token"})");
-    Json r = next_json(c);
-    BOOST_CHECK_EQUAL(r["code"], 1);
-    BOOST_CHECK_MESSAGE(r["msg"].get<std::string>().find("unreachable") != std::string::npos, r.dump());
+    BOOST_CHECK_EQUAL(next_json(c), (Json{{"code", 1}, {"msg", "auth failed"}}));
 }
 
 BOOST_AUTO_TEST_CASE(python_websockets_client_in_a_chat_room) {
