@@ -9,11 +9,11 @@ void LoginThrottle::set_limits(Limits limits) {
     limits_ = limits;
 }
 
-std::optional<std::chrono::seconds> LoginThrottle::blocked(const std::string& user, const std::string& connection) {
+std::optional<std::chrono::seconds> LoginThrottle::blocked(const Attempt& a) {
     std::lock_guard lock(mutex_);
     const auto now = Clock::now();
     Clock::time_point until = now;
-    for (const std::string& key : {"u:" + user, "c:" + connection}) {
+    for (const std::string& key : {"u:" + a.user, "c:" + a.connection, "a:" + a.address}) {
         auto it = entries_.find(key);
         if (it != entries_.end()) until = std::max(until, it->second.blocked_until);
     }
@@ -21,20 +21,21 @@ std::optional<std::chrono::seconds> LoginThrottle::blocked(const std::string& us
     return std::chrono::ceil<std::chrono::seconds>(until - now);
 }
 
-void LoginThrottle::failed(const std::string& user, const std::string& connection) {
+void LoginThrottle::failed(const Attempt& a) {
     std::lock_guard lock(mutex_);
     const auto now = Clock::now();
-    fail_one("u:" + user, now);
-    fail_one("c:" + connection, now);
+    fail_one("u:" + a.user, limits_.max_failures, now);
+    fail_one("c:" + a.connection, limits_.max_failures, now);
+    if (!a.address.empty()) fail_one("a:" + a.address, limits_.max_failures_per_address, now);
 }
 
-void LoginThrottle::succeeded(const std::string& user, const std::string& connection) {
+void LoginThrottle::succeeded(const Attempt& a) {
     std::lock_guard lock(mutex_);
-    entries_.erase("u:" + user);
-    entries_.erase("c:" + connection);
+    entries_.erase("u:" + a.user);
+    entries_.erase("c:" + a.connection);
 }
 
-void LoginThrottle::fail_one(const std::string& key, Clock::time_point now) {
+void LoginThrottle::fail_one(const std::string& key, int max_failures, Clock::time_point now) {
     auto it = entries_.find(key);
     if (it == entries_.end()) {
         if (entries_.size() >= kMaxTracked) sweep(now);
@@ -46,7 +47,7 @@ void LoginThrottle::fail_one(const std::string& key, Clock::time_point now) {
         e.failures = 0;
         e.window_start = now;
     }
-    if (++e.failures >= limits_.max_failures) {
+    if (++e.failures >= max_failures) {
         e.blocked_until = now + limits_.block;
         e.failures = 0;
         e.window_start = e.blocked_until;  // counting starts again when the block ends

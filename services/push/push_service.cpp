@@ -34,9 +34,11 @@ Json config_schema() {
             },
             "login_throttle": {
                 "type": "object",
-                "description": "failed logins per user name and per connection before attempts are refused (429)",
+                "description": "failed logins per user name, connection and client address before attempts are refused (429)",
                 "properties": {
                     "max_failures": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 5},
+                    "max_failures_per_address": {"type": "integer", "minimum": 1, "maximum": 100000, "default": 20,
+                                                 "description": "failed logins from one client address (IPv4, or IPv6 /64)"},
                     "window_s": {"type": "integer", "minimum": 1, "maximum": 86400, "default": 60,
                                  "description": "failures count within this many seconds"},
                     "block_s": {"type": "integer", "minimum": 1, "maximum": 86400, "default": 60,
@@ -69,6 +71,8 @@ Settings Settings::from(const hydra::Config& config) {
     if (std::string problem = kdf_problem(s.kdf); !problem.empty())
         throw hydra::ConfigError(config.source() + ": services.push.password_kdf: " + problem);
     s.throttle.max_failures = static_cast<int>(config.integer("services.push.login_throttle.max_failures"));
+    s.throttle.max_failures_per_address =
+        static_cast<int>(config.integer("services.push.login_throttle.max_failures_per_address"));
     s.throttle.window = std::chrono::seconds(config.integer("services.push.login_throttle.window_s"));
     s.throttle.block = std::chrono::seconds(config.integer("services.push.login_throttle.block_s"));
     s.mailbox.max_messages = static_cast<std::size_t>(config.integer("services.push.mailbox.max_messages"));
@@ -90,13 +94,14 @@ hydra::Result Service::login(hydra::Context& ctx) {
     if (uname.size() > kMaxUname) return hydra::Error(400, "uname over " + std::to_string(kMaxUname) + " bytes");
     if (pwd.size() > kMaxPassword) return hydra::Error(400, "pwd over " + std::to_string(kMaxPassword) + " bytes");
     // Refused without checking the password: a guesser learns nothing while blocked.
-    if (auto wait = throttle_.blocked(uname, ctx.uuid()))
+    const LoginThrottle::Attempt attempt{uname, ctx.uuid(), ctx.peer_address()};
+    if (auto wait = throttle_.blocked(attempt))
         return hydra::Error(429, "too many failed logins: try again in " + std::to_string(wait->count()) + " s");
     if (!users_.check_password(uname, pwd)) {
-        throttle_.failed(uname, ctx.uuid());
+        throttle_.failed(attempt);
         return hydra::Error(401, "wrong user name or password");
     }
-    throttle_.succeeded(uname, ctx.uuid());
+    throttle_.succeeded(attempt);
     hydra::Exchange& ex = ctx.exchange();
     ex.set(ctx.uuid(), "uname", uname);
     // The reply goes first, then what arrived while the user was offline, oldest first, then live messages: the

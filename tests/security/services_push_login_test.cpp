@@ -88,10 +88,10 @@ BOOST_AUTO_TEST_CASE(passwords_are_scrypt_records_that_keep_their_parameters) {
     BOOST_CHECK(stored_hash(db, "alice").starts_with("scrypt$2048$8$1$"));  // seeded again from config
 }
 
-BOOST_AUTO_TEST_CASE(failed_logins_are_throttled_per_user_and_per_connection) {
+BOOST_AUTO_TEST_CASE(failed_logins_are_throttled_per_user_connection_and_address) {
     test::Host host({"--set", "services.push.password_kdf.N=1024", "--set",
-                     "services.push.login_throttle.max_failures=3", "--set",
-                     "services.push.login_throttle.block_s=60"});
+                     "services.push.login_throttle.max_failures=3", "--set", "services.push.login_throttle.block_s=60",
+                     "--set", "services.push.login_throttle.max_failures_per_address=9"});
     WsClient a = host.connect("/");
     for (int i = 0; i < 3; ++i) BOOST_CHECK_EQUAL(login(a, "alice", "guess-" + std::to_string(i))["code"], 401);
     // Blocked: even the right password is not checked.
@@ -108,6 +108,15 @@ BOOST_AUTO_TEST_CASE(failed_logins_are_throttled_per_user_and_per_connection) {
     for (int i = 0; i < 3; ++i) BOOST_CHECK_EQUAL(login(c, "nobody", "guess")["code"], 401);
     WsClient d = host.connect("/");
     BOOST_CHECK_EQUAL(login(d, "nobody", "guess")["code"], 429);
+
+    // Per client address: the connections above come from 127.0.0.1 too (6 failures so far); at
+    // max_failures_per_address every connection from it is refused, whichever user it names.
+    for (int i = 0; i < 3; ++i) {
+        WsClient g = host.connect("/");
+        BOOST_CHECK_EQUAL(login(g, "guess-" + std::to_string(i), "x")["code"], 401);
+    }
+    WsClient f = host.connect("/");
+    BOOST_CHECK_EQUAL(login(f, "bob", "bob-pw")["code"], 429);
 
     // Limits on the fields themselves.
     WsClient e = host.connect("/");

@@ -69,6 +69,7 @@ class Context {
         bool binary = false;  // WS: the message was a binary frame
         std::string request_id;
         std::string uuid;  // WS connection uuid
+        std::string peer;  // the client's address (API, WS); empty for MQC
         Queue* queue = nullptr;
         Exchange* exchange = nullptr;
     };
@@ -81,6 +82,9 @@ class Context {
     const std::string& route() const { return init_.route; }
     const std::string& request_id() const { return init_.request_id; }
     const std::string& uuid() const { return init_.uuid; }
+    // The client's address as hydra counts it for its per-address limits: an IPv4 address ("203.0.113.7") or an
+    // IPv6 /64 ("2001:db8:1:2::/64"); the TCP peer, never a header such as X-Forwarded-For. Empty on MQC.
+    const std::string& peer_address() const { return init_.peer; }
     const std::string& body() const { return init_.body; }
     bool binary() const { return init_.binary; }
 

@@ -1,5 +1,6 @@
 #include "ws/ws_server.h"
 
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
@@ -67,6 +68,20 @@ WsServer::IpKey ip_key(const sockaddr_storage& peer) {
         }
     }
     return key;
+}
+
+// What handlers see of a client's address (Context::peer_address): the key as text.
+std::string peer_text(const WsServer::IpKey& key) {
+    char buf[INET6_ADDRSTRLEN + 4];
+    if (key.hi == 0 && (key.lo >> 32) == 1) {
+        const std::uint32_t v4 = htonl(static_cast<std::uint32_t>(key.lo));
+        inet_ntop(AF_INET, &v4, buf, sizeof buf);
+        return buf;
+    }
+    unsigned char a[16] = {};
+    std::memcpy(a, &key.hi, 8);
+    inet_ntop(AF_INET6, a, buf, sizeof buf);
+    return std::string(buf) + "/64";
 }
 
 // A rate-limit token is this many units: the bucket refills rate_per_s units per millisecond, integer arithmetic.
@@ -579,7 +594,7 @@ void WsServer::Loop::start_close(Connection& c, std::uint16_t code, const std::s
 void WsServer::Loop::report_error(const Connection& c, const std::string& error) {
     Logger(c.uuid).debug("ws: " + c.path + ": " + error);
     if (c.endpoint == nullptr || !c.endpoint->on_error) return;
-    Context::Init init = server.context_for(c.path, c.uuid, c.headers, c.uuid);
+    Context::Init init = server.context_for(c.path, c.uuid, c.headers, c.uuid, peer_text(c.ip));
     const WsEndpoint* endpoint = c.endpoint;
     server.workers_->post([endpoint, init = std::move(init), error]() mutable {
         Context ctx(std::move(init));
@@ -673,7 +688,7 @@ void WsServer::Loop::dispatch(Connection& c, std::string data, bool binary) {
     std::string request_id;  // <uuid>.<n>: one allocation
     request_id.reserve(c.uuid.size() + 21);
     request_id.append(c.uuid).append(".").append(std::to_string(++c.seq));
-    Context::Init init = server.context_for(c.path, c.uuid, c.headers, std::move(request_id));
+    Context::Init init = server.context_for(c.path, c.uuid, c.headers, std::move(request_id), peer_text(c.ip));
     init.body = std::move(data);
     init.binary = binary;
     WsServer* srv = &server;
@@ -904,7 +919,7 @@ void WsServer::Loop::destroy(Connection& c, std::uint16_t code, const std::strin
         const WsEndpoint* endpoint = c.endpoint;
         if (was_open && endpoint != nullptr && endpoint->on_close) {
             // on_close may still read the connection's exchange values: unregister after it ran.
-            Context::Init init = server.context_for(c.path, c.uuid, c.headers, c.uuid);
+            Context::Init init = server.context_for(c.path, c.uuid, c.headers, c.uuid, peer_text(c.ip));
             WsServer* srv = &server;
             server.workers_->post([srv, endpoint, init = std::move(init), code, reason]() mutable {
                 std::string uuid = init.uuid;
@@ -955,7 +970,8 @@ WsServer::Settings WsServer::Settings::from(const Config& config) {
 }
 
 Context::Init WsServer::context_for(const std::string& path, const std::string& uuid,
-                                    std::shared_ptr<const HeaderMap> headers, std::string request_id) const {
+                                    std::shared_ptr<const HeaderMap> headers, std::string request_id,
+                                    std::string peer) const {
     Context::Init init;
     init.kind = ServerKind::ws;
     init.path = path;
@@ -963,6 +979,7 @@ Context::Init WsServer::context_for(const std::string& path, const std::string& 
     init.headers = std::move(headers);
     init.request_id = std::move(request_id);
     init.uuid = uuid;
+    init.peer = std::move(peer);
     init.queue = queue_;
     init.exchange = handler_exchange_;
     return init;

@@ -84,7 +84,8 @@ class WsServer : public Delivery {
 
     // The Context of a connection's event (message, error, close) as handlers see it.
     Context::Init context_for(const std::string& path, const std::string& uuid,
-                              std::shared_ptr<const HeaderMap> headers, std::string request_id) const;
+                              std::shared_ptr<const HeaderMap> headers, std::string request_id,
+                              std::string peer = {}) const;
 
     Settings settings_;
     const WsRoutes& routes_;
