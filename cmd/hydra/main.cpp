@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
         demo->start(push::Settings::from(a.config()));
         *center = message_center::settings_from(a.config());
     });
+    app.on_stop([demo](hydra::App&) { demo->stop(); });
 
     // hydra's WS demo: log in over WS, send over HTTP, push from the queue to the user's devices.
     app.ws("/member/login", [demo](hydra::Context& ctx) { return demo->login(ctx); });

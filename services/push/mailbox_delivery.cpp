@@ -10,7 +10,9 @@ namespace {
 constexpr std::size_t kReadBatch = 8;
 }  // namespace
 
-MailboxDelivery::~MailboxDelivery() {
+MailboxDelivery::~MailboxDelivery() { stop(); }
+
+void MailboxDelivery::stop() {
     {
         std::lock_guard lock(mutex_);
         stopping_ = true;

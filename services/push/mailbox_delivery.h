@@ -48,6 +48,8 @@ class MailboxDelivery {
 
     // Starts the thread; expired messages are purged every `purge_every`.
     void start(Window window, std::chrono::seconds purge_every);
+    // Stops the thread (deliveries in progress end; their unwritten rows wait for the next login). Idempotent.
+    void stop();
 
     // With the user's lock held, after the login reply was sent on `uuid`: true when a delivery began (it binds the
     // user when done); false when the mailbox is empty or another device of the user is being delivered to, and

@@ -88,6 +88,8 @@ void Service::start(const Settings& settings) {
     delivery_.start(settings.window, std::min(settings.mailbox.ttl, std::chrono::seconds(60)));
 }
 
+void Service::stop() { delivery_.stop(); }
+
 hydra::Result Service::login(hydra::Context& ctx) {
     std::string uname = ctx.require("uname");
     std::string pwd = ctx.require("pwd");

@@ -42,6 +42,8 @@ class Service {
   public:
     // Opens the database and seeds the users (called at start, before any handler runs).
     void start(const Settings& settings);
+    // Stops the mailbox delivery thread (before the servers stop: it uses the exchange).
+    void stop();
 
     hydra::Result login(hydra::Context& ctx);
     // POST /msg/send, asynchronous (App::api_async): answered when the push is durable, no thread held meanwhile.

@@ -75,6 +75,9 @@ class App {
 
     // Called by start() after the config is validated and before servers listen: open databases, seed data.
     App& on_start(std::function<void(App&)> hook);
+    // Called first by stop(), while every server still runs: stop a service's own threads that use the exchange or
+    // the queue (they are gone once stop() returns).
+    App& on_stop(std::function<void(App&)> hook);
     // Services declare their config sections here (e.g. "services.message_center") before run().
     ConfigSchema& schema();
 

@@ -60,6 +60,11 @@ App& App::on_start(std::function<void(App&)> hook) {
     return *this;
 }
 
+App& App::on_stop(std::function<void(App&)> hook) {
+    impl_->stop_hooks.push_back(std::move(hook));
+    return *this;
+}
+
 ConfigSchema& App::schema() { return impl_->schema; }
 const AppOptions& App::options() const { return impl_->options; }
 const Config& App::config() const { return impl_->config; }
@@ -186,6 +191,7 @@ void App::start(Config config) {
 void App::stop() {
     std::lock_guard lock(impl_->lifecycle);
     if (!impl_->running) return;
+    for (auto& hook : impl_->stop_hooks) hook(*this);
     // Producers first (API), then the WS server whose exchange they used.
     if (impl_->api) impl_->api->stop();
     impl_->api.reset();

@@ -25,6 +25,7 @@ struct App::Impl {
     Router api_routes;
     std::vector<Middleware> api_middleware;
     std::vector<std::function<void(App&)>> start_hooks;
+    std::vector<std::function<void(App&)>> stop_hooks;
     ws::WsRoutes ws_routes;
     std::vector<mqc::MqcRoute> mqc_routes;
 
