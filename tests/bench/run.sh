@@ -92,6 +92,7 @@ rm -f "$OUT"/*.json "$OUT"/*.log
 WS_ADDR=""
 API_ADDR=""
 # start_server hydra|node LOG [--set key=value ...]
+# (hydra: the per-address API limits are off, all load comes from 127.0.0.1)
 start_server() {
     local kind=$1 logf=$2
     shift 2
@@ -99,8 +100,8 @@ start_server() {
         (cd "$RUN_DIR" && exec taskset -c "$SERVER_CPU" "$HYDRA" run --config "$ROOT/config/dev.json" \
             --set ws.address=127.0.0.1:0 --set api.address=127.0.0.1:0 --set log.level=warn \
             --set ws.io_threads=1 --set ws.ping_interval_ms=0 --set ws.idle_timeout_ms=0 \
-            --set ws.client_uuid=request_id --set ws.max_connections_per_ip=0 \
-            --set ws.rate_limit.messages_per_s=0 "$@") >"$logf" 2>&1 &
+            --set ws.client_uuid=request_id --set ws.max_connections_per_ip=0 --set ws.rate_limit.messages_per_s=0 \
+            --set api.max_connections_per_ip=0 --set api.rate_limit.requests_per_s=0 "$@") >"$logf" 2>&1 &
     elif [[ $kind == floor ]]; then
         taskset -c "$SERVER_CPU" "$BENCH" floor --ws 127.0.0.1:0 --api 127.0.0.1:0 >"$logf" 2>&1 &
     else

@@ -93,6 +93,7 @@ rm -f "$OUT"/send.*
 WS_ADDR="" API_ADDR="" SERVER_PID="" EXTRA_PIDS=""
 
 # start_hydra NAME LOG [--set key=value ...]: one hydra host (dev profile) on free ports; sets HY_PID, HY_WS, HY_API.
+# The per-address API limits are off: every publisher connects from 127.0.0.1.
 start_hydra() {
     local name=$1 logf=$2
     shift 2
@@ -100,6 +101,7 @@ start_hydra() {
         --set api.address=127.0.0.1:0 --set ws.address=127.0.0.1:0 --set log.level=warn \
         --set ws.io_threads=1 --set ws.ping_interval_ms=0 --set ws.idle_timeout_ms=0 \
         --set ws.client_uuid=request_id --set ws.max_connections_per_ip=0 --set ws.rate_limit.messages_per_s=0 \
+        --set api.max_connections_per_ip=0 --set api.rate_limit.requests_per_s=0 \
         --set api.threads=$((PUBLISHERS + 8)) --set services.push.database="$RUN_DIR/$name-push.db" "$@" \
         ${HYDRA_SET[@]+"${HYDRA_SET[@]}"}) \
         >"$logf" 2>&1 &

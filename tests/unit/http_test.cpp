@@ -1,7 +1,9 @@
 // common/http: the HTTP/1.1 basics shared by the API server and the WebSocket handshake.
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <string>
+#include <vector>
 
 #include "common/http.h"
 
@@ -48,6 +50,94 @@ BOOST_AUTO_TEST_CASE(heads_tokens_and_versions) {
     std::string out;
     append_header(out, "X-A", "evil\r\nSet-Cookie: x");
     BOOST_CHECK_EQUAL(out, "X-A: evilSet-Cookie: x\r\n");  // CR/LF dropped: no header injection
+}
+
+namespace {
+
+// Feeds `bytes` to a fresh decoder in pieces of `step` bytes, the way a connection would (unconsumed bytes are
+// offered again with the next piece). Returns the final result; `body` gets the data.
+ChunkedDecoder::Result decode(std::string_view bytes, std::string& body, std::size_t step = 0,
+                              std::size_t max_body = 1 << 20) {
+    ChunkedDecoder d(max_body);
+    body.clear();
+    std::string pending;
+    std::size_t at = 0;
+    ChunkedDecoder::Result r;
+    do {
+        const std::size_t n = step == 0 ? bytes.size() - at : std::min(step, bytes.size() - at);
+        pending.append(bytes.substr(at, n));
+        at += n;
+        r = d.feed(pending, body);
+        pending.erase(0, r.consumed);
+    } while (r.status == ParseStatus::NeedMore && at < bytes.size());
+    r.consumed = at - pending.size();  // of the whole input
+    return r;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(chunked_bodies_in_any_pieces) {
+    const std::string wire =
+        "4;ext=1;q=\"a b\"\r\n{\"a\"\r\n3\r\n:42\r\nA\r\n0123456789\r\n1\r\n}\r\n0\r\nX-T: t\r\n\r\nNEXT";
+    for (std::size_t step : {0, 1, 2, 3, 7}) {
+        std::string body;
+        auto r = decode(wire, body, step);
+        BOOST_REQUIRE_MESSAGE(r.status == ParseStatus::Ok, "step " << step << ": " << r.error);
+        BOOST_CHECK_EQUAL(body, "{\"a\":420123456789}");
+        BOOST_CHECK_EQUAL(r.consumed, wire.size() - 4);  // the next request's bytes are left alone
+    }
+    std::string body;
+    BOOST_CHECK(decode("0\r\n\r\n", body).status == ParseStatus::Ok);
+    BOOST_CHECK(body.empty());
+    BOOST_CHECK(decode("5\r\nhel", body).status == ParseStatus::NeedMore);
+    BOOST_CHECK(decode("5\r", body).status == ParseStatus::NeedMore);
+    BOOST_CHECK(decode("5\r\nhello\r", body).status == ParseStatus::NeedMore);
+}
+
+BOOST_AUTO_TEST_CASE(chunked_framing_is_strict) {
+    struct Case {
+        std::string wire;
+        int status;
+        std::string error;
+    };
+    const std::vector<Case> cases = {
+        {" 5 \r\nhello\r\n0\r\n\r\n", 400, "malformed chunk size"},  // whitespace around the size
+        {"5 \r\nhello\r\n0\r\n\r\n", 400, "malformed chunk size"},
+        {"5\t;x\r\nhello\r\n0\r\n\r\n", 400, "malformed chunk size"},
+        {"5;ext\nhello\r\n0\r\n\r\n", 400, "bare CR or LF"},     // a bare LF ends the size line
+        {"5;a\rb\r\nhello\r\n0\r\n\r\n", 400, "bare CR or LF"},  // a CR inside the extension
+        {"5\nhello\r\n0\r\n\r\n", 400, "bare CR or LF"},
+        {"zz\r\n", 400, "malformed chunk size"},
+        {"\r\n", 400, "malformed chunk size"},
+        {"-5\r\nhello\r\n", 400, "malformed chunk size"},
+        {"0x5\r\nhello\r\n", 400, "malformed chunk size"},
+        {"5;\x01\r\nhello\r\n", 400, "malformed chunk extension"},
+        {"5\r\nhelloXX0\r\n\r\n", 400, "missing CRLF after the data"},
+        {"5\r\nhello\n0\r\n\r\n", 400, "missing CRLF after the data"},
+        {"10000000000000000\r\n", 400, "too large"},  // 2^64: would overflow
+        {"0\r\nbad trailer\r\n\r\n", 400, "malformed trailer field"},
+        {"0\r\nX: a\nb\r\n\r\n", 400, "bare CR or LF"},
+        {"0\r\n\n", 400, "bare CR or LF"},
+        {std::string(2000, '1'), 400, "line too long"},
+        {"0\r\n" + std::string(9000, 'a'), 431, "trailer fields too large"},
+        {"0\r\nX: " + std::string(9000, 'a') + "\r\n\r\n", 431, "trailer fields too large"},
+        {"65\r\n", 413, "request body exceeds 100 bytes"},
+        {"40\r\n" + std::string(64, 'a') + "\r\n40\r\n", 413, "request body exceeds 100 bytes"},
+    };
+    for (const auto& k : cases) {
+        for (std::size_t step : {0, 1}) {
+            std::string body;
+            auto r = decode(k.wire, body, step, 100);
+            BOOST_CHECK_MESSAGE(r.status == ParseStatus::Error, k.wire.substr(0, 40)
+                                                                    << " accepted (step " << step << ")");
+            BOOST_CHECK_EQUAL(r.error_status, k.status);
+            BOOST_CHECK_MESSAGE(r.error.find(k.error) != std::string::npos, k.wire.substr(0, 40) << " -> " << r.error);
+        }
+    }
+    // Hex digits in either case, leading zeros, and exactly max_body are fine.
+    std::string body;
+    BOOST_CHECK(decode("000a\r\n0123456789\r\n0\r\n\r\n", body, 0, 10).status == ParseStatus::Ok);
+    BOOST_CHECK(decode("5A\r\n" + std::string(90, 'x') + "\r\n0\r\n\r\n", body, 0, 90).status == ParseStatus::Ok);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

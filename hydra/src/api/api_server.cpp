@@ -103,6 +103,11 @@ ApiServer::Settings ApiServer::Settings::from(const Config& config) {
     s.io_threads = static_cast<int>(config.integer("api.io_threads"));
     s.threads = static_cast<int>(config.integer("api.threads"));
     s.max_connections = static_cast<int>(config.integer("api.max_connections"));
+    s.max_connections_per_ip = static_cast<int>(config.integer("api.max_connections_per_ip"));
+    s.requests_per_s = static_cast<int>(config.integer("api.rate_limit.requests_per_s"));
+    s.burst = static_cast<int>(config.integer("api.rate_limit.burst"));
+    s.max_pending_output = config.integer("api.max_pending_output");
+    s.header_timeout_ms = static_cast<int>(config.integer("api.header_timeout_ms"));
     s.max_queued = static_cast<int>(config.integer("api.max_queued"));
     s.max_body = config.integer("api.max_body");
     s.keep_alive = config.boolean("api.keep_alive");
@@ -144,6 +149,11 @@ void ApiServer::start() {
     hs.workers = settings_.threads;
     hs.max_queued = settings_.max_queued;
     hs.max_connections = settings_.max_connections;
+    hs.max_connections_per_ip = settings_.max_connections_per_ip;
+    hs.requests_per_s = settings_.requests_per_s;
+    hs.burst = settings_.burst;
+    hs.max_pending_output = static_cast<std::size_t>(settings_.max_pending_output);
+    hs.header_timeout_ms = settings_.header_timeout_ms;
     hs.max_body = static_cast<std::size_t>(settings_.max_body);
     hs.keep_alive = settings_.keep_alive;
     hs.keep_alive_timeout_ms = settings_.keep_alive_timeout_ms;
@@ -319,7 +329,7 @@ Context::Init ApiServer::context_init(http::Request& request, const Router::Matc
 
 bool ApiServer::handle_on_loop(http::Request& request, const http::Server::Responder& respond) {
     // With middleware, the chain runs on a handler thread (middleware may block).
-    if (!middleware_.empty() || !router_.has_async()) return false;
+    if (!middleware_.empty() || !router_.has_async() || request.body.size() > kMaxLoopBody) return false;
     const Router::Match match = router_.match(request.method, request.path);
     if (match.status != Router::Status::found || match.async == nullptr) return false;
     auto started = std::chrono::steady_clock::now();

@@ -24,6 +24,11 @@ class ApiServer {
         int threads = 64;  // handler threads
         int max_queued = 1024;
         int max_connections = 10000;
+        int max_connections_per_ip = 256;
+        int requests_per_s = 1000;
+        int burst = 2000;
+        std::int64_t max_pending_output = 1 << 20;
+        int header_timeout_ms = 10000;
         std::int64_t max_body = 1 << 20;
         bool keep_alive = true;
         int keep_alive_timeout_ms = 15000;
@@ -48,8 +53,11 @@ class ApiServer {
     // One request, start to end (on a handler thread).
     http::Response handle(http::Request& request);
     // On the I/O loop, first: takes a request of an async route (true) and answers it through `respond` when its
-    // reply comes; anything else is left to handle() (false).
+    // reply comes; anything else is left to handle() (false), and so is a body over kMaxLoopBody.
     bool handle_on_loop(http::Request& request, const http::Server::Responder& respond);
+    // Larger bodies are parsed on a handler thread: parsing 1 MB of JSON takes milliseconds, and every other
+    // connection of the loop would wait for it.
+    static constexpr std::size_t kMaxLoopBody = 16 * 1024;
 
   private:
     struct Pending;

@@ -28,9 +28,7 @@ namespace {
 
 constexpr std::size_t kReadChunk = 64 * 1024;
 constexpr std::size_t kMaxBuffered = 256 * 1024;  // unread pipelined bytes held while a request is handled
-constexpr std::size_t kMaxChunkLine = 1024;
-constexpr std::size_t kMaxTrailer = 8192;
-constexpr int kLingerMs = 2000;  // after our last response: wait this long for the client to close
+constexpr int kLingerMs = 2000;                   // after our last response: wait this long for the client to close
 constexpr int kTickMs = 250;
 constexpr std::uint32_t kReadEvents = EPOLLIN | EPOLLRDHUP;
 
@@ -69,7 +67,6 @@ struct Server::Connection : EventLoop::Handler {
     // head: waiting for (more of) a request head; body/chunked: reading its body; handling: a worker has it;
     // closing: our last response is out, waiting for the client's EOF (lingering close).
     enum class State : std::uint8_t { head, body, chunked, handling, closing };
-    enum class ChunkPhase : std::uint8_t { size, data, data_end, trailer };
 
     Connection(Loop& l, std::uint64_t i, int f) : loop(l), id(i), fd(f) {}
     void on_events(std::uint32_t events) override;
@@ -80,6 +77,7 @@ struct Server::Connection : EventLoop::Handler {
     State state = State::head;
     bool writing = false;                 // EPOLLOUT registered
     bool reading_paused = false;          // EPOLLIN removed: too much pipelined input while handling
+    bool output_paused = false;           // EPOLLIN removed, nothing parsed: over max_pending_output unsent
     bool keep_alive = true;               // of the current request
     bool head_only = false;               // HEAD: no body in the response
     int minor_version = 1;                // of the current request: HTTP/1.0 keep-alive must be confirmed
@@ -93,9 +91,8 @@ struct Server::Connection : EventLoop::Handler {
     std::size_t out_offset = 0;
     Request request;
     std::uint64_t body_left = 0;
-    ChunkPhase chunk_phase = ChunkPhase::size;
-    std::uint64_t chunk_left = 0;
-    std::size_t trailer_bytes = 0;
+    std::optional<ChunkedDecoder> chunked;   // while reading a chunked body
+    ClientLimits::Client* client = nullptr;  // its address's limits (null when none are on)
 };
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -121,11 +118,14 @@ struct Server::Loop : EventLoop::Handler, std::enable_shared_from_this<Server::L
     void refuse(Connection& c, int status, const std::string& reason);
     void send_response(Connection& c, Response response);
     void flush(Connection& c);
+    void resume_if_drained(Connection& c);
     void finish_request(Connection& c);
     void start_linger(Connection& c);
     void destroy(Connection& c);
     void update_events(Connection& c);
     void stop_accepting();
+    void reject(int fd, const std::string& reason);
+    std::size_t pending_output(const Connection& c) const { return c.out.size() - c.out_offset; }
     Connection* find(std::uint64_t id) {
         auto it = connections.find(id);
         return it == connections.end() ? nullptr : it->second.get();
@@ -142,23 +142,33 @@ struct Server::Loop : EventLoop::Handler, std::enable_shared_from_this<Server::L
     std::vector<std::unique_ptr<Connection>> graveyard;  // freed at the end of the iteration
     std::vector<char> read_buffer;
     DateCache date;
+    std::int64_t next_sweep_ms = 0;
 };
 
 void Server::Connection::on_events(std::uint32_t events) {
-    if (events & EPOLLERR) {
+    try {
+        if (events & EPOLLERR) {
+            loop.destroy(*this);
+            return;
+        }
+        if (events & EPOLLOUT) {
+            loop.flush(*this);
+            if (fd < 0) return;
+        }
+        if (events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP)) loop.on_readable(*this);
+    } catch (const std::exception& e) {
+        // (e.g. bad_alloc building a response): this connection ends, the others go on.
+        Logger().error(std::string("api: closing a connection after an error: ") + e.what());
         loop.destroy(*this);
-        return;
     }
-    if (events & EPOLLOUT) {
-        loop.flush(*this);
-        if (fd < 0) return;
-    }
-    if (events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP)) loop.on_readable(*this);
 }
 
 void Server::Loop::accept_all() {
     for (int i = 0; i < 64 && accepting; ++i) {
-        int fd = accept4(server.listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        sockaddr_storage peer{};
+        socklen_t peer_len = sizeof peer;
+        int fd =
+            accept4(server.listen_fd_, reinterpret_cast<sockaddr*>(&peer), &peer_len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
                 // Out of descriptors: stop accepting on this loop until the next tick instead of spinning.
@@ -169,22 +179,41 @@ void Server::Loop::accept_all() {
             return;  // EAGAIN: another loop took it, or the queue is empty
         }
         if (server.open_connections_.load() >= server.settings_.max_connections) {
-            Response r = server.error_page_(503, "too many connections");
-            std::string bytes = "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: " +
-                                std::to_string(r.body.size()) + "\r\n\r\n" + r.body;
-            [[maybe_unused]] ssize_t n = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-            ::close(fd);
+            reject(fd, "too many connections");
             continue;
+        }
+        ClientLimits::Client* client = nullptr;
+        if (server.limits_) {
+            client = server.limits_->open(peer);
+            if (client == nullptr) {
+                reject(fd, "too many connections from this address");
+                continue;
+            }
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         std::uint64_t id = (static_cast<std::uint64_t>(index) << 48) | next_id++;
         auto conn = std::make_unique<Connection>(*this, id, fd);
+        conn->client = client;
         conn->last_activity_ms = loop.now_ms();
         loop.add(fd, kReadEvents, conn.get());
         connections.emplace(id, std::move(conn));
         server.open_connections_.fetch_add(1);
     }
+}
+
+// A connection refused at accept: 503 (best effort, never blocking) and close.
+void Server::Loop::reject(int fd, const std::string& reason) {
+    try {
+        Response r = server.error_page_(503, reason);
+        std::string bytes = "HTTP/1.1 503 Service Unavailable\r\n";
+        append_headers(bytes, r.headers);
+        bytes += "Connection: close\r\nContent-Length: " + std::to_string(r.body.size()) + "\r\n\r\n" + r.body;
+        [[maybe_unused]] ssize_t n = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    } catch (const std::exception& e) {
+        Logger().error(std::string("api: refusing a connection: ") + e.what());
+    }
+    ::close(fd);
 }
 
 void Server::Loop::stop_accepting() {
@@ -200,15 +229,23 @@ void Server::Loop::on_tick() {
         loop.add(server.listen_fd_, EPOLLIN | EPOLLEXCLUSIVE, this);
         listening = true;
     }
-    std::vector<Connection*> timed_out, idle, stalled, lingered;
+    if (server.limits_ && index == 0 && now >= next_sweep_ms) {
+        server.limits_->sweep(now * 1000);
+        next_sweep_ms = now + 1000;
+    }
+    std::vector<Connection*> timed_out, head_timed_out, idle, stalled, lingered;
     for (auto& [id, conn] : connections) {
         Connection& c = *conn;
         if (c.write_stalled_ms > 0 && now - c.write_stalled_ms > s.request_timeout_ms) {
             stalled.push_back(&c);
         } else if (c.state == Connection::State::closing) {
             if (now > c.linger_deadline_ms) lingered.push_back(&c);
-        } else if (c.state != Connection::State::handling) {
-            if (c.request_started_ms > 0 && now - c.request_started_ms > s.request_timeout_ms)
+        } else if (c.state != Connection::State::handling && !c.output_paused) {
+            // (A connection held back by its unread responses is not waited for: the stall timeout covers it.)
+            if (c.request_started_ms > 0 && c.state == Connection::State::head &&
+                now - c.request_started_ms > s.header_timeout_ms)
+                head_timed_out.push_back(&c);
+            else if (c.request_started_ms > 0 && now - c.request_started_ms > s.request_timeout_ms)
                 timed_out.push_back(&c);
             else if (c.request_started_ms == 0 && c.out.empty() &&
                      (draining || now - c.last_activity_ms > s.keep_alive_timeout_ms))
@@ -224,11 +261,14 @@ void Server::Loop::on_tick() {
     for (Connection* c : idle) destroy(*c);
     for (Connection* c : timed_out)
         if (c->fd >= 0) refuse(*c, 408, "request not received within " + std::to_string(s.request_timeout_ms) + " ms");
+    for (Connection* c : head_timed_out)
+        if (c->fd >= 0)
+            refuse(*c, 408, "request head not received within " + std::to_string(s.header_timeout_ms) + " ms");
 }
 
 void Server::Loop::on_readable(Connection& c) {
     if (read_buffer.empty()) read_buffer.resize(kReadChunk);
-    while (c.fd >= 0 && !c.reading_paused) {
+    while (c.fd >= 0 && !c.reading_paused && !c.output_paused) {
         ssize_t n = ::recv(c.fd, read_buffer.data(), read_buffer.size(), 0);
         if (n > 0) {
             c.last_activity_ms = loop.now_ms();
@@ -262,6 +302,15 @@ void Server::Loop::on_readable(Connection& c) {
 // Parses and dispatches as much of c.in as the connection's state allows.
 void Server::Loop::process(Connection& c) {
     while (c.fd >= 0) {
+        // Backpressure: a client that does not read its responses gets no more of them (pipelined requests wait,
+        // unread, in the socket) until it has taken most of what is pending.
+        if (pending_output(c) > server.settings_.max_pending_output && c.state != Connection::State::closing) {
+            if (!c.output_paused) {
+                c.output_paused = true;
+                update_events(c);
+            }
+            return;
+        }
         switch (c.state) {
             case Connection::State::head:
                 if (c.in.empty() || !parse_head(c)) return;
@@ -352,6 +401,10 @@ bool Server::Loop::parse_head(Connection& c) {
     bool chunked = false;
     std::uint64_t length = 0;
     if (te) {
+        if (minor == 0) {  // RFC 9112 section 6.1: the framing of such a message is faulty
+            refuse(c, 400, "Transfer-Encoding in an HTTP/1.0 request");
+            return false;
+        }
         if (cl) {
             refuse(c, 400, "both Transfer-Encoding and Content-Length");
             return false;
@@ -391,12 +444,10 @@ bool Server::Loop::parse_head(Connection& c) {
 
     if (chunked) {
         c.state = Connection::State::chunked;
-        c.chunk_phase = Connection::ChunkPhase::size;
-        c.trailer_bytes = 0;
+        c.chunked.emplace(s.max_body);
     } else if (length > 0) {
         c.state = Connection::State::body;
-        c.body_left = length;
-        req.body.reserve(static_cast<std::size_t>(length));
+        c.body_left = length;  // the body grows as it comes: a declared length reserves nothing
     } else {
         dispatch(c);
         return true;
@@ -420,80 +471,32 @@ bool Server::Loop::read_body(Connection& c) {
     return true;
 }
 
-// chunk = size [;ext] CRLF data CRLF ... 0 CRLF *(trailer CRLF) CRLF. True once the whole body was read.
+// True once the whole body was read.
 bool Server::Loop::read_chunked(Connection& c) {
-    const Settings& s = server.settings_;
-    using Phase = Connection::ChunkPhase;
-    for (;;) {
-        switch (c.chunk_phase) {
-            case Phase::size: {
-                const std::size_t eol = c.in.find("\r\n");
-                if (eol == std::string::npos) {
-                    if (c.in.size() > kMaxChunkLine) refuse(c, 400, "malformed chunk size");
-                    return false;
-                }
-                std::string_view digits(c.in.data(), std::min(eol, c.in.find(';')));
-                digits = trim(digits);
-                std::uint64_t size = 0;
-                auto r = std::from_chars(digits.data(), digits.data() + digits.size(), size, 16);
-                if (digits.empty() || r.ec != std::errc() || r.ptr != digits.data() + digits.size()) {
-                    refuse(c, 400, "malformed chunk size");
-                    return false;
-                }
-                c.in.erase(0, eol + 2);
-                if (size == 0) {
-                    c.chunk_phase = Phase::trailer;
-                } else if (size > s.max_body || c.request.body.size() + size > s.max_body) {
-                    refuse(c, 413, "request body exceeds " + std::to_string(s.max_body) + " bytes");
-                    return false;
-                } else {
-                    c.chunk_phase = Phase::data;
-                    c.chunk_left = size;
-                }
-                break;
-            }
-            case Phase::data: {
-                std::size_t take = static_cast<std::size_t>(std::min<std::uint64_t>(c.chunk_left, c.in.size()));
-                if (take == 0) return false;
-                c.request.body.append(c.in, 0, take);
-                c.in.erase(0, take);
-                c.chunk_left -= take;
-                if (c.chunk_left == 0) c.chunk_phase = Phase::data_end;
-                break;
-            }
-            case Phase::data_end:
-                if (c.in.size() < 2) return false;
-                if (c.in.compare(0, 2, "\r\n") != 0) {
-                    refuse(c, 400, "malformed chunk: missing CRLF after the data");
-                    return false;
-                }
-                c.in.erase(0, 2);
-                c.chunk_phase = Phase::size;
-                break;
-            case Phase::trailer: {
-                const std::size_t eol = c.in.find("\r\n");
-                if (eol == std::string::npos) {
-                    if (c.trailer_bytes + c.in.size() > kMaxTrailer) refuse(c, 431, "trailer fields too large");
-                    return false;
-                }
-                c.trailer_bytes += eol + 2;
-                c.in.erase(0, eol + 2);
-                if (eol == 0) {  // the empty line: done (trailer fields are read and ignored)
-                    dispatch(c);
-                    return true;
-                }
-                if (c.trailer_bytes > kMaxTrailer) {
-                    refuse(c, 431, "trailer fields too large");
-                    return false;
-                }
-                break;
-            }
-        }
+    ChunkedDecoder::Result r = c.chunked->feed(c.in, c.request.body);
+    c.in.erase(0, r.consumed);
+    if (r.status == ParseStatus::Error) {
+        refuse(c, r.error_status, r.error);
+        return false;
     }
+    if (r.status == ParseStatus::NeedMore) return false;
+    c.chunked.reset();
+    dispatch(c);
+    return true;
 }
 
 void Server::Loop::dispatch(Connection& c) {
     c.state = Connection::State::handling;
+    if (c.client != nullptr && server.limits_->rate_limited()) {
+        if (int wait_s = server.limits_->admit(*c.client, loop.now_ms() * 1000); wait_s > 0) {
+            Response r = server.error_page_(429, "too many requests from this address (over " +
+                                                     std::to_string(server.settings_.requests_per_s) + " per second)");
+            r.headers.emplace_back("Retry-After", std::to_string(wait_s));
+            c.request = Request{};
+            send_response(c, std::move(r));
+            return;
+        }
+    }
     if (server.in_flight_.load() >= server.settings_.max_queued + server.settings_.workers) {
         // Every worker is busy and the waiting line is full: answer at once rather than queue without bound.
         Response r = server.error_page_(503, "server busy: too many requests waiting");
@@ -566,9 +569,14 @@ void Server::Loop::on_response(std::uint64_t id, Response response) {
     server.in_flight_.fetch_sub(1);
     Connection* c = find(id);
     if (c == nullptr || c->fd < 0) return;  // the client went away
-    send_response(*c, std::move(response));
-    // Pipelined requests that arrived meanwhile.
-    if (c->fd >= 0 && c->state == Connection::State::head && !c->in.empty()) process(*c);
+    try {
+        send_response(*c, std::move(response));
+        // Pipelined requests that arrived meanwhile.
+        if (c->fd >= 0 && c->state == Connection::State::head && !c->in.empty()) process(*c);
+    } catch (const std::exception& e) {
+        Logger().error(std::string("api: closing a connection after an error: ") + e.what());
+        destroy(*c);
+    }
 }
 
 // A request the server answers itself; the connection cannot be trusted to frame the next one, so it closes.
@@ -655,6 +663,7 @@ void Server::Loop::flush(Connection& c) {
                 c.writing = true;
                 update_events(c);
             }
+            resume_if_drained(c);
             return;
         }
         destroy(c);  // EPIPE, ECONNRESET: the client is gone
@@ -669,11 +678,27 @@ void Server::Loop::flush(Connection& c) {
         update_events(c);
     }
     if (c.state == Connection::State::closing) ::shutdown(c.fd, SHUT_WR);
+    resume_if_drained(c);
+}
+
+// A connection held back by its unsent output reads and parses again once half of the limit is left (not at once
+// below it: that would flip on every write).
+void Server::Loop::resume_if_drained(Connection& c) {
+    if (!c.output_paused || pending_output(c) > server.settings_.max_pending_output / 2) return;
+    c.output_paused = false;
+    if (c.request_started_ms > 0) c.request_started_ms = loop.now_ms();  // the head timeout starts over
+    update_events(c);
+    // After this iteration (flush may be called from inside process): the requests already read.
+    loop.defer([this, id = c.id] {
+        Connection* conn = find(id);
+        if (conn != nullptr && conn->fd >= 0 && conn->state == Connection::State::head && !conn->in.empty())
+            process(*conn);
+    });
 }
 
 void Server::Loop::update_events(Connection& c) {
     if (c.fd < 0) return;
-    std::uint32_t ev = c.reading_paused ? 0 : kReadEvents;
+    std::uint32_t ev = c.reading_paused || c.output_paused ? 0 : kReadEvents;
     if (c.writing) ev |= EPOLLOUT;
     loop.modify(c.fd, ev, &c);
 }
@@ -684,6 +709,8 @@ void Server::Loop::destroy(Connection& c) {
     ::close(c.fd);
     c.fd = -1;
     server.open_connections_.fetch_sub(1);
+    if (c.client != nullptr) server.limits_->close(c.client, loop.now_ms() * 1000);
+    c.client = nullptr;
     auto it = connections.find(c.id);
     if (it == connections.end()) return;
     // Freed at the end of the iteration: the caller may still hold a reference.
@@ -708,6 +735,8 @@ void Server::start() {
     Listener l = listen_tcp(settings_.address, 4096);
     listen_fd_ = l.fd;
     bound_ = l.bound;
+    ClientLimits::Settings ls{settings_.max_connections_per_ip, settings_.requests_per_s, settings_.burst};
+    if (ClientLimits(ls).enabled()) limits_ = std::make_unique<ClientLimits>(ls);
     workers_ = std::make_unique<WorkerPool>(static_cast<std::size_t>(std::max(1, settings_.workers)), "api-worker");
     for (int i = 0; i < std::max(1, settings_.io_threads); ++i) loops_.push_back(std::make_shared<Loop>(*this, i));
     for (auto& lp : loops_) {

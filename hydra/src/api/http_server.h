@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "api/client_limits.h"
 #include "common/http.h"
 
 namespace hydra {
@@ -47,16 +48,21 @@ class Server {
     struct Settings {
         std::string address = "127.0.0.1:9090";
         int io_threads = 1;
-        int workers = 64;                   // handler threads
-        int max_queued = 1024;              // requests waiting for a worker; beyond that: 503 at once
-        int max_connections = 10000;        // beyond that: 503 and close
-        std::size_t max_body = 1 << 20;     // 413
-        std::size_t max_head = 16 * 1024;   // request line + headers; 431
-        bool keep_alive = true;             // false: one request per connection
-        int keep_alive_timeout_ms = 15000;  // an idle keep-alive connection is closed after this
-        int request_timeout_ms = 30000;     // a request must arrive completely within this (408), and a
-                                            // response must be taken by the client within this
-        std::string software = "hydra";     // Server header
+        int workers = 64;                  // handler threads
+        int max_queued = 1024;             // requests waiting for a worker; beyond that: 503 at once
+        int max_connections = 10000;       // beyond that: 503 and close
+        int max_connections_per_ip = 256;  // open connections from one address (IPv6: /64); beyond: 503, 0 = off
+        int requests_per_s = 1000;         // per address, sustained (token bucket); beyond: 429, 0 = off
+        int burst = 2000;                  // per address, at once
+        std::size_t max_pending_output = 1 << 20;  // unsent response bytes; beyond: the connection is not read
+        std::size_t max_body = 1 << 20;            // 413
+        std::size_t max_head = 16 * 1024;          // request line + headers; 431
+        bool keep_alive = true;                    // false: one request per connection
+        int keep_alive_timeout_ms = 15000;         // an idle keep-alive connection is closed after this
+        int header_timeout_ms = 10000;             // a request's line and headers must arrive within this (408)
+        int request_timeout_ms = 30000;            // a request must arrive completely within this (408), and a
+                                                   // response must be taken by the client within this
+        std::string software = "hydra";            // Server header
     };
     // Answers one request that a LoopHandler took: call it exactly once, from any thread.
     class Responder {
@@ -78,8 +84,8 @@ class Server {
     // the Responder, now or later) or leaves it to the Handler (false; the Responder unused). Must not block or
     // throw.
     using LoopHandler = std::function<bool(Request&, const Responder&)>;
-    // The answer to a request the server refuses by itself (400 malformed, 408, 413, 431, 501, 503, 505), from any
-    // thread.
+    // The answer to a request the server refuses by itself (400 malformed, 408, 413, 429, 431, 501, 503, 505), from
+    // any thread.
     using ErrorPage = std::function<Response(int status, const std::string& reason)>;
 
     Server(Settings settings, Handler handler, ErrorPage error_page, LoopHandler loop_handler = nullptr);
@@ -108,6 +114,7 @@ class Server {
     int listen_fd_ = -1;
     std::string bound_;
     std::unique_ptr<WorkerPool> workers_;
+    std::unique_ptr<ClientLimits> limits_;      // null when no per-address limit is on
     std::vector<std::shared_ptr<Loop>> loops_;  // shared with Responders, which may outlive the server
     std::atomic<int> open_connections_{0};
     std::atomic<int> in_flight_{0};  // requests handed to a worker or a LoopHandler and not yet answered

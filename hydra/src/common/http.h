@@ -1,5 +1,5 @@
 // HTTP/1.1 message basics shared by the API server and the WebSocket handshake: a strict head parser (RFC 9112),
-// header lookups, tokens, percent-decoding and status texts. Pure functions over bytes.
+// the chunked body decoder, header lookups, tokens, percent-decoding and status texts. Pure functions over bytes.
 #pragma once
 
 #include <cstddef>
@@ -59,6 +59,35 @@ struct Head {
 // Parses a head from the start of `bytes` (everything read so far). NeedMore until the empty line arrives; Error with
 // too_large once max_bytes are here without it. Rejects obsolete line folding and control characters.
 Head parse_head(std::string_view bytes, std::size_t max_bytes);
+
+// A chunked request body (RFC 9112 section 7.1), fed the bytes as they arrive; strict: the size is 1*HEXDIG with
+// nothing around it, every line ends in CRLF, and a bare CR or LF anywhere is an error (lenient framing is how
+// request smuggling between a proxy and a server starts). Chunk extensions and trailer fields are read and dropped.
+class ChunkedDecoder {
+  public:
+    static constexpr std::size_t kMaxLine = 1024;     // a size line with its extensions
+    static constexpr std::size_t kMaxTrailer = 8192;  // all trailer lines together
+
+    struct Result {
+        ParseStatus status = ParseStatus::NeedMore;
+        std::size_t consumed = 0;  // bytes of the input used (the rest, a partial line, is offered again later)
+        int error_status = 0;      // Error: 400 malformed, 413 over max_body, 431 trailer too large
+        std::string error;
+    };
+
+    explicit ChunkedDecoder(std::size_t max_body) : max_body_(max_body) {}
+    // Appends chunk data to `body`. NeedMore: feed more (starting with the unconsumed bytes); Ok: the body ended after
+    // `consumed` bytes; Error: the body is malformed and the connection cannot be trusted any more.
+    Result feed(std::string_view bytes, std::string& body);
+
+  private:
+    enum class Phase : std::uint8_t { size, data, data_end, trailer, done, failed };
+    std::size_t max_body_;
+    Phase phase_ = Phase::size;
+    std::uint64_t chunk_left_ = 0;
+    std::uint64_t total_ = 0;
+    std::size_t trailer_bytes_ = 0;
+};
 
 // "HTTP/<d>.<d>" → {major, minor}; {-1, -1} if malformed.
 std::pair<int, int> http_version(std::string_view v);

@@ -37,10 +37,26 @@ constexpr const char* builtin_schema_text = R"json({
                        "description": "Requests waiting for a free handler thread; beyond that: 503."},
         "max_connections": {"type": "integer", "minimum": 1, "maximum": 10000000, "default": 10000,
                             "description": "Open HTTP connections; beyond that a new one gets 503 and is closed."},
+        "max_connections_per_ip": {"type": "integer", "minimum": 0, "maximum": 10000000, "default": 256,
+                                   "description": "Open HTTP connections from one client address (IPv6: its /64); beyond that a new one gets 503 and is closed. 0 = no limit."},
+        "rate_limit": {
+          "type": "object",
+          "description": "Requests per client address (IPv6: its /64), a token bucket; beyond it: 429 with Retry-After.",
+          "properties": {
+            "requests_per_s": {"type": "integer", "minimum": 0, "maximum": 1000000, "default": 1000,
+                               "description": "Sustained rate. 0 = no limit."},
+            "burst": {"type": "integer", "minimum": 1, "maximum": 10000000, "default": 2000,
+                      "description": "Requests allowed at once (the bucket's size)."}
+          }
+        },
+        "max_pending_output": {"type": "integer", "minimum": 1024, "maximum": 1073741824, "default": 1048576,
+                               "description": "Unsent response bytes of one connection; beyond that its pipelined requests are not read until the client takes its responses."},
         "max_body": {"type": "integer", "minimum": 0, "maximum": 1073741824, "default": 1048576,
                      "description": "Largest request body in bytes."},
         "keep_alive": {"type": "boolean", "default": true},
         "keep_alive_timeout_ms": {"type": "integer", "minimum": 0, "maximum": 3600000, "default": 15000},
+        "header_timeout_ms": {"type": "integer", "minimum": 1, "maximum": 3600000, "default": 10000,
+                              "description": "A request's line and headers must arrive within this (408)."},
         "request_timeout_ms": {"type": "integer", "minimum": 1, "maximum": 3600000, "default": 30000,
                                "description": "A request must arrive completely, and a response be read, within this."},
         "shutdown_timeout_ms": {"type": "integer", "minimum": 0, "maximum": 600000, "default": 10000},

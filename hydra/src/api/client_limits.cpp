@@ -1,0 +1,95 @@
+#include "api/client_limits.h"
+
+#include <netinet/in.h>
+
+#include <algorithm>
+#include <cstring>
+
+namespace hydra::http {
+namespace {
+
+// IPv4 as its IPv4-mapped IPv6 address (::ffff:a.b.c.d), so that both families share one table; IPv6 cut to /64.
+std::array<std::uint8_t, 16> key_of(const sockaddr_storage& addr) {
+    std::array<std::uint8_t, 16> key{};
+    if (addr.ss_family == AF_INET) {
+        const auto* a = reinterpret_cast<const sockaddr_in*>(&addr);
+        key[10] = key[11] = 0xff;
+        std::memcpy(key.data() + 12, &a->sin_addr, 4);
+    } else if (addr.ss_family == AF_INET6) {
+        const auto* a = reinterpret_cast<const sockaddr_in6*>(&addr);
+        std::memcpy(key.data(), &a->sin6_addr, 16);
+        const bool v4_mapped = std::all_of(key.begin(), key.begin() + 10, [](std::uint8_t b) { return b == 0; }) &&
+                               key[10] == 0xff && key[11] == 0xff;
+        if (!v4_mapped) std::fill(key.begin() + 8, key.end(), 0);
+    }
+    return key;
+}
+
+}  // namespace
+
+std::size_t ClientLimits::KeyHash::operator()(const std::array<std::uint8_t, 16>& k) const {
+    std::uint64_t a = 0, b = 0;
+    std::memcpy(&a, k.data(), 8);
+    std::memcpy(&b, k.data() + 8, 8);
+    return std::hash<std::uint64_t>()(a * 0x9E3779B97F4A7C15ull ^ b);
+}
+
+ClientLimits::ClientLimits(Settings settings) : settings_(settings) {
+    if (settings_.requests_per_s > 0) {
+        interval_us_ = std::max<std::int64_t>(1, 1000000 / settings_.requests_per_s);
+        window_us_ = interval_us_ * std::max(1, settings_.burst);
+    }
+}
+
+ClientLimits::Client* ClientLimits::open(const sockaddr_storage& addr) {
+    const auto key = key_of(addr);
+    std::lock_guard lock(mutex_);
+    auto [it, inserted] = clients_.try_emplace(key);
+    if (inserted) {
+        it->second = std::make_unique<Client>();
+        it->second->key = key;
+    }
+    Client& client = *it->second;
+    if (settings_.max_connections_per_ip > 0 && client.connections >= settings_.max_connections_per_ip) return nullptr;
+    ++client.connections;
+    return &client;
+}
+
+void ClientLimits::close(Client* client, std::int64_t now_us) {
+    std::lock_guard lock(mutex_);
+    if (--client->connections > 0 || client->tat_us.load(std::memory_order_relaxed) > now_us) return;
+    const auto key = client->key;  // (not a reference into the node being erased)
+    clients_.erase(key);
+}
+
+int ClientLimits::admit(Client& client, std::int64_t now_us) const {
+    if (interval_us_ == 0) return 0;
+    std::int64_t tat = client.tat_us.load(std::memory_order_relaxed);
+    for (;;) {
+        const std::int64_t next = std::max(tat, now_us) + interval_us_;
+        if (next - now_us > window_us_) {
+            // The bucket is empty: one token comes back after `interval`; whole seconds, rounded up.
+            const std::int64_t wait_us = next - now_us - window_us_;
+            return static_cast<int>(std::max<std::int64_t>(1, (wait_us + 999999) / 1000000));
+        }
+        if (client.tat_us.compare_exchange_weak(tat, next, std::memory_order_relaxed)) return 0;
+    }
+}
+
+void ClientLimits::sweep(std::int64_t now_us) {
+    std::lock_guard lock(mutex_);
+    for (auto it = clients_.begin(); it != clients_.end();) {
+        const Client& c = *it->second;
+        if (c.connections == 0 && c.tat_us.load(std::memory_order_relaxed) <= now_us)
+            it = clients_.erase(it);
+        else
+            ++it;
+    }
+}
+
+std::size_t ClientLimits::size() const {
+    std::lock_guard lock(mutex_);
+    return clients_.size();
+}
+
+}  // namespace hydra::http
