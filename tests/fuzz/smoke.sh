@@ -3,6 +3,7 @@
 #   ws_frame_fuzz      the WebSocket frame decoder and handshake parsers
 #   http_head_fuzz     the HTTP head parser (common/http)
 #   http_chunked_fuzz  the chunked body decoder (common/http)
+#   json_depth_fuzz    the depth scan in front of every JSON read from outside (core/json)
 #   tests/fuzz/smoke.sh OUT_DIR [SECONDS]     (ctest runs it for 20 s per target; run longer by hand to hunt bugs)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -17,7 +18,7 @@ build() {
     local target=$1
     shift
     "$cxx" -std=c++20 -g -O1 -Wall -Wextra -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-        -I"$src" "$here/$target.cpp" "$@" -o "$out/$target"
+        -I"$src" -I"$root/hydra/include" "$here/$target.cpp" "$@" -o "$out/$target"
 }
 
 # run TARGET CORPUS: on a copy of the seed corpus (what the run finds stays in OUT_DIR).
@@ -33,6 +34,8 @@ build ws_frame_fuzz "$src/ws/utf8.cpp" "$src/ws/frame.cpp" "$src/ws/handshake.cp
     -lPocoFoundation
 build http_head_fuzz "$src/common/http.cpp"
 build http_chunked_fuzz "$src/common/http.cpp"
+build json_depth_fuzz "$src/core/json.cpp"
 run ws_frame_fuzz ws_frame
 run http_head_fuzz http_head
 run http_chunked_fuzz http_chunked
+run json_depth_fuzz json_depth

@@ -57,6 +57,7 @@ BOOST_AUTO_TEST_CASE(json_depth_scanner_counts_only_brackets_outside_strings) {
     BOOST_CHECK(hydra::json_depth_within(nested(64), 64));
     BOOST_CHECK(!hydra::json_depth_within(nested(65), 64));
     BOOST_CHECK(hydra::json_depth_within("\"unterminated \\", 1));
+    BOOST_CHECK(hydra::json_depth_within(std::string_view("[0]\0[[[[", 8), 1));  // the parser stops at NUL too
 }
 
 BOOST_AUTO_TEST_CASE(deeply_nested_json_is_refused_everywhere_and_the_process_lives) {
@@ -91,6 +92,15 @@ BOOST_AUTO_TEST_CASE(deeply_nested_json_is_refused_everywhere_and_the_process_li
     WsClient center = host.connect("/message-center");
     center.send_text(R"({"op":)" + deep + "}");
     BOOST_CHECK_EQUAL(next_json(center)["code"], 2);
+
+    // A number beyond double's range is nlohmann's out_of_range, not a parse error: still a 400 / 406, not a 500.
+    r = test::http(host.api, "POST", "/msg/send", R"({"uuid":"x","msg":1e999})");
+    BOOST_CHECK_EQUAL(r.status, 400);
+    BOOST_CHECK_MESSAGE(r.body.find("number overflow") != std::string::npos, r.body);
+    c.send_text(R"({"service":"/member/login","uname":15e515})");
+    reply = next_json(c);
+    BOOST_CHECK_EQUAL(reply["code"], 406);
+    BOOST_CHECK_EQUAL(reply["service"], "init");
 
     // Within the limit is fine.
     r = test::http(host.api, "POST", "/v1/mesh/publish", R"({"c":"room:1","d":)" + nested(60) + "}");

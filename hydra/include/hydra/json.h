@@ -23,7 +23,8 @@ void set_json_max_depth(int depth);
 bool json_depth_within(std::string_view text, int max_depth);
 
 // JSON from outside (an HTTP body, a WebSocket message, a queue payload, an outbound call's answer): throws
-// JsonTooDeep when nested deeper than json_max_depth(), Json::parse_error when not JSON.
+// JsonTooDeep when nested deeper than json_max_depth(), Json::parse_error when not JSON (also for a number out of
+// range, which nlohmann reports as out_of_range).
 struct JsonTooDeep : std::runtime_error {
     JsonTooDeep();
 };

@@ -292,6 +292,7 @@ Context::Init ApiServer::context_init(http::Request& request, const Router::Matc
     init.path = request.path;
     init.route = match.pattern;
     init.request_id = rid;
+    init.peer = request.peer;
     init.queue = queue_;
     init.exchange = exchange_;
     auto headers = std::make_shared<HeaderMap>();

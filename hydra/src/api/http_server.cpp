@@ -93,6 +93,7 @@ struct Server::Connection : EventLoop::Handler {
     std::uint64_t body_left = 0;
     std::optional<ChunkedDecoder> chunked;   // while reading a chunked body
     ClientLimits::Client* client = nullptr;  // its address's limits (null when none are on)
+    std::string peer;                        // its address as handlers see it (Context::peer_address)
 };
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -195,6 +196,7 @@ void Server::Loop::accept_all() {
         std::uint64_t id = (static_cast<std::uint64_t>(index) << 48) | next_id++;
         auto conn = std::make_unique<Connection>(*this, id, fd);
         conn->client = client;
+        conn->peer = client_address(peer);
         conn->last_activity_ms = loop.now_ms();
         loop.add(fd, kReadEvents, conn.get());
         connections.emplace(id, std::move(conn));
@@ -385,6 +387,7 @@ bool Server::Loop::parse_head(Connection& c) {
 
     Request& req = c.request;
     req = Request{};
+    req.peer = c.peer;
     req.method = std::string(method);
     req.target = std::string(target);
     req.minor_version = minor;

@@ -27,6 +27,8 @@ bool json_depth_within(std::string_view text, int max_depth) {
             case '}':
                 --depth;
                 break;
+            case '\0':  // nlohmann's parser ends the input here too
+                return true;
             default:
                 break;
         }
@@ -39,7 +41,14 @@ JsonTooDeep::JsonTooDeep()
 
 Json parse_json(std::string_view text) {
     if (!json_depth_within(text, json_max_depth())) throw JsonTooDeep();
-    return Json::parse(text);
+    try {
+        return Json::parse(text);
+    } catch (const Json::out_of_range& e) {
+        // A number out of range ("1e999") is nlohmann's out_of_range, not a parse_error: callers handle one kind.
+        std::string what = e.what();
+        if (auto pos = what.find("] "); pos != std::string::npos) what.erase(0, pos + 2);
+        throw Json::parse_error::create(101, 0, what, nullptr);
+    }
 }
 
 Json parse_json_or_discarded(std::string_view text) {
