@@ -20,7 +20,11 @@ int main(int argc, char** argv) {
         demo->start(push::Settings::from(a.config()));
         *center = message_center::settings_from(a.config());
     });
-    app.on_stop([demo](hydra::App&) { demo->stop(); });
+    auto auth = std::make_shared<message_center::Service>(center);
+    app.on_stop([demo, auth](hydra::App&) {
+        demo->stop();
+        auth->stop();  // their threads use the exchange
+    });
 
     // hydra's WS demo: log in over WS, send over HTTP, push from the queue to the user's devices.
     app.ws("/member/login", [demo](hydra::Context& ctx) { return demo->login(ctx); });
@@ -33,7 +37,7 @@ int main(int argc, char** argv) {
     // connmix's chat rooms and message center.
     app.ws_endpoint("/chat", chat::endpoint());
     app.static_files("/demo", "services/chat/web");  // a chat page for the browser: /demo/
-    app.ws_endpoint("/message-center", message_center::endpoint(center));
+    app.ws_endpoint("/message-center", message_center::endpoint(auth));
 
     // Operations: health, the exchange over HTTP (/v1/mesh/publish, /v1/exchange/notify|broadcast), echo.
     app.api("/healthz", system::Health{app});

@@ -80,13 +80,16 @@ std::string authenticate(const Settings& settings, const std::string& token) {
 
 Service::Service(std::shared_ptr<const Settings> settings) : settings_(std::move(settings)) {}
 
-Service::~Service() {
+Service::~Service() { stop(); }
+
+void Service::stop() {
     {
         std::lock_guard lock(mutex_);
         stopping_ = true;
     }
     wake_.notify_all();
-    for (auto& t : threads_) t.join();
+    for (auto& t : threads_)
+        if (t.joinable()) t.join();
 }
 
 hydra::Result Service::on_message(hydra::Context& ctx) {
@@ -215,8 +218,7 @@ void Service::finish(const Job& job, const std::optional<std::string>& uid) {
     }
 }
 
-hydra::WsEndpoint endpoint(std::shared_ptr<const Settings> settings) {
-    auto service = std::make_shared<Service>(std::move(settings));
+hydra::WsEndpoint endpoint(std::shared_ptr<Service> service) {
     hydra::WsEndpoint ep;
     ep.on_message = [service](hydra::Context& ctx) { return service->on_message(ctx); };
     ep.on_close = [service](hydra::Context& ctx, int, const std::string&) { service->on_close(ctx); };

@@ -57,6 +57,9 @@ class Service {
 
     hydra::Result on_message(hydra::Context& ctx);
     void on_close(hydra::Context& ctx);
+    // Stops the pool (waits for calls in flight, each bounded by auth_timeout_ms): before the WS server stops, as
+    // its jobs answer through the exchange. Idempotent.
+    void stop();
 
   private:
     struct Job {
@@ -93,7 +96,7 @@ class Service {
     bool stopping_ = false;
 };
 
-// The endpoint, reading `settings` (filled from config at start).
-hydra::WsEndpoint endpoint(std::shared_ptr<const Settings> settings);
+// The endpoint of `service`.
+hydra::WsEndpoint endpoint(std::shared_ptr<Service> service);
 
 }  // namespace services::message_center

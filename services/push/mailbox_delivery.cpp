@@ -31,7 +31,10 @@ bool MailboxDelivery::begin(hydra::Exchange& ex, const std::string& uname, const
                             const hydra::Logger& log) {
     {
         std::lock_guard lock(mutex_);
-        if (deliveries_.contains(uname)) return false;
+        if (auto it = deliveries_.find(uname); it != deliveries_.end()) {
+            it->second.waiting.push_back(uuid);
+            return true;
+        }
     }
     if (!store_.has_mail_after(uname, 0)) return false;
     {
@@ -52,11 +55,6 @@ MailboxDelivery::Delivery* MailboxDelivery::find(const std::string& uname) {
     return it == deliveries_.end() ? nullptr : &it->second;
 }
 
-void MailboxDelivery::erase(const std::string& uname) {
-    std::lock_guard lock(mutex_);
-    deliveries_.erase(uname);
-}
-
 void MailboxDelivery::run() {
     auto next_purge = std::chrono::steady_clock::now() + purge_every_;
     for (;;) {
@@ -69,24 +67,34 @@ void MailboxDelivery::run() {
             written.swap(written_);
             started.swap(started_);
         }
-        try {
-            std::set<std::string> touched(started.begin(), started.end());
-            std::map<std::string, std::vector<std::int64_t>> done;
-            for (const Written& w : written) {
-                Delivery* d = find(w.uname);
-                if (d == nullptr) continue;
-                --d->in_flight;
-                d->in_flight_bytes -= w.bytes;
-                if (w.ok) {
-                    done[w.uname].push_back(w.id);
-                    ++d->delivered;
-                } else {
-                    d->failed = true;
-                }
-                touched.insert(w.uname);
+        std::set<std::string> touched(started.begin(), started.end());
+        std::map<std::string, std::vector<std::int64_t>> done;
+        for (const Written& w : written) {
+            Delivery* d = find(w.uname);
+            if (d == nullptr) continue;
+            --d->in_flight;
+            d->in_flight_bytes -= w.bytes;
+            if (w.ok) {
+                done[w.uname].push_back(w.id);
+                ++d->delivered;
+            } else {
+                d->failed = true;
             }
-            for (const auto& [uname, ids] : done) store_.remove(uname, ids);
-            for (const std::string& uname : touched) pump(uname);
+            touched.insert(w.uname);
+        }
+        for (const std::string& uname : touched) {
+            try {
+                if (auto it = done.find(uname); it != done.end()) store_.remove(uname, it->second);
+                pump(uname);
+            } catch (const std::exception& e) {
+                // The database failed (busy, disk full): end this delivery so that the user's connections get live
+                // messages; what was not deleted comes again at the next login (at-least-once).
+                hydra::Logger().error(std::string("push: mailbox delivery failed: ") + e.what(), {{"user", uname}});
+                std::lock_guard user_lock(locks_.of(uname));
+                if (Delivery* d = find(uname)) finish(uname, *d);
+            }
+        }
+        try {
             if (std::chrono::steady_clock::now() >= next_purge) {
                 if (std::size_t n = store_.purge_expired(); n > 0)
                     hydra::Logger().info("push: " + std::to_string(n) + " expired mailbox messages deleted");
@@ -136,22 +144,48 @@ void MailboxDelivery::pump(const std::string& uname) {
             }
         }
         if (d->failed) {
-            if (d->in_flight == 0) {
-                d->log.info("push: " + uname + " left after " + std::to_string(d->delivered) +
-                            " mailbox messages; the rest waits for the next login");
-                erase(uname);
+            if (d->in_flight > 0) return;  // wait for the outcome of what is on its way
+            {
+                std::lock_guard lock(mutex_);  // begin() adds to `waiting` under it
+                if (d->waiting.empty()) {
+                    d->log.info(
+                        "push: mailbox delivery stopped: the connection went away; the rest waits for the "
+                        "next login",
+                        {{"user", uname}, {"delivered", std::to_string(d->delivered)}});
+                    deliveries_.erase(uname);
+                    return;
+                }
+                // A later login of the user takes over: read again from the first row still stored (rows are
+                // deleted once written; what was in flight to the old connection comes again).
+                d->uuid = d->waiting.front();
+                d->waiting.erase(d->waiting.begin());
             }
-            return;
+            d->failed = false;
+            d->last_read = 0;
+            d->ready.clear();
+            continue;
         }
         if (d->in_flight > 0) return;  // more once these are written
         // Empty: bind, unless /msg/push stored something meanwhile (it stores under the same lock).
         std::lock_guard user_lock(locks_.of(uname));
         if (store_.has_mail_after(uname, d->last_read)) continue;
-        d->exchange->bind(uname, d->uuid);
-        d->log.info("push: " + uname + " got " + std::to_string(d->delivered) + " mailbox messages on " + d->uuid);
-        erase(uname);
+        d->log.info("push: mailbox delivered",
+                    {{"user", uname}, {"uuid", d->uuid}, {"delivered", std::to_string(d->delivered)}});
+        finish(uname, *d);
         return;
     }
+}
+
+void MailboxDelivery::finish(const std::string& uname, Delivery& d) {
+    hydra::Exchange* ex = d.exchange;
+    std::vector<std::string> uuids;
+    {
+        std::lock_guard lock(mutex_);  // begin() adds to `waiting` under it: no login is left out
+        uuids.swap(d.waiting);
+        uuids.insert(uuids.begin(), d.uuid);
+        deliveries_.erase(uname);
+    }
+    for (const std::string& uuid : uuids) ex->bind(uname, uuid);
 }
 
 }  // namespace services::push

@@ -51,9 +51,10 @@ class MailboxDelivery {
     // Stops the thread (deliveries in progress end; their unwritten rows wait for the next login). Idempotent.
     void stop();
 
-    // With the user's lock held, after the login reply was sent on `uuid`: true when a delivery began (it binds the
-    // user when done); false when the mailbox is empty or another device of the user is being delivered to, and
-    // the caller binds now.
+    // With the user's lock held, after the login reply was sent on `uuid`: true when a delivery began or `uuid`
+    // joins the one in progress for the user (the delivery binds it when done, and carries on on it if the
+    // connection being delivered to goes away: a phone that reconnects gets the rest); false when the mailbox is
+    // empty, and the caller binds now.
     bool begin(hydra::Exchange& ex, const std::string& uname, const std::string& uuid, const hydra::Logger& log);
 
   private:
@@ -67,6 +68,7 @@ class MailboxDelivery {
         std::size_t in_flight_bytes = 0;
         std::size_t delivered = 0;
         bool failed = false;  // the connection closed or dropped its queue: the rest stays for the next login
+        std::vector<std::string> waiting;  // later logins of the user, bound when done (guarded by mutex_)
     };
     struct Written {
         std::string uname;
@@ -77,8 +79,9 @@ class MailboxDelivery {
 
     void run();
     void pump(const std::string& uname);
+    // Ends a delivery (`d` is gone after it): binds its connection and the logins waiting for it.
+    void finish(const std::string& uname, Delivery& d);
     Delivery* find(const std::string& uname);
-    void erase(const std::string& uname);
 
     UserStore& store_;
     UserLocks& locks_;

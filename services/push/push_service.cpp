@@ -84,6 +84,7 @@ Settings Settings::from(const hydra::Config& config) {
 
 void Service::start(const Settings& settings) {
     throttle_.set_limits(settings.throttle);
+    max_stored_ = settings.window.bytes * 2;
     users_.open(settings.database, settings.users, settings.kdf, settings.mailbox);
     delivery_.start(settings.window, std::min(settings.mailbox.ttl, std::chrono::seconds(60)));
 }
@@ -113,7 +114,7 @@ hydra::Result Service::login(hydra::Context& ctx) {
         std::lock_guard lock(locks_.of(uname));
         if (!delivery_.begin(ex, uname, ctx.uuid(), ctx.log())) ex.bind(uname, ctx.uuid());
     }
-    ctx.log().info("push: " + uname + " logged in on " + ctx.uuid());
+    ctx.log().info("push: logged in", {{"user", uname}, {"uuid", ctx.uuid()}});
     return {};
 }
 
@@ -125,6 +126,10 @@ void Service::send(hydra::Context& ctx, hydra::Reply reply) {
     } else if (ctx.has("uname")) {
         std::string uname = ctx.require("uname");
         if (!users_.exists(uname)) throw hydra::Error(404, "no such user");
+        // A stored message must fit a connection's send queue at the next login, or no login could ever take it.
+        if (msg.size() + uname.size() + kEnvelopeBytes > max_stored_)
+            throw hydra::Error(413,
+                               "message too large to keep for a user (over " + std::to_string(max_stored_) + " bytes)");
         // A message is stored only while no device is online, and a login empties the mailbox: a full one is
         // refused here, where the sender can be told (the MQC handler drops what would overflow, and logs it).
         switch (users_.room(uname, msg.size() + uname.size() + kEnvelopeBytes)) {
@@ -154,25 +159,30 @@ hydra::Result Service::push(hydra::Context& ctx) {
         std::string uuid = ctx.require("uuid");
         data["uuid"] = uuid;
         // A connection is not a mailbox: a message for a uuid that is gone is dropped (and logged).
-        if (!ex.notify(uuid, data)) ctx.log().warn("push: connection " + uuid + " is gone; message dropped");
+        if (!ex.notify(uuid, data)) ctx.log().warn("push: connection gone; message dropped", {{"uuid", uuid}});
         return {};
     }
     std::string uname = ctx.require("uname");
     data["uname"] = uname;
     if (!users_.exists(uname)) {  // queued before the check at /msg/send, or the user left the config
-        ctx.log().warn("push: no such user " + uname + "; message dropped");
+        ctx.log().warn("push: no such user; message dropped", {{"user", uname}});
         return {};
     }
     // Under the user's lock: a login delivering the mailbox and binding cannot slip between notify and store.
     std::lock_guard lock(locks_.of(uname));
     if (ex.notify_user(uname, data) > 0) return {};
-    switch (users_.store_offline(uname, hydra::dump(data))) {
+    std::string text = hydra::dump(data);
+    if (text.size() > max_stored_) {
+        ctx.log().warn("push: message too large to keep for a user; dropped", {{"user", uname}});
+        return {};
+    }
+    switch (users_.store_offline(uname, text)) {
         case Room::ok:
-            ctx.log().info("push: " + uname + " is offline; message kept for the next login");
+            ctx.log().info("push: user offline; message kept for the next login", {{"user", uname}});
             break;
         case Room::full_count:
         case Room::full_bytes:
-            ctx.log().warn("push: mailbox of " + uname + " is full; message dropped");
+            ctx.log().warn("push: mailbox full; message dropped", {{"user", uname}});
             break;
     }
     return {};

@@ -54,6 +54,7 @@ class Service {
     UserStore users_;
     LoginThrottle throttle_;
     UserLocks locks_;
+    std::size_t max_stored_ = 0;  // the largest message kept for an offline user: half of ws.send_queue_bytes
     MailboxDelivery delivery_{users_, locks_};  // last: its thread stops first
 };
 

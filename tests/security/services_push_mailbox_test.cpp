@@ -158,6 +158,46 @@ BOOST_AUTO_TEST_CASE(a_slow_reader_gets_the_whole_mailbox) {
     BOOST_CHECK(again.receive(500ms).type == WsMessage::Type::timeout);
 }
 
+// A phone that switches networks logs in again while its old connection is still taking the mailbox: the new
+// connection carries on with what the old one did not take (it used to be bound at once and get none of it).
+BOOST_AUTO_TEST_CASE(a_login_during_a_delivery_takes_over_when_the_first_connection_goes) {
+    MailHost m({"--set", "services.push.mailbox.max_bytes=67108864", "--set", kOneHandler});
+    const std::string big(200 * 1024, 'x');
+    for (int i = 0; i < 60; ++i) BOOST_REQUIRE_EQUAL(send(m.host.api, "bob", std::to_string(i) + ":" + big), 200);
+    BOOST_REQUIRE(wait_until([&] { return mailbox(m.db, "bob") == 60; }));
+
+    WsClient old_phone = m.host.connect("/");
+    send_login(old_phone, "bob", "bob-pw");
+    BOOST_CHECK_EQUAL(next_json(old_phone)["code"], 200);
+    BOOST_REQUIRE(next_json(old_phone)["data"]["msg"] == "0:" + big);  // its delivery is under way; it reads no more
+    WsClient new_phone = m.host.connect("/");
+    send_login(new_phone, "bob", "bob-pw");
+    BOOST_CHECK_EQUAL(next_json(new_phone)["code"], 200);
+    { WsClient gone = std::move(old_phone); }  // the old network is gone (no close handshake)
+
+    // The newest message reaches the new connection, in order after whatever it gets before it.
+    int last = -1;
+    for (;;) {
+        WsMessage msg = new_phone.receive(20s);
+        BOOST_REQUIRE_MESSAGE(msg.type == WsMessage::Type::text, "after " << last << ": " << msg.type);
+        std::string text = Json::parse(msg.data)["data"]["msg"];
+        int n = std::stoi(text.substr(0, text.find(':')));
+        BOOST_REQUIRE_GT(n, last);
+        last = n;
+        if (n == 59) break;
+    }
+    BOOST_CHECK(wait_until([&] { return mailbox(m.db, "bob") == 0; }));
+    // And it is bound: a live message reaches it.
+    BOOST_CHECK_EQUAL(send(m.host.api, "bob", "live"), 200);
+    BOOST_CHECK_EQUAL(next_json(new_phone)["data"]["msg"], "live");
+}
+
+BOOST_AUTO_TEST_CASE(a_message_too_large_to_keep_is_refused) {
+    MailHost m({"--set", "ws.send_queue_bytes=65536", "--set", "api.max_body=1048576"});
+    BOOST_CHECK_EQUAL(send(m.host.api, "bob", std::string(40 * 1024, 'x')), 413);
+    BOOST_CHECK_EQUAL(send(m.host.api, "bob", std::string(20 * 1024, 'x')), 200);
+}
+
 BOOST_AUTO_TEST_CASE(messages_sent_during_a_login_arrive_in_that_session_in_order) {
     MailHost m({"--set", kOneHandler});
     std::atomic<int> acked{0};

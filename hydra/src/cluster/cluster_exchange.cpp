@@ -65,15 +65,15 @@ ClusterExchange::ClusterExchange(Settings settings, ws::WsExchange& local)
 
 ClusterExchange::~ClusterExchange() { stop(); }
 
-void ClusterExchange::produce(const std::string& topic, const std::string& key, const std::string* value, bool wait) {
+bool ClusterExchange::produce(const std::string& topic, const std::string& key, const std::string* value, bool wait) {
     for (int attempt = 0; attempt < 100; ++attempt) {
         RdKafka::ErrorCode rc = producer_->produce(topic, RdKafka::Topic::PARTITION_UA, RdKafka::Producer::RK_MSG_COPY,
                                                    value ? const_cast<char*>(value->data()) : nullptr,
                                                    value ? value->size() : 0, key.data(), key.size(), 0, nullptr);
-        if (rc == RdKafka::ERR_NO_ERROR) return;
+        if (rc == RdKafka::ERR_NO_ERROR) return true;
         if (rc != RdKafka::ERR__QUEUE_FULL) {
             Logger().warn("cluster: produce to " + topic + " failed: " + RdKafka::err2str(rc));
-            return;
+            return false;
         }
         if (!wait) {
             // Presence changes come from the WebSocket I/O loops, which must not wait for a broker that is away.
@@ -82,11 +82,12 @@ void ClusterExchange::produce(const std::string& topic, const std::string& key, 
             if ((n & (n - 1)) == 0)  // the 1st, 2nd, 4th, 8th... drop: a broker outage does not flood the log
                 Logger().warn("cluster: presence update dropped (Kafka's local queue is full)",
                               {{"topic", topic}, {"dropped", std::to_string(n)}});
-            return;
+            return false;
         }
         producer_->poll(10);  // the local queue is full: let deliveries drain
     }
     Logger().warn("cluster: produce to " + topic + " dropped: local queue full");
+    return false;
 }
 
 void ClusterExchange::send_to(const std::string& node, const Json& message) {
@@ -107,7 +108,11 @@ void ClusterExchange::on_local_presence(const std::string& uuid, const std::stri
         std::string value = Json{{"node", settings_.node_id}, {"user", user}}.dump();
         produce(presence_topic_, "conn:" + uuid, &value, false);
     } else {
-        produce(presence_topic_, "conn:" + uuid, nullptr, false);  // tombstone: compaction forgets the uuid
+        // Tombstone: compaction forgets the uuid. If it cannot be queued (broker away), it is sent with the resync.
+        if (!produce(presence_topic_, "conn:" + uuid, nullptr, false)) {
+            std::lock_guard lock(closed_mutex_);
+            if (closed_unannounced_.size() < kMaxUnannounced) closed_unannounced_.push_back(uuid);
+        }
     }
 }
 
@@ -133,15 +138,27 @@ void ClusterExchange::start() {
             if (dropped != presence_resynced_ && producer_->outq_len() == 0) {
                 presence_resynced_ = dropped;
                 auto all = local_.presence();
+                std::vector<std::string> closed;
+                {
+                    std::lock_guard closed_lock(closed_mutex_);
+                    closed.swap(closed_unannounced_);
+                }
                 lock.unlock();
+                // Never waits (a broker that goes away again drops records, counted: the next beat tries again).
                 for (const auto& [uuid, user] : all) {
+                    if (!running_) break;
                     std::string record = Json{{"node", settings_.node_id}, {"user", user}}.dump();
-                    produce(presence_topic_, "conn:" + uuid, &record);
+                    produce(presence_topic_, "conn:" + uuid, &record, false);
                 }
                 for (const auto& [uuid, user] : all)  // closed meanwhile: its tombstone may have gone out first
-                    if (!local_.is_local(uuid)) produce(presence_topic_, "conn:" + uuid, nullptr);
+                    if (!local_.is_local(uuid)) closed.push_back(uuid);
+                for (const std::string& uuid : closed)
+                    if (!local_.is_local(uuid) && !produce(presence_topic_, "conn:" + uuid, nullptr, false)) {
+                        std::lock_guard closed_lock(closed_mutex_);
+                        if (closed_unannounced_.size() < kMaxUnannounced) closed_unannounced_.push_back(uuid);
+                    }
                 Logger().warn("cluster: presence re-announced after a Kafka outage",
-                              {{"connections", std::to_string(all.size())}});
+                              {{"connections", std::to_string(all.size())}, {"closed", std::to_string(closed.size())}});
                 lock.lock();
             }
             std::string value = Json{{"ts", now_ms()}}.dump();
@@ -324,11 +341,9 @@ bool ClusterExchange::notify(std::string_view uuid, const Json& data) {
 }
 
 bool ClusterExchange::notify_confirmed(std::string_view uuid, const Json& data, std::function<void(bool)> written) {
-    if (local_.notify_confirmed(uuid, data, written)) return true;
-    // Another host's connection: handed over once produced for that host.
-    if (!route(uuid, {{"op", "notify"}, {"data", data}})) return false;
-    if (written) written(true);
-    return true;
+    // This host's connections only: a write on another host cannot be confirmed from here, and a uuid whose owner
+    // is unknown would go to the bus, where nobody may hold it. The caller learns that nothing was sent.
+    return local_.notify_confirmed(uuid, data, std::move(written));
 }
 
 std::size_t ClusterExchange::broadcast(const Json& data) {

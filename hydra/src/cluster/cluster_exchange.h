@@ -18,6 +18,7 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <vector>
 
 #include <hydra/config.h>
 #include <hydra/exchange.h>
@@ -83,7 +84,8 @@ class ClusterExchange : public Exchange {
 
     void on_local_presence(const std::string& uuid, const std::string& user, bool open);
     // wait=false: one attempt, never blocks (for callers on an I/O loop); a full local queue drops the record.
-    void produce(const std::string& topic, const std::string& key, const std::string* value, bool wait = true);
+    // False when the record was not queued.
+    bool produce(const std::string& topic, const std::string& key, const std::string* value, bool wait = true);
     void send_to(const std::string& node, const Json& message);
     void to_bus(const Json& message);
     // Where a uuid lives: this host (""), another live host (its id), or unknown (nullopt).
@@ -103,7 +105,12 @@ class ClusterExchange : public Exchange {
     std::atomic<bool> running_{false};
     std::atomic<bool> presence_loaded_{false};
     std::atomic<std::uint64_t> presence_dropped_{0};
-    std::uint64_t presence_resynced_ = 0;  // presence_dropped_ when presence was last announced again (heartbeat)
+    std::uint64_t presence_resynced_ = 0;
+    // Connections that closed while their tombstone could not be queued: sent with the resync (bounded).
+    static constexpr std::size_t kMaxUnannounced = 1 << 20;
+    std::mutex closed_mutex_;
+    std::vector<std::string>
+        closed_unannounced_;  // presence_dropped_ when presence was last announced again (heartbeat)
     std::mutex stop_mutex_;
     std::condition_variable stop_cv_;
 
