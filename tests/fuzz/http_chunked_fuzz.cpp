@@ -12,20 +12,13 @@
 #include <cstdlib>
 #include <string>
 #include <string_view>
+#include "fuzz_check.h"
 
 #include "common/http.h"
 
 using namespace hydra::http;
 
 namespace {
-
-#define FUZZ_CHECK(cond)                                                               \
-    do {                                                                               \
-        if (!(cond)) {                                                                 \
-            std::fprintf(stderr, "invariant failed: %s (line %d)\n", #cond, __LINE__); \
-            std::abort();                                                              \
-        }                                                                              \
-    } while (0)
 
 struct Outcome {
     ParseStatus status;

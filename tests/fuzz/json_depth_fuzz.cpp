@@ -7,18 +7,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string_view>
+#include "fuzz_check.h"
 
 #include <hydra/json.h>
 
 namespace {
-
-#define FUZZ_CHECK(cond)                                                               \
-    do {                                                                               \
-        if (!(cond)) {                                                                 \
-            std::fprintf(stderr, "invariant failed: %s (line %d)\n", #cond, __LINE__); \
-            std::abort();                                                              \
-        }                                                                              \
-    } while (0)
 
 // Depth of a value, counting containers; stops at `cap` + 1 so a wrong answer cannot recurse far.
 int depth_of(const hydra::Json& v, int cap) {

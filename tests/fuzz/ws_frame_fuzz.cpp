@@ -17,6 +17,7 @@
 #include <string>
 #include <string_view>
 #include <vector>
+#include "fuzz_check.h"
 
 #include "ws/frame.h"
 #include "ws/handshake.h"
@@ -25,14 +26,6 @@
 using namespace hydra::ws;
 
 namespace {
-
-#define FUZZ_CHECK(cond)                                                               \
-    do {                                                                               \
-        if (!(cond)) {                                                                 \
-            std::fprintf(stderr, "invariant failed: %s (line %d)\n", #cond, __LINE__); \
-            std::abort();                                                              \
-        }                                                                              \
-    } while (0)
 
 struct Ev {
     Event::Type type;

@@ -14,21 +14,10 @@ using hydra::Json;
 using hydra::WsClient;
 using hydra::WsMessage;
 using namespace std::chrono_literals;
+using test::login;
+using test::next_json;
 
-namespace {
-
-Json next_json(WsClient& c, std::chrono::milliseconds timeout = 5s) {
-    WsMessage m = c.receive(timeout);
-    BOOST_REQUIRE_MESSAGE(m.type == WsMessage::Type::text, "expected a text message, got " << m.type << " " << m.data);
-    return Json::parse(m.data);
-}
-
-Json login(WsClient& c, const std::string& uname, const std::string& pwd) {
-    c.send_text(Json{{"service", "/member/login"}, {"uname", uname}, {"pwd", pwd}}.dump());
-    return next_json(c);
-}
-
-}  // namespace
+namespace {}  // namespace
 
 BOOST_AUTO_TEST_SUITE(services_end_to_end)
 

@@ -29,18 +29,14 @@ using hydra::Json;
 using hydra::WsClient;
 using hydra::WsMessage;
 using namespace std::chrono_literals;
+using test::login;
+using test::next_json;
 
 namespace {
 
 std::string nested(int depth, const std::string& inner = "1") {
     return std::string(static_cast<std::size_t>(depth), '[') + inner +
            std::string(static_cast<std::size_t>(depth), ']');
-}
-
-Json next_json(WsClient& c) {
-    WsMessage m = c.receive(10s);
-    BOOST_REQUIRE_MESSAGE(m.type == WsMessage::Type::text, "expected a text message, got " << m.type << " " << m.data);
-    return Json::parse(m.data);
 }
 
 bool alive(test::Host& host) { return test::http(host.api, "GET", "/healthz").status == 200; }

@@ -21,14 +21,10 @@ using hydra::Json;
 using hydra::WsClient;
 using hydra::WsMessage;
 using namespace std::chrono_literals;
+using test::login;
+using test::next_json;
 
 namespace {
-
-Json next_json(WsClient& c, std::chrono::milliseconds timeout = 5s) {
-    WsMessage m = c.receive(timeout);
-    BOOST_REQUIRE_MESSAGE(m.type == WsMessage::Type::text, "expected a text message, got " << m.type << " " << m.data);
-    return Json::parse(m.data);
-}
 
 // An auth API that accepts every TCP connection and never answers.
 struct StalledApi {

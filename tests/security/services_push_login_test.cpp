@@ -22,15 +22,10 @@ using hydra::Json;
 using hydra::WsClient;
 using hydra::WsMessage;
 using namespace std::chrono_literals;
+using test::login;
+using test::next_json;
 
 namespace {
-
-Json login(WsClient& c, const std::string& uname, const std::string& pwd) {
-    c.send_text(Json{{"service", "/member/login"}, {"uname", uname}, {"pwd", pwd}}.dump());
-    WsMessage m = c.receive(10s);
-    BOOST_REQUIRE_MESSAGE(m.type == WsMessage::Type::text, "expected a text message, got " << m.type << " " << m.data);
-    return Json::parse(m.data);
-}
 
 std::string stored_hash(const std::string& db, const std::string& uname) {
     SQLite::Database d(db, SQLite::OPEN_READONLY);

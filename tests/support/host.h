@@ -92,4 +92,18 @@ struct Host {
     hydra::WsClient connect(const std::string& path) { return hydra::WsClient::connect("127.0.0.1", ws_port, path); }
 };
 
+// The next message of `c` as JSON; fails the test when it is not a text message in time.
+inline hydra::Json next_json(hydra::WsClient& c, std::chrono::milliseconds timeout = 10s) {
+    hydra::WsMessage m = c.receive(timeout);
+    BOOST_REQUIRE_MESSAGE(m.type == hydra::WsMessage::Type::text,
+                          "expected a text message, got " << m.type << " " << m.data);
+    return hydra::Json::parse(m.data);
+}
+
+// The push demo's login on the service path "/": the reply.
+inline hydra::Json login(hydra::WsClient& c, const std::string& uname, const std::string& pwd) {
+    c.send_text(hydra::Json{{"service", "/member/login"}, {"uname", uname}, {"pwd", pwd}}.dump());
+    return next_json(c);
+}
+
 }  // namespace test
