@@ -2,6 +2,8 @@
 // endpoint shares, the answer read from it is bounded, and the client learns nothing of the failure's details.
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
+
 #include <atomic>
 #include <chrono>
 #include <functional>
@@ -106,15 +108,18 @@ BOOST_AUTO_TEST_CASE(a_stalled_auth_api_does_not_hold_the_ws_workers) {
     BOOST_REQUIRE(wait_until([&] { return stalled.accepted >= 4; }, 10s));
 
     WsClient chat = host.connect("/chat");
-    auto t0 = std::chrono::steady_clock::now();
-    chat.send_text(R"({"op":"join","room_id":1002})");
-    Json r = next_json(chat, 10s);
-    auto took = std::chrono::steady_clock::now() - t0;
-    BOOST_CHECK_EQUAL(r["status"], "success");
-    // Normally well under 1 ms; generous for a noisy VM. With the auth calls on the WS workers it took seconds
-    // (2.85 s with 8 of them): the join waited for a worker.
-    const double ms = std::chrono::duration<double, std::milli>(took).count();
-    BOOST_CHECK_MESSAGE(took < 500ms, "join took " << ms << " ms");
+    std::vector<double> ms;
+    for (int i = 0; i < 5; ++i) {
+        auto t0 = std::chrono::steady_clock::now();
+        chat.send_text(Json{{"op", "join"}, {"room_id", 1000 + i}}.dump());
+        Json r = next_json(chat, 10s);
+        ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+        BOOST_CHECK_EQUAL(r["status"], "success");
+    }
+    // A join normally takes well under 1 ms. With the auth calls on the WS workers it waited for a worker: seconds
+    // (2.85 s with 8 of them). The median of 5 joins keeps one moment of a busy machine from failing the test.
+    std::sort(ms.begin(), ms.end());
+    BOOST_CHECK_MESSAGE(ms[2] < 50, "median join " << ms[2] << " ms (slowest " << ms[4] << " ms)");
 }
 
 BOOST_AUTO_TEST_CASE(auths_over_max_pending_are_refused_at_once) {
