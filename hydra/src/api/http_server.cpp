@@ -183,9 +183,10 @@ void Server::Loop::accept_all() {
             reject(fd, "too many connections");
             continue;
         }
+        const ClientKey key = client_key(peer);
         ClientLimits::Client* client = nullptr;
         if (server.limits_) {
-            client = server.limits_->open(peer);
+            client = server.limits_->open(key);
             if (client == nullptr) {
                 reject(fd, "too many connections from this address");
                 continue;
@@ -196,7 +197,7 @@ void Server::Loop::accept_all() {
         std::uint64_t id = (static_cast<std::uint64_t>(index) << 48) | next_id++;
         auto conn = std::make_unique<Connection>(*this, id, fd);
         conn->client = client;
-        conn->peer = client_address(peer);
+        conn->peer = client_key_text(key);
         conn->last_activity_ms = loop.now_ms();
         loop.add(fd, kReadEvents, conn.get());
         connections.emplace(id, std::move(conn));

@@ -84,22 +84,4 @@ std::string address_string(const sockaddr_storage& ss) {
     return out;
 }
 
-std::string client_address(const sockaddr_storage& address) {
-    char buf[INET6_ADDRSTRLEN];
-    if (address.ss_family == AF_INET) {
-        inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in&>(address).sin_addr, buf, sizeof buf);
-        return buf;
-    }
-    if (address.ss_family != AF_INET6) return {};
-    const in6_addr& a = reinterpret_cast<const sockaddr_in6&>(address).sin6_addr;
-    if (IN6_IS_ADDR_V4MAPPED(&a)) {
-        inet_ntop(AF_INET, a.s6_addr + 12, buf, sizeof buf);
-        return buf;
-    }
-    in6_addr prefix{};
-    std::memcpy(prefix.s6_addr, a.s6_addr, 8);
-    inet_ntop(AF_INET6, &prefix, buf, sizeof buf);
-    return std::string(buf) + "/64";
-}
-
 }  // namespace hydra

@@ -19,8 +19,4 @@ Listener listen_tcp(const std::string& address, int backlog);
 // "host:port" of a socket address ("[v6]:port" for IPv6).
 std::string address_string(const sockaddr_storage& address);
 
-// A client as hydra's per-address limits count it, as text: an IPv4 address ("203.0.113.7", also when IPv4-mapped)
-// or the /64 of an IPv6 one ("2001:db8:1:2::/64"). What handlers see as Context::peer_address().
-std::string client_address(const sockaddr_storage& address);
-
 }  // namespace hydra

@@ -50,40 +50,6 @@ std::string lower(std::string s) {
 
 Frame make_frame(std::string bytes) { return std::make_shared<const std::string>(std::move(bytes)); }
 
-// What the per-address limit counts: an IPv4 address (also when mapped into IPv6), or the /64 of an IPv6 one, which
-// one client typically holds whole.
-WsServer::IpKey ip_key(const sockaddr_storage& peer) {
-    constexpr std::uint64_t kIpv4 = std::uint64_t{1} << 32;  // sets IPv4 keys apart from any IPv6 /64
-    WsServer::IpKey key;
-    if (peer.ss_family == AF_INET) {
-        key.lo = kIpv4 | ntohl(reinterpret_cast<const sockaddr_in&>(peer).sin_addr.s_addr);
-    } else if (peer.ss_family == AF_INET6) {
-        const auto& a = reinterpret_cast<const sockaddr_in6&>(peer).sin6_addr;
-        if (IN6_IS_ADDR_V4MAPPED(&a)) {
-            std::uint32_t v4 = 0;
-            std::memcpy(&v4, a.s6_addr + 12, 4);
-            key.lo = kIpv4 | ntohl(v4);
-        } else {
-            std::memcpy(&key.hi, a.s6_addr, 8);  // the /64; lo stays 0
-        }
-    }
-    return key;
-}
-
-// What handlers see of a client's address (Context::peer_address): the key as text.
-std::string peer_text(const WsServer::IpKey& key) {
-    char buf[INET6_ADDRSTRLEN + 4];
-    if (key.hi == 0 && (key.lo >> 32) == 1) {
-        const std::uint32_t v4 = htonl(static_cast<std::uint32_t>(key.lo));
-        inet_ntop(AF_INET, &v4, buf, sizeof buf);
-        return buf;
-    }
-    unsigned char a[16] = {};
-    std::memcpy(a, &key.hi, 8);
-    inet_ntop(AF_INET6, a, buf, sizeof buf);
-    return std::string(buf) + "/64";
-}
-
 // A rate-limit token is this many units: the bucket refills rate_per_s units per millisecond, integer arithmetic.
 constexpr std::int64_t kTokenUnits = 1000;
 
@@ -117,11 +83,11 @@ struct WsServer::Connection : EventLoop::Handler {
     std::int64_t last_recv_ms = 0;
     std::int64_t last_ping_ms = 0;
     std::int64_t close_deadline_ms = 0;
-    std::uint32_t seq = 0;       // messages received, for request ids
-    std::int64_t tokens = 0;     // rate limit: tokens (in kTokenUnits) left in the bucket
-    std::int64_t tokens_ms = 0;  // when the bucket was last refilled
-    WsServer::IpKey ip;          // counted in the server's per-address table while ip_counted
-    bool ip_counted = false;
+    std::uint32_t seq = 0;                   // messages received, for request ids
+    std::int64_t tokens = 0;                 // rate limit: tokens (in kTokenUnits) left in the bucket
+    std::int64_t tokens_ms = 0;              // when the bucket was last refilled
+    ClientKey ip;                            // the client's address (Context::peer_address)
+    ClientLimits::Client* client = nullptr;  // its count in the server's per-address table (null: none)
 
     std::string in;                           // handshake bytes, released after the upgrade
     std::string accept;                       // Sec-WebSocket-Accept, until the 101 is queued
@@ -241,8 +207,9 @@ void WsServer::Loop::accept_all() {
             ::close(fd);
             continue;
         }
-        WsServer::IpKey ip = ip_key(peer);
-        if (server.settings_.max_connections_per_ip > 0 && !server.admit_ip(ip)) {
+        const ClientKey ip = client_key(peer);
+        ClientLimits::Client* client = server.limits_ ? server.limits_->open(ip) : nullptr;
+        if (server.limits_ && client == nullptr) {
             static const std::string kFull = http_error_response(503, "too many connections from this address");
             [[maybe_unused]] ssize_t n = ::send(fd, kFull.data(), kFull.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
             ::close(fd);
@@ -253,7 +220,7 @@ void WsServer::Loop::accept_all() {
         std::uint64_t id = (index << 48) | next_id++;
         auto conn = std::make_unique<Connection>(*this, id, fd);
         conn->ip = ip;
-        conn->ip_counted = server.settings_.max_connections_per_ip > 0;
+        conn->client = client;
         conn->opened_ms = conn->last_recv_ms = conn->last_ping_ms = loop.now_ms();
         loop.add(fd, kReadEvents, conn.get());
         connections.emplace(id, std::move(conn));
@@ -594,7 +561,7 @@ void WsServer::Loop::start_close(Connection& c, std::uint16_t code, const std::s
 void WsServer::Loop::report_error(const Connection& c, const std::string& error) {
     Logger(c.uuid).debug("ws: " + c.path + ": " + error);
     if (c.endpoint == nullptr || !c.endpoint->on_error) return;
-    Context::Init init = server.context_for(c.path, c.uuid, c.headers, c.uuid, peer_text(c.ip));
+    Context::Init init = server.context_for(c.path, c.uuid, c.headers, c.uuid, client_key_text(c.ip));
     const WsEndpoint* endpoint = c.endpoint;
     server.workers_->post([endpoint, init = std::move(init), error]() mutable {
         Context ctx(std::move(init));
@@ -688,7 +655,7 @@ void WsServer::Loop::dispatch(Connection& c, std::string data, bool binary) {
     std::string request_id;  // <uuid>.<n>: one allocation
     request_id.reserve(c.uuid.size() + 21);
     request_id.append(c.uuid).append(".").append(std::to_string(++c.seq));
-    Context::Init init = server.context_for(c.path, c.uuid, c.headers, std::move(request_id), peer_text(c.ip));
+    Context::Init init = server.context_for(c.path, c.uuid, c.headers, std::move(request_id), client_key_text(c.ip));
     init.body = std::move(data);
     init.binary = binary;
     WsServer* srv = &server;
@@ -910,8 +877,8 @@ void WsServer::Loop::destroy(Connection& c, std::uint16_t code, const std::strin
     }
     ::close(c.fd);
     c.fd = -1;
-    if (c.ip_counted) server.release_ip(c.ip);
-    c.ip_counted = false;
+    if (c.client != nullptr) server.limits_->close(c.client, loop.now_ms() * 1000);
+    c.client = nullptr;
     if (!c.confirms.empty()) settle_confirms(c, 0);
     server.open_connections_.fetch_sub(1);
     bool was_open = c.decoder != nullptr;
@@ -919,7 +886,7 @@ void WsServer::Loop::destroy(Connection& c, std::uint16_t code, const std::strin
         const WsEndpoint* endpoint = c.endpoint;
         if (was_open && endpoint != nullptr && endpoint->on_close) {
             // on_close may still read the connection's exchange values: unregister after it ran.
-            Context::Init init = server.context_for(c.path, c.uuid, c.headers, c.uuid, peer_text(c.ip));
+            Context::Init init = server.context_for(c.path, c.uuid, c.headers, c.uuid, client_key_text(c.ip));
             WsServer* srv = &server;
             server.workers_->post([srv, endpoint, init = std::move(init), code, reason]() mutable {
                 std::string uuid = init.uuid;
@@ -989,6 +956,9 @@ WsServer::WsServer(Settings settings, const WsRoutes& routes, Queue* queue)
     : settings_(std::move(settings)), routes_(routes), queue_(queue), exchange_(*this) {
     if (settings_.client_uuid == Settings::ClientUuid::resume && settings_.resume_secret.empty())
         settings_.resume_secret = random_resume_secret();
+    if (settings_.max_connections_per_ip > 0)
+        limits_ = std::make_unique<ClientLimits>(
+            ClientLimits::Settings{.max_connections_per_ip = settings_.max_connections_per_ip});
 }
 
 WsServer::~WsServer() { stop(); }
@@ -1056,20 +1026,6 @@ void WsServer::stop() {
     if (listen_fd_ >= 0) ::close(listen_fd_);
     listen_fd_ = -1;
     loops_.clear();
-}
-
-bool WsServer::admit_ip(const IpKey& ip) {
-    std::lock_guard lock(per_ip_mutex_);
-    int& n = per_ip_[ip];
-    if (n >= settings_.max_connections_per_ip) return false;  // n > 0 here: the entry existed
-    ++n;
-    return true;
-}
-
-void WsServer::release_ip(const IpKey& ip) {
-    std::lock_guard lock(per_ip_mutex_);
-    auto it = per_ip_.find(ip);
-    if (it != per_ip_.end() && --it->second <= 0) per_ip_.erase(it);  // idle addresses are forgotten
 }
 
 WsServer::Loop& WsServer::loop_of(std::uint64_t conn_id) { return *loops_[conn_id >> 48]; }

@@ -13,6 +13,7 @@
 #include <hydra/context.h>
 #include <hydra/queue.h>
 
+#include "common/client_limits.h"
 #include "common/event_loop.h"
 #include "common/worker_pool.h"
 #include "ws/ws_exchange.h"
@@ -65,22 +66,12 @@ class WsServer : public Delivery {
 
     struct Loop;
     struct Connection;
-    // A client address as ws.max_connections_per_ip counts it: an IPv4 address, or the /64 of an IPv6 one.
-    struct IpKey {
-        std::uint64_t hi = 0, lo = 0;
-        bool operator==(const IpKey&) const = default;
-    };
-    struct IpKeyHash {
-        std::size_t operator()(const IpKey& k) const noexcept { return std::hash<std::uint64_t>()(k.hi * 31 + k.lo); }
-    };
 
   private:
     friend struct Loop;
     friend struct Connection;
 
     Loop& loop_of(std::uint64_t conn_id);
-    bool admit_ip(const IpKey& ip);  // false when the address is at max_connections_per_ip
-    void release_ip(const IpKey& ip);
 
     // The Context of a connection's event (message, error, close) as handlers see it.
     Context::Init context_for(const std::string& path, const std::string& uuid,
@@ -96,9 +87,8 @@ class WsServer : public Delivery {
     std::string bound_;
     std::vector<std::unique_ptr<Loop>> loops_;
     std::unique_ptr<WorkerPool> workers_;
-    std::atomic<int> open_connections_{0};              // every accepted socket, any state
-    std::mutex per_ip_mutex_;                           // taken once per accept and once per close, never per message
-    std::unordered_map<IpKey, int, IpKeyHash> per_ip_;  // open connections per address; no entry at zero
+    std::atomic<int> open_connections_{0};  // every accepted socket, any state
+    std::unique_ptr<ClientLimits> limits_;  // open connections per address (null when ws.max_connections_per_ip=0)
     bool started_ = false;
 };
 

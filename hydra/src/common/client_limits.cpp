@@ -1,16 +1,14 @@
-#include "api/client_limits.h"
+#include "common/client_limits.h"
 
+#include <arpa/inet.h>
 #include <netinet/in.h>
 
 #include <algorithm>
 #include <cstring>
 
-namespace hydra::http {
-namespace {
-
-// IPv4 as its IPv4-mapped IPv6 address (::ffff:a.b.c.d), so that both families share one table; IPv6 cut to /64.
-std::array<std::uint8_t, 16> key_of(const sockaddr_storage& addr) {
-    std::array<std::uint8_t, 16> key{};
+namespace hydra {
+ClientKey client_key(const sockaddr_storage& addr) {
+    ClientKey key{};
     if (addr.ss_family == AF_INET) {
         const auto* a = reinterpret_cast<const sockaddr_in*>(&addr);
         key[10] = key[11] = 0xff;
@@ -25,9 +23,19 @@ std::array<std::uint8_t, 16> key_of(const sockaddr_storage& addr) {
     return key;
 }
 
-}  // namespace
+std::string client_key_text(const ClientKey& key) {
+    char buf[INET6_ADDRSTRLEN];
+    const bool v4 = std::all_of(key.begin(), key.begin() + 10, [](std::uint8_t b) { return b == 0; }) &&
+                    key[10] == 0xff && key[11] == 0xff;
+    if (v4) {
+        inet_ntop(AF_INET, key.data() + 12, buf, sizeof buf);
+        return buf;
+    }
+    inet_ntop(AF_INET6, key.data(), buf, sizeof buf);
+    return std::string(buf) + "/64";
+}
 
-std::size_t ClientLimits::KeyHash::operator()(const std::array<std::uint8_t, 16>& k) const {
+std::size_t ClientLimits::KeyHash::operator()(const ClientKey& k) const {
     std::uint64_t a = 0, b = 0;
     std::memcpy(&a, k.data(), 8);
     std::memcpy(&b, k.data() + 8, 8);
@@ -41,8 +49,7 @@ ClientLimits::ClientLimits(Settings settings) : settings_(settings) {
     }
 }
 
-ClientLimits::Client* ClientLimits::open(const sockaddr_storage& addr) {
-    const auto key = key_of(addr);
+ClientLimits::Client* ClientLimits::open(const ClientKey& key) {
     std::lock_guard lock(mutex_);
     auto [it, inserted] = clients_.try_emplace(key);
     if (inserted) {
@@ -92,4 +99,4 @@ std::size_t ClientLimits::size() const {
     return clients_.size();
 }
 
-}  // namespace hydra::http
+}  // namespace hydra

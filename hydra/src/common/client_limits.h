@@ -1,4 +1,4 @@
-// Per-client-address limits of the API server, shared by its I/O loops: open connections per address, and a request
+// Per-client-address limits of a server (API, WS), shared by its I/O loops: open connections per address, and a request
 // rate per address (a token bucket of `burst` requests refilled at `requests_per_s`, kept as one atomic "theoretical
 // arrival time", GCRA, so a request's check takes no lock). An IPv6 client is its /64 (one host usually owns one).
 // The table forgets an address once it has no connection open and its bucket is full again: its size is bounded by
@@ -13,9 +13,17 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <unordered_map>
 
-namespace hydra::http {
+namespace hydra {
+
+// A client as the per-address limits count it: an IPv6 address cut to its /64, or an IPv4 address as its
+// IPv4-mapped IPv6 address (::ffff:a.b.c.d, also when it came IPv4-mapped), so that both families share one table.
+using ClientKey = std::array<std::uint8_t, 16>;
+ClientKey client_key(const sockaddr_storage& addr);
+// As text: "203.0.113.7", or "2001:db8:1:2::/64". What handlers see as Context::peer_address().
+std::string client_key_text(const ClientKey& key);
 
 class ClientLimits {
   public:
@@ -26,7 +34,7 @@ class ClientLimits {
     };
     // One address: held by its open connections (and valid while one is open).
     struct Client {
-        std::array<std::uint8_t, 16> key{};
+        ClientKey key{};
         int connections = 0;                  // guarded by ClientLimits::mutex_
         std::atomic<std::int64_t> tat_us{0};  // when the bucket is full again (microseconds, steady clock)
     };
@@ -37,8 +45,8 @@ class ClientLimits {
     bool rate_limited() const { return settings_.requests_per_s > 0; }
     const Settings& settings() const { return settings_; }
 
-    // A new connection from `addr`: its client, or nullptr when the address has max_connections_per_ip open.
-    Client* open(const sockaddr_storage& addr);
+    // A new connection from `key`: its client, or nullptr when the address has max_connections_per_ip open.
+    Client* open(const ClientKey& key);
     // That connection closed.
     void close(Client* client, std::int64_t now_us);
     // One request of `client` at `now_us`: 0 when it may go on, else the seconds to wait before the next one.
@@ -49,13 +57,13 @@ class ClientLimits {
 
   private:
     struct KeyHash {
-        std::size_t operator()(const std::array<std::uint8_t, 16>& k) const;
+        std::size_t operator()(const ClientKey& k) const;
     };
     Settings settings_;
     std::int64_t interval_us_ = 0;  // between two requests at the sustained rate
     std::int64_t window_us_ = 0;    // interval × burst: how far ahead of now the bucket may be drawn
     mutable std::mutex mutex_;
-    std::unordered_map<std::array<std::uint8_t, 16>, std::unique_ptr<Client>, KeyHash> clients_;
+    std::unordered_map<ClientKey, std::unique_ptr<Client>, KeyHash> clients_;
 };
 
-}  // namespace hydra::http
+}  // namespace hydra
