@@ -2,12 +2,6 @@
 // that every byte the client sends (and every malformed one) is under the test's control.
 #include <boost/test/unit_test.hpp>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <atomic>
 #include <chrono>
 #include <string>
@@ -16,6 +10,7 @@
 
 #include <hydra/app.h>
 
+#include "support/http_raw.h"
 #include "support/temp.h"
 
 using hydra::Context;
@@ -29,75 +24,7 @@ hydra::Config transport_config(std::vector<std::string> sets = {}) {
     return hydra::Config::from_json(Json::object(), "test", sets, hydra::ConfigSchema::builtin());
 }
 
-// One TCP connection to the server; reads with a deadline.
-class Raw {
-  public:
-    explicit Raw(const std::string& address) {
-        auto colon = address.rfind(':');
-        sockaddr_in sa{};
-        sa.sin_family = AF_INET;
-        sa.sin_port = htons(static_cast<std::uint16_t>(std::stoi(address.substr(colon + 1))));
-        inet_pton(AF_INET, address.substr(0, colon).c_str(), &sa.sin_addr);
-        fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-        connected_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0;
-    }
-    ~Raw() { ::close(fd_); }
-    bool connected() const { return connected_; }
-    void send(const std::string& bytes) {
-        BOOST_REQUIRE_EQUAL(::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL), static_cast<ssize_t>(bytes.size()));
-    }
-
-    // Reads until `done(received)` or the peer closes or the deadline passes; returns what arrived.
-    template <class Done>
-    std::string read_until(Done done, std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
-        auto deadline = std::chrono::steady_clock::now() + timeout;
-        while (!done(in_) && !closed_) {
-            auto left =
-                std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-            if (left.count() <= 0) break;
-            pollfd p{fd_, POLLIN, 0};
-            if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
-            char buf[8192];
-            ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
-            if (n <= 0) {
-                closed_ = true;
-                break;
-            }
-            in_.append(buf, static_cast<std::size_t>(n));
-        }
-        return in_;
-    }
-    // Everything until the server closes the connection.
-    std::string read_all(std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
-        return read_until([](const std::string&) { return false; }, timeout);
-    }
-    // Until `n` complete responses (heads with Content-Length bodies) arrived.
-    std::string read_responses(std::size_t n) {
-        return read_until([n](const std::string& s) { return count_complete(s) >= n; });
-    }
-    bool closed() const { return closed_; }
-
-    static std::size_t count_complete(const std::string& s) {
-        std::size_t count = 0, pos = 0;
-        for (;;) {
-            auto end = s.find("\r\n\r\n", pos);
-            if (end == std::string::npos) return count;
-            std::string head = s.substr(pos, end - pos);
-            std::size_t length = 0;
-            auto cl = head.find("Content-Length: ");
-            if (cl != std::string::npos) length = std::stoul(head.substr(cl + 16));
-            if (s.size() < end + 4 + length) return count;
-            pos = end + 4 + length;
-            if (head.rfind("HTTP/1.1 100", 0) != 0) ++count;
-        }
-    }
-
-  private:
-    int fd_ = -1;
-    bool connected_ = false;
-    bool closed_ = false;
-    std::string in_;
-};
+using Raw = test::RawHttp;
 
 struct TransportFixture {
     hydra::App app;
@@ -125,7 +52,7 @@ BOOST_AUTO_TEST_CASE(pipelined_requests_are_answered_in_order) {
     for (int i = 0; i < 20; ++i) burst += "GET /n/" + std::to_string(i) + " HTTP/1.1\r\nHost: x\r\n\r\n";
     c.send(burst);
     std::string in = c.read_responses(20);
-    BOOST_REQUIRE_EQUAL(Raw::count_complete(in), 20u);
+    BOOST_REQUIRE_EQUAL(Raw::count_responses(in), 20u);
     std::size_t pos = 0;
     for (int i = 0; i < 20; ++i) {
         auto at = in.find("{\"n\":\"" + std::to_string(i) + "\"}", pos);
@@ -209,13 +136,13 @@ BOOST_AUTO_TEST_CASE(http_1_0_and_connection_close) {
     Raw b(f.addr);
     b.send("GET /n/1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /n/2 HTTP/1.0\r\n\r\n");
     in = b.read_all();
-    BOOST_CHECK_EQUAL(Raw::count_complete(in), 2u);
+    BOOST_CHECK_EQUAL(Raw::count_responses(in), 2u);
     BOOST_CHECK(in.find("Connection: keep-alive\r\n") != std::string::npos);
 
     Raw c(f.addr);
     c.send("GET /n/1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     in = c.read_all();
-    BOOST_CHECK_EQUAL(Raw::count_complete(in), 1u);
+    BOOST_CHECK_EQUAL(Raw::count_responses(in), 1u);
     BOOST_CHECK(c.closed());
 
     // HEAD: the headers of the GET answer, no body.
@@ -248,7 +175,7 @@ BOOST_AUTO_TEST_CASE(slow_and_idle_clients_are_timed_out) {
     Raw idle(f.addr);
     idle.send("GET /n/1 HTTP/1.1\r\nHost: x\r\n\r\n");
     in = idle.read_all();
-    BOOST_CHECK_EQUAL(Raw::count_complete(in), 1u);
+    BOOST_CHECK_EQUAL(Raw::count_responses(in), 1u);
     BOOST_CHECK(idle.closed());
 }
 
@@ -274,8 +201,8 @@ BOOST_AUTO_TEST_CASE(connection_limit_is_503) {
     Raw a(f.addr), b(f.addr);
     a.send("GET /n/1 HTTP/1.1\r\nHost: x\r\n\r\n");
     b.send("GET /n/2 HTTP/1.1\r\nHost: x\r\n\r\n");
-    BOOST_CHECK_EQUAL(Raw::count_complete(a.read_responses(1)), 1u);
-    BOOST_CHECK_EQUAL(Raw::count_complete(b.read_responses(1)), 1u);
+    BOOST_CHECK_EQUAL(Raw::count_responses(a.read_responses(1)), 1u);
+    BOOST_CHECK_EQUAL(Raw::count_responses(b.read_responses(1)), 1u);
     Raw c(f.addr);
     std::string in = c.read_all();
     BOOST_CHECK_MESSAGE(in.rfind("HTTP/1.1 503 ", 0) == 0, in);

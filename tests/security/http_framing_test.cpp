@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "security/http_raw.h"
+#include "support/http_raw.h"
 #include "support/host.h"
 
 BOOST_AUTO_TEST_SUITE(http_framing)

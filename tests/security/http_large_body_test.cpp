@@ -9,7 +9,7 @@
 #include <thread>
 #include <vector>
 
-#include "security/http_raw.h"
+#include "support/http_raw.h"
 #include "support/host.h"
 
 using namespace std::chrono_literals;

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "api/http_server.h"
-#include "security/http_raw.h"
+#include "support/http_raw.h"
 #include "support/host.h"
 
 using namespace std::chrono_literals;

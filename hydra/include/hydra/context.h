@@ -1,7 +1,9 @@
 // Context: what a handler sees of one request (API), packet (WS) or message (MQC).
 #pragma once
 
+#include <array>
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
@@ -69,7 +71,8 @@ class Context {
         bool binary = false;  // WS: the message was a binary frame
         std::string request_id;
         std::string uuid;  // WS connection uuid
-        std::string peer;  // the client's address (API, WS); empty for MQC
+        // The client's address (API, WS) as the per-address limits key it: an IPv6 /64, or IPv4 mapped into IPv6.
+        std::optional<std::array<std::uint8_t, 16>> peer;
         Queue* queue = nullptr;
         Exchange* exchange = nullptr;
     };
@@ -84,7 +87,8 @@ class Context {
     const std::string& uuid() const { return init_.uuid; }
     // The client's address as hydra counts it for its per-address limits: an IPv4 address ("203.0.113.7") or an
     // IPv6 /64 ("2001:db8:1:2::/64"); the TCP peer, never a header such as X-Forwarded-For. Empty on MQC.
-    const std::string& peer_address() const { return init_.peer; }
+    // Formatted when asked for (most handlers never do).
+    const std::string& peer_address() const;
     const std::string& body() const { return init_.body; }
     bool binary() const { return init_.binary; }
 
@@ -119,6 +123,7 @@ class Context {
     const Json* find(std::string_view name) const;
 
     Init init_;
+    mutable std::string peer_text_;  // peer_address(), once asked for
     Logger log_;
     Json locals_;
     std::map<std::string, std::string> response_headers_;

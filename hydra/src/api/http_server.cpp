@@ -93,7 +93,7 @@ struct Server::Connection : EventLoop::Handler {
     std::uint64_t body_left = 0;
     std::optional<ChunkedDecoder> chunked;   // while reading a chunked body
     ClientLimits::Client* client = nullptr;  // its address's limits (null when none are on)
-    std::string peer;                        // its address as handlers see it (Context::peer_address)
+    ClientKey peer{};                        // its address as handlers see it (Context::peer_address)
 };
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -197,7 +197,7 @@ void Server::Loop::accept_all() {
         std::uint64_t id = (static_cast<std::uint64_t>(index) << 48) | next_id++;
         auto conn = std::make_unique<Connection>(*this, id, fd);
         conn->client = client;
-        conn->peer = client_key_text(key);
+        conn->peer = key;
         conn->last_activity_ms = loop.now_ms();
         loop.add(fd, kReadEvents, conn.get());
         connections.emplace(id, std::move(conn));

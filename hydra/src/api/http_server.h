@@ -30,7 +30,7 @@ struct Request {
     int minor_version = 1;
     HttpHeaders headers;
     std::string body;
-    std::string peer;  // the client's address (client_key_text(): IPv4, or IPv6 /64)
+    ClientKey peer{};  // the client's address (client_key_text() formats it)
 
     std::optional<std::string_view> header(std::string_view name) const { return find_header(headers, name); }
 };

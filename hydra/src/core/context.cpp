@@ -1,6 +1,8 @@
 // Context accessors and the middleware chain, shared by the API, WS and MQC servers.
 #include <hydra/context.h>
+
 #include <hydra/handler.h>
+#include "common/client_limits.h"
 
 #include <algorithm>
 #include <cctype>
@@ -113,6 +115,11 @@ Result run_chain(const std::vector<Middleware>& chain, Context& ctx, const Handl
         return chain[i](ctx, [&step, i] { return step(i + 1); });
     };
     return step(0);
+}
+
+const std::string& Context::peer_address() const {
+    if (peer_text_.empty() && init_.peer) peer_text_ = client_key_text(*init_.peer);
+    return peer_text_;
 }
 
 }  // namespace hydra

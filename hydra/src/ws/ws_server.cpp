@@ -561,7 +561,7 @@ void WsServer::Loop::start_close(Connection& c, std::uint16_t code, const std::s
 void WsServer::Loop::report_error(const Connection& c, const std::string& error) {
     Logger(c.uuid).debug("ws: " + c.path + ": " + error);
     if (c.endpoint == nullptr || !c.endpoint->on_error) return;
-    Context::Init init = server.context_for(c.path, c.uuid, c.headers, c.uuid, client_key_text(c.ip));
+    Context::Init init = server.context_for(c.path, c.uuid, c.headers, c.uuid, c.ip);
     const WsEndpoint* endpoint = c.endpoint;
     server.workers_->post([endpoint, init = std::move(init), error]() mutable {
         Context ctx(std::move(init));
@@ -655,7 +655,7 @@ void WsServer::Loop::dispatch(Connection& c, std::string data, bool binary) {
     std::string request_id;  // <uuid>.<n>: one allocation
     request_id.reserve(c.uuid.size() + 21);
     request_id.append(c.uuid).append(".").append(std::to_string(++c.seq));
-    Context::Init init = server.context_for(c.path, c.uuid, c.headers, std::move(request_id), client_key_text(c.ip));
+    Context::Init init = server.context_for(c.path, c.uuid, c.headers, std::move(request_id), c.ip);
     init.body = std::move(data);
     init.binary = binary;
     WsServer* srv = &server;
@@ -886,7 +886,7 @@ void WsServer::Loop::destroy(Connection& c, std::uint16_t code, const std::strin
         const WsEndpoint* endpoint = c.endpoint;
         if (was_open && endpoint != nullptr && endpoint->on_close) {
             // on_close may still read the connection's exchange values: unregister after it ran.
-            Context::Init init = server.context_for(c.path, c.uuid, c.headers, c.uuid, client_key_text(c.ip));
+            Context::Init init = server.context_for(c.path, c.uuid, c.headers, c.uuid, c.ip);
             WsServer* srv = &server;
             server.workers_->post([srv, endpoint, init = std::move(init), code, reason]() mutable {
                 std::string uuid = init.uuid;
@@ -938,7 +938,7 @@ WsServer::Settings WsServer::Settings::from(const Config& config) {
 
 Context::Init WsServer::context_for(const std::string& path, const std::string& uuid,
                                     std::shared_ptr<const HeaderMap> headers, std::string request_id,
-                                    std::string peer) const {
+                                    std::optional<ClientKey> peer) const {
     Context::Init init;
     init.kind = ServerKind::ws;
     init.path = path;
@@ -946,7 +946,7 @@ Context::Init WsServer::context_for(const std::string& path, const std::string& 
     init.headers = std::move(headers);
     init.request_id = std::move(request_id);
     init.uuid = uuid;
-    init.peer = std::move(peer);
+    init.peer = peer;
     init.queue = queue_;
     init.exchange = handler_exchange_;
     return init;

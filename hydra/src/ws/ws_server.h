@@ -5,6 +5,7 @@
 #include <atomic>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -76,7 +77,7 @@ class WsServer : public Delivery {
     // The Context of a connection's event (message, error, close) as handlers see it.
     Context::Init context_for(const std::string& path, const std::string& uuid,
                               std::shared_ptr<const HeaderMap> headers, std::string request_id,
-                              std::string peer = {}) const;
+                              std::optional<ClientKey> peer = std::nullopt) const;
 
     Settings settings_;
     const WsRoutes& routes_;

@@ -1,4 +1,4 @@
-// Raw TCP clients for the HTTP security tests: every byte on the wire under the test's control, reads with deadlines,
+// Raw TCP clients for the HTTP tests: every byte on the wire under the test's control, reads with deadlines,
 // and the server's memory from /proc.
 #pragma once
 
