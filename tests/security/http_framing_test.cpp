@@ -6,8 +6,8 @@
 #include <string>
 #include <vector>
 
-#include "support/http_raw.h"
 #include "support/host.h"
+#include "support/http_raw.h"
 
 BOOST_AUTO_TEST_SUITE(http_framing)
 

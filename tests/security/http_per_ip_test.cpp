@@ -9,8 +9,8 @@
 #include <thread>
 #include <vector>
 
-#include "support/http_raw.h"
 #include "support/host.h"
+#include "support/http_raw.h"
 
 using namespace std::chrono_literals;
 

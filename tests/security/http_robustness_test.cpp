@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "api/http_server.h"
-#include "support/http_raw.h"
 #include "support/host.h"
+#include "support/http_raw.h"
 
 using namespace std::chrono_literals;
 
