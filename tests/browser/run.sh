@@ -2,6 +2,11 @@
 # Browser test: starts the real hydra binary, then two headless Chromium pages chat through it.
 #   tests/browser/run.sh HYDRA_BINARY SOURCE_DIR OUT_DIR        (ctest runs it; the screenshot lands in OUT_DIR)
 set -euo pipefail
+
+# A missing tool is reported as skipped (ctest SKIP_RETURN_CODE), never as a pass.
+for tool in /usr/bin/chromium node npm; do
+    command -v "$tool" >/dev/null || { echo "skipped: $tool not found (deploy/install-deps.sh --test installs it)" >&2; exit 77; }
+done
 hydra="$1"
 src="$2"
 out="$3"

@@ -542,4 +542,23 @@ asyncio.run(main(int(sys.argv[1])))
     BOOST_CHECK_EQUAL(second["echo_len"], 100000);
 }
 
+BOOST_AUTO_TEST_CASE(connect_disconnect_churn_leaves_nothing_behind) {
+    // 10000 connections from 127.0.0.1, closed abruptly or not; clients name themselves (X-Request-Id)
+    WsFixture f({"ws.max_connections_per_ip=0", "ws.client_uuid=request_id"});
+    hydra::Exchange& ex = f.ex();
+    // Each cycle registers a user binding, a channel and a value, then leaves: abruptly, or with a close frame.
+    for (int i = 0; i < 10000; ++i) {
+        WsClient c = f.connect("/", {{"X-Request-Id", "churn-" + std::to_string(i)}});
+        std::string uuid = "churn-" + std::to_string(i);
+        BOOST_REQUIRE(ex.bind("user-" + std::to_string(i % 10), uuid));
+        BOOST_REQUIRE(ex.subscribe(uuid, "ch-" + std::to_string(i % 50)));
+        BOOST_REQUIRE(ex.set(uuid, "k", i));
+        if (i % 2 == 0) c.close();
+    }
+    BOOST_CHECK(f.wait_connections(0, 30s));
+    BOOST_CHECK_EQUAL(ex.channels(), 0u);
+    BOOST_CHECK_EQUAL(ex.notify_user("user-3", Json{}), 0u);
+    BOOST_CHECK(!ex.get("churn-1", "k"));
+}
+
 BOOST_AUTO_TEST_SUITE_END()

@@ -9,7 +9,7 @@
 
 using namespace hydra::http;
 
-BOOST_AUTO_TEST_SUITE(http_basics)
+BOOST_AUTO_TEST_SUITE(http)
 
 BOOST_AUTO_TEST_CASE(percent_decoding) {
     std::string out;
