@@ -1,7 +1,6 @@
 // The admin exchange endpoints (/v1/...) over HTTP reaching WS clients.
 #include <boost/test/unit_test.hpp>
 
-
 #include <hydra/app.h>
 #include <hydra/ws_client.h>
 
