@@ -18,6 +18,7 @@
 
 #include "support/host.h"
 #include "support/http.h"
+#include "support/wait.h"
 
 using hydra::Json;
 using hydra::WsClient;
@@ -82,15 +83,6 @@ struct FixedApi {
     }
 };
 
-bool wait_until(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (!done()) {
-        if (std::chrono::steady_clock::now() > deadline) return false;
-        std::this_thread::sleep_for(5ms);
-    }
-    return true;
-}
-
 }  // namespace
 
 BOOST_AUTO_TEST_SUITE(services_message_center)
@@ -105,7 +97,7 @@ BOOST_AUTO_TEST_CASE(a_stalled_auth_api_does_not_hold_the_ws_workers) {
         centers.back().send_text(R"({"op":"auth","token":"good-token"})");
     }
     // The calls have reached the API (the auth pool's 4 threads, or every worker before).
-    BOOST_REQUIRE(wait_until([&] { return stalled.accepted >= 4; }, 10s));
+    BOOST_REQUIRE(test::wait_until([&] { return stalled.accepted >= 4; }, 10s));
 
     WsClient chat = host.connect("/chat");
     std::vector<double> ms;
@@ -131,7 +123,7 @@ BOOST_AUTO_TEST_CASE(auths_over_max_pending_are_refused_at_once) {
         centers.push_back(host.connect("/message-center"));
         centers.back().send_text(R"({"op":"auth","token":"good-token"})");
     }
-    BOOST_REQUIRE(wait_until([&] { return stalled.accepted >= 1; }, 10s));
+    BOOST_REQUIRE(test::wait_until([&] { return stalled.accepted >= 1; }, 10s));
     WsClient late = host.connect("/message-center");
     late.send_text(R"({"op":"auth","token":"good-token"})");
     Json r = next_json(late, 1s);  // at once, not after the stalled calls time out (3 s)

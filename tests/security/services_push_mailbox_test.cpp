@@ -17,6 +17,7 @@
 #include "support/host.h"
 #include "support/http.h"
 #include "support/temp.h"
+#include "support/wait.h"
 
 using hydra::Json;
 using hydra::WsClient;
@@ -44,15 +45,6 @@ std::int64_t count(const std::string& db, const std::string& sql) {
 
 std::int64_t mailbox(const std::string& db, const std::string& uname) {
     return count(db, "SELECT COUNT(*) FROM mailbox WHERE uname = '" + uname + "'");
-}
-
-bool wait_until(const std::function<bool()>& done, std::chrono::milliseconds timeout = 20s) {
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (!done()) {
-        if (std::chrono::steady_clock::now() > deadline) return false;
-        std::this_thread::sleep_for(10ms);
-    }
-    return true;
 }
 
 // One MQC handler: with several, two messages in flight at once may be stored or pushed in either order.
@@ -87,14 +79,14 @@ BOOST_AUTO_TEST_CASE(unknown_users_and_full_mailboxes_are_refused) {
 
     // Count: three wait for bob, the fourth is refused.
     for (int i = 0; i < 3; ++i) BOOST_CHECK_EQUAL(send(m.host.api, "bob", "m" + std::to_string(i)), 200);
-    BOOST_REQUIRE(wait_until([&] { return mailbox(m.db, "bob") == 3; }));
+    BOOST_REQUIRE(test::wait_until([&] { return mailbox(m.db, "bob") == 3; }));
     r = test::http(m.host.api, "POST", "/msg/send", R"({"uname":"bob","msg":"one too many"})");
     BOOST_CHECK_EQUAL(r.status, 429);
     BOOST_CHECK_EQUAL(r.json()["msg"], "mailbox full: bob has too many messages waiting");
 
     // Bytes: 3,000 fit in 4,096, another 2,000 do not.
     BOOST_CHECK_EQUAL(send(m.host.api, "alice", std::string(3000, 'a')), 200);
-    BOOST_REQUIRE(wait_until([&] { return mailbox(m.db, "alice") == 1; }));
+    BOOST_REQUIRE(test::wait_until([&] { return mailbox(m.db, "alice") == 1; }));
     r = test::http(m.host.api, "POST", "/msg/send", Json{{"uname", "alice"}, {"msg", std::string(2000, 'b')}}.dump());
     BOOST_CHECK_EQUAL(r.status, 507);
     BOOST_CHECK_EQUAL(r.json()["msg"], "mailbox full: no room for this message's size");
@@ -105,13 +97,13 @@ BOOST_AUTO_TEST_CASE(unknown_users_and_full_mailboxes_are_refused) {
     send_login(bob, "bob", "bob-pw");
     BOOST_CHECK_EQUAL(next_json(bob)["code"], 200);
     for (int i = 0; i < 3; ++i) BOOST_CHECK_EQUAL(next_json(bob)["data"]["msg"], "m" + std::to_string(i));
-    BOOST_REQUIRE(wait_until([&] { return mailbox(m.db, "bob") == 0; }));
+    BOOST_REQUIRE(test::wait_until([&] { return mailbox(m.db, "bob") == 0; }));
     bob.close();
-    BOOST_REQUIRE(wait_until(
+    BOOST_REQUIRE(test::wait_until(
         [&] { return test::http(m.host.api, "GET", "/healthz").json()["servers"]["ws"]["connections"] == 0; }));
     int accepted = 0;
     for (int i = 0; i < 8; ++i) accepted += send(m.host.api, "bob", "burst") == 200 ? 1 : 0;
-    BOOST_REQUIRE(wait_until([&] { return m.queue_drained(); }));
+    BOOST_REQUIRE(test::wait_until([&] { return m.queue_drained(); }));
     BOOST_CHECK_GE(accepted, 3);
     BOOST_CHECK_EQUAL(mailbox(m.db, "bob"), 3);
 }
@@ -119,8 +111,8 @@ BOOST_AUTO_TEST_CASE(unknown_users_and_full_mailboxes_are_refused) {
 BOOST_AUTO_TEST_CASE(expired_messages_are_neither_delivered_nor_kept) {
     MailHost m({"--set", "services.push.mailbox.ttl_s=1"});
     BOOST_CHECK_EQUAL(send(m.host.api, "bob", "stale"), 200);
-    BOOST_REQUIRE(wait_until([&] { return mailbox(m.db, "bob") == 1; }));
-    BOOST_CHECK(wait_until([&] { return mailbox(m.db, "bob") == 0; }));  // deleted within a purge or two
+    BOOST_REQUIRE(test::wait_until([&] { return mailbox(m.db, "bob") == 1; }));
+    BOOST_CHECK(test::wait_until([&] { return mailbox(m.db, "bob") == 0; }));  // deleted within a purge or two
     WsClient bob = m.host.connect("/");
     send_login(bob, "bob", "bob-pw");
     BOOST_CHECK_EQUAL(next_json(bob)["code"], 200);
@@ -133,7 +125,7 @@ BOOST_AUTO_TEST_CASE(a_slow_reader_gets_the_whole_mailbox) {
     MailHost m({"--set", "services.push.mailbox.max_bytes=67108864", "--set", kOneHandler});
     const std::string big(200 * 1024, 'x');
     for (int i = 0; i < 60; ++i) BOOST_REQUIRE_EQUAL(send(m.host.api, "bob", std::to_string(i) + ":" + big), 200);
-    BOOST_REQUIRE(wait_until([&] { return mailbox(m.db, "bob") == 60; }));
+    BOOST_REQUIRE(test::wait_until([&] { return mailbox(m.db, "bob") == 60; }));
 
     WsClient bob = m.host.connect("/");
     send_login(bob, "bob", "bob-pw");
@@ -147,7 +139,7 @@ BOOST_AUTO_TEST_CASE(a_slow_reader_gets_the_whole_mailbox) {
                               "message " << i << ": " << msg.type << " " << msg.data.substr(0, 80));
         BOOST_REQUIRE_EQUAL(Json::parse(msg.data)["data"]["msg"], std::to_string(i) + ":" + big);
     }
-    BOOST_CHECK(wait_until([&] { return mailbox(m.db, "bob") == 0; }));  // deleted once written
+    BOOST_CHECK(test::wait_until([&] { return mailbox(m.db, "bob") == 0; }));  // deleted once written
     WsClient again = m.host.connect("/");
     send_login(again, "bob", "bob-pw");
     BOOST_CHECK_EQUAL(next_json(again)["code"], 200);
@@ -160,7 +152,7 @@ BOOST_AUTO_TEST_CASE(a_login_during_a_delivery_takes_over_when_the_first_connect
     MailHost m({"--set", "services.push.mailbox.max_bytes=67108864", "--set", kOneHandler});
     const std::string big(200 * 1024, 'x');
     for (int i = 0; i < 60; ++i) BOOST_REQUIRE_EQUAL(send(m.host.api, "bob", std::to_string(i) + ":" + big), 200);
-    BOOST_REQUIRE(wait_until([&] { return mailbox(m.db, "bob") == 60; }));
+    BOOST_REQUIRE(test::wait_until([&] { return mailbox(m.db, "bob") == 60; }));
 
     WsClient old_phone = m.host.connect("/");
     send_login(old_phone, "bob", "bob-pw");
@@ -182,7 +174,7 @@ BOOST_AUTO_TEST_CASE(a_login_during_a_delivery_takes_over_when_the_first_connect
         last = n;
         if (n == 59) break;
     }
-    BOOST_CHECK(wait_until([&] { return mailbox(m.db, "bob") == 0; }));
+    BOOST_CHECK(test::wait_until([&] { return mailbox(m.db, "bob") == 0; }));
     // And it is bound: a live message reaches it.
     BOOST_CHECK_EQUAL(send(m.host.api, "bob", "live"), 200);
     BOOST_CHECK_EQUAL(next_json(new_phone)["data"]["msg"], "live");
@@ -229,22 +221,22 @@ BOOST_AUTO_TEST_CASE(messages_sent_during_a_login_arrive_in_that_session_in_orde
     int next = 0;  // the next message bob must get
     for (int round = 0; round < 5 && failed_status == 0; ++round) {
         paused = false;
-        BOOST_REQUIRE(wait_until([&] { return acked >= next + 10; }));  // some go to the mailbox
+        BOOST_REQUIRE(test::wait_until([&] { return acked >= next + 10; }));  // some go to the mailbox
         WsClient bob = m.host.connect("/");
         send_login(bob, "bob", "bob-pw");
         const int at_login = acked;
         Json r = next_json(bob);
         BOOST_REQUIRE_EQUAL(r["service"], "/member/login");  // the reply first
         BOOST_REQUIRE_EQUAL(r["code"], 200);
-        BOOST_REQUIRE(wait_until([&] { return acked >= at_login + 10; }));  // some arrive live
+        BOOST_REQUIRE(test::wait_until([&] { return acked >= at_login + 10; }));  // some arrive live
         paused = true;
-        BOOST_REQUIRE(wait_until([&] { return idle.load(); }));
+        BOOST_REQUIRE(test::wait_until([&] { return idle.load(); }));
         // Every acknowledged message, in order: the mailbox oldest first, then the live ones.
         for (const int last = acked; next < last; ++next)
             BOOST_REQUIRE_EQUAL(next_json(bob)["data"]["msg"], "m" + std::to_string(next));
         BOOST_CHECK(bob.receive(200ms).type == WsMessage::Type::timeout);
         bob.close();
-        BOOST_REQUIRE(wait_until(
+        BOOST_REQUIRE(test::wait_until(
             [&] { return test::http(m.host.api, "GET", "/healthz").json()["servers"]["ws"]["connections"] == 0; }));
     }
     BOOST_CHECK_EQUAL(failed_status.load(), 0);
