@@ -508,7 +508,9 @@ BOOST_AUTO_TEST_CASE(crash_test_no_acknowledged_push_is_ever_lost) {
     };
     for (int round = 0; round < 12; ++round) {
         test::ChildProcess child({QUEUE_CRASH_CHILD, path, std::to_string(round * 10000000L)});
-        std::this_thread::sleep_for(std::chrono::milliseconds(150 + rng() % 350));
+        // Killed at a random moment once it is pushing (a sanitizer build on a loaded machine starts slowly).
+        BOOST_REQUIRE(child.wait_for_stdout("pushed", 60s));
+        std::this_thread::sleep_for(std::chrono::milliseconds(100 + rng() % 300));
         child.signal(SIGKILL);
         BOOST_REQUIRE_EQUAL(child.wait(10s).value_or(0), -SIGKILL);
         // A line cut by the kill would parse as a partial number: keep whole lines only.
