@@ -25,21 +25,22 @@ struct Node {
     hydra::App app{{.plat = "test", .system = "routing"}};
     int ws_port = 0;
 
-    Node(const std::string& id, const std::string& brokers) {
+    Node(const std::string& id, const std::string& brokers, const std::vector<std::string>& extra = {}) {
         app.ws("/noop", [](hydra::Context&) { return Json::object(); });
         std::vector<std::string> sets = {
             "api.enabled=false",    "mqc.enabled=false",   "ws.address=127.0.0.1:0",
             "ws.io_threads=1",      "ws.workers=2",        "ws.client_uuid=request_id",
             "log.level=warn",       "queue.backend=kafka", "queue.kafka.brokers=" + brokers,
             "cluster.node_id=" + id};
+        sets.insert(sets.end(), extra.begin(), extra.end());  // later values win
         app.start(hydra::Config::from_json(Json::object(), "test", sets, hydra::ConfigSchema::builtin()));
         std::string ws = app.ws_address();
         ws_port = std::stoi(ws.substr(ws.rfind(':') + 1));
     }
     ~Node() { app.stop(); }
     hydra::Exchange& exchange() { return *app.exchange(); }
-    WsClient connect(const std::string& uuid) {
-        return WsClient::connect("127.0.0.1", ws_port, "/", {{"X-Request-Id", uuid}});
+    WsClient connect(const std::string& uuid, const std::string& header = "X-Request-Id") {
+        return WsClient::connect("127.0.0.1", ws_port, "/", {{header, uuid}});
     }
 };
 
@@ -162,6 +163,30 @@ BOOST_AUTO_TEST_CASE(before_presence_is_loaded_messages_for_unknown_uuids_go_ove
 
     // A host that has loaded presence does not guess: an unknown uuid is reported, not broadcast.
     BOOST_CHECK(!hosts.b.exchange().notify("nobody", {{"via", "bus"}}));
+}
+
+// README, Cluster: a client of a host that goes away reconnects to another host; with ws.client_uuid=resume and one
+// ws.resume_secret on every host, its resume token keeps its uuid there, and messages to that uuid reach it.
+BOOST_AUTO_TEST_CASE(a_resume_token_keeps_the_uuid_on_another_host_sharing_the_secret) {
+    test::KafkaMock kafka;
+    const std::vector<std::string> resume = {"ws.client_uuid=resume", "ws.resume_secret=one-secret-for-the-cluster"};
+    auto a = std::make_unique<Node>("host-a", kafka.bootstrap, resume);
+    Node b("host-b", kafka.bootstrap, resume);
+
+    WsClient first = a->connect("any-name-the-client-likes");  // resume mode: X-Request-Id is not trusted
+    const std::string uuid = first.response_header("X-Request-Id").value_or("");
+    const std::string token = first.response_header("X-Hydra-Resume").value_or("");
+    BOOST_REQUIRE_EQUAL(uuid.size(), 36u);
+    BOOST_REQUIRE_EQUAL(token.rfind(uuid + ".", 0), 0u);
+    BOOST_REQUIRE(test::wait_until([&] { return b.exchange().connections() == 1; }, 30s));
+
+    a.reset();  // host A goes away; B learns that the connection is gone
+    BOOST_REQUIRE(test::wait_until([&] { return b.exchange().connections() == 0; }, 30s));
+
+    WsClient again = b.connect(token, "X-Hydra-Resume");
+    BOOST_CHECK_EQUAL(again.response_header("X-Request-Id").value_or(""), uuid);
+    BOOST_CHECK(b.exchange().notify(uuid, "welcome back"));
+    BOOST_CHECK_EQUAL(next_json(again)["data"], "welcome back");
 }
 
 BOOST_AUTO_TEST_SUITE_END()
