@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <regex>
 #include <string>
 #include <vector>
 
@@ -340,6 +341,67 @@ BOOST_AUTO_TEST_CASE(services_add_their_sections) {
 
     BOOST_CHECK_THROW(schema.add("nope.section", {{"type", "object"}}), ConfigError);
     BOOST_CHECK_THROW(schema.add("api.threads.x", {{"type", "object"}}), ConfigError);
+}
+
+// README, Configuration: undeclared keys (under an open-ended object) whose name contains one of the listed words are
+// masked by `hydra conf show`, in any case; others are shown.
+BOOST_AUTO_TEST_CASE(masked_hides_undeclared_keys_named_like_secrets) {
+    const std::vector<std::string> secret_names = {"sasl.password",    "my.secret.value", "auth.token",
+                                                   "ssl.key.location", "a.credential",    "sasl.oauthbearer.config",
+                                                   "ssl.private.pem",  "SASL.PASSWORD"};
+    std::vector<std::string> sets = {"queue.kafka.properties.linger.ms=5"};
+    for (const auto& name : secret_names) sets.push_back("queue.kafka.properties." + name + "=visible-" + name);
+    Json masked = parse("{}", sets).masked();
+    const Json& properties = masked["queue"]["kafka"]["properties"];
+    for (const auto& name : secret_names) BOOST_CHECK_MESSAGE(properties[name] == "******", name);
+    BOOST_CHECK_EQUAL(properties["linger.ms"], "5");
+    BOOST_CHECK(!contains(masked.dump(), "visible-"));
+}
+
+// Every default in README's configuration table is the schema's default.
+BOOST_AUTO_TEST_CASE(the_readme_table_of_keys_shows_the_schema_defaults) {
+    std::ifstream in(source_dir + "/README.md");
+    BOOST_REQUIRE(in);
+    auto defaults = Config::from_json(Json::object(), "test.json", {}, services::full_schema(), env_of({}));
+    const std::regex row(R"(^\| (`[^|]+) \| ([^|]+) \| .*\|$)");
+    auto split = [](const std::string& text) {
+        std::vector<std::string> parts;
+        std::size_t from = 0;
+        for (std::size_t at; (at = text.find(" / ", from)) != std::string::npos; from = at + 3)
+            parts.push_back(text.substr(from, at - from));
+        parts.push_back(text.substr(from));
+        return parts;
+    };
+    auto unquote = [](std::string text) {
+        if (text.size() >= 2 && text.front() == '`' && text.back() == '`') text = text.substr(1, text.size() - 2);
+        return text;
+    };
+    bool in_section = false, in_table = false;
+    int rows = 0;
+    for (std::string line; std::getline(in, line);) {
+        if (line.rfind("## ", 0) == 0) in_section = line == "## Configuration";
+        if (!in_section) continue;
+        if (line.rfind("| key | default |", 0) == 0) in_table = true;
+        std::smatch m;
+        if (!in_table || !std::regex_match(line, m, row)) continue;
+        auto keys = split(m[1].str());
+        auto values = split(m[2].str());
+        BOOST_REQUIRE_MESSAGE(keys.size() == values.size(), "keys and defaults do not pair up: " << line);
+        std::string first = unquote(keys[0]);
+        for (std::size_t i = 0; i < keys.size(); ++i) {
+            std::string key = unquote(keys[i]);
+            if (key.rfind('.', 0) == 0) key = first.substr(0, first.rfind('.')) + key;  // `.r`: a sibling of the first
+            BOOST_REQUIRE_MESSAGE(defaults.has(key), "README names a key the schema does not have: " << key);
+            const Json& actual = defaults.at(key);
+            std::string documented = unquote(values[i]);
+            std::string shown = actual.is_string() ? actual.get<std::string>() : actual.dump();
+            if (actual.is_string() && documented == "\"\"") documented.clear();
+            BOOST_CHECK_MESSAGE(shown == documented,
+                                key << ": README says " << values[i] << ", the schema's default is " << actual.dump());
+            ++rows;
+        }
+    }
+    BOOST_CHECK_GE(rows, 50);  // the table was found and read (58 keys when written)
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -149,8 +149,15 @@ std::string find_profile(const std::string& env, const std::string& exe_path) {
 
 namespace {
 
+// The running executable: argv[0] names it only when it was started by its path, not found through $PATH.
+std::string executable_path(const char* argv0) {
+    std::error_code ec;
+    std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
+    return ec ? std::string(argv0) : self.string();
+}
+
 Config load_config(const CliCommand& cmd, const ConfigSchema& schema, const char* argv0) {
-    std::string file = cmd.config_file ? *cmd.config_file : find_profile(cmd.env, argv0);
+    std::string file = cmd.config_file ? *cmd.config_file : find_profile(cmd.env, executable_path(argv0));
     return Config::load(file, cmd.sets, schema);
 }
 

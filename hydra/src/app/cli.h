@@ -28,8 +28,8 @@ struct CliCommand {
 // Throws UsageError with a one-line message.
 CliCommand parse_cli(const std::vector<std::string>& args, const std::optional<std::string>& hydra_env);
 
-// The profile file for `env`: $HYDRA_CONFIG_DIR/<env>.json, then config/<env>.json in the working directory and
-// in each parent of the executable's directory, then /etc/hydra/<env>.json. Throws ConfigError if none exists.
+// The profile file for `env`: $HYDRA_CONFIG_DIR/<env>.json, then config/<env>.json in the working directory, then in
+// the executable's directory and each of its parents, then /etc/hydra/<env>.json. Throws ConfigError if none exists.
 std::string find_profile(const std::string& env, const std::string& exe_path);
 
 extern const char* const kUsage;

@@ -1,0 +1,192 @@
+// The cluster's routing of per-connection operations: set, get, bind, send, subscribe and kick called on one host for
+// a uuid held by another, and the bus fallback while presence is still loading. Two in-process hosts (hydra::App on
+// real sockets, queue.backend=kafka) share a Kafka: librdkafka's mock cluster, run by kcat in its own process.
+#include <boost/test/unit_test.hpp>
+
+#include <hydra/app.h>
+#include <hydra/ws_client.h>
+
+#include "cluster/cluster_exchange.h"
+#include "support/kafka_mock.h"
+#include "support/wait.h"
+#include "ws/ws_exchange.h"
+
+using hydra::Json;
+using hydra::WsClient;
+using hydra::WsMessage;
+using namespace std::chrono_literals;
+
+namespace {
+
+const std::string kPrefix = "test.routing";  // <plat>.<system> of every host below: the topics they share
+
+// One host of the cluster: a WS server (clients name themselves with X-Request-Id) and the cluster exchange.
+struct Node {
+    hydra::App app{{.plat = "test", .system = "routing"}};
+    int ws_port = 0;
+
+    Node(const std::string& id, const std::string& brokers, const std::vector<std::string>& extra = {}) {
+        app.ws("/noop", [](hydra::Context&) { return Json::object(); });
+        std::vector<std::string> sets = {
+            "api.enabled=false",    "mqc.enabled=false",   "ws.address=127.0.0.1:0",
+            "ws.io_threads=1",      "ws.workers=2",        "ws.client_uuid=request_id",
+            "log.level=warn",       "queue.backend=kafka", "queue.kafka.brokers=" + brokers,
+            "cluster.node_id=" + id};
+        sets.insert(sets.end(), extra.begin(), extra.end());  // later values win
+        app.start(hydra::Config::from_json(Json::object(), "test", sets, hydra::ConfigSchema::builtin()));
+        std::string ws = app.ws_address();
+        ws_port = std::stoi(ws.substr(ws.rfind(':') + 1));
+    }
+    ~Node() { app.stop(); }
+    hydra::Exchange& exchange() { return *app.exchange(); }
+    WsClient connect(const std::string& uuid, const std::string& header = "X-Request-Id") {
+        return WsClient::connect("127.0.0.1", ws_port, "/", {{header, uuid}});
+    }
+};
+
+// Host A holds the client "client-on-a"; host B has learnt so from presence.
+struct TwoHosts {
+    test::KafkaMock kafka;
+    Node a{"host-a", kafka.bootstrap};
+    Node b{"host-b", kafka.bootstrap};
+    WsClient client = a.connect("client-on-a");
+
+    TwoHosts() {
+        BOOST_REQUIRE_MESSAGE(test::wait_until([&] { return b.exchange().connections() == 1; }, 30s),
+                              "host B never saw the client of host A in presence");
+    }
+};
+
+Json next_json(WsClient& c, std::chrono::milliseconds timeout = 20s) {
+    WsMessage m = c.receive(timeout);
+    BOOST_REQUIRE_MESSAGE(m.type == WsMessage::Type::text, "expected a text message, got " << m.type << " " << m.data);
+    return Json::parse(m.data);
+}
+
+// A WS exchange with no server behind it: the local side of a cluster exchange that holds no connection.
+struct NoDelivery : hydra::ws::Delivery {
+    void deliver(std::uint64_t, hydra::ws::Frame) override {}
+    void deliver_confirmed(std::uint64_t, hydra::ws::Frame, std::function<void(bool)> written) override {
+        written(false);
+    }
+    void deliver_many(std::vector<std::uint64_t>, hydra::ws::Frame) override {}
+    std::size_t deliver_all(hydra::ws::Frame) override { return 0; }
+    void close(std::uint64_t, int, std::string) override {}
+};
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(cluster_routing)
+
+BOOST_AUTO_TEST_CASE(set_on_a_remote_uuid_is_forwarded_and_get_answers_for_local_connections_only) {
+    TwoHosts hosts;
+    BOOST_CHECK(!hosts.b.exchange().get("client-on-a", "color"));
+
+    BOOST_CHECK(hosts.b.exchange().set("client-on-a", "color", Json{{"name", "blue"}}));
+    // The value lands on the owner...
+    BOOST_CHECK(test::wait_until([&] {
+        auto v = hosts.a.exchange().get("client-on-a", "color");
+        return v && *v == Json{{"name", "blue"}};
+    }));
+    // ...and only there: a get on another host answers for its own connections only.
+    BOOST_CHECK(!hosts.b.exchange().get("client-on-a", "color"));
+
+    // A later set from B replaces it on A (forwarded again, not cached on B).
+    BOOST_CHECK(hosts.b.exchange().set("client-on-a", "color", "red"));
+    BOOST_CHECK(test::wait_until([&] { return hosts.a.exchange().get("client-on-a", "color") == Json("red"); }));
+    BOOST_CHECK(!hosts.b.exchange().get("client-on-a", "color"));
+}
+
+BOOST_AUTO_TEST_CASE(bind_send_subscribe_and_kick_on_a_remote_uuid_take_effect_on_its_host) {
+    TwoHosts hosts;
+    hydra::Exchange& a = hosts.a.exchange();
+    hydra::Exchange& b = hosts.b.exchange();
+    WsClient& client = hosts.client;
+
+    // bind: the user is bound on A (A reaches the device locally)...
+    BOOST_CHECK(b.bind("carol", "client-on-a"));
+    BOOST_REQUIRE(test::wait_until([&] { return a.notify_user("carol", {{"probe", "a"}}) == 1; }));
+    BOOST_CHECK_EQUAL(next_json(client)["data"], (Json{{"probe", "a"}}));
+    // ...and A announces it: B now routes the user's messages to A.
+    BOOST_REQUIRE(test::wait_until([&] { return b.notify_user("carol", {{"probe", "b"}}) == 1; }));
+    BOOST_CHECK_EQUAL(next_json(client)["data"], (Json{{"probe", "b"}}));
+
+    // send: the raw text reaches the client on A, unchanged.
+    BOOST_CHECK(b.send("client-on-a", R"({"raw":"from b"})"));
+    WsMessage raw = client.receive(20s);
+    BOOST_CHECK_EQUAL(raw.type, WsMessage::Type::text);
+    BOOST_CHECK_EQUAL(raw.data, R"({"raw":"from b"})");
+
+    // subscribe: the client on A joins the channel on A; a publish from either host reaches it.
+    BOOST_CHECK(b.subscribe("client-on-a", "room:5"));
+    BOOST_REQUIRE(test::wait_until([&] { return a.publish("room:5", "from a") == 1; }));
+    BOOST_CHECK_EQUAL(client.receive(20s).data, "from a");
+    b.publish("room:5", "from b");
+    BOOST_CHECK_EQUAL(client.receive(20s).data, "from b");
+
+    // kick: A closes the connection with B's code and reason.
+    BOOST_CHECK(b.kick("client-on-a", 4001, "moved"));
+    WsMessage closed = client.receive(20s);
+    BOOST_CHECK_EQUAL(closed.type, WsMessage::Type::close);
+    BOOST_CHECK_EQUAL(closed.close_code, 4001);
+    BOOST_CHECK_EQUAL(closed.close_reason, "moved");
+    // The close is announced: neither host counts the connection any more.
+    BOOST_CHECK(test::wait_until([&] { return a.connections() == 0 && b.connections() == 0; }));
+    // Once presence is known, an operation on a uuid no host holds is not routed anywhere.
+    BOOST_CHECK(!b.set("client-on-a", "color", "red"));
+    BOOST_CHECK(!b.kick("client-on-a", 4001, "moved"));
+}
+
+BOOST_AUTO_TEST_CASE(before_presence_is_loaded_messages_for_unknown_uuids_go_over_the_bus) {
+    TwoHosts hosts;
+
+    // A host that has not read presence yet (as at its cold start, until it reaches the end of the presence
+    // topic): it cannot know that A holds the client, so it sends on the bus, which every host reads.
+    hydra::Config config = hydra::Config::from_json(
+        Json::object(), "test", {"queue.kafka.brokers=" + hosts.kafka.bootstrap, "cluster.node_id=host-cold"},
+        hydra::ConfigSchema::builtin());
+    NoDelivery nothing;
+    hydra::ws::WsExchange local(nothing);
+    hydra::cluster::ClusterExchange cold(hydra::cluster::ClusterExchange::Settings::from(config, kPrefix), local);
+    BOOST_REQUIRE(!cold.presence_loaded());
+
+    BOOST_CHECK(cold.notify("client-on-a", {{"via", "bus"}}));
+    Json n = next_json(hosts.client);
+    BOOST_CHECK_EQUAL(n["service"], "notify");
+    BOOST_CHECK_EQUAL(n["data"], (Json{{"via", "bus"}}));
+
+    BOOST_CHECK(cold.set("client-on-a", "seen", true));
+    BOOST_CHECK(test::wait_until([&] { return hosts.a.exchange().get("client-on-a", "seen") == Json(true); }));
+
+    // Delivered once: B read the same bus message and, not holding the uuid, dropped it.
+    BOOST_CHECK_EQUAL(hosts.client.receive(1s).type, WsMessage::Type::timeout);
+
+    // A host that has loaded presence does not guess: an unknown uuid is reported, not broadcast.
+    BOOST_CHECK(!hosts.b.exchange().notify("nobody", {{"via", "bus"}}));
+}
+
+// README, Cluster: a client of a host that goes away reconnects to another host; with ws.client_uuid=resume and one
+// ws.resume_secret on every host, its resume token keeps its uuid there, and messages to that uuid reach it.
+BOOST_AUTO_TEST_CASE(a_resume_token_keeps_the_uuid_on_another_host_sharing_the_secret) {
+    test::KafkaMock kafka;
+    const std::vector<std::string> resume = {"ws.client_uuid=resume", "ws.resume_secret=one-secret-for-the-cluster"};
+    auto a = std::make_unique<Node>("host-a", kafka.bootstrap, resume);
+    Node b("host-b", kafka.bootstrap, resume);
+
+    WsClient first = a->connect("any-name-the-client-likes");  // resume mode: X-Request-Id is not trusted
+    const std::string uuid = first.response_header("X-Request-Id").value_or("");
+    const std::string token = first.response_header("X-Hydra-Resume").value_or("");
+    BOOST_REQUIRE_EQUAL(uuid.size(), 36u);
+    BOOST_REQUIRE_EQUAL(token.rfind(uuid + ".", 0), 0u);
+    BOOST_REQUIRE(test::wait_until([&] { return b.exchange().connections() == 1; }, 30s));
+
+    a.reset();  // host A goes away; B learns that the connection is gone
+    BOOST_REQUIRE(test::wait_until([&] { return b.exchange().connections() == 0; }, 30s));
+
+    WsClient again = b.connect(token, "X-Hydra-Resume");
+    BOOST_CHECK_EQUAL(again.response_header("X-Request-Id").value_or(""), uuid);
+    BOOST_CHECK(b.exchange().notify(uuid, "welcome back"));
+    BOOST_CHECK_EQUAL(next_json(again)["data"], "welcome back");
+}
+
+BOOST_AUTO_TEST_SUITE_END()
