@@ -21,11 +21,7 @@ using test::ChildProcess;
 
 namespace {
 
-std::filesystem::path temp_dir() {
-    auto dir = std::filesystem::temp_directory_path() / ("hydra-cli-test-" + std::to_string(::getpid()));
-    std::filesystem::create_directories(dir);
-    return dir;
-}
+using test::temp_dir;  // removed when the test process exits
 
 std::string write_file(const std::string& name, const std::string& text) {
     auto path = temp_dir() / name;
