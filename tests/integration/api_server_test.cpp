@@ -348,4 +348,86 @@ BOOST_AUTO_TEST_CASE(static_files_are_served_without_escaping_their_directory) {
     BOOST_CHECK_EQUAL(http(app.api_address(), "POST", "/demo/index.html", "{}").status, 405);
 }
 
+// This process's standard error, where hydra's log goes, redirected to a file while it lives.
+class CapturedStderr {
+  public:
+    CapturedStderr() : path_(test::temp_path("stderr.log")), saved_(::dup(STDERR_FILENO)) {
+        const int fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        BOOST_REQUIRE(fd >= 0 && saved_ >= 0);
+        ::dup2(fd, STDERR_FILENO);
+        ::close(fd);
+    }
+    ~CapturedStderr() {
+        ::dup2(saved_, STDERR_FILENO);
+        ::close(saved_);
+    }
+    CapturedStderr(const CapturedStderr&) = delete;
+    CapturedStderr& operator=(const CapturedStderr&) = delete;
+    std::vector<std::string> lines() const {
+        std::ifstream in(path_);
+        std::vector<std::string> out;
+        for (std::string line; std::getline(in, line);) out.push_back(line);
+        return out;
+    }
+
+  private:
+    std::string path_;
+    int saved_;
+};
+
+BOOST_AUTO_TEST_CASE(one_log_line_per_request_and_error_details_only_in_the_log) {
+    CapturedStderr captured;  // first: the app's threads log into it until the app has stopped
+    struct Call {
+        std::string rid, method, target, body;
+        int status;
+    };
+    const std::vector<Call> calls = {
+        {"log-ok", "GET", "/hello", "", 200},
+        {"log-fail", "GET", "/fail", "", 500},
+        {"log-missing", "GET", "/no/such/route", "", 404},
+        {"log-param", "POST", "/order", "{}", 400},
+        {"log-verb", "DELETE", "/order/42", "", 405},
+        {"log-query", "GET", "/typed?n=21", "", 200},
+    };
+    {
+        ApiFixture f({"log.level=info"});
+        for (const auto& c : calls) {
+            auto r = http(f.addr, c.method, c.target, c.body, "application/json", {{"X-Request-Id", c.rid}});
+            BOOST_CHECK_EQUAL(r.status, c.status);
+            if (c.rid == "log-fail") {
+                BOOST_CHECK_EQUAL(r.json(), (Json{{"code", 500}, {"msg", "internal server error"}}));
+                BOOST_CHECK_MESSAGE(r.body.find("secret") == std::string::npos, r.body);
+            }
+        }
+    }
+    const std::vector<std::string> lines = captured.lines();
+    for (const auto& c : calls) {
+        // One access line, at info, tagged with the request id: method, target, status, duration.
+        const std::string tag = "[" + c.rid + "] ";
+        const std::string access = tag + c.method + " " + c.target + " " + std::to_string(c.status) + " ";
+        int access_lines = 0, info_lines = 0;
+        for (const auto& line : lines) {
+            if (line.find(tag) == std::string::npos) continue;
+            if (line.find(" INFO ") != std::string::npos) ++info_lines;
+            const auto at = line.find(access);
+            if (at == std::string::npos) continue;
+            ++access_lines;
+            BOOST_CHECK_MESSAGE(line.find(" INFO ") != std::string::npos, line);
+            BOOST_CHECK_MESSAGE(line.size() > at + access.size() + 2 && line.compare(line.size() - 2, 2, "ms") == 0,
+                                "no duration: " << line);
+        }
+        BOOST_CHECK_MESSAGE(access_lines == 1, c.rid << ": " << access_lines << " access lines");
+        BOOST_CHECK_MESSAGE(info_lines == 1, c.rid << ": " << info_lines << " info lines");
+    }
+    // What the client was not told is in the log, with the request id.
+    int details = 0;
+    for (const auto& line : lines)
+        if (line.find("[log-fail] ") != std::string::npos &&
+            line.find("secret database password in here") != std::string::npos) {
+            ++details;
+            BOOST_CHECK_MESSAGE(line.find(" ERROR ") != std::string::npos, line);
+        }
+    BOOST_CHECK_EQUAL(details, 1);
+}
+
 BOOST_AUTO_TEST_SUITE_END()

@@ -12,6 +12,7 @@
 
 #include "support/http_raw.h"
 #include "support/temp.h"
+#include "support/wait.h"
 
 using hydra::Context;
 using hydra::Json;
@@ -207,6 +208,125 @@ BOOST_AUTO_TEST_CASE(connection_limit_is_503) {
     std::string in = c.read_all();
     BOOST_CHECK_MESSAGE(in.rfind("HTTP/1.1 503 ", 0) == 0, in);
     BOOST_CHECK(in.find("too many connections") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(a_bad_request_target_or_a_repeated_host_is_400_and_closes) {
+    TransportFixture f;
+    struct Case {
+        std::string bytes;
+        std::string msg;
+    };
+    const std::vector<Case> cases = {
+        {"GET n/1 HTTP/1.1\r\nHost: x\r\n\r\n", "invalid request target"},
+        {"GET * HTTP/1.1\r\nHost: x\r\n\r\n", "invalid request target"},
+        {"GET /n/1 HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", "missing or repeated Host"},
+        {"GET /n/1 HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nhost: x\r\n\r\n", "missing or repeated Host"},
+    };
+    for (const auto& k : cases) {
+        // A request behind it on the same connection must never be answered: the connection closes.
+        Raw c(f.addr);
+        c.send(k.bytes + "GET /n/2 HTTP/1.1\r\nHost: x\r\n\r\n");
+        const std::string& in = c.read_all();
+        BOOST_CHECK_MESSAGE(test::status_of(in) == 400, k.bytes << " -> " << in);
+        BOOST_CHECK_MESSAGE(in.find("\"msg\":\"" + k.msg + "\"") != std::string::npos, k.bytes << " -> " << in);
+        BOOST_CHECK_MESSAGE(in.find("Connection: close\r\n") != std::string::npos, in);
+        BOOST_CHECK_EQUAL(Raw::count_responses(in), 1u);
+        BOOST_CHECK(c.closed());
+    }
+    // The absolute form a proxy sends is a valid target: its path is served.
+    Raw ok(f.addr);
+    ok.send("GET http://x/n/3 HTTP/1.1\r\nHost: x\r\n\r\n");
+    const std::string& in = ok.read_responses(1);
+    BOOST_CHECK_MESSAGE(test::status_of(in) == 200 && in.find("{\"n\":\"3\"}") != std::string::npos, in);
+}
+
+BOOST_AUTO_TEST_CASE(a_client_still_sending_a_rejected_body_reads_the_413) {
+    TransportFixture f({"api.max_body=1000"});
+    Raw c(f.addr);
+    // The head announces 8 MB; the 413 comes after the head, while the client goes on sending the body.
+    const std::size_t declared = 8u << 20;
+    c.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: " + std::to_string(declared) +
+           "\r\n\r\n");
+    // Send 2 MB of the body, more than the socket buffers of both ends hold: the server must read and discard it.
+    // If it closed with those bytes unread, the kernel would reset the connection and the client would lose the
+    // answer (recv fails with ECONNRESET).
+    const std::string piece(64 * 1024, 'b');
+    std::size_t sent = 0;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (sent < (2u << 20) && std::chrono::steady_clock::now() < deadline) {
+        const std::size_t n = c.send_some(piece);
+        sent += n;
+        if (n == 0) {
+            pollfd p{c.fd(), POLLOUT, 0};
+            ::poll(&p, 1, 100);
+        }
+    }
+    BOOST_REQUIRE_MESSAGE(sent >= (2u << 20), "the server stopped taking the body after " << sent << " bytes");
+    const std::string& in = c.read_all();
+    BOOST_CHECK_MESSAGE(test::status_of(in) == 413, in.substr(0, 300));
+    BOOST_CHECK_MESSAGE(in.find("request body exceeds 1000 bytes") != std::string::npos, in.substr(0, 300));
+    BOOST_CHECK_MESSAGE(in.find("Connection: close\r\n") != std::string::npos, in.substr(0, 300));
+    BOOST_CHECK(c.closed());
+}
+
+// The state of the server's end of the connection from `client_fd` to `server_port`, as /proc/net/tcp shows it
+// ("01" established, "04" FIN_WAIT1, ...; "" when it is gone).
+static std::string server_side_tcp_state(int server_port, int client_fd) {
+    sockaddr_in local{};
+    socklen_t len = sizeof local;
+    getsockname(client_fd, reinterpret_cast<sockaddr*>(&local), &len);
+    const int client_port = ntohs(local.sin_port);
+    std::ifstream tcp("/proc/net/tcp");
+    std::string line;
+    std::getline(tcp, line);  // the header
+    auto port_of = [](const std::string& address) {
+        return std::stoi(address.substr(address.find(':') + 1), nullptr, 16);
+    };
+    while (std::getline(tcp, line)) {
+        // "  sl  local_address rem_address   st ..."
+        std::vector<std::string> fields;
+        std::size_t pos = 0;
+        while (fields.size() < 4) {
+            pos = line.find_first_not_of(' ', pos);
+            if (pos == std::string::npos) break;
+            const std::size_t stop = line.find(' ', pos);
+            fields.push_back(line.substr(pos, stop - pos));
+            pos = stop;
+        }
+        if (fields.size() == 4 && port_of(fields[1]) == server_port && port_of(fields[2]) == client_port)
+            return fields[3];
+    }
+    return "";
+}
+
+BOOST_AUTO_TEST_CASE(a_client_that_does_not_read_its_response_within_request_timeout_ms_is_dropped) {
+    // A response far larger than what the socket buffers of both ends hold, to a client that never reads.
+    hydra::App app;
+    const std::size_t size = 16u << 20;
+    app.api("/big", [size](Context&) { return std::string(size, 'x'); });
+    // (1 s: a client that reads, below, is never stalled that long, even on a loaded machine.)
+    app.start(transport_config({"api.request_timeout_ms=1000"}));
+    const std::string addr = app.api_address();
+    const int port = std::stoi(addr.substr(addr.rfind(':') + 1));
+
+    Raw sleeper(addr, 16 * 1024);
+    sleeper.send("GET /big HTTP/1.1\r\nHost: x\r\n\r\n");
+    BOOST_REQUIRE_EQUAL(server_side_tcp_state(port, sleeper.fd()), "01");
+    // The server gives up on it: its end leaves ESTABLISHED (closed, at most the kernel's buffer still to go).
+    BOOST_CHECK_MESSAGE(test::wait_until([&] { return server_side_tcp_state(port, sleeper.fd()) != "01"; }),
+                        "the server still holds a connection whose client has not read for 20 s");
+    // Reading now, the client gets the start of the response and then the end of the connection, not the rest.
+    const std::string& in = sleeper.read_all(std::chrono::seconds(30));
+    BOOST_CHECK_MESSAGE(test::status_of(in) == 200, in.substr(0, 200));
+    BOOST_CHECK_LT(in.size(), size);
+    BOOST_CHECK(sleeper.closed());
+
+    // A client that reads gets all of it.
+    Raw reader(addr);
+    reader.send("GET /big HTTP/1.1\r\nHost: x\r\n\r\n");
+    const std::string& all = reader.read_responses(1, std::chrono::seconds(60));
+    BOOST_CHECK_EQUAL(Raw::count_responses(all), 1u);
+    BOOST_CHECK(!reader.closed());
 }
 
 BOOST_AUTO_TEST_SUITE_END()

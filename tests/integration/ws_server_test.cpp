@@ -561,4 +561,145 @@ BOOST_AUTO_TEST_CASE(connect_disconnect_churn_leaves_nothing_behind) {
     BOOST_CHECK(!ex.get("churn-1", "k"));
 }
 
+BOOST_AUTO_TEST_CASE(connections_over_ws_max_connections_are_refused_with_503) {
+    WsFixture f({"ws.max_connections=2"});
+    WsClient a = f.connect("/raw");
+    WsClient b = f.connect("/raw");
+    BOOST_REQUIRE(f.wait_connections(2));
+    try {
+        f.connect("/raw");
+        BOOST_FAIL("a third connection was accepted");
+    } catch (const hydra::WsHandshakeError& e) {
+        BOOST_CHECK_EQUAL(e.status(), 503);
+        BOOST_CHECK_MESSAGE(e.body().find("too many connections") != std::string::npos, e.body());
+    }
+    // The two inside are not disturbed, and once one leaves there is room again.
+    a.send_text("still here");
+    BOOST_CHECK_EQUAL(a.receive(5s).data, "still here");
+    b.close();
+    BOOST_REQUIRE(f.wait_connections(1));
+    WsClient c = f.connect("/raw");
+    c.send_text("in");
+    BOOST_CHECK_EQUAL(c.receive(5s).data, "in");
+}
+
+// A plain TCP connection to `port` on the loopback (the caller closes it).
+static int tcp_connect(int port) {
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    BOOST_REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    return fd;
+}
+
+// Reads `fd` until the peer closes it (true) or `timeout` passes (false); what arrived goes to `got`.
+static bool read_until_closed(int fd, std::string& got, std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    timeval tv{0, 100 * 1000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char buf[4096];
+    while (std::chrono::steady_clock::now() < deadline) {
+        const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+        if (n > 0) got.append(buf, static_cast<std::size_t>(n));
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) return true;
+    }
+    return false;
+}
+
+BOOST_AUTO_TEST_CASE(an_upgrade_not_completed_within_handshake_timeout_ms_is_dropped) {
+    WsFixture f({"ws.handshake_timeout_ms=300"});
+    WsClient upgraded = f.connect("/raw");  // completed in time: not affected
+    const auto t0 = std::chrono::steady_clock::now();
+    const int silent = tcp_connect(f.port);  // sends nothing
+    const int partial = tcp_connect(f.port);
+    const std::string head = "GET /raw HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n";
+    BOOST_REQUIRE(::send(partial, head.data(), head.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(head.size()));
+    for (int fd : {silent, partial}) {
+        std::string got;
+        BOOST_CHECK_MESSAGE(read_until_closed(fd, got, 20s), "an unfinished upgrade was kept for 20 s");
+        BOOST_CHECK_MESSAGE(got.empty(), "dropped without an answer, got: " << got);
+        ::close(fd);
+    }
+    BOOST_CHECK(std::chrono::steady_clock::now() - t0 >= 300ms);  // not before the timeout
+    upgraded.send_text("still open");
+    BOOST_CHECK_EQUAL(upgraded.receive(5s).data, "still open");
+}
+
+BOOST_AUTO_TEST_CASE(an_upgrade_head_over_8_kib_is_431) {
+    WsFixture f;
+    try {
+        f.connect("/raw", {{"X-Pad", std::string(8 * 1024, 'a')}});
+        BOOST_FAIL("an upgrade head over 8 KiB was accepted");
+    } catch (const hydra::WsHandshakeError& e) {
+        BOOST_CHECK_EQUAL(e.status(), 431);
+    }
+    // With a head a little under 8 KiB the upgrade goes through.
+    WsClient c = f.connect("/raw", {{"X-Pad", std::string(7 * 1024 + 512, 'a')}});
+    c.send_text("ok");
+    BOOST_CHECK_EQUAL(c.receive(5s).data, "ok");
+}
+
+BOOST_AUTO_TEST_CASE(exchange_send_delivers_raw_text_to_one_connection) {
+    WsFixture f({"ws.client_uuid=request_id"}, [](hydra::App& app) {
+        app.ws("/tell", [](Context& ctx) {  // a handler sending to another connection
+            return Json{{"sent", ctx.exchange().send(ctx.require("to"), ctx.require("text"))}};
+        });
+    });
+    WsClient a = f.connect("/raw", {{"X-Request-Id", "send-a"}});
+    WsClient b = f.connect("/", {{"X-Request-Id", "send-b"}});
+    BOOST_REQUIRE(f.wait_connections(2));
+    BOOST_CHECK(f.ex().send("send-a", "plain words, no envelope"));
+    WsMessage m = a.receive(5s);
+    BOOST_CHECK(m.type == WsMessage::Type::text);
+    BOOST_CHECK_EQUAL(m.data, "plain words, no envelope");
+    BOOST_CHECK(!f.ex().send("nobody", "x"));
+
+    b.send_text(R"({"service":"/tell","to":"send-a","text":"{\"from\":\"b\"}"})");
+    BOOST_CHECK_EQUAL(receive_json(b)["data"]["sent"], true);
+    BOOST_CHECK_EQUAL(a.receive(5s).data, R"({"from":"b"})");
+    // Only the addressee got anything.
+    BOOST_CHECK(b.receive(200ms).type == WsMessage::Type::timeout);
+}
+
+BOOST_AUTO_TEST_CASE(payloads_that_are_not_utf8_go_out_as_binary_messages) {
+    WsFixture f({"ws.client_uuid=request_id"}, [](hydra::App& app) {
+        hydra::WsEndpoint bytes;
+        bytes.on_message = [](Context& ctx) -> hydra::Result {
+            return hydra::Result::binary(std::string("\x00\xff", 2) + ctx.body());
+        };
+        app.ws_endpoint("/bytes", bytes);
+    });
+    const std::string raw("\x89PNG\r\n\x1a\n\x00\xff\xfe", 11);  // not UTF-8
+    WsClient sub = f.connect("/raw", {{"X-Request-Id", "sub"}});
+    BOOST_REQUIRE(f.wait_connections(1));
+    BOOST_REQUIRE(f.ex().subscribe("sub", "bin:1"));
+    BOOST_CHECK_EQUAL(f.ex().publish("bin:1", raw), 1u);
+    WsMessage m = sub.receive(5s);
+    BOOST_CHECK_MESSAGE(m.type == WsMessage::Type::binary, "got " << m.type);
+    BOOST_CHECK(m.data == raw);
+    // UTF-8 stays text.
+    BOOST_CHECK_EQUAL(f.ex().publish("bin:1", "zoë"), 1u);
+    m = sub.receive(5s);
+    BOOST_CHECK(m.type == WsMessage::Type::text);
+    BOOST_CHECK_EQUAL(m.data, "zoë");
+    // send() to one connection does the same.
+    BOOST_CHECK(f.ex().send("sub", raw));
+    m = sub.receive(5s);
+    BOOST_CHECK_MESSAGE(m.type == WsMessage::Type::binary, "got " << m.type);
+    BOOST_CHECK(m.data == raw);
+
+    // A raw endpoint's Result::binary goes back as a binary message, byte for byte.
+    WsClient c = f.connect("/bytes");
+    c.send_text("hi");
+    m = c.receive(5s);
+    BOOST_CHECK_MESSAGE(m.type == WsMessage::Type::binary, "got " << m.type);
+    BOOST_CHECK(m.data == std::string("\x00\xffhi", 4));
+    c.send_binary(std::string("\x01\x02", 2));
+    m = c.receive(5s);
+    BOOST_CHECK(m.type == WsMessage::Type::binary);
+    BOOST_CHECK(m.data == std::string("\x00\xff\x01\x02", 4));
+}
+
 BOOST_AUTO_TEST_SUITE_END()

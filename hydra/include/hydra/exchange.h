@@ -33,7 +33,8 @@ class Exchange {
     virtual bool bind(std::string_view user, std::string_view uuid) = 0;
     virtual std::size_t notify_user(std::string_view user, const Json& data) = 0;
 
-    // Channels (connmix semantics): publish delivers the payload verbatim as a text message.
+    // Channels (connmix semantics): publish delivers the payload verbatim, as a text message (binary if it is not
+    // UTF-8).
     virtual bool subscribe(std::string_view uuid, std::string_view channel) = 0;
     virtual bool unsubscribe(std::string_view uuid, std::string_view channel) = 0;
     virtual std::size_t publish(std::string_view channel, std::string_view payload) = 0;
@@ -42,7 +43,7 @@ class Exchange {
     virtual bool set(std::string_view uuid, std::string_view key, const Json& value) = 0;
     virtual std::optional<Json> get(std::string_view uuid, std::string_view key) const = 0;
 
-    // Sends a raw text message to one connection (no envelope).
+    // Sends a raw message to one connection (no envelope): text, or binary if it is not UTF-8.
     virtual bool send(std::string_view uuid, std::string_view text) = 0;
     // Closes a connection with a close code and reason.
     virtual bool kick(std::string_view uuid, int code, std::string_view reason) = 0;
