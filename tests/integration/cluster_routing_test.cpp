@@ -1,6 +1,7 @@
 // The cluster's routing of per-connection operations: set, get, bind, send, subscribe and kick called on one host for
-// a uuid held by another, and the bus fallback while presence is still loading. Two in-process hosts (hydra::App on
-// real sockets, queue.backend=kafka) share a Kafka: librdkafka's mock cluster, run by kcat in its own process.
+// a uuid held by another, bytes that are not UTF-8 carried unchanged, and the bus fallback while presence is still
+// loading. Two in-process hosts (hydra::App on real sockets, queue.backend=kafka) share a Kafka: librdkafka's mock
+// cluster, run by kcat in its own process.
 #include <boost/test/unit_test.hpp>
 
 #include <hydra/app.h>
@@ -135,6 +136,32 @@ BOOST_AUTO_TEST_CASE(bind_send_subscribe_and_kick_on_a_remote_uuid_take_effect_o
     // Once presence is known, an operation on a uuid no host holds is not routed anywhere.
     BOOST_CHECK(!b.set("client-on-a", "color", "red"));
     BOOST_CHECK(!b.kick("client-on-a", 4001, "moved"));
+}
+
+BOOST_AUTO_TEST_CASE(bytes_that_are_not_utf8_cross_hosts_unchanged_as_binary_messages) {
+    TwoHosts hosts;
+    hydra::Exchange& a = hosts.a.exchange();
+    hydra::Exchange& b = hosts.b.exchange();
+    WsClient& client = hosts.client;
+    const std::string bytes("\x00\xff\xfe{\"k\":\x80}\xc3", 10);  // not UTF-8: a JSON string cannot hold it
+
+    BOOST_CHECK(b.send("client-on-a", bytes));
+    WsMessage sent = client.receive(20s);
+    BOOST_CHECK_EQUAL(sent.type, WsMessage::Type::binary);
+    BOOST_CHECK(sent.data == bytes);
+
+    BOOST_CHECK(b.subscribe("client-on-a", "room:bin"));
+    BOOST_REQUIRE(test::wait_until([&] { return a.publish("room:bin", "ready") == 1; }));
+    BOOST_CHECK_EQUAL(client.receive(20s).data, "ready");
+    b.publish("room:bin", bytes);
+    WsMessage published = client.receive(20s);
+    BOOST_CHECK_EQUAL(published.type, WsMessage::Type::binary);
+    BOOST_CHECK(published.data == bytes);
+    // UTF-8 still goes as text.
+    b.publish("room:bin", "h\xc3\xa9");
+    WsMessage text = client.receive(20s);
+    BOOST_CHECK_EQUAL(text.type, WsMessage::Type::text);
+    BOOST_CHECK_EQUAL(text.data, "h\xc3\xa9");
 }
 
 BOOST_AUTO_TEST_CASE(before_presence_is_loaded_messages_for_unknown_uuids_go_over_the_bus) {

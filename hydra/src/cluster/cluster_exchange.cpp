@@ -1,13 +1,17 @@
 #include "cluster/cluster_exchange.h"
 
+#include <Poco/Base64Decoder.h>
+#include <Poco/Base64Encoder.h>
 #include <librdkafka/rdkafkacpp.h>
 
 #include <condition_variable>
+#include <sstream>
 #include <stdexcept>
 
 #include <hydra/log.h>
 
 #include "common/request_id.h"
+#include "ws/utf8.h"
 
 namespace hydra::cluster {
 
@@ -22,6 +26,29 @@ void set_property(RdKafka::Conf& conf, const std::string& key, const std::string
     std::string err;
     if (conf.set(key, value, err) != RdKafka::Conf::CONF_OK)
         throw std::runtime_error("cluster: kafka property " + key + ": " + err);
+}
+
+// Raw bytes in a bus message (publish, send): a JSON string holds UTF-8 only, so other bytes travel base64-encoded
+// under "<key>_b64" and arrive as they were sent (a binary message on the owner's connection).
+void put_bytes(Json& m, const std::string& key, std::string_view bytes) {
+    if (ws::is_valid_utf8(bytes)) {
+        m[key] = std::string(bytes);
+        return;
+    }
+    std::ostringstream out;
+    Poco::Base64Encoder encoder(out);
+    static_cast<Poco::Base64EncoderIOS&>(encoder).rdbuf()->setLineLength(0);
+    encoder.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    encoder.close();
+    m[key + "_b64"] = out.str();
+}
+
+std::string get_bytes(const Json& m, const std::string& key) {
+    auto encoded = m.find(key + "_b64");
+    if (encoded == m.end()) return m.at(key).get<std::string>();
+    std::istringstream in(encoded->get<std::string>());
+    Poco::Base64Decoder decoder(in);
+    return std::string(std::istreambuf_iterator<char>(decoder), std::istreambuf_iterator<char>());
 }
 
 }  // namespace
@@ -292,9 +319,9 @@ void ClusterExchange::apply(const Json& m) {
         } else if (op == "broadcast") {
             local_.broadcast(m.at("data"));
         } else if (op == "publish") {
-            local_.publish(m.at("channel").get<std::string>(), m.at("payload").get<std::string>());
+            local_.publish(m.at("channel").get<std::string>(), get_bytes(m, "payload"));
         } else if (op == "send") {
-            local_.send(m.at("uuid").get<std::string>(), m.at("text").get<std::string>());
+            local_.send(m.at("uuid").get<std::string>(), get_bytes(m, "text"));
         } else if (op == "kick") {
             local_.kick(m.at("uuid").get<std::string>(), m.at("code").get<int>(), m.at("reason").get<std::string>());
         } else if (op == "bind") {
@@ -395,7 +422,9 @@ bool ClusterExchange::unsubscribe(std::string_view uuid, std::string_view channe
 
 std::size_t ClusterExchange::publish(std::string_view channel, std::string_view payload) {
     std::size_t n = local_.publish(channel, payload);
-    to_bus({{"op", "publish"}, {"channel", std::string(channel)}, {"payload", std::string(payload)}});
+    Json m{{"op", "publish"}, {"channel", std::string(channel)}};
+    put_bytes(m, "payload", payload);
+    to_bus(m);
     return n;
 }
 
@@ -410,7 +439,9 @@ std::optional<Json> ClusterExchange::get(std::string_view uuid, std::string_view
 
 bool ClusterExchange::send(std::string_view uuid, std::string_view text) {
     if (local_.send(uuid, text)) return true;
-    return route(uuid, {{"op", "send"}, {"text", std::string(text)}});
+    Json m{{"op", "send"}};
+    put_bytes(m, "text", text);
+    return route(uuid, std::move(m));
 }
 
 bool ClusterExchange::kick(std::string_view uuid, int code, std::string_view reason) {
