@@ -167,4 +167,52 @@ BOOST_AUTO_TEST_CASE(a_corrupt_queue_file_stops_the_start_with_a_clear_error) {
     BOOST_CHECK(!app.running());
 }
 
+BOOST_AUTO_TEST_CASE(a_push_the_database_cannot_commit_in_time_is_503_not_a_hang) {
+    std::string db = test::temp_path("q.db");
+    hydra::App app;
+    app.api("/push", [](Context& ctx) {
+        ctx.queue().push("t:locked", Json{{"n", ctx.require("n")}});
+        return Json{{"code", 0}};
+    });
+    app.api_async("/push_async", [](Context& ctx, hydra::Reply reply) {
+        ctx.queue().push_async("t:locked", Json{{"n", ctx.require("n")}}, [reply](const hydra::Error* error) {
+            if (error != nullptr) return reply(*error);
+            reply(Json{{"code", 0}});
+        });
+    });
+    app.start(config(db, {"queue.push_timeout_ms=300", "queue.sqlite.busy_timeout_ms=1000"}));
+    auto post = [&](const std::string& path, int n) {
+        return test::http(app.api_address(), "POST", path, Json{{"n", n}}.dump());
+    };
+    BOOST_REQUIRE_EQUAL(post("/push", 1).status, 200);
+
+    // Another connection holds the write lock: the queue's writer cannot begin its transaction.
+    SQLite::Database other(db, SQLite::OPEN_READWRITE);
+    other.exec("BEGIN IMMEDIATE");
+    auto t0 = std::chrono::steady_clock::now();
+    auto r = post("/push", 2);
+    BOOST_CHECK_EQUAL(r.status, 503);
+    BOOST_CHECK_MESSAGE(r.body.find("queue: push to t:locked timed out after 300 ms") != std::string::npos, r.body);
+    BOOST_CHECK_GE(std::chrono::steady_clock::now() - t0, 300ms);
+    // push_async has no timer of its own on SQLite: it fails with its transaction, once the busy timeout gives up.
+    r = post("/push_async", 3);
+    BOOST_CHECK_EQUAL(r.status, 503);
+    BOOST_CHECK_MESSAGE(r.body.find("database is locked") != std::string::npos, r.body);
+    other.exec("ROLLBACK");
+
+    // The server is still up and the queue works again once the lock is gone.
+    BOOST_CHECK_EQUAL(post("/push", 4).status, 200);
+    BOOST_CHECK_EQUAL(post("/push_async", 5).status, 200);
+    app.stop();
+    // Every push answered 200 is stored. (The failed ones are not: their transactions failed on the lock. A push
+    // that only timed out could have been committed later: at-least-once.)
+    SQLite::Database d(db, SQLite::OPEN_READONLY);
+    SQLite::Statement q(d, "SELECT payload FROM messages ORDER BY id");
+    std::vector<std::string> stored;
+    while (q.executeStep()) stored.push_back(q.getColumn(0).getString());
+    std::string all;
+    for (const auto& p : stored) all += p + " ";
+    BOOST_CHECK_EQUAL(all, R"({"n":"1"} {"n":"4"} {"n":"5"} )");
+}
+
 BOOST_AUTO_TEST_SUITE_END()

@@ -2,6 +2,8 @@
 // by the project's WebSocket client, python3-websockets and HTTP.
 #include <boost/test/unit_test.hpp>
 
+#include <SQLiteCpp/SQLiteCpp.h>
+
 #include <hydra/json.h>
 #include <hydra/ws_client.h>
 
@@ -9,6 +11,7 @@
 #include "support/http.h"
 #include "support/process.h"
 #include "support/temp.h"
+#include "support/wait.h"
 
 using hydra::Json;
 using hydra::WsClient;
@@ -198,6 +201,39 @@ asyncio.run(main(int(sys.argv[1])))
     BOOST_CHECK_EQUAL(Json::parse(l2)["status"], "success");
     BOOST_CHECK_EQUAL(Json::parse(l3)["msg"], "from python");
     BOOST_CHECK_EQUAL(next_json(watcher)["msg"], "from python");
+}
+
+BOOST_AUTO_TEST_CASE(a_queued_message_for_a_connection_that_is_gone_is_dropped_and_logged) {
+    const std::string queue_db = test::temp_path("queue.db");
+    test::Host host({"--set", "queue.sqlite.path=" + queue_db});
+    auto connections = [&] {
+        return test::http(host.api, "GET", "/healthz").json()["servers"]["ws"]["connections"].get<int>();
+    };
+    std::string uuid;
+    {
+        WsClient gone = host.connect("/");
+        uuid = gone.response_header("X-Request-Id").value_or("");
+        BOOST_REQUIRE(!uuid.empty());
+        BOOST_REQUIRE(test::wait_until([&] { return connections() == 1; }, 10s));
+    }  // closed: the server forgets the uuid
+    BOOST_REQUIRE(test::wait_until([&] { return connections() == 0; }, 10s));
+
+    // Accepted (the API does not know who is connected), then dropped by the MQC handler with a warning that carries
+    // the request id of the push.
+    auto s = test::http(host.api, "POST", "/msg/send", Json{{"uuid", uuid}, {"msg", "to nobody"}}.dump(),
+                        "application/json", {{"X-Request-Id", "send-to-gone-1"}});
+    BOOST_CHECK_EQUAL(s.status, 200);
+    const std::string line = R"(WARN +\[send-to-gone-1\] push: connection gone; message dropped uuid=)" + uuid;
+    BOOST_CHECK(host.process->wait_for_stderr(line, 10s));
+    // Dropped, not failed: acknowledged at the first attempt, neither retried nor dead-lettered.
+    auto rows = [&](const std::string& table) {
+        SQLite::Database db(queue_db, SQLite::OPEN_READONLY);
+        return db.execAndGet("SELECT COUNT(*) FROM " + table).getInt64();
+    };
+    BOOST_CHECK(test::wait_until([&] { return rows("messages") == 0; }, 10s));
+    BOOST_CHECK_EQUAL(rows("dead_letters"), 0);
+    const std::string& err = host.process->err();
+    BOOST_CHECK_EQUAL(err.find("message dropped uuid=" + uuid), err.rfind("message dropped uuid=" + uuid));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -2,6 +2,8 @@
 // bad files, the CLI, and a crash test with SIGKILL.
 #include <boost/test/unit_test.hpp>
 
+#include <atomic>
+#include <chrono>
 #include <csignal>
 #include <fstream>
 #include <mutex>
@@ -14,8 +16,10 @@
 #include <SQLiteCpp/SQLiteCpp.h>
 
 #include "queue/sqlite_queue.h"
+#include "support/http.h"
 #include "support/process.h"
 #include "support/temp.h"
+#include "support/wait.h"
 
 using hydra::Message;
 using hydra::QueueError;
@@ -533,6 +537,125 @@ BOOST_AUTO_TEST_CASE(crash_test_no_acknowledged_push_is_ever_lost) {
     BOOST_CHECK_GT(pushed.size(), 1000u);
     BOOST_CHECK_GT(consumed.size(), 100u);
     BOOST_CHECK_EQUAL(lost, 0);
+}
+
+BOOST_AUTO_TEST_CASE(retries_back_off_doubling_per_attempt_up_to_ten_minutes) {
+    RetryPolicy policy;
+    policy.backoff = 1000ms;
+    BOOST_CHECK_EQUAL(policy.delay_after(1).count(), 1000);
+    BOOST_CHECK_EQUAL(policy.delay_after(2).count(), 2000);
+    BOOST_CHECK_EQUAL(policy.delay_after(3).count(), 4000);
+    BOOST_CHECK_EQUAL(policy.delay_after(10).count(), 512000);
+    BOOST_CHECK_EQUAL(policy.delay_after(11).count(), 600000);  // 1,024,000 capped
+    BOOST_CHECK_EQUAL(policy.delay_after(1000).count(), 600000);
+
+    // Real time on the file: attempt 2 waits at least the backoff, attempt 3 at least twice that.
+    std::string path = test::temp_path("q.db");
+    {
+        SqliteQueue q(settings(path), [] {
+            RetryPolicy r = fast_retry(3);
+            r.backoff = 150ms;
+            return r;
+        }());
+        std::mutex mu;
+        std::vector<std::chrono::steady_clock::time_point> at;
+        q.subscribe({"backoff", "g", 1, [&](const Message&) {
+                         {
+                             std::lock_guard lock(mu);
+                             at.push_back(std::chrono::steady_clock::now());
+                         }
+                         throw std::runtime_error("still down");
+                     }});
+        q.start();
+        q.push("backoff", "x");
+        BOOST_REQUIRE(test::wait_until([&] { return count_rows(path, "dead_letters") == 1; }, 20s));
+        q.stop(5s);
+        std::lock_guard lock(mu);
+        BOOST_REQUIRE_EQUAL(at.size(), 3u);
+        BOOST_CHECK_GE(at[1] - at[0], 149ms);
+        BOOST_CHECK_GE(at[2] - at[1], 299ms);
+    }
+
+    // A backoff over the cap: the failed message is due again in exactly ten minutes (visible_at on the file).
+    path = test::temp_path("q.db");
+    RetryPolicy hour = fast_retry(5);
+    hour.backoff = std::chrono::hours(1);
+    SqliteQueue q(settings(path), hour);
+    std::atomic<int> attempts{0};
+    q.subscribe({"capped", "g", 1, [&](const Message&) {
+                     ++attempts;
+                     throw std::runtime_error("later");
+                 }});
+    q.start();
+    auto now_ms = [] {
+        return std::chrono::duration_cast<std::chrono::milliseconds>(
+                   std::chrono::system_clock::now().time_since_epoch())
+            .count();
+    };
+    const std::int64_t before = now_ms();
+    q.push("capped", "x");
+    auto failed = [&] {
+        auto rows = SqliteQueue::peek(path, "capped", 1);
+        return rows.size() == 1 && rows[0].value("last_error", "") == "later";
+    };
+    BOOST_REQUIRE(test::wait_until(failed, 20s));
+    const std::int64_t after = now_ms();
+    const std::int64_t visible_at = SqliteQueue::peek(path, "capped", 1)[0]["visible_at"];
+    BOOST_CHECK_GE(visible_at, before + 600000);
+    BOOST_CHECK_LE(visible_at, after + 600000);
+    BOOST_CHECK_EQUAL(attempts.load(), 1);
+    q.stop(5s);
+}
+
+BOOST_AUTO_TEST_CASE(a_write_error_on_commit_fails_those_pushes_and_the_server_stays_up) {
+    // The real binary under a file size limit (RLIMIT_FSIZE, with SIGXFSZ ignored so that a write past it fails with
+    // EFBIG): the queue's write-ahead log cannot grow past 1 MiB, as on a full disk, without a mount.
+    const std::string path = test::temp_path("full.db");
+    test::ChildProcess host(
+        {"/bin/sh", "-c", R"(trap '' XFSZ; ulimit -f 2048; exec "$0" "$@")", HYDRA_BINARY, "run", "--env", "dev",
+         "--set", "api.address=127.0.0.1:0", "--set", "ws.address=127.0.0.1:0", "--set", "log.level=warn", "--set",
+         "mqc.enabled=false",  // pushed messages stay
+         "--set", "queue.sqlite.path=" + path, "--set", "services.push.database=" + test::temp_path("push.db")},
+        HYDRA_SOURCE_DIR);
+    auto port = host.wait_for_stdout(R"(api listening on http://127\.0\.0\.1:(\d+))", 30s);
+    BOOST_REQUIRE_MESSAGE(port, "hydra did not start: " + host.err());
+    const std::string api = "127.0.0.1:" + *port;
+
+    // 100 KB messages through the push demo's /msg/send until the log is full.
+    const std::string filler(100 * 1024, 'x');
+    int acknowledged = 0;
+    std::string failure;
+    for (int i = 0; i < 40 && failure.empty(); ++i) {
+        auto r = test::http(api, "POST", "/msg/send",
+                            hydra::Json{{"uuid", "nobody"}, {"msg", std::to_string(i) + " " + filler}}.dump());
+        if (r.status == 200) {
+            ++acknowledged;
+        } else {
+            BOOST_CHECK_EQUAL(r.status, 503);
+            failure = r.body;
+        }
+    }
+    BOOST_REQUIRE_MESSAGE(!failure.empty(), "no push failed");
+    BOOST_CHECK_GT(acknowledged, 0);
+    BOOST_CHECK_MESSAGE(failure.find("queue: push failed: disk I/O error") != std::string::npos, failure);
+    BOOST_CHECK(host.wait_for_stderr("queue: sqlite transaction of 1 operations failed: disk I/O error", 10s));
+    // Still up, still answering.
+    auto health = test::http(api, "GET", "/healthz");
+    BOOST_CHECK_EQUAL(health.status, 200);
+    BOOST_CHECK_EQUAL(health.json()["status"], "ok");
+    host.signal(SIGTERM);
+    BOOST_CHECK_EQUAL(host.wait(20s).value_or(-1), 0);
+
+    // Exactly the acknowledged pushes are stored: none lost, none reported stored that was not.
+    std::set<int> stored;
+    SQLite::Database db(path, SQLite::OPEN_READONLY);
+    SQLite::Statement q(db, "SELECT payload FROM messages");
+    while (q.executeStep())
+        stored.insert(std::stoi(hydra::Json::parse(q.getColumn(0).getString())["msg"].get<std::string>()));
+    std::set<int> expected;
+    for (int i = 0; i < acknowledged; ++i) expected.insert(i);
+    BOOST_CHECK(stored == expected);
+    BOOST_TEST_MESSAGE(acknowledged << " pushes stored before: " << failure);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

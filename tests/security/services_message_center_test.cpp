@@ -166,4 +166,37 @@ BOOST_AUTO_TEST_CASE(messages_sent_during_the_auth_see_its_result) {
     BOOST_CHECK_EQUAL(c.receive(5s).data, "hello");
 }
 
+BOOST_AUTO_TEST_CASE(an_auth_call_that_times_out_fails_the_auth_and_frees_its_thread) {
+    StalledApi stalled;
+    // One auth thread and room for one auth: the second auth below is taken only if the first one's timeout freed
+    // both the thread and its place.
+    test::Host host({"--set", "services.message_center.auth_url=" + stalled.url(), "--set",
+                     "services.message_center.auth_timeout_ms=300", "--set", "services.message_center.auth_threads=1",
+                     "--set", "services.message_center.max_pending_auth=1"});
+    WsClient first = host.connect("/message-center");
+    const std::string rid = first.response_header("X-Request-Id").value_or("");
+    BOOST_REQUIRE(!rid.empty());
+    auto sent = std::chrono::steady_clock::now();
+    first.send_text(R"({"op":"auth","token":"good-token"})");
+    // The API accepted the call and never answers: the client gets the generic failure once the read times out.
+    BOOST_CHECK_EQUAL(next_json(first, 20s), (Json{{"code", 1}, {"msg", "auth failed"}}));
+    BOOST_CHECK_GE(std::chrono::steady_clock::now() - sent, 300ms);
+    BOOST_CHECK_EQUAL(stalled.accepted.load(), 1);
+    // The reason is in the log, tagged with the connection's request id (and the message's number on it); the
+    // client never sees it.
+    BOOST_CHECK_MESSAGE(
+        host.process->wait_for_stderr(
+            R"(WARN +\[)" + rid + R"((\.\d+)?\] message-center: auth failed: auth API unreachable: Timeout)", 10s),
+        host.process->err());
+    // The connection stays, unauthenticated.
+    first.send_text(R"({"op":"subscribe","channel":"@user"})");
+    BOOST_CHECK_EQUAL(next_json(first), (Json{{"code", 1}, {"msg", "Not Auth"}}));
+
+    // The thread and the pending place are free again: the next auth is called (not "auth busy"), and fails alike.
+    WsClient second = host.connect("/message-center");
+    second.send_text(R"({"op":"auth","token":"good-token"})");
+    BOOST_CHECK_EQUAL(next_json(second, 20s), (Json{{"code", 1}, {"msg", "auth failed"}}));
+    BOOST_CHECK_EQUAL(stalled.accepted.load(), 2);
+}
+
 BOOST_AUTO_TEST_SUITE_END()
