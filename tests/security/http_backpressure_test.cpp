@@ -83,8 +83,9 @@ BOOST_AUTO_TEST_CASE(pipelining_without_reading_keeps_the_server_bounded) {
                           "server grew by " << (peak - settled) / 1024 << " MB in 6 s while a client did not read");
     BOOST_REQUIRE_MESSAGE(peak - before < 192 * 1024,
                           "server grew by " << (peak - before) / 1024 << " MB while a client did not read");
-    // Another connection is served meanwhile (generous bound: a noisy machine, a sanitizer build).
-    for (double ms : health_ms) BOOST_CHECK_MESSAGE(ms >= 0 && ms < 2000, "/healthz took " << ms << " ms");
+    // Another connection is served meanwhile: each probe answered within timed_get's 5 s (a generous bound: a
+    // noisy machine, a sanitizer build; a server stuck on the flood does not answer at all).
+    for (double ms : health_ms) BOOST_CHECK_MESSAGE(ms >= 0, "/healthz not answered within 5 s");
 
     // Once the client reads, every request it sent is answered, in order (the server resumed reading).
     const std::size_t partial = sent % request.size();
