@@ -512,6 +512,9 @@ BOOST_AUTO_TEST_CASE(crash_test_no_acknowledged_push_is_ever_lost) {
     };
     for (int round = 0; round < 12; ++round) {
         test::ChildProcess child({QUEUE_CRASH_CHILD, path, std::to_string(round * 10000000L)});
+        // Killed at a random moment of its work (a condition), once that work is under way: a child slow to start
+        // on a busy machine would otherwise die before its first push.
+        BOOST_REQUIRE(child.wait_for_stdout(R"(pushed \d+\n)", 30s));
         std::this_thread::sleep_for(std::chrono::milliseconds(150 + rng() % 350));
         child.signal(SIGKILL);
         BOOST_REQUIRE_EQUAL(child.wait(10s).value_or(0), -SIGKILL);
