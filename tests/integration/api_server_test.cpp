@@ -279,11 +279,11 @@ BOOST_AUTO_TEST_CASE(garbage_on_the_wire_does_not_hurt_other_clients) {
 }
 
 BOOST_AUTO_TEST_CASE(graceful_stop_finishes_in_flight_requests) {
+    test::Gate gate;  // before the app: outlives its handlers
     hydra::App app;
-    std::atomic<bool> entered{false}, finished{false};
+    std::atomic<bool> finished{false};
     app.api("/slow", [&](Context&) {
-        entered = true;
-        std::this_thread::sleep_for(std::chrono::milliseconds(600));  // keeps the request in flight during stop()
+        gate.pass();  // in flight until the test has seen stop() waiting for it
         finished = true;
         return Json{{"done", true}};
     });
@@ -291,9 +291,14 @@ BOOST_AUTO_TEST_CASE(graceful_stop_finishes_in_flight_requests) {
     std::string addr = app.api_address();
 
     auto in_flight = std::async(std::launch::async, [&] { return http(addr, "GET", "/slow"); });
-    BOOST_REQUIRE(test::wait_until([&] { return entered.load(); }));
-    app.stop();
-    BOOST_CHECK(finished.load());  // stop() waited for the handler
+    BOOST_REQUIRE(test::wait_until([&] { return gate.entered() == 1; }));
+    auto stopping = std::async(std::launch::async, [&] { app.stop(); });
+    // stop() has begun (no new connections) and waits for the request in flight.
+    BOOST_REQUIRE(test::wait_until([&] { return !test::RawHttp(addr).connected(); }));
+    BOOST_CHECK(stopping.wait_for(std::chrono::milliseconds(0)) == std::future_status::timeout);
+    gate.open();
+    stopping.get();
+    BOOST_CHECK(finished.load());
 
     auto r = in_flight.get();
     BOOST_CHECK_EQUAL(r.status, 200);

@@ -184,7 +184,7 @@ BOOST_AUTO_TEST_CASE(concurrent_pushes_to_idle_consumers_are_each_handled_once) 
         threads.emplace_back([&, t] {
             for (int i = 0; i < 500; ++i) {
                 q.push("many", std::to_string(t * 500 + i));
-                if (i % 100 == 0) std::this_thread::sleep_for(5ms);
+                if (i % 100 == 0) std::this_thread::sleep_for(5ms);  // pauses: consumers go idle between
             }
         });
     for (auto& t : threads) t.join();
@@ -483,8 +483,7 @@ BOOST_AUTO_TEST_CASE(many_handlers_drain_a_large_queue_exactly) {
                  }});
     auto started = std::chrono::steady_clock::now();
     q.start();
-    while (count_rows(path, "messages") > 0 && std::chrono::steady_clock::now() - started < 60s)
-        std::this_thread::sleep_for(20ms);
+    BOOST_CHECK(test::wait_until([&] { return count_rows(path, "messages") == 0; }, 60s));
     BOOST_TEST_MESSAGE(
         "drained 20000 in "
         << std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started).count()

@@ -63,6 +63,7 @@ struct WsFixture {
         });
         app.ws("/echo", [](Context& ctx) { return ctx.params(); });
         app.ws("/slow", [](Context& ctx) {
+            // a handler that takes a while (a condition for a case; to hold one until the test says, use /hold)
             std::this_thread::sleep_for(std::chrono::milliseconds(ctx.get<int>("ms")));
             return Json{{"slept", ctx.get<int>("ms")}};
         });
