@@ -212,7 +212,8 @@ BOOST_AUTO_TEST_CASE(a_reply_after_the_server_stopped_is_harmless) {
     BOOST_REQUIRE(f.held.wait_count(1));
     auto started = std::chrono::steady_clock::now();
     f.app.stop();
-    BOOST_CHECK_LT(std::chrono::steady_clock::now() - started, 5s);  // the held request did not block the stop
+    // The held request did not block the stop (25x the shutdown timeout: a hang, not a slow machine, fails this).
+    BOOST_CHECK_LT(std::chrono::steady_clock::now() - started, 5s);
     BOOST_CHECK_EQUAL(waiting.get(), -1);
     BOOST_CHECK_EQUAL(f.held.release_all(), 1u);
 }

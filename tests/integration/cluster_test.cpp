@@ -14,6 +14,7 @@
 #include "support/kafka_mock.h"
 #include "support/process.h"
 #include "support/temp.h"
+#include "support/wait.h"
 
 using hydra::Json;
 using hydra::WsClient;
@@ -27,7 +28,7 @@ struct Host {
     std::string api;
     int ws_port = 0;
 
-    Host(const std::string& node, const std::string& brokers) {
+    Host(const std::string& node, const std::string& brokers, const std::vector<std::string>& extra = {}) {
         std::vector<std::string> args = {HYDRA_BINARY, "run",
                                          "--env",      "dev",
                                          "--set",      "api.address=127.0.0.1:0",
@@ -39,6 +40,7 @@ struct Host {
                                          "--set",      "cluster.node_id=" + node,
                                          "--set",      "ws.client_uuid=request_id",  // clients name themselves
                                          "--set",      "services.push.database=" + test::temp_path(node + "-push.db")};
+        args.insert(args.end(), extra.begin(), extra.end());
         process = std::make_unique<test::ChildProcess>(args, std::string(HYDRA_SOURCE_DIR));
         auto api_port = process->wait_for_stdout(R"(api listening on http://127\.0\.0\.1:(\d+))", 60s);
         auto ws = process->wait_for_stdout(R"(ws listening on ws://127\.0\.0\.1:(\d+))", 60s);
@@ -65,12 +67,7 @@ struct Host {
         }
     }
     bool wait_connections(int n, std::chrono::milliseconds timeout = 20s) {
-        auto deadline = std::chrono::steady_clock::now() + timeout;
-        while (connections() != n) {
-            if (std::chrono::steady_clock::now() > deadline) return false;
-            std::this_thread::sleep_for(50ms);
-        }
-        return true;
+        return test::wait_until([&] { return connections() == n; }, timeout);
     }
 };
 
@@ -86,7 +83,8 @@ BOOST_AUTO_TEST_SUITE(cluster)
 
 BOOST_AUTO_TEST_CASE(two_hosts_share_notify_publish_and_queues) {
     test::KafkaMock kafka;
-    Host a("host-a", kafka.bootstrap);
+    // A consumes no queue: every queued message is handled on B, so a push for a user on A always crosses hosts.
+    Host a("host-a", kafka.bootstrap, {"--set", "mqc.enabled=false"});
     Host b("host-b", kafka.bootstrap);
 
     // alice on A; B learns it from presence
@@ -100,7 +98,7 @@ BOOST_AUTO_TEST_CASE(two_hosts_share_notify_publish_and_queues) {
     BOOST_CHECK_EQUAL(r.status, 200);
     BOOST_CHECK_EQUAL(next_json(alice)["data"]["hello"], "from b");
 
-    // /msg/send on B → Kafka queue → an MQC consumer on A or B → alice's device on A, exactly once
+    // /msg/send on B → Kafka queue → the MQC consumer on B → notify_user across hosts → alice's device on A, once
     r = test::http(b.api, "POST", "/msg/send", R"({"uname":"alice","msg":"充值成功"})");
     BOOST_CHECK_EQUAL(r.status, 200);
     Json n = next_json(alice, 40s);

@@ -28,18 +28,25 @@ hydra::Config transport_config(std::vector<std::string> sets = {}) {
 using Raw = test::RawHttp;
 
 struct TransportFixture {
+    test::Gate gate;  // declared before app: outlives the handlers
     hydra::App app;
     std::string addr;
     explicit TransportFixture(std::vector<std::string> sets = {}) {
+        app.api("/gate", [this](Context&) {
+            gate.pass();
+            return Json{{"gate", true}};
+        });
         app.api("/echo", [](Context& ctx) { return Json{{"params", ctx.params()}, {"body", ctx.body()}}; });
         app.api("/n/:n", [](Context& ctx) { return Json{{"n", ctx.param("n")}}; });
         app.api("/slow", [](Context&) {
+            // a handler that takes a while (a condition for a case, not a synchronisation: those use /gate)
             std::this_thread::sleep_for(std::chrono::milliseconds(400));
             return Json{{"slow", true}};
         });
         app.start(transport_config(std::move(sets)));
         addr = app.api_address();
     }
+    ~TransportFixture() { gate.open(); }  // a failed case must not leave a handler waiting
 };
 
 }  // namespace
@@ -139,6 +146,7 @@ BOOST_AUTO_TEST_CASE(http_1_0_and_connection_close) {
     in = b.read_all();
     BOOST_CHECK_EQUAL(Raw::count_responses(in), 2u);
     BOOST_CHECK(in.find("Connection: keep-alive\r\n") != std::string::npos);
+    BOOST_CHECK(b.closed());  // after the second, plain HTTP/1.0 request
 
     Raw c(f.addr);
     c.send("GET /n/1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
@@ -157,20 +165,21 @@ BOOST_AUTO_TEST_CASE(http_1_0_and_connection_close) {
 BOOST_AUTO_TEST_CASE(slow_and_idle_clients_are_timed_out) {
     TransportFixture f({"api.request_timeout_ms=300", "api.keep_alive_timeout_ms=300"});
     // A head that never finishes: 408.
+    auto t0 = std::chrono::steady_clock::now();  // before the connect: the server's clock starts no earlier
     Raw slow(f.addr);
     slow.send("GET /n/1 HTTP/1.1\r\nHost: x\r\n");
-    auto t0 = std::chrono::steady_clock::now();
     std::string in = slow.read_all();
     auto waited = std::chrono::steady_clock::now() - t0;
     BOOST_CHECK_MESSAGE(in.rfind("HTTP/1.1 408 ", 0) == 0, in);
     BOOST_CHECK(slow.closed());
-    BOOST_CHECK(waited >= std::chrono::milliseconds(250));
+    BOOST_CHECK(waited >= std::chrono::milliseconds(250));  // a lower bound only: a slow machine waits longer
 
     // A body that never finishes: 408 too.
     Raw body(f.addr);
     body.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{\"a\"");
     in = body.read_all();
     BOOST_CHECK_MESSAGE(in.rfind("HTTP/1.1 408 ", 0) == 0, in);
+    BOOST_CHECK(body.closed());
 
     // An idle keep-alive connection is closed quietly.
     Raw idle(f.addr);
@@ -181,20 +190,24 @@ BOOST_AUTO_TEST_CASE(slow_and_idle_clients_are_timed_out) {
 }
 
 BOOST_AUTO_TEST_CASE(overload_is_503_not_a_hang) {
-    // One handler thread, one waiting request allowed: the third concurrent request is refused at once.
+    // One handler thread, one waiting request allowed: the third concurrent request is refused at once — "at once"
+    // meaning while the first two are still held at the gate, so a server that queued it would leave it unanswered.
     TransportFixture f({"api.threads=1", "api.max_queued=1"});
     Raw a(f.addr), b(f.addr), c(f.addr);
-    a.send("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    b.send("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    auto t0 = std::chrono::steady_clock::now();
-    c.send("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
+    a.send("GET /gate HTTP/1.1\r\nHost: x\r\n\r\n");
+    BOOST_REQUIRE(test::wait_until([&] { return f.gate.entered() == 1; }));  // a holds the only handler thread
+    b.send("GET /gate HTTP/1.1\r\nHost: x\r\n\r\n");
+    // b is read, and so queued: the one event loop dispatches a request in the same turn as it reads it, before it
+    // reads c.
+    BOOST_REQUIRE(test::wait_until([&] { return test::unread_by_server(b) == 0; }));
+    c.send("GET /gate HTTP/1.1\r\nHost: x\r\n\r\n");
     std::string refused = c.read_responses(1);
     BOOST_CHECK_MESSAGE(refused.rfind("HTTP/1.1 503 ", 0) == 0, refused);
-    BOOST_CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(300));
+    BOOST_CHECK_EQUAL(f.gate.entered(), 1);  // b still waits for the worker
+    f.gate.open();
     BOOST_CHECK(a.read_responses(1).rfind("HTTP/1.1 200 ", 0) == 0);
     BOOST_CHECK(b.read_responses(1).rfind("HTTP/1.1 200 ", 0) == 0);
+    BOOST_CHECK_EQUAL(f.gate.entered(), 2);
 }
 
 BOOST_AUTO_TEST_CASE(connection_limit_is_503) {
@@ -208,6 +221,7 @@ BOOST_AUTO_TEST_CASE(connection_limit_is_503) {
     std::string in = c.read_all();
     BOOST_CHECK_MESSAGE(in.rfind("HTTP/1.1 503 ", 0) == 0, in);
     BOOST_CHECK(in.find("too many connections") != std::string::npos);
+    BOOST_CHECK_MESSAGE(c.closed(), "the refused connection was not closed: " << in);  // not just a deadline
 }
 
 BOOST_AUTO_TEST_CASE(a_bad_request_target_or_a_repeated_host_is_400_and_closes) {

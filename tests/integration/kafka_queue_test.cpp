@@ -385,7 +385,7 @@ BOOST_AUTO_TEST_CASE(handler_succeeding_on_second_attempt_is_not_dead_lettered) 
     queue.start();
     queue.push("kq:flaky", "once");
     BOOST_REQUIRE(done.wait_for(1, 20s));
-    std::this_thread::sleep_for(500ms);
+    std::this_thread::sleep_for(500ms);  // a window for a wrong third attempt or dead letter to show up
     BOOST_CHECK_EQUAL(done.messages()[0].attempt, 2);
     BOOST_CHECK_EQUAL(inbox.messages().size(), 2u);
     BOOST_CHECK_EQUAL(high_watermark("kq.flaky.dlq", 0), 0);
@@ -454,8 +454,10 @@ BOOST_AUTO_TEST_CASE(dead_broker_push_fails_retryably_after_push_timeout) {
     }
     auto took = ms_between(started, Clock::now());
     BOOST_TEST_MESSAGE("push failed after " << took << " ms");
+    // Not before the push timeout; the upper bound (10x) only tells "gave up" from "waited on without a bound", so
+    // a slow machine cannot fail it.
     BOOST_CHECK_GE(took, 1400);
-    BOOST_CHECK_LE(took, 3500);
+    BOOST_CHECK_LE(took, 15000);
     started = Clock::now();
     try {
         queue.push_batch("mall:wsserver:msg", std::vector<std::string>(100, "lost"));
@@ -466,7 +468,7 @@ BOOST_AUTO_TEST_CASE(dead_broker_push_fails_retryably_after_push_timeout) {
     }
     took = ms_between(started, Clock::now());
     BOOST_CHECK_GE(took, 1400);
-    BOOST_CHECK_LE(took, 3500);
+    BOOST_CHECK_LE(took, 15000);  // as above
     // push_async: the failure comes through the callback, from librdkafka's own message timeout.
     std::promise<std::string> failed;
     started = Clock::now();
@@ -480,7 +482,7 @@ BOOST_AUTO_TEST_CASE(dead_broker_push_fails_retryably_after_push_timeout) {
     BOOST_CHECK_GE(took, 1400);
     auto stopping = Clock::now();
     queue.stop(1s);
-    BOOST_CHECK_LE(ms_between(stopping, Clock::now()), 4000);
+    BOOST_CHECK_LE(ms_between(stopping, Clock::now()), 15000);  // bounded with the broker down (generous: a bound)
     BOOST_CHECK(!consumed);
 }
 
@@ -528,17 +530,19 @@ BOOST_AUTO_TEST_CASE(stop_lets_a_slow_handler_finish_and_commits_it) {
     KafkaQueue queue(settings(), fast_retry(3));
     queue.subscribe({"kq:slow", "kq-slow", 1, [&](const Message& m) {
                          inbox.add(m);
-                         std::this_thread::sleep_for(1500ms);
+                         std::this_thread::sleep_for(1500ms);  // in flight when stop() comes
                          finished = true;
                      }});
     queue.start();
     queue.push("kq:slow", "slow");
     BOOST_REQUIRE(inbox.wait_for(1, 20s));
     auto stopping = Clock::now();
-    queue.stop(10s);
-    BOOST_CHECK(finished);                                     // stop waited for it...
-    BOOST_CHECK_LT(ms_between(stopping, Clock::now()), 5000);  // ...but not for the whole grace period
-    queue.push("kq:slow", "after");                            // pushes still work after stop
+    queue.stop(60s);
+    BOOST_CHECK(finished);  // stop waited for it...
+    // ...but not for the whole grace period: half of it is 20x the handler's time, so only a stop that sits out
+    // its grace fails this, not a slow machine.
+    BOOST_CHECK_LT(ms_between(stopping, Clock::now()), 30000);
+    queue.push("kq:slow", "after");  // pushes still work after stop
 
     // A second consumer of the group starts from the committed offset: "slow" is done, "after" comes first.
     // (It assigns the partition itself rather than joining the group: a rejoin costs ~5 s on the mock.)
@@ -596,7 +600,7 @@ BOOST_AUTO_TEST_CASE(producer_recovers_from_a_fatal_error) {
             pushed = true;
         } catch (const QueueError& e) {
             BOOST_TEST_MESSAGE(e.what());
-            std::this_thread::sleep_for(200ms);
+            std::this_thread::sleep_for(200ms);  // paces the retries (the loop has its own deadline)
         }
     }
     BOOST_CHECK(pushed);

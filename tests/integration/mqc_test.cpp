@@ -12,6 +12,7 @@
 
 #include "support/http.h"
 #include "support/temp.h"
+#include "support/wait.h"
 
 using hydra::Context;
 using hydra::Json;
@@ -95,7 +96,7 @@ BOOST_AUTO_TEST_CASE(failing_handler_is_retried_then_dead_lettered) {
                 {.queue = "t:fail"});
         app.start(config(db));
         app.queue()->push("t:fail", R"({"n":1})");
-        for (int i = 0; i < 300 && rows(db, "dead_letters") == 0; ++i) std::this_thread::sleep_for(10ms);
+        BOOST_CHECK(test::wait_until([&] { return rows(db, "dead_letters") > 0; }));
         app.stop();
     }
     BOOST_CHECK_EQUAL(calls.load(), 2);  // queue.max_attempts=2
@@ -114,7 +115,7 @@ BOOST_AUTO_TEST_CASE(routes_can_be_mapped_to_queues_in_config) {
     });
     app.start(config(db, {R"(mqc.routes=[{"route":"/mapped","queue":"cfg:q","concurrency":2}])"}));
     app.queue()->push("cfg:q", R"({"n":5})");
-    for (int i = 0; i < 300 && got == 0; ++i) std::this_thread::sleep_for(10ms);
+    BOOST_CHECK(test::wait_until([&] { return got.load() != 0; }));
     BOOST_CHECK_EQUAL(got.load(), 5);
     app.stop();
 
@@ -141,14 +142,14 @@ BOOST_AUTO_TEST_CASE(graceful_stop_finishes_in_flight_messages) {
     app.mqc("/slow",
             [&](Context&) {
                 started = true;
-                std::this_thread::sleep_for(500ms);
+                std::this_thread::sleep_for(500ms);  // keeps the message in flight during stop()
                 finished = true;
                 return Json{};
             },
             {.queue = "t:slow"});
     app.start(config(db));
     app.queue()->push("t:slow", "{}");
-    while (!started) std::this_thread::sleep_for(5ms);
+    BOOST_REQUIRE(test::wait_until([&] { return started.load(); }));
     app.stop();
     BOOST_CHECK(finished.load());
     BOOST_CHECK_EQUAL(rows(db, "messages"), 0);  // acknowledged before the writer stopped

@@ -20,12 +20,24 @@ using namespace std::chrono_literals;
 using test::login;
 using test::next_json;
 
-namespace {}  // namespace
+namespace {
+
+// Messages waiting in the push demo's mailbox for `uname`.
+std::int64_t mailbox(const std::string& db, const std::string& uname) {
+    SQLite::Database d(db, SQLite::OPEN_READONLY);
+    SQLite::Statement q(d, "SELECT COUNT(*) FROM mailbox WHERE uname = ?");
+    q.bind(1, uname);
+    q.executeStep();
+    return q.getColumn(0).getInt64();
+}
+
+}  // namespace
 
 BOOST_AUTO_TEST_SUITE(services_end_to_end)
 
 BOOST_AUTO_TEST_CASE(push_demo_login_send_push_offline_and_broadcast) {
-    test::Host host;
+    const std::string push_db = test::temp_path("push.db");
+    test::Host host({"--set", "services.push.database=" + push_db});
     WsClient phone = host.connect("/");
     WsClient laptop = host.connect("/");
 
@@ -62,7 +74,8 @@ BOOST_AUTO_TEST_CASE(push_demo_login_send_push_offline_and_broadcast) {
     for (const char* m : {"first", "second"})
         BOOST_CHECK_EQUAL(test::http(host.api, "POST", "/msg/send", Json{{"uname", "bob"}, {"msg", m}}.dump()).status,
                           200);
-    std::this_thread::sleep_for(500ms);  // let the MQC handle them while bob is away
+    // Both stored while bob is away (not still queued, so the login below takes the mailbox path).
+    BOOST_REQUIRE(test::wait_until([&] { return mailbox(push_db, "bob") == 2; }));
     WsClient bob = host.connect("/");
     BOOST_CHECK_EQUAL(login(bob, "bob", "bob-pw")["code"], 200);
     BOOST_CHECK_EQUAL(next_json(bob)["data"]["msg"], "first");

@@ -167,14 +167,12 @@ BOOST_AUTO_TEST_CASE(pushes_to_an_idle_consumer_are_handed_over_exactly_once_in_
         if (i % 30 == 0) std::this_thread::sleep_for(20ms);  // let the consumer run dry and park again
     }
     BOOST_REQUIRE(seen.wait_count(300));
-    std::this_thread::sleep_for(100ms);
+    std::this_thread::sleep_for(100ms);  // a window for a duplicate to show up
     BOOST_REQUIRE_EQUAL(seen.size(), 300u);
     for (int i = 0; i < 300; ++i) BOOST_CHECK_EQUAL(seen.messages[i].payload, std::to_string(i));
-    // Acks are committed lazily, but within a few tens of milliseconds, not only at stop.
-    auto deadline = std::chrono::steady_clock::now() + 2s;
-    while (count_rows(path, "messages") > 0 && std::chrono::steady_clock::now() < deadline)
-        std::this_thread::sleep_for(10ms);
-    BOOST_CHECK_EQUAL(count_rows(path, "messages"), 0);
+    // Acks are committed lazily, but within a few tens of milliseconds, not only at stop (the deadline is only
+    // there to fail: a queue that acknowledged at stop alone would never get there).
+    BOOST_CHECK(test::wait_until([&] { return count_rows(path, "messages") == 0; }, 10s));
     q.stop(5s);
 }
 
@@ -189,12 +187,12 @@ BOOST_AUTO_TEST_CASE(concurrent_pushes_to_idle_consumers_are_each_handled_once) 
         threads.emplace_back([&, t] {
             for (int i = 0; i < 500; ++i) {
                 q.push("many", std::to_string(t * 500 + i));
-                if (i % 100 == 0) std::this_thread::sleep_for(5ms);
+                if (i % 100 == 0) std::this_thread::sleep_for(5ms);  // pauses: consumers go idle between
             }
         });
     for (auto& t : threads) t.join();
     BOOST_REQUIRE(seen.wait_count(4000, 30s));
-    std::this_thread::sleep_for(100ms);
+    std::this_thread::sleep_for(100ms);  // a window for a duplicate to show up
     q.stop(5s);
     std::set<std::string> distinct;
     for (auto& m : seen.messages) distinct.insert(m.payload);
@@ -219,7 +217,7 @@ BOOST_AUTO_TEST_CASE(failures_are_retried_then_dead_lettered) {
     q.push("orders", R"({"id":1})");
     q.push("flaky", "x");
     BOOST_REQUIRE(attempts.wait_count(4));
-    std::this_thread::sleep_for(200ms);
+    std::this_thread::sleep_for(200ms);  // a window for a wrong extra attempt to show up
     std::vector<int> order_attempts;
     int flaky_attempt = 0;
     for (auto& m : attempts.messages) {
@@ -331,7 +329,7 @@ BOOST_AUTO_TEST_CASE(queue_cli_stats_peek_and_dead_letters) {
         q.push("dead:q", "x");
         q.subscribe({"dead:q", "g", 1, [](const Message&) { throw std::runtime_error("nope"); }});
         q.start();
-        for (int i = 0; i < 200 && count_rows(path, "dead_letters") == 0; ++i) std::this_thread::sleep_for(10ms);
+        BOOST_CHECK(test::wait_until([&] { return count_rows(path, "dead_letters") > 0; }));
         q.stop(5s);
     }
     auto run = [&](std::vector<std::string> args) {
@@ -404,11 +402,12 @@ BOOST_AUTO_TEST_CASE(messages_leased_ahead_and_not_started_are_given_back_at_sto
         Seen seen;
         q.subscribe({"ahead", "g", 1, [&](const Message& m) {
                          seen.add(m);
-                         std::this_thread::sleep_for(300ms);  // meanwhile the fetcher leases ahead
+                         // Still running when stop() comes (the others wait in the window, leased with it): long,
+                         // so that a slow machine cannot finish it before the stop and start the next one.
+                         std::this_thread::sleep_for(1500ms);
                      }});
         q.start();
         BOOST_REQUIRE(seen.wait_count(1));
-        std::this_thread::sleep_for(50ms);
         q.stop(5s);  // the running handler finishes; what waited in the window goes back
         BOOST_CHECK_EQUAL(seen.size(), 1u);
     }
@@ -440,17 +439,21 @@ BOOST_AUTO_TEST_CASE(messages_leased_ahead_and_not_started_are_given_back_at_sto
 BOOST_AUTO_TEST_CASE(a_message_that_waited_half_its_lease_ahead_is_given_back_not_run_late) {
     std::string path = test::temp_path("q.db");
     auto s = settings(path);
-    s.lease = 400ms;
+    // Each handler runs a little over half the lease: the messages leased with it wait in the window past half
+    // their lease. Run late instead of given back, the second would still be running when its lease ends and be
+    // delivered again. A handler that starts soon after its lease ends well within it: the 900 ms left are slack
+    // for a slow machine (between a lease and the start of its handler), not part of what is measured.
+    s.lease = 2000ms;
     SqliteQueue q(s, fast_retry(3));
     q.push_batch("slow", std::vector<std::string>{"0", "1", "2", "3", "4"});
     Seen seen;
     q.subscribe({"slow", "g", 1, [&](const Message& m) {
                      seen.add(m);
-                     std::this_thread::sleep_for(250ms);  // the next ones wait in the window past half the lease
+                     std::this_thread::sleep_for(1100ms);
                  }});
     q.start();
-    BOOST_REQUIRE(seen.wait_count(5, 20s));
-    std::this_thread::sleep_for(300ms);  // a duplicate would show up now
+    BOOST_REQUIRE(seen.wait_count(5, 60s));
+    std::this_thread::sleep_for(300ms);  // a window for a duplicate to show up
     q.stop(5s);
     BOOST_REQUIRE_EQUAL(seen.size(), 5u);
     for (int i = 0; i < 5; ++i) {
@@ -483,8 +486,7 @@ BOOST_AUTO_TEST_CASE(many_handlers_drain_a_large_queue_exactly) {
                  }});
     auto started = std::chrono::steady_clock::now();
     q.start();
-    while (count_rows(path, "messages") > 0 && std::chrono::steady_clock::now() - started < 60s)
-        std::this_thread::sleep_for(20ms);
+    BOOST_CHECK(test::wait_until([&] { return count_rows(path, "messages") == 0; }, 60s));
     BOOST_TEST_MESSAGE(
         "drained 20000 in "
         << std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started).count()

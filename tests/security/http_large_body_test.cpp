@@ -11,6 +11,7 @@
 
 #include "support/host.h"
 #include "support/http_raw.h"
+#include "support/wait.h"
 
 using namespace std::chrono_literals;
 
@@ -56,8 +57,7 @@ BOOST_AUTO_TEST_CASE(large_json_bodies_do_not_hold_up_other_requests) {
             }
         });
     // Measure once the load runs.
-    const auto deadline = std::chrono::steady_clock::now() + 30s;
-    while (posted < 4 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(10ms);
+    BOOST_REQUIRE(test::wait_until([&] { return posted >= 4; }, 30s));
     const std::vector<double> loaded = health_samples(host.api, 200);
     stop = true;
     for (auto& t : clients) t.join();
@@ -71,9 +71,9 @@ BOOST_AUTO_TEST_CASE(large_json_bodies_do_not_hold_up_other_requests) {
     for (double ms : loaded) BOOST_REQUIRE_GE(ms, 0);  // every /healthz answered
     // Parsed on the loop, each 1 MB body held every other request of the loop: /healthz p50 was over 5 s, p99 over
     // 9 s here (sanitizer build, 2 cores). Off the loop, /healthz only competes for CPU with the four parser threads:
-    // p99 around 70 ms on the same machine. The bound is generous (this machine is small and shared, the build has
-    // sanitizers): it catches the loop being blocked, not scheduling noise.
-    BOOST_CHECK_MESSAGE(p99_loaded < std::max(250.0, 10 * p99_idle),
+    // p99 around 70 ms on the same machine. The bound is generous (14x that; a small shared machine, a sanitizer
+    // build): it catches the loop being blocked (seconds), not scheduling noise.
+    BOOST_CHECK_MESSAGE(p99_loaded < std::max(1000.0, 10 * p99_idle),
                         "/healthz p99 " << p99_loaded << " ms under load (idle: " << p99_idle << " ms)");
 }
 

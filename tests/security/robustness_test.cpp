@@ -24,6 +24,7 @@
 #include "support/kafka_mock.h"
 #include "support/process.h"
 #include "support/temp.h"
+#include "support/wait.h"
 
 using hydra::Json;
 using hydra::WsClient;
@@ -185,12 +186,10 @@ BOOST_AUTO_TEST_CASE(an_exception_in_an_event_handler_fails_that_handler_only) {
     loop.start();
     loop.post([&] { loop.add(fds[0], EPOLLIN, &handler); });
     BOOST_REQUIRE_EQUAL(::write(fds[1], "x", 1), 1);
-    auto deadline = std::chrono::steady_clock::now() + 10s;
-    while (handler.failures == 0 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+    BOOST_CHECK(test::wait_until([&] { return handler.failures.load() > 0; }));
     BOOST_CHECK_EQUAL(handler.failures.load(), 1);
     loop.post([&] { ran = true; });
-    while (!ran && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
-    BOOST_CHECK(ran);  // the loop still runs tasks
+    BOOST_CHECK(test::wait_until([&] { return ran.load(); }));  // the loop still runs tasks
     loop.stop();
     ::close(fds[0]);
     ::close(fds[1]);
@@ -212,9 +211,11 @@ BOOST_AUTO_TEST_CASE(a_kafka_outage_does_not_stall_websocket_upgrades) {
     auto started = std::chrono::steady_clock::now();
     for (int i = 0; i < 24; ++i) clients.push_back(host.connect("/chat"));
     auto took = std::chrono::steady_clock::now() - started;
-    // 20 connections past a full queue took 20 s before; a loaded VM connects 24 clients in well under 5 s.
-    BOOST_CHECK_MESSAGE(
-        took < 5s, "24 upgrades took " << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms");
+    // 20 connections past a full queue took 20 s before (1 s each); a loaded VM connects 24 clients in well under a
+    // second. The bound sits between the two, far from both: it catches the stall, not a slow machine.
+    BOOST_CHECK_MESSAGE(took < 10s, "24 upgrades took "
+                                        << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+                                        << " ms");
     clients[0].send_text(R"({"op":"join","room_id":1})");
     BOOST_CHECK_EQUAL(next_json(clients[0])["status"], "success");
     BOOST_CHECK(host.process->wait_for_stderr("presence update dropped", 10s));

@@ -109,9 +109,10 @@ BOOST_AUTO_TEST_CASE(a_stalled_auth_api_does_not_hold_the_ws_workers) {
         BOOST_CHECK_EQUAL(r["status"], "success");
     }
     // A join normally takes well under 1 ms. With the auth calls on the WS workers it waited for a worker: seconds
-    // (2.85 s with 8 of them). The median of 5 joins keeps one moment of a busy machine from failing the test.
+    // (2.85 s with 8 of them). The median of 5 joins keeps one moment of a busy machine from failing the test, and
+    // the bound sits far from both (a loaded sanitizer build is slow, not seconds slow).
     std::sort(ms.begin(), ms.end());
-    BOOST_CHECK_MESSAGE(ms[2] < 50, "median join " << ms[2] << " ms (slowest " << ms[4] << " ms)");
+    BOOST_CHECK_MESSAGE(ms[2] < 500, "median join " << ms[2] << " ms (slowest " << ms[4] << " ms)");
 }
 
 BOOST_AUTO_TEST_CASE(auths_over_max_pending_are_refused_at_once) {

@@ -197,7 +197,7 @@ BOOST_AUTO_TEST_CASE(messages_sent_during_a_login_arrive_in_that_session_in_orde
         while (!stop) {
             idle = paused.load();
             if (idle) {
-                std::this_thread::sleep_for(1ms);
+                std::this_thread::sleep_for(1ms);  // paused by the test (a condition), looking at the flags
                 continue;
             }
             int i = acked;

@@ -12,6 +12,7 @@
 #include <hydra/ws_client.h>
 
 #include "support/temp.h"
+#include "support/wait.h"
 
 using hydra::Json;
 using hydra::WsClient;
@@ -37,12 +38,7 @@ struct Outcomes {
         };
     }
     bool wait_reported(std::size_t n, std::chrono::milliseconds timeout = 20s) {
-        auto deadline = std::chrono::steady_clock::now() + timeout;
-        while (reported.load() < n) {
-            if (std::chrono::steady_clock::now() > deadline) return false;
-            std::this_thread::sleep_for(2ms);
-        }
-        return true;
+        return test::wait_until([&] { return reported.load() >= n; }, timeout);
     }
     std::size_t count(int s) const {
         std::size_t n = 0;
@@ -67,12 +63,7 @@ struct Server {
     }
     hydra::Exchange& ex() { return *app.exchange(); }
     bool wait_connections(std::size_t n) {
-        auto deadline = std::chrono::steady_clock::now() + 5s;
-        while (ex().connections() != n) {
-            if (std::chrono::steady_clock::now() > deadline) return false;
-            std::this_thread::sleep_for(2ms);
-        }
-        return true;
+        return test::wait_until([&] { return ex().connections() == n; });
     }
 };
 
@@ -124,9 +115,7 @@ BOOST_AUTO_TEST_CASE(pushes_dropped_with_a_full_send_queue_are_reported_not_writ
     std::size_t accepted = 0;
     for (std::size_t i = 0; i < n && out.not_written.load() == 0; ++i)
         if (s.ex().notify_confirmed(uuid, Json{{"i", i}, {"pad", pad}}, out.callback(i))) ++accepted;
-    auto deadline = std::chrono::steady_clock::now() + 20s;
-    while (out.not_written.load() == 0 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(2ms);
-    BOOST_REQUIRE_GT(out.not_written.load(), 0u);
+    BOOST_REQUIRE(test::wait_until([&] { return out.not_written.load() > 0; }));
 
     // The client now reads: it finds the frames in order, then the close 1008. Only then can the frame that was
     // half written when the queue was dropped be completed.

@@ -10,6 +10,7 @@
 #include <hydra/ws_client.h>
 
 #include "support/host.h"
+#include "support/wait.h"
 #include "ws/frame.h"
 
 using hydra::WsClient;
@@ -89,15 +90,13 @@ BOOST_AUTO_TEST_CASE(one_address_holds_at_most_max_connections_per_ip) {
     clients.back().close();
     clients.pop_back();
     std::optional<WsClient> again;
-    auto deadline = std::chrono::steady_clock::now() + 10s;
-    while (!again && std::chrono::steady_clock::now() < deadline) {
+    BOOST_CHECK(test::wait_until([&] {
         try {
             again = host.connect("/echo");
         } catch (const hydra::WsHandshakeError&) {
-            std::this_thread::sleep_for(10ms);
         }
-    }
-    BOOST_CHECK(again.has_value());
+        return again.has_value();
+    }));
 }
 
 BOOST_AUTO_TEST_CASE(the_limit_can_be_switched_off) {

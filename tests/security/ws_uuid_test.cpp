@@ -12,6 +12,7 @@
 #include "support/host.h"
 #include "support/http.h"
 #include "support/process.h"
+#include "support/wait.h"
 
 using hydra::Json;
 using hydra::WsClient;
@@ -30,10 +31,7 @@ int notify_status(test::Host& host, const std::string& uuid) {
 // Closes a client and waits until its uuid is free on the server.
 void close_and_forget(test::Host& host, WsClient& c, const std::string& uuid) {
     c.close();
-    auto deadline = std::chrono::steady_clock::now() + 10s;
-    while (notify_status(host, uuid) != 404 && std::chrono::steady_clock::now() < deadline)
-        std::this_thread::sleep_for(10ms);
-    BOOST_REQUIRE_EQUAL(notify_status(host, uuid), 404);
+    BOOST_REQUIRE(test::wait_until([&] { return notify_status(host, uuid) == 404; }));
 }
 
 // The documented token: "<uuid>.<base64url(HMAC-SHA256(secret, uuid))>", computed here independently.

@@ -11,7 +11,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -100,6 +102,31 @@ class RawHttp {
     bool closed_ = false;
     std::string in_;
 };
+
+// Bytes sent on `c` that the server has not read yet: its end's receive queue in /proc/net/tcp (-1 if not found).
+// 0 means the server has taken the whole request off the socket — observable progress for tests that need a request
+// to be read (and so dispatched) before they send the next one.
+inline long unread_by_server(const RawHttp& c) {
+    sockaddr_in me{}, peer{};
+    socklen_t len = sizeof me;
+    if (::getsockname(c.fd(), reinterpret_cast<sockaddr*>(&me), &len) != 0) return -1;
+    len = sizeof peer;
+    if (::getpeername(c.fd(), reinterpret_cast<sockaddr*>(&peer), &len) != 0) return -1;
+    // /proc/net/tcp prints an IPv4 address as its 32-bit value in hex, the port in host order.
+    char local[32], remote[32];
+    std::snprintf(local, sizeof local, "%08X:%04X", peer.sin_addr.s_addr, ntohs(peer.sin_port));
+    std::snprintf(remote, sizeof remote, "%08X:%04X", me.sin_addr.s_addr, ntohs(me.sin_port));
+    std::ifstream in("/proc/net/tcp");
+    std::string line;
+    while (std::getline(in, line)) {
+        std::istringstream fields(line);
+        std::string slot, l, r, state, queues;
+        if (!(fields >> slot >> l >> r >> state >> queues) || l != local || r != remote) continue;
+        const auto colon = queues.find(':');  // "tx_queue:rx_queue"
+        return colon == std::string::npos ? -1 : std::stol(queues.substr(colon + 1), nullptr, 16);
+    }
+    return -1;
+}
 
 // The status of the first response in `bytes` (0 if none).
 inline int status_of(const std::string& bytes) {
