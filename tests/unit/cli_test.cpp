@@ -1,6 +1,12 @@
 #include <boost/test/unit_test.hpp>
 
+#include <filesystem>
+#include <fstream>
+
+#include <hydra/config.h>
+
 #include "app/cli.h"
+#include "support/temp.h"
 
 using hydra::parse_cli;
 using hydra::UsageError;
@@ -49,6 +55,26 @@ BOOST_AUTO_TEST_CASE(usage_errors_say_what_is_wrong) {
     BOOST_CHECK_EQUAL(message({"run", "--set"}), "--set needs a value");
     BOOST_CHECK_EQUAL(message({"run", "--port", "1"}), "unknown option '--port' (try: hydra --help)");
     BOOST_CHECK_EQUAL(message({"run", "--env", "../etc"}), "invalid --env '../etc': letters, digits, '_' and '-' only");
+}
+
+// The last step of the lookup (/etc/hydra for the binary; the steps before it are driven through the real binary in
+// integration.cli_binary): reached only when no earlier place has the profile.
+BOOST_AUTO_TEST_CASE(the_system_directory_is_the_last_place_a_profile_is_looked_up) {
+    namespace fs = std::filesystem;
+    const fs::path root = test::temp_dir() / "lookup";
+    const fs::path system = root / "etc-hydra", bin = root / "opt" / "bin";
+    fs::create_directories(system);
+    fs::create_directories(bin);
+    const std::string env = "only-in-the-system-dir";  // no ./config or repository config/ has it
+    BOOST_CHECK_THROW(hydra::find_profile(env, (bin / "hydra").string(), system.string()), hydra::ConfigError);
+    std::ofstream(system / (env + ".json")) << "{}";
+    BOOST_CHECK_EQUAL(hydra::find_profile(env, (bin / "hydra").string(), system.string()),
+                      (system / (env + ".json")).string());
+    // A profile beside the executable comes first.
+    fs::create_directories(root / "opt" / "config");
+    std::ofstream(root / "opt" / "config" / (env + ".json")) << "{}";
+    BOOST_CHECK_EQUAL(hydra::find_profile(env, (bin / "hydra").string(), system.string()),
+                      (root / "opt" / "config" / (env + ".json")).string());
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -126,7 +126,7 @@ CliCommand parse_cli(const std::vector<std::string>& args, const std::optional<s
     return cmd;
 }
 
-std::string find_profile(const std::string& env, const std::string& exe_path) {
+std::string find_profile(const std::string& env, const std::string& exe_path, const std::string& system_dir) {
     namespace fs = std::filesystem;
     std::vector<fs::path> candidates;
     if (const char* dir = std::getenv("HYDRA_CONFIG_DIR"); dir && *dir)
@@ -140,7 +140,7 @@ std::string find_profile(const std::string& env, const std::string& exe_path) {
             if (dir == dir.root_path()) break;
         }
     }
-    candidates.push_back(fs::path("/etc/hydra") / (env + ".json"));
+    candidates.push_back(fs::path(system_dir) / (env + ".json"));
     for (const auto& c : candidates)
         if (fs::is_regular_file(c, ec)) return c.string();
     throw ConfigError("no config profile '" + env + "': config/" + env +

@@ -29,8 +29,9 @@ struct CliCommand {
 CliCommand parse_cli(const std::vector<std::string>& args, const std::optional<std::string>& hydra_env);
 
 // The profile file for `env`: $HYDRA_CONFIG_DIR/<env>.json, then config/<env>.json in the working directory, then in
-// the executable's directory and each of its parents, then /etc/hydra/<env>.json. Throws ConfigError if none exists.
-std::string find_profile(const std::string& env, const std::string& exe_path);
+// the executable's directory and each of its parents, then <system_dir>/<env>.json. Throws ConfigError if none exists.
+std::string find_profile(const std::string& env, const std::string& exe_path,
+                         const std::string& system_dir = "/etc/hydra");
 
 extern const char* const kUsage;
 
