@@ -94,6 +94,9 @@ constexpr const char* builtin_schema_text = R"json({
         "handshake_timeout_ms": {"type": "integer", "minimum": 100, "maximum": 600000, "default": 10000},
         "client_uuid": {"type": "string", "enum": ["generate", "resume", "request_id"], "default": "generate",
                         "description": "How a connection gets its uuid (its address for notify/send/kick): generate = a random one; resume = a random one, or the one of a token from an earlier 101 (X-Hydra-Resume header or ?resume=) that is not in use; request_id = the upgrade's X-Request-Id, trusted as is (only for trusted networks and benchmarks: any client can claim any uuid)."},
+        "allowed_origins": {"type": "array", "default": [],
+                            "items": {"type": "string", "pattern": "^(\\*|https?://(\\*\\.)?[A-Za-z0-9.:\\[\\]-]+)$"},
+                            "description": "Browser origins that may open a WebSocket: exact (\"https://app.example.com\"), \"https://*.example.com\" (any subdomain) or \"*\"; an upgrade whose Origin is present and not listed gets 403. Empty = no check (dev)."},
         "resume_secret": {"type": "string", "default": "", "secret": true,
                           "description": "HMAC-SHA256 key of resume tokens; \"\" = random at each start (tokens do not survive a restart). Hosts of a cluster share one to resume on another host."}
       }

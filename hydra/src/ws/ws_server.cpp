@@ -128,6 +128,7 @@ struct WsServer::Loop : EventLoop::Handler {
     void on_readable(Connection& c);
     void on_writable(Connection& c);
     void handle_handshake(Connection& c);
+    bool origin_allowed(const UpgradeRequest& req) const;
     // The uuid the request may claim under ws.client_uuid ("" = none): a trusted X-Request-Id or a resume token's.
     std::string claimed_uuid(const UpgradeRequest& req, const HeaderMap& headers) const;
     void register_uuid(Connection& c, const std::string& claimed);
@@ -308,6 +309,19 @@ void WsServer::Loop::on_readable(Connection& c) {
     }
 }
 
+// ws.allowed_origins: an upgrade without Origin is not a browser's and passes; one Origin must be allowed; two are not.
+bool WsServer::Loop::origin_allowed(const UpgradeRequest& req) const {
+    const OriginPolicy& policy = server.settings_.allowed_origins;
+    if (policy.allows_any()) return true;
+    std::optional<std::string_view> origin;
+    for (const auto& [name, value] : req.headers) {
+        if (!iequals(name, "origin")) continue;
+        if (origin) return false;
+        origin = value;
+    }
+    return !origin || policy.allows(*origin);
+}
+
 void WsServer::Loop::handle_handshake(Connection& c) {
     UpgradeParse p = parse_upgrade_request(c.in);
     if (p.status == ParseStatus::NeedMore) return;
@@ -316,6 +330,10 @@ void WsServer::Loop::handle_handshake(Connection& c) {
         return;
     }
     const UpgradeRequest& req = p.request;
+    if (!origin_allowed(req)) {
+        reject_upgrade(c, 403, "origin not allowed");
+        return;
+    }
     const WsRoutes& routes = server.routes_;
     std::string path = normalize_path(req.path);
     const WsEndpoint* endpoint = nullptr;
@@ -933,6 +951,13 @@ WsServer::Settings WsServer::Settings::from(const Config& config) {
                     : policy == "request_id" ? ClientUuid::request_id
                                              : ClientUuid::generate;
     s.resume_secret = config.str("ws.resume_secret");
+    std::vector<std::string> origins;
+    for (const auto& o : config.at("ws.allowed_origins")) origins.push_back(o.get<std::string>());
+    try {
+        s.allowed_origins = OriginPolicy(origins);
+    } catch (const std::invalid_argument& e) {
+        throw ConfigError(config.source() + ": ws.allowed_origins: " + e.what());
+    }
     return s;
 }
 

@@ -17,6 +17,7 @@
 #include "common/client_limits.h"
 #include "common/event_loop.h"
 #include "common/worker_pool.h"
+#include "ws/origin.h"
 #include "ws/ws_exchange.h"
 #include "ws/ws_routes.h"
 
@@ -41,7 +42,8 @@ class WsServer : public Delivery {
         // Where a connection's uuid comes from (see the schema): never from the client unless it proves or is trusted.
         enum class ClientUuid { generate, resume, request_id };
         ClientUuid client_uuid = ClientUuid::generate;
-        std::string resume_secret;  // HMAC key of resume tokens; "" = random at construction
+        std::string resume_secret;     // HMAC key of resume tokens; "" = random at construction
+        OriginPolicy allowed_origins;  // browsers' Origin on the upgrade (403 otherwise); empty = any
 
         static Settings from(const Config& config);  // the `ws` section
     };
