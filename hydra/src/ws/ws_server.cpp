@@ -388,7 +388,7 @@ void WsServer::Loop::handle_handshake(Connection& c) {
     // The uuid is chosen now so on_open can already use the exchange (set values, subscribe).
     register_uuid(c, claimed_uuid(req, all));
     // A token's connection is its user's from the start: notify_user reaches it, on_open sees it bound.
-    if (c.claims) server.exchange_.bind((*c.claims)["sub"].get_ref<const std::string&>(), c.uuid);
+    if (c.claims) server.exchange_.bind(c.claims->value("sub", std::string()), c.uuid);  // verify() requires a sub
 
     bool needs_worker = !routes.connection_middleware.empty() || (endpoint && endpoint->on_open);
     if (!needs_worker) {
@@ -513,8 +513,7 @@ std::string WsServer::Loop::refresh(const Json& request, const Context::Init& in
         return envelope(kRefreshService, 400, "err", "missing parameter token");
     JwtOutcome outcome = server.settings_.jwt->verify(token->get_ref<const std::string&>());
     if (!outcome) return envelope(kRefreshService, 401, "err", "invalid token: " + outcome.error);
-    static const std::string kNone;
-    const std::string& current = init.claims ? (*init.claims)["sub"].get_ref<const std::string&>() : kNone;
+    const std::string current = init.claims ? init.claims->value("sub", std::string()) : std::string();
     if (outcome.sub != current) return envelope(kRefreshService, 403, "err", "the token is for another user");
     auto claims = std::make_shared<const Json>(std::move(outcome.claims));
     const double exp = outcome.exp;
@@ -525,7 +524,7 @@ std::string WsServer::Loop::refresh(const Json& request, const Context::Init& in
             c->expires_ms = expiry_ms(exp);
         }
     });
-    return envelope(kRefreshService, 200, "data", Json{{"exp", (*claims)["exp"]}});
+    return envelope(kRefreshService, 200, "data", Json{{"exp", claims->at("exp")}});
 }
 
 void WsServer::Loop::accept_upgrade(Connection& c) {
