@@ -369,6 +369,23 @@ BOOST_AUTO_TEST_CASE(ws_auth_jwt_without_a_key_does_not_start) {
     BOOST_CHECK(!app.running());
 }
 
+BOOST_AUTO_TEST_CASE(conf_check_refuses_jwt_settings_the_host_could_not_start_with) {
+    auto conf_check = [](std::vector<std::string> sets) {
+        std::vector<std::string> args = {HYDRA_BINARY, "conf", "check", "--env", "dev"};
+        for (auto& s : sets) args.insert(args.end(), {"--set", s});
+        test::ChildProcess p(args, std::string(HYDRA_SOURCE_DIR));
+        const int status = p.wait(30s).value_or(-1);
+        return std::to_string(status) + " " + p.err();
+    };
+    BOOST_CHECK_EQUAL(conf_check({"ws.auth=jwt"}),
+                      "2 hydra: invalid config: ws.auth=jwt needs auth.jwt.secret or auth.jwt.public_key_file\n");
+    BOOST_CHECK_EQUAL(conf_check({"auth.jwt.secret=short"}),
+                      "2 hydra: invalid config: auth.jwt.secret: at least 32 bytes (got 5)\n");
+    BOOST_CHECK_EQUAL(conf_check({"auth.jwt.public_key_file=/nonexistent/key.pem"}),
+                      "2 hydra: invalid config: auth.jwt.public_key_file: cannot read /nonexistent/key.pem\n");
+    BOOST_CHECK_EQUAL(conf_check({"ws.auth=jwt", "auth.jwt.secret=" + kSecret}), "0 ");
+}
+
 BOOST_AUTO_TEST_CASE(hydra_token_makes_a_token_the_real_binary_accepts) {
     const std::vector<std::string> sets = {"--set", "auth.jwt.secret=" + kSecret,
                                            "--set", "auth.jwt.issuer=" + kIssuer,

@@ -266,6 +266,14 @@ int App::run(int argc, char** argv) {
         return 2;
     }
     if (cmd.command == "conf check") {
+        try {
+            // What start() would refuse beyond the schema: the JWT keys, and ws.auth=jwt without one.
+            if (!JwtVerifier::from(config) && config.str("ws.auth") == "jwt")
+                throw ConfigError("ws.auth=jwt needs auth.jwt.secret or auth.jwt.public_key_file");
+        } catch (const ConfigError& e) {
+            std::cerr << "hydra: invalid config: " << e.what() << "\n";
+            return 2;
+        }
         std::cout << "config ok: " << config.source() << "\n";
         return 0;
     }
