@@ -57,6 +57,26 @@ BOOST_AUTO_TEST_CASE(usage_errors_say_what_is_wrong) {
     BOOST_CHECK_EQUAL(message({"run", "--env", "../etc"}), "invalid --env '../etc': letters, digits, '_' and '-' only");
 }
 
+BOOST_AUTO_TEST_CASE(token_takes_a_sub_and_a_ttl) {
+    auto c = parse_cli({"token", "--sub", "alice", "--ttl=60", "--set", "auth.jwt.secret=s"}, std::nullopt);
+    BOOST_CHECK_EQUAL(c.command, "token");
+    BOOST_CHECK_EQUAL(c.sub, "alice");
+    BOOST_CHECK_EQUAL(c.ttl, 60);
+    BOOST_REQUIRE_EQUAL(c.sets.size(), 1u);
+    BOOST_CHECK_EQUAL(parse_cli({"token", "--sub=bob"}, std::nullopt).ttl, 3600);
+    auto message = [](std::vector<std::string> args) {
+        try {
+            parse_cli(args, std::nullopt);
+        } catch (const UsageError& e) {
+            return std::string(e.what());
+        }
+        return std::string("no error");
+    };
+    BOOST_CHECK_EQUAL(message({"token"}), "token needs --sub USER");
+    BOOST_CHECK_EQUAL(message({"token", "--sub", "a", "--ttl", "0"}), "--ttl needs a positive number, got '0'");
+    BOOST_CHECK_EQUAL(message({"run", "--sub", "a"}), "--sub is an option of hydra token");
+}
+
 // The last step of the lookup (/etc/hydra for the binary; the steps before it are driven through the real binary in
 // integration.cli_binary): reached only when no earlier place has the profile.
 BOOST_AUTO_TEST_CASE(the_system_directory_is_the_last_place_a_profile_is_looked_up) {

@@ -12,6 +12,8 @@
 
 namespace hydra {
 
+class JwtVerifier;
+
 struct AppOptions {
     std::string plat = "hydra";  // platform name, as in hydra's WithPlatName
     std::string system = "app";  // system name, as in hydra's WithSystemName
@@ -98,6 +100,8 @@ class App {
     std::string ws_address() const;
     Queue* queue() const;        // nullptr when the host has no queue backend
     Exchange* exchange() const;  // nullptr when the host runs no WS server
+    // The verifier of `auth.jwt` after start(); nullptr when it configures neither a secret nor a public key.
+    const JwtVerifier* jwt() const;
 
   private:
     App& add_api(const std::string& route, MethodHandlers handlers, ApiOptions options);

@@ -75,6 +75,8 @@ class Context {
         std::optional<std::array<std::uint8_t, 16>> peer;
         Queue* queue = nullptr;
         Exchange* exchange = nullptr;
+        // The verified token's claims (WS with ws.auth=jwt), shared by all messages of a connection; null for none.
+        std::shared_ptr<const Json> claims;
     };
 
     explicit Context(Init init);
@@ -91,6 +93,12 @@ class Context {
     const std::string& peer_address() const;
     const std::string& body() const { return init_.body; }
     bool binary() const { return init_.binary; }
+
+    // The claims of the token the client authenticated with (an object), or null when there was none (ws.auth=none).
+    // A refreshed token's claims from the refresh on.
+    const Json& claims() const;
+    // The token's `sub` ("" when none): the user the connection is bound to (exchange().notify_user reaches it).
+    const std::string& user() const;
 
     // Params merged from query string, form body and JSON body (later wins), then path params (`/order/:id`).
     const Json& params() const;

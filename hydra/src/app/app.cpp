@@ -75,6 +75,8 @@ Exchange* App::exchange() const {
     return impl_->ws ? &impl_->ws->exchange() : nullptr;
 }
 
+const JwtVerifier* App::jwt() const { return impl_->jwt.get(); }
+
 std::string App::api_address() const { return impl_->api ? impl_->api->address() : std::string(); }
 
 std::string App::ws_address() const { return impl_->ws ? impl_->ws->address() : std::string(); }
@@ -131,6 +133,8 @@ void App::start(Config config) {
                       cfg.str("log.format") == "json" ? LogFormat::json : LogFormat::text);
     impl_->banner.clear();
     set_json_max_depth(static_cast<int>(cfg.integer("limits.json_depth")));
+    // Before the hooks: a service may verify tokens too. An unreadable key is a ConfigError.
+    impl_->jwt = JwtVerifier::from(cfg);
 
     for (auto& hook : impl_->start_hooks) hook(*this);
 
@@ -139,8 +143,9 @@ void App::start(Config config) {
         impl_->queue = queue::make_backend(cfg);
         // The WS server first: the API and MQC servers reach its clients through its exchange.
         if (cfg.boolean("ws.enabled")) {
-            impl_->ws =
-                std::make_unique<ws::WsServer>(ws::WsServer::Settings::from(cfg), impl_->ws_routes, impl_->queue.get());
+            auto settings = ws::WsServer::Settings::from(cfg);
+            settings.jwt = impl_->jwt;
+            impl_->ws = std::make_unique<ws::WsServer>(std::move(settings), impl_->ws_routes, impl_->queue.get());
             // On Kafka the hosts form a cluster: handlers reach clients on every host through its exchange.
             if (cfg.str("queue.backend") == "kafka" && cfg.boolean("cluster.enabled")) {
                 auto settings =

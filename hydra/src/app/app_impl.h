@@ -8,6 +8,7 @@
 #include <vector>
 
 #include <hydra/app.h>
+#include <hydra/jwt.h>
 
 #include "api/api_server.h"
 #include "api/router.h"
@@ -32,6 +33,7 @@ struct App::Impl {
     std::mutex lifecycle;
     bool running = false;
     Config config;
+    std::shared_ptr<const JwtVerifier> jwt;  // from auth.jwt; null when it configures no key
     std::unique_ptr<queue::Backend> queue;
     std::unique_ptr<ws::WsServer> ws;
     std::unique_ptr<cluster::ClusterExchange> cluster;  // with queue.backend=kafka

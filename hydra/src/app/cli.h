@@ -15,7 +15,7 @@ class UsageError : public std::runtime_error {
 };
 
 struct CliCommand {
-    std::string command;  // run | conf show | conf check | version | help
+    std::string command;  // run | conf show | conf check | token | version | help
     std::string env;      // --env, else $HYDRA_ENV, else "dev"
     std::optional<std::string> config_file;
     std::vector<std::string> sets;
@@ -23,6 +23,8 @@ struct CliCommand {
     std::vector<std::string> args;  // positional arguments after the command (a queue name)
     int limit = 20;                 // --limit
     std::int64_t id = 0;            // --id (dlq retry of one dead letter)
+    std::string sub;                // token: --sub (required)
+    int ttl = 3600;                 // token: --ttl seconds
 };
 
 // Throws UsageError with a one-line message.

@@ -98,7 +98,9 @@ constexpr const char* builtin_schema_text = R"json({
                             "items": {"type": "string", "pattern": "^(\\*|https?://(\\*\\.)?[A-Za-z0-9.:\\[\\]-]+)$"},
                             "description": "Browser origins that may open a WebSocket: exact (\"https://app.example.com\"), \"https://*.example.com\" (any subdomain) or \"*\"; an upgrade whose Origin is present and not listed gets 403. Empty = no check (dev)."},
         "resume_secret": {"type": "string", "default": "", "secret": true,
-                          "description": "HMAC-SHA256 key of resume tokens; \"\" = random at each start (tokens do not survive a restart). Hosts of a cluster share one to resume on another host."}
+                          "description": "HMAC-SHA256 key of resume tokens; \"\" = random at each start (tokens do not survive a restart). Hosts of a cluster share one to resume on another host."},
+        "auth": {"type": "string", "enum": ["none", "jwt"], "default": "none",
+                 "description": "jwt = an upgrade needs a valid token (auth.jwt) in Authorization: Bearer, ?token= or Sec-WebSocket-Protocol: bearer, <token>, else 401; the connection is bound to its sub and closed 1008 \"token expired\" at exp + leeway unless refreshed (service /auth/refresh on \"/\")."}
       }
     },
     "mqc": {
@@ -157,6 +159,27 @@ constexpr const char* builtin_schema_text = R"json({
                     "description": "With queue.backend=kafka, hosts sharing the brokers form a cluster."},
         "node_id": {"type": "string", "pattern": "^[A-Za-z0-9._-]{0,64}$", "default": "",
                     "description": "\"\" = generated at start."}
+      }
+    },
+    "auth": {
+      "type": "object",
+      "description": "Who a client is.",
+      "properties": {
+        "jwt": {
+          "type": "object",
+          "description": "JSON Web Tokens (ws.auth=jwt, hydra token): HS256 with a secret, RS256/ES256 with a public key; exp and sub required.",
+          "properties": {
+            "secret": {"type": "string", "default": "", "secret": true,
+                       "description": "HS256 key, at least 32 bytes; \"\" = HS256 tokens refused. Also signs hydra token."},
+            "public_key_file": {"type": "string", "default": "",
+                                "description": "PEM public key: RSA (RS256) or EC P-256 (ES256); \"\" = none."},
+            "issuer": {"type": "string", "default": "", "description": "Required iss; \"\" = not checked."},
+            "audience": {"type": "string", "default": "",
+                         "description": "Required in aud (a string or an array); \"\" = not checked."},
+            "leeway_s": {"type": "integer", "minimum": 0, "maximum": 3600, "default": 30,
+                         "description": "Clock skew allowed on exp and nbf, in seconds."}
+          }
+        }
       }
     },
     "services": {

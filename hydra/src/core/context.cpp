@@ -54,6 +54,18 @@ const HeaderMap& Context::headers() const {
     return init_.headers ? *init_.headers : kNone;
 }
 
+const Json& Context::claims() const {
+    static const Json kNone;
+    return init_.claims ? *init_.claims : kNone;
+}
+
+const std::string& Context::user() const {
+    static const std::string kNone;
+    if (!init_.claims || !init_.claims->is_object()) return kNone;
+    auto it = init_.claims->find("sub");
+    return it != init_.claims->end() && it->is_string() ? it->get_ref<const std::string&>() : kNone;
+}
+
 Exchange& Context::exchange() const {
     if (init_.exchange == nullptr) throw Error(503, "this host runs no WS server");
     return *init_.exchange;

@@ -50,6 +50,36 @@ std::string lower(std::string s) {
 
 Frame make_frame(std::string bytes) { return std::make_shared<const std::string>(std::move(bytes)); }
 
+// ws.auth=jwt: the token of an upgrade, from `Authorization: Bearer <t>`, `?token=<t>` or, for browsers that cannot
+// set headers, the subprotocol list `Sec-WebSocket-Protocol: bearer, <t>` (`bearer` is echoed, never the token).
+// "" when there is none.
+std::string bearer_token(const UpgradeRequest& req, bool& offered_bearer) {
+    offered_bearer = false;
+    std::string_view found;
+    for (std::size_t i = 0; i < req.protocols.size(); ++i) {
+        if (!iequals(req.protocols[i], "bearer")) continue;
+        offered_bearer = true;
+        if (i + 1 < req.protocols.size()) found = req.protocols[i + 1];
+        break;
+    }
+    if (auto auth = req.header("Authorization")) {
+        std::string_view v = *auth;
+        if (v.size() > 7 && iequals(v.substr(0, 7), "Bearer ")) {
+            v.remove_prefix(7);
+            while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
+            while (!v.empty() && v.back() == ' ') v.remove_suffix(1);
+            return std::string(v);
+        }
+    }
+    std::string_view query = req.query;
+    while (!query.empty()) {
+        std::string_view pair = query.substr(0, query.find('&'));
+        query.remove_prefix(std::min(query.size(), pair.size() + 1));
+        if (pair.substr(0, 6) == "token=") return std::string(pair.substr(6));
+    }
+    return std::string(found);
+}
+
 // A rate-limit token is this many units: the bucket refills rate_per_s units per millisecond, integer arithmetic.
 constexpr std::int64_t kTokenUnits = 1000;
 
@@ -76,13 +106,15 @@ struct WsServer::Connection : EventLoop::Handler {
     bool close_sent = false;
     bool close_received = false;
     bool destroy_after_flush = false;
-    bool registered = false;  // uuid is in the exchange
+    bool registered = false;   // uuid is in the exchange
+    bool echo_bearer = false;  // the client offered the subprotocol "bearer": the 101 selects it
     std::uint16_t close_code = close_code::abnormal;
     std::string close_reason;
     std::int64_t opened_ms = 0;
     std::int64_t last_recv_ms = 0;
     std::int64_t last_ping_ms = 0;
     std::int64_t close_deadline_ms = 0;
+    std::int64_t expires_ms = 0;             // ws.auth=jwt: when the token runs out (loop time); 0 = never
     std::uint32_t seq = 0;                   // messages received, for request ids
     std::int64_t tokens = 0;                 // rate limit: tokens (in kTokenUnits) left in the bucket
     std::int64_t tokens_ms = 0;              // when the bucket was last refilled
@@ -111,6 +143,7 @@ struct WsServer::Connection : EventLoop::Handler {
     std::string path;
     const WsEndpoint* endpoint = nullptr;  // nullptr on the service path "/"
     std::shared_ptr<const HeaderMap> headers;
+    std::shared_ptr<const Json> claims;  // ws.auth=jwt: the token's claims (replaced by a refresh)
 };
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -155,6 +188,12 @@ struct WsServer::Loop : EventLoop::Handler {
         return it == connections.end() ? nullptr : it->second.get();
     }
     void report_error(const Connection& c, const std::string& error);
+    // ws.auth=jwt: checks the upgrade's token; false when it was refused (the 401 is queued).
+    bool authenticate(Connection& c, const UpgradeRequest& req);
+    // Loop time at which a token with this exp runs out (exp + leeway).
+    std::int64_t expiry_ms(double exp) const;
+    // The /auth/refresh service (on a worker): the reply, and the new claims handed to this loop.
+    std::string refresh(const Json& request, const Context::Init& init, std::uint64_t id);
 
     WsServer& server;
     EventLoop loop;
@@ -237,6 +276,7 @@ void WsServer::Loop::on_tick() {
         listening = true;
     }
     std::vector<Connection*> expired;
+    std::vector<Connection*> token_expired;
     for (auto& [id, conn] : connections) {
         Connection& c = *conn;
         switch (c.state) {
@@ -245,7 +285,9 @@ void WsServer::Loop::on_tick() {
                 if (now - c.opened_ms > s.handshake_timeout_ms) expired.push_back(&c);
                 break;
             case Connection::State::open:
-                if (s.idle_timeout_ms > 0 && now - c.last_recv_ms > s.idle_timeout_ms) {
+                if (c.expires_ms > 0 && now >= c.expires_ms) {
+                    token_expired.push_back(&c);
+                } else if (s.idle_timeout_ms > 0 && now - c.last_recv_ms > s.idle_timeout_ms) {
                     expired.push_back(&c);
                 } else if (s.ping_interval_ms > 0 && now - c.last_ping_ms >= s.ping_interval_ms &&
                            now - c.last_recv_ms >= s.ping_interval_ms) {
@@ -259,6 +301,7 @@ void WsServer::Loop::on_tick() {
                 break;
         }
     }
+    for (Connection* c : token_expired) start_close(*c, close_code::policy_violation, "token expired");
     for (Connection* c : expired) {
         if (c->state == Connection::State::open)
             start_close(*c, close_code::going_away, "idle timeout");
@@ -345,19 +388,25 @@ void WsServer::Loop::handle_handshake(Connection& c) {
     }
     c.path = path;
     c.endpoint = endpoint;
+    const bool jwt = server.settings_.auth_jwt;
+    if (jwt && !authenticate(c, req)) return;
     c.in.erase(0, p.consumed);  // what is left are the first frames
 
     auto kept = std::make_shared<HeaderMap>();
     HeaderMap all;
     for (const auto& [name, value] : req.headers) {
         std::string key = lower(name);
-        if (keep_header(key)) (*kept)[key] = value;
+        // The token is not kept: ctx.claims() has what it said.
+        if (keep_header(key) && !(jwt && (key == "authorization" || key == "sec-websocket-protocol")))
+            (*kept)[key] = value;
         all[key] = value;
     }
     c.headers = kept;
     c.accept = accept_key(req.key);
     // The uuid is chosen now so on_open can already use the exchange (set values, subscribe).
     register_uuid(c, claimed_uuid(req, all));
+    // A token's connection is its user's from the start: notify_user reaches it, on_open sees it bound.
+    if (c.claims) server.exchange_.bind(c.claims->value("sub", std::string()), c.uuid);  // verify() requires a sub
 
     bool needs_worker = !routes.connection_middleware.empty() || (endpoint && endpoint->on_open);
     if (!needs_worker) {
@@ -385,6 +434,7 @@ void WsServer::Loop::handle_handshake(Connection& c) {
     init.uuid = uuid;
     init.queue = server.queue_;
     init.exchange = server.handler_exchange_;
+    init.claims = c.claims;
     WsServer* srv = &server;
     std::uint64_t id = c.id;
     server.workers_->post([srv, id, endpoint, init = std::move(init), loop_index = index]() mutable {
@@ -446,6 +496,55 @@ void WsServer::Loop::register_uuid(Connection& c, const std::string& claimed) {
     c.registered = true;
 }
 
+bool WsServer::Loop::authenticate(Connection& c, const UpgradeRequest& req) {
+    // On the loop: an HMAC or one public-key verification of a token of at most 8 KiB, no I/O.
+    bool offered_bearer = false;
+    const std::string token = bearer_token(req, offered_bearer);
+    if (token.empty()) {
+        reject_upgrade(c, 401, "missing token", {{"WWW-Authenticate", "Bearer"}});
+        return false;
+    }
+    JwtOutcome outcome = server.settings_.jwt->verify(token);
+    if (!outcome) {
+        Logger(c.uuid).debug("ws: " + c.path + ": token refused: " + outcome.error);
+        reject_upgrade(c, 401, "invalid token: " + outcome.error,
+                       {{"WWW-Authenticate", "Bearer error=\"invalid_token\""}});
+        return false;
+    }
+    c.claims = std::make_shared<const Json>(std::move(outcome.claims));
+    c.expires_ms = expiry_ms(outcome.exp);
+    c.echo_bearer = offered_bearer;
+    return true;
+}
+
+std::int64_t WsServer::Loop::expiry_ms(double exp) const {
+    const double deadline_unix_ms = (exp + server.settings_.jwt->leeway_s()) * 1000.0;
+    const double now_unix_ms =
+        std::chrono::duration<double, std::milli>(std::chrono::system_clock::now().time_since_epoch()).count();
+    const double left = std::clamp(deadline_unix_ms - now_unix_ms, 0.0, 1e15);
+    return std::max<std::int64_t>(1, loop.now_ms() + static_cast<std::int64_t>(left));
+}
+
+std::string WsServer::Loop::refresh(const Json& request, const Context::Init& init, std::uint64_t id) {
+    auto token = request.find("token");
+    if (token == request.end() || !token->is_string())
+        return envelope(kRefreshService, 400, "err", "missing parameter token");
+    JwtOutcome outcome = server.settings_.jwt->verify(token->get_ref<const std::string&>());
+    if (!outcome) return envelope(kRefreshService, 401, "err", "invalid token: " + outcome.error);
+    const std::string current = init.claims ? init.claims->value("sub", std::string()) : std::string();
+    if (outcome.sub != current) return envelope(kRefreshService, 403, "err", "the token is for another user");
+    auto claims = std::make_shared<const Json>(std::move(outcome.claims));
+    const double exp = outcome.exp;
+    // Posted before the reply: the client's next message already sees the new claims.
+    loop.post([this, id, claims, exp] {
+        if (Connection* c = find(id); c && c->state == Connection::State::open) {
+            c->claims = claims;
+            c->expires_ms = expiry_ms(exp);
+        }
+    });
+    return envelope(kRefreshService, 200, "data", Json{{"exp", claims->at("exp")}});
+}
+
 void WsServer::Loop::accept_upgrade(Connection& c) {
     c.state = Connection::State::open;
     c.decoder = std::make_unique<MessageDecoder>(server.settings_.max_message, Role::Server);
@@ -455,6 +554,7 @@ void WsServer::Loop::accept_upgrade(Connection& c) {
     HttpHeaders extra{{"X-Request-Id", c.uuid}};
     if (server.settings_.client_uuid == Settings::ClientUuid::resume)
         extra.emplace_back(kResumeHeader, resume_token(server.settings_.resume_secret, c.uuid));
+    if (c.echo_bearer) extra.emplace_back("Sec-WebSocket-Protocol", "bearer");
     c.out.insert(c.out.begin(), make_frame(handshake_response(c.accept, extra)));
     c.out_bytes += c.out.front()->size();
     for (auto& k : c.confirms) k.end += c.out.front()->size();
@@ -579,7 +679,7 @@ void WsServer::Loop::start_close(Connection& c, std::uint16_t code, const std::s
 void WsServer::Loop::report_error(const Connection& c, const std::string& error) {
     Logger(c.uuid).debug("ws: " + c.path + ": " + error);
     if (c.endpoint == nullptr || !c.endpoint->on_error) return;
-    Context::Init init = server.context_for(c.path, c.uuid, c.headers, c.uuid, c.ip);
+    Context::Init init = server.context_for(c.path, c.uuid, c.headers, c.uuid, c.ip, c.claims);
     const WsEndpoint* endpoint = c.endpoint;
     server.workers_->post([endpoint, init = std::move(init), error]() mutable {
         Context ctx(std::move(init));
@@ -600,8 +700,10 @@ static Frame reply_frame(const Reply& reply) {
 
 // The whole life of one message on a worker: context, packet middleware, handler, and the reply as an encoded
 // frame (encoding here keeps that work off the I/O loop).
+// `loop` (the connection's, with its id) answers /auth/refresh under ws.auth=jwt; null otherwise.
 static std::optional<Reply> handle_message(const WsRoutes& routes, const WsEndpoint* endpoint, Context::Init init,
-                                           const std::function<void(const std::string&)>& on_error) {
+                                           const std::function<void(const std::string&)>& on_error,
+                                           WsServer::Loop* loop = nullptr, std::uint64_t id = 0) {
     std::string service;
     Handler handler;
     if (endpoint == nullptr) {
@@ -619,6 +721,7 @@ static std::optional<Reply> handle_message(const WsRoutes& routes, const WsEndpo
         if (!doc.is_object() || svc == doc.end() || !svc->is_string())
             return envelope("init", 406, "err", "a message is a JSON object with a \"service\" field");
         service = svc->get<std::string>();
+        if (loop != nullptr && service == WsServer::kRefreshService) return loop->refresh(doc, init, id);
         doc.erase(svc);
         auto h = routes.services.find(service);
         if (h == routes.services.end()) return envelope(service, 404, "err", "service not found: " + service);
@@ -673,7 +776,7 @@ void WsServer::Loop::dispatch(Connection& c, std::string data, bool binary) {
     std::string request_id;  // <uuid>.<n>: one allocation
     request_id.reserve(c.uuid.size() + 21);
     request_id.append(c.uuid).append(".").append(std::to_string(++c.seq));
-    Context::Init init = server.context_for(c.path, c.uuid, c.headers, std::move(request_id), c.ip);
+    Context::Init init = server.context_for(c.path, c.uuid, c.headers, std::move(request_id), c.ip, c.claims);
     init.body = std::move(data);
     init.binary = binary;
     WsServer* srv = &server;
@@ -694,7 +797,8 @@ void WsServer::Loop::dispatch(Connection& c, std::string data, bool binary) {
             Context ctx(srv->context_for(init.path, init.uuid, nullptr, init.request_id));
             endpoint->on_error(ctx, error);
         };
-        std::optional<Reply> reply = handle_message(srv->routes_, endpoint, std::move(init), on_error);
+        WsServer::Loop* auth = srv->settings_.auth_jwt ? self : nullptr;
+        std::optional<Reply> reply = handle_message(srv->routes_, endpoint, std::move(init), on_error, auth, id);
         Frame frame;
         if (reply) frame = reply_frame(*reply);
         self->loop.post([self, id, frame = std::move(frame)]() mutable { self->on_handled(id, std::move(frame)); });
@@ -904,7 +1008,7 @@ void WsServer::Loop::destroy(Connection& c, std::uint16_t code, const std::strin
         const WsEndpoint* endpoint = c.endpoint;
         if (was_open && endpoint != nullptr && endpoint->on_close) {
             // on_close may still read the connection's exchange values: unregister after it ran.
-            Context::Init init = server.context_for(c.path, c.uuid, c.headers, c.uuid, c.ip);
+            Context::Init init = server.context_for(c.path, c.uuid, c.headers, c.uuid, c.ip, c.claims);
             WsServer* srv = &server;
             server.workers_->post([srv, endpoint, init = std::move(init), code, reason]() mutable {
                 std::string uuid = init.uuid;
@@ -958,12 +1062,13 @@ WsServer::Settings WsServer::Settings::from(const Config& config) {
     } catch (const std::invalid_argument& e) {
         throw ConfigError(config.source() + ": ws.allowed_origins: " + e.what());
     }
+    s.auth_jwt = config.str("ws.auth") == "jwt";
     return s;
 }
 
 Context::Init WsServer::context_for(const std::string& path, const std::string& uuid,
                                     std::shared_ptr<const HeaderMap> headers, std::string request_id,
-                                    std::optional<ClientKey> peer) const {
+                                    std::optional<ClientKey> peer, std::shared_ptr<const Json> claims) const {
     Context::Init init;
     init.kind = ServerKind::ws;
     init.path = path;
@@ -974,11 +1079,14 @@ Context::Init WsServer::context_for(const std::string& path, const std::string& 
     init.peer = peer;
     init.queue = queue_;
     init.exchange = handler_exchange_;
+    init.claims = std::move(claims);
     return init;
 }
 
 WsServer::WsServer(Settings settings, const WsRoutes& routes, Queue* queue)
     : settings_(std::move(settings)), routes_(routes), queue_(queue), exchange_(*this) {
+    if (settings_.auth_jwt && !settings_.jwt)
+        throw ConfigError("ws.auth=jwt needs auth.jwt.secret or auth.jwt.public_key_file");
     if (settings_.client_uuid == Settings::ClientUuid::resume && settings_.resume_secret.empty())
         settings_.resume_secret = random_resume_secret();
     if (settings_.max_connections_per_ip > 0)

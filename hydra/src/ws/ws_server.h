@@ -12,6 +12,7 @@
 
 #include <hydra/config.h>
 #include <hydra/context.h>
+#include <hydra/jwt.h>
 #include <hydra/queue.h>
 
 #include "common/client_limits.h"
@@ -44,10 +45,18 @@ class WsServer : public Delivery {
         ClientUuid client_uuid = ClientUuid::generate;
         std::string resume_secret;     // HMAC key of resume tokens; "" = random at construction
         OriginPolicy allowed_origins;  // browsers' Origin on the upgrade (403 otherwise); empty = any
+        // ws.auth=jwt: an upgrade needs a token `jwt` accepts (else 401); the connection is bound to its sub and
+        // closed 1008 "token expired" at exp + leeway unless the client sends a new one to /auth/refresh.
+        bool auth_jwt = false;
+        std::shared_ptr<const JwtVerifier> jwt;  // set by the host (App) from auth.jwt
 
-        static Settings from(const Config& config);  // the `ws` section
+        static Settings from(const Config& config);  // the `ws` section (jwt is left to the caller)
     };
 
+    // The service of ws.auth=jwt on "/": {"service":"/auth/refresh","token":"<a new token for the same sub>"}.
+    static constexpr const char* kRefreshService = "/auth/refresh";
+
+    // Throws ConfigError when auth_jwt is set without a verifier.
     WsServer(Settings settings, const WsRoutes& routes, Queue* queue);
     ~WsServer() override;
 
@@ -79,7 +88,8 @@ class WsServer : public Delivery {
     // The Context of a connection's event (message, error, close) as handlers see it.
     Context::Init context_for(const std::string& path, const std::string& uuid,
                               std::shared_ptr<const HeaderMap> headers, std::string request_id,
-                              std::optional<ClientKey> peer = std::nullopt) const;
+                              std::optional<ClientKey> peer = std::nullopt,
+                              std::shared_ptr<const Json> claims = nullptr) const;
 
     Settings settings_;
     const WsRoutes& routes_;
