@@ -230,10 +230,10 @@ BOOST_AUTO_TEST_CASE(a_failed_start_with_the_cluster_running_exits_cleanly) {
     test::KafkaMock kafka;
     Poco::Net::ServerSocket taken(Poco::Net::SocketAddress("127.0.0.1:0"));
     test::ChildProcess p(
-        {HYDRA_BINARY, "run", "--env", "dev", "--set", "api.address=127.0.0.1:0", "--set",
-         "ws.address=127.0.0.1:" + std::to_string(taken.address().port()), "--set", "queue.backend=kafka", "--set",
-         "queue.kafka.brokers=" + kafka.bootstrap, "--set", "queue.kafka.properties.session.timeout.ms=6000", "--set",
-         "services.push.database=" + test::temp_path("push.db")},
+        {HYDRA_BINARY, "run", "--env", "dev", "--set", "api.address=127.0.0.1:0", "--set", "admin.address=127.0.0.1:0",
+         "--set", "ws.address=127.0.0.1:" + std::to_string(taken.address().port()), "--set", "queue.backend=kafka",
+         "--set", "queue.kafka.brokers=" + kafka.bootstrap, "--set", "queue.kafka.properties.session.timeout.ms=6000",
+         "--set", "services.push.database=" + test::temp_path("push.db")},
         std::string(HYDRA_SOURCE_DIR));
     BOOST_CHECK_EQUAL(p.wait(60s).value_or(-100), 1);
     BOOST_CHECK_MESSAGE(p.err().find("Address already in use") != std::string::npos, p.err());
