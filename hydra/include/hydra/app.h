@@ -64,7 +64,7 @@ class App {
     // Files under `directory` (relative to the working directory) served by the API server at `prefix`
     // ("/demo" → /demo/chat.html); GET and HEAD, no directory listing, nothing outside `directory`.
     App& static_files(const std::string& prefix, const std::string& directory);
-    // API middleware, run in registration order around every API handler.
+    // API middleware, run in registration order around every API handler (of either listener).
 
     App& use(Middleware middleware);
 
