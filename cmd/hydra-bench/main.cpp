@@ -46,7 +46,7 @@ constexpr const char* kUsage = R"(usage: hydra-bench SCENARIO --ws HOST:PORT [op
 scenarios:
   idle       open N connections and hold them: connect rate; with --server-pid, the server's RSS per connection
   echo       N connections on the echo path, each keeping W 32-byte text messages in flight: round trips/s, latency
-  broadcast  N connections; K POST /v1/exchange/broadcast (needs --api): deliveries/s, delivery and completion latency
+  broadcast  N connections; K POST /v1/exchange/broadcast (needs --api or --admin): deliveries/s, delivery and completion latency
   slow       broadcast three times on the same N connections: without, with, and again without one extra client
              that never reads (and first sends echo requests, see --slow-fill-mb)
   send       N clients with their own ids; M keep-alive HTTP connections post messages, message k to client k % N,
@@ -60,6 +60,8 @@ scenarios:
 options:
   --ws HOST:PORT          WebSocket server (IPv4 literal, e.g. 127.0.0.1:9087)
   --api HOST:PORT         HTTP API of the server (broadcast, slow, send)
+  --admin HOST:PORT       where broadcast and slow post /v1/exchange/broadcast (default: --api; hydra serves it on
+                          its admin listener, admin.address)
   --server-pid PID        read the server's VmRSS/RssAnon from /proc/PID/status
   --connections N         client connections (default 1000)
   --threads T             client epoll threads (default: CPUs this process may run on)
@@ -95,6 +97,7 @@ struct Options {
     std::string scenario;
     std::string ws;
     std::string api;
+    std::string admin;  // the broadcast posts' server; "" = api
     pid_t server_pid = 0;
     int connections = 1000;
     int threads = 0;
@@ -158,6 +161,7 @@ Options parse_args(int argc, char** argv) {
     const std::map<std::string, Setter> setters = {
         {"--ws", text(o.ws)},
         {"--api", text(o.api)},
+        {"--admin", text(o.admin)},
         {"--server-pid", integer(o.server_pid)},
         {"--connections", integer(o.connections)},
         {"--threads", integer(o.threads)},
@@ -207,8 +211,9 @@ Options parse_args(int argc, char** argv) {
         }
     }
     if (o.ws.empty()) throw std::invalid_argument("--ws is required");
-    if ((o.scenario == "broadcast" || o.scenario == "slow" || o.scenario == "send") && o.api.empty())
-        throw std::invalid_argument("--api is required for " + o.scenario);
+    if (o.scenario == "send" && o.api.empty()) throw std::invalid_argument("--api is required for send");
+    if ((o.scenario == "broadcast" || o.scenario == "slow") && o.api.empty() && o.admin.empty())
+        throw std::invalid_argument("--api or --admin is required for " + o.scenario);
     if (o.connections < 1) throw std::invalid_argument("--connections must be >= 1");
     if (o.window < 1) throw std::invalid_argument("--window must be >= 1");
     if (o.message_bytes < 16 || o.message_bytes > 4096) throw std::invalid_argument("--message-bytes: 16..4096");
@@ -360,6 +365,9 @@ struct BroadcastRun {
     double completion_p99_ms = 0;
     double completion_p50_ms = 0;  // the median broadcast's time to reach every client: robust to a few slow ones
 };
+
+// Where /v1/exchange/broadcast is posted: the admin listener if given, else the API.
+const std::string& broadcast_address(const Options& o) { return o.admin.empty() ? o.api : o.admin; }
 
 std::string broadcast_body(std::int64_t ts, int seq, std::size_t payload_bytes) {
     // Frame payload: {"service":"notify","code":200,"data":DATA} = 39 bytes + DATA.
@@ -625,7 +633,7 @@ OJson run_broadcast(const Options& o) {
     auto r = connect_pool(pool, o);
     result["connect"] = connect_json(r, pool.merged_stats());
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
-    bench::HttpClient http(bench::parse_ipv4(o.api), o.api);
+    bench::HttpClient http(bench::parse_ipv4(broadcast_address(o)), broadcast_address(o));
     std::optional<bench::Rss> before;
     if (o.server_pid) before = bench::read_rss(o.server_pid);
     log("broadcast: " + std::to_string(o.broadcasts) + " broadcasts (" + o.mode + ") to " +
@@ -775,7 +783,7 @@ OJson run_slow(const Options& o) {
     auto r = connect_pool(pool, o);
     result["connect"] = connect_json(r, pool.merged_stats());
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
-    bench::HttpClient http(bench::parse_ipv4(o.api), o.api);
+    bench::HttpClient http(bench::parse_ipv4(broadcast_address(o)), broadcast_address(o));
     const int expected = pool.open_connections();
 
     // Baseline, with the slow client, baseline again after it left: the two baselines bracket the slow run, so
@@ -892,6 +900,7 @@ int main(int argc, char** argv) {
                  {"label", o.label},
                  {"ws", o.ws},
                  {"api", o.api.empty() ? OJson(nullptr) : OJson(o.api)},
+                 {"admin", o.admin.empty() ? OJson(nullptr) : OJson(o.admin)},
                  {"connections_requested", o.connections},
                  {"client_threads", o.threads},
                  {"started_at", iso_now()}};

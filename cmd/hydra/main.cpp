@@ -28,9 +28,10 @@ int main(int argc, char** argv) {
 
     // hydra's WS demo: log in over WS, send over HTTP, push from the queue to the user's devices.
     app.ws("/member/login", [demo](hydra::Context& ctx) { return demo->login(ctx); });
+    // Sending is a backend's call: it takes an API key whenever auth.api_keys is set.
     app.api_async("/msg/send", [demo](hydra::Context& ctx, hydra::Reply reply) { demo->send(ctx, std::move(reply)); },
-                  {.methods = {"POST"}});
-    app.api("/msg/broadcast", push::broadcast, {.methods = {"POST"}});
+                  {.methods = {"POST"}, .auth = hydra::Auth::api_key});
+    app.api("/msg/broadcast", push::broadcast, {.methods = {"POST"}, .auth = hydra::Auth::api_key});
     app.mqc("/msg/push", [demo](hydra::Context& ctx) { return demo->push(ctx); },
             {.queue = push::kQueue, .concurrency = 8});
 
@@ -39,7 +40,8 @@ int main(int argc, char** argv) {
     app.static_files("/demo", "services/chat/web");  // a chat page for the browser: /demo/
     app.ws_endpoint("/message-center", message_center::endpoint(auth));
 
-    // Operations: health, the exchange over HTTP (/v1/mesh/publish, /v1/exchange/notify|broadcast), echo.
+    // Operations: health, echo, and on the admin listener the exchange over HTTP (/v1/mesh/publish,
+    // /v1/exchange/notify|notify_user|broadcast).
     app.api("/healthz", system::Health{app});
     admin::register_routes(app);
     app.ws_endpoint("/echo", system::echo_endpoint());

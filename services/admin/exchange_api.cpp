@@ -28,22 +28,24 @@ Json notify(hydra::Context& ctx) {
     return Json{{"code", 0}, {"msg", "success"}};
 }
 
+Json notify_user(hydra::Context& ctx) {
+    std::string user = ctx.require("user");
+    std::size_t n = ctx.exchange().notify_user(user, field(ctx, "data"));
+    if (n == 0) throw hydra::Error(404, "no connection of user " + user);
+    return Json{{"code", 0}, {"msg", "success"}, {"connections", n}};
+}
+
 Json broadcast(hydra::Context& ctx) {
     std::size_t n = ctx.exchange().broadcast(field(ctx, "data"));
     return Json{{"code", 0}, {"msg", "success"}, {"connections", n}};
 }
 
 void register_routes(hydra::App& app) {
-    // The routes exist always; with api.admin=false they answer 404 like any unknown path.
-    auto guarded = [&app](Json (*handler)(hydra::Context&)) {
-        return [&app, handler](hydra::Context& ctx) -> Json {
-            if (!app.config().boolean("api.admin")) throw hydra::Error(404, "no route for " + ctx.path());
-            return handler(ctx);
-        };
-    };
-    app.api("/v1/mesh/publish", guarded(publish), {.methods = {"POST"}});
-    app.api("/v1/exchange/notify", guarded(notify), {.methods = {"POST"}});
-    app.api("/v1/exchange/broadcast", guarded(broadcast), {.methods = {"POST"}});
+    const hydra::ApiOptions admin{.methods = {"POST"}, .listener = hydra::Listener::admin};
+    app.api("/v1/mesh/publish", publish, admin);
+    app.api("/v1/exchange/notify", notify, admin);
+    app.api("/v1/exchange/notify_user", notify_user, admin);
+    app.api("/v1/exchange/broadcast", broadcast, admin);
 }
 
 }  // namespace services::admin

@@ -1,7 +1,9 @@
-// Admin HTTP endpoints over the WSExchange (connmix-compatible publish), switched off with api.admin=false:
-//   POST /v1/mesh/publish        {"c":"room:1002","d":"<string>"}  → d verbatim to every subscriber of channel c
-//   POST /v1/exchange/notify     {"uuid":"...","data":<json>}      → hydra's notify envelope to one connection
-//   POST /v1/exchange/broadcast  {"data":<json>}                   → the notify envelope to every connection
+// The operator's HTTP endpoints over the WSExchange (connmix-compatible publish), on the admin listener
+// (admin.address; an API key from auth.api_keys when keys are configured):
+//   POST /v1/mesh/publish          {"c":"room:1002","d":"<string>"}  → d verbatim to every subscriber of channel c
+//   POST /v1/exchange/notify       {"uuid":"...","data":<json>}      → hydra's notify envelope to one connection
+//   POST /v1/exchange/notify_user  {"user":"...","data":<json>}      → the notify envelope to the user's devices (404:
+//   none) POST /v1/exchange/broadcast    {"data":<json>}                   → the notify envelope to every connection
 #pragma once
 
 #include <hydra/app.h>
@@ -10,9 +12,10 @@ namespace services::admin {
 
 hydra::Json publish(hydra::Context& ctx);
 hydra::Json notify(hydra::Context& ctx);
+hydra::Json notify_user(hydra::Context& ctx);
 hydra::Json broadcast(hydra::Context& ctx);
 
-// Registers the three routes when the config allows it (api.admin).
+// Registers the routes on the admin listener (served unless admin.enabled=false).
 void register_routes(hydra::App& app);
 
 }  // namespace services::admin

@@ -91,6 +91,7 @@ rm -f "$OUT"/*.json "$OUT"/*.log
 # ---- servers ----
 WS_ADDR=""
 API_ADDR=""
+ADMIN_ADDR=""
 # start_server hydra|node LOG [--set key=value ...]
 # (hydra: the per-address API limits are off, all load comes from 127.0.0.1)
 start_server() {
@@ -98,7 +99,7 @@ start_server() {
     shift 2
     if [[ $kind == hydra ]]; then
         (cd "$RUN_DIR" && exec taskset -c "$SERVER_CPU" "$HYDRA" run --config "$ROOT/config/dev.json" \
-            --set ws.address=127.0.0.1:0 --set api.address=127.0.0.1:0 --set log.level=warn \
+            --set ws.address=127.0.0.1:0 --set api.address=127.0.0.1:0 --set admin.address=127.0.0.1:0 --set log.level=warn \
             --set ws.io_threads=1 --set ws.ping_interval_ms=0 --set ws.idle_timeout_ms=0 \
             --set ws.client_uuid=request_id --set ws.max_connections_per_ip=0 --set ws.rate_limit.messages_per_s=0 \
             --set api.max_connections_per_ip=0 --set api.rate_limit.requests_per_s=0 "$@") >"$logf" 2>&1 &
@@ -110,8 +111,9 @@ start_server() {
             >"$logf" 2>&1 &
     fi
     SERVER_PID=$!
-    wait_for_addresses "$SERVER_PID" "$logf" "$kind"
-    WS_ADDR=$FOUND_WS API_ADDR=$FOUND_API
+    # hydra serves /v1/exchange/broadcast on its admin listener; the peers on their one HTTP address.
+    wait_for_addresses "$SERVER_PID" "$logf" "$kind" "$([[ $kind == hydra ]] && echo admin)"
+    WS_ADDR=$FOUND_WS API_ADDR=$FOUND_API ADMIN_ADDR=${FOUND_ADMIN:-$FOUND_API}
     sleep 0.5  # let it settle before the RSS baseline
 }
 
@@ -119,7 +121,7 @@ start_server() {
 run_bench() {
     local name=$1 scenario=$2
     shift 2
-    taskset -c "$CLIENT_CPU" "$BENCH" "$scenario" --ws "$WS_ADDR" --api "$API_ADDR" --server-pid "$SERVER_PID" \
+    taskset -c "$CLIENT_CPU" "$BENCH" "$scenario" --ws "$WS_ADDR" --api "$API_ADDR" --admin "$ADMIN_ADDR" --server-pid "$SERVER_PID" \
         --label "$name" --out "$OUT/$name.json" "$@" >/dev/null 2>"$OUT/$name.bench.log" &
     BENCH_PID=$!
     local rc=0

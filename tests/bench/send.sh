@@ -98,7 +98,7 @@ start_hydra() {
     local name=$1 logf=$2
     shift 2
     (cd "$RUN_DIR" && HYDRA_CONFIG_DIR=$ROOT/config exec taskset -c "$SERVER_CPU" "$HYDRA" run --env dev \
-        --set api.address=127.0.0.1:0 --set ws.address=127.0.0.1:0 --set log.level=warn \
+        --set api.address=127.0.0.1:0 --set admin.address=127.0.0.1:0 --set ws.address=127.0.0.1:0 --set log.level=warn \
         --set ws.io_threads=1 --set ws.ping_interval_ms=0 --set ws.idle_timeout_ms=0 \
         --set ws.client_uuid=request_id --set ws.max_connections_per_ip=0 --set ws.rate_limit.messages_per_s=0 \
         --set api.max_connections_per_ip=0 --set api.rate_limit.requests_per_s=0 \

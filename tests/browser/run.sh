@@ -20,7 +20,7 @@ fi
 
 rm -f "$out"/*.db "$out"/*.db-*
 cd "$src"
-"$hydra" run --env dev --set api.address=127.0.0.1:0 --set ws.address=127.0.0.1:0 --set log.level=warn \
+"$hydra" run --env dev --set api.address=127.0.0.1:0 --set admin.address=127.0.0.1:0 --set ws.address=127.0.0.1:0 --set log.level=warn \
     --set "queue.sqlite.path=$out/queue.db" --set "services.push.database=$out/push.db" >"$out/hydra.out" 2>"$out/hydra.err" &
 pid=$!
 trap 'kill -TERM $pid 2>/dev/null || true; wait $pid 2>/dev/null || true' EXIT

@@ -93,8 +93,9 @@ struct AsyncFixture {
                 if (r.kind() != hydra::Result::Kind::json) return r;
                 return Json{{"wrapped", r.value()}};
             });
-        sets.insert(sets.end(), {"api.address=127.0.0.1:0", "ws.enabled=false", "log.level=error",
-                                 "queue.sqlite.path=" + queue_path, "api.threads=" + std::to_string(threads)});
+        sets.insert(sets.end(),
+                    {"api.address=127.0.0.1:0", "admin.address=127.0.0.1:0", "ws.enabled=false", "log.level=error",
+                     "queue.sqlite.path=" + queue_path, "api.threads=" + std::to_string(threads)});
         app.start(hydra::Config::from_json(Json::object(), "test", sets, hydra::ConfigSchema::builtin()));
         addr = app.api_address();
     }

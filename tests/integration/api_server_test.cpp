@@ -24,8 +24,8 @@ using test::http;
 namespace {
 
 hydra::Config test_config(std::vector<std::string> sets = {}) {
-    sets.insert(sets.begin(), {"api.address=127.0.0.1:0", "ws.enabled=false", "log.level=error",
-                               "queue.sqlite.path=" + test::temp_path("q.db")});
+    sets.insert(sets.begin(), {"api.address=127.0.0.1:0", "admin.address=127.0.0.1:0", "ws.enabled=false",
+                               "log.level=error", "queue.sqlite.path=" + test::temp_path("q.db")});
     return hydra::Config::from_json(Json::object(), "test", sets, hydra::ConfigSchema::builtin());
 }
 

@@ -101,8 +101,9 @@ BOOST_AUTO_TEST_CASE(conf_show_masks_secrets_and_applies_overrides) {
 }
 
 BOOST_AUTO_TEST_CASE(run_serves_and_stops_gracefully_on_sigterm) {
-    ChildProcess p({HYDRA_BINARY, "run", "--set", "api.address=127.0.0.1:0", "--set", "ws.address=127.0.0.1:0", "--set",
-                    "log.level=warn", "--set", "queue.sqlite.path=" + (temp_dir() / "q.db").string()},
+    ChildProcess p({HYDRA_BINARY, "run", "--set", "api.address=127.0.0.1:0", "--set", "admin.address=127.0.0.1:0",
+                    "--set", "ws.address=127.0.0.1:0", "--set", "log.level=warn", "--set",
+                    "queue.sqlite.path=" + (temp_dir() / "q.db").string()},
                    temp_dir().string());
     auto port = p.wait_for_stdout(R"(api listening on http://127\.0\.0\.1:(\d+))", 20s);
     BOOST_REQUIRE_MESSAGE(port, "no startup line; stdout: " + p.out() + " stderr: " + p.err());
@@ -117,8 +118,8 @@ BOOST_AUTO_TEST_CASE(run_serves_and_stops_gracefully_on_sigterm) {
 BOOST_AUTO_TEST_CASE(run_reports_an_address_in_use) {
     Poco::Net::ServerSocket taken(Poco::Net::SocketAddress("127.0.0.1:0"));
     std::string addr = taken.address().toString();
-    ChildProcess p({HYDRA_BINARY, "run", "--set", "api.address=" + addr, "--set", "ws.address=127.0.0.1:0", "--set",
-                    "queue.sqlite.path=" + (temp_dir() / "q2.db").string()},
+    ChildProcess p({HYDRA_BINARY, "run", "--set", "api.address=" + addr, "--set", "admin.address=127.0.0.1:0", "--set",
+                    "ws.address=127.0.0.1:0", "--set", "queue.sqlite.path=" + (temp_dir() / "q2.db").string()},
                    temp_dir().string());
     BOOST_CHECK_EQUAL(p.wait(15s).value_or(-1), 1);
     BOOST_CHECK_MESSAGE(p.err().find("hydra: cannot start: api: cannot listen on " + addr) != std::string::npos,
@@ -239,8 +240,8 @@ BOOST_AUTO_TEST_CASE(env_defaults_to_hydra_env_then_dev_and_config_names_the_fil
 // the request id on the lines of a request, and the fields of an event as keys of their own.
 BOOST_AUTO_TEST_CASE(json_log_format_writes_one_json_object_per_line) {
     ChildProcess p({HYDRA_BINARY, "run", "--set", "log.format=json", "--set", "log.level=debug", "--set",
-                    "api.address=127.0.0.1:0", "--set", "ws.address=127.0.0.1:0", "--set",
-                    "queue.sqlite.path=" + test::temp_path("q.db"), "--set",
+                    "api.address=127.0.0.1:0", "--set", "admin.address=127.0.0.1:0", "--set", "ws.address=127.0.0.1:0",
+                    "--set", "queue.sqlite.path=" + test::temp_path("q.db"), "--set",
                     "services.push.database=" + test::temp_path("push.db")},
                    temp_dir().string());
     auto port = p.wait_for_stdout(R"(api listening on http://127\.0\.0\.1:(\d+))", 30s);
@@ -295,9 +296,10 @@ BOOST_AUTO_TEST_CASE(json_log_format_writes_one_json_object_per_line) {
 // README, Command line: `hydra run` prints one line per started server; Quick start: /healthz names them.
 BOOST_AUTO_TEST_CASE(run_prints_one_line_per_started_server) {
     for (bool mqc : {true, false}) {
-        ChildProcess p({HYDRA_BINARY, "run", "--set", "api.address=127.0.0.1:0", "--set", "ws.address=127.0.0.1:0",
-                        "--set", "log.level=warn", "--set", std::string("mqc.enabled=") + (mqc ? "true" : "false"),
-                        "--set", "queue.sqlite.path=" + test::temp_path("q.db"), "--set",
+        ChildProcess p({HYDRA_BINARY, "run", "--set", "api.address=127.0.0.1:0", "--set", "admin.address=127.0.0.1:0",
+                        "--set", "ws.address=127.0.0.1:0", "--set", "log.level=warn", "--set",
+                        std::string("mqc.enabled=") + (mqc ? "true" : "false"), "--set",
+                        "queue.sqlite.path=" + test::temp_path("q.db"), "--set",
                         "services.push.database=" + test::temp_path("push.db")},
                        temp_dir().string());
         BOOST_REQUIRE_MESSAGE(p.wait_for_stdout(R"(running \(dev\), pid \d+)", 30s), p.out() + p.err());
@@ -307,6 +309,10 @@ BOOST_AUTO_TEST_CASE(run_prints_one_line_per_started_server) {
             out);
         BOOST_CHECK_MESSAGE(std::regex_search(out, std::regex(R"((^|\n)ws listening on ws://127\.0\.0\.1:\d+ \()")),
                             out);
+        BOOST_CHECK_MESSAGE(
+            std::regex_search(
+                out, std::regex(R"((^|\n)admin listening on http://127\.0\.0\.1:\d+ \(\d+ routes, no API keys\)\n)")),
+            out);
         BOOST_CHECK_EQUAL(out.find("mqc consuming") != std::string::npos, mqc);
         // The quick start's /healthz: the servers as started.
         std::smatch api;

@@ -28,11 +28,12 @@ struct Node {
 
     Node(const std::string& id, const std::string& brokers, const std::vector<std::string>& extra = {}) {
         app.ws("/noop", [](hydra::Context&) { return Json::object(); });
-        std::vector<std::string> sets = {
-            "api.enabled=false",    "mqc.enabled=false",   "ws.address=127.0.0.1:0",
-            "ws.io_threads=1",      "ws.workers=2",        "ws.client_uuid=request_id",
-            "log.level=warn",       "queue.backend=kafka", "queue.kafka.brokers=" + brokers,
-            "cluster.node_id=" + id};
+        std::vector<std::string> sets = {"api.enabled=false",         "admin.enabled=false",
+                                         "mqc.enabled=false",         "ws.address=127.0.0.1:0",
+                                         "ws.io_threads=1",           "ws.workers=2",
+                                         "ws.client_uuid=request_id", "log.level=warn",
+                                         "queue.backend=kafka",       "queue.kafka.brokers=" + brokers,
+                                         "cluster.node_id=" + id};
         sets.insert(sets.end(), extra.begin(), extra.end());  // later values win
         app.start(hydra::Config::from_json(Json::object(), "test", sets, hydra::ConfigSchema::builtin()));
         std::string ws = app.ws_address();

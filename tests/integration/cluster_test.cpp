@@ -26,12 +26,14 @@ namespace {
 struct Host {
     std::unique_ptr<test::ChildProcess> process;
     std::string api;
+    std::string admin;  // the admin listener (the exchange's /v1/... endpoints)
     int ws_port = 0;
 
     Host(const std::string& node, const std::string& brokers, const std::vector<std::string>& extra = {}) {
         std::vector<std::string> args = {HYDRA_BINARY, "run",
                                          "--env",      "dev",
                                          "--set",      "api.address=127.0.0.1:0",
+                                         "--set",      "admin.address=127.0.0.1:0",
                                          "--set",      "ws.address=127.0.0.1:0",
                                          "--set",      "log.level=warn",
                                          "--set",      "queue.backend=kafka",
@@ -44,8 +46,10 @@ struct Host {
         process = std::make_unique<test::ChildProcess>(args, std::string(HYDRA_SOURCE_DIR));
         auto api_port = process->wait_for_stdout(R"(api listening on http://127\.0\.0\.1:(\d+))", 60s);
         auto ws = process->wait_for_stdout(R"(ws listening on ws://127\.0\.0\.1:(\d+))", 60s);
-        BOOST_REQUIRE_MESSAGE(api_port && ws, "hydra " + node + " did not start: " + process->err());
+        auto admin_port = process->wait_for_stdout(R"(admin listening on http://127\.0\.0\.1:(\d+))", 60s);
+        BOOST_REQUIRE_MESSAGE(api_port && ws && admin_port, "hydra " + node + " did not start: " + process->err());
         api = "127.0.0.1:" + *api_port;
+        admin = "127.0.0.1:" + *admin_port;
         ws_port = std::stoi(*ws);
     }
     ~Host() {
@@ -94,7 +98,7 @@ BOOST_AUTO_TEST_CASE(two_hosts_share_notify_publish_and_queues) {
     BOOST_REQUIRE(b.wait_connections(1));
 
     // a Notify by uuid sent through B reaches A's client, once
-    auto r = test::http(b.api, "POST", "/v1/exchange/notify", R"({"uuid":"alice-on-a","data":{"hello":"from b"}})");
+    auto r = test::http(b.admin, "POST", "/v1/exchange/notify", R"({"uuid":"alice-on-a","data":{"hello":"from b"}})");
     BOOST_CHECK_EQUAL(r.status, 200);
     BOOST_CHECK_EQUAL(next_json(alice)["data"]["hello"], "from b");
 
@@ -121,7 +125,7 @@ BOOST_AUTO_TEST_CASE(two_hosts_share_notify_publish_and_queues) {
     BOOST_CHECK(x.receive(1s).type == WsMessage::Type::timeout);
 
     // /v1/mesh/publish on B reaches A
-    r = test::http(b.api, "POST", "/v1/mesh/publish", R"({"c":"room:77","d":"{\"from\":\"mesh\"}"})");
+    r = test::http(b.admin, "POST", "/v1/mesh/publish", R"({"c":"room:77","d":"{\"from\":\"mesh\"}"})");
     BOOST_CHECK_EQUAL(r.status, 200);
     BOOST_CHECK_EQUAL(x.receive(20s).data, R"({"from":"mesh"})");
     BOOST_CHECK_EQUAL(y.receive(20s).data, R"({"from":"mesh"})");  // y is in the room too
@@ -147,7 +151,7 @@ BOOST_AUTO_TEST_CASE(a_host_that_dies_leaves_the_others_working) {
 
     // the client reconnects to A (same id) and is reachable again
     WsClient again = a.connect("/", "client-on-b");
-    auto r = test::http(a.api, "POST", "/v1/exchange/notify", R"({"uuid":"client-on-b","data":"back"})");
+    auto r = test::http(a.admin, "POST", "/v1/exchange/notify", R"({"uuid":"client-on-b","data":"back"})");
     BOOST_CHECK_EQUAL(r.status, 200);
     BOOST_CHECK_EQUAL(next_json(again)["data"], "back");
 }

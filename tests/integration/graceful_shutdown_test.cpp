@@ -28,8 +28,9 @@ using namespace std::chrono_literals;
 namespace {
 
 hydra::Config both_servers(std::vector<std::string> sets = {}) {
-    sets.insert(sets.begin(), {"api.address=127.0.0.1:0", "ws.address=127.0.0.1:0", "ws.io_threads=2",
-                               "mqc.enabled=false", "log.level=error", "queue.sqlite.path=" + test::temp_path("q.db")});
+    sets.insert(sets.begin(),
+                {"api.address=127.0.0.1:0", "admin.address=127.0.0.1:0", "ws.address=127.0.0.1:0", "ws.io_threads=2",
+                 "mqc.enabled=false", "log.level=error", "queue.sqlite.path=" + test::temp_path("q.db")});
     return hydra::Config::from_json(Json::object(), "test", sets, hydra::ConfigSchema::builtin());
 }
 

@@ -729,11 +729,11 @@ BOOST_AUTO_TEST_CASE(mqc_routes_consume_in_groups_named_after_plat_system_and_ro
                 return hydra::Json{};
             },
             {.queue = "kq:groups:b"});
-    app.start(
-        hydra::Config::from_json(hydra::Json::object(), "test",
-                                 {"api.enabled=false", "ws.enabled=false", "log.level=error", "queue.backend=kafka",
-                                  "queue.kafka.brokers=" + mock().bootstraps(), "queue.kafka.group_prefix=staging."},
-                                 hydra::ConfigSchema::builtin()));
+    app.start(hydra::Config::from_json(
+        hydra::Json::object(), "test",
+        {"api.enabled=false", "admin.enabled=false", "ws.enabled=false", "log.level=error", "queue.backend=kafka",
+         "queue.kafka.brokers=" + mock().bootstraps(), "queue.kafka.group_prefix=staging."},
+        hydra::ConfigSchema::builtin()));
     app.queue()->push("kq:groups:a", R"({"n":1})");
     app.queue()->push("kq:groups:b", R"({"n":2})");
     BOOST_REQUIRE(inbox.wait_for(2, 30s));

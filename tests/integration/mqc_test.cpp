@@ -22,8 +22,9 @@ using namespace std::chrono_literals;
 namespace {
 
 hydra::Config config(const std::string& db, std::vector<std::string> sets = {}) {
-    sets.insert(sets.begin(), {"api.address=127.0.0.1:0", "ws.address=127.0.0.1:0", "log.level=error",
-                               "queue.sqlite.path=" + db, "queue.retry_backoff_ms=20", "queue.max_attempts=2"});
+    sets.insert(sets.begin(),
+                {"api.address=127.0.0.1:0", "admin.address=127.0.0.1:0", "ws.address=127.0.0.1:0", "log.level=error",
+                 "queue.sqlite.path=" + db, "queue.retry_backoff_ms=20", "queue.max_attempts=2"});
     return hydra::Config::from_json(Json::object(), "test", sets, hydra::ConfigSchema::builtin());
 }
 

@@ -139,7 +139,7 @@ BOOST_AUTO_TEST_CASE(chat_rooms) {
     BOOST_CHECK(c.receive(300ms).type == WsMessage::Type::timeout);
 
     // the publish API reaches a room verbatim
-    auto r = test::http(host.api, "POST", "/v1/mesh/publish",
+    auto r = test::http(host.admin, "POST", "/v1/mesh/publish",
                         R"({"c":"room:1002","d":"{\"type\":\"broadcast\",\"msg\":\"Hello,World!\"}"})");
     BOOST_CHECK_EQUAL(r.status, 200);
     BOOST_CHECK_EQUAL(a.receive(5s).data, R"({"type":"broadcast","msg":"Hello,World!"})");
@@ -166,13 +166,13 @@ BOOST_AUTO_TEST_CASE(message_center) {
     BOOST_CHECK_EQUAL(next_json(c), (Json{{"result", true}}));
 
     std::string event = R"({"event":"@user","data":{"uid":1001,"msg":"Hello,World!"}})";
-    auto p = test::http(host.api, "POST", "/v1/mesh/publish", Json{{"c", "user:1001"}, {"d", event}}.dump());
+    auto p = test::http(host.admin, "POST", "/v1/mesh/publish", Json{{"c", "user:1001"}, {"d", event}}.dump());
     BOOST_CHECK_EQUAL(p.json()["delivered"], 1);
     BOOST_CHECK_EQUAL(c.receive(5s).data, event);
 
     c.send_text(R"({"op":"unsubscribe","channel":"@user"})");
     BOOST_CHECK_EQUAL(next_json(c), (Json{{"result", true}}));
-    p = test::http(host.api, "POST", "/v1/mesh/publish", Json{{"c", "user:1001"}, {"d", event}}.dump());
+    p = test::http(host.admin, "POST", "/v1/mesh/publish", Json{{"c", "user:1001"}, {"d", event}}.dump());
     BOOST_CHECK_EQUAL(p.json()["delivered"], 0);
 }
 

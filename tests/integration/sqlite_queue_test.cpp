@@ -613,12 +613,28 @@ BOOST_AUTO_TEST_CASE(a_write_error_on_commit_fails_those_pushes_and_the_server_s
     // The real binary under a file size limit (RLIMIT_FSIZE, with SIGXFSZ ignored so that a write past it fails with
     // EFBIG): the queue's write-ahead log cannot grow past 1 MiB, as on a full disk, without a mount.
     const std::string path = test::temp_path("full.db");
-    test::ChildProcess host(
-        {"/bin/sh", "-c", R"(trap '' XFSZ; ulimit -f 2048; exec "$0" "$@")", HYDRA_BINARY, "run", "--env", "dev",
-         "--set", "api.address=127.0.0.1:0", "--set", "ws.address=127.0.0.1:0", "--set", "log.level=warn", "--set",
-         "mqc.enabled=false",  // pushed messages stay
-         "--set", "queue.sqlite.path=" + path, "--set", "services.push.database=" + test::temp_path("push.db")},
-        HYDRA_SOURCE_DIR);
+    test::ChildProcess host({"/bin/sh",
+                             "-c",
+                             R"(trap '' XFSZ; ulimit -f 2048; exec "$0" "$@")",
+                             HYDRA_BINARY,
+                             "run",
+                             "--env",
+                             "dev",
+                             "--set",
+                             "api.address=127.0.0.1:0",
+                             "--set",
+                             "ws.address=127.0.0.1:0",
+                             "--set",
+                             "log.level=warn",
+                             "--set",
+                             "mqc.enabled=false",  // pushed messages stay
+                             "--set",
+                             "admin.address=127.0.0.1:0",
+                             "--set",
+                             "queue.sqlite.path=" + path,
+                             "--set",
+                             "services.push.database=" + test::temp_path("push.db")},
+                            HYDRA_SOURCE_DIR);
     auto port = host.wait_for_stdout(R"(api listening on http://127\.0\.0\.1:(\d+))", 30s);
     BOOST_REQUIRE_MESSAGE(port, "hydra did not start: " + host.err());
     const std::string api = "127.0.0.1:" + *port;

@@ -102,9 +102,9 @@ struct WsFixture {
         app.ws_endpoint("/chat", chat);
         if (extra) extra(app);
 
-        sets.insert(sets.begin(),
-                    {"api.enabled=false", "ws.address=127.0.0.1:0", "log.level=error", "ws.io_threads=2",
-                     "ws.workers=4", "mqc.enabled=false", "queue.sqlite.path=" + test::temp_path("q.db")});
+        sets.insert(sets.begin(), {"api.enabled=false", "admin.enabled=false", "ws.address=127.0.0.1:0",
+                                   "log.level=error", "ws.io_threads=2", "ws.workers=4", "mqc.enabled=false",
+                                   "queue.sqlite.path=" + test::temp_path("q.db")});
         app.start(hydra::Config::from_json(Json::object(), "test", sets, hydra::ConfigSchema::builtin()));
         std::string addr = app.ws_address();
         port = std::stoi(addr.substr(addr.rfind(':') + 1));

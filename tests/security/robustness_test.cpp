@@ -62,7 +62,7 @@ BOOST_AUTO_TEST_CASE(deeply_nested_json_is_refused_everywhere_and_the_process_li
     const std::string deep = nested(70000);
 
     // The admin publish endpoint, the async /msg/send (parsed on the API loop), a route that ignores its body.
-    auto r = test::http(host.api, "POST", "/v1/mesh/publish", R"({"c":"room:1","d":)" + deep + "}");
+    auto r = test::http(host.admin, "POST", "/v1/mesh/publish", R"({"c":"room:1","d":)" + deep + "}");
     BOOST_CHECK_EQUAL(r.status, 400);
     BOOST_CHECK_MESSAGE(r.body.find("nested deeper than 64 levels") != std::string::npos, r.body);
     r = test::http(host.api, "POST", "/msg/send", R"({"uuid":"x","msg":)" + deep + "}");
@@ -100,16 +100,16 @@ BOOST_AUTO_TEST_CASE(deeply_nested_json_is_refused_everywhere_and_the_process_li
     BOOST_CHECK_EQUAL(reply["service"], "init");
 
     // Within the limit is fine.
-    r = test::http(host.api, "POST", "/v1/mesh/publish", R"({"c":"room:1","d":)" + nested(60) + "}");
+    r = test::http(host.admin, "POST", "/v1/mesh/publish", R"({"c":"room:1","d":)" + nested(60) + "}");
     BOOST_CHECK_EQUAL(r.status, 200);
     BOOST_CHECK(alive(host));
 }
 
 BOOST_AUTO_TEST_CASE(the_depth_limit_is_configurable) {
     test::Host host({"--set", "limits.json_depth=4"});
-    auto r = test::http(host.api, "POST", "/v1/mesh/publish", R"({"c":"room:1","d":)" + nested(3) + "}");
+    auto r = test::http(host.admin, "POST", "/v1/mesh/publish", R"({"c":"room:1","d":)" + nested(3) + "}");
     BOOST_CHECK_EQUAL(r.status, 200);
-    r = test::http(host.api, "POST", "/v1/mesh/publish", R"({"c":"room:1","d":)" + nested(4) + "}");
+    r = test::http(host.admin, "POST", "/v1/mesh/publish", R"({"c":"room:1","d":)" + nested(4) + "}");
     BOOST_CHECK_EQUAL(r.status, 400);
     BOOST_CHECK_MESSAGE(r.body.find("nested deeper than 4 levels") != std::string::npos, r.body);
 }
@@ -230,10 +230,10 @@ BOOST_AUTO_TEST_CASE(a_failed_start_with_the_cluster_running_exits_cleanly) {
     test::KafkaMock kafka;
     Poco::Net::ServerSocket taken(Poco::Net::SocketAddress("127.0.0.1:0"));
     test::ChildProcess p(
-        {HYDRA_BINARY, "run", "--env", "dev", "--set", "api.address=127.0.0.1:0", "--set",
-         "ws.address=127.0.0.1:" + std::to_string(taken.address().port()), "--set", "queue.backend=kafka", "--set",
-         "queue.kafka.brokers=" + kafka.bootstrap, "--set", "queue.kafka.properties.session.timeout.ms=6000", "--set",
-         "services.push.database=" + test::temp_path("push.db")},
+        {HYDRA_BINARY, "run", "--env", "dev", "--set", "api.address=127.0.0.1:0", "--set", "admin.address=127.0.0.1:0",
+         "--set", "ws.address=127.0.0.1:" + std::to_string(taken.address().port()), "--set", "queue.backend=kafka",
+         "--set", "queue.kafka.brokers=" + kafka.bootstrap, "--set", "queue.kafka.properties.session.timeout.ms=6000",
+         "--set", "services.push.database=" + test::temp_path("push.db")},
         std::string(HYDRA_SOURCE_DIR));
     BOOST_CHECK_EQUAL(p.wait(60s).value_or(-100), 1);
     BOOST_CHECK_MESSAGE(p.err().find("Address already in use") != std::string::npos, p.err());

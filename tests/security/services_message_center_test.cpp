@@ -162,7 +162,7 @@ BOOST_AUTO_TEST_CASE(messages_sent_during_the_auth_see_its_result) {
     BOOST_CHECK_EQUAL(next_json(c), (Json{{"result", true}}));
     BOOST_CHECK_EQUAL(next_json(c), (Json{{"result", true}}));
     BOOST_CHECK_EQUAL(next_json(c)["code"], 2);
-    auto p = test::http(host.api, "POST", "/v1/mesh/publish", Json{{"c", "user:1001"}, {"d", "hello"}}.dump());
+    auto p = test::http(host.admin, "POST", "/v1/mesh/publish", Json{{"c", "user:1001"}, {"d", "hello"}}.dump());
     BOOST_CHECK_EQUAL(p.json()["delivered"], 1);
     BOOST_CHECK_EQUAL(c.receive(5s).data, "hello");
 }

@@ -55,8 +55,9 @@ struct Server {
         hydra::WsEndpoint quiet;  // accepts connections, answers nothing
         quiet.on_message = [](hydra::Context&) -> hydra::Result { return {}; };
         app.ws_endpoint("/quiet", quiet);
-        sets.insert(sets.begin(), {"api.enabled=false", "ws.address=127.0.0.1:0", "log.level=error", "ws.io_threads=1",
-                                   "mqc.enabled=false", "queue.sqlite.path=" + test::temp_path("q.db")});
+        sets.insert(sets.begin(),
+                    {"api.enabled=false", "admin.enabled=false", "ws.address=127.0.0.1:0", "log.level=error",
+                     "ws.io_threads=1", "mqc.enabled=false", "queue.sqlite.path=" + test::temp_path("q.db")});
         app.start(hydra::Config::from_json(Json::object(), "test", sets, hydra::ConfigSchema::builtin()));
         std::string addr = app.ws_address();
         port = std::stoi(addr.substr(addr.rfind(':') + 1));

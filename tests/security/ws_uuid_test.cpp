@@ -25,7 +25,7 @@ std::string uuid_of(const WsClient& c) { return c.response_header("X-Request-Id"
 
 // Whether the host's exchange has a connection with this uuid (the admin notify answers 404 when not).
 int notify_status(test::Host& host, const std::string& uuid) {
-    return test::http(host.api, "POST", "/v1/exchange/notify", Json{{"uuid", uuid}, {"data", "ping"}}.dump()).status;
+    return test::http(host.admin, "POST", "/v1/exchange/notify", Json{{"uuid", uuid}, {"data", "ping"}}.dump()).status;
 }
 
 // Closes a client and waits until its uuid is free on the server.

@@ -66,12 +66,14 @@ struct Host {
     AuthApi auth;
     std::unique_ptr<test::ChildProcess> process;
     std::string api;
+    std::string admin;  // the admin listener (the exchange's /v1/... endpoints)
     int ws_port = 0;
 
     explicit Host(std::vector<std::string> extra = {}) {
         std::vector<std::string> args = {HYDRA_BINARY, "run",
                                          "--env",      "dev",
                                          "--set",      "api.address=127.0.0.1:0",
+                                         "--set",      "admin.address=127.0.0.1:0",
                                          "--set",      "ws.address=127.0.0.1:0",
                                          "--set",      "log.level=warn",
                                          "--set",      "queue.sqlite.path=" + test::temp_path("queue.db"),
@@ -81,8 +83,10 @@ struct Host {
         process = std::make_unique<test::ChildProcess>(args, std::string(HYDRA_SOURCE_DIR));
         auto api_port = process->wait_for_stdout(R"(api listening on http://127\.0\.0\.1:(\d+))", 30s);
         auto ws = process->wait_for_stdout(R"(ws listening on ws://127\.0\.0\.1:(\d+))", 30s);
-        BOOST_REQUIRE_MESSAGE(api_port && ws, "hydra did not start: " + process->err());
+        auto admin_port = process->wait_for_stdout(R"(admin listening on http://127\.0\.0\.1:(\d+))", 30s);
+        BOOST_REQUIRE_MESSAGE(api_port && ws && admin_port, "hydra did not start: " + process->err());
         api = "127.0.0.1:" + *api_port;
+        admin = "127.0.0.1:" + *admin_port;
         ws_port = std::stoi(*ws);
     }
     ~Host() {

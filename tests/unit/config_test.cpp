@@ -98,6 +98,15 @@ BOOST_AUTO_TEST_CASE(prod_profile_loads_with_and_without_environment) {
                             env_of({{"HYDRA_API_ADDRESS", "10.0.0.1:80"}, {"KAFKA_BROKERS", "k1:9092,k2:9092"}}));
     BOOST_CHECK_EQUAL(set.str("api.address"), "10.0.0.1:80");
     BOOST_CHECK_EQUAL(set.str("queue.kafka.brokers"), "k1:9092,k2:9092");
+
+    // The admin listener stays on loopback and there are no API keys unless the environment says otherwise.
+    BOOST_CHECK_EQUAL(defaults.str("admin.address"), "127.0.0.1:9091");
+    BOOST_CHECK_EQUAL(defaults.at("auth.api_keys"), Json::array());
+    auto keyed =
+        Config::load(file, {}, ConfigSchema::builtin(),
+                     env_of({{"HYDRA_ADMIN_ADDRESS", "10.0.0.1:9091"}, {"HYDRA_API_KEYS", "key-one,key-two"}}));
+    BOOST_CHECK_EQUAL(keyed.str("admin.address"), "10.0.0.1:9091");
+    BOOST_CHECK_EQUAL(keyed.at("auth.api_keys"), (Json{"key-one", "key-two"}));
 }
 
 BOOST_AUTO_TEST_CASE(defaults_fill_absent_sections) {
@@ -155,11 +164,12 @@ BOOST_AUTO_TEST_CASE(invalid_json_reports_line_and_column) {
 
 BOOST_AUTO_TEST_CASE(unknown_key) {
     BOOST_CHECK_EQUAL(parse_error(R"({"api": {"adress": "x"}})"),
-                      "test.json: api.adress: unknown key (known keys of api: address, admin, enabled, "
+                      "test.json: api.adress: unknown key (known keys of api: address, enabled, "
                       "header_timeout_ms, io_threads, keep_alive, keep_alive_timeout_ms, max_body, max_connections, "
                       "max_connections_per_ip, max_pending_output, max_queued, rate_limit, request_timeout_ms, "
                       "shutdown_timeout_ms, threads)");
-    BOOST_CHECK(contains(parse_error(R"({"apii": {}})"), "test.json: apii: unknown key (known keys: api, "));
+    BOOST_CHECK(
+        contains(parse_error(R"({"apii": {}})"), "test.json: apii: unknown key (known keys: admin, api, auth, "));
     BOOST_CHECK(contains(parse_error(R"({"services": {"x": {}}})"), "services.x: unknown key"));
 }
 
@@ -242,6 +252,30 @@ BOOST_AUTO_TEST_CASE(environment_substitution) {
     BOOST_CHECK(
         contains(parse_error(R"({"log": {"level": "${LEVEL}"}})", {}, ConfigSchema::builtin(), {{"LEVEL", "loud"}}),
                  "log.level: expected one of"));
+}
+
+// "split" on an array: one string (an environment variable) is the list of its comma-separated pieces.
+BOOST_AUTO_TEST_CASE(a_list_can_be_one_comma_separated_string) {
+    auto keys = [](const std::string& doc, const std::vector<std::string>& sets = {},
+                   std::map<std::string, std::string> env = {}) {
+        return parse(doc, sets, ConfigSchema::builtin(), std::move(env)).at("auth.api_keys");
+    };
+    BOOST_CHECK_EQUAL(keys(R"({"auth": {"api_keys": "${KEYS}"}})", {}, {{"KEYS", "a1,b2"}}), (Json{"a1", "b2"}));
+    // Pieces are trimmed, empty ones dropped: an unset variable with an empty default is no keys at all.
+    BOOST_CHECK_EQUAL(keys(R"({"auth": {"api_keys": "${KEYS}"}})", {}, {{"KEYS", " a1 , ,b2,"}}), (Json{"a1", "b2"}));
+    BOOST_CHECK_EQUAL(keys(R"({"auth": {"api_keys": "${KEYS:-}"}})"), Json::array());
+    // A JSON array stays what it is, commas and all.
+    BOOST_CHECK_EQUAL(keys(R"({"auth": {"api_keys": ["a,b", "c"]}})"), (Json{"a,b", "c"}));
+    // --set takes either form.
+    BOOST_CHECK_EQUAL(keys("{}", {"auth.api_keys=x1,y2"}), (Json{"x1", "y2"}));
+    BOOST_CHECK_EQUAL(keys("{}", {R"(auth.api_keys=["x,1"])"}), (Json{"x,1"}));
+    BOOST_CHECK_EQUAL(keys("{}", {"auth.api_keys="}), Json::array());
+    // Without "split" a string is not a list.
+    BOOST_CHECK(contains(parse_error(R"({"mqc": {"routes": "/a"}})"), "mqc.routes: expected an array"));
+    // The keys are secrets: each one masked, their number shown.
+    auto masked = parse("{}", {"auth.api_keys=alpha-key,beta-key"}).masked();
+    BOOST_CHECK_EQUAL(masked["auth"]["api_keys"], (Json{"******", "******"}));
+    BOOST_CHECK(!contains(masked.dump(), "alpha-key"));
 }
 
 BOOST_AUTO_TEST_CASE(set_overrides) {

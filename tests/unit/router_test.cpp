@@ -100,4 +100,16 @@ BOOST_AUTO_TEST_CASE(bad_patterns_are_rejected) {
     BOOST_CHECK_THROW(r.add("/a/:", any(1)), std::invalid_argument);
 }
 
+// ApiOptions::auth is per registration: the verbs of one call carry it, the same path's other verbs do not.
+BOOST_AUTO_TEST_CASE(a_match_carries_the_auth_of_its_registration) {
+    Router r;
+    r.add("/msg/send", {{"POST", [](hydra::Context&) { return hydra::Result(); }}}, {}, hydra::Auth::api_key);
+    r.add("/msg/send", {{"GET", [](hydra::Context&) { return hydra::Result(); }}});
+    r.add("/order/:id", {}, {{"", [](hydra::Context&, hydra::Reply) {}}}, hydra::Auth::api_key);
+    BOOST_CHECK(r.match("POST", "/msg/send").auth == hydra::Auth::api_key);
+    BOOST_CHECK(r.match("GET", "/msg/send").auth == hydra::Auth::none);
+    BOOST_CHECK(r.match("PUT", "/order/7").auth == hydra::Auth::api_key);
+    BOOST_CHECK(r.match("GET", "/nowhere").auth == hydra::Auth::none);
+}
+
 BOOST_AUTO_TEST_SUITE_END()

@@ -20,9 +20,22 @@ struct AppOptions {
     std::string version = HYDRA_VERSION;
 };
 
+// Which HTTP listener serves a route: the public API (api.address) or the operator's admin listener
+// (admin.address, loopback by default), which holds the endpoints that reach every client.
+enum class Listener { api, admin };
+
+// What a request must present before its handler runs (checked before the body is parsed).
+//   none:    nothing.
+//   api_key: one of auth.api_keys, as `Authorization: apikey <key>` or `X-API-Key: <key>`; else 401. With no keys
+//            configured the route is open (a development host). Every admin route requires a key whenever keys are
+//            configured, whatever its option says.
+enum class Auth { none, api_key };
+
 struct ApiOptions {
     // HTTP verbs a callable answers ("GET", "POST", ...); empty = all. Verb methods of objects set their own.
     std::vector<std::string> methods;
+    Auth auth = Auth::none;
+    Listener listener = Listener::api;
 };
 
 struct MqcOptions {
@@ -37,7 +50,9 @@ class App {
     App(const App&) = delete;
     App& operator=(const App&) = delete;
 
-    // An HTTP route: exact ("/msg/send") or with `:name` segments ("/order/:id", merged into params).
+    // An HTTP route: exact ("/msg/send") or with `:name` segments ("/order/:id", merged into params). On the public
+    // API listener unless `options.listener` is Listener::admin, e.g.
+    //   app.api("/v1/exchange/broadcast", broadcast, {.methods = {"POST"}, .listener = hydra::Listener::admin});
     template <class H>
     App& api(const std::string& route, H&& handler, ApiOptions options = {}) {
         return add_api(route, make_handlers(std::forward<H>(handler)), std::move(options));
@@ -51,7 +66,7 @@ class App {
     // Files under `directory` (relative to the working directory) served by the API server at `prefix`
     // ("/demo" → /demo/chat.html); GET and HEAD, no directory listing, nothing outside `directory`.
     App& static_files(const std::string& prefix, const std::string& directory);
-    // API middleware, run in registration order around every API handler.
+    // API middleware, run in registration order around every API handler (of either listener).
 
     App& use(Middleware middleware);
 
@@ -96,6 +111,8 @@ class App {
     const Config& config() const;
     // The bound address "host:port" of the API server after start() (port 0 in config → the real port).
     std::string api_address() const;
+    // The bound address of the admin listener after start() ("" when admin.enabled is false).
+    std::string admin_address() const;
     // The bound address of the WS server after start().
     std::string ws_address() const;
     Queue* queue() const;        // nullptr when the host has no queue backend

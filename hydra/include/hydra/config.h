@@ -24,10 +24,12 @@ class ConfigError : public std::runtime_error {
 //   "items": <schema>, "enum": [...], "minimum"/"maximum", "minLength", "pattern" (ECMAScript regex),
 //   "format": "address" (host:port, port 0..65535, host may be empty, a name, IPv4 or [IPv6]) | "url",
 //   "default": value filled in when the key is absent, "required": [...names...],
-//   "secret": true (masked by Config::masked()), "description": "...".
+//   "secret": true (masked by Config::masked()), "description": "...",
+//   "split": "," on an array: a string value is split there into its trimmed, non-empty pieces ("a, b" → ["a","b"],
+//   "" → []), for lists from one environment variable ("${HYDRA_API_KEYS}").
 class ConfigSchema {
   public:
-    // hydra's own sections: log, api, ws, mqc, queue, cluster, services.
+    // hydra's own sections: log, limits, api, admin, auth, ws, mqc, queue, cluster, services.
     static ConfigSchema builtin();
 
     // Adds (or replaces) the schema of the object at a dotted path, e.g. "services.message_center".

@@ -114,6 +114,17 @@ ApiServer::Settings ApiServer::Settings::from(const Config& config) {
     s.keep_alive_timeout_ms = static_cast<int>(config.integer("api.keep_alive_timeout_ms"));
     s.request_timeout_ms = static_cast<int>(config.integer("api.request_timeout_ms"));
     s.shutdown_timeout_ms = static_cast<int>(config.integer("api.shutdown_timeout_ms"));
+    for (const auto& key : config.at("auth.api_keys")) s.api_keys.push_back(key.get<std::string>());
+    return s;
+}
+
+ApiServer::Settings ApiServer::Settings::admin_from(const Config& config) {
+    Settings s = from(config);
+    s.name = "admin";
+    s.address = config.str("admin.address");
+    s.io_threads = 1;
+    s.threads = static_cast<int>(config.integer("admin.threads"));
+    s.keys_everywhere = true;
     return s;
 }
 
@@ -136,7 +147,12 @@ void parse_urlencoded(std::string_view text, Json& out) {
 
 ApiServer::ApiServer(Settings settings, const Router& router, const std::vector<Middleware>& middleware, Queue* queue,
                      Exchange* exchange)
-    : settings_(std::move(settings)), router_(router), middleware_(middleware), queue_(queue), exchange_(exchange) {}
+    : settings_(std::move(settings)),
+      router_(router),
+      middleware_(middleware),
+      queue_(queue),
+      exchange_(exchange),
+      keys_(settings_.api_keys) {}
 
 ApiServer::~ApiServer() {
     if (server_) stop();
@@ -172,7 +188,7 @@ void ApiServer::start() {
     try {
         server->start();
     } catch (const std::exception& e) {
-        throw std::runtime_error("api: cannot listen on " + settings_.address + ": " + e.what());
+        throw std::runtime_error(settings_.name + ": cannot listen on " + settings_.address + ": " + e.what());
     }
     server_ = std::move(server);
 }
@@ -284,6 +300,14 @@ Router::Match ApiServer::route(const http::Request& request, std::map<std::strin
     return match;
 }
 
+void ApiServer::authorize(const http::Request& request, Auth auth, std::map<std::string, std::string>& headers) const {
+    if (keys_.empty() || (auth != Auth::api_key && !settings_.keys_everywhere)) return;
+    std::string refused = keys_.refusal(request.headers);
+    if (refused.empty()) return;
+    headers["WWW-Authenticate"] = "apikey";
+    throw Error(401, refused);
+}
+
 Context::Init ApiServer::context_init(http::Request& request, const Router::Match& match,
                                       const std::string& rid) const {
     Context::Init init;
@@ -338,6 +362,7 @@ bool ApiServer::handle_on_loop(http::Request& request, const http::Server::Respo
     std::optional<Result> error;
     std::map<std::string, std::string> headers;
     try {
+        authorize(request, match.auth, headers);
         Context ctx(context_init(request, match, pending->rid));
         guarded(ctx, match.pattern,
                 [&] { (*match.async)(ctx, [pending](Result result) { pending->reply(std::move(result)); }); });
@@ -356,6 +381,7 @@ http::Response ApiServer::handle(http::Request& request) {
     Result result;
     try {
         Router::Match match = route(request, headers);
+        authorize(request, match.auth, headers);
         Context ctx(context_init(request, match, rid));
         // An async route behind middleware: this thread waits for the reply, so next() returns it.
         Handler waiting;

@@ -13,6 +13,7 @@
 
 #include "api/http_server.h"
 #include "api/router.h"
+#include "auth/api_keys.h"
 
 namespace hydra {
 
@@ -35,15 +36,19 @@ class ApiServer {
         int request_timeout_ms = 30000;
         int shutdown_timeout_ms = 10000;
         std::string software = "hydra";
+        std::string name = "api";           // in messages: "api: cannot listen on ..."
+        std::vector<std::string> api_keys;  // auth.api_keys
+        bool keys_everywhere = false;       // every route requires a key when there are keys (the admin listener)
 
-        static Settings from(const Config& config);  // the `api` section
+        static Settings from(const Config& config);        // the `api` section
+        static Settings admin_from(const Config& config);  // the admin listener: `admin`, with the api.* limits
     };
 
     ApiServer(Settings settings, const Router& router, const std::vector<Middleware>& middleware, Queue* queue,
               Exchange* exchange);
     ~ApiServer();
 
-    // Binds and starts serving. Throws std::runtime_error("api: cannot listen on <addr>: <reason>").
+    // Binds and starts serving. Throws std::runtime_error("<name>: cannot listen on <addr>: <reason>").
     void start();
     // Stops accepting, closes idle keep-alive connections, waits for in-flight requests (bounded).
     void stop();
@@ -64,6 +69,8 @@ class ApiServer {
 
     // The route, or Error(404 / 405 with an Allow header).
     Router::Match route(const http::Request& request, std::map<std::string, std::string>& headers) const;
+    // Error(401, with a WWW-Authenticate header) when the route requires a key the request does not present.
+    void authorize(const http::Request& request, Auth auth, std::map<std::string, std::string>& headers) const;
     // Params from the query, form or JSON body and the path; Error(400) on a malformed body. Takes the body.
     Context::Init context_init(http::Request& request, const Router::Match& match, const std::string& rid) const;
 
@@ -72,6 +79,7 @@ class ApiServer {
     const std::vector<Middleware>& middleware_;
     Queue* queue_;
     Exchange* exchange_;
+    auth::ApiKeys keys_;
     std::unique_ptr<http::Server> server_;
 };
 

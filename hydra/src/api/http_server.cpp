@@ -736,7 +736,7 @@ Server::~Server() { stop(std::chrono::milliseconds(0)); }
 
 void Server::start() {
     std::signal(SIGPIPE, SIG_IGN);
-    Listener l = listen_tcp(settings_.address, 4096);
+    ListenSocket l = listen_tcp(settings_.address, 4096);
     listen_fd_ = l.fd;
     bound_ = l.bound;
     ClientLimits::Settings ls{settings_.max_connections_per_ip, settings_.requests_per_s, settings_.burst};

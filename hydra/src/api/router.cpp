@@ -28,10 +28,10 @@ std::string normalize_path(std::string_view path) {
     return p;
 }
 
-void Router::add(const std::string& pattern, MethodHandlers handlers, AsyncHandlers async) {
+void Router::add(const std::string& pattern, MethodHandlers handlers, AsyncHandlers async, Auth auth) {
     if (pattern.empty() || pattern[0] != '/') throw std::invalid_argument("route must start with '/': " + pattern);
     std::string norm = normalize_path(pattern);
-    Route route{norm, split(norm), {}, {}};
+    Route route{norm, split(norm), {}, {}, {}};
     bool has_param = false;
     for (const auto& seg : route.segments) {
         if (seg.empty()) throw std::invalid_argument("route has an empty segment: " + pattern);
@@ -48,14 +48,21 @@ void Router::add(const std::string& pattern, MethodHandlers handlers, AsyncHandl
         if (r.handlers.count(verb) || r.async.count(verb))
             throw std::invalid_argument("route registered twice: " + (verb.empty() ? "*" : verb) + " " + norm);
     };
+    auto mark = [&](Route& r) {
+        if (auth == Auth::none) return;
+        for (auto& [verb, h] : handlers) r.auth[verb] = auth;
+        for (auto& [verb, h] : async) r.auth[verb] = auth;
+    };
     for (auto& existing : routes_) {
         if (existing.pattern != norm) continue;
         for (auto& [verb, h] : handlers) twice(existing, verb);
         for (auto& [verb, h] : async) twice(existing, verb);
+        mark(existing);
         for (auto& [verb, h] : handlers) existing.handlers[verb] = std::move(h);
         for (auto& [verb, h] : async) existing.async[verb] = std::move(h);
         return;
     }
+    mark(route);
     route.handlers = std::move(handlers);
     route.async = std::move(async);
     if (!has_param) exact_[norm] = routes_.size();
@@ -65,13 +72,17 @@ void Router::add(const std::string& pattern, MethodHandlers handlers, AsyncHandl
 void Router::fill(const Route& route, std::string_view method, Match& m) const {
     m.pattern = route.pattern;
     for (const std::string& verb : {std::string(method), std::string()}) {  // the verb's own handler first
-        if (auto it = route.handlers.find(verb); it != route.handlers.end()) {
+        auto found = [&] {
             m.status = Status::found;
+            if (auto a = route.auth.find(verb); a != route.auth.end()) m.auth = a->second;
+        };
+        if (auto it = route.handlers.find(verb); it != route.handlers.end()) {
+            found();
             m.handler = &it->second;
             return;
         }
         if (auto it = route.async.find(verb); it != route.async.end()) {
-            m.status = Status::found;
+            found();
             m.async = &it->second;
             return;
         }

@@ -7,6 +7,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include <hydra/app.h>
 #include <hydra/handler.h>
 
 namespace hydra {
@@ -23,11 +24,13 @@ class Router {
         const AsyncHandler* async = nullptr;  // (App::api_async)
         std::string pattern;
         Json path_params = Json::object();
-        std::string allow;  // for 405: the verbs the path does answer, comma-separated
+        std::string allow;       // for 405: the verbs the path does answer, comma-separated
+        Auth auth = Auth::none;  // found: what the request must present (ApiOptions::auth)
     };
 
-    // Throws std::invalid_argument for a malformed pattern or a verb registered twice on the same route.
-    void add(const std::string& pattern, MethodHandlers handlers, AsyncHandlers async = {});
+    // Throws std::invalid_argument for a malformed pattern or a verb registered twice on the same route. `auth`
+    // applies to the verbs registered by this call.
+    void add(const std::string& pattern, MethodHandlers handlers, AsyncHandlers async = {}, Auth auth = Auth::none);
     Match match(std::string_view method, std::string_view path) const;
     std::size_t size() const { return routes_.size(); }
     // Whether any route has an async handler (App::api_async).
@@ -38,7 +41,8 @@ class Router {
         std::string pattern;
         std::vector<std::string> segments;  // ":name" for a parameter
         MethodHandlers handlers;
-        AsyncHandlers async;  // a verb is in one of the two maps
+        AsyncHandlers async;               // a verb is in one of the two maps
+        std::map<std::string, Auth> auth;  // by verb; absent = Auth::none
     };
     void fill(const Route& route, std::string_view method, Match& m) const;
 

@@ -15,6 +15,25 @@
 
 namespace hydra {
 
+namespace {
+
+// "127.0.0.1", "127.x.y.z", "localhost", "[::1]": addresses only this machine can reach.
+bool loopback_host(const std::string& address) {
+    const std::string host = address.substr(0, address.rfind(':'));
+    return host == "localhost" || host == "[::1]" || host.rfind("127.", 0) == 0;
+}
+
+}  // namespace
+
+void check_exposure(const Config& config) {
+    if (!config.boolean("admin.enabled") || !config.at("auth.api_keys").empty()) return;
+    const std::string address = config.str("admin.address");
+    if (loopback_host(address)) return;
+    throw ConfigError(config.source() + ": admin.address: " + address +
+                      " is not a loopback address and auth.api_keys is empty: the admin endpoints would be open to "
+                      "whoever reaches it (set auth.api_keys, or keep admin.address on 127.0.0.1)");
+}
+
 App::App(AppOptions options) : impl_(std::make_unique<Impl>()) {
     impl_->options = std::move(options);
     impl_->schema = ConfigSchema::builtin();
@@ -31,7 +50,7 @@ App& App::add_api(const std::string& route, MethodHandlers handlers, ApiOptions 
             for (const auto& m : options.methods) handlers[m] = h;
         }
     }
-    impl_->api_routes.add(route, std::move(handlers));
+    impl_->routes_for(options.listener).add(route, std::move(handlers), {}, options.auth);
     return *this;
 }
 
@@ -40,7 +59,7 @@ App& App::api_async(const std::string& route, AsyncHandler handler, ApiOptions o
     AsyncHandlers handlers;
     if (options.methods.empty()) handlers[""] = std::move(handler);
     for (const auto& m : options.methods) handlers[m] = handler;
-    impl_->api_routes.add(route, {}, std::move(handlers));
+    impl_->routes_for(options.listener).add(route, {}, std::move(handlers), options.auth);
     return *this;
 }
 
@@ -78,6 +97,8 @@ Exchange* App::exchange() const {
 const JwtVerifier* App::jwt() const { return impl_->jwt.get(); }
 
 std::string App::api_address() const { return impl_->api ? impl_->api->address() : std::string(); }
+
+std::string App::admin_address() const { return impl_->admin ? impl_->admin->address() : std::string(); }
 
 std::string App::ws_address() const { return impl_->ws ? impl_->ws->address() : std::string(); }
 
@@ -132,6 +153,7 @@ void App::start(Config config) {
     Logger::configure(Logger::parse_level(cfg.str("log.level")),
                       cfg.str("log.format") == "json" ? LogFormat::json : LogFormat::text);
     impl_->banner.clear();
+    check_exposure(cfg);
     set_json_max_depth(static_cast<int>(cfg.integer("limits.json_depth")));
     // Before the hooks: a service may verify tokens too. An unreadable key is a ConfigError.
     impl_->jwt = JwtVerifier::from(cfg);
@@ -171,6 +193,17 @@ void App::start(Config config) {
             impl_->banner.push_back("api listening on http://" + impl_->api->address() + " (" +
                                     std::to_string(impl_->api_routes.size()) + " routes)");
         }
+        // After the API: its line comes first in the banner.
+        if (cfg.boolean("admin.enabled")) {
+            auto settings = ApiServer::Settings::admin_from(cfg);
+            settings.software = "hydra/" + impl_->options.version;
+            impl_->admin = std::make_unique<ApiServer>(settings, impl_->admin_routes, impl_->api_middleware,
+                                                       impl_->queue.get(), exchange());
+            impl_->admin->start();
+            impl_->banner.push_back("admin listening on http://" + impl_->admin->address() + " (" +
+                                    std::to_string(impl_->admin_routes.size()) + " routes" +
+                                    (cfg.at("auth.api_keys").empty() ? ", no API keys" : ", API keys required") + ")");
+        }
         // MQC last: its handlers use the exchange and the queue.
         if (cfg.boolean("mqc.enabled")) {
             auto routes = mqc::resolve_routes(impl_->mqc_routes, cfg);
@@ -182,6 +215,7 @@ void App::start(Config config) {
                                     impl_->queue->backend() + (what.empty() ? "" : " (" + what + ")"));
         }
     } catch (...) {
+        impl_->admin.reset();
         impl_->api.reset();
         if (impl_->queue) impl_->queue->stop(std::chrono::milliseconds(0));
         impl_->cluster.reset();  // first: its poll thread uses the WS server's exchange
@@ -191,6 +225,9 @@ void App::start(Config config) {
     }
     impl_->running = true;
     for (const auto& line : impl_->banner) Logger().debug(line);
+    if (impl_->api && cfg.at("auth.api_keys").empty() && !loopback_host(impl_->api->address()))
+        Logger().warn("api listening on " + impl_->api->address() +
+                      " without auth.api_keys: its routes that take an API key are open to anyone");
 }
 
 void App::stop() {
@@ -198,7 +235,9 @@ void App::stop() {
     if (!impl_->running) return;
     for (auto& hook : impl_->stop_hooks) hook(*this);
     // Producers first (API), then the WS server whose exchange they used.
+    if (impl_->admin) impl_->admin->stop();
     if (impl_->api) impl_->api->stop();
+    impl_->admin.reset();
     impl_->api.reset();
     // Consumers finish their in-flight messages (they may still notify WS clients), then the writer flushes.
     if (impl_->queue) impl_->queue->stop(std::chrono::milliseconds(impl_->config.integer("api.shutdown_timeout_ms")));

@@ -24,6 +24,7 @@ struct App::Impl {
     AppOptions options;
     ConfigSchema schema;
     Router api_routes;
+    Router admin_routes;  // ApiOptions::listener = Listener::admin
     std::vector<Middleware> api_middleware;
     std::vector<std::function<void(App&)>> start_hooks;
     std::vector<std::function<void(App&)>> stop_hooks;
@@ -38,7 +39,14 @@ struct App::Impl {
     std::unique_ptr<ws::WsServer> ws;
     std::unique_ptr<cluster::ClusterExchange> cluster;  // with queue.backend=kafka
     std::unique_ptr<ApiServer> api;
+    std::unique_ptr<ApiServer> admin;
     std::vector<std::string> banner;  // one line per started server, printed by `hydra run`
+
+    Router& routes_for(Listener listener) { return listener == Listener::admin ? admin_routes : api_routes; }
 };
+
+// Checks what the schema cannot: an admin listener without API keys binds only to loopback. Throws ConfigError
+// naming admin.address. Called by App::start() and `hydra conf check`.
+void check_exposure(const Config& config);
 
 }  // namespace hydra

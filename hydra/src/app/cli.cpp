@@ -261,6 +261,7 @@ int App::run(int argc, char** argv) {
     Config config;
     try {
         config = load_config(cmd, impl_->schema, argv[0]);
+        if (cmd.command == "conf check") check_exposure(config);
     } catch (const ConfigError& e) {
         std::cerr << "hydra: invalid config: " << e.what() << "\n";
         return 2;

@@ -48,9 +48,9 @@ ParsedAddress resolve(const std::string& address) {
 
 }  // namespace
 
-Listener listen_tcp(const std::string& address, int backlog) {
+ListenSocket listen_tcp(const std::string& address, int backlog) {
     ParsedAddress addr = resolve(address);
-    Listener l;
+    ListenSocket l;
     l.fd = ::socket(addr.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (l.fd < 0) throw std::runtime_error(strerror(errno));
     int one = 1;

@@ -189,6 +189,7 @@ class Validator {
         if (!schema.is_object()) return;
         const bool secret = is_secret(schema);
         const std::string type = schema_type(schema);
+        if (type == "array" && value.is_string()) split_list(value, schema);
         if (!type.empty() && !has_type(value, type)) {
             throw error(source_, path, "expected " + type_phrase(type) + ", got " + describe(value, secret));
         }
@@ -207,6 +208,27 @@ class Validator {
     }
 
   private:
+    // "split": "," on an array: a string becomes the list of its trimmed, non-empty pieces ("" → []), so that a
+    // list can come from one environment variable.
+    static void split_list(Json& value, const Json& schema) {
+        auto it = schema.find("split");
+        if (it == schema.end() || !it->is_string() || it->get_ref<const std::string&>().empty()) return;
+        const std::string& separator = it->get_ref<const std::string&>();
+        const std::string text = value.get<std::string>();
+        Json items = Json::array();
+        std::size_t start = 0;
+        while (start <= text.size()) {
+            std::size_t end = text.find(separator, start);
+            if (end == std::string::npos) end = text.size();
+            std::string_view piece(text.data() + start, end - start);
+            while (!piece.empty() && std::isspace(static_cast<unsigned char>(piece.front()))) piece.remove_prefix(1);
+            while (!piece.empty() && std::isspace(static_cast<unsigned char>(piece.back()))) piece.remove_suffix(1);
+            if (!piece.empty()) items.push_back(std::string(piece));
+            start = end + separator.size();
+        }
+        value = std::move(items);
+    }
+
     void check_enum(const Json& value, const Json& schema, const std::string& path, bool secret) {
         auto it = schema.find("enum");
         if (it == schema.end() || !it->is_array()) return;
@@ -371,6 +393,8 @@ Json typed_value(const std::string& text, const Json& schema, const std::string&
         throw fail("true or false");
     }
     Json parsed = Json::parse(text, nullptr, false);
+    // A list that may be written as one string ("split"): anything but a JSON array is that string.
+    if (type == "array" && schema.contains("split") && (parsed.is_discarded() || !parsed.is_array())) return text;
     if (type == "array" || type == "object") {
         if (parsed.is_discarded() || !has_type(parsed, type)) throw fail("a JSON " + type);
         return parsed;

@@ -59,8 +59,26 @@ constexpr const char* builtin_schema_text = R"json({
                               "description": "A request's line and headers must arrive within this (408)."},
         "request_timeout_ms": {"type": "integer", "minimum": 1, "maximum": 3600000, "default": 30000,
                                "description": "A request must arrive completely, and a response be read, within this."},
-        "shutdown_timeout_ms": {"type": "integer", "minimum": 0, "maximum": 600000, "default": 10000},
-        "admin": {"type": "boolean", "default": true, "description": "Exposes the /v1/... admin endpoints."}
+        "shutdown_timeout_ms": {"type": "integer", "minimum": 0, "maximum": 600000, "default": 10000}
+      }
+    },
+    "admin": {
+      "type": "object",
+      "description": "The operator's HTTP listener: the routes registered for it (the exchange's /v1/... endpoints), served like the API (the api.* limits and timeouts apply). Without auth.api_keys it binds only to loopback.",
+      "properties": {
+        "enabled": {"type": "boolean", "default": true},
+        "address": {"type": "string", "format": "address", "default": "127.0.0.1:9091"},
+        "threads": {"type": "integer", "minimum": 1, "maximum": 1024, "default": 4,
+                    "description": "Handler threads."}
+      }
+    },
+    "auth": {
+      "type": "object",
+      "description": "Who may call what.",
+      "properties": {
+        "api_keys": {"type": "array", "items": {"type": "string", "minLength": 1, "secret": true}, "split": ",",
+                     "default": [],
+                     "description": "Keys for backend and operator calls (Authorization: apikey <key> or X-API-Key: <key>): required on every admin route and on routes registered with Auth::api_key (the demo's /msg/send, /msg/broadcast) when not empty. A string is split at commas (\"${HYDRA_API_KEYS}\")."}
       }
     },
     "ws": {

@@ -1099,7 +1099,7 @@ WsServer::~WsServer() { stop(); }
 void WsServer::start() {
     std::signal(SIGPIPE, SIG_IGN);
     try {
-        Listener l = listen_tcp(settings_.address, 4096);
+        ListenSocket l = listen_tcp(settings_.address, 4096);
         listen_fd_ = l.fd;
         bound_ = l.bound;
     } catch (const std::exception& e) {

@@ -1,0 +1,48 @@
+#include "auth/api_keys.h"
+
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+
+namespace hydra::auth {
+
+ApiKeys::ApiKeys(const std::vector<std::string>& keys) {
+    digests_.reserve(keys.size());
+    for (const auto& key : keys) digests_.push_back(digest(key));
+}
+
+ApiKeys::Digest ApiKeys::digest(std::string_view text) {
+    Digest d;
+    SHA256(reinterpret_cast<const unsigned char*>(text.data()), text.size(), d.data());
+    return d;
+}
+
+bool ApiKeys::accepts(std::string_view presented) const {
+    if (presented.empty()) return false;
+    const Digest d = digest(presented);
+    int matches = 0;
+    for (const auto& key : digests_) matches |= CRYPTO_memcmp(key.data(), d.data(), d.size()) == 0;
+    return matches != 0;
+}
+
+std::optional<std::string_view> ApiKeys::presented(const http::HttpHeaders& headers) {
+    if (auto authorization = http::find_header(headers, "Authorization")) {
+        std::string_view value = *authorization;
+        constexpr std::string_view scheme = "apikey";
+        if (value.size() > scheme.size() && http::iequals(value.substr(0, scheme.size()), scheme) &&
+            (value[scheme.size()] == ' ' || value[scheme.size()] == '\t')) {
+            value.remove_prefix(scheme.size());
+            while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
+            return value;
+        }
+    }
+    return http::find_header(headers, "X-API-Key");
+}
+
+std::string ApiKeys::refusal(const http::HttpHeaders& headers) const {
+    auto key = presented(headers);
+    if (!key || key->empty()) return "an API key is required (Authorization: apikey <key> or X-API-Key: <key>)";
+    if (!accepts(*key)) return "invalid API key";
+    return {};
+}
+
+}  // namespace hydra::auth
