@@ -74,11 +74,26 @@ constexpr const char* builtin_schema_text = R"json({
     },
     "auth": {
       "type": "object",
-      "description": "Who may call what.",
+      "description": "Who may call what: API keys for backends and operators, JSON Web Tokens for clients.",
       "properties": {
         "api_keys": {"type": "array", "items": {"type": "string", "minLength": 1, "secret": true}, "split": ",",
                      "default": [],
-                     "description": "Keys for backend and operator calls (Authorization: apikey <key> or X-API-Key: <key>): required on every admin route and on routes registered with Auth::api_key (the demo's /msg/send, /msg/broadcast) when not empty. A string is split at commas (\"${HYDRA_API_KEYS}\")."}
+                     "description": "Keys for backend and operator calls (Authorization: apikey <key> or X-API-Key: <key>): required on every admin route and on routes registered with Auth::api_key (the demo's /msg/send, /msg/broadcast) when not empty. A string is split at commas (\"${HYDRA_API_KEYS}\")."},
+        "jwt": {
+          "type": "object",
+          "description": "JSON Web Tokens (ws.auth=jwt, hydra token): HS256 with a secret, RS256/ES256 with a public key; exp and sub required.",
+          "properties": {
+            "secret": {"type": "string", "default": "", "secret": true,
+                       "description": "HS256 key, at least 32 bytes; \"\" = HS256 tokens refused. Also signs hydra token."},
+            "public_key_file": {"type": "string", "default": "",
+                                "description": "PEM public key: RSA (RS256) or EC P-256 (ES256); \"\" = none."},
+            "issuer": {"type": "string", "default": "", "description": "Required iss; \"\" = not checked."},
+            "audience": {"type": "string", "default": "",
+                         "description": "Required in aud (a string or an array); \"\" = not checked."},
+            "leeway_s": {"type": "integer", "minimum": 0, "maximum": 3600, "default": 30,
+                         "description": "Clock skew allowed on exp and nbf, in seconds."}
+          }
+        }
       }
     },
     "ws": {
@@ -112,9 +127,9 @@ constexpr const char* builtin_schema_text = R"json({
         "handshake_timeout_ms": {"type": "integer", "minimum": 100, "maximum": 600000, "default": 10000},
         "client_uuid": {"type": "string", "enum": ["generate", "resume", "request_id"], "default": "generate",
                         "description": "How a connection gets its uuid (its address for notify/send/kick): generate = a random one; resume = a random one, or the one of a token from an earlier 101 (X-Hydra-Resume header or ?resume=) that is not in use; request_id = the upgrade's X-Request-Id, trusted as is (only for trusted networks and benchmarks: any client can claim any uuid)."},
-        "allowed_origins": {"type": "array", "default": [],
+        "allowed_origins": {"type": "array", "default": [], "split": ",",
                             "items": {"type": "string", "pattern": "^(\\*|https?://(\\*\\.)?[A-Za-z0-9.:\\[\\]-]+)$"},
-                            "description": "Browser origins that may open a WebSocket: exact (\"https://app.example.com\"), \"https://*.example.com\" (any subdomain) or \"*\"; an upgrade whose Origin is present and not listed gets 403. Empty = no check (dev)."},
+                            "description": "Browser origins that may open a WebSocket: exact (\"https://app.example.com\"), \"https://*.example.com\" (any subdomain) or \"*\"; an upgrade whose Origin is present and not listed gets 403. Empty = no check (dev). A string is split at commas (\"${HYDRA_ALLOWED_ORIGINS}\")."},
         "resume_secret": {"type": "string", "default": "", "secret": true,
                           "description": "HMAC-SHA256 key of resume tokens; \"\" = random at each start (tokens do not survive a restart). Hosts of a cluster share one to resume on another host."},
         "auth": {"type": "string", "enum": ["none", "jwt"], "default": "none",
@@ -177,27 +192,6 @@ constexpr const char* builtin_schema_text = R"json({
                     "description": "With queue.backend=kafka, hosts sharing the brokers form a cluster."},
         "node_id": {"type": "string", "pattern": "^[A-Za-z0-9._-]{0,64}$", "default": "",
                     "description": "\"\" = generated at start."}
-      }
-    },
-    "auth": {
-      "type": "object",
-      "description": "Who a client is.",
-      "properties": {
-        "jwt": {
-          "type": "object",
-          "description": "JSON Web Tokens (ws.auth=jwt, hydra token): HS256 with a secret, RS256/ES256 with a public key; exp and sub required.",
-          "properties": {
-            "secret": {"type": "string", "default": "", "secret": true,
-                       "description": "HS256 key, at least 32 bytes; \"\" = HS256 tokens refused. Also signs hydra token."},
-            "public_key_file": {"type": "string", "default": "",
-                                "description": "PEM public key: RSA (RS256) or EC P-256 (ES256); \"\" = none."},
-            "issuer": {"type": "string", "default": "", "description": "Required iss; \"\" = not checked."},
-            "audience": {"type": "string", "default": "",
-                         "description": "Required in aud (a string or an array); \"\" = not checked."},
-            "leeway_s": {"type": "integer", "minimum": 0, "maximum": 3600, "default": 30,
-                         "description": "Clock skew allowed on exp and nbf, in seconds."}
-          }
-        }
       }
     },
     "services": {
