@@ -86,10 +86,11 @@ struct Server {
         hydra::WsEndpoint raw;
         raw.on_message = [](hydra::Context& ctx) -> hydra::Result { return Json{{"user", ctx.user()}}; };
         app.ws_endpoint("/raw", raw);
-        sets.insert(sets.begin(),
-                    {"api.enabled=false", "ws.address=127.0.0.1:0", "log.level=error", "ws.io_threads=1",
-                     "mqc.enabled=false", "queue.sqlite.path=" + test::temp_path("q.db"), "ws.auth=jwt",
-                     "auth.jwt.secret=" + kSecret, "auth.jwt.issuer=" + kIssuer, "auth.jwt.audience=" + kAudience});
+        sets.insert(
+            sets.begin(),
+            {"api.enabled=false", "admin.enabled=false", "ws.address=127.0.0.1:0", "log.level=error", "ws.io_threads=1",
+             "mqc.enabled=false", "queue.sqlite.path=" + test::temp_path("q.db"), "ws.auth=jwt",
+             "auth.jwt.secret=" + kSecret, "auth.jwt.issuer=" + kIssuer, "auth.jwt.audience=" + kAudience});
         app.start(hydra::Config::from_json(Json::object(), "test", sets, hydra::ConfigSchema::builtin()));
         std::string addr = app.ws_address();
         port = std::stoi(addr.substr(addr.rfind(':') + 1));
@@ -361,10 +362,11 @@ BOOST_AUTO_TEST_CASE(a_refresh_with_another_sub_or_a_bad_token_is_refused_and_ch
 
 BOOST_AUTO_TEST_CASE(ws_auth_jwt_without_a_key_does_not_start) {
     hydra::App app;
-    auto config = hydra::Config::from_json(Json::object(), "test",
-                                           {"api.enabled=false", "ws.address=127.0.0.1:0", "mqc.enabled=false",
-                                            "queue.sqlite.path=" + test::temp_path("q.db"), "ws.auth=jwt"},
-                                           hydra::ConfigSchema::builtin());
+    auto config =
+        hydra::Config::from_json(Json::object(), "test",
+                                 {"api.enabled=false", "admin.enabled=false", "ws.address=127.0.0.1:0",
+                                  "mqc.enabled=false", "queue.sqlite.path=" + test::temp_path("q.db"), "ws.auth=jwt"},
+                                 hydra::ConfigSchema::builtin());
     BOOST_CHECK_THROW(app.start(config), hydra::ConfigError);
     BOOST_CHECK(!app.running());
 }
@@ -425,7 +427,7 @@ BOOST_AUTO_TEST_CASE(hydra_token_makes_a_token_the_real_binary_accepts) {
     }
     WsClient c = WsClient::connect("127.0.0.1", host.ws_port, "/", {{"Authorization", "Bearer " + t}});
     const std::string uuid = c.response_header("X-Request-Id").value_or("");
-    auto r = test::http(host.api, "POST", "/v1/exchange/notify", Json{{"uuid", uuid}, {"data", "hi"}}.dump());
+    auto r = test::http(host.admin, "POST", "/v1/exchange/notify", Json{{"uuid", uuid}, {"data", "hi"}}.dump());
     BOOST_CHECK_EQUAL(r.status, 200);
     BOOST_CHECK_EQUAL(test::next_json(c)["data"], "hi");
     auto again = hydra_token("alice", sets);
