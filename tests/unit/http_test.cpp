@@ -140,4 +140,18 @@ BOOST_AUTO_TEST_CASE(chunked_framing_is_strict) {
     BOOST_CHECK(decode("5A\r\n" + std::string(90, 'x') + "\r\n0\r\n\r\n", body, 0, 90).status == ParseStatus::Ok);
 }
 
+BOOST_AUTO_TEST_CASE(authorization_credentials_of_one_scheme) {
+    auto of = [](const std::string& value) -> std::optional<std::string> {
+        const HttpHeaders headers{{"authorization", value}};
+        auto credentials = authorization(headers, "Bearer");
+        return credentials ? std::optional<std::string>(*credentials) : std::nullopt;
+    };
+    BOOST_CHECK(of("Bearer abc.def") == std::optional<std::string>("abc.def"));
+    BOOST_CHECK(of("bearer \t abc ") == std::optional<std::string>("abc"));
+    BOOST_CHECK(!of("Bearerabc"));
+    BOOST_CHECK(!of("Bearer"));
+    BOOST_CHECK(!of("Basic abc"));
+    BOOST_CHECK(!authorization({}, "Bearer"));
+}
+
 BOOST_AUTO_TEST_SUITE_END()

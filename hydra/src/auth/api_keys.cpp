@@ -25,16 +25,7 @@ bool ApiKeys::accepts(std::string_view presented) const {
 }
 
 std::optional<std::string_view> ApiKeys::presented(const http::HttpHeaders& headers) {
-    if (auto authorization = http::find_header(headers, "Authorization")) {
-        std::string_view value = *authorization;
-        constexpr std::string_view scheme = "apikey";
-        if (value.size() > scheme.size() && http::iequals(value.substr(0, scheme.size()), scheme) &&
-            (value[scheme.size()] == ' ' || value[scheme.size()] == '\t')) {
-            value.remove_prefix(scheme.size());
-            while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
-            return value;
-        }
-    }
+    if (auto key = http::authorization(headers, "apikey")) return key;
     return http::find_header(headers, "X-API-Key");
 }
 

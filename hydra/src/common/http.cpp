@@ -59,6 +59,19 @@ std::optional<std::string_view> find_header(const HttpHeaders& headers, std::str
     return std::nullopt;
 }
 
+std::optional<std::string_view> authorization(const HttpHeaders& headers, std::string_view scheme) {
+    auto header = find_header(headers, "Authorization");
+    if (!header) return std::nullopt;
+    std::string_view v = *header;
+    if (v.size() <= scheme.size() || !iequals(v.substr(0, scheme.size()), scheme) ||
+        (v[scheme.size()] != ' ' && v[scheme.size()] != '\t'))
+        return std::nullopt;
+    v.remove_prefix(scheme.size());
+    while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+    while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+    return v;
+}
+
 std::size_t count_headers(const HttpHeaders& headers, std::string_view name) {
     std::size_t n = 0;
     for (const auto& h : headers)

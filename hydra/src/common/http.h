@@ -29,6 +29,9 @@ bool has_token(std::string_view value, std::string_view token);
 bool any_has_token(const HttpHeaders& headers, std::string_view name, std::string_view token);
 // First header named `name` (case-insensitive).
 std::optional<std::string_view> find_header(const HttpHeaders& headers, std::string_view name);
+// The credentials of `Authorization: <scheme> <credentials>` when the scheme is `scheme` (any case; RFC 9110 11.4),
+// without the blanks around them; nullopt when there is no such header or another scheme.
+std::optional<std::string_view> authorization(const HttpHeaders& headers, std::string_view scheme);
 std::size_t count_headers(const HttpHeaders& headers, std::string_view name);
 
 // Calls f(token) for each non-empty element of a comma-separated list.

@@ -53,6 +53,17 @@ Frame make_frame(std::string bytes) { return std::make_shared<const std::string>
 // ws.auth=jwt: the token of an upgrade, from `Authorization: Bearer <t>`, `?token=<t>` or, for browsers that cannot
 // set headers, the subprotocol list `Sec-WebSocket-Protocol: bearer, <t>` (`bearer` is echoed, never the token).
 // "" when there is none.
+// The raw value of the first `name=` pair of a query string (resume and JWT tokens are URL-safe: no decoding).
+std::optional<std::string_view> query_value(std::string_view query, std::string_view name) {
+    while (!query.empty()) {
+        std::string_view pair = query.substr(0, query.find('&'));
+        query.remove_prefix(std::min(query.size(), pair.size() + 1));
+        if (pair.size() > name.size() && pair.substr(0, name.size()) == name && pair[name.size()] == '=')
+            return pair.substr(name.size() + 1);
+    }
+    return std::nullopt;
+}
+
 std::string bearer_token(const UpgradeRequest& req, bool& offered_bearer) {
     offered_bearer = false;
     std::string_view found;
@@ -62,21 +73,8 @@ std::string bearer_token(const UpgradeRequest& req, bool& offered_bearer) {
         if (i + 1 < req.protocols.size()) found = req.protocols[i + 1];
         break;
     }
-    if (auto auth = req.header("Authorization")) {
-        std::string_view v = *auth;
-        if (v.size() > 7 && iequals(v.substr(0, 7), "Bearer ")) {
-            v.remove_prefix(7);
-            while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
-            while (!v.empty() && v.back() == ' ') v.remove_suffix(1);
-            return std::string(v);
-        }
-    }
-    std::string_view query = req.query;
-    while (!query.empty()) {
-        std::string_view pair = query.substr(0, query.find('&'));
-        query.remove_prefix(std::min(query.size(), pair.size() + 1));
-        if (pair.substr(0, 6) == "token=") return std::string(pair.substr(6));
-    }
+    if (auto credentials = http::authorization(req.headers, "Bearer")) return std::string(*credentials);
+    if (auto token = query_value(req.query, "token")) return std::string(*token);
     return std::string(found);
 }
 
@@ -474,13 +472,8 @@ std::string WsServer::Loop::claimed_uuid(const UpgradeRequest& req, const Header
     std::string_view token;
     if (auto it = headers.find("x-hydra-resume"); it != headers.end()) {
         token = it->second;
-    } else {
-        std::string_view query = req.query;
-        while (!query.empty() && token.empty()) {
-            std::string_view pair = query.substr(0, query.find('&'));
-            query.remove_prefix(std::min(query.size(), pair.size() + 1));
-            if (pair.substr(0, 7) == "resume=") token = pair.substr(7);
-        }
+    } else if (auto value = query_value(req.query, "resume")) {
+        token = *value;
     }
     if (token.empty()) return {};
     return resume_uuid(s.resume_secret, token).value_or(std::string());
