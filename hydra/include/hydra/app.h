@@ -106,6 +106,10 @@ class App {
     // Graceful stop: stop accepting, let in-flight requests finish (up to api.shutdown_timeout_ms).
     void stop();
     bool running() const;
+    // Re-reads what may change while running (`hydra run` calls it on SIGHUP): the listeners' TLS certificates.
+    // Connections already open keep theirs; a file that does not load is logged and the old certificate stays.
+    // Returns false when something could not be re-read.
+    bool reload();
 
     const AppOptions& options() const;
     const Config& config() const;

@@ -175,6 +175,7 @@ void ApiServer::start() {
     hs.keep_alive_timeout_ms = settings_.keep_alive_timeout_ms;
     hs.request_timeout_ms = settings_.request_timeout_ms;
     hs.software = settings_.software;
+    hs.tls = settings_.tls;
     auto server = std::make_unique<http::Server>(
         hs, [this](http::Request& request) { return handle(request); },
         [](int status, const std::string& reason) {

@@ -39,6 +39,7 @@ class ApiServer {
         std::string name = "api";           // in messages: "api: cannot listen on ..."
         std::vector<std::string> api_keys;  // auth.api_keys
         bool keys_everywhere = false;       // every route requires a key when there are keys (the admin listener)
+        std::shared_ptr<TlsContext> tls;    // `<listener>.tls` loaded by the host; null = plain TCP
 
         static Settings from(const Config& config);        // the `api` section
         static Settings admin_from(const Config& config);  // the admin listener: `admin`, with the api.* limits

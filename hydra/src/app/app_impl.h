@@ -13,6 +13,7 @@
 #include "api/api_server.h"
 #include "api/router.h"
 #include "cluster/cluster_exchange.h"
+#include "common/tls.h"
 #include "mqc/mqc_server.h"
 #include "queue/backend.h"
 #include "ws/ws_routes.h"
@@ -40,9 +41,12 @@ struct App::Impl {
     std::unique_ptr<cluster::ClusterExchange> cluster;  // with queue.backend=kafka
     std::unique_ptr<ApiServer> api;
     std::unique_ptr<ApiServer> admin;
-    std::vector<std::string> banner;  // one line per started server, printed by `hydra run`
+    std::vector<std::shared_ptr<TlsContext>> tls;  // the listeners' certificates, for reload()
+    std::vector<std::string> banner;               // one line per started server, printed by `hydra run`
 
     Router& routes_for(Listener listener) { return listener == Listener::admin ? admin_routes : api_routes; }
+    // `<section>.tls` loaded (ConfigError naming the key when a file does not load); null when it is off.
+    std::shared_ptr<TlsContext> load_tls(const std::string& section);
 };
 
 // Checks what the schema cannot: an admin listener without API keys binds only to loopback. Throws ConfigError

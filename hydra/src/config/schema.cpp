@@ -203,11 +203,30 @@ constexpr const char* builtin_schema_text = R"json({
   }
 })json";
 
+// `api.tls`, `ws.tls`, `admin.tls`: the same object on each listener.
+constexpr const char* tls_schema_text = R"json({
+  "type": "object",
+  "description": "TLS on this listener: TLS 1.2 and 1.3, ALPN http/1.1, OpenSSL's default ciphers. Both files or neither; re-read on SIGHUP (connections already open keep theirs).",
+  "properties": {
+    "cert_file": {"type": "string", "default": "",
+                  "description": "The certificate, then its chain (PEM). \"\" = plain TCP."},
+    "key_file": {"type": "string", "default": "",
+                 "description": "Its private key (PEM, not encrypted)."},
+    "handshake_timeout_ms": {"type": "integer", "minimum": 100, "maximum": 600000, "default": 10000,
+                             "description": "A TLS handshake must be done within this, else the connection is dropped."}
+  }
+})json";
+
 }  // namespace
 
 ConfigSchema ConfigSchema::builtin() {
     // Parsed once: builtin() is called for every load and by every service that extends it.
-    static const Json parsed = Json::parse(builtin_schema_text);
+    static const Json parsed = [] {
+        Json root = Json::parse(builtin_schema_text);
+        const Json tls = Json::parse(tls_schema_text);
+        for (const char* listener : {"api", "ws", "admin"}) root["properties"][listener]["properties"]["tls"] = tls;
+        return root;
+    }();
     ConfigSchema schema;
     schema.root_ = parsed;
     return schema;
