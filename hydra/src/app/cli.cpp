@@ -268,9 +268,9 @@ int App::run(int argc, char** argv) {
     }
     if (cmd.command == "conf check") {
         try {
-            // What start() would refuse beyond the schema: the JWT keys, and ws.auth=jwt without one.
-            if (!JwtVerifier::from(config) && config.str("ws.auth") == "jwt")
-                throw ConfigError("ws.auth=jwt needs auth.jwt.secret or auth.jwt.public_key_file");
+            // What start() would refuse beyond the schema: the JWT keys, and ws.auth=jwt or an Auth::jwt route
+            // without one.
+            check_jwt_needs(config, JwtVerifier::from(config).get(), impl_->api_routes, impl_->admin_routes);
         } catch (const ConfigError& e) {
             std::cerr << "hydra: invalid config: " << e.what() << "\n";
             return 2;
