@@ -34,6 +34,22 @@ void check_exposure(const Config& config) {
                       "whoever reaches it (set auth.api_keys, or keep admin.address on 127.0.0.1)");
 }
 
+void check_jwt_needs(const Config& config, const JwtVerifier* jwt, const Router& api_routes,
+                     const Router& admin_routes) {
+    if (jwt) return;
+    if (config.boolean("ws.enabled") && config.str("ws.auth") == "jwt")
+        throw ConfigError("ws.auth=jwt needs auth.jwt.secret or auth.jwt.public_key_file");
+    const std::pair<const Router*, bool> listeners[] = {{&api_routes, config.boolean("api.enabled")},
+                                                        {&admin_routes, config.boolean("admin.enabled")}};
+    for (const auto& [routes, enabled] : listeners) {
+        if (!enabled) continue;
+        const std::string route = routes->first_with(Auth::jwt);
+        if (!route.empty())
+            throw ConfigError("route " + route +
+                              " requires a JWT (Auth::jwt): it needs auth.jwt.secret or auth.jwt.public_key_file");
+    }
+}
+
 App::App(AppOptions options) : impl_(std::make_unique<Impl>()) {
     impl_->options = std::move(options);
     impl_->schema = ConfigSchema::builtin();
@@ -157,6 +173,7 @@ void App::start(Config config) {
     set_json_max_depth(static_cast<int>(cfg.integer("limits.json_depth")));
     // Before the hooks: a service may verify tokens too. An unreadable key is a ConfigError.
     impl_->jwt = JwtVerifier::from(cfg);
+    check_jwt_needs(cfg, impl_->jwt.get(), impl_->api_routes, impl_->admin_routes);
     // Certificates before any listener binds: a bad file fails the start with nothing half-started.
     impl_->tls.clear();
     std::shared_ptr<TlsContext> ws_tls = cfg.boolean("ws.enabled") ? impl_->load_tls("ws") : nullptr;
@@ -195,6 +212,7 @@ void App::start(Config config) {
             auto settings = ApiServer::Settings::from(cfg);
             settings.tls = api_tls;
             settings.software = "hydra/" + impl_->options.version;
+            settings.jwt = impl_->jwt;
             impl_->api = std::make_unique<ApiServer>(settings, impl_->api_routes, impl_->api_middleware,
                                                      impl_->queue.get(), exchange());
             impl_->api->start();
@@ -207,6 +225,7 @@ void App::start(Config config) {
             auto settings = ApiServer::Settings::admin_from(cfg);
             settings.tls = admin_tls;
             settings.software = "hydra/" + impl_->options.version;
+            settings.jwt = impl_->jwt;
             impl_->admin = std::make_unique<ApiServer>(settings, impl_->admin_routes, impl_->api_middleware,
                                                        impl_->queue.get(), exchange());
             impl_->admin->start();

@@ -53,4 +53,10 @@ struct App::Impl {
 // naming admin.address. Called by App::start() and `hydra conf check`.
 void check_exposure(const Config& config);
 
+// Checks that whatever requires a JWT has a key to verify it with: ws.auth=jwt, and every route registered with
+// Auth::jwt on an enabled listener. Throws ConfigError naming auth.jwt when `jwt` is null. Called by App::start() and
+// `hydra conf check`.
+void check_jwt_needs(const Config& config, const JwtVerifier* jwt, const Router& api_routes,
+                     const Router& admin_routes);
+
 }  // namespace hydra

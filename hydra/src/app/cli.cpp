@@ -270,10 +270,9 @@ int App::run(int argc, char** argv) {
     }
     if (cmd.command == "conf check") {
         try {
-            // What start() would refuse beyond the schema: the JWT keys, and ws.auth=jwt without one.
-            if (!JwtVerifier::from(config) && config.str("ws.auth") == "jwt")
-                throw ConfigError("ws.auth=jwt needs auth.jwt.secret or auth.jwt.public_key_file");
-            // and the enabled listeners' certificates
+            // What start() would refuse beyond the schema: the JWT keys, and ws.auth=jwt or an Auth::jwt route
+            // without one; the enabled listeners' certificates.
+            check_jwt_needs(config, JwtVerifier::from(config).get(), impl_->api_routes, impl_->admin_routes);
             for (const char* listener : {"api", "ws", "admin"})
                 if (config.boolean(std::string(listener) + ".enabled")) load_tls(config, listener);
         } catch (const ConfigError& e) {

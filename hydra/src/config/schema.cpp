@@ -81,7 +81,7 @@ constexpr const char* builtin_schema_text = R"json({
                      "description": "Keys for backend and operator calls (Authorization: apikey <key> or X-API-Key: <key>): required on every admin route and on routes registered with Auth::api_key (the demo's /msg/send, /msg/broadcast) when not empty. A string is split at commas (\"${HYDRA_API_KEYS}\")."},
         "jwt": {
           "type": "object",
-          "description": "JSON Web Tokens (ws.auth=jwt, hydra token): HS256 with a secret, RS256/ES256 with a public key; exp and sub required.",
+          "description": "JSON Web Tokens (ws.auth=jwt, API routes with Auth::jwt, hydra token): HS256 with a secret, RS256/ES256 with a public key; exp and sub required.",
           "properties": {
             "secret": {"type": "string", "default": "", "secret": true,
                        "description": "HS256 key, at least 32 bytes; \"\" = HS256 tokens refused. Also signs hydra token."},
