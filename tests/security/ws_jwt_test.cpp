@@ -306,6 +306,36 @@ BOOST_AUTO_TEST_CASE(a_refresh_for_the_same_sub_keeps_the_connection_open_past_t
     BOOST_CHECK_EQUAL(me["data"]["claims"]["exp"], reply["data"]["exp"]);  // handlers see the new claims
 }
 
+BOOST_AUTO_TEST_CASE(a_raw_endpoint_takes_the_same_refresh_message_before_its_handler) {
+    Server s({"auth.jwt.leeway_s=0"});
+    TokenSpec short_lived;
+    short_lived.ttl_s = 3;
+    const std::string first = token(short_lived);
+    WsClient refreshed = s.connect_bearer(first, "/raw");
+    WsClient control = s.connect_bearer(first, "/raw");
+    // The endpoint's own messages still reach its handler, JSON or not, even when they mention the service.
+    refreshed.send_text(R"({"op":"say","msg":"/auth/refresh"})");
+    BOOST_CHECK_EQUAL(next_json(refreshed)["user"], "alice");
+    refreshed.send_text("/auth/refresh");
+    BOOST_CHECK_EQUAL(next_json(refreshed)["user"], "alice");
+
+    TokenSpec longer;
+    longer.ttl_s = 600;
+    refreshed.send_text(Json{{"service", "/auth/refresh"}, {"token", token(longer)}}.dump());
+    Json reply = next_json(refreshed);
+    BOOST_CHECK_EQUAL(reply["service"], "/auth/refresh");
+    BOOST_REQUIRE_EQUAL(reply["code"], 200);
+    WsMessage m = next_close(control);
+    BOOST_CHECK_EQUAL(m.close_reason, "token expired");
+    refreshed.send_text("still here");
+    BOOST_CHECK_EQUAL(next_json(refreshed)["user"], "alice");
+    // A refused refresh is answered the same way and the endpoint's handler never sees it.
+    TokenSpec mallory;
+    mallory.sub = "mallory";
+    refreshed.send_text(Json{{"service", "/auth/refresh"}, {"token", token(mallory)}}.dump());
+    BOOST_CHECK_EQUAL(next_json(refreshed)["code"], 403);
+}
+
 BOOST_AUTO_TEST_CASE(a_refresh_with_another_sub_or_a_bad_token_is_refused_and_changes_nothing) {
     Server s({"auth.jwt.leeway_s=0"});
     TokenSpec short_lived;

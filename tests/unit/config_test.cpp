@@ -130,6 +130,23 @@ BOOST_AUTO_TEST_CASE(prod_profile_loads_with_and_without_environment) {
     BOOST_CHECK_EQUAL(jwt.masked()["auth"]["jwt"]["secret"], "******");
     BOOST_CHECK_THROW(Config::load(file, {}, ConfigSchema::builtin(), env_of({{"HYDRA_WS_AUTH", "maybe"}})),
                       ConfigError);
+
+    // Plain TCP unless the environment names certificates: HYDRA_TLS_* for the public listeners (API and WS),
+    // HYDRA_ADMIN_TLS_* for the admin listener.
+    for (const char* listener : {"api", "ws", "admin"})
+        for (const char* file_key : {".tls.cert_file", ".tls.key_file"})
+            BOOST_CHECK_EQUAL(defaults.str(std::string(listener) + file_key), "");
+    auto tls = Config::load(file, {}, ConfigSchema::builtin(),
+                            env_of({{"HYDRA_TLS_CERT_FILE", "/etc/hydra/cert.pem"},
+                                    {"HYDRA_TLS_KEY_FILE", "/etc/hydra/key.pem"},
+                                    {"HYDRA_ADMIN_TLS_CERT_FILE", "/etc/hydra/admin-cert.pem"},
+                                    {"HYDRA_ADMIN_TLS_KEY_FILE", "/etc/hydra/admin-key.pem"}}));
+    for (const char* listener : {"api", "ws"}) {
+        BOOST_CHECK_EQUAL(tls.str(std::string(listener) + ".tls.cert_file"), "/etc/hydra/cert.pem");
+        BOOST_CHECK_EQUAL(tls.str(std::string(listener) + ".tls.key_file"), "/etc/hydra/key.pem");
+    }
+    BOOST_CHECK_EQUAL(tls.str("admin.tls.cert_file"), "/etc/hydra/admin-cert.pem");
+    BOOST_CHECK_EQUAL(tls.str("admin.tls.key_file"), "/etc/hydra/admin-key.pem");
 }
 
 BOOST_AUTO_TEST_CASE(defaults_fill_absent_sections) {

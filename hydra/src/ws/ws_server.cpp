@@ -749,6 +749,21 @@ static Frame reply_frame(const Reply& reply) {
     return make_frame(reply.binary ? encode_binary(reply.data) : encode_text(reply.data));
 }
 
+// On a raw endpoint under ws.auth=jwt: the message if it is hydra's {"service":"/auth/refresh",...} (taken before the
+// endpoint's handler). A cheap scan first: most messages are not.
+static std::optional<Json> refresh_request(const Context::Init& init) {
+    const std::string& body = init.body;
+    if (init.binary || body.empty() || body.front() != '{' || body.find(WsServer::kRefreshService) == std::string::npos)
+        return std::nullopt;
+    try {
+        Json doc = parse_json(body);
+        auto svc = doc.find("service");
+        if (svc != doc.end() && *svc == WsServer::kRefreshService) return doc;
+    } catch (const std::exception&) {  // not JSON: the endpoint's message
+    }
+    return std::nullopt;
+}
+
 // The whole life of one message on a worker: context, packet middleware, handler, and the reply as an encoded
 // frame (encoding here keeps that work off the I/O loop).
 // `loop` (the connection's, with its id) answers /auth/refresh under ws.auth=jwt; null otherwise.
@@ -781,6 +796,8 @@ static std::optional<Reply> handle_message(const WsRoutes& routes, const WsEndpo
         init.route = service;
         init.params = std::move(doc);
     } else {
+        if (loop != nullptr)
+            if (auto doc = refresh_request(init)) return loop->refresh(*doc, init, id);
         handler = endpoint->on_message;
         if (!handler) return std::nullopt;
     }
@@ -836,8 +853,9 @@ void WsServer::Loop::dispatch(Connection& c, std::string data, bool binary) {
     Loop* self = this;
     if (endpoint != nullptr && endpoint->run_on_loop) {
         // A handler declared non-blocking runs right here: no hand-off to a worker and back.
-        std::optional<Reply> reply =
-            handle_message(srv->routes_, endpoint, std::move(init), [&](const std::string& e) { report_error(c, e); });
+        std::optional<Reply> reply = handle_message(
+            srv->routes_, endpoint, std::move(init), [&](const std::string& e) { report_error(c, e); },
+            srv->settings_.auth_jwt ? this : nullptr, id);
         c.busy = false;
         if (reply && !c.close_sent) enqueue(c, reply_frame(*reply));
         return;
