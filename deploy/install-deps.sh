@@ -7,7 +7,8 @@
 set -euo pipefail
 
 packages=(cmake make g++ pkg-config
-          libpoco-dev libssl-dev librdkafka-dev libsqlitecpp-dev libsqlite3-dev nlohmann-json3-dev libboost-test-dev)
+          libpoco-dev libssl-dev librdkafka-dev libsqlitecpp-dev libsqlite3-dev nlohmann-json3-dev libboost-test-dev
+          libsystemd-dev)
 if [[ "${1:-}" == "--bench" ]]; then
     packages+=(nginx-light libnginx-mod-nchan kcat curl)
 fi
@@ -16,6 +17,7 @@ if [[ "${1:-}" == "--test" ]]; then
     # Node may come from elsewhere than Debian (it ships its own npm): only install it when missing.
     command -v node >/dev/null || packages+=(nodejs)
     command -v npm >/dev/null || packages+=(npm)
+    command -v systemd-analyze >/dev/null || packages+=(systemd)  # deploy.systemd_unit
 fi
 
 missing=()

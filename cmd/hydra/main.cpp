@@ -1,4 +1,7 @@
 // The `hydra` binary: the demo services, registered by route.
+#include <filesystem>
+#include <string>
+
 #include <hydra/app.h>
 
 #include "services/admin/exchange_api.h"
@@ -9,6 +12,25 @@
 #include "services/system/echo.h"
 #include "services/system/health.h"
 #include "services/system/whoami.h"
+
+namespace {
+
+// The chat page's files, wherever the host was started from: services/chat/web under the working directory, else
+// in the executable's directory or one of its parents (a checkout: build/prod/bin/hydra finds its services/), else
+// where the systemd unit's install puts them.
+std::string demo_web_root() {
+    namespace fs = std::filesystem;
+    const fs::path relative = "services/chat/web";
+    std::error_code ec;
+    if (fs::is_directory(relative, ec)) return relative.string();
+    const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+    if (!ec)
+        for (fs::path dir = exe.parent_path(); !dir.empty() && dir != dir.root_path(); dir = dir.parent_path())
+            if (fs::is_directory(dir / relative, ec)) return (dir / relative).string();
+    return "/usr/local/share/hydra/chat-web";
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
     using namespace services;
@@ -38,7 +60,7 @@ int main(int argc, char** argv) {
 
     // connmix's chat rooms and message center.
     app.ws_endpoint("/chat", chat::endpoint());
-    app.static_files("/demo", "services/chat/web");  // a chat page for the browser: /demo/
+    app.static_files("/demo", demo_web_root());  // a chat page for the browser: /demo/
     app.ws_endpoint("/message-center", message_center::endpoint(auth));
 
     // A client's call with a JSON Web Token: {"user": sub}. A host with it needs auth.jwt (a secret or a key).

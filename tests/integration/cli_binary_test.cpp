@@ -114,6 +114,10 @@ BOOST_AUTO_TEST_CASE(run_serves_and_stops_gracefully_on_sigterm) {
     BOOST_CHECK_EQUAL(r.status, 200);
     BOOST_CHECK_EQUAL(r.json()["status"], "ok");
     BOOST_CHECK_EQUAL(r.json()["plat"], "mall");
+    // Started outside the checkout: the demo page is still found (beside the executable).
+    auto page = test::http("127.0.0.1:" + *port, "GET", "/demo/");
+    BOOST_CHECK_EQUAL(page.status, 200);
+    BOOST_CHECK(page.body.find("WebSocket") != std::string::npos);
     p.signal(SIGTERM);
     BOOST_CHECK_EQUAL(p.wait(15s).value_or(-1), 0);
 }

@@ -1,9 +1,13 @@
 #include "app/cli.h"
 
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <csignal>
+#include <cstdint>
 #include <cstdlib>
+#include <ctime>
 #include <filesystem>
 #include <iostream>
 #include <regex>
@@ -178,6 +182,13 @@ Config load_config(const CliCommand& cmd, const ConfigSchema& schema, const char
 
 // The signals `hydra run` handles: SIGINT/SIGTERM stop, SIGHUP reloads. Blocked in every thread before any server
 // thread exists, so that only sigwait() sees them.
+// CLOCK_MONOTONIC in microseconds, as sd_notify's MONOTONIC_USEC wants it.
+std::uint64_t monotonic_us() {
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<std::uint64_t>(ts.tv_sec) * 1000000 + static_cast<std::uint64_t>(ts.tv_nsec) / 1000;
+}
+
 sigset_t run_signals() {
     sigset_t set;
     sigemptyset(&set);
@@ -305,12 +316,31 @@ int App::run(int argc, char** argv) {
     std::cout << "hydra " << impl_->options.version << " running (" << cmd.env << "), pid " << ::getpid()
               << "; Ctrl-C to stop" << std::endl;
 
+    // Under systemd (Type=notify): ready once every server listens; the watchdog fed while signals are awaited.
+    sd_notify(0, "READY=1");
+    std::uint64_t watchdog_us = 0;
+    if (sd_watchdog_enabled(0, &watchdog_us) <= 0) watchdog_us = 0;
     int sig = 0;
-    while (sigwait(&signals, &sig) == 0 && sig == SIGHUP) {
+    for (;;) {
+        if (watchdog_us > 0) {
+            const auto half = std::chrono::microseconds(watchdog_us / 2);
+            const auto s = std::chrono::duration_cast<std::chrono::seconds>(half);
+            const timespec wait{static_cast<time_t>(s.count()),
+                                static_cast<long>(std::chrono::nanoseconds(half - s).count())};
+            sd_notify(0, "WATCHDOG=1");
+            sig = sigtimedwait(&signals, nullptr, &wait);
+            if (sig < 0) continue;  // EAGAIN: time to feed the watchdog again (EINTR: wait again)
+        } else if (sigwait(&signals, &sig) != 0) {
+            continue;
+        }
+        if (sig != SIGHUP) break;
         Logger().info("received SIGHUP, reloading");
+        sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu", static_cast<unsigned long long>(monotonic_us()));
         reload();
+        sd_notify(0, "READY=1");
     }
     Logger().info(std::string("received ") + (sig == SIGINT ? "SIGINT" : "SIGTERM") + ", stopping");
+    sd_notify(0, "STOPPING=1");
     stop();
     Logger().info("stopped");
     return 0;
