@@ -43,6 +43,13 @@ class NotifySocket {
         if (n <= 0) return std::nullopt;
         return std::string(buf, static_cast<std::size_t>(n));
     }
+    // The next notification, which must be there and start with `prefix`: the whole of it.
+    std::string expect(const std::string& prefix) {
+        auto n = next();
+        BOOST_REQUIRE_MESSAGE(n, "no notification; expected " << prefix);
+        BOOST_CHECK_MESSAGE(n->rfind(prefix, 0) == 0, "expected " << prefix << ", got " << *n);
+        return *n;
+    }
     // Skips notifications until one that is exactly `what` (or starts with it followed by a newline).
     bool wait_for(const std::string& what, std::vector<std::string>* seen = nullptr) {
         for (;;) {
@@ -74,22 +81,12 @@ BOOST_AUTO_TEST_CASE(ready_after_listening_reloading_around_sighup_and_stopping_
     NotifySocket notify;
     auto host = host_with_env({{"NOTIFY_SOCKET", notify.path()}});
     // (The host printed its listening lines before READY=1: test::Host waited for them.)
-    auto first = notify.next();
-    BOOST_REQUIRE(first);
-    BOOST_CHECK_EQUAL(*first, "READY=1");
-
+    BOOST_CHECK_EQUAL(notify.expect("READY=1"), "READY=1");
     host->process->signal(SIGHUP);
-    auto reloading = notify.next();
-    BOOST_REQUIRE(reloading);
-    BOOST_CHECK_MESSAGE(reloading->rfind("RELOADING=1\nMONOTONIC_USEC=", 0) == 0, *reloading);
-    auto ready_again = notify.next();
-    BOOST_REQUIRE(ready_again);
-    BOOST_CHECK_EQUAL(*ready_again, "READY=1");
-
+    notify.expect("RELOADING=1\nMONOTONIC_USEC=");
+    BOOST_CHECK_EQUAL(notify.expect("READY=1"), "READY=1");
     host->process->signal(SIGTERM);
-    auto stopping = notify.next();
-    BOOST_REQUIRE(stopping);
-    BOOST_CHECK_EQUAL(*stopping, "STOPPING=1");
+    BOOST_CHECK_EQUAL(notify.expect("STOPPING=1"), "STOPPING=1");
     // No watchdog was asked for: nothing else was sent.
     BOOST_CHECK(!notify.next(500ms));
 }
@@ -101,11 +98,7 @@ BOOST_AUTO_TEST_CASE(the_watchdog_is_fed_while_the_host_runs) {
     BOOST_REQUIRE(notify.wait_for("READY=1", &seen));
     BOOST_CHECK_EQUAL(seen.size(), 1u);  // READY=1 came first
     // At half of 200 ms: three in a row come within the 20 s each wait allows even on a loaded machine.
-    for (int i = 0; i < 3; ++i) {
-        auto n = notify.next();
-        BOOST_REQUIRE(n);
-        BOOST_CHECK_EQUAL(*n, "WATCHDOG=1");
-    }
+    for (int i = 0; i < 3; ++i) BOOST_CHECK_EQUAL(notify.expect("WATCHDOG=1"), "WATCHDOG=1");
 }
 
 BOOST_AUTO_TEST_SUITE_END()
