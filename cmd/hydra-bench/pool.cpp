@@ -1,6 +1,8 @@
 #include "pool.h"
 
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -13,6 +15,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <stdexcept>
 #include <thread>
 
 #include "frame_out.h"
@@ -49,12 +52,23 @@ bool parse_hex16(std::string_view s, std::int64_t& out) {
     return true;
 }
 
+// OpenSSL's reason for the last failure on this thread, or `fallback`; clears the error queue.
+std::string tls_error(const char* fallback) {
+    unsigned long e = ERR_get_error();
+    ERR_clear_error();
+    if (e == 0) return fallback;
+    char buf[256];
+    ERR_error_string_n(e, buf, sizeof buf);
+    return buf;
+}
+
 }  // namespace
 
 struct Conn {
-    enum class State : std::uint8_t { Idle, Connecting, Handshaking, Open, Closed };
+    enum class State : std::uint8_t { Idle, Connecting, TlsHandshaking, Handshaking, Open, Closed };
 
     int fd = -1;
+    SSL* ssl = nullptr;  // with PoolConfig::tls, from connect() on
     State state = State::Idle;
     bool want_out = false;  // EPOLLOUT registered
     std::uint32_t inflight = 0;
@@ -88,6 +102,7 @@ struct Pool::Worker {
         // from earlier runs make connect() slow to find a free ephemeral port and skew the next connect rate.
         linger abort{1, 0};
         for (auto& c : conns) {
+            if (c.ssl) SSL_free(c.ssl);  // no close_notify: the socket is reset right after
             if (c.fd < 0) continue;
             setsockopt(c.fd, SOL_SOCKET, SO_LINGER, &abort, sizeof abort);
             ::close(c.fd);
@@ -100,13 +115,18 @@ struct Pool::Worker {
     void check_timeouts(std::int64_t now);
     void on_event(std::uint32_t index, std::uint32_t events);
     void on_connected(Conn& c);
+    void send_upgrade(Conn& c);
+    void tls_handshake(Conn& c);
     void on_readable(Conn& c);
+    void on_readable_tls(Conn& c);
+    void on_bytes(Conn& c, const std::uint8_t* data, std::size_t len, std::int64_t now);
     void on_handshake_bytes(Conn& c, std::int64_t now);
     void on_frames(Conn& c, const std::uint8_t* data, std::size_t len, std::int64_t now);
     void on_message(Conn& c, std::string_view msg, std::int64_t now);
     void on_delivery(Conn& c, std::string_view msg, std::int64_t now);
     void send_echo(Conn& c, std::int64_t now);
     void flush(Conn& c);
+    void flush_tls(Conn& c);
     void set_events(Conn& c, bool want_out);
     void fail(Conn& c, const std::string& why);
     void close_conn(Conn& c, bool by_peer);
@@ -132,9 +152,10 @@ struct Pool::Worker {
     int echo_generation = 0;
     std::int64_t next_timeout_check = 0;
 
-    mutable std::mutex mutex;  // guards stats and errors
+    mutable std::mutex mutex;  // guards stats, errors and tls_description
     Stats stats;
     std::set<std::string> errors;
+    std::string tls_description;
 };
 
 void Pool::Worker::run() {
@@ -199,7 +220,8 @@ void Pool::Worker::start_connects(std::int64_t now) {
 void Pool::Worker::check_timeouts(std::int64_t now) {
     if (connects_in_progress == 0) return;
     for (auto& c : conns) {
-        if ((c.state == Conn::State::Connecting || c.state == Conn::State::Handshaking) &&
+        if ((c.state == Conn::State::Connecting || c.state == Conn::State::TlsHandshaking ||
+             c.state == Conn::State::Handshaking) &&
             now - c.started_ns > pool.config_.handshake_timeout_ns)
             fail(c, "handshake timeout");
     }
@@ -219,14 +241,57 @@ void Pool::Worker::on_event(std::uint32_t idx, std::uint32_t events) {
         if (events & (EPOLLOUT | EPOLLIN)) on_connected(c);
         return;
     }
+    if (c.state == Conn::State::TlsHandshaking) {
+        tls_handshake(c);
+        return;
+    }
     if (events & EPOLLOUT) {
         flush(c);
         if (c.fd < 0) return;
+        if (c.ssl) {  // also an SSL_read that waited for the socket to take bytes (SSL_ERROR_WANT_WRITE)
+            on_readable_tls(c);
+            return;
+        }
     }
     if (events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP | EPOLLERR)) on_readable(c);
 }
 
 void Pool::Worker::on_connected(Conn& c) {
+    if (pool.tls_ctx_ == nullptr) {
+        send_upgrade(c);
+        return;
+    }
+    c.ssl = SSL_new(pool.tls_ctx_);
+    if (c.ssl == nullptr || SSL_set_fd(c.ssl, c.fd) != 1) {
+        fail(c, "tls: " + tls_error("SSL_new failed"));
+        return;
+    }
+    SSL_set_connect_state(c.ssl);
+    c.state = Conn::State::TlsHandshaking;
+    tls_handshake(c);
+}
+
+void Pool::Worker::tls_handshake(Conn& c) {
+    int rc = SSL_do_handshake(c.ssl);
+    if (rc == 1) {
+        if (tls_description.empty())
+            tls_description = std::string(SSL_get_version(c.ssl)) + " " + SSL_get_cipher_name(c.ssl);
+        send_upgrade(c);
+        return;
+    }
+    switch (SSL_get_error(c.ssl, rc)) {
+        case SSL_ERROR_WANT_READ:
+            set_events(c, false);
+            return;
+        case SSL_ERROR_WANT_WRITE:
+            set_events(c, true);
+            return;
+        default:
+            fail(c, "tls handshake: " + tls_error("connection closed"));
+    }
+}
+
+void Pool::Worker::send_upgrade(Conn& c) {
     const PoolConfig& cfg = pool.config_;
     ws::HttpHeaders headers;
     std::string path = cfg.path;
@@ -252,6 +317,10 @@ void Pool::Worker::set_events(Conn& c, bool want_out) {
 }
 
 void Pool::Worker::flush(Conn& c) {
+    if (c.ssl) {
+        flush_tls(c);
+        return;
+    }
     std::size_t off = 0;
     while (off < c.out.size()) {
         ssize_t n = ::send(c.fd, c.out.data() + off, c.out.size() - off, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -276,19 +345,90 @@ void Pool::Worker::flush(Conn& c) {
     set_events(c, !c.out.empty());
 }
 
+// SSL_write with SSL_MODE_ENABLE_PARTIAL_WRITE: each call takes one or more whole records' worth of c.out. After
+// WANT_WRITE/WANT_READ the next call starts again at the head of c.out (same bytes, perhaps more after them, perhaps
+// at another address: SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER), as OpenSSL requires.
+void Pool::Worker::flush_tls(Conn& c) {
+    std::size_t off = 0;
+    bool want_out = false;
+    while (off < c.out.size()) {
+        int n =
+            SSL_write(c.ssl, c.out.data() + off, static_cast<int>(std::min<std::size_t>(c.out.size() - off, 1 << 30)));
+        if (n > 0) {
+            off += static_cast<std::size_t>(n);
+            continue;
+        }
+        const int err = SSL_get_error(c.ssl, n);
+        if (err == SSL_ERROR_WANT_WRITE) {
+            want_out = true;
+            break;
+        }
+        if (err == SSL_ERROR_WANT_READ) break;  // EPOLLIN -> on_readable_tls -> flush again
+        ERR_clear_error();
+        if (c.state == Conn::State::Open)
+            close_conn(c, true);
+        else
+            fail(c, "tls write: " + tls_error("connection closed"));
+        return;
+    }
+    if (off == c.out.size()) {
+        c.out.clear();
+        if (c.out.capacity() > 4096) std::string().swap(c.out);
+    } else {
+        c.out.erase(0, off);
+    }
+    set_events(c, want_out);
+}
+
+void Pool::Worker::on_bytes(Conn& c, const std::uint8_t* data, std::size_t len, std::int64_t now) {
+    if (c.state == Conn::State::Handshaking) {
+        c.in.append(reinterpret_cast<const char*>(data), len);
+        on_handshake_bytes(c, now);
+    } else if (c.state == Conn::State::Open) {
+        on_frames(c, data, len, now);
+    }
+}
+
+// Reads until OpenSSL needs the socket: records it has already taken from the socket (read-ahead) are not reported
+// by epoll again, so unlike on_readable there is no per-event cap (a connection here never receives faster than the
+// pool reads: echo keeps a window, broadcasts are paced or wait for completion).
+void Pool::Worker::on_readable_tls(Conn& c) {
+    for (;;) {
+        int n = SSL_read(c.ssl, read_buffer.data(), static_cast<int>(read_buffer.size()));
+        if (n > 0) {
+            on_bytes(c, read_buffer.data(), static_cast<std::size_t>(n), now_ns());
+            if (c.fd < 0) return;
+            continue;
+        }
+        const int err = SSL_get_error(c.ssl, n);
+        if (err == SSL_ERROR_WANT_READ) break;
+        if (err == SSL_ERROR_WANT_WRITE) {
+            set_events(c, true);
+            break;
+        }
+        const std::string why =
+            err == SSL_ERROR_ZERO_RETURN ? "closed during handshake" : "tls read: " + tls_error("connection closed");
+        ERR_clear_error();
+        if (c.state == Conn::State::Open)
+            close_conn(c, true);
+        else
+            fail(c, why);
+        return;
+    }
+    if (!c.out.empty()) flush(c);
+}
+
 void Pool::Worker::on_readable(Conn& c) {
+    if (c.ssl) {
+        on_readable_tls(c);
+        return;
+    }
     std::size_t total = 0;
     while (c.fd >= 0 && total < kMaxReadPerEvent) {
         ssize_t n = ::recv(c.fd, read_buffer.data(), read_buffer.size(), 0);
         if (n > 0) {
             total += static_cast<std::size_t>(n);
-            std::int64_t now = now_ns();
-            if (c.state == Conn::State::Handshaking) {
-                c.in.append(reinterpret_cast<const char*>(read_buffer.data()), static_cast<std::size_t>(n));
-                on_handshake_bytes(c, now);
-            } else if (c.state == Conn::State::Open) {
-                on_frames(c, read_buffer.data(), static_cast<std::size_t>(n), now);
-            }
+            on_bytes(c, read_buffer.data(), static_cast<std::size_t>(n), now_ns());
             // A short read drained the socket: skip the recv() that would only say EAGAIN (epoll is
             // level-triggered, so anything arriving later is reported again).
             if (static_cast<std::size_t>(n) < read_buffer.size()) break;
@@ -468,6 +608,10 @@ void Pool::Worker::send_echo(Conn& c, std::int64_t now) {
 
 void Pool::Worker::fail(Conn& c, const std::string& why) {
     if (errors.size() < 8) errors.insert(why);
+    if (c.ssl) {
+        SSL_free(c.ssl);
+        c.ssl = nullptr;
+    }
     if (c.fd >= 0) {
         epoll_ctl(epfd, EPOLL_CTL_DEL, c.fd, nullptr);
         ::close(c.fd);
@@ -484,6 +628,10 @@ void Pool::Worker::fail(Conn& c, const std::string& why) {
 
 void Pool::Worker::close_conn(Conn& c, bool by_peer) {
     if (c.fd < 0) return;
+    if (c.ssl) {
+        SSL_free(c.ssl);  // no close_notify: the benchmark only ever drops connections at its end
+        c.ssl = nullptr;
+    }
     epoll_ctl(epfd, EPOLL_CTL_DEL, c.fd, nullptr);
     ::close(c.fd);
     c.fd = -1;
@@ -526,6 +674,18 @@ Pool::Pool(PoolConfig config) : config_(std::move(config)) {
             next_port_.store(static_cast<int>(now_ns() % (hi - lo + 1)));
         }
     }
+    if (config_.tls) {
+        tls_ctx_ = SSL_CTX_new(TLS_client_method());
+        if (tls_ctx_ == nullptr) throw std::runtime_error("tls: " + tls_error("SSL_CTX_new failed"));
+        // Loopback benchmarking against a throwaway self-signed certificate: the server's certificate is not
+        // verified (and no SNI is sent). What is measured is the record layer, the same either way.
+        SSL_CTX_set_verify(tls_ctx_, SSL_VERIFY_NONE, nullptr);
+        SSL_CTX_set_min_proto_version(tls_ctx_, TLS1_2_VERSION);
+        SSL_CTX_set_mode(tls_ctx_, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+        // Read-ahead: one recv() takes as many records as there are instead of two recv()s (header, body) per
+        // record; keeps the client's own cost down so that it does not limit the server.
+        SSL_CTX_set_read_ahead(tls_ctx_, 1);
+    }
     config_.threads = std::max(1, std::min(config_.threads, config_.connections));
     config_.broadcast_group_size = std::max(1, config_.broadcast_group_size);
     const auto slots = static_cast<std::size_t>(std::max(1, config_.broadcast_slots));
@@ -545,6 +705,15 @@ Pool::Pool(PoolConfig config) : config_(std::move(config)) {
 Pool::~Pool() {
     quit_.store(true);
     workers_.clear();
+    if (tls_ctx_) SSL_CTX_free(tls_ctx_);
+}
+
+std::string Pool::tls_description() const {
+    for (auto& w : workers_) {
+        std::lock_guard lock(w->mutex);
+        if (!w->tls_description.empty()) return w->tls_description;
+    }
+    return {};
 }
 
 Pool::ConnectResult Pool::connect_all() {
