@@ -68,7 +68,9 @@ struct Conn {
     enum class State : std::uint8_t { Idle, Connecting, TlsHandshaking, Handshaking, Open, Closed };
 
     int fd = -1;
-    SSL* ssl = nullptr;  // with PoolConfig::tls, from connect() on
+    // With PoolConfig::tls, from connect() on: OpenSSL between memory BIOs; the pool does the socket I/O itself.
+    SSL* ssl = nullptr;
+    std::string tls_out;  // records not yet sent (`out` holds the frames before they are encrypted)
     State state = State::Idle;
     bool want_out = false;  // EPOLLOUT registered
     std::uint32_t inflight = 0;
@@ -119,6 +121,7 @@ struct Pool::Worker {
     void tls_handshake(Conn& c);
     void on_readable(Conn& c);
     void on_readable_tls(Conn& c);
+    bool tls_read(Conn& c);
     void on_bytes(Conn& c, const std::uint8_t* data, std::size_t len, std::int64_t now);
     void on_handshake_bytes(Conn& c, std::int64_t now);
     void on_frames(Conn& c, const std::uint8_t* data, std::size_t len, std::int64_t now);
@@ -127,6 +130,7 @@ struct Pool::Worker {
     void send_echo(Conn& c, std::int64_t now);
     void flush(Conn& c);
     void flush_tls(Conn& c);
+    void send_buffer(Conn& c, std::string& buf);
     void set_events(Conn& c, bool want_out);
     void fail(Conn& c, const std::string& why);
     void close_conn(Conn& c, bool by_peer);
@@ -241,17 +245,9 @@ void Pool::Worker::on_event(std::uint32_t idx, std::uint32_t events) {
         if (events & (EPOLLOUT | EPOLLIN)) on_connected(c);
         return;
     }
-    if (c.state == Conn::State::TlsHandshaking) {
-        tls_handshake(c);
-        return;
-    }
     if (events & EPOLLOUT) {
         flush(c);
         if (c.fd < 0) return;
-        if (c.ssl) {  // also an SSL_read that waited for the socket to take bytes (SSL_ERROR_WANT_WRITE)
-            on_readable_tls(c);
-            return;
-        }
     }
     if (events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP | EPOLLERR)) on_readable(c);
 }
@@ -262,33 +258,35 @@ void Pool::Worker::on_connected(Conn& c) {
         return;
     }
     c.ssl = SSL_new(pool.tls_ctx_);
-    if (c.ssl == nullptr || SSL_set_fd(c.ssl, c.fd) != 1) {
-        fail(c, "tls: " + tls_error("SSL_new failed"));
+    BIO* rbio = BIO_new(BIO_s_mem());
+    BIO* wbio = BIO_new(BIO_s_mem());
+    if (c.ssl == nullptr || rbio == nullptr || wbio == nullptr) {
+        BIO_free(rbio);
+        BIO_free(wbio);
+        fail(c, "tls: " + tls_error("out of memory"));
         return;
     }
+    BIO_set_mem_eof_return(rbio, -1);  // empty = "want read", not the end of the stream
+    SSL_set_bio(c.ssl, rbio, wbio);
     SSL_set_connect_state(c.ssl);
     c.state = Conn::State::TlsHandshaking;
     tls_handshake(c);
 }
 
+// Drives the handshake: what it writes goes out through flush(); its input comes from on_readable_tls.
 void Pool::Worker::tls_handshake(Conn& c) {
     int rc = SSL_do_handshake(c.ssl);
     if (rc == 1) {
         if (tls_description.empty())
             tls_description = std::string(SSL_get_version(c.ssl)) + " " + SSL_get_cipher_name(c.ssl);
-        send_upgrade(c);
+        send_upgrade(c);  // flushes the handshake's last flight with the upgrade request
         return;
     }
-    switch (SSL_get_error(c.ssl, rc)) {
-        case SSL_ERROR_WANT_READ:
-            set_events(c, false);
-            return;
-        case SSL_ERROR_WANT_WRITE:
-            set_events(c, true);
-            return;
-        default:
-            fail(c, "tls handshake: " + tls_error("connection closed"));
+    if (SSL_get_error(c.ssl, rc) != SSL_ERROR_WANT_READ) {
+        fail(c, "tls handshake: " + tls_error("failed"));
+        return;
     }
+    flush(c);
 }
 
 void Pool::Worker::send_upgrade(Conn& c) {
@@ -321,9 +319,15 @@ void Pool::Worker::flush(Conn& c) {
         flush_tls(c);
         return;
     }
+    send_buffer(c, c.out);
+}
+
+// Sends buf (the connection's frames, or with TLS its records) as far as the socket takes it; EPOLLOUT while some
+// is left.
+void Pool::Worker::send_buffer(Conn& c, std::string& buf) {
     std::size_t off = 0;
-    while (off < c.out.size()) {
-        ssize_t n = ::send(c.fd, c.out.data() + off, c.out.size() - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (off < buf.size()) {
+        ssize_t n = ::send(c.fd, buf.data() + off, buf.size() - off, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n > 0) {
             off += static_cast<std::size_t>(n);
             continue;
@@ -336,48 +340,38 @@ void Pool::Worker::flush(Conn& c) {
             fail(c, std::string("send: ") + strerror(errno));
         return;
     }
-    if (off == c.out.size()) {
-        c.out.clear();
-        if (c.out.capacity() > 4096) std::string().swap(c.out);
+    if (off == buf.size()) {
+        buf.clear();
+        if (buf.capacity() > 4096) std::string().swap(buf);
     } else {
-        c.out.erase(0, off);
+        buf.erase(0, off);
     }
-    set_events(c, !c.out.empty());
+    set_events(c, !buf.empty());
 }
 
-// SSL_write with SSL_MODE_ENABLE_PARTIAL_WRITE: each call takes one or more whole records' worth of c.out. After
-// WANT_WRITE/WANT_READ the next call starts again at the head of c.out (same bytes, perhaps more after them, perhaps
-// at another address: SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER), as OpenSSL requires.
+// Encrypts the queued frames (once the handshake is done) into the write BIO, which takes everything, moves the
+// records from there to tls_out, and sends that: per flush one SSL_write and the same send() as without TLS.
 void Pool::Worker::flush_tls(Conn& c) {
-    std::size_t off = 0;
-    bool want_out = false;
-    while (off < c.out.size()) {
-        int n =
-            SSL_write(c.ssl, c.out.data() + off, static_cast<int>(std::min<std::size_t>(c.out.size() - off, 1 << 30)));
-        if (n > 0) {
-            off += static_cast<std::size_t>(n);
-            continue;
+    if (!c.out.empty() && c.state != Conn::State::TlsHandshaking) {
+        if (SSL_write(c.ssl, c.out.data(), static_cast<int>(c.out.size())) <= 0) {
+            const std::string why = "tls write: " + tls_error("failed");
+            if (c.state == Conn::State::Open)
+                close_conn(c, false);
+            else
+                fail(c, why);
+            return;
         }
-        const int err = SSL_get_error(c.ssl, n);
-        if (err == SSL_ERROR_WANT_WRITE) {
-            want_out = true;
-            break;
-        }
-        if (err == SSL_ERROR_WANT_READ) break;  // EPOLLIN -> on_readable_tls -> flush again
-        ERR_clear_error();
-        if (c.state == Conn::State::Open)
-            close_conn(c, true);
-        else
-            fail(c, "tls write: " + tls_error("connection closed"));
-        return;
-    }
-    if (off == c.out.size()) {
         c.out.clear();
         if (c.out.capacity() > 4096) std::string().swap(c.out);
-    } else {
-        c.out.erase(0, off);
     }
-    set_events(c, want_out);
+    BIO* wbio = SSL_get_wbio(c.ssl);
+    if (const std::size_t pending = BIO_ctrl_pending(wbio); pending > 0) {
+        const std::size_t base = c.tls_out.size();
+        c.tls_out.resize(base + pending);
+        const int n = BIO_read(wbio, c.tls_out.data() + base, static_cast<int>(pending));
+        c.tls_out.resize(base + static_cast<std::size_t>(std::max(n, 0)));
+    }
+    send_buffer(c, c.tls_out);
 }
 
 void Pool::Worker::on_bytes(Conn& c, const std::uint8_t* data, std::size_t len, std::int64_t now) {
@@ -389,33 +383,55 @@ void Pool::Worker::on_bytes(Conn& c, const std::uint8_t* data, std::size_t len, 
     }
 }
 
-// Reads until OpenSSL needs the socket: records it has already taken from the socket (read-ahead) are not reported
-// by epoll again, so unlike on_readable there is no per-event cap (a connection here never receives faster than the
-// pool reads: echo keeps a window, broadcasts are paced or wait for completion).
+// The same recv() loop as on_readable; what arrives goes into the read BIO and comes out decrypted (read_buffer is
+// free again once the BIO has copied it).
 void Pool::Worker::on_readable_tls(Conn& c) {
-    for (;;) {
-        int n = SSL_read(c.ssl, read_buffer.data(), static_cast<int>(read_buffer.size()));
+    std::size_t total = 0;
+    while (c.fd >= 0 && total < kMaxReadPerEvent) {
+        ssize_t n = ::recv(c.fd, read_buffer.data(), read_buffer.size(), 0);
         if (n > 0) {
-            on_bytes(c, read_buffer.data(), static_cast<std::size_t>(n), now_ns());
-            if (c.fd < 0) return;
+            total += static_cast<std::size_t>(n);
+            BIO_write(SSL_get_rbio(c.ssl), read_buffer.data(), static_cast<int>(n));
+            if (!tls_read(c)) return;
+            if (static_cast<std::size_t>(n) < read_buffer.size()) break;
             continue;
         }
-        const int err = SSL_get_error(c.ssl, n);
-        if (err == SSL_ERROR_WANT_READ) break;
-        if (err == SSL_ERROR_WANT_WRITE) {
-            set_events(c, true);
-            break;
-        }
-        const std::string why =
-            err == SSL_ERROR_ZERO_RETURN ? "closed during handshake" : "tls read: " + tls_error("connection closed");
-        ERR_clear_error();
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
         if (c.state == Conn::State::Open)
             close_conn(c, true);
         else
-            fail(c, why);
+            fail(c, n == 0 ? "closed during handshake" : std::string("recv: ") + strerror(errno));
         return;
     }
-    if (!c.out.empty()) flush(c);
+    if (c.fd >= 0 && (!c.out.empty() || BIO_ctrl_pending(SSL_get_wbio(c.ssl)) > 0)) flush(c);
+}
+
+// Feeds what the read BIO holds to the handshake or, after it, decrypts it into read_buffer and passes it on.
+// False once the connection is gone.
+bool Pool::Worker::tls_read(Conn& c) {
+    if (c.state == Conn::State::TlsHandshaking) {
+        tls_handshake(c);
+        if (c.fd < 0) return false;
+        if (c.state == Conn::State::TlsHandshaking) return true;
+    }
+    for (;;) {
+        const int n = SSL_read(c.ssl, read_buffer.data(), static_cast<int>(read_buffer.size()));
+        if (n > 0) {
+            on_bytes(c, read_buffer.data(), static_cast<std::size_t>(n), now_ns());
+            if (c.fd < 0) return false;
+            continue;
+        }
+        const int err = SSL_get_error(c.ssl, n);
+        if (err == SSL_ERROR_WANT_READ) return true;
+        const std::string why =
+            err == SSL_ERROR_ZERO_RETURN ? "closed (close_notify)" : "tls read: " + tls_error("failed");
+        if (c.state == Conn::State::Open)
+            close_conn(c, err == SSL_ERROR_ZERO_RETURN);
+        else
+            fail(c, why);
+        return false;
+    }
 }
 
 void Pool::Worker::on_readable(Conn& c) {
@@ -621,6 +637,7 @@ void Pool::Worker::fail(Conn& c, const std::string& why) {
     std::string().swap(c.key);
     std::string().swap(c.in);
     std::string().swap(c.out);
+    std::string().swap(c.tls_out);
     --connects_in_progress;
     pool.failed_.fetch_add(1);
     pool.done_.fetch_add(1);
@@ -641,6 +658,7 @@ void Pool::Worker::close_conn(Conn& c, bool by_peer) {
     stats.inflight -= std::min<std::uint64_t>(stats.inflight, c.inflight);
     c.inflight = 0;
     std::string().swap(c.out);
+    std::string().swap(c.tls_out);
     c.decoder.reset();
 }
 
@@ -681,10 +699,10 @@ Pool::Pool(PoolConfig config) : config_(std::move(config)) {
         // verified (and no SNI is sent). What is measured is the record layer, the same either way.
         SSL_CTX_set_verify(tls_ctx_, SSL_VERIFY_NONE, nullptr);
         SSL_CTX_set_min_proto_version(tls_ctx_, TLS1_2_VERSION);
-        SSL_CTX_set_mode(tls_ctx_, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-        // Read-ahead: one recv() takes as many records as there are instead of two recv()s (header, body) per
-        // record; keeps the client's own cost down so that it does not limit the server.
-        SSL_CTX_set_read_ahead(tls_ctx_, 1);
+        // The connections run OpenSSL between memory BIOs and do their own recv()/send(): one of each per read or
+        // flush as without TLS (a socket BIO reads a record's header and body with two recv()s, or with
+        // read-ahead needs a last recv() to find the socket empty), which keeps the client's cost from limiting
+        // the server.
     }
     config_.threads = std::max(1, std::min(config_.threads, config_.connections));
     config_.broadcast_group_size = std::max(1, config_.broadcast_group_size);
