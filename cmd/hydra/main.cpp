@@ -8,6 +8,7 @@
 #include "services/schemas.h"
 #include "services/system/echo.h"
 #include "services/system/health.h"
+#include "services/system/whoami.h"
 
 int main(int argc, char** argv) {
     using namespace services;
@@ -39,6 +40,9 @@ int main(int argc, char** argv) {
     app.ws_endpoint("/chat", chat::endpoint());
     app.static_files("/demo", "services/chat/web");  // a chat page for the browser: /demo/
     app.ws_endpoint("/message-center", message_center::endpoint(auth));
+
+    // A client's call with a JSON Web Token: {"user": sub}. A host with it needs auth.jwt (a secret or a key).
+    app.api("/auth/whoami", system::whoami, {.methods = {"GET"}, .auth = hydra::Auth::jwt});
 
     // Operations: health, echo, and on the admin listener the exchange over HTTP (/v1/mesh/publish,
     // /v1/exchange/notify|notify_user|broadcast).

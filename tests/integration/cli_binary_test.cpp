@@ -48,11 +48,14 @@ BOOST_AUTO_TEST_CASE(version_and_help) {
 }
 
 BOOST_AUTO_TEST_CASE(conf_check_accepts_both_profiles) {
+    // prod takes its JWT key from the environment (the_prod_profile_needs_a_jwt_key)
+    ::setenv("HYDRA_JWT_SECRET", "cli-binary-test-secret-0123456789abcdef", 1);
     for (const char* env : {"dev", "prod"}) {
         ChildProcess p({HYDRA_BINARY, "conf", "check", "--env", env}, temp_dir().string());
         BOOST_CHECK_EQUAL(p.wait(10s).value_or(-1), 0);
         BOOST_CHECK_MESSAGE(p.out().find(std::string("config/") + env + ".json") != std::string::npos, p.out());
     }
+    ::unsetenv("HYDRA_JWT_SECRET");
 }
 
 BOOST_AUTO_TEST_CASE(conf_check_rejects_bad_config_with_one_line_naming_the_key) {
@@ -158,10 +161,12 @@ std::string profile_found(const Run& r) {
     return r.out.substr(ok.size(), r.out.find('\n') - ok.size());
 }
 
+// A profile of its own, told apart by api.threads; with a JWT secret, which the demo's /auth/whoami needs.
 fs::path place_profile(const fs::path& dir, const std::string& env, int threads) {
     fs::create_directories(dir);
     fs::path file = dir / (env + ".json");
-    std::ofstream(file) << R"({"api":{"threads":)" << threads << "}}";
+    std::ofstream(file) << R"({"api":{"threads":)" << threads
+                        << R"(},"auth":{"jwt":{"secret":"cli-binary-test-secret-0123456789abcdef"}}})";
     return file;
 }
 
@@ -213,6 +218,49 @@ BOOST_AUTO_TEST_CASE(the_profile_is_looked_up_in_hydra_config_dir_then_config_th
     Run none = run_with_env({}, exe, check, cwd);
     BOOST_CHECK_EQUAL(none.status, 2);
     BOOST_CHECK_MESSAGE(none.err.find("no config profile '" + env + "'") != std::string::npos, none.err);
+}
+
+// The prod profile takes its JWT settings from HYDRA_JWT_*, and ws.auth from HYDRA_WS_AUTH (jwt by default): without
+// a secret or a public key it does not start (exit 2, naming auth.jwt), whatever ws.auth says, as the demo's
+// /auth/whoami takes a token. The check comes before anything connects to Kafka.
+BOOST_AUTO_TEST_CASE(the_prod_profile_needs_a_jwt_key) {
+    const fs::path cwd = test::temp_path("prod-jwt");
+    fs::create_directories(cwd);
+    const std::vector<std::string> unset = {"-u", "HYDRA_JWT_SECRET", "-u", "HYDRA_JWT_PUBLIC_KEY_FILE",
+                                            "-u", "HYDRA_WS_AUTH"};
+    auto with = [&](std::vector<std::string> vars) {
+        vars.insert(vars.begin(), unset.begin(), unset.end());
+        return vars;
+    };
+    const std::vector<std::string> run = {"run",
+                                          "--env",
+                                          "prod",
+                                          "--set",
+                                          "api.address=127.0.0.1:0",
+                                          "--set",
+                                          "admin.address=127.0.0.1:0",
+                                          "--set",
+                                          "ws.address=127.0.0.1:0"};
+    Run none = run_with_env(with({}), HYDRA_BINARY, run, cwd);
+    BOOST_CHECK_EQUAL(none.status, 2);
+    BOOST_CHECK_EQUAL(none.err,
+                      "hydra: invalid config: ws.auth=jwt needs auth.jwt.secret or auth.jwt.public_key_file\n");
+    Run ws_off = run_with_env(with({"HYDRA_WS_AUTH=none"}), HYDRA_BINARY, run, cwd);
+    BOOST_CHECK_EQUAL(ws_off.status, 2);
+    BOOST_CHECK_MESSAGE(ws_off.err.find("route GET /auth/whoami requires a JWT") != std::string::npos, ws_off.err);
+    BOOST_CHECK_MESSAGE(ws_off.err.find("auth.jwt.secret or auth.jwt.public_key_file") != std::string::npos,
+                        ws_off.err);
+    const std::vector<std::string> check = {"conf", "check", "--env", "prod"};
+    BOOST_CHECK_EQUAL(run_with_env(with({}), HYDRA_BINARY, check, cwd).status, 2);
+    BOOST_CHECK_EQUAL(
+        run_with_env(with({"HYDRA_JWT_SECRET=cli-binary-test-secret-0123456789abcdef"}), HYDRA_BINARY, check, cwd)
+            .status,
+        0);
+    // a short secret is refused as such
+    Run short_secret = run_with_env(with({"HYDRA_JWT_SECRET=short"}), HYDRA_BINARY, check, cwd);
+    BOOST_CHECK_EQUAL(short_secret.status, 2);
+    BOOST_CHECK_MESSAGE(short_secret.err.find("auth.jwt.secret: at least 32 bytes") != std::string::npos,
+                        short_secret.err);
 }
 
 // README, Command line: --env defaults to $HYDRA_ENV, else dev; --config FILE takes no profile at all.

@@ -5,9 +5,12 @@
 #include <boost/test/unit_test.hpp>
 
 #include <hydra/app.h>
+#include <hydra/jwt.h>
 #include <hydra/ws_client.h>
 
 #include "cluster/cluster_exchange.h"
+#include "services/admin/exchange_api.h"
+#include "support/http.h"
 #include "support/kafka_mock.h"
 #include "support/wait.h"
 #include "ws/ws_exchange.h"
@@ -26,8 +29,11 @@ struct Node {
     hydra::App app{{.plat = "test", .system = "routing"}};
     int ws_port = 0;
 
-    Node(const std::string& id, const std::string& brokers, const std::vector<std::string>& extra = {}) {
+    // `setup` registers more routes before the start.
+    Node(const std::string& id, const std::string& brokers, const std::vector<std::string>& extra = {},
+         const std::function<void(hydra::App&)>& setup = {}) {
         app.ws("/noop", [](hydra::Context&) { return Json::object(); });
+        if (setup) setup(app);
         std::vector<std::string> sets = {"api.enabled=false",         "admin.enabled=false",
                                          "mqc.enabled=false",         "ws.address=127.0.0.1:0",
                                          "ws.io_threads=1",           "ws.workers=2",
@@ -215,6 +221,47 @@ BOOST_AUTO_TEST_CASE(a_resume_token_keeps_the_uuid_on_another_host_sharing_the_s
     BOOST_CHECK_EQUAL(again.response_header("X-Request-Id").value_or(""), uuid);
     BOOST_CHECK(b.exchange().notify(uuid, "welcome back"));
     BOOST_CHECK_EQUAL(next_json(again)["data"], "welcome back");
+}
+
+// README, Cluster: a client that connected to one host with a JWT (ws.auth=jwt) is its token's user everywhere: the
+// operator's POST /v1/exchange/notify_user on another host's admin listener reaches it, and only it.
+BOOST_AUTO_TEST_CASE(notify_user_on_one_hosts_admin_listener_reaches_a_jwt_client_of_another_host) {
+    test::KafkaMock kafka;
+    Node a("host-a", kafka.bootstrap, {"admin.enabled=true", "admin.address=127.0.0.1:0"},
+           [](hydra::App& app) { services::admin::register_routes(app); });
+    Node b("host-b", kafka.bootstrap, {"ws.auth=jwt", "auth.jwt.secret=cluster-routing-test-secret-0123456789"});
+    const hydra::JwtVerifier* jwt = b.app.jwt();
+    BOOST_REQUIRE(jwt);
+    auto connect = [&](const std::string& sub) {
+        return WsClient::connect("127.0.0.1", b.ws_port, "/",
+                                 {{"Authorization", "Bearer " + jwt->sign(sub, std::chrono::seconds(600))}});
+    };
+    WsClient dave = connect("dave");
+    WsClient erin = connect("erin");
+    auto notify_user = [&](const std::string& user, const Json& data) {
+        return test::http(a.app.admin_address(), "POST", "/v1/exchange/notify_user",
+                          Json{{"user", user}, {"data", data}}.dump());
+    };
+    // Once A has read B's presence (the connections, then their users), the call finds dave's connection on B:
+    // until then it answers 404 and sends nothing.
+    test::HttpReply r;
+    BOOST_REQUIRE_MESSAGE(test::wait_until(
+                              [&] {
+                                  r = notify_user("dave", {{"for", "dave"}});
+                                  return r.status != 404;
+                              },
+                              30s),
+                          "host A never learnt that dave is connected to host B: " << r.body);
+    BOOST_CHECK_EQUAL(r.status, 200);
+    BOOST_CHECK_EQUAL(r.json()["connections"], 1);
+    Json got = next_json(dave);
+    BOOST_CHECK_EQUAL(got["service"], "notify");
+    BOOST_CHECK_EQUAL(got["data"], (Json{{"for", "dave"}}));
+    // erin, on the same host, got none of it: her first message is her own
+    BOOST_REQUIRE(test::wait_until([&] { return notify_user("erin", "for erin").status == 200; }, 30s));
+    BOOST_CHECK_EQUAL(next_json(erin)["data"], "for erin");
+    // a user with no connection anywhere
+    BOOST_CHECK_EQUAL(notify_user("nobody", "x").status, 404);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -3,7 +3,6 @@
 // "token expired" at exp unless /auth/refresh moved it; `hydra token` makes tokens the real binary accepts.
 #include <boost/test/unit_test.hpp>
 
-#include <Poco/Base64Encoder.h>
 #include <Poco/JWT/Signer.h>
 #include <Poco/JWT/Token.h>
 
@@ -19,6 +18,7 @@
 
 #include "support/host.h"
 #include "support/http.h"
+#include "support/jwt.h"
 #include "support/process.h"
 #include "support/temp.h"
 #include "support/wait.h"
@@ -35,42 +35,18 @@ const std::string kSecret = "ws-jwt-test-secret-0123456789abcdef";  // 35 bytes
 const std::string kIssuer = "https://id.example";
 const std::string kAudience = "hydra-ws";
 
-std::int64_t now_s() {
-    return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
-        .count();
-}
+using test::now_s;
 
-std::string b64url(const std::string& bytes) {
-    std::ostringstream out;
-    Poco::Base64Encoder enc(out, Poco::BASE64_URL_ENCODING | Poco::BASE64_NO_PADDING);
-    enc << bytes;
-    enc.close();
-    return out.str();
-}
-
-struct TokenSpec {
-    std::string sub = "alice";
-    std::int64_t ttl_s = 600;
-    std::optional<std::int64_t> exp;  // instead of now + ttl_s
-    std::optional<std::int64_t> nbf_in_s;
-    std::string iss = kIssuer;
-    std::string aud = kAudience;
-    std::string secret = kSecret;
+// Tokens for this host: its issuer, audience and secret unless a case says otherwise.
+struct TokenSpec : test::TokenSpec {
+    TokenSpec() {
+        iss = kIssuer;
+        aud = kAudience;
+        secret = kSecret;
+    }
 };
 
-// An HS256 token signed by Poco::JWT (independently of the server's code).
-std::string token(const TokenSpec& spec = {}) {
-    Poco::JWT::Token t;
-    t.setType("JWT");
-    t.payload().set("sub", spec.sub);
-    t.payload().set("exp", static_cast<Poco::Int64>(spec.exp.value_or(now_s() + spec.ttl_s)));
-    if (spec.nbf_in_s) t.payload().set("nbf", static_cast<Poco::Int64>(now_s() + *spec.nbf_in_s));
-    if (!spec.iss.empty()) t.payload().set("iss", spec.iss);
-    if (!spec.aud.empty()) t.payload().set("aud", spec.aud);
-    t.payload().set("role", std::string("tester"));
-    Poco::JWT::Signer signer(spec.secret);
-    return signer.sign(t, Poco::JWT::Signer::ALGO_HS256);
-}
+std::string token(const TokenSpec& spec = {}) { return test::hs256_token(spec); }
 
 // An in-process host with ws.auth=jwt: "/whoami" on "/" answers what the handler sees; "/raw" does the same.
 struct Server {
@@ -160,9 +136,8 @@ BOOST_AUTO_TEST_CASE(an_upgrade_without_an_acceptable_token_is_refused_401_and_n
     other_iss.iss = "https://evil.example";
     TokenSpec other_secret;
     other_secret.secret = kSecret + "-not-ours";
-    const std::string payload =
-        Json{{"sub", "alice"}, {"exp", now_s() + 600}, {"iss", kIssuer}, {"aud", kAudience}}.dump();
-    const std::string alg_none = b64url(R"({"alg":"none","typ":"JWT"})") + "." + b64url(payload) + ".";
+    const std::string alg_none =
+        test::unsigned_token({{"sub", "alice"}, {"exp", now_s() + 600}, {"iss", kIssuer}, {"aud", kAudience}});
     const std::vector<Case> cases = {
         {"no token", {}, "missing token"},
         {"not a bearer token", {{"Authorization", "Basic YWxpY2U6cHc="}}, "missing token"},
@@ -379,7 +354,8 @@ BOOST_AUTO_TEST_CASE(conf_check_refuses_jwt_settings_the_host_could_not_start_wi
         const int status = p.wait(30s).value_or(-1);
         return std::to_string(status) + " " + p.err();
     };
-    BOOST_CHECK_EQUAL(conf_check({"ws.auth=jwt"}),
+    // (the dev profile has a development secret: blanked here)
+    BOOST_CHECK_EQUAL(conf_check({"ws.auth=jwt", "auth.jwt.secret="}),
                       "2 hydra: invalid config: ws.auth=jwt needs auth.jwt.secret or auth.jwt.public_key_file\n");
     BOOST_CHECK_EQUAL(conf_check({"auth.jwt.secret=short"}),
                       "2 hydra: invalid config: auth.jwt.secret: at least 32 bytes (got 5)\n");
@@ -411,7 +387,7 @@ BOOST_AUTO_TEST_CASE(hydra_token_makes_a_token_the_real_binary_accepts) {
     BOOST_CHECK_EQUAL(parsed.getAudience().at(0), kAudience);
 
     // without a secret: exit 2 and a message naming the key
-    auto none = hydra_token("alice");
+    auto none = hydra_token("alice", {"--set", "auth.jwt.secret="});
     BOOST_CHECK_EQUAL(none->wait(30s).value_or(-1), 2);
     BOOST_CHECK(none->err().find("auth.jwt.secret") != std::string::npos);
 

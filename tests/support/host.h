@@ -81,9 +81,9 @@ struct Host {
                                          "--set",      "services.message_center.auth_url=" + auth.url()};
         args.insert(args.end(), extra.begin(), extra.end());
         process = std::make_unique<test::ChildProcess>(args, std::string(HYDRA_SOURCE_DIR));
-        auto api_port = process->wait_for_stdout(R"(api listening on http://127\.0\.0\.1:(\d+))", 30s);
-        auto ws = process->wait_for_stdout(R"(ws listening on ws://127\.0\.0\.1:(\d+))", 30s);
-        auto admin_port = process->wait_for_stdout(R"(admin listening on http://127\.0\.0\.1:(\d+))", 30s);
+        auto api_port = process->wait_for_stdout(R"(api listening on https?://127\.0\.0\.1:(\d+))", 30s);
+        auto ws = process->wait_for_stdout(R"(ws listening on wss?://127\.0\.0\.1:(\d+))", 30s);
+        auto admin_port = process->wait_for_stdout(R"(admin listening on https?://127\.0\.0\.1:(\d+))", 30s);
         BOOST_REQUIRE_MESSAGE(api_port && ws && admin_port, "hydra did not start: " + process->err());
         api = "127.0.0.1:" + *api_port;
         admin = "127.0.0.1:" + *admin_port;

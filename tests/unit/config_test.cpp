@@ -82,6 +82,9 @@ BOOST_AUTO_TEST_CASE(dev_profile_loads) {
     BOOST_CHECK_EQUAL(config.str("queue.backend"), "sqlite");
     BOOST_CHECK_EQUAL(config.str("queue.sqlite.path"), "data/dev-queue.db");
     BOOST_CHECK_EQUAL(config.source(), source_dir + "/config/dev.json");
+    // a development JWT secret (at least 32 bytes), so that the demo's /auth/whoami and `hydra token` work as is
+    BOOST_CHECK_GE(config.str("auth.jwt.secret").size(), 32u);
+    BOOST_CHECK_EQUAL(config.str("ws.auth"), "none");
 }
 
 BOOST_AUTO_TEST_CASE(prod_profile_loads_with_and_without_environment) {
@@ -107,6 +110,26 @@ BOOST_AUTO_TEST_CASE(prod_profile_loads_with_and_without_environment) {
                      env_of({{"HYDRA_ADMIN_ADDRESS", "10.0.0.1:9091"}, {"HYDRA_API_KEYS", "key-one,key-two"}}));
     BOOST_CHECK_EQUAL(keyed.str("admin.address"), "10.0.0.1:9091");
     BOOST_CHECK_EQUAL(keyed.at("auth.api_keys"), (Json{"key-one", "key-two"}));
+
+    // WebSockets take a JWT unless HYDRA_WS_AUTH says otherwise; the JWT settings come from HYDRA_JWT_* ("" = none,
+    // not checked).
+    BOOST_CHECK_EQUAL(defaults.str("ws.auth"), "jwt");
+    for (const char* key : {"auth.jwt.secret", "auth.jwt.public_key_file", "auth.jwt.issuer", "auth.jwt.audience"})
+        BOOST_CHECK_EQUAL(defaults.str(key), "");
+    auto jwt = Config::load(file, {}, ConfigSchema::builtin(),
+                            env_of({{"HYDRA_WS_AUTH", "none"},
+                                    {"HYDRA_JWT_SECRET", "s3cret"},
+                                    {"HYDRA_JWT_PUBLIC_KEY_FILE", "/etc/hydra/jwt.pem"},
+                                    {"HYDRA_JWT_ISSUER", "https://id.example"},
+                                    {"HYDRA_JWT_AUDIENCE", "hydra"}}));
+    BOOST_CHECK_EQUAL(jwt.str("ws.auth"), "none");
+    BOOST_CHECK_EQUAL(jwt.str("auth.jwt.secret"), "s3cret");
+    BOOST_CHECK_EQUAL(jwt.str("auth.jwt.public_key_file"), "/etc/hydra/jwt.pem");
+    BOOST_CHECK_EQUAL(jwt.str("auth.jwt.issuer"), "https://id.example");
+    BOOST_CHECK_EQUAL(jwt.str("auth.jwt.audience"), "hydra");
+    BOOST_CHECK_EQUAL(jwt.masked()["auth"]["jwt"]["secret"], "******");
+    BOOST_CHECK_THROW(Config::load(file, {}, ConfigSchema::builtin(), env_of({{"HYDRA_WS_AUTH", "maybe"}})),
+                      ConfigError);
 }
 
 BOOST_AUTO_TEST_CASE(defaults_fill_absent_sections) {
@@ -167,7 +190,7 @@ BOOST_AUTO_TEST_CASE(unknown_key) {
                       "test.json: api.adress: unknown key (known keys of api: address, enabled, "
                       "header_timeout_ms, io_threads, keep_alive, keep_alive_timeout_ms, max_body, max_connections, "
                       "max_connections_per_ip, max_pending_output, max_queued, rate_limit, request_timeout_ms, "
-                      "shutdown_timeout_ms, threads)");
+                      "shutdown_timeout_ms, threads, tls)");
     BOOST_CHECK(
         contains(parse_error(R"({"apii": {}})"), "test.json: apii: unknown key (known keys: admin, api, auth, "));
     BOOST_CHECK(contains(parse_error(R"({"services": {"x": {}}})"), "services.x: unknown key"));

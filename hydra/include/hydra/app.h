@@ -29,7 +29,11 @@ enum class Listener { api, admin };
 //   api_key: one of auth.api_keys, as `Authorization: apikey <key>` or `X-API-Key: <key>`; else 401. With no keys
 //            configured the route is open (a development host). Every admin route requires a key whenever keys are
 //            configured, whatever its option says.
-enum class Auth { none, api_key };
+//   jwt:     a JSON Web Token that App::jwt() accepts, as `Authorization: Bearer <token>`; else 401 with
+//            `WWW-Authenticate: Bearer` and the reason ("missing token", "invalid token: token expired", ...). The
+//            handler sees its claims as ctx.claims() and its `sub` as ctx.user(). A host with such a route does not
+//            start without auth.jwt.secret or auth.jwt.public_key_file (ConfigError naming the route).
+enum class Auth { none, api_key, jwt };
 
 struct ApiOptions {
     // HTTP verbs a callable answers ("GET", "POST", ...); empty = all. Verb methods of objects set their own.
@@ -106,6 +110,10 @@ class App {
     // Graceful stop: stop accepting, let in-flight requests finish (up to api.shutdown_timeout_ms).
     void stop();
     bool running() const;
+    // Re-reads what may change while running (`hydra run` calls it on SIGHUP): the listeners' TLS certificates.
+    // Connections already open keep theirs; a file that does not load is logged and the old certificate stays.
+    // Returns false when something could not be re-read.
+    bool reload();
 
     const AppOptions& options() const;
     const Config& config() const;

@@ -75,7 +75,8 @@ class Context {
         std::optional<std::array<std::uint8_t, 16>> peer;
         Queue* queue = nullptr;
         Exchange* exchange = nullptr;
-        // The verified token's claims (WS with ws.auth=jwt), shared by all messages of a connection; null for none.
+        // The verified token's claims (WS with ws.auth=jwt, shared by all messages of a connection; an API route
+        // registered with Auth::jwt); null for none.
         std::shared_ptr<const Json> claims;
     };
 
@@ -94,10 +95,11 @@ class Context {
     const std::string& body() const { return init_.body; }
     bool binary() const { return init_.binary; }
 
-    // The claims of the token the client authenticated with (an object), or null when there was none (ws.auth=none).
-    // A refreshed token's claims from the refresh on.
+    // The claims of the token the client authenticated with (an object), or null when there was none (ws.auth=none,
+    // an API route without Auth::jwt). On WS, a refreshed token's claims from the refresh on.
     const Json& claims() const;
-    // The token's `sub` ("" when none): the user the connection is bound to (exchange().notify_user reaches it).
+    // The token's `sub` ("" when none): on WS, the user the connection is bound to (exchange().notify_user reaches
+    // it); on an API route with Auth::jwt, the caller.
     const std::string& user() const;
 
     // Params merged from query string, form body and JSON body (later wins), then path params (`/order/:id`).

@@ -175,6 +175,7 @@ void ApiServer::start() {
     hs.keep_alive_timeout_ms = settings_.keep_alive_timeout_ms;
     hs.request_timeout_ms = settings_.request_timeout_ms;
     hs.software = settings_.software;
+    hs.tls = settings_.tls;
     auto server = std::make_unique<http::Server>(
         hs, [this](http::Request& request) { return handle(request); },
         [](int status, const std::string& reason) {
@@ -300,12 +301,29 @@ Router::Match ApiServer::route(const http::Request& request, std::map<std::strin
     return match;
 }
 
-void ApiServer::authorize(const http::Request& request, Auth auth, std::map<std::string, std::string>& headers) const {
-    if (keys_.empty() || (auth != Auth::api_key && !settings_.keys_everywhere)) return;
-    std::string refused = keys_.refusal(request.headers);
-    if (refused.empty()) return;
-    headers["WWW-Authenticate"] = "apikey";
-    throw Error(401, refused);
+std::shared_ptr<const Json> ApiServer::authorize(const http::Request& request, Auth auth,
+                                                 std::map<std::string, std::string>& headers) const {
+    if (!keys_.empty() && (auth == Auth::api_key || settings_.keys_everywhere)) {
+        std::string refused = keys_.refusal(request.headers);
+        if (!refused.empty()) {
+            headers["WWW-Authenticate"] = "apikey";
+            throw Error(401, refused);
+        }
+    }
+    if (auth != Auth::jwt) return nullptr;
+    // App::start refuses an Auth::jwt route without a key; a server built without one refuses every request.
+    if (!settings_.jwt) throw Error(500, "internal server error: no auth.jwt key for this route");
+    auto token = http::authorization(request.headers, "Bearer");
+    if (!token || token->empty()) {
+        headers["WWW-Authenticate"] = "Bearer";
+        throw Error(401, "missing token");
+    }
+    JwtOutcome outcome = settings_.jwt->verify(*token);
+    if (!outcome) {
+        headers["WWW-Authenticate"] = "Bearer error=\"invalid_token\"";
+        throw Error(401, "invalid token: " + outcome.error);
+    }
+    return std::make_shared<const Json>(std::move(outcome.claims));
 }
 
 Context::Init ApiServer::context_init(http::Request& request, const Router::Match& match,
@@ -362,8 +380,10 @@ bool ApiServer::handle_on_loop(http::Request& request, const http::Server::Respo
     std::optional<Result> error;
     std::map<std::string, std::string> headers;
     try {
-        authorize(request, match.auth, headers);
-        Context ctx(context_init(request, match, pending->rid));
+        auto claims = authorize(request, match.auth, headers);
+        Context::Init init = context_init(request, match, pending->rid);
+        init.claims = std::move(claims);
+        Context ctx(std::move(init));
         guarded(ctx, match.pattern,
                 [&] { (*match.async)(ctx, [pending](Result result) { pending->reply(std::move(result)); }); });
         headers = ctx.response_headers();
@@ -381,8 +401,10 @@ http::Response ApiServer::handle(http::Request& request) {
     Result result;
     try {
         Router::Match match = route(request, headers);
-        authorize(request, match.auth, headers);
-        Context ctx(context_init(request, match, rid));
+        auto claims = authorize(request, match.auth, headers);
+        Context::Init init = context_init(request, match, rid);
+        init.claims = std::move(claims);
+        Context ctx(std::move(init));
         // An async route behind middleware: this thread waits for the reply, so next() returns it.
         Handler waiting;
         if (match.async != nullptr) waiting = [&match](Context& c) { return wait_for_reply(*match.async, c); };

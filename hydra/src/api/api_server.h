@@ -10,6 +10,7 @@
 
 #include <hydra/config.h>
 #include <hydra/handler.h>
+#include <hydra/jwt.h>
 
 #include "api/http_server.h"
 #include "api/router.h"
@@ -36,9 +37,11 @@ class ApiServer {
         int request_timeout_ms = 30000;
         int shutdown_timeout_ms = 10000;
         std::string software = "hydra";
-        std::string name = "api";           // in messages: "api: cannot listen on ..."
-        std::vector<std::string> api_keys;  // auth.api_keys
-        bool keys_everywhere = false;       // every route requires a key when there are keys (the admin listener)
+        std::string name = "api";                // in messages: "api: cannot listen on ..."
+        std::vector<std::string> api_keys;       // auth.api_keys
+        bool keys_everywhere = false;            // every route requires a key when there are keys (the admin listener)
+        std::shared_ptr<const JwtVerifier> jwt;  // auth.jwt, for routes with Auth::jwt (App::start checks it is set)
+        std::shared_ptr<TlsContext> tls;         // `<listener>.tls` loaded by the host; null = plain TCP
 
         static Settings from(const Config& config);        // the `api` section
         static Settings admin_from(const Config& config);  // the admin listener: `admin`, with the api.* limits
@@ -69,8 +72,10 @@ class ApiServer {
 
     // The route, or Error(404 / 405 with an Allow header).
     Router::Match route(const http::Request& request, std::map<std::string, std::string>& headers) const;
-    // Error(401, with a WWW-Authenticate header) when the route requires a key the request does not present.
-    void authorize(const http::Request& request, Auth auth, std::map<std::string, std::string>& headers) const;
+    // Error(401, with a WWW-Authenticate header) when the route requires a key or token the request does not
+    // present. Returns the token's claims on an Auth::jwt route, else null.
+    std::shared_ptr<const Json> authorize(const http::Request& request, Auth auth,
+                                          std::map<std::string, std::string>& headers) const;
     // Params from the query, form or JSON body and the path; Error(400) on a malformed body. Takes the body.
     Context::Init context_init(http::Request& request, const Router::Match& match, const std::string& rid) const;
 

@@ -85,9 +85,11 @@ struct Server::Connection : EventLoop::Handler {
     std::int64_t last_activity_ms = 0;
     std::int64_t write_stalled_ms = 0;  // when the socket last refused bytes (0: not stalled)
     std::int64_t linger_deadline_ms = 0;
+    std::int64_t accepted_ms = 0;
 
-    std::string in;   // received, not yet parsed
-    std::string out;  // serialized responses not yet written
+    std::unique_ptr<TlsSession> tls;  // null: plain TCP
+    std::string in;                   // received, not yet parsed
+    std::string out;                  // serialized responses not yet written
     std::size_t out_offset = 0;
     Request request;
     std::uint64_t body_left = 0;
@@ -108,6 +110,7 @@ struct Server::Loop : EventLoop::Handler, std::enable_shared_from_this<Server::L
     void accept_all();
     void on_tick();
     void on_readable(Connection& c);
+    void handshake(Connection& c);
     void process(Connection& c);
     bool parse_head(Connection& c);
     bool read_body(Connection& c);
@@ -152,11 +155,17 @@ void Server::Connection::on_events(std::uint32_t events) {
             loop.destroy(*this);
             return;
         }
+        if (tls && !tls->established()) {
+            loop.handshake(*this);
+            return;
+        }
+        // (TLS: reading may wait for the socket to take bytes, e.g. a key update's answer.)
+        const bool readable = (events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP)) || (tls && tls->wants_write());
         if (events & EPOLLOUT) {
             loop.flush(*this);
             if (fd < 0) return;
         }
-        if (events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP)) loop.on_readable(*this);
+        if (readable) loop.on_readable(*this);
     } catch (const std::exception& e) {
         // (e.g. bad_alloc building a response): this connection ends, the others go on.
         Logger().error(std::string("api: closing a connection after an error: ") + e.what());
@@ -198,15 +207,22 @@ void Server::Loop::accept_all() {
         auto conn = std::make_unique<Connection>(*this, id, fd);
         conn->client = client;
         conn->peer = key;
-        conn->last_activity_ms = loop.now_ms();
+        conn->last_activity_ms = conn->accepted_ms = loop.now_ms();
+        if (server.settings_.tls) conn->tls = server.settings_.tls->accept(fd);
         loop.add(fd, kReadEvents, conn.get());
         connections.emplace(id, std::move(conn));
         server.open_connections_.fetch_add(1);
     }
 }
 
-// A connection refused at accept: 503 (best effort, never blocking) and close.
+// A connection refused at accept: 503 (best effort, never blocking) and close. (Over TLS: closed without an answer,
+// which would take a handshake.)
 void Server::Loop::reject(int fd, const std::string& reason) {
+    if (server.settings_.tls) {
+        Logger().debug("api: refusing a connection: " + reason);
+        ::close(fd);
+        return;
+    }
     try {
         Response r = server.error_page_(503, reason);
         std::string bytes = "HTTP/1.1 503 Service Unavailable\r\n";
@@ -236,10 +252,12 @@ void Server::Loop::on_tick() {
         server.limits_->sweep(now * 1000);
         next_sweep_ms = now + 1000;
     }
-    std::vector<Connection*> timed_out, head_timed_out, idle, stalled, lingered;
+    std::vector<Connection*> timed_out, head_timed_out, idle, stalled, lingered, tls_timed_out;
     for (auto& [id, conn] : connections) {
         Connection& c = *conn;
-        if (c.write_stalled_ms > 0 && now - c.write_stalled_ms > s.request_timeout_ms) {
+        if (c.tls && !c.tls->established()) {
+            if (now - c.accepted_ms > s.tls->settings().handshake_timeout_ms) tls_timed_out.push_back(&c);
+        } else if (c.write_stalled_ms > 0 && now - c.write_stalled_ms > s.request_timeout_ms) {
             stalled.push_back(&c);
         } else if (c.state == Connection::State::closing) {
             if (now > c.linger_deadline_ms) lingered.push_back(&c);
@@ -260,6 +278,11 @@ void Server::Loop::on_tick() {
                        " ms; closing");
         destroy(*c);
     }
+    for (Connection* c : tls_timed_out) {
+        Logger().debug("api: TLS handshake with " + client_key_text(c->peer) + " not done within " +
+                       std::to_string(s.tls->settings().handshake_timeout_ms) + " ms; closing");
+        destroy(*c);
+    }
     for (Connection* c : lingered) destroy(*c);
     for (Connection* c : idle) destroy(*c);
     for (Connection* c : timed_out)
@@ -272,15 +295,16 @@ void Server::Loop::on_tick() {
 void Server::Loop::on_readable(Connection& c) {
     if (read_buffer.empty()) read_buffer.resize(kReadChunk);
     while (c.fd >= 0 && !c.reading_paused && !c.output_paused) {
-        ssize_t n = ::recv(c.fd, read_buffer.data(), read_buffer.size(), 0);
+        ssize_t n = stream_read(c.fd, c.tls.get(), read_buffer.data(), read_buffer.size());
         if (n > 0) {
             c.last_activity_ms = loop.now_ms();
             if (c.state == Connection::State::closing) continue;  // lingering: discard until EOF
             if (c.request_started_ms == 0) c.request_started_ms = c.last_activity_ms;
             c.in.append(read_buffer.data(), static_cast<std::size_t>(n));
             process(c);
-            // A short read drained the socket (epoll is level-triggered: anything later is reported again).
-            if (static_cast<std::size_t>(n) < read_buffer.size()) return;
+            // A short read drained the socket (epoll is level-triggered: anything later is reported again) unless
+            // TLS holds bytes the socket will not report again.
+            if (static_cast<std::size_t>(n) < read_buffer.size() && !(c.fd >= 0 && c.tls && c.tls->pending())) return;
             continue;
         }
         if (n == 0) {
@@ -295,10 +319,40 @@ void Server::Loop::on_readable(Connection& c) {
             }
             return;
         }
-        if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            if (c.tls && c.tls->wants_write() && !c.writing) {
+                c.writing = true;
+                update_events(c);
+            }
+            return;
+        }
         if (errno == EINTR) continue;
+        if (c.tls) Logger().debug("api: TLS read from " + client_key_text(c.peer) + " failed: " + strerror(errno));
         destroy(c);
         return;
+    }
+}
+
+// Drives the TLS handshake of a new connection; once done, the connection reads like any other.
+void Server::Loop::handshake(Connection& c) {
+    std::string error;
+    switch (c.tls->handshake(error)) {
+        case TlsSession::Handshake::done:
+            c.writing = false;
+            update_events(c);
+            on_readable(c);  // the first request may have come with the handshake's last flight
+            return;
+        case TlsSession::Handshake::want_read:
+        case TlsSession::Handshake::want_write:
+            if (c.writing != c.tls->wants_write()) {
+                c.writing = c.tls->wants_write();
+                update_events(c);
+            }
+            return;
+        case TlsSession::Handshake::failed:
+            Logger().info("api: TLS handshake with " + client_key_text(c.peer) + " failed: " + error);
+            destroy(c);
+            return;
     }
 }
 
@@ -654,7 +708,7 @@ void Server::Loop::start_linger(Connection& c) {
 void Server::Loop::flush(Connection& c) {
     if (c.fd < 0) return;
     while (c.out_offset < c.out.size()) {
-        ssize_t n = ::send(c.fd, c.out.data() + c.out_offset, c.out.size() - c.out_offset, MSG_NOSIGNAL | MSG_DONTWAIT);
+        ssize_t n = stream_write(c.fd, c.tls.get(), c.out.data() + c.out_offset, c.out.size() - c.out_offset);
         if (n > 0) {
             c.out_offset += static_cast<std::size_t>(n);
             c.write_stalled_ms = 0;
@@ -681,7 +735,10 @@ void Server::Loop::flush(Connection& c) {
         c.writing = false;
         update_events(c);
     }
-    if (c.state == Connection::State::closing) ::shutdown(c.fd, SHUT_WR);
+    if (c.state == Connection::State::closing) {
+        if (c.tls) c.tls->shutdown();
+        ::shutdown(c.fd, SHUT_WR);
+    }
     resume_if_drained(c);
 }
 
@@ -705,11 +762,17 @@ void Server::Loop::update_events(Connection& c) {
     std::uint32_t ev = c.reading_paused || c.output_paused ? 0 : kReadEvents;
     if (c.writing) ev |= EPOLLOUT;
     loop.modify(c.fd, ev, &c);
+    // Reading again: what TLS already holds is not reported by the socket.
+    if ((ev & EPOLLIN) && c.tls && c.tls->established() && c.tls->pending())
+        loop.defer([this, id = c.id] {
+            if (Connection* conn = find(id); conn != nullptr && conn->fd >= 0) on_readable(*conn);
+        });
 }
 
 void Server::Loop::destroy(Connection& c) {
     if (c.fd < 0) return;
     loop.remove(c.fd);
+    if (c.tls && c.state != Connection::State::closing) c.tls->shutdown();  // (closing: close_notify went already)
     ::close(c.fd);
     c.fd = -1;
     server.open_connections_.fetch_sub(1);

@@ -15,6 +15,7 @@
 
 #include "common/client_limits.h"
 #include "common/http.h"
+#include "common/tls.h"
 
 namespace hydra {
 class WorkerPool;
@@ -64,6 +65,7 @@ class Server {
         int request_timeout_ms = 30000;            // a request must arrive completely within this (408), and a
                                                    // response must be taken by the client within this
         std::string software = "hydra";            // Server header
+        std::shared_ptr<TlsContext> tls;           // null: plain TCP
     };
     // Answers one request that a LoopHandler took: call it exactly once, from any thread.
     class Responder {

@@ -69,6 +69,13 @@ void Router::add(const std::string& pattern, MethodHandlers handlers, AsyncHandl
     routes_.push_back(std::move(route));
 }
 
+std::string Router::first_with(Auth auth) const {
+    for (const auto& route : routes_)
+        for (const auto& [verb, a] : route.auth)
+            if (a == auth) return (verb.empty() ? "*" : verb) + " " + route.pattern;
+    return {};
+}
+
 void Router::fill(const Route& route, std::string_view method, Match& m) const {
     m.pattern = route.pattern;
     for (const std::string& verb : {std::string(method), std::string()}) {  // the verb's own handler first

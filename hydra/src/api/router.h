@@ -35,6 +35,8 @@ class Router {
     std::size_t size() const { return routes_.size(); }
     // Whether any route has an async handler (App::api_async).
     bool has_async() const { return has_async_; }
+    // The first verb and route registered with `auth` ("GET /auth/whoami"; "*" for any verb), or "" for none.
+    std::string first_with(Auth auth) const;
 
   private:
     struct Route {

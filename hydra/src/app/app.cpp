@@ -34,6 +34,22 @@ void check_exposure(const Config& config) {
                       "whoever reaches it (set auth.api_keys, or keep admin.address on 127.0.0.1)");
 }
 
+void check_jwt_needs(const Config& config, const JwtVerifier* jwt, const Router& api_routes,
+                     const Router& admin_routes) {
+    if (jwt) return;
+    if (config.boolean("ws.enabled") && config.str("ws.auth") == "jwt")
+        throw ConfigError("ws.auth=jwt needs auth.jwt.secret or auth.jwt.public_key_file");
+    const std::pair<const Router*, bool> listeners[] = {{&api_routes, config.boolean("api.enabled")},
+                                                        {&admin_routes, config.boolean("admin.enabled")}};
+    for (const auto& [routes, enabled] : listeners) {
+        if (!enabled) continue;
+        const std::string route = routes->first_with(Auth::jwt);
+        if (!route.empty())
+            throw ConfigError("route " + route +
+                              " requires a JWT (Auth::jwt): it needs auth.jwt.secret or auth.jwt.public_key_file");
+    }
+}
+
 App::App(AppOptions options) : impl_(std::make_unique<Impl>()) {
     impl_->options = std::move(options);
     impl_->schema = ConfigSchema::builtin();
@@ -157,6 +173,12 @@ void App::start(Config config) {
     set_json_max_depth(static_cast<int>(cfg.integer("limits.json_depth")));
     // Before the hooks: a service may verify tokens too. An unreadable key is a ConfigError.
     impl_->jwt = JwtVerifier::from(cfg);
+    check_jwt_needs(cfg, impl_->jwt.get(), impl_->api_routes, impl_->admin_routes);
+    // Certificates before any listener binds: a bad file fails the start with nothing half-started.
+    impl_->tls.clear();
+    std::shared_ptr<TlsContext> ws_tls = cfg.boolean("ws.enabled") ? impl_->load_tls("ws") : nullptr;
+    std::shared_ptr<TlsContext> api_tls = cfg.boolean("api.enabled") ? impl_->load_tls("api") : nullptr;
+    std::shared_ptr<TlsContext> admin_tls = cfg.boolean("admin.enabled") ? impl_->load_tls("admin") : nullptr;
 
     for (auto& hook : impl_->start_hooks) hook(*this);
 
@@ -167,6 +189,7 @@ void App::start(Config config) {
         if (cfg.boolean("ws.enabled")) {
             auto settings = ws::WsServer::Settings::from(cfg);
             settings.jwt = impl_->jwt;
+            settings.tls = ws_tls;
             impl_->ws = std::make_unique<ws::WsServer>(std::move(settings), impl_->ws_routes, impl_->queue.get());
             // On Kafka the hosts form a cluster: handlers reach clients on every host through its exchange.
             if (cfg.str("queue.backend") == "kafka" && cfg.boolean("cluster.enabled")) {
@@ -182,26 +205,33 @@ void App::start(Config config) {
             std::size_t n = impl_->ws_routes.services.size();
             std::string what = std::to_string(n) + " services";
             for (const auto& [path, ep] : impl_->ws_routes.endpoints) what += ", " + path;
-            impl_->banner.push_back("ws listening on ws://" + impl_->ws->address() + " (" + what + ")");
+            impl_->banner.push_back(std::string("ws listening on ") + (ws_tls ? "wss://" : "ws://") +
+                                    impl_->ws->address() + " (" + what + ")");
         }
         if (cfg.boolean("api.enabled")) {
             auto settings = ApiServer::Settings::from(cfg);
+            settings.tls = api_tls;
             settings.software = "hydra/" + impl_->options.version;
+            settings.jwt = impl_->jwt;
             impl_->api = std::make_unique<ApiServer>(settings, impl_->api_routes, impl_->api_middleware,
                                                      impl_->queue.get(), exchange());
             impl_->api->start();
-            impl_->banner.push_back("api listening on http://" + impl_->api->address() + " (" +
-                                    std::to_string(impl_->api_routes.size()) + " routes)");
+            impl_->banner.push_back(std::string("api listening on ") + (api_tls ? "https://" : "http://") +
+                                    impl_->api->address() + " (" + std::to_string(impl_->api_routes.size()) +
+                                    " routes)");
         }
         // After the API: its line comes first in the banner.
         if (cfg.boolean("admin.enabled")) {
             auto settings = ApiServer::Settings::admin_from(cfg);
+            settings.tls = admin_tls;
             settings.software = "hydra/" + impl_->options.version;
+            settings.jwt = impl_->jwt;
             impl_->admin = std::make_unique<ApiServer>(settings, impl_->admin_routes, impl_->api_middleware,
                                                        impl_->queue.get(), exchange());
             impl_->admin->start();
-            impl_->banner.push_back("admin listening on http://" + impl_->admin->address() + " (" +
-                                    std::to_string(impl_->admin_routes.size()) + " routes" +
+            impl_->banner.push_back(std::string("admin listening on ") + (admin_tls ? "https://" : "http://") +
+                                    impl_->admin->address() + " (" + std::to_string(impl_->admin_routes.size()) +
+                                    " routes" +
                                     (cfg.at("auth.api_keys").empty() ? ", no API keys" : ", API keys required") + ")");
         }
         // MQC last: its handlers use the exchange and the queue.
@@ -228,6 +258,28 @@ void App::start(Config config) {
     if (impl_->api && cfg.at("auth.api_keys").empty() && !loopback_host(impl_->api->address()))
         Logger().warn("api listening on " + impl_->api->address() +
                       " without auth.api_keys: its routes that take an API key are open to anyone");
+}
+
+std::shared_ptr<TlsContext> App::Impl::load_tls(const std::string& section) {
+    auto context = hydra::load_tls(config, section);
+    if (context) tls.push_back(context);
+    return context;
+}
+
+bool App::reload() {
+    std::lock_guard lock(impl_->lifecycle);
+    bool ok = true;
+    for (const auto& context : impl_->tls) {
+        const TlsSettings& s = context->settings();
+        try {
+            context->reload();
+            Logger().info(s.section + ".tls: certificate re-read from " + s.cert_file);
+        } catch (const ConfigError& e) {
+            ok = false;
+            Logger().error(std::string(e.what()) + "; the previous certificate stays in use");
+        }
+    }
+    return ok;
 }
 
 void App::stop() {

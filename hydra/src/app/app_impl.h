@@ -13,6 +13,7 @@
 #include "api/api_server.h"
 #include "api/router.h"
 #include "cluster/cluster_exchange.h"
+#include "common/tls.h"
 #include "mqc/mqc_server.h"
 #include "queue/backend.h"
 #include "ws/ws_routes.h"
@@ -40,13 +41,22 @@ struct App::Impl {
     std::unique_ptr<cluster::ClusterExchange> cluster;  // with queue.backend=kafka
     std::unique_ptr<ApiServer> api;
     std::unique_ptr<ApiServer> admin;
-    std::vector<std::string> banner;  // one line per started server, printed by `hydra run`
+    std::vector<std::shared_ptr<TlsContext>> tls;  // the listeners' certificates, for reload()
+    std::vector<std::string> banner;               // one line per started server, printed by `hydra run`
 
     Router& routes_for(Listener listener) { return listener == Listener::admin ? admin_routes : api_routes; }
+    // `<section>.tls` loaded (ConfigError naming the key when a file does not load); null when it is off.
+    std::shared_ptr<TlsContext> load_tls(const std::string& section);
 };
 
 // Checks what the schema cannot: an admin listener without API keys binds only to loopback. Throws ConfigError
 // naming admin.address. Called by App::start() and `hydra conf check`.
 void check_exposure(const Config& config);
+
+// Checks that whatever requires a JWT has a key to verify it with: ws.auth=jwt, and every route registered with
+// Auth::jwt on an enabled listener. Throws ConfigError naming auth.jwt when `jwt` is null. Called by App::start() and
+// `hydra conf check`.
+void check_jwt_needs(const Config& config, const JwtVerifier* jwt, const Router& api_routes,
+                     const Router& admin_routes);
 
 }  // namespace hydra

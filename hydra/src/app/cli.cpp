@@ -19,9 +19,11 @@ namespace hydra {
 const char* const kUsage = R"(usage: hydra <command> [options]
 
 commands:
-  run           start the API, WS and MQC servers; SIGINT/SIGTERM stop them gracefully
+  run           start the API, WS and MQC servers; SIGINT/SIGTERM stop them gracefully, SIGHUP re-reads
+                the TLS certificates
   conf show     print the effective config (secrets masked)
-  conf check    validate the config: exit 0 if valid, 2 with one line naming the key if not
+  conf check    validate the config (and load the keys and certificates it names): exit 0 if valid, 2 with
+                one line naming the key if not
   queue stats                 messages per queue: ready, delayed, leased, dead letters (SQLite backend)
   queue peek QUEUE            the next messages of QUEUE, oldest first (--limit N, default 20)
   queue dlq list [QUEUE]      dead letters with their last error (--limit N)
@@ -174,15 +176,15 @@ Config load_config(const CliCommand& cmd, const ConfigSchema& schema, const char
     return Config::load(file, cmd.sets, schema);
 }
 
-// Blocks the stop signals in this thread (and in every thread it starts), then waits for one.
-int wait_for_stop_signal() {
+// The signals `hydra run` handles: SIGINT/SIGTERM stop, SIGHUP reloads. Blocked in every thread before any server
+// thread exists, so that only sigwait() sees them.
+sigset_t run_signals() {
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
-    int sig = 0;
-    sigwait(&set, &sig);
-    return sig;
+    sigaddset(&set, SIGHUP);
+    return set;
 }
 
 }  // namespace
@@ -268,9 +270,11 @@ int App::run(int argc, char** argv) {
     }
     if (cmd.command == "conf check") {
         try {
-            // What start() would refuse beyond the schema: the JWT keys, and ws.auth=jwt without one.
-            if (!JwtVerifier::from(config) && config.str("ws.auth") == "jwt")
-                throw ConfigError("ws.auth=jwt needs auth.jwt.secret or auth.jwt.public_key_file");
+            // What start() would refuse beyond the schema: the JWT keys, and ws.auth=jwt or an Auth::jwt route
+            // without one; the enabled listeners' certificates.
+            check_jwt_needs(config, JwtVerifier::from(config).get(), impl_->api_routes, impl_->admin_routes);
+            for (const char* listener : {"api", "ws", "admin"})
+                if (config.boolean(std::string(listener) + ".enabled")) load_tls(config, listener);
         } catch (const ConfigError& e) {
             std::cerr << "hydra: invalid config: " << e.what() << "\n";
             return 2;
@@ -285,12 +289,8 @@ int App::run(int argc, char** argv) {
     if (cmd.command.rfind("queue ", 0) == 0) return run_queue_command(cmd, config);
     if (cmd.command == "token") return run_token_command(cmd, config);
 
-    // run: stop signals are blocked before any server thread exists, so only sigwait() sees them.
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    const sigset_t signals = run_signals();
+    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
     try {
         start(std::move(config));
     } catch (const ConfigError& e) {
@@ -305,7 +305,11 @@ int App::run(int argc, char** argv) {
     std::cout << "hydra " << impl_->options.version << " running (" << cmd.env << "), pid " << ::getpid()
               << "; Ctrl-C to stop" << std::endl;
 
-    int sig = wait_for_stop_signal();
+    int sig = 0;
+    while (sigwait(&signals, &sig) == 0 && sig == SIGHUP) {
+        Logger().info("received SIGHUP, reloading");
+        reload();
+    }
     Logger().info(std::string("received ") + (sig == SIGINT ? "SIGINT" : "SIGTERM") + ", stopping");
     stop();
     Logger().info("stopped");

@@ -81,7 +81,7 @@ constexpr const char* builtin_schema_text = R"json({
                      "description": "Keys for backend and operator calls (Authorization: apikey <key> or X-API-Key: <key>): required on every admin route and on routes registered with Auth::api_key (the demo's /msg/send, /msg/broadcast) when not empty. A string is split at commas (\"${HYDRA_API_KEYS}\")."},
         "jwt": {
           "type": "object",
-          "description": "JSON Web Tokens (ws.auth=jwt, hydra token): HS256 with a secret, RS256/ES256 with a public key; exp and sub required.",
+          "description": "JSON Web Tokens (ws.auth=jwt, API routes with Auth::jwt, hydra token): HS256 with a secret, RS256/ES256 with a public key; exp and sub required.",
           "properties": {
             "secret": {"type": "string", "default": "", "secret": true,
                        "description": "HS256 key, at least 32 bytes; \"\" = HS256 tokens refused. Also signs hydra token."},
@@ -203,11 +203,30 @@ constexpr const char* builtin_schema_text = R"json({
   }
 })json";
 
+// `api.tls`, `ws.tls`, `admin.tls`: the same object on each listener.
+constexpr const char* tls_schema_text = R"json({
+  "type": "object",
+  "description": "TLS on this listener: TLS 1.2 and 1.3, ALPN http/1.1, OpenSSL's default ciphers. Both files or neither; re-read on SIGHUP (connections already open keep theirs).",
+  "properties": {
+    "cert_file": {"type": "string", "default": "",
+                  "description": "The certificate, then its chain (PEM). \"\" = plain TCP."},
+    "key_file": {"type": "string", "default": "",
+                 "description": "Its private key (PEM, not encrypted)."},
+    "handshake_timeout_ms": {"type": "integer", "minimum": 100, "maximum": 600000, "default": 10000,
+                             "description": "A TLS handshake must be done within this, else the connection is dropped."}
+  }
+})json";
+
 }  // namespace
 
 ConfigSchema ConfigSchema::builtin() {
     // Parsed once: builtin() is called for every load and by every service that extends it.
-    static const Json parsed = Json::parse(builtin_schema_text);
+    static const Json parsed = [] {
+        Json root = Json::parse(builtin_schema_text);
+        const Json tls = Json::parse(tls_schema_text);
+        for (const char* listener : {"api", "ws", "admin"}) root["properties"][listener]["properties"]["tls"] = tls;
+        return root;
+    }();
     ConfigSchema schema;
     schema.root_ = parsed;
     return schema;

@@ -119,6 +119,7 @@ struct WsServer::Connection : EventLoop::Handler {
     ClientKey ip;                            // the client's address (Context::peer_address)
     ClientLimits::Client* client = nullptr;  // its count in the server's per-address table (null: none)
 
+    std::unique_ptr<TlsSession> tls;          // null: plain TCP
     std::string in;                           // handshake bytes, released after the upgrade
     std::string accept;                       // Sec-WebSocket-Accept, until the 101 is queued
     std::unique_ptr<MessageDecoder> decoder;  // after the upgrade
@@ -158,6 +159,9 @@ struct WsServer::Loop : EventLoop::Handler {
     void on_tick();
     void on_readable(Connection& c);
     void on_writable(Connection& c);
+    void tls_handshake(Connection& c);
+    void reject(int fd, const std::string& answer);
+    void read_later(Connection& c);  // on_readable() again soon (what TLS holds)
     void handle_handshake(Connection& c);
     bool origin_allowed(const UpgradeRequest& req) const;
     // The uuid the request may claim under ws.client_uuid ("" = none): a trusted X-Request-Id or a resume token's.
@@ -211,11 +215,17 @@ void WsServer::Connection::on_events(std::uint32_t events) {
         loop.destroy(*this, close_code::abnormal, "socket error");
         return;
     }
+    if (tls && !tls->established()) {
+        loop.tls_handshake(*this);
+        return;
+    }
+    // (TLS: reading may wait for the socket to take bytes, e.g. a key update's answer.)
+    const bool readable = (events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP)) || (tls && tls->wants_write());
     if (events & EPOLLOUT) {
         loop.on_writable(*this);
         if (fd < 0) return;
     }
-    if (events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP)) loop.on_readable(*this);
+    if (readable) loop.on_readable(*this);
 }
 
 void WsServer::Connection::on_failure() noexcept {
@@ -241,16 +251,14 @@ void WsServer::Loop::accept_all() {
         }
         if (server.open_connections_.load() >= server.settings_.max_connections) {
             static const std::string kFull = http_error_response(503, "too many connections");
-            [[maybe_unused]] ssize_t n = ::send(fd, kFull.data(), kFull.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-            ::close(fd);
+            reject(fd, kFull);
             continue;
         }
         const ClientKey ip = client_key(peer);
         ClientLimits::Client* client = server.limits_ ? server.limits_->open(ip) : nullptr;
         if (server.limits_ && client == nullptr) {
             static const std::string kFull = http_error_response(503, "too many connections from this address");
-            [[maybe_unused]] ssize_t n = ::send(fd, kFull.data(), kFull.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-            ::close(fd);
+            reject(fd, kFull);
             continue;
         }
         int one = 1;
@@ -260,9 +268,42 @@ void WsServer::Loop::accept_all() {
         conn->ip = ip;
         conn->client = client;
         conn->opened_ms = conn->last_recv_ms = conn->last_ping_ms = loop.now_ms();
+        if (server.settings_.tls) conn->tls = server.settings_.tls->accept(fd);
         loop.add(fd, kReadEvents, conn.get());
         connections.emplace(id, std::move(conn));
         server.open_connections_.fetch_add(1);
+    }
+}
+
+// A connection refused at accept: the HTTP answer (best effort, never blocking; over TLS none, it would take a
+// handshake), then closed.
+void WsServer::Loop::reject(int fd, const std::string& answer) {
+    if (!server.settings_.tls) {
+        [[maybe_unused]] ssize_t n = ::send(fd, answer.data(), answer.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    }
+    ::close(fd);
+}
+
+// Drives the TLS handshake of a new connection; once done, the connection reads its upgrade request.
+void WsServer::Loop::tls_handshake(Connection& c) {
+    std::string error;
+    switch (c.tls->handshake(error)) {
+        case TlsSession::Handshake::done:
+            c.writing = false;
+            update_events(c);
+            on_readable(c);  // the upgrade request may have come with the handshake's last flight
+            return;
+        case TlsSession::Handshake::want_read:
+        case TlsSession::Handshake::want_write:
+            if (c.writing != c.tls->wants_write()) {
+                c.writing = c.tls->wants_write();
+                update_events(c);
+            }
+            return;
+        case TlsSession::Handshake::failed:
+            Logger().info("ws: TLS handshake with " + client_key_text(c.ip) + " failed: " + error);
+            destroy(c, close_code::abnormal, "TLS handshake failed");
+            return;
     }
 }
 
@@ -280,7 +321,9 @@ void WsServer::Loop::on_tick() {
         switch (c.state) {
             case Connection::State::handshake:
             case Connection::State::upgrading:
-                if (now - c.opened_ms > s.handshake_timeout_ms) expired.push_back(&c);
+                if (now - c.opened_ms > s.handshake_timeout_ms ||
+                    (c.tls && !c.tls->established() && now - c.opened_ms > s.tls->settings().handshake_timeout_ms))
+                    expired.push_back(&c);
                 break;
             case Connection::State::open:
                 if (c.expires_ms > 0 && now >= c.expires_ms) {
@@ -314,7 +357,7 @@ void WsServer::Loop::on_readable(Connection& c) {
     if (read_buffer.empty()) read_buffer.resize(kReadChunk);
     std::size_t total = 0;
     while (c.fd >= 0 && total < kMaxReadPerEvent && !c.reading_paused) {
-        ssize_t n = ::recv(c.fd, read_buffer.data(), read_buffer.size(), 0);
+        ssize_t n = stream_read(c.fd, c.tls.get(), read_buffer.data(), read_buffer.size());
         if (n > 0) {
             total += static_cast<std::size_t>(n);
             c.last_recv_ms = loop.now_ms();
@@ -331,8 +374,9 @@ void WsServer::Loop::on_readable(Connection& c) {
             }
             // else: closing after the peer's close frame: ignore whatever follows
             // A short read drained the socket: the recv() that would only say EAGAIN is skipped (epoll is
-            // level-triggered, so bytes or an EOF arriving later are reported again).
-            if (static_cast<std::size_t>(n) < read_buffer.size()) return;
+            // level-triggered, so bytes or an EOF arriving later are reported again), unless TLS holds bytes the
+            // socket will not report again.
+            if (static_cast<std::size_t>(n) < read_buffer.size() && !(c.fd >= 0 && c.tls && c.tls->pending())) return;
             continue;
         }
         if (n == 0) {
@@ -343,11 +387,25 @@ void WsServer::Loop::on_readable(Connection& c) {
                 destroy(c, close_code::abnormal, "connection dropped");
             return;
         }
-        if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            if (c.tls && c.tls->wants_write() && !c.writing) {
+                c.writing = true;
+                update_events(c);
+            }
+            return;
+        }
         if (errno == EINTR) continue;
         destroy(c, close_code::abnormal, std::string("read: ") + strerror(errno));
         return;
     }
+    // Stopped for fairness with TLS still holding bytes: the socket will not report them, read them next turn.
+    if (c.fd >= 0 && !c.reading_paused && c.tls && c.tls->pending()) read_later(c);
+}
+
+void WsServer::Loop::read_later(Connection& c) {
+    loop.post([this, id = c.id] {
+        if (Connection* conn = find(id); conn != nullptr && conn->fd >= 0 && !conn->reading_paused) on_readable(*conn);
+    });
 }
 
 // ws.allowed_origins: an upgrade without Origin is not a browser's and passes; one Origin must be allowed; two are not.
@@ -917,7 +975,9 @@ void WsServer::Loop::flush(Connection& c) {
             iov[n].iov_len = f.size() - skip;
         }
         ssize_t sent;
-        if (n == 1) {
+        if (c.tls) {
+            sent = n == 1 ? c.tls->write(iov[0].iov_base, iov[0].iov_len) : c.tls->writev(iov, n);
+        } else if (n == 1) {
             // The common case (an echo, one broadcast): send() spares the kernel copying a msghdr and an iovec.
             sent = ::send(c.fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL | MSG_DONTWAIT);
         } else {
@@ -962,14 +1022,15 @@ void WsServer::Loop::flush(Connection& c) {
         c.writing = false;
         update_events(c);
     }
+    // We closed first: half-close and wait for the peer's close frame or EOF (bounded by the deadline). Not over
+    // TLS: the peer's TLS would take the FIN (or a close_notify) for the end of both directions before it answers.
     if (c.destroy_after_flush) {
         if (c.close_received) {
             destroy(c, c.close_code, c.close_reason);
-        } else {
-            // We closed first: half-close and wait for the peer's close frame or EOF (bounded by the deadline).
+        } else if (!c.tls) {
             ::shutdown(c.fd, SHUT_WR);
         }
-    } else if (c.close_sent && !c.close_received) {
+    } else if (c.close_sent && !c.close_received && !c.tls) {
         ::shutdown(c.fd, SHUT_WR);
     }
 }
@@ -979,6 +1040,8 @@ void WsServer::Loop::update_events(Connection& c) {
     std::uint32_t ev = c.reading_paused ? 0 : kReadEvents;
     if (c.writing) ev |= EPOLLOUT;
     loop.modify(c.fd, ev, &c);
+    // Reading again: what TLS already holds is not reported by the socket.
+    if ((ev & EPOLLIN) && c.tls && c.tls->established() && c.tls->pending()) read_later(c);
 }
 
 void WsServer::Loop::destroy(Connection& c, std::uint16_t code, const std::string& reason) {
@@ -989,6 +1052,8 @@ void WsServer::Loop::destroy(Connection& c, std::uint16_t code, const std::strin
         // kernel drops its send buffer now, instead of keeping an orphaned socket and its buffer for minutes.
         linger abort{1, 0};
         setsockopt(c.fd, SOL_SOCKET, SO_LINGER, &abort, sizeof abort);
+    } else if (c.tls) {
+        c.tls->shutdown();
     }
     ::close(c.fd);
     c.fd = -1;

@@ -17,6 +17,7 @@
 
 #include "common/client_limits.h"
 #include "common/event_loop.h"
+#include "common/tls.h"
 #include "common/worker_pool.h"
 #include "ws/origin.h"
 #include "ws/ws_exchange.h"
@@ -49,6 +50,7 @@ class WsServer : public Delivery {
         // closed 1008 "token expired" at exp + leeway unless the client sends a new one to /auth/refresh.
         bool auth_jwt = false;
         std::shared_ptr<const JwtVerifier> jwt;  // set by the host (App) from auth.jwt
+        std::shared_ptr<TlsContext> tls;         // ws.tls, loaded by the host; null = plain TCP
 
         static Settings from(const Config& config);  // the `ws` section (jwt is left to the caller)
     };

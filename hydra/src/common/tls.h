@@ -1,0 +1,102 @@
+// TLS for the servers' listeners, with OpenSSL on the loops' non-blocking sockets: a listener's certificate
+// (TlsContext, re-read on reload) and one connection's session (TlsSession) with recv()/send()-like calls, so that
+// the transports read and write the same way with or without TLS.
+#pragma once
+
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include <cstddef>
+#include <memory>
+#include <mutex>
+#include <string>
+
+using SSL = struct ssl_st;
+using SSL_CTX = struct ssl_ctx_st;
+
+namespace hydra {
+
+class Config;
+
+// A listener's `<section>.tls` settings.
+struct TlsSettings {
+    std::string section;    // "api", "ws", "admin": names the keys in errors
+    std::string cert_file;  // PEM: the certificate, then its chain
+    std::string key_file;   // PEM private key
+    int handshake_timeout_ms = 10000;
+
+    bool enabled() const { return !cert_file.empty() || !key_file.empty(); }
+    // Throws ConfigError when only one of cert_file/key_file is set.
+    static TlsSettings from(const Config& config, const std::string& section);
+};
+
+class TlsSession;
+
+// One listener's server context: TLS 1.2/1.3, ALPN http/1.1, OpenSSL's default ciphers. Thread-safe.
+class TlsContext {
+  public:
+    // Loads the certificate and key. Throws ConfigError naming the key and file ("ws.tls.key_file: ...").
+    explicit TlsContext(TlsSettings settings);
+    ~TlsContext();
+    TlsContext(const TlsContext&) = delete;
+    TlsContext& operator=(const TlsContext&) = delete;
+
+    // Re-reads the files: connections accepted from now on use them, open ones keep theirs. On failure throws
+    // ConfigError and the previous certificate stays in use.
+    void reload();
+    // A session for an accepted socket (server side, handshake not started). Throws std::bad_alloc.
+    std::unique_ptr<TlsSession> accept(int fd) const;
+    const TlsSettings& settings() const { return settings_; }
+
+  private:
+    TlsSettings settings_;
+    mutable std::mutex mutex_;
+    SSL_CTX* ctx_ = nullptr;  // guarded by mutex_ (a session holds its own reference)
+};
+
+// One connection's TLS over its non-blocking socket. Used by the connection's loop thread only.
+class TlsSession {
+  public:
+    enum class Handshake { done, want_read, want_write, failed };
+
+    explicit TlsSession(SSL* ssl) : ssl_(ssl) {}
+    ~TlsSession();
+    TlsSession(const TlsSession&) = delete;
+    TlsSession& operator=(const TlsSession&) = delete;
+
+    bool established() const { return established_; }
+    // Drives the handshake; on failure `error` gets OpenSSL's reason.
+    Handshake handshake(std::string& error);
+    // Like recv(): bytes read, 0 at the end of the stream (close_notify or EOF), -1 with errno (EAGAIN: wait for
+    // the socket; wants_write() tells which way).
+    ssize_t read(void* buffer, std::size_t size);
+    // Like send(): bytes taken (at least one record), -1 with errno. After EAGAIN the next call must start with the
+    // same bytes (OpenSSL holds a partly written record): callers retry from their unchanged queue head.
+    ssize_t write(const void* data, std::size_t size);
+    // Like sendmsg(): small pieces are gathered into records of up to 16 KiB; the same retry rule as write().
+    ssize_t writev(const iovec* iov, int count);
+    // Decrypted or undecrypted bytes held by OpenSSL that the socket will not report again: read() before waiting.
+    bool pending() const;
+    // The last read() or handshake() is waiting for the socket to take bytes (EPOLLOUT), not to bring them.
+    bool wants_write() const { return wants_write_; }
+    // Sends close_notify, best effort (never waits).
+    void shutdown();
+
+  private:
+    ssize_t fail(int ret, bool writing);
+
+    SSL* ssl_;
+    bool established_ = false;
+    bool wants_write_ = false;
+    bool broken_ = false;  // a fatal error: OpenSSL forbids SSL_shutdown after one
+};
+
+// `<section>.tls` of `config` loaded: null when it is off; ConfigError ("<source>: <section>.tls.cert_file: ...") when
+// a file does not load. For `hydra run` and `hydra conf check` alike.
+std::shared_ptr<TlsContext> load_tls(const Config& config, const std::string& section);
+
+// recv()/send() on a connection that may speak TLS (`tls` null: plain TCP).
+ssize_t stream_read(int fd, TlsSession* tls, void* buffer, std::size_t size);
+ssize_t stream_write(int fd, TlsSession* tls, const void* data, std::size_t size);
+
+}  // namespace hydra

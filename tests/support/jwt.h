@@ -1,0 +1,63 @@
+// JSON Web Tokens made for tests by Poco::JWT, independently of hydra's own signing: valid ones, and the forgeries
+// a verifier must refuse (another key, alg "none", an HS256 token keyed with a public key).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <sstream>
+#include <string>
+
+#include <Poco/Base64Encoder.h>
+#include <Poco/JWT/Signer.h>
+#include <Poco/JWT/Token.h>
+
+#include <hydra/json.h>
+
+namespace test {
+
+inline std::int64_t now_s() {
+    return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+inline std::string b64url(const std::string& bytes) {
+    std::ostringstream out;
+    Poco::Base64Encoder enc(out, Poco::BASE64_URL_ENCODING | Poco::BASE64_NO_PADDING);
+    enc << bytes;
+    enc.close();
+    return out.str();
+}
+
+struct TokenSpec {
+    std::string sub = "alice";
+    std::int64_t ttl_s = 600;
+    std::optional<std::int64_t> exp;  // instead of now + ttl_s
+    std::optional<std::int64_t> nbf_in_s;
+    std::string iss;     // "" = no iss claim
+    std::string aud;     // "" = no aud claim
+    std::string secret;  // the HS256 key
+    std::map<std::string, std::string> extra = {{"role", "tester"}};
+};
+
+// An HS256 token signed by Poco::JWT.
+inline std::string hs256_token(const TokenSpec& spec) {
+    Poco::JWT::Token t;
+    t.setType("JWT");
+    t.payload().set("sub", spec.sub);
+    t.payload().set("exp", static_cast<Poco::Int64>(spec.exp.value_or(now_s() + spec.ttl_s)));
+    if (spec.nbf_in_s) t.payload().set("nbf", static_cast<Poco::Int64>(now_s() + *spec.nbf_in_s));
+    if (!spec.iss.empty()) t.payload().set("iss", spec.iss);
+    if (!spec.aud.empty()) t.payload().set("aud", spec.aud);
+    for (const auto& [name, value] : spec.extra) t.payload().set(name, value);
+    Poco::JWT::Signer signer(spec.secret);
+    return signer.sign(t, Poco::JWT::Signer::ALGO_HS256);
+}
+
+// A token with alg "none" and no signature: `payload` as it is.
+inline std::string unsigned_token(const hydra::Json& payload) {
+    return b64url(R"({"alg":"none","typ":"JWT"})") + "." + b64url(payload.dump()) + ".";
+}
+
+}  // namespace test
