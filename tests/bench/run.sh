@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks hydra against the node `ws` peer (tests/bench/node_peer.js) and the floor peer (`hydra-bench floor`:
 # the least a server must do for these scenarios) on this machine, in one run:
-#   tests/bench/run.sh                 # full run (~30 minutes on 2 cores)
-#   BENCH_QUICK=1 tests/bench/run.sh   # scaled down (~3 minutes)
+#   tests/bench/run.sh                 # full run (~35 minutes on 2 cores)
+#   BENCH_QUICK=1 tests/bench/run.sh   # scaled down (~4 minutes)
 # For each scenario it starts a server, runs hydra-bench against it, stops it, then the same with the next server.
 # The server is pinned to BENCH_SERVER_CPU (0) and the load generator to BENCH_CLIENT_CPU (1) with taskset; hydra
 # runs with ws.io_threads=1 so every server has one core, and with ws.max_connections_per_ip and ws.rate_limit off and
