@@ -59,6 +59,8 @@ scenarios:
 
 options:
   --ws HOST:PORT          WebSocket server (IPv4 literal, e.g. 127.0.0.1:9087)
+  --tls 1                 wss://: TLS (OpenSSL) on the WebSocket connections; the server's certificate is not
+                          verified (loopback benchmarking). idle, echo, broadcast, send; the HTTP posts stay plain
   --api HOST:PORT         HTTP API of the server (broadcast, slow, send)
   --admin HOST:PORT       where broadcast and slow post /v1/exchange/broadcast (default: --api; hydra serves it on
                           its admin listener, admin.address)
@@ -120,6 +122,7 @@ struct Options {
     double slow_fill_mb = 8;
     double slow_wait_s = 5;
     bool detail = false;
+    bool tls = false;
     int cycles = 100000;
     int concurrency = 16;
     double rate = 10000;
@@ -184,6 +187,7 @@ Options parse_args(int argc, char** argv) {
         {"--slow-fill-mb", real(o.slow_fill_mb)},
         {"--slow-wait", real(o.slow_wait_s)},
         {"--detail", flag(o.detail)},
+        {"--tls", flag(o.tls)},
         {"--cycles", integer(o.cycles)},
         {"--concurrency", integer(o.concurrency)},
         {"--rate", real(o.rate)},
@@ -214,6 +218,8 @@ Options parse_args(int argc, char** argv) {
     if (o.scenario == "send" && o.api.empty()) throw std::invalid_argument("--api is required for send");
     if ((o.scenario == "broadcast" || o.scenario == "slow") && o.api.empty() && o.admin.empty())
         throw std::invalid_argument("--api or --admin is required for " + o.scenario);
+    if (o.tls && (o.scenario == "churn" || o.scenario == "slow"))
+        throw std::invalid_argument("--tls: not for " + o.scenario + " (its clients are plain TCP)");
     if (o.connections < 1) throw std::invalid_argument("--connections must be >= 1");
     if (o.window < 1) throw std::invalid_argument("--window must be >= 1");
     if (o.message_bytes < 16 || o.message_bytes > 4096) throw std::invalid_argument("--message-bytes: 16..4096");
@@ -255,10 +261,18 @@ bench::PoolConfig pool_config(const Options& o, bench::Mode mode) {
     c.mode = mode;
     c.echo_window = o.window;
     c.echo_bytes = o.message_bytes;
+    c.tls = o.tls;
     return c;
 }
 
-OJson connect_json(const bench::Pool::ConnectResult& r, const bench::Stats& s) {
+// Server CPU time per message (µs): the meter's server seconds over `messages`; null without a server PID.
+OJson cpu_us_per_msg(const OJson& cpu, std::uint64_t messages) {
+    if (!cpu.contains("server_s") || !cpu["server_s"].is_number() || messages == 0) return OJson();
+    return round_to(cpu["server_s"].get<double>() * 1e6 / static_cast<double>(messages), 3);
+}
+
+OJson connect_json(const bench::Pool::ConnectResult& r, const bench::Pool& pool) {
+    const bench::Stats s = pool.merged_stats();
     double secs = static_cast<double>(r.finished_ns - r.started_ns) / 1e9;
     OJson j{{"open", r.open},
             {"failed", r.failed},
@@ -266,13 +280,14 @@ OJson connect_json(const bench::Pool::ConnectResult& r, const bench::Stats& s) {
             {"rate_per_s", round_to(secs > 0 ? r.open / secs : 0, 1)},
             {"handshake_latency_ms", s.connect_latency.to_json_ms()}};
     if (!r.errors.empty()) j["errors"] = r.errors;
+    if (std::string tls = pool.tls_description(); !tls.empty()) j["tls"] = tls;
     return j;
 }
 
 void log(const std::string& msg) { std::cerr << "hydra-bench: " << msg << std::endl; }
 
 bench::Pool::ConnectResult connect_pool(bench::Pool& pool, const Options& o) {
-    log("connecting " + std::to_string(o.connections) + " clients to ws://" + o.ws + o.path);
+    log("connecting " + std::to_string(o.connections) + " clients to " + (o.tls ? "wss://" : "ws://") + o.ws + o.path);
     auto r = pool.connect_all();
     log(std::to_string(r.open) + " open, " + std::to_string(r.failed) + " failed in " +
         std::to_string(static_cast<double>(r.finished_ns - r.started_ns) / 1e9) + " s");
@@ -292,7 +307,7 @@ OJson run_idle(const Options& o) {
     bench::Pool pool(pool_config(o, bench::Mode::Idle));
     bench::CpuMeter cpu(o.server_pid);
     auto r = connect_pool(pool, o);
-    result["connect"] = connect_json(r, pool.merged_stats());
+    result["connect"] = connect_json(r, pool);
     result["connect"]["cpu"] = cpu.to_json();
     std::this_thread::sleep_for(std::chrono::duration<double>(o.settle_s));
     std::optional<bench::Rss> after;
@@ -322,7 +337,7 @@ OJson run_echo(const Options& o) {
     OJson result;
     bench::Pool pool(pool_config(o, bench::Mode::Echo));
     auto r = connect_pool(pool, o);
-    result["connect"] = connect_json(r, pool.merged_stats());
+    result["connect"] = connect_json(r, pool);
     result["window"] = o.window;
     result["message_bytes"] = o.message_bytes;
     result["warmup_s"] = o.warmup_s;
@@ -348,6 +363,8 @@ OJson run_echo(const Options& o) {
     result["round_trips"] = s.echo_in_window;
     result["msgs_per_s"] = round_to(static_cast<double>(s.echo_in_window) / o.duration_s, 1);
     result["latency_ms"] = s.echo_latency.to_json_ms();
+    // One round trip = one message read and one written by the server.
+    result["server_cpu_us_per_msg"] = cpu_us_per_msg(result["cpu"], s.echo_in_window);
     result["unanswered_at_end"] = s.inflight;
     result["bad_echoes"] = s.echo_bad;
     result["closed_by_server"] = s.closed_by_peer;
@@ -518,6 +535,8 @@ BroadcastRun run_broadcasts(bench::Pool& pool, bench::HttpClient& http, const Op
         {"post_latency_ms", post_rtt.to_json_ms()},
         {"closed_by_server", s.closed_by_peer - before.closed_by_peer},
         {"cpu", cpu_json},
+        // Per delivery, the POSTs' share included (one per `clients` deliveries).
+        {"server_cpu_us_per_msg", cpu_us_per_msg(cpu_json, deliveries)},
     };
     if (paced) {
         // Measured from when each broadcast was due rather than when the poster got to send it: a server whose
@@ -631,7 +650,7 @@ OJson run_broadcast(const Options& o) {
     OJson result;
     bench::Pool pool(broadcast_pool_config(o, 1));
     auto r = connect_pool(pool, o);
-    result["connect"] = connect_json(r, pool.merged_stats());
+    result["connect"] = connect_json(r, pool);
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
     bench::HttpClient http(bench::parse_ipv4(broadcast_address(o)), broadcast_address(o));
     std::optional<bench::Rss> before;
@@ -781,7 +800,7 @@ OJson run_slow(const Options& o) {
     OJson result;
     bench::Pool pool(broadcast_pool_config(o, 3));
     auto r = connect_pool(pool, o);
-    result["connect"] = connect_json(r, pool.merged_stats());
+    result["connect"] = connect_json(r, pool);
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
     bench::HttpClient http(bench::parse_ipv4(broadcast_address(o)), broadcast_address(o));
     const int expected = pool.open_connections();

@@ -1,6 +1,8 @@
 #include "pool.h"
 
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -13,6 +15,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <stdexcept>
 #include <thread>
 
 #include "frame_out.h"
@@ -49,12 +52,25 @@ bool parse_hex16(std::string_view s, std::int64_t& out) {
     return true;
 }
 
+// OpenSSL's reason for the last failure on this thread, or `fallback`; clears the error queue.
+std::string tls_error(const char* fallback) {
+    unsigned long e = ERR_get_error();
+    ERR_clear_error();
+    if (e == 0) return fallback;
+    char buf[256];
+    ERR_error_string_n(e, buf, sizeof buf);
+    return buf;
+}
+
 }  // namespace
 
 struct Conn {
-    enum class State : std::uint8_t { Idle, Connecting, Handshaking, Open, Closed };
+    enum class State : std::uint8_t { Idle, Connecting, TlsHandshaking, Handshaking, Open, Closed };
 
     int fd = -1;
+    // With PoolConfig::tls, from connect() on: OpenSSL between memory BIOs; the pool does the socket I/O itself.
+    SSL* ssl = nullptr;
+    std::string tls_out;  // records not yet sent (`out` holds the frames before they are encrypted)
     State state = State::Idle;
     bool want_out = false;  // EPOLLOUT registered
     std::uint32_t inflight = 0;
@@ -88,6 +104,7 @@ struct Pool::Worker {
         // from earlier runs make connect() slow to find a free ephemeral port and skew the next connect rate.
         linger abort{1, 0};
         for (auto& c : conns) {
+            if (c.ssl) SSL_free(c.ssl);  // no close_notify: the socket is reset right after
             if (c.fd < 0) continue;
             setsockopt(c.fd, SOL_SOCKET, SO_LINGER, &abort, sizeof abort);
             ::close(c.fd);
@@ -100,13 +117,21 @@ struct Pool::Worker {
     void check_timeouts(std::int64_t now);
     void on_event(std::uint32_t index, std::uint32_t events);
     void on_connected(Conn& c);
+    void send_upgrade(Conn& c);
+    void tls_handshake(Conn& c);
     void on_readable(Conn& c);
+    void on_readable_tls(Conn& c);
+    bool tls_read(Conn& c);
+    // Inlined: the plaintext path stays what it was before TLS was added, bar one pointer check.
+    [[gnu::always_inline]] void on_bytes(Conn& c, const std::uint8_t* data, std::size_t len, std::int64_t now);
     void on_handshake_bytes(Conn& c, std::int64_t now);
     void on_frames(Conn& c, const std::uint8_t* data, std::size_t len, std::int64_t now);
     void on_message(Conn& c, std::string_view msg, std::int64_t now);
     void on_delivery(Conn& c, std::string_view msg, std::int64_t now);
     void send_echo(Conn& c, std::int64_t now);
     void flush(Conn& c);
+    void flush_tls(Conn& c);
+    [[gnu::always_inline]] void send_buffer(Conn& c, std::string& buf);
     void set_events(Conn& c, bool want_out);
     void fail(Conn& c, const std::string& why);
     void close_conn(Conn& c, bool by_peer);
@@ -132,9 +157,10 @@ struct Pool::Worker {
     int echo_generation = 0;
     std::int64_t next_timeout_check = 0;
 
-    mutable std::mutex mutex;  // guards stats and errors
+    mutable std::mutex mutex;  // guards stats, errors and tls_description
     Stats stats;
     std::set<std::string> errors;
+    std::string tls_description;
 };
 
 void Pool::Worker::run() {
@@ -199,7 +225,8 @@ void Pool::Worker::start_connects(std::int64_t now) {
 void Pool::Worker::check_timeouts(std::int64_t now) {
     if (connects_in_progress == 0) return;
     for (auto& c : conns) {
-        if ((c.state == Conn::State::Connecting || c.state == Conn::State::Handshaking) &&
+        if ((c.state == Conn::State::Connecting || c.state == Conn::State::TlsHandshaking ||
+             c.state == Conn::State::Handshaking) &&
             now - c.started_ns > pool.config_.handshake_timeout_ns)
             fail(c, "handshake timeout");
     }
@@ -227,6 +254,43 @@ void Pool::Worker::on_event(std::uint32_t idx, std::uint32_t events) {
 }
 
 void Pool::Worker::on_connected(Conn& c) {
+    if (pool.tls_ctx_ == nullptr) {
+        send_upgrade(c);
+        return;
+    }
+    c.ssl = SSL_new(pool.tls_ctx_);
+    BIO* rbio = BIO_new(BIO_s_mem());
+    BIO* wbio = BIO_new(BIO_s_mem());
+    if (c.ssl == nullptr || rbio == nullptr || wbio == nullptr) {
+        BIO_free(rbio);
+        BIO_free(wbio);
+        fail(c, "tls: " + tls_error("out of memory"));
+        return;
+    }
+    BIO_set_mem_eof_return(rbio, -1);  // empty = "want read", not the end of the stream
+    SSL_set_bio(c.ssl, rbio, wbio);
+    SSL_set_connect_state(c.ssl);
+    c.state = Conn::State::TlsHandshaking;
+    tls_handshake(c);
+}
+
+// Drives the handshake: what it writes goes out through flush(); its input comes from on_readable_tls.
+void Pool::Worker::tls_handshake(Conn& c) {
+    int rc = SSL_do_handshake(c.ssl);
+    if (rc == 1) {
+        if (tls_description.empty())
+            tls_description = std::string(SSL_get_version(c.ssl)) + " " + SSL_get_cipher_name(c.ssl);
+        send_upgrade(c);  // flushes the handshake's last flight with the upgrade request
+        return;
+    }
+    if (SSL_get_error(c.ssl, rc) != SSL_ERROR_WANT_READ) {
+        fail(c, "tls handshake: " + tls_error("failed"));
+        return;
+    }
+    flush(c);
+}
+
+void Pool::Worker::send_upgrade(Conn& c) {
     const PoolConfig& cfg = pool.config_;
     ws::HttpHeaders headers;
     std::string path = cfg.path;
@@ -252,9 +316,19 @@ void Pool::Worker::set_events(Conn& c, bool want_out) {
 }
 
 void Pool::Worker::flush(Conn& c) {
+    if (c.ssl) {
+        flush_tls(c);
+        return;
+    }
+    send_buffer(c, c.out);
+}
+
+// Sends buf (the connection's frames, or with TLS its records) as far as the socket takes it; EPOLLOUT while some
+// is left.
+inline void Pool::Worker::send_buffer(Conn& c, std::string& buf) {
     std::size_t off = 0;
-    while (off < c.out.size()) {
-        ssize_t n = ::send(c.fd, c.out.data() + off, c.out.size() - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (off < buf.size()) {
+        ssize_t n = ::send(c.fd, buf.data() + off, buf.size() - off, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n > 0) {
             off += static_cast<std::size_t>(n);
             continue;
@@ -267,28 +341,111 @@ void Pool::Worker::flush(Conn& c) {
             fail(c, std::string("send: ") + strerror(errno));
         return;
     }
-    if (off == c.out.size()) {
-        c.out.clear();
-        if (c.out.capacity() > 4096) std::string().swap(c.out);
+    if (off == buf.size()) {
+        buf.clear();
+        if (buf.capacity() > 4096) std::string().swap(buf);
     } else {
-        c.out.erase(0, off);
+        buf.erase(0, off);
     }
-    set_events(c, !c.out.empty());
+    set_events(c, !buf.empty());
 }
 
-void Pool::Worker::on_readable(Conn& c) {
+// Encrypts the queued frames (once the handshake is done) into the write BIO, which takes everything, moves the
+// records from there to tls_out, and sends that: per flush one SSL_write and the same send() as without TLS.
+void Pool::Worker::flush_tls(Conn& c) {
+    if (!c.out.empty() && c.state != Conn::State::TlsHandshaking) {
+        if (SSL_write(c.ssl, c.out.data(), static_cast<int>(c.out.size())) <= 0) {
+            const std::string why = "tls write: " + tls_error("failed");
+            if (c.state == Conn::State::Open)
+                close_conn(c, false);
+            else
+                fail(c, why);
+            return;
+        }
+        c.out.clear();
+        if (c.out.capacity() > 4096) std::string().swap(c.out);
+    }
+    BIO* wbio = SSL_get_wbio(c.ssl);
+    if (const std::size_t pending = BIO_ctrl_pending(wbio); pending > 0) {
+        const std::size_t base = c.tls_out.size();
+        c.tls_out.resize(base + pending);
+        const int n = BIO_read(wbio, c.tls_out.data() + base, static_cast<int>(pending));
+        c.tls_out.resize(base + static_cast<std::size_t>(std::max(n, 0)));
+    }
+    send_buffer(c, c.tls_out);
+}
+
+inline void Pool::Worker::on_bytes(Conn& c, const std::uint8_t* data, std::size_t len, std::int64_t now) {
+    if (c.state == Conn::State::Handshaking) {
+        c.in.append(reinterpret_cast<const char*>(data), len);
+        on_handshake_bytes(c, now);
+    } else if (c.state == Conn::State::Open) {
+        on_frames(c, data, len, now);
+    }
+}
+
+// The same recv() loop as on_readable; what arrives goes into the read BIO and comes out decrypted (read_buffer is
+// free again once the BIO has copied it).
+void Pool::Worker::on_readable_tls(Conn& c) {
     std::size_t total = 0;
     while (c.fd >= 0 && total < kMaxReadPerEvent) {
         ssize_t n = ::recv(c.fd, read_buffer.data(), read_buffer.size(), 0);
         if (n > 0) {
             total += static_cast<std::size_t>(n);
-            std::int64_t now = now_ns();
-            if (c.state == Conn::State::Handshaking) {
-                c.in.append(reinterpret_cast<const char*>(read_buffer.data()), static_cast<std::size_t>(n));
-                on_handshake_bytes(c, now);
-            } else if (c.state == Conn::State::Open) {
-                on_frames(c, read_buffer.data(), static_cast<std::size_t>(n), now);
-            }
+            BIO_write(SSL_get_rbio(c.ssl), read_buffer.data(), static_cast<int>(n));
+            if (!tls_read(c)) return;
+            if (static_cast<std::size_t>(n) < read_buffer.size()) break;
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+        if (c.state == Conn::State::Open)
+            close_conn(c, true);
+        else
+            fail(c, n == 0 ? "closed during handshake" : std::string("recv: ") + strerror(errno));
+        return;
+    }
+    if (c.fd >= 0 && (!c.out.empty() || BIO_ctrl_pending(SSL_get_wbio(c.ssl)) > 0)) flush(c);
+}
+
+// Feeds what the read BIO holds to the handshake or, after it, decrypts it into read_buffer and passes it on.
+// False once the connection is gone.
+bool Pool::Worker::tls_read(Conn& c) {
+    if (c.state == Conn::State::TlsHandshaking) {
+        tls_handshake(c);
+        if (c.fd < 0) return false;
+        if (c.state == Conn::State::TlsHandshaking) return true;
+    }
+    for (;;) {
+        const int n = SSL_read(c.ssl, read_buffer.data(), static_cast<int>(read_buffer.size()));
+        if (n > 0) {
+            on_bytes(c, read_buffer.data(), static_cast<std::size_t>(n), now_ns());
+            if (c.fd < 0) return false;
+            continue;
+        }
+        const int err = SSL_get_error(c.ssl, n);
+        if (err == SSL_ERROR_WANT_READ) return true;
+        const std::string why =
+            err == SSL_ERROR_ZERO_RETURN ? "closed (close_notify)" : "tls read: " + tls_error("failed");
+        if (c.state == Conn::State::Open)
+            close_conn(c, err == SSL_ERROR_ZERO_RETURN);
+        else
+            fail(c, why);
+        return false;
+    }
+}
+
+void Pool::Worker::on_readable(Conn& c) {
+    if (c.ssl) {
+        on_readable_tls(c);
+        return;
+    }
+    std::size_t total = 0;
+    while (c.fd >= 0 && total < kMaxReadPerEvent) {
+        ssize_t n = ::recv(c.fd, read_buffer.data(), read_buffer.size(), 0);
+        if (n > 0) {
+            total += static_cast<std::size_t>(n);
+            on_bytes(c, read_buffer.data(), static_cast<std::size_t>(n), now_ns());
             // A short read drained the socket: skip the recv() that would only say EAGAIN (epoll is
             // level-triggered, so anything arriving later is reported again).
             if (static_cast<std::size_t>(n) < read_buffer.size()) break;
@@ -468,6 +625,10 @@ void Pool::Worker::send_echo(Conn& c, std::int64_t now) {
 
 void Pool::Worker::fail(Conn& c, const std::string& why) {
     if (errors.size() < 8) errors.insert(why);
+    if (c.ssl) {
+        SSL_free(c.ssl);
+        c.ssl = nullptr;
+    }
     if (c.fd >= 0) {
         epoll_ctl(epfd, EPOLL_CTL_DEL, c.fd, nullptr);
         ::close(c.fd);
@@ -477,6 +638,7 @@ void Pool::Worker::fail(Conn& c, const std::string& why) {
     std::string().swap(c.key);
     std::string().swap(c.in);
     std::string().swap(c.out);
+    std::string().swap(c.tls_out);
     --connects_in_progress;
     pool.failed_.fetch_add(1);
     pool.done_.fetch_add(1);
@@ -484,6 +646,10 @@ void Pool::Worker::fail(Conn& c, const std::string& why) {
 
 void Pool::Worker::close_conn(Conn& c, bool by_peer) {
     if (c.fd < 0) return;
+    if (c.ssl) {
+        SSL_free(c.ssl);  // no close_notify: the benchmark only ever drops connections at its end
+        c.ssl = nullptr;
+    }
     epoll_ctl(epfd, EPOLL_CTL_DEL, c.fd, nullptr);
     ::close(c.fd);
     c.fd = -1;
@@ -493,6 +659,7 @@ void Pool::Worker::close_conn(Conn& c, bool by_peer) {
     stats.inflight -= std::min<std::uint64_t>(stats.inflight, c.inflight);
     c.inflight = 0;
     std::string().swap(c.out);
+    std::string().swap(c.tls_out);
     c.decoder.reset();
 }
 
@@ -526,6 +693,18 @@ Pool::Pool(PoolConfig config) : config_(std::move(config)) {
             next_port_.store(static_cast<int>(now_ns() % (hi - lo + 1)));
         }
     }
+    if (config_.tls) {
+        tls_ctx_ = SSL_CTX_new(TLS_client_method());
+        if (tls_ctx_ == nullptr) throw std::runtime_error("tls: " + tls_error("SSL_CTX_new failed"));
+        // Loopback benchmarking against a throwaway self-signed certificate: the server's certificate is not
+        // verified (and no SNI is sent). What is measured is the record layer, the same either way.
+        SSL_CTX_set_verify(tls_ctx_, SSL_VERIFY_NONE, nullptr);
+        SSL_CTX_set_min_proto_version(tls_ctx_, TLS1_2_VERSION);
+        // The connections run OpenSSL between memory BIOs and do their own recv()/send(): one of each per read or
+        // flush as without TLS (a socket BIO reads a record's header and body with two recv()s, or with
+        // read-ahead needs a last recv() to find the socket empty), which keeps the client's cost from limiting
+        // the server.
+    }
     config_.threads = std::max(1, std::min(config_.threads, config_.connections));
     config_.broadcast_group_size = std::max(1, config_.broadcast_group_size);
     const auto slots = static_cast<std::size_t>(std::max(1, config_.broadcast_slots));
@@ -545,6 +724,15 @@ Pool::Pool(PoolConfig config) : config_(std::move(config)) {
 Pool::~Pool() {
     quit_.store(true);
     workers_.clear();
+    if (tls_ctx_) SSL_CTX_free(tls_ctx_);
+}
+
+std::string Pool::tls_description() const {
+    for (auto& w : workers_) {
+        std::lock_guard lock(w->mutex);
+        if (!w->tls_description.empty()) return w->tls_description;
+    }
+    return {};
 }
 
 Pool::ConnectResult Pool::connect_all() {

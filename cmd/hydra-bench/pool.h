@@ -1,6 +1,7 @@
 // A pool of non-blocking WebSocket client connections spread over a few epoll threads. Each thread owns its
 // connections (no locking on the hot path); statistics are per thread, read by the main thread under a mutex that
-// the thread holds only while it processes one batch of events.
+// the thread holds only while it processes one batch of events. With PoolConfig::tls the connections speak TLS
+// (wss://) with OpenSSL on the same non-blocking sockets.
 #pragma once
 
 #include <netinet/in.h>
@@ -13,6 +14,8 @@
 #include <vector>
 
 #include "util.h"
+
+using SSL_CTX = struct ssl_ctx_st;
 
 namespace bench {
 
@@ -33,6 +36,7 @@ struct PoolConfig {
     int broadcast_group_size = 1;  // broadcast: delivery latencies are kept per group of seq values (seq / size)
     int broadcast_skip = 0;        // broadcast: seq % group_size below this (warmup) is left out of the latencies
     bool bind_ports = true;        // choose local ports ourselves (see Pool::bind_local_port); loopback targets only
+    bool tls = false;              // wss://: a TLS handshake after connect(), then the upgrade and frames over TLS
     // Per-connection ids: when id_prefix is set, connection i (0 .. connections-1, across all threads) sends
     // `X-Request-Id: <id_prefix><i>` with its upgrade and, with id_in_path, connects to path + "<id_prefix><i>"
     // (nchan's /sub/<channel>).
@@ -122,6 +126,10 @@ class Pool {
         return seq < config_.deliver_capacity ? arrivals_[seq].load(std::memory_order_relaxed) : 0;
     }
 
+    // With tls: the protocol version and cipher of the first connection that finished its TLS handshake
+    // ("TLSv1.3 TLS_AES_256_GCM_SHA384"); "" before that or without tls.
+    std::string tls_description() const;
+
     // Runs fn on each thread's stats while holding that thread's lock.
     void with_stats(const std::function<void(const Stats&)>& fn) const;
     // All threads' stats merged (histograms added, per-seq arrivals maxed, counters summed).
@@ -132,6 +140,7 @@ class Pool {
     friend struct Worker;
 
     PoolConfig config_;
+    SSL_CTX* tls_ctx_ = nullptr;  // with config_.tls; shared by the workers (SSL_new is thread-safe)
     std::vector<std::unique_ptr<Worker>> workers_;
     std::atomic<bool> connecting_{false};
     std::atomic<bool> quit_{false};

@@ -214,9 +214,14 @@ OJson CpuMeter::to_json() const {
     double softirq = (sys.softirq_s - system_start_.softirq_s) / wall;
     double steal = (sys.steal_s - system_start_.steal_s) / wall;
     std::optional<double> end = server_pid_ > 0 ? process_cpu_seconds(server_pid_) : std::nullopt;
+    std::optional<double> server_s;
     std::optional<double> server;
-    if (server_start_ && end) server = (*end - *server_start_) / wall;
+    if (server_start_ && end) {
+        server_s = *end - *server_start_;
+        server = *server_s / wall;
+    }
     OJson j{{"wall_s", round_to(wall, 3)},
+            {"server_s", server_s ? OJson(round_to(*server_s, 3)) : OJson()},
             {"server_cores", server ? OJson(round_to(*server, 3)) : OJson()},
             {"client_cores", round_to(client, 3)},
             {"softirq_cores", round_to(softirq, 3)},

@@ -85,7 +85,8 @@ SystemCpu system_cpu_seconds();
 
 // CPU used between construction and to_json(), in cores (1.0 = one core busy all the time): by the server (by PID),
 // by this process, in softirq (loopback TCP), and by everything else on the machine ("other", which should be
-// near 0: anything else running disturbs the measurement).
+// near 0: anything else running disturbs the measurement). Also the server's CPU time itself ("server_s", seconds;
+// /proc counts it in clock ticks, 10 ms), for CPU per message.
 class CpuMeter {
   public:
     explicit CpuMeter(pid_t server_pid);

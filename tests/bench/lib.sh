@@ -23,13 +23,14 @@ stop_pid() {
 }
 
 # wait_for_addresses PID LOG WHAT [admin]: waits (up to 20 s) for a server started in the background to print its
-# ws:// and http:// addresses in LOG; sets FOUND_WS and FOUND_API ("127.0.0.1:PORT"), or shows LOG and exits. With
-# "admin" (hydra) it also waits for the admin listener's line ("admin listening on http://...") and sets FOUND_ADMIN.
+# ws:// (or wss://) and http:// addresses in LOG; sets FOUND_WS and FOUND_API ("127.0.0.1:PORT"), or shows LOG and
+# exits. With "admin" (hydra) it also waits for the admin listener's line ("admin listening on http://...") and sets
+# FOUND_ADMIN.
 wait_for_addresses() {
     local pid=$1 logf=$2 what=$3 admin=${4:-}
     FOUND_WS="" FOUND_API="" FOUND_ADMIN=""
     for _ in $(seq 1 400); do
-        FOUND_WS=$(grep -o 'ws://127\.0\.0\.1:[0-9]*' "$logf" 2>/dev/null | head -1 | sed 's#ws://##' || true)
+        FOUND_WS=$(grep -o 'wss\?://127\.0\.0\.1:[0-9]*' "$logf" 2>/dev/null | head -1 | sed 's#wss\?://##' || true)
         FOUND_API=$(grep -v 'admin listening' "$logf" 2>/dev/null | grep -o 'http://127\.0\.0\.1:[0-9]*' | head -1 |
             sed 's#http://##' || true)
         FOUND_ADMIN=$(grep -o 'admin listening on http://127\.0\.0\.1:[0-9]*' "$logf" 2>/dev/null | head -1 |

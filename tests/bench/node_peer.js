@@ -2,21 +2,26 @@
 // The benchmark peer: what hydra does in the benchmark scenarios, on node's http module and the npm `ws` package.
 //
 //   node node_peer.js --ws 127.0.0.1:PORT --api 127.0.0.1:PORT     (PORT 0 picks a free port)
+//   node node_peer.js ... --tls-cert cert.pem --tls-key key.pem    (WebSocket over https.createServer: wss://)
 //
 // - WebSocket server, any path; on /echo every message is sent back unchanged (text or binary), other paths only
 //   hold the connection. No per-message deflate, no heartbeat (hydra runs with ws.ping_interval_ms=0).
 // - HTTP: POST /v1/exchange/broadcast {"data": <json>} sends {"service":"notify","code":200,"data":<json>} to every
 //   open client (the JSON is encoded once; `ws` sends the same string to each) and answers
 //   {"code":0,"msg":"success","connections":N}.
-// Prints one line once both listen: "node ws peer ready: ws://HOST:PORT http://HOST:PORT pid PID".
+// - With --tls-cert and --tls-key the WebSocket server runs on https.createServer({cert, key}) (wss://, node's
+//   default TLS settings); the HTTP API stays plain HTTP.
+// Prints one line once both listen: "node ws peer ready: ws://HOST:PORT http://HOST:PORT pid PID" (wss:// with TLS).
 // `ws` is resolved from NODE_PATH (tests/bench/run.sh installs it into build/bench/node).
 'use strict';
 
+const fs = require('fs');
 const http = require('http');
+const https = require('https');
 const { WebSocketServer, WebSocket } = require('ws');
 
 function parseArgs(argv) {
-  const opts = { ws: '127.0.0.1:0', api: '127.0.0.1:0', backlog: 4096 };
+  const opts = { ws: '127.0.0.1:0', api: '127.0.0.1:0', backlog: 4096, tlsCert: '', tlsKey: '' };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const v = () => {
@@ -26,8 +31,11 @@ function parseArgs(argv) {
     if (a === '--ws') opts.ws = v();
     else if (a === '--api') opts.api = v();
     else if (a === '--backlog') opts.backlog = Number(v());
+    else if (a === '--tls-cert') opts.tlsCert = v();
+    else if (a === '--tls-key') opts.tlsKey = v();
     else throw new Error(`unknown option ${a}`);
   }
+  if (!opts.tlsCert !== !opts.tlsKey) throw new Error('--tls-cert and --tls-key go together');
   return opts;
 }
 
@@ -57,10 +65,14 @@ async function main() {
   const opts = parseArgs(process.argv.slice(2));
 
   // ---- WebSocket server ----
-  const wsHttp = http.createServer((req, res) => {
+  const tls = opts.tlsCert !== '';
+  const upgradeOnly = (req, res) => {
     res.writeHead(426, { 'Content-Type': 'text/plain' });
     res.end('WebSocket only\n');
-  });
+  };
+  const wsHttp = tls
+    ? https.createServer({ cert: fs.readFileSync(opts.tlsCert), key: fs.readFileSync(opts.tlsKey) }, upgradeOnly)
+    : http.createServer(upgradeOnly);
   const wss = new WebSocketServer({ server: wsHttp, perMessageDeflate: false, maxPayload: 1 << 20 });
   wss.on('connection', (ws, req) => {
     ws.on('error', () => {});
@@ -104,7 +116,7 @@ async function main() {
   const wsAddr = await listen(wsHttp, splitAddress(opts.ws), opts.backlog);
   const apiAddr = await listen(api, splitAddress(opts.api), opts.backlog);
   console.log(
-    `node ws peer ready: ws://${wsAddr.address}:${wsAddr.port} http://${apiAddr.address}:${apiAddr.port} ` +
+    `node ws peer ready: ${tls ? 'wss' : 'ws'}://${wsAddr.address}:${wsAddr.port} http://${apiAddr.address}:${apiAddr.port} ` +
       `pid ${process.pid}`,
   );
 

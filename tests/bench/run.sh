@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks hydra against the node `ws` peer (tests/bench/node_peer.js) and the floor peer (`hydra-bench floor`:
 # the least a server must do for these scenarios) on this machine, in one run:
-#   tests/bench/run.sh                 # full run (~25 minutes on 2 cores)
-#   BENCH_QUICK=1 tests/bench/run.sh   # scaled down (~3 minutes)
+#   tests/bench/run.sh                 # full run (~35 minutes on 2 cores)
+#   BENCH_QUICK=1 tests/bench/run.sh   # scaled down (~4 minutes)
 # For each scenario it starts a server, runs hydra-bench against it, stops it, then the same with the next server.
 # The server is pinned to BENCH_SERVER_CPU (0) and the load generator to BENCH_CLIENT_CPU (1) with taskset; hydra
 # runs with ws.io_threads=1 so every server has one core, and with ws.max_connections_per_ip and ws.rate_limit off and
@@ -11,10 +11,16 @@
 # build/bench/results/).
 #
 # With REPEAT > 1 (BENCH_REPEAT, default 3, 1 with BENCH_QUICK) the table shows the median of the runs.
+# echo_tls and broadcast_tls are echo and broadcast over wss://: hydra with ws.tls.cert_file/key_file, the node peer on
+# https.createServer, both with the same self-signed P-256 certificate made at run time (build/bench/tls/); the
+# HTTP posts stay plain; the floor peer is plain TCP only and sits these out. Echo and broadcast report the server's
+# CPU time per message (from /proc/PID/stat over the measurement, divided by the messages delivered), and with both
+# variants run the table adds each server's TLS cost: its CPU per message over TLS vs plaintext, in percent extra.
 # The scenarios send and send_cluster (the push path: POST /msg/send -> queue -> MQC -> WebSocket, against nginx +
 # Nchan) are run by tests/bench/send.sh after the others; see its header for their knobs.
 #
-# Knobs (env): BENCH_SCENARIOS="idle churn echo broadcast broadcast_closed slow send send_cluster", BENCH_CHURN_CYCLES,
+# Knobs (env): BENCH_SCENARIOS="idle churn echo echo_tls broadcast broadcast_tls broadcast_closed slow send
+# send_cluster", BENCH_CHURN_CYCLES,
 # BENCH_SERVERS="hydra node floor", BENCH_IDLE_CONNS, BENCH_ECHO_CONNS, BENCH_ECHO_DURATION, BENCH_ECHO_WINDOW,
 # BENCH_BCAST_CONNS, BENCH_BCAST_COUNT, BENCH_BCAST_INTERVAL_MS, BENCH_SLOW_CONNS, BENCH_SLOW_FILL_MB,
 # BENCH_SERVER_CPU, BENCH_CLIENT_CPU, BENCH_SKIP_BUILD=1, BENCH_BUILD_DIR,
@@ -45,7 +51,7 @@ SLOW_CONNS=${BENCH_SLOW_CONNS:-$d_slow}
 SLOW_FILL_MB=${BENCH_SLOW_FILL_MB:-8}
 SERVER_CPU=${BENCH_SERVER_CPU:-0}
 CLIENT_CPU=${BENCH_CLIENT_CPU:-1}
-SCENARIOS=${BENCH_SCENARIOS:-idle churn echo broadcast broadcast_closed slow send send_cluster}
+SCENARIOS=${BENCH_SCENARIOS:-idle churn echo echo_tls broadcast broadcast_tls broadcast_closed slow send send_cluster}
 # hydra, the node `ws` peer, and the floor peer (`hydra-bench floor`: the least a server must do, one send per
 # delivery and nothing else; what any server could reach on this machine).
 SERVERS=${BENCH_SERVERS:-hydra node floor}
@@ -84,6 +90,15 @@ if [[ -n $SCENARIOS && ! -f $NODE_DIR/node_modules/ws/package.json ]]; then
 fi
 command -v taskset >/dev/null || { log "taskset not found (apt-get install util-linux)"; exit 1; }
 
+# ---- a throwaway certificate for the *_tls scenarios (hydra-bench does not verify it) ----
+TLS_DIR=$BUILD/tls
+if [[ " $SCENARIOS " == *_tls\ * ]]; then
+    command -v openssl >/dev/null || { log "openssl not found (apt-get install openssl)"; exit 1; }
+    mkdir -p "$TLS_DIR"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=localhost \
+        -keyout "$TLS_DIR/key.pem" -out "$TLS_DIR/cert.pem" 2>/dev/null
+fi
+
 ulimit -n "$(ulimit -Hn)"
 mkdir -p "$OUT" "$RUN_DIR"
 rm -f "$OUT"/*.json "$OUT"/*.log
@@ -92,22 +107,28 @@ rm -f "$OUT"/*.json "$OUT"/*.log
 WS_ADDR=""
 API_ADDR=""
 ADMIN_ADDR=""
-# start_server hydra|node LOG [--set key=value ...]
-# (hydra: the per-address API limits are off, all load comes from 127.0.0.1)
+# start_server hydra|node|floor LOG TLS(0|1): with TLS the WebSocket listener speaks wss:// with $TLS_DIR's
+# certificate (hydra: the per-address API limits are off, all load comes from 127.0.0.1)
 start_server() {
-    local kind=$1 logf=$2
-    shift 2
+    local kind=$1 logf=$2 tls=$3
+    local -a tls_args=()
+    if [[ $tls == 1 && $kind == hydra ]]; then
+        tls_args=(--set "ws.tls.cert_file=$TLS_DIR/cert.pem" --set "ws.tls.key_file=$TLS_DIR/key.pem")
+    elif [[ $tls == 1 && $kind == node ]]; then
+        tls_args=(--tls-cert "$TLS_DIR/cert.pem" --tls-key "$TLS_DIR/key.pem")
+    fi
     if [[ $kind == hydra ]]; then
         (cd "$RUN_DIR" && exec taskset -c "$SERVER_CPU" "$HYDRA" run --config "$ROOT/config/dev.json" \
             --set ws.address=127.0.0.1:0 --set api.address=127.0.0.1:0 --set admin.address=127.0.0.1:0 --set log.level=warn \
             --set ws.io_threads=1 --set ws.ping_interval_ms=0 --set ws.idle_timeout_ms=0 \
             --set ws.client_uuid=request_id --set ws.max_connections_per_ip=0 --set ws.rate_limit.messages_per_s=0 \
-            --set api.max_connections_per_ip=0 --set api.rate_limit.requests_per_s=0 "$@") >"$logf" 2>&1 &
+            --set api.max_connections_per_ip=0 --set api.rate_limit.requests_per_s=0 "${tls_args[@]}") >"$logf" 2>&1 &
     elif [[ $kind == floor ]]; then
         taskset -c "$SERVER_CPU" "$BENCH" floor --ws 127.0.0.1:0 --api 127.0.0.1:0 >"$logf" 2>&1 &
     else
         (export NODE_PATH=$NODE_DIR/node_modules &&
-            exec taskset -c "$SERVER_CPU" node "$ROOT/tests/bench/node_peer.js" --ws 127.0.0.1:0 --api 127.0.0.1:0) \
+            exec taskset -c "$SERVER_CPU" node "$ROOT/tests/bench/node_peer.js" --ws 127.0.0.1:0 --api 127.0.0.1:0 \
+                "${tls_args[@]}") \
             >"$logf" 2>&1 &
     fi
     SERVER_PID=$!
@@ -138,10 +159,12 @@ scenario_args() {
         idle) echo "idle --connections $IDLE_CONNS --settle 2" ;;
         churn) echo "churn --cycles $CHURN_CYCLES --concurrency 16" ;;
         echo) echo "echo --connections $ECHO_CONNS --duration $ECHO_DURATION --warmup 2 --window $ECHO_WINDOW" ;;
+        echo_tls) echo "$(scenario_args echo) --tls 1" ;;
         broadcast)
             echo "broadcast --connections $BCAST_CONNS --broadcasts $BCAST_COUNT --mode paced" \
                 "--interval-ms $BCAST_INTERVAL_MS --payload-bytes 64"
             ;;
+        broadcast_tls) echo "$(scenario_args broadcast) --tls 1" ;;
         broadcast_closed)
             echo "broadcast --connections $BCAST_CONNS --broadcasts $BCAST_COUNT --mode closed --payload-bytes 64"
             ;;
@@ -158,11 +181,11 @@ for scenario in $SCENARIOS; do
     read -r -a args <<<"$(scenario_args "$scenario")"
     for rep in $(seq 1 "$REPEAT"); do
         for server in $SERVERS; do
-            # The floor peer only echoes and broadcasts; it has no send queue to measure in `slow`.
-            [[ $server == floor && $scenario == slow ]] && continue
+            # The floor peer only echoes and broadcasts; it has no send queue to measure in `slow`, and no TLS.
+            [[ $server == floor && ($scenario == slow || $scenario == *_tls) ]] && continue
             log "$scenario: $server (run $rep/$REPEAT)"
             wait_quiet
-            start_server "$server" "$OUT/$scenario.$server.$rep.server.log"
+            start_server "$server" "$OUT/$scenario.$server.$rep.server.log" "$([[ $scenario == *_tls ]] && echo 1 || echo 0)"
             run_bench "$scenario.$server.$rep" "${args[@]}"
             stop_pid "$SERVER_PID"
             SERVER_PID=""
@@ -198,7 +221,7 @@ const get = (obj, path) => path.split('.').reduce((o, k) => (o == null ? undefin
 const runs = Object.fromEntries(servers.map((srv) => [srv, {}]));
 for (const s of scenarios) for (const srv of servers) {
   runs[srv][s] = [];
-  if (srv === 'floor' && s === 'slow') continue;  // not run (see above)
+  if (srv === 'floor' && (s === 'slow' || s.endsWith('_tls'))) continue;  // not run (see above)
   for (let r = 1; r <= repeat; r++) runs[srv][s].push(load(`${s}.${srv}.${r}`));
 }
 // [metric, json path, unit, better]
@@ -222,6 +245,7 @@ const metrics = {
     ['round trip p50', 'latency_ms.p50', 'ms', 'lower'],
     ['round trip p99', 'latency_ms.p99', 'ms', 'lower'],
     ['server CPU', 'cpu.server_cores', 'cores', ''],
+    ['server CPU per round trip', 'server_cpu_us_per_msg', 'µs', 'lower'],
   ],
   broadcast: [
     ['deliveries/s', 'deliveries_per_s', 'msg/s', 'higher'],
@@ -231,6 +255,7 @@ const metrics = {
     ['delivery latency p50, from schedule', 'delivery_latency_from_schedule_ms.p50', 'ms', 'lower'],
     ['delivery latency p99, from schedule', 'delivery_latency_from_schedule_ms.p99', 'ms', 'lower'],
     ['completion latency p99, from schedule', 'completion_latency_from_schedule_ms.p99', 'ms', 'lower'],
+    ['server CPU per delivery', 'server_cpu_us_per_msg', 'µs', 'lower'],
     ['missing deliveries', 'missing', '', 'lower'],
   ],
   broadcast_closed: [
@@ -256,6 +281,9 @@ const metrics = {
     ['missing deliveries (others)', 'with_slow_client.missing', '', 'lower'],
   ],
 };
+// Over wss://: the same figures.
+metrics.echo_tls = metrics.echo;
+metrics.broadcast_tls = metrics.broadcast;
 // Median of the numbers; for booleans "yes"/"no" when all runs agree, else "k/n yes".
 const combine = (values) => {
   const vals = values.filter((v) => v !== undefined && v !== null);
@@ -291,6 +319,20 @@ for (const s of scenarios) {
     for (const p of peers) row[`hydra/${p}`] = ratioOf(row.hydra, row[p]);
     table.push(row);
   }
+  // What TLS costs each server: its median CPU per message over TLS vs over plaintext (needs both scenarios).
+  const plain = s.endsWith('_tls') ? s.slice(0, -4) : null;
+  if (plain && scenarios.includes(plain)) {
+    const per = s === 'echo_tls' ? 'round trip' : 'delivery';
+    const row = { scenario: s, metric: `server CPU per ${per}, TLS vs plaintext`, unit: '% extra', better: 'lower' };
+    for (const srv of servers) {
+      const t = combine(runs[srv][s].map((r) => get(r, 'server_cpu_us_per_msg')));
+      const p = combine(runs[srv][plain].map((r) => get(r, 'server_cpu_us_per_msg')));
+      row[`${srv}_runs`] = [];
+      row[srv] = typeof t === 'number' && typeof p === 'number' && p > 0 ? Math.round((t / p - 1) * 1000) / 10 : null;
+    }
+    for (const p of peers) row[`hydra/${p}`] = null;  // a ratio of percentages says nothing
+    table.push(row);
+  }
 }
 const cols = ['scenario', 'metric', ...servers.map((srv) => names[srv] || srv), ...peers.map((p) => `hydra/${names[p] || p}`), 'better'];
 const numeric = new Set(servers.map((_, i) => i + 2));
@@ -298,8 +340,12 @@ const rows = table.map((r) => [r.scenario, r.metric + (r.unit ? ` (${r.unit})` :
   ...peers.map((p) => (r[`hydra/${p}`] === null ? '' : String(r[`hydra/${p}`]))), r.better]);
 const widths = cols.map((c, i) => Math.max(c.length, ...rows.map((r) => r[i].length)));
 const line = (r) => r.map((c, i) => (numeric.has(i) ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join('  ').trimEnd();
+// The TLS version and cipher the *_tls runs negotiated (hydra-bench offers OpenSSL's defaults).
+const tlsUsed = [...new Set(servers.flatMap((srv) => scenarios.filter((s) => s.endsWith('_tls'))
+  .flatMap((s) => runs[srv][s].map((r) => get(r, 'connect.tls')).filter(Boolean).map((t) => `${names[srv] || srv} ${t}`))))];
 console.log(`hydra ${process.env.BENCH_REVISION}; ${process.env.BENCH_PARAMS}; ` +
-  (repeat > 1 ? `median of ${repeat} runs each` : 'one run each'));
+  (repeat > 1 ? `median of ${repeat} runs each` : 'one run each') +
+  (tlsUsed.length ? `; wss: ${tlsUsed.join(', ')}, self-signed P-256 certificate` : ''));
 console.log(line(cols));
 console.log(widths.map((w) => '-'.repeat(w)).join('  '));
 for (const r of rows) console.log(line(r));
@@ -324,6 +370,7 @@ const results = {
   pinning: { server_cpu: Number(serverCpu), client_cpu: Number(clientCpu) },
   versions: { hydra: process.env.BENCH_REVISION, node: process.version, ws: wsVersion },
   parameters: process.env.BENCH_PARAMS,
+  tls: tlsUsed,
   repeat,
   table,
   warnings,
