@@ -404,7 +404,8 @@ BOOST_AUTO_TEST_CASE(many_records_in_one_segment_and_many_requests_in_one_record
 
 BOOST_AUTO_TEST_CASE(a_pipelining_client_that_stops_reading_gets_every_answer_once_it_reads_again) {
     const test::Certificate cert = test::make_certificate();
-    // (No rate limit: every answer is a 200.) A small output limit: the server stops reading (EPOLLIN off) with
+    // (No rate limit: every answer is a 200, and none is logged: the test reads the server's stderr only at the end,
+    // a full pipe would hold the server's logging.) A small output limit: the server stops reading (EPOLLIN off) with
     // decrypted requests left in OpenSSL.
     test::Host host(with(test::tls_settings(cert, {"api"}),
                          {"--set", "api.max_pending_output=16384", "--set", "api.rate_limit.requests_per_s=0"}));
