@@ -185,9 +185,15 @@ ssize_t TlsSession::read(void* buffer, std::size_t size) {
 ssize_t TlsSession::write(const void* data, std::size_t size) {
     if (size == 0) return 0;
     ERR_clear_error();
-    int n = SSL_write(ssl_, data, static_cast<int>(std::min<std::size_t>(size, INT_MAX)));
-    if (n > 0) return n;
-    return fail(n, true);
+    const int len = static_cast<int>(std::min<std::size_t>(size, INT_MAX));
+    int n = SSL_write(ssl_, data, len);
+    if (n > 0) {
+        unfinished_write_ = 0;
+        return n;
+    }
+    ssize_t r = fail(n, true);
+    if (errno == EAGAIN) unfinished_write_ = static_cast<std::size_t>(len);
+    return r;
 }
 
 ssize_t TlsSession::writev(const iovec* iov, int count) {

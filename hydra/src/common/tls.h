@@ -75,6 +75,10 @@ class TlsSession {
     ssize_t write(const void* data, std::size_t size);
     // Like sendmsg(): small pieces are gathered into records of up to 16 KiB; the same retry rule as write().
     ssize_t writev(const iovec* iov, int count);
+    // After a write()/writev() that returned EAGAIN: the bytes it was given, which OpenSSL has already put into a
+    // record (0 when the last write completed). A caller that drops queued output must keep at least this many bytes
+    // from its queue head, or the retry fails and the peer never gets what is sent instead.
+    std::size_t unfinished_write() const { return unfinished_write_; }
     // Decrypted or undecrypted bytes held by OpenSSL that the socket will not report again: read() before waiting.
     bool pending() const;
     // The last read() or handshake() is waiting for the socket to take bytes (EPOLLOUT), not to bring them.
@@ -89,6 +93,7 @@ class TlsSession {
     bool established_ = false;
     bool wants_write_ = false;
     bool broken_ = false;  // a fatal error: OpenSSL forbids SSL_shutdown after one
+    std::size_t unfinished_write_ = 0;
 };
 
 // `<section>.tls` of `config` loaded: null when it is off; ConfigError ("<source>: <section>.tls.cert_file: ...") when

@@ -896,15 +896,15 @@ bool WsServer::Loop::enqueue(Connection& c, Frame frame) {
     if (c.fd < 0) return false;
     if (c.out_bytes + frame->size() > server.settings_.send_queue_bytes && c.state == Connection::State::open) {
         // A client that does not read: drop what it has not received (keeping a partly written frame so the
-        // stream stays well-formed), tell it why, and close.
+        // stream stays well-formed, and over TLS the frames of a record OpenSSL holds half-written), tell it why,
+        // and close.
         report_error(c, "send queue full (" + std::to_string(c.out_bytes) + " bytes): closing");
-        if (c.out_offset > 0) {
-            c.out.resize(1);
-            c.out_bytes = c.out[0]->size() - c.out_offset;
-        } else {
-            c.out.clear();
-            c.out_bytes = 0;
-        }
+        std::size_t keep = std::max<std::size_t>(c.out_offset > 0 ? 1 : 0, c.tls ? c.tls->unfinished_write() : 0);
+        std::size_t kept = 0;
+        c.out_bytes = 0;
+        for (; kept < c.out.size() && c.out_bytes < keep; ++kept)
+            c.out_bytes += c.out[kept]->size() - (kept == 0 ? c.out_offset : 0);
+        c.out.resize(kept);
         if (!c.confirms.empty()) settle_confirms(c, c.bytes_written + c.out_bytes);
         c.pending.clear();
         enqueue_raw(c, encode_close(close_code::policy_violation, "send queue full"));
