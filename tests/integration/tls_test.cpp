@@ -97,6 +97,40 @@ asyncio.run(main(int(sys.argv[1]), sys.argv[2]))
     BOOST_CHECK_EQUAL(chat, "50000");  // a message of several TLS records, relayed whole
 }
 
+BOOST_AUTO_TEST_CASE(connections_quiet_long_enough_to_give_back_their_buffers_work_as_before) {
+    const test::Certificate cert = test::make_certificate();
+    test::Host host(test::tls_settings(cert, {"api", "ws"}));
+    // The sleeps create the condition: quiet for longer than the 1 s after which a loop releases OpenSSL's buffers.
+    const std::string script = R"PY(
+import asyncio, http.client, ssl, sys, time
+import websockets
+async def main(ws_port, api_port, ca):
+    ctx = ssl.create_default_context(cafile=ca)
+    async with websockets.connect(f"wss://localhost:{ws_port}/echo", ssl=ctx, max_size=None) as ws:
+        await ws.send("a")
+        print(await ws.recv(), flush=True)
+        await asyncio.sleep(2.5)
+        big = "x" * (1 << 20)
+        await ws.send(big)
+        print((await ws.recv()) == big, flush=True)
+        await asyncio.sleep(2.5)
+        await ws.send("b")
+        print(await ws.recv(), flush=True)
+    api = http.client.HTTPSConnection("localhost", api_port, context=ctx)
+    for i in range(2):
+        api.request("GET", "/no-such-route")
+        r = api.getresponse()
+        r.read()
+        print(r.status, flush=True)
+        time.sleep(2.5)
+asyncio.run(main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]))
+)PY";
+    test::ChildProcess py(
+        {"/usr/bin/python3", "-c", script, std::to_string(host.ws_port), port_of(host.api), cert.cert});
+    BOOST_REQUIRE_MESSAGE(py.wait(120s).value_or(-1) == 0, py.err());
+    BOOST_CHECK_EQUAL(py.out(), "a\nTrue\nb\n404\n404\n");
+}
+
 BOOST_AUTO_TEST_CASE(alpn_selects_http_1_1_and_a_client_offering_only_h2_goes_on_without_alpn) {
     const test::Certificate cert = test::make_certificate();
     test::Host host(test::tls_settings(cert, {"api"}));

@@ -394,7 +394,7 @@ BOOST_AUTO_TEST_CASE(conf_check_refuses_jwt_settings_the_host_could_not_start_wi
     BOOST_CHECK_EQUAL(conf_check({"ws.auth=jwt", "auth.jwt.secret=" + kSecret}), "0 ");
 }
 
-BOOST_AUTO_TEST_CASE(hydra_token_makes_a_token_the_real_binary_accepts) {
+BOOST_AUTO_TEST_CASE(hydra_token_makes_a_token_the_real_binary_accepts_and_the_binary_refuses_bad_ones) {
     const std::vector<std::string> sets = {"--set", "auth.jwt.secret=" + kSecret,
                                            "--set", "auth.jwt.issuer=" + kIssuer,
                                            "--set", "auth.jwt.audience=" + kAudience};
@@ -430,6 +430,30 @@ BOOST_AUTO_TEST_CASE(hydra_token_makes_a_token_the_real_binary_accepts) {
         BOOST_ERROR("accepted without a token");
     } catch (const WsHandshakeError& e) {
         BOOST_CHECK_EQUAL(e.status(), 401);
+    }
+    // The binary refuses what the server refuses in-process above, with the same reasons.
+    TokenSpec expired;
+    expired.ttl_s = -60;
+    TokenSpec early;
+    early.nbf_in_s = 3600;
+    TokenSpec other_aud;
+    other_aud.aud = "someone-else";
+    const std::vector<std::pair<std::string, std::string>> refused = {
+        {token(expired), "invalid token: token expired\n"},
+        {token(early), "invalid token: token not yet valid\n"},
+        {token(other_aud), "invalid token: wrong audience\n"},
+        {test::unsigned_token({{"sub", "alice"}, {"exp", now_s() + 600}, {"iss", kIssuer}, {"aud", kAudience}}),
+         "invalid token: algorithm none not allowed\n"},
+    };
+    for (const auto& [bad, reason] : refused) {
+        try {
+            WsClient refused_client =
+                WsClient::connect("127.0.0.1", host.ws_port, "/", {{"Sec-WebSocket-Protocol", "bearer, " + bad}});
+            BOOST_ERROR("accepted: " << reason);
+        } catch (const WsHandshakeError& e) {
+            BOOST_CHECK_EQUAL(e.status(), 401);
+            BOOST_CHECK_EQUAL(e.body(), reason);
+        }
     }
     WsClient c = WsClient::connect("127.0.0.1", host.ws_port, "/", {{"Authorization", "Bearer " + t}});
     const std::string uuid = c.response_header("X-Request-Id").value_or("");

@@ -257,7 +257,10 @@ void Server::Loop::on_tick() {
         Connection& c = *conn;
         if (c.tls && !c.tls->established()) {
             if (now - c.accepted_ms > s.tls->settings().handshake_timeout_ms) tls_timed_out.push_back(&c);
-        } else if (c.write_stalled_ms > 0 && now - c.write_stalled_ms > s.request_timeout_ms) {
+            continue;
+        }
+        if (c.tls && now - c.last_activity_ms > kTlsIdleReleaseMs) c.tls->release_buffers();
+        if (c.write_stalled_ms > 0 && now - c.write_stalled_ms > s.request_timeout_ms) {
             stalled.push_back(&c);
         } else if (c.state == Connection::State::closing) {
             if (now > c.linger_deadline_ms) lingered.push_back(&c);

@@ -83,6 +83,10 @@ class TlsSession {
     bool pending() const;
     // The last read() or handshake() is waiting for the socket to take bytes (EPOLLOUT), not to bring them.
     bool wants_write() const { return wants_write_; }
+    // Gives OpenSSL's record buffers (about 34 KB) back while the connection is quiet; the next read or write
+    // allocates them again. The loops call it for connections idle for kTlsIdleReleaseMs, so that busy connections
+    // keep theirs (no allocation per message) and idle ones cost little. A no-op while they hold bytes.
+    void release_buffers();
     // Sends close_notify, best effort (never waits).
     void shutdown();
 
@@ -93,12 +97,16 @@ class TlsSession {
     bool established_ = false;
     bool wants_write_ = false;
     bool broken_ = false;  // a fatal error: OpenSSL forbids SSL_shutdown after one
+    bool buffers_ = true;  // OpenSSL may hold record buffers (not released since the last read or write)
     std::size_t unfinished_write_ = 0;
 };
 
 // `<section>.tls` of `config` loaded: null when it is off; ConfigError ("<source>: <section>.tls.cert_file: ...") when
 // a file does not load. For `hydra run` and `hydra conf check` alike.
 std::shared_ptr<TlsContext> load_tls(const Config& config, const std::string& section);
+
+// How long a TLS connection must be quiet before its loop releases its record buffers (TlsSession::release_buffers).
+constexpr long kTlsIdleReleaseMs = 1000;
 
 // recv()/send() on a connection that may speak TLS (`tls` null: plain TCP).
 ssize_t stream_read(int fd, TlsSession* tls, void* buffer, std::size_t size);

@@ -318,6 +318,7 @@ void WsServer::Loop::on_tick() {
     std::vector<Connection*> token_expired;
     for (auto& [id, conn] : connections) {
         Connection& c = *conn;
+        if (c.tls && c.out.empty() && now - c.last_recv_ms > kTlsIdleReleaseMs) c.tls->release_buffers();
         switch (c.state) {
             case Connection::State::handshake:
             case Connection::State::upgrading:
