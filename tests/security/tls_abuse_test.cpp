@@ -21,6 +21,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include "support/host.h"
+#include "support/http_raw.h"
 #include "support/tls.h"
 #include "support/wait.h"
 
@@ -225,28 +226,6 @@ class Counter {
     std::string what_;
     std::size_t from_ = 0, n_ = 0;
 };
-
-// Bytes sent on the connection `fd` that the server has not read yet: its end's receive queue in /proc/net/tcp.
-long unread_by_server(int fd) {
-    sockaddr_in me{}, peer{};
-    socklen_t len = sizeof me;
-    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&me), &len) != 0) return -1;
-    len = sizeof peer;
-    if (::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) != 0) return -1;
-    char local[32], remote[32];
-    std::snprintf(local, sizeof local, "%08X:%04X", peer.sin_addr.s_addr, ntohs(peer.sin_port));
-    std::snprintf(remote, sizeof remote, "%08X:%04X", me.sin_addr.s_addr, ntohs(me.sin_port));
-    std::ifstream in("/proc/net/tcp");
-    std::string line;
-    while (std::getline(in, line)) {
-        std::istringstream fields(line);
-        std::string slot, l, r, state, queues;
-        if (!(fields >> slot >> l >> r >> state >> queues) || l != local || r != remote) continue;
-        const auto colon = queues.find(':');
-        return colon == std::string::npos ? -1 : std::stol(queues.substr(colon + 1), nullptr, 16);
-    }
-    return -1;
-}
 
 int port_of(const std::string& address) { return std::stoi(address.substr(address.rfind(':') + 1)); }
 
@@ -551,7 +530,7 @@ BOOST_AUTO_TEST_CASE(a_flood_of_key_updates_is_read_only_as_fast_as_its_answers_
     flood.send(5s);
     // Time the server would need to read the rest if nothing held it back (it read 200000 within 5 s under load).
     std::this_thread::sleep_for(3s);
-    const long held_back = unread_by_server(flood.fd()) + static_cast<long>(flood.unsent());
+    const long held_back = test::unread_by_server(flood.fd()) + static_cast<long>(flood.unsent());
     BOOST_TEST_MESSAGE("not taken by the server: " << held_back << " of about " << kUpdates * 27 << " bytes");
     BOOST_CHECK_GT(held_back, 2000000);
     // The server still serves others.

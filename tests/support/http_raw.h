@@ -106,12 +106,13 @@ class RawHttp {
 // Bytes sent on `c` that the server has not read yet: its end's receive queue in /proc/net/tcp (-1 if not found).
 // 0 means the server has taken the whole request off the socket — observable progress for tests that need a request
 // to be read (and so dispatched) before they send the next one.
-inline long unread_by_server(const RawHttp& c) {
+// (Any connected IPv4 socket `fd` of the test's.)
+inline long unread_by_server(int fd) {
     sockaddr_in me{}, peer{};
     socklen_t len = sizeof me;
-    if (::getsockname(c.fd(), reinterpret_cast<sockaddr*>(&me), &len) != 0) return -1;
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&me), &len) != 0) return -1;
     len = sizeof peer;
-    if (::getpeername(c.fd(), reinterpret_cast<sockaddr*>(&peer), &len) != 0) return -1;
+    if (::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) != 0) return -1;
     // /proc/net/tcp prints an IPv4 address as its 32-bit value in hex, the port in host order.
     char local[32], remote[32];
     std::snprintf(local, sizeof local, "%08X:%04X", peer.sin_addr.s_addr, ntohs(peer.sin_port));
@@ -127,6 +128,8 @@ inline long unread_by_server(const RawHttp& c) {
     }
     return -1;
 }
+
+inline long unread_by_server(const RawHttp& c) { return unread_by_server(c.fd()); }
 
 // The status of the first response in `bytes` (0 if none).
 inline int status_of(const std::string& bytes) {
