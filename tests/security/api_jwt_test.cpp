@@ -94,39 +94,22 @@ BOOST_AUTO_TEST_SUITE(api_jwt)
 
 BOOST_AUTO_TEST_CASE(a_request_without_an_acceptable_token_is_refused_401_with_a_bearer_challenge) {
     test::Host host(host_sets());
-    TokenSpec expired;
-    expired.ttl_s = -60;  // past the default leeway of 30 s
-    TokenSpec early;
-    early.nbf_in_s = 3600;
-    TokenSpec other_aud;
-    other_aud.aud = "someone-else";
-    TokenSpec other_iss;
-    other_iss.iss = "https://evil.example";
-    TokenSpec other_secret;
-    other_secret.secret = kSecret + "-not-ours";
     TokenSpec no_sub;
     no_sub.sub = "";
-    const std::string alg_none =
-        test::unsigned_token({{"sub", "alice"}, {"exp", test::now_s() + 600}, {"iss", kIssuer}, {"aud", kAudience}});
     struct Case {
         std::string what;
         std::map<std::string, std::string> headers;
         std::string msg;
     };
-    const std::vector<Case> cases = {
+    std::vector<Case> cases = {
         {"no token", {}, "missing token"},
         {"an empty bearer", {{"Authorization", "Bearer "}}, "missing token"},
         {"not a bearer token", {{"Authorization", "Basic YWxpY2U6cHc="}}, "missing token"},
         {"the token as a query", {}, "missing token"},  // only the header counts on the API
         {"garbage", bearer("not.a.token"), "invalid token: malformed token"},
-        {"bad signature", bearer(token(other_secret)), "invalid token: bad signature"},
-        {"expired", bearer(token(expired)), "invalid token: token expired"},
-        {"not yet valid", bearer(token(early)), "invalid token: token not yet valid"},
-        {"wrong audience", bearer(token(other_aud)), "invalid token: wrong audience"},
-        {"wrong issuer", bearer(token(other_iss)), "invalid token: wrong issuer"},
-        {"alg none", bearer(alg_none), "invalid token: algorithm none not allowed"},
         {"no sub", bearer(token(no_sub)), "invalid token: missing sub"},
     };
+    for (const auto& r : test::refused_tokens(TokenSpec{})) cases.push_back({r.what, bearer(r.token), r.reason});
     for (const auto& c : cases) {
         BOOST_TEST_CONTEXT(c.what) {
             const std::string path =

@@ -8,6 +8,7 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include <Poco/Base64Encoder.h>
 #include <Poco/JWT/Signer.h>
@@ -58,6 +59,37 @@ inline std::string hs256_token(const TokenSpec& spec) {
 // A token with alg "none" and no signature: `payload` as it is.
 inline std::string unsigned_token(const hydra::Json& payload) {
     return b64url(R"({"alg":"none","typ":"JWT"})") + "." + b64url(payload.dump()) + ".";
+}
+
+// A token a host configured with `good`'s secret, issuer and audience must refuse, what is wrong with it, and the
+// reason the host gives.
+struct RefusedToken {
+    std::string what;
+    std::string token;
+    std::string reason;
+};
+
+inline std::vector<RefusedToken> refused_tokens(const TokenSpec& good) {
+    auto changed = [&](auto change) {
+        TokenSpec spec = good;
+        change(spec);
+        return hs256_token(spec);
+    };
+    hydra::Json unsigned_payload = {{"sub", good.sub}, {"exp", now_s() + 600}};
+    if (!good.iss.empty()) unsigned_payload["iss"] = good.iss;
+    if (!good.aud.empty()) unsigned_payload["aud"] = good.aud;
+    return {
+        {"bad signature", changed([](TokenSpec& t) { t.secret += "-not-ours"; }), "invalid token: bad signature"},
+        {"expired", changed([](TokenSpec& t) {
+             t.exp.reset();
+             t.ttl_s = -60;  // past the default leeway of 30 s
+         }),
+         "invalid token: token expired"},
+        {"not yet valid", changed([](TokenSpec& t) { t.nbf_in_s = 3600; }), "invalid token: token not yet valid"},
+        {"wrong audience", changed([](TokenSpec& t) { t.aud = "someone-else"; }), "invalid token: wrong audience"},
+        {"wrong issuer", changed([](TokenSpec& t) { t.iss = "https://evil.example"; }), "invalid token: wrong issuer"},
+        {"alg none", unsigned_token(unsigned_payload), "invalid token: algorithm none not allowed"},
+    };
 }
 
 }  // namespace test
