@@ -1,11 +1,9 @@
 #include "ws/ws_server.h"
 
 #include <arpa/inet.h>
-#include <linux/sockios.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -1068,12 +1066,9 @@ void WsServer::Loop::update_events(Connection& c) {
 void WsServer::Loop::destroy(Connection& c, std::uint16_t code, const std::string& reason) {
     if (c.fd < 0) return;
     loop.remove(c.fd);
-    int kernel_unsent = 0;
-    if (c.out_bytes == 0 && !c.close_received) ioctl(c.fd, SIOCOUTQ, &kernel_unsent);
-    if (c.out_bytes > 0 || kernel_unsent > 0) {
-        // We give up on bytes the peer never took (a client that stopped reading), ours or already in the kernel:
-        // reset the connection so the kernel drops its send buffer now, instead of keeping an orphaned socket and its
-        // buffer for minutes.
+    if (c.out_bytes > 0) {
+        // We give up on bytes the peer never took (a client that stopped reading): reset the connection so the
+        // kernel drops its send buffer now, instead of keeping an orphaned socket and its buffer for minutes.
         linger abort{1, 0};
         setsockopt(c.fd, SOL_SOCKET, SO_LINGER, &abort, sizeof abort);
     } else if (c.tls) {
