@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian bookworm packages hydra needs, only those missing.
 #   deploy/install-deps.sh          build + run
-#   deploy/install-deps.sh --test   also what the test suite drives (curl, openssl, kcat, python3-websockets, clang for
-#                                   fuzzing, chromium)
+#   deploy/install-deps.sh --test   also what the test suite drives (curl, openssl, kcat, python3-websockets,
+#                                   python3-prometheus-client, clang for fuzzing, chromium)
 #   deploy/install-deps.sh --bench  also the peers of tests/bench/send.sh (nginx-light + Nchan, kcat, curl)
 set -euo pipefail
 
@@ -13,7 +13,7 @@ if [[ "${1:-}" == "--bench" ]]; then
     packages+=(nginx-light libnginx-mod-nchan kcat curl)
 fi
 if [[ "${1:-}" == "--test" ]]; then
-    packages+=(curl openssl kcat python3 python3-websockets clang libclang-rt-14-dev chromium)
+    packages+=(curl openssl kcat python3 python3-websockets python3-prometheus-client clang libclang-rt-14-dev chromium)
     # Node may come from elsewhere than Debian (it ships its own npm): only install it when missing.
     command -v node >/dev/null || packages+=(nodejs)
     command -v npm >/dev/null || packages+=(npm)

@@ -69,11 +69,44 @@ bool looks_like_json_object(const std::string& body) {
     return first != body.end() && *first == '{';
 }
 
-// The response to a handler's result (or error), with its headers and X-Request-Id; logs the request. Touches no
-// server state: an async reply may come after the server is gone.
+}  // namespace
+
+// Requests by route: series looked up per thread (label values: listener, route pattern, method, status class).
+struct ApiServer::Metrics {
+    Metrics(metrics::Registry& r, std::string name)
+        : listener(std::move(name)),
+          requests(r.counter("hydra_http_requests_total", "HTTP requests answered, by route pattern and status class.",
+                             {"listener", "route", "method", "code"})),
+          duration(r.histogram("hydra_http_request_duration_seconds",
+                               "Time from a request's arrival to its answer, by route pattern.",
+                               {"listener", "route"})),
+          rejected(r.counter("hydra_http_rejected_total",
+                             "Requests the transport answered itself, before any route: malformed (400), slow (408), "
+                             "too large (413, 431), over the rate limit (429), overloaded (503).",
+                             {"listener", "code"})) {}
+
+    void request(const std::string& route, const std::string& method, int status,
+                 std::chrono::steady_clock::time_point started) {
+        const std::string& r = route.empty() ? kUnmatched : route;
+        requests.local({listener, r, metrics::method_label(method), metrics::status_class(status)}).inc();
+        duration.local({listener, r}).observe_since(started);
+    }
+
+    static inline const std::string kUnmatched = "unmatched";  // 404: no route (the path is the client's choice)
+    std::string listener;
+    metrics::Family<metrics::Counter>& requests;
+    metrics::Family<metrics::Histogram>& duration;
+    metrics::Family<metrics::Counter>& rejected;
+};
+
+namespace {
+
+// The response to a handler's result (or error), with its headers and X-Request-Id; logs the request and counts it
+// (under `route`, the pattern matched). Touches no server state: an async reply may come after the server is gone.
 http::Response finish(const Result& result, const std::map<std::string, std::string>& headers, const std::string& rid,
                       const std::string& method, const std::string& target,
-                      std::chrono::steady_clock::time_point started) {
+                      std::chrono::steady_clock::time_point started, ApiServer::Metrics* metrics,
+                      const std::string& route) {
     http::Response response = reply_from(result);
     for (auto& [k, v] : headers) {
         // A handler's own Content-Type (static files) replaces the one of its result kind.
@@ -92,6 +125,7 @@ http::Response finish(const Result& result, const std::map<std::string, std::str
         std::snprintf(took, sizeof took, "%.2fms", ms);
         Logger(rid).info(method + " " + target + " " + std::to_string(response.status) + " " + took);
     }
+    if (metrics) metrics->request(route, method, response.status, started);
     return response;
 }
 
@@ -152,7 +186,9 @@ ApiServer::ApiServer(Settings settings, const Router& router, const std::vector<
       middleware_(middleware),
       queue_(queue),
       exchange_(exchange),
-      keys_(settings_.api_keys) {}
+      keys_(settings_.api_keys) {
+    if (settings_.metrics) metrics_ = std::make_shared<Metrics>(*settings_.metrics, settings_.name);
+}
 
 ApiServer::~ApiServer() {
     if (server_) stop();
@@ -178,7 +214,8 @@ void ApiServer::start() {
     hs.tls = settings_.tls;
     auto server = std::make_unique<http::Server>(
         hs, [this](http::Request& request) { return handle(request); },
-        [](int status, const std::string& reason) {
+        [metrics = metrics_](int status, const std::string& reason) {
+            if (metrics) metrics->rejected.local({metrics->listener, std::to_string(status)}).inc();
             http::Response r = error_reply(status, reason);
             r.headers.emplace_back("X-Request-Id", generate_uuid());
             return r;
@@ -204,8 +241,14 @@ void ApiServer::stop() {
 // and its reply came, whichever is last; with a 500 when every copy of the reply was dropped without a call.
 struct ApiServer::Pending {
     Pending(http::Server::Responder respond, const http::Request& request, std::string rid,
-            std::chrono::steady_clock::time_point started)
-        : respond(respond), method(request.method), target(request.target), rid(std::move(rid)), started(started) {}
+            std::chrono::steady_clock::time_point started, std::shared_ptr<Metrics> metrics, std::string route)
+        : respond(respond),
+          method(request.method),
+          target(request.target),
+          rid(std::move(rid)),
+          started(started),
+          metrics(std::move(metrics)),
+          route(std::move(route)) {}
 
     ~Pending() {
         if (sent) return;
@@ -237,13 +280,16 @@ struct ApiServer::Pending {
     void send() {
         sent = true;
         respond.compose([result = std::move(*result), headers = std::move(headers), rid = rid, method = method,
-                         target = target,
-                         started = started] { return finish(result, headers, rid, method, target, started); });
+                         target = target, started = started, metrics = metrics, route = route] {
+            return finish(result, headers, rid, method, target, started, metrics.get(), route);
+        });
     }
 
     http::Server::Responder respond;  // its loop outlives an answer in flight (http::Server::stop)
     std::string method, target, rid;
     std::chrono::steady_clock::time_point started;
+    std::shared_ptr<Metrics> metrics;
+    std::string route;
     std::mutex mutex;
     std::optional<Result> result;
     std::map<std::string, std::string> headers;
@@ -291,9 +337,11 @@ Result wait_for_reply(const AsyncHandler& handler, Context& ctx) {
 
 }  // namespace
 
-Router::Match ApiServer::route(const http::Request& request, std::map<std::string, std::string>& headers) const {
+Router::Match ApiServer::route(const http::Request& request, std::map<std::string, std::string>& headers,
+                               std::string& pattern) const {
     Router::Match match = router_.match(request.method, request.path);
     if (match.status == Router::Status::not_found) throw Error(404, "no route for " + request.path);
+    pattern = match.pattern;
     if (match.status == Router::Status::method_not_allowed) {
         headers["Allow"] = match.allow;
         throw Error(405, "method " + request.method + " not allowed on " + match.pattern);
@@ -376,7 +424,8 @@ bool ApiServer::handle_on_loop(http::Request& request, const http::Server::Respo
     const Router::Match match = router_.match(request.method, request.path);
     if (match.status != Router::Status::found || match.async == nullptr) return false;
     auto started = std::chrono::steady_clock::now();
-    auto pending = std::make_shared<Pending>(respond, request, request_id_of(request), started);
+    auto pending =
+        std::make_shared<Pending>(respond, request, request_id_of(request), started, metrics_, match.pattern);
     std::optional<Result> error;
     std::map<std::string, std::string> headers;
     try {
@@ -399,8 +448,9 @@ http::Response ApiServer::handle(http::Request& request) {
     std::string rid = request_id_of(request);
     std::map<std::string, std::string> headers;
     Result result;
+    std::string pattern;  // the route matched, for the metrics ("" = none)
     try {
-        Router::Match match = route(request, headers);
+        Router::Match match = route(request, headers, pattern);
         auto claims = authorize(request, match.auth, headers);
         Context::Init init = context_init(request, match, rid);
         init.claims = std::move(claims);
@@ -418,7 +468,7 @@ http::Response ApiServer::handle(http::Request& request) {
         Logger(rid).error(std::string("api: request failed: ") + e.what());
         result = Result(Error(500, "internal server error"));
     }
-    return finish(result, headers, rid, request.method, request.target, started);
+    return finish(result, headers, rid, request.method, request.target, started, metrics_.get(), pattern);
 }
 
 }  // namespace hydra

@@ -15,6 +15,7 @@
 #include "api/http_server.h"
 #include "api/router.h"
 #include "auth/api_keys.h"
+#include "metrics/metrics.h"
 
 namespace hydra {
 
@@ -42,6 +43,7 @@ class ApiServer {
         bool keys_everywhere = false;            // every route requires a key when there are keys (the admin listener)
         std::shared_ptr<const JwtVerifier> jwt;  // auth.jwt, for routes with Auth::jwt (App::start checks it is set)
         std::shared_ptr<TlsContext> tls;         // `<listener>.tls` loaded by the host; null = plain TCP
+        std::shared_ptr<metrics::Registry> metrics;  // set by the host when admin.metrics is on; null = count nothing
 
         static Settings from(const Config& config);        // the `api` section
         static Settings admin_from(const Config& config);  // the admin listener: `admin`, with the api.* limits
@@ -67,11 +69,14 @@ class ApiServer {
     // connection of the loop would wait for it.
     static constexpr std::size_t kMaxLoopBody = 16 * 1024;
 
+    struct Metrics;
+
   private:
     struct Pending;
 
-    // The route, or Error(404 / 405 with an Allow header).
-    Router::Match route(const http::Request& request, std::map<std::string, std::string>& headers) const;
+    // The route, or Error(404 / 405 with an Allow header); `pattern` is the route's once a path matched (405 too).
+    Router::Match route(const http::Request& request, std::map<std::string, std::string>& headers,
+                        std::string& pattern) const;
     // Error(401, with a WWW-Authenticate header) when the route requires a key or token the request does not
     // present. Returns the token's claims on an Auth::jwt route, else null.
     std::shared_ptr<const Json> authorize(const http::Request& request, Auth auth,
@@ -85,6 +90,7 @@ class ApiServer {
     Queue* queue_;
     Exchange* exchange_;
     auth::ApiKeys keys_;
+    std::shared_ptr<Metrics> metrics_;  // shared with answers in flight; null: count nothing
     std::unique_ptr<http::Server> server_;
 };
 

@@ -12,6 +12,7 @@
 #include "api/router.h"
 #include "api/static_files.h"
 #include "app/app_impl.h"
+#include "queue/metered.h"
 
 namespace hydra {
 
@@ -53,6 +54,14 @@ void check_jwt_needs(const Config& config, const JwtVerifier* jwt, const Router&
 App::App(AppOptions options) : impl_(std::make_unique<Impl>()) {
     impl_->options = std::move(options);
     impl_->schema = ConfigSchema::builtin();
+    // Prometheus scrapes the admin listener (which requires an API key whenever auth.api_keys is set).
+    Impl* impl = impl_.get();
+    impl_->admin_routes.add("/metrics", {{"GET", [impl](Context& ctx) -> Result {
+                                              std::shared_ptr<metrics::Registry> registry = impl->metrics;
+                                              if (!registry) throw Error(404, "metrics are off (admin.metrics)");
+                                              ctx.set_response_header("Content-Type", metrics::kContentType);
+                                              return registry->render();
+                                          }}});
 }
 
 App::~App() { stop(); }
@@ -176,6 +185,10 @@ void App::start(Config config) {
     check_jwt_needs(cfg, impl_->jwt.get(), impl_->api_routes, impl_->admin_routes);
     // Certificates before any listener binds: a bad file fails the start with nothing half-started.
     impl_->tls.clear();
+    if (cfg.boolean("admin.enabled") && cfg.boolean("admin.metrics")) {
+        impl_->metrics = std::make_shared<metrics::Registry>();
+        impl_->process_metrics = metrics::add_process_collector(*impl_->metrics, impl_->options.version);
+    }
     std::shared_ptr<TlsContext> ws_tls = cfg.boolean("ws.enabled") ? impl_->load_tls("ws") : nullptr;
     std::shared_ptr<TlsContext> api_tls = cfg.boolean("api.enabled") ? impl_->load_tls("api") : nullptr;
     std::shared_ptr<TlsContext> admin_tls = cfg.boolean("admin.enabled") ? impl_->load_tls("admin") : nullptr;
@@ -185,16 +198,21 @@ void App::start(Config config) {
     try {
         // The queue first: every server may push. A corrupt or unwritable database fails the start here.
         impl_->queue = queue::make_backend(cfg);
+        if (impl_->metrics)
+            impl_->queue = queue::metered(std::move(impl_->queue), impl_->metrics,
+                                          cfg.str("queue.backend") == "sqlite" ? cfg.str("queue.sqlite.path") : "");
         // The WS server first: the API and MQC servers reach its clients through its exchange.
         if (cfg.boolean("ws.enabled")) {
             auto settings = ws::WsServer::Settings::from(cfg);
             settings.jwt = impl_->jwt;
             settings.tls = ws_tls;
+            settings.metrics = impl_->metrics;
             impl_->ws = std::make_unique<ws::WsServer>(std::move(settings), impl_->ws_routes, impl_->queue.get());
             // On Kafka the hosts form a cluster: handlers reach clients on every host through its exchange.
             if (cfg.str("queue.backend") == "kafka" && cfg.boolean("cluster.enabled")) {
                 auto settings =
                     cluster::ClusterExchange::Settings::from(cfg, impl_->options.plat + "." + impl_->options.system);
+                settings.metrics = impl_->metrics;
                 impl_->cluster = std::make_unique<cluster::ClusterExchange>(settings, impl_->ws->exchange());
                 impl_->ws->set_handler_exchange(impl_->cluster.get());
                 impl_->cluster->start();
@@ -213,6 +231,7 @@ void App::start(Config config) {
             settings.tls = api_tls;
             settings.software = "hydra/" + impl_->options.version;
             settings.jwt = impl_->jwt;
+            settings.metrics = impl_->metrics;
             impl_->api = std::make_unique<ApiServer>(settings, impl_->api_routes, impl_->api_middleware,
                                                      impl_->queue.get(), exchange());
             impl_->api->start();
@@ -226,6 +245,7 @@ void App::start(Config config) {
             settings.tls = admin_tls;
             settings.software = "hydra/" + impl_->options.version;
             settings.jwt = impl_->jwt;
+            settings.metrics = impl_->metrics;
             impl_->admin = std::make_unique<ApiServer>(settings, impl_->admin_routes, impl_->api_middleware,
                                                        impl_->queue.get(), exchange());
             impl_->admin->start();
@@ -237,7 +257,8 @@ void App::start(Config config) {
         // MQC last: its handlers use the exchange and the queue.
         if (cfg.boolean("mqc.enabled")) {
             auto routes = mqc::resolve_routes(impl_->mqc_routes, cfg);
-            mqc::subscribe_routes(routes, impl_->options, *impl_->queue, exchange());
+            mqc::subscribe_routes(routes, impl_->options, *impl_->queue, exchange(), impl_->metrics.get(),
+                                  static_cast<int>(cfg.integer("queue.max_attempts")));
             impl_->queue->start();
             std::string what;
             for (const auto& r : routes) what += (what.empty() ? "" : ", ") + r.route + " <- " + r.queue;
@@ -251,6 +272,8 @@ void App::start(Config config) {
         impl_->cluster.reset();  // first: its poll thread uses the WS server's exchange
         impl_->ws.reset();
         impl_->queue.reset();
+        impl_->process_metrics.reset();
+        impl_->metrics.reset();
         throw;
     }
     impl_->running = true;
@@ -298,6 +321,8 @@ void App::stop() {
     impl_->ws.reset();
     impl_->cluster.reset();
     impl_->queue.reset();
+    impl_->process_metrics.reset();
+    impl_->metrics.reset();
     impl_->running = false;
 }
 

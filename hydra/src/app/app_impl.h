@@ -14,6 +14,7 @@
 #include "api/router.h"
 #include "cluster/cluster_exchange.h"
 #include "common/tls.h"
+#include "metrics/metrics.h"
 #include "mqc/mqc_server.h"
 #include "queue/backend.h"
 #include "ws/ws_routes.h"
@@ -36,6 +37,9 @@ struct App::Impl {
     bool running = false;
     Config config;
     std::shared_ptr<const JwtVerifier> jwt;  // from auth.jwt; null when it configures no key
+    // admin.metrics: what GET /metrics renders (null when off); then the process metrics it collects.
+    std::shared_ptr<metrics::Registry> metrics;
+    metrics::Registry::Collector process_metrics;
     std::unique_ptr<queue::Backend> queue;
     std::unique_ptr<ws::WsServer> ws;
     std::unique_ptr<cluster::ClusterExchange> cluster;  // with queue.backend=kafka

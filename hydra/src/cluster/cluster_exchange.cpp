@@ -88,9 +88,37 @@ ClusterExchange::ClusterExchange(Settings settings, ws::WsExchange& local)
 
     local_.set_presence_observer(
         [this](const std::string& uuid, const std::string& user, bool open) { on_local_presence(uuid, user, open); });
+
+    if (settings_.metrics) {
+        metrics::Registry& r = *settings_.metrics;
+        routed_ = &r.counter("hydra_cluster_routed_total",
+                             "Messages sent to other hosts, by operation and way (node: one host's topic; bus: all).",
+                             {"kind", "via"});
+        route_failures_ = &r.counter("hydra_cluster_route_failures_total",
+                                     "Messages for other hosts that could not be produced (Kafka's local queue full or "
+                                     "a produce error).")
+                               .with({});
+        collector_ = r.add_collector([this](metrics::Samples& s) {
+            s.add("hydra_cluster_hosts_alive", "Hosts of the cluster seen alive (heartbeats), this one included.",
+                  metrics::Type::gauge, {}, {}, static_cast<double>(live_nodes()));
+            std::size_t remote = 0;
+            {
+                std::shared_lock lock(mutex_);
+                remote = remote_.size();
+            }
+            s.add("hydra_cluster_presence_entries", "Connections of other hosts known from the presence topic.",
+                  metrics::Type::gauge, {}, {}, static_cast<double>(remote));
+            s.add("hydra_cluster_presence_dropped_total",
+                  "Presence updates dropped because Kafka's local queue was full (a broker outage).",
+                  metrics::Type::counter, {}, {}, static_cast<double>(presence_dropped_.load()));
+        });
+    }
 }
 
-ClusterExchange::~ClusterExchange() { stop(); }
+ClusterExchange::~ClusterExchange() {
+    collector_.reset();  // before the state it reads
+    stop();
+}
 
 bool ClusterExchange::produce(const std::string& topic, const std::string& key, const std::string* value, bool wait) {
     for (int attempt = 0; attempt < 100; ++attempt) {
@@ -119,14 +147,22 @@ bool ClusterExchange::produce(const std::string& topic, const std::string& key, 
 
 void ClusterExchange::send_to(const std::string& node, const Json& message) {
     std::string text = dump(message);
-    produce(node_topic(node), message.value("uuid", ""), &text);
+    bool queued = produce(node_topic(node), message.value("uuid", ""), &text);
+    count(message, "node", queued);
 }
 
 void ClusterExchange::to_bus(const Json& message) {
     Json m = message;
     m["origin"] = settings_.node_id;
     std::string text = dump(m);
-    produce(bus_topic_, "", &text);
+    bool queued = produce(bus_topic_, "", &text);
+    count(message, "bus", queued);
+}
+
+void ClusterExchange::count(const Json& message, const char* via, bool queued) {
+    if (routed_ == nullptr) return;
+    routed_->local({message.value("op", ""), via}).inc();  // ops are this file's own
+    if (!queued) route_failures_->inc();
 }
 
 void ClusterExchange::on_local_presence(const std::string& uuid, const std::string& user, bool open) {

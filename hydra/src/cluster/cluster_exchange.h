@@ -23,6 +23,7 @@
 #include <hydra/config.h>
 #include <hydra/exchange.h>
 
+#include "metrics/metrics.h"
 #include "ws/ws_exchange.h"
 
 namespace RdKafka {
@@ -40,6 +41,7 @@ class ClusterExchange : public Exchange {
         std::map<std::string, std::string> properties;  // queue.kafka.properties
         std::string prefix = "hydra";                   // topic prefix: "<plat>.<system>" keeps apps apart
         std::chrono::milliseconds heartbeat{3000};      // a host silent for 3 heartbeats is considered gone
+        std::shared_ptr<metrics::Registry> metrics;     // set by the host when admin.metrics is on; null = none
 
         static Settings from(const Config& config, const std::string& prefix);
     };
@@ -88,6 +90,8 @@ class ClusterExchange : public Exchange {
     bool produce(const std::string& topic, const std::string& key, const std::string* value, bool wait = true);
     void send_to(const std::string& node, const Json& message);
     void to_bus(const Json& message);
+    // hydra_cluster_routed_total / route_failures_total for one message sent via "node" or "bus".
+    void count(const Json& message, const char* via, bool queued);
     // Where a uuid lives: this host (""), another live host (its id), or unknown (nullopt).
     std::optional<std::string> owner(std::string_view uuid) const;
     bool route(std::string_view uuid, Json message);
@@ -113,6 +117,10 @@ class ClusterExchange : public Exchange {
         closed_unannounced_;  // presence_dropped_ when presence was last announced again (heartbeat)
     std::mutex stop_mutex_;
     std::condition_variable stop_cv_;
+
+    metrics::Family<metrics::Counter>* routed_ = nullptr;  // null: count nothing
+    metrics::Counter* route_failures_ = nullptr;
+    metrics::Registry::Collector collector_;
 
     mutable std::shared_mutex mutex_;
     std::unordered_map<std::string, Remote> remote_;                // uuid → host, user (other hosts only)

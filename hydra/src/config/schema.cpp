@@ -69,7 +69,9 @@ constexpr const char* builtin_schema_text = R"json({
         "enabled": {"type": "boolean", "default": true},
         "address": {"type": "string", "format": "address", "default": "127.0.0.1:9091"},
         "threads": {"type": "integer", "minimum": 1, "maximum": 1024, "default": 4,
-                    "description": "Handler threads."}
+                    "description": "Handler threads."},
+        "metrics": {"type": "boolean", "default": true,
+                    "description": "Serve Prometheus metrics at GET /metrics on this listener, and count them; false counts nothing."}
       }
     },
     "auth": {

@@ -1,6 +1,7 @@
 #include "mqc/mqc_server.h"
 
 #include <algorithm>
+#include <chrono>
 #include <stdexcept>
 
 namespace hydra::mqc {
@@ -34,9 +35,34 @@ std::string group_for(const AppOptions& app, const std::string& route) {
     return app.plat + "." + app.system + "." + r;
 }
 
+namespace {
+
+// One route's series, resolved at subscription.
+struct RouteMetrics {
+    RouteMetrics(metrics::Registry& r, const std::string& route)
+        : ok(r.counter("hydra_mqc_handled_total", "Messages handled, by route and result (ok, failed).",
+                       {"route", "result"})
+                 .with({route, "ok"})),
+          failed(r.counter("hydra_mqc_handled_total", "", {"route", "result"}).with({route, "failed"})),
+          retries(
+              r.counter("hydra_mqc_retries_total", "Failed attempts that will be retried after a backoff.", {"route"})
+                  .with({route})),
+          dead(r.counter("hydra_mqc_dead_letters_total",
+                         "Messages moved to the dead letters after their last attempt failed.", {"route"})
+                   .with({route})),
+          duration(r.histogram("hydra_mqc_handler_duration_seconds", "Time an MQC handler took, by route.", {"route"})
+                       .with({route})) {}
+
+    metrics::Counter &ok, &failed, &retries, &dead;
+    metrics::Histogram& duration;
+};
+
+}  // namespace
+
 void subscribe_routes(const std::vector<MqcRoute>& routes, const AppOptions& app, queue::Backend& backend,
-                      Exchange* exchange) {
+                      Exchange* exchange, metrics::Registry* registry, int max_attempts) {
     for (const auto& r : routes) {
+        std::shared_ptr<RouteMetrics> counted = registry ? std::make_shared<RouteMetrics>(*registry, r.route) : nullptr;
         queue::Subscription sub;
         sub.queue = r.queue;
         sub.group = group_for(app, r.route);
@@ -44,7 +70,7 @@ void subscribe_routes(const std::vector<MqcRoute>& routes, const AppOptions& app
         Handler handler = r.handler;
         std::string route = r.route;
         queue::Backend* queue = &backend;
-        sub.handler = [handler, route, queue, exchange](const Message& m) {
+        sub.handler = [handler, route, queue, exchange, counted, max_attempts](const Message& m) {
             Context::Init init;
             init.kind = ServerKind::mqc;
             init.path = route;
@@ -64,9 +90,23 @@ void subscribe_routes(const std::vector<MqcRoute>& routes, const AppOptions& app
             init.queue = queue;
             init.exchange = exchange;
             Context ctx(std::move(init));
-            Result result = handler(ctx);
-            // An error result fails this attempt like an exception: the backend retries, then dead-letters.
-            if (result.is_error()) throw Error(result.error_code(), result.text());
+            const auto started = std::chrono::steady_clock::now();
+            try {
+                Result result = handler(ctx);
+                // An error result fails this attempt like an exception: the backend retries, then dead-letters.
+                if (result.is_error()) throw Error(result.error_code(), result.text());
+            } catch (...) {
+                if (counted) {
+                    counted->duration.observe_since(started);
+                    counted->failed.inc();
+                    (m.attempt >= max_attempts ? counted->dead : counted->retries).inc();
+                }
+                throw;
+            }
+            if (counted) {
+                counted->duration.observe_since(started);
+                counted->ok.inc();
+            }
         };
         backend.subscribe(std::move(sub));
     }

@@ -7,6 +7,7 @@
 
 #include <hydra/app.h>
 
+#include "metrics/metrics.h"
 #include "queue/backend.h"
 
 namespace hydra::mqc {
@@ -26,7 +27,9 @@ std::vector<MqcRoute> resolve_routes(std::vector<MqcRoute> registered, const Con
 // The consumer group of a route: "<plat>.<system>.<route with / as .>", e.g. "mall.wsserver.msg.push".
 std::string group_for(const AppOptions& app, const std::string& route);
 
+// With `registry`, each route's handler is counted (hydra_mqc_*): results, durations, retries and dead letters (a
+// failure on attempt `max_attempts` is the one that dead-letters).
 void subscribe_routes(const std::vector<MqcRoute>& routes, const AppOptions& app, queue::Backend& backend,
-                      Exchange* exchange);
+                      Exchange* exchange, metrics::Registry* registry = nullptr, int max_attempts = 0);
 
 }  // namespace hydra::mqc

@@ -796,7 +796,7 @@ std::vector<SqliteQueue::QueueStats> SqliteQueue::stats(const std::string& path)
     std::int64_t now = now_ms();
     SQLite::Statement q(*db,
                         "SELECT queue, SUM(visible_at <= ?), SUM(visible_at > ? AND leased = 0), "
-                        "SUM(visible_at > ? AND leased = 1) FROM messages GROUP BY queue");
+                        "SUM(visible_at > ? AND leased = 1), MIN(created_at) FROM messages GROUP BY queue");
     q.bind(1, static_cast<std::int64_t>(now));
     q.bind(2, static_cast<std::int64_t>(now));
     q.bind(3, static_cast<std::int64_t>(now));
@@ -806,6 +806,7 @@ std::vector<SqliteQueue::QueueStats> SqliteQueue::stats(const std::string& path)
         s.ready = q.getColumn(1).getInt64();
         s.delayed = q.getColumn(2).getInt64();
         s.leased = q.getColumn(3).getInt64();
+        s.oldest_ms = q.getColumn(4).getInt64();
     }
     SQLite::Statement d(*db, "SELECT queue, COUNT(*) FROM dead_letters GROUP BY queue");
     while (d.executeStep()) {

@@ -61,10 +61,11 @@ class SqliteQueue : public Backend {
     // server is running on the same file.
     struct QueueStats {
         std::string queue;
-        std::int64_t ready = 0;    // visible now
-        std::int64_t delayed = 0;  // waiting for a delay or a retry backoff
-        std::int64_t leased = 0;   // taken by a consumer, not yet acknowledged
-        std::int64_t dead = 0;     // in the dead letters
+        std::int64_t ready = 0;      // visible now
+        std::int64_t delayed = 0;    // waiting for a delay or a retry backoff
+        std::int64_t leased = 0;     // taken by a consumer, not yet acknowledged
+        std::int64_t dead = 0;       // in the dead letters
+        std::int64_t oldest_ms = 0;  // when the oldest message still in the queue was pushed (0: none)
     };
     static std::vector<QueueStats> stats(const std::string& path);
     static Json peek(const std::string& path, const std::string& queue, int limit);

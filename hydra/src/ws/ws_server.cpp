@@ -84,6 +84,58 @@ constexpr std::int64_t kTokenUnits = 1000;
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------------------------
+// Metrics: series resolved once at construction (label values from the routes), except close codes, resolved per
+// loop on first use. Codes a client can choose are folded into a bounded set.
+
+struct WsServer::Metrics {
+    Metrics(metrics::Registry& r, const WsRoutes& routes)
+        : registry(r),
+          messages_in(r.counter("hydra_ws_messages_received_total", "Data messages received from clients.").with({})),
+          messages_out(r.counter("hydra_ws_frames_sent_total",
+                                 "Frames queued to clients: replies, notifications, broadcasts, control frames.")
+                           .with({})),
+          bytes_in(r.counter("hydra_ws_received_bytes_total", "Bytes read from WebSocket connections.").with({})),
+          bytes_out(r.counter("hydra_ws_sent_bytes_total", "Bytes written to WebSocket connections.").with({})),
+          overflows(r.counter("hydra_ws_send_queue_overflows_total",
+                              "Connections closed 1008 because their send queue was full (a client not reading).")
+                        .with({})),
+          rate_limited(
+              r.counter("hydra_ws_rate_limited_total", "Connections closed 1008 over ws.rate_limit.").with({})),
+          upgrades(r.counter("hydra_ws_upgrades_total",
+                             "Upgrade requests by the HTTP status answered (101 = accepted).", {"status"})),
+          closes(r.counter("hydra_ws_closes_total",
+                           "Connections ended, by close code (1006: dropped without a close handshake).", {"code"})),
+          handler(r.histogram("hydra_ws_handler_duration_seconds",
+                              "Time a WS service or endpoint handler took, middleware included.", {"route"})) {
+        auto& open = r.gauge("hydra_ws_connections", "Open WebSocket connections by endpoint path.", {"path"});
+        connections[nullptr] = &open.with({"/"});
+        for (const auto& [service, h] : routes.services) handlers[service] = &handler.with({service});
+        for (const auto& [path, endpoint] : routes.endpoints) {
+            connections[&endpoint] = &open.with({path});
+            handlers[path] = &handler.with({path});
+        }
+        accepted = &upgrades.with({"101"});
+    }
+
+    // 1000-1015 as they are; application codes by range; anything else "other".
+    static std::string code_label(std::uint16_t code) {
+        if (code >= 1000 && code <= 1015) return std::to_string(code);
+        if (code >= 3000 && code <= 3999) return "3xxx";
+        if (code >= 4000 && code <= 4999) return "4xxx";
+        return "other";
+    }
+
+    metrics::Registry& registry;
+    metrics::Counter &messages_in, &messages_out, &bytes_in, &bytes_out, &overflows, &rate_limited;
+    metrics::Family<metrics::Counter>& upgrades;
+    metrics::Family<metrics::Counter>& closes;
+    metrics::Family<metrics::Histogram>& handler;
+    metrics::Counter* accepted = nullptr;
+    std::unordered_map<const WsEndpoint*, metrics::Gauge*> connections;  // read-only after construction
+    std::unordered_map<std::string, metrics::Histogram*> handlers;       // by service or endpoint path
+};
+
+// ---------------------------------------------------------------------------------------------------------------
 // Connection: owned by one loop, touched only by that loop's thread.
 
 struct WsServer::Connection : EventLoop::Handler {
@@ -150,7 +202,10 @@ struct WsServer::Connection : EventLoop::Handler {
 
 struct WsServer::Loop : EventLoop::Handler {
     Loop(WsServer& s, int index, int tick_ms)
-        : server(s), loop("ws", index, tick_ms, [this] { on_tick(); }), index(static_cast<std::uint64_t>(index)) {}
+        : server(s),
+          loop("ws", index, tick_ms, [this] { on_tick(); }),
+          index(static_cast<std::uint64_t>(index)),
+          metrics(s.metrics_.get()) {}
 
     // Listening socket readable.
     void on_events(std::uint32_t) override { accept_all(); }
@@ -208,6 +263,8 @@ struct WsServer::Loop : EventLoop::Handler {
     std::vector<std::uint64_t> flush_list;
     bool flush_scheduled = false;
     std::vector<std::uint8_t> read_buffer;
+    Metrics* metrics;                                             // null: count nothing
+    std::unordered_map<std::uint16_t, metrics::Counter*> closes;  // hydra_ws_closes_total by code, this loop's
 };
 
 void WsServer::Connection::on_events(std::uint32_t events) {
@@ -362,6 +419,7 @@ void WsServer::Loop::on_readable(Connection& c) {
         if (n > 0) {
             total += static_cast<std::size_t>(n);
             c.last_recv_ms = loop.now_ms();
+            if (metrics) metrics->bytes_in.inc(n);
             if (c.state == Connection::State::handshake || c.state == Connection::State::upgrading) {
                 if (c.in.size() + static_cast<std::size_t>(n) > kMaxHandshakeBytes + server.settings_.max_message) {
                     destroy(c, close_code::abnormal, "handshake too large");
@@ -612,12 +670,17 @@ void WsServer::Loop::accept_upgrade(Connection& c) {
     for (auto& k : c.confirms) k.end += c.out.front()->size();
     c.accept = std::string();
     schedule_flush(c);
+    if (metrics) {
+        metrics->accepted->inc();
+        metrics->connections.at(c.endpoint)->add();
+    }
     std::string rest = std::move(c.in);
     c.in = std::string();
     if (!rest.empty()) feed(c, reinterpret_cast<const std::uint8_t*>(rest.data()), rest.size());
 }
 
 void WsServer::Loop::reject_upgrade(Connection& c, int status, const std::string& reason, const HttpHeaders& extra) {
+    if (metrics) metrics->upgrades.with({std::to_string(status)}).inc();
     if (c.registered) {
         server.exchange_.remove(c.uuid);
         c.registered = false;
@@ -646,6 +709,7 @@ void WsServer::Loop::feed(Connection& c, const std::uint8_t* data, std::size_t l
             case Event::Type::Binary: {
                 if (c.close_sent) break;  // after our close frame, messages are dropped (RFC 6455 5.5.1)
                 if (!take_token(c)) return;
+                if (metrics) metrics->messages_in.inc();
                 bool binary = ev.type == Event::Type::Binary;
                 dispatch(c, d.take_message(), binary);
                 break;
@@ -691,6 +755,7 @@ bool WsServer::Loop::take_token(Connection& c) {
     c.tokens = std::min(full, c.tokens + (now - c.tokens_ms) * rate);
     c.tokens_ms = now;
     if (c.tokens < kTokenUnits) {
+        if (metrics) metrics->rate_limited.inc();
         fail(c, close_code::policy_violation, "rate limit");
         return false;
     }
@@ -770,7 +835,8 @@ static std::optional<Json> refresh_request(const Context::Init& init) {
 // `loop` (the connection's, with its id) answers /auth/refresh under ws.auth=jwt; null otherwise.
 static std::optional<Reply> handle_message(const WsRoutes& routes, const WsEndpoint* endpoint, Context::Init init,
                                            const std::function<void(const std::string&)>& on_error,
-                                           WsServer::Loop* loop = nullptr, std::uint64_t id = 0) {
+                                           const WsServer::Metrics* metrics, WsServer::Loop* loop = nullptr,
+                                           std::uint64_t id = 0) {
     std::string service;
     Handler handler;
     if (endpoint == nullptr) {
@@ -805,6 +871,7 @@ static std::optional<Reply> handle_message(const WsRoutes& routes, const WsEndpo
 
     Context ctx(std::move(init));
     Result result;
+    const auto started = metrics ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
     try {
         result = run_chain(routes.packet_middleware, ctx, handler);
     } catch (const Error& e) {
@@ -814,6 +881,9 @@ static std::optional<Reply> handle_message(const WsRoutes& routes, const WsEndpo
         on_error(std::string("handler failed: ") + e.what());
         result = Result(Error(500, "internal server error"));
     }
+    if (metrics)
+        if (auto timer = metrics->handlers.find(endpoint ? ctx.route() : service); timer != metrics->handlers.end())
+            timer->second->observe_since(started);
     switch (result.kind()) {
         case Result::Kind::empty:
             return std::nullopt;
@@ -855,7 +925,7 @@ void WsServer::Loop::dispatch(Connection& c, std::string data, bool binary) {
     if (endpoint != nullptr && endpoint->run_on_loop) {
         // A handler declared non-blocking runs right here: no hand-off to a worker and back.
         std::optional<Reply> reply = handle_message(
-            srv->routes_, endpoint, std::move(init), [&](const std::string& e) { report_error(c, e); },
+            srv->routes_, endpoint, std::move(init), [&](const std::string& e) { report_error(c, e); }, metrics,
             srv->settings_.auth_jwt ? this : nullptr, id);
         c.busy = false;
         if (reply && !c.close_sent) enqueue(c, reply_frame(*reply));
@@ -868,7 +938,8 @@ void WsServer::Loop::dispatch(Connection& c, std::string data, bool binary) {
             endpoint->on_error(ctx, error);
         };
         WsServer::Loop* auth = srv->settings_.auth_jwt ? self : nullptr;
-        std::optional<Reply> reply = handle_message(srv->routes_, endpoint, std::move(init), on_error, auth, id);
+        std::optional<Reply> reply =
+            handle_message(srv->routes_, endpoint, std::move(init), on_error, srv->metrics_.get(), auth, id);
         Frame frame;
         if (reply) frame = reply_frame(*reply);
         self->loop.post([self, id, frame = std::move(frame)]() mutable { self->on_handled(id, std::move(frame)); });
@@ -900,6 +971,7 @@ bool WsServer::Loop::enqueue(Connection& c, Frame frame) {
         // stream stays well-formed, and over TLS the frames of a record OpenSSL holds half-written), tell it why,
         // and close.
         report_error(c, "send queue full (" + std::to_string(c.out_bytes) + " bytes): closing");
+        if (metrics) metrics->overflows.inc();
         std::size_t keep = std::max<std::size_t>(c.out_offset > 0 ? 1 : 0, c.tls ? c.tls->unfinished_write() : 0);
         std::size_t kept = 0;
         c.out_bytes = 0;
@@ -921,6 +993,7 @@ bool WsServer::Loop::enqueue(Connection& c, Frame frame) {
     c.out_bytes += frame->size();
     c.out.push_back(std::move(frame));
     schedule_flush(c);
+    if (metrics) metrics->messages_out.inc();
     return true;
 }
 
@@ -1018,6 +1091,7 @@ void WsServer::Loop::flush(Connection& c) {
             return;
         }
         std::size_t left = static_cast<std::size_t>(sent);
+        if (metrics) metrics->bytes_out.inc(sent);
         c.out_bytes -= left;
         c.bytes_written += left;
         if (!c.confirms.empty()) settle_confirms(c, UINT64_MAX);
@@ -1081,6 +1155,12 @@ void WsServer::Loop::destroy(Connection& c, std::uint16_t code, const std::strin
     if (!c.confirms.empty()) settle_confirms(c, 0);
     server.open_connections_.fetch_sub(1);
     bool was_open = c.decoder != nullptr;
+    if (metrics && was_open) {
+        metrics->connections.at(c.endpoint)->sub();
+        metrics::Counter*& closed = closes[code];
+        if (closed == nullptr) closed = &metrics->closes.with({Metrics::code_label(code)});
+        closed->inc();
+    }
     if (c.registered) {
         const WsEndpoint* endpoint = c.endpoint;
         if (was_open && endpoint != nullptr && endpoint->on_close) {
@@ -1169,6 +1249,7 @@ WsServer::WsServer(Settings settings, const WsRoutes& routes, Queue* queue)
     if (settings_.max_connections_per_ip > 0)
         limits_ = std::make_unique<ClientLimits>(
             ClientLimits::Settings{.max_connections_per_ip = settings_.max_connections_per_ip});
+    if (settings_.metrics) metrics_ = std::make_unique<Metrics>(*settings_.metrics, routes_);
 }
 
 WsServer::~WsServer() { stop(); }

@@ -19,6 +19,7 @@
 #include "common/event_loop.h"
 #include "common/tls.h"
 #include "common/worker_pool.h"
+#include "metrics/metrics.h"
 #include "ws/origin.h"
 #include "ws/ws_exchange.h"
 #include "ws/ws_routes.h"
@@ -49,8 +50,9 @@ class WsServer : public Delivery {
         // ws.auth=jwt: an upgrade needs a token `jwt` accepts (else 401); the connection is bound to its sub and
         // closed 1008 "token expired" at exp + leeway unless the client sends a new one to /auth/refresh.
         bool auth_jwt = false;
-        std::shared_ptr<const JwtVerifier> jwt;  // set by the host (App) from auth.jwt
-        std::shared_ptr<TlsContext> tls;         // ws.tls, loaded by the host; null = plain TCP
+        std::shared_ptr<const JwtVerifier> jwt;      // set by the host (App) from auth.jwt
+        std::shared_ptr<TlsContext> tls;             // ws.tls, loaded by the host; null = plain TCP
+        std::shared_ptr<metrics::Registry> metrics;  // set by the host when admin.metrics is on; null = count nothing
 
         static Settings from(const Config& config);  // the `ws` section (jwt is left to the caller)
     };
@@ -80,6 +82,7 @@ class WsServer : public Delivery {
 
     struct Loop;
     struct Connection;
+    struct Metrics;
 
   private:
     friend struct Loop;
@@ -104,6 +107,7 @@ class WsServer : public Delivery {
     std::unique_ptr<WorkerPool> workers_;
     std::atomic<int> open_connections_{0};  // every accepted socket, any state
     std::unique_ptr<ClientLimits> limits_;  // open connections per address (null when ws.max_connections_per_ip=0)
+    std::unique_ptr<Metrics> metrics_;      // null: count nothing
     bool started_ = false;
 };
 
