@@ -21,7 +21,8 @@
 #
 # Knobs (env): BENCH_SCENARIOS="idle churn echo echo_tls broadcast broadcast_tls broadcast_closed slow send
 # send_cluster", BENCH_CHURN_CYCLES,
-# BENCH_SERVERS="hydra node floor", BENCH_IDLE_CONNS, BENCH_ECHO_CONNS, BENCH_ECHO_DURATION, BENCH_ECHO_WINDOW,
+# BENCH_SERVERS="hydra node floor" (also hydra_nometrics: hydra with admin.metrics=false, for what counting
+# costs), BENCH_IDLE_CONNS, BENCH_ECHO_CONNS, BENCH_ECHO_DURATION, BENCH_ECHO_WINDOW,
 # BENCH_BCAST_CONNS, BENCH_BCAST_COUNT, BENCH_BCAST_INTERVAL_MS, BENCH_SLOW_CONNS, BENCH_SLOW_FILL_MB,
 # BENCH_SERVER_CPU, BENCH_CLIENT_CPU, BENCH_SKIP_BUILD=1, BENCH_BUILD_DIR,
 # BENCH_QUIET_WAIT (seconds to wait for other processes to go idle before each run; default 300).
@@ -111,7 +112,11 @@ ADMIN_ADDR=""
 # certificate (hydra: the per-address API limits are off, all load comes from 127.0.0.1)
 start_server() {
     local kind=$1 logf=$2 tls=$3
-    local -a tls_args=()
+    local -a tls_args=() metrics_args=()
+    if [[ $kind == hydra_nometrics ]]; then
+        kind=hydra
+        metrics_args=(--set admin.metrics=false)
+    fi
     if [[ $tls == 1 && $kind == hydra ]]; then
         tls_args=(--set "ws.tls.cert_file=$TLS_DIR/cert.pem" --set "ws.tls.key_file=$TLS_DIR/key.pem")
     elif [[ $tls == 1 && $kind == node ]]; then
@@ -122,7 +127,8 @@ start_server() {
             --set ws.address=127.0.0.1:0 --set api.address=127.0.0.1:0 --set admin.address=127.0.0.1:0 --set log.level=warn \
             --set ws.io_threads=1 --set ws.ping_interval_ms=0 --set ws.idle_timeout_ms=0 \
             --set ws.client_uuid=request_id --set ws.max_connections_per_ip=0 --set ws.rate_limit.messages_per_s=0 \
-            --set api.max_connections_per_ip=0 --set api.rate_limit.requests_per_s=0 "${tls_args[@]}") >"$logf" 2>&1 &
+            --set api.max_connections_per_ip=0 --set api.rate_limit.requests_per_s=0 "${tls_args[@]}" \
+            "${metrics_args[@]}") >"$logf" 2>&1 &
     elif [[ $kind == floor ]]; then
         taskset -c "$SERVER_CPU" "$BENCH" floor --ws 127.0.0.1:0 --api 127.0.0.1:0 >"$logf" 2>&1 &
     else
@@ -305,7 +311,7 @@ const fmt = (v) => {
   return String(Math.round(v * 1000) / 1000);
 };
 // Columns: each server's median, then hydra's ratio to each peer.
-const names = { hydra: 'hydra', node: 'node ws', floor: 'floor' };
+const names = { hydra: 'hydra', hydra_nometrics: 'hydra, metrics off', node: 'node ws', floor: 'floor' };
 const peers = servers.filter((srv) => srv !== 'hydra');
 const ratioOf = (h, p) => (typeof h === 'number' && typeof p === 'number' && p !== 0 ? Math.round((h / p) * 100) / 100 : null);
 const table = [];

@@ -12,6 +12,7 @@
 
 #include "support/http.h"
 #include "support/kafka_mock.h"
+#include "support/metrics.h"
 #include "support/process.h"
 #include "support/temp.h"
 #include "support/wait.h"
@@ -134,6 +135,16 @@ BOOST_AUTO_TEST_CASE(two_hosts_share_notify_publish_and_queues) {
     r = test::http(a.api, "POST", "/msg/broadcast", R"({"msg":"everyone"})");
     BOOST_CHECK_EQUAL(r.status, 200);
     BOOST_CHECK_EQUAL(next_json(y)["data"]["msg"], "everyone");
+
+    // What B's metrics say about it: two hosts, A's connections known, notify and notify_user sent to A's topic.
+    test::Samples m = test::scrape(b.admin);
+    BOOST_CHECK_EQUAL(test::sample(m, "hydra_cluster_hosts_alive"), 2);
+    BOOST_CHECK_GE(test::sample(m, "hydra_cluster_presence_entries"), 2);  // alice and x on A
+    BOOST_CHECK_EQUAL(test::sample(m, "hydra_cluster_routed_total", R"(kind="notify",via="node")"), 1);
+    BOOST_CHECK_EQUAL(test::sample(m, "hydra_cluster_routed_total", R"(kind="notify_user",via="node")"), 1);
+    BOOST_CHECK_GE(test::sample(m, "hydra_cluster_routed_total", R"(kind="publish",via="bus")"), 2);
+    BOOST_CHECK_EQUAL(test::sample(m, "hydra_cluster_route_failures_total"), 0);
+    BOOST_CHECK_GE(test::sum_of(m, "hydra_queue_pushes_total", {R"(result="ok")"}), 1);  // on Kafka too
 }
 
 BOOST_AUTO_TEST_CASE(a_host_that_dies_leaves_the_others_working) {

@@ -2,6 +2,11 @@
 // moves as WebSocket, HTTP, queue and MQC traffic flows; it follows admin.metrics and the API keys.
 #include <boost/test/unit_test.hpp>
 
+#include <cstring>
+#include <fstream>
+#include <regex>
+#include <set>
+
 #include <hydra/json.h>
 #include <hydra/ws_client.h>
 
@@ -101,6 +106,40 @@ BOOST_AUTO_TEST_CASE(metrics_need_an_api_key_when_keys_are_configured) {
     BOOST_CHECK_EQUAL(test::http(host.admin, "GET", "/metrics").status, 401);
     test::Samples s = test::scrape(host.admin, {{"Authorization", "apikey scrape-key"}});
     BOOST_CHECK_EQUAL(sum_of(s, "hydra_build_info"), 1);
+}
+
+BOOST_AUTO_TEST_CASE(the_grafana_dashboard_queries_only_metrics_hydra_exports) {
+    std::ifstream file(std::string(HYDRA_SOURCE_DIR) + "/deploy/grafana-dashboard.json");
+    BOOST_REQUIRE(file);
+    const Json dashboard = Json::parse(file);
+    std::set<std::string> queried;
+    const std::regex name(R"(hydra_[a-z_]+)");
+    for (const auto& panel : dashboard.at("panels"))
+        for (const auto& target : panel.value("targets", Json::array())) {
+            const std::string expr = target.at("expr");
+            for (std::sregex_iterator it(expr.begin(), expr.end(), name), end; it != end; ++it) {
+                std::string n = it->str();
+                for (const char* suffix : {"_bucket", "_sum", "_count"})
+                    if (n.size() > std::strlen(suffix) && n.ends_with(suffix)) n.resize(n.size() - std::strlen(suffix));
+                queried.insert(n);
+            }
+        }
+    BOOST_CHECK_GT(queried.size(), 20u);
+
+    // What a SQLite host exports (every family it registered has a TYPE line, samples or not), and what only
+    // shows with samples: a cluster on Kafka, messages waiting in SQLite.
+    test::Host host;
+    const std::string text = test::http(host.admin, "GET", "/metrics").body;
+    std::set<std::string> exported = {"hydra_cluster_hosts_alive",
+                                      "hydra_cluster_presence_entries",
+                                      "hydra_cluster_presence_dropped_total",
+                                      "hydra_cluster_routed_total",
+                                      "hydra_cluster_route_failures_total",
+                                      "hydra_queue_messages",
+                                      "hydra_queue_oldest_message_age_seconds"};
+    const std::regex type(R"(# TYPE (hydra_[a-z_]+) )");
+    for (std::sregex_iterator it(text.begin(), text.end(), type), end; it != end; ++it) exported.insert((*it)[1]);
+    for (const auto& n : queried) BOOST_CHECK_MESSAGE(exported.count(n), "the dashboard queries " << n);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -112,7 +112,7 @@ struct WsServer::Metrics {
         for (const auto& [service, h] : routes.services) handlers[service] = &handler.with({service});
         for (const auto& [path, endpoint] : routes.endpoints) {
             connections[&endpoint] = &open.with({path});
-            handlers[path] = &handler.with({path});
+            endpoint_handlers[&endpoint] = &handler.with({path});
         }
         accepted = &upgrades.with({"101"});
     }
@@ -132,7 +132,8 @@ struct WsServer::Metrics {
     metrics::Family<metrics::Histogram>& handler;
     metrics::Counter* accepted = nullptr;
     std::unordered_map<const WsEndpoint*, metrics::Gauge*> connections;  // read-only after construction
-    std::unordered_map<std::string, metrics::Histogram*> handlers;       // by service or endpoint path
+    std::unordered_map<std::string, metrics::Histogram*> handlers;       // by service
+    std::unordered_map<const WsEndpoint*, metrics::Histogram*> endpoint_handlers;
 };
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -881,9 +882,12 @@ static std::optional<Reply> handle_message(const WsRoutes& routes, const WsEndpo
         on_error(std::string("handler failed: ") + e.what());
         result = Result(Error(500, "internal server error"));
     }
-    if (metrics)
-        if (auto timer = metrics->handlers.find(endpoint ? ctx.route() : service); timer != metrics->handlers.end())
+    if (metrics) {
+        if (endpoint != nullptr)
+            metrics->endpoint_handlers.at(endpoint)->observe_since(started);
+        else if (auto timer = metrics->handlers.find(service); timer != metrics->handlers.end())
             timer->second->observe_since(started);
+    }
     switch (result.kind()) {
         case Result::Kind::empty:
             return std::nullopt;
