@@ -316,7 +316,7 @@ BOOST_AUTO_TEST_CASE(json_log_format_writes_one_json_object_per_line) {
     const std::set<std::string> levels = {"trace", "debug", "info", "warn", "error"};
     std::istringstream lines(p.err());
     int parsed = 0;
-    bool request_line = false, login_line = false, stopped_line = false;
+    bool request_line = false, login_line = false, stopped_line = false, closed_line = false;
     for (std::string line; std::getline(lines, line);) {
         hydra::Json j = hydra::Json::parse(line, nullptr, false);
         BOOST_REQUIRE_MESSAGE(j.is_object(), "not one JSON object: " << line);
@@ -328,9 +328,26 @@ BOOST_AUTO_TEST_CASE(json_log_format_writes_one_json_object_per_line) {
                             "level: " << line);
         BOOST_CHECK_MESSAGE(j.contains("msg") && j["msg"].is_string(), "msg: " << line);
         const std::string msg = j.value("msg", "");
-        if (msg.find("GET /healthz 200") != std::string::npos) {
+        if (msg == "request" && j.value("path", "") == "/healthz") {
+            // The access line: its values as fields, numbers as numbers.
             request_line = true;
             BOOST_CHECK_EQUAL(j.value("rid", ""), "json-log-probe");
+            BOOST_CHECK_EQUAL(j.value("logger", ""), "api");
+            BOOST_CHECK_EQUAL(j.value("method", ""), "GET");
+            BOOST_CHECK_EQUAL(j.value("route", ""), "/healthz");
+            BOOST_CHECK(j["status"] == 200);
+            BOOST_CHECK(j["duration_ms"].is_number() && j["duration_ms"].get<double>() >= 0);
+        }
+        if (msg == "ws closed") {
+            // The access line of a WebSocket connection.
+            closed_line = true;
+            BOOST_CHECK_EQUAL(j.value("logger", ""), "ws");
+            BOOST_CHECK_EQUAL(j.value("path", ""), "/");
+            BOOST_CHECK(j.contains("uuid") && j["uuid"] == j.value("rid", ""));
+            BOOST_CHECK(j["code"].is_number());
+            BOOST_CHECK(j["messages_in"] == 1);
+            BOOST_CHECK(j["messages_out"].is_number() && j["messages_out"].get<int>() >= 1);
+            BOOST_CHECK(j["duration_ms"].is_number());
         }
         if (msg == "push: logged in") {
             login_line = true;
@@ -342,6 +359,7 @@ BOOST_AUTO_TEST_CASE(json_log_format_writes_one_json_object_per_line) {
     BOOST_CHECK_GE(parsed, 3);
     BOOST_CHECK_MESSAGE(request_line, "no access line for the request: " << p.err());
     BOOST_CHECK_MESSAGE(login_line, "no line for the login: " << p.err());
+    BOOST_CHECK_MESSAGE(closed_line, "no line for the WebSocket close: " << p.err());
     BOOST_CHECK_MESSAGE(stopped_line, "no line for the stop: " << p.err());
 }
 

@@ -106,7 +106,7 @@ namespace {
 http::Response finish(const Result& result, const std::map<std::string, std::string>& headers, const std::string& rid,
                       const std::string& method, const std::string& target,
                       std::chrono::steady_clock::time_point started, ApiServer::Metrics* metrics,
-                      const std::string& route) {
+                      const std::string& route, const std::string& listener) {
     http::Response response = reply_from(result);
     for (auto& [k, v] : headers) {
         // A handler's own Content-Type (static files) replaces the one of its result kind.
@@ -119,11 +119,17 @@ http::Response finish(const Result& result, const std::map<std::string, std::str
     }
     response.headers.emplace_back("X-Request-Id", rid);
 
+    // The access line: one per request, its values as fields.
     if (Logger::enabled(LogLevel::info)) {
         double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
         char took[32];
-        std::snprintf(took, sizeof took, "%.2fms", ms);
-        Logger(rid).info(method + " " + target + " " + std::to_string(response.status) + " " + took);
+        std::snprintf(took, sizeof took, "%.2f", ms);
+        Logger(rid).info("request", {{"logger", listener},
+                                     {"method", method},
+                                     {"path", target},
+                                     {"route", route},
+                                     {"status", std::to_string(response.status)},
+                                     {"duration_ms", took}});
     }
     if (metrics) metrics->request(route, method, response.status, started);
     return response;
@@ -241,14 +247,16 @@ void ApiServer::stop() {
 // and its reply came, whichever is last; with a 500 when every copy of the reply was dropped without a call.
 struct ApiServer::Pending {
     Pending(http::Server::Responder respond, const http::Request& request, std::string rid,
-            std::chrono::steady_clock::time_point started, std::shared_ptr<Metrics> metrics, std::string route)
+            std::chrono::steady_clock::time_point started, std::shared_ptr<Metrics> metrics, std::string route,
+            std::string listener)
         : respond(respond),
           method(request.method),
           target(request.target),
           rid(std::move(rid)),
           started(started),
           metrics(std::move(metrics)),
-          route(std::move(route)) {}
+          route(std::move(route)),
+          listener(std::move(listener)) {}
 
     ~Pending() {
         if (sent) return;
@@ -280,8 +288,8 @@ struct ApiServer::Pending {
     void send() {
         sent = true;
         respond.compose([result = std::move(*result), headers = std::move(headers), rid = rid, method = method,
-                         target = target, started = started, metrics = metrics, route = route] {
-            return finish(result, headers, rid, method, target, started, metrics.get(), route);
+                         target = target, started = started, metrics = metrics, route = route, listener = listener] {
+            return finish(result, headers, rid, method, target, started, metrics.get(), route, listener);
         });
     }
 
@@ -289,7 +297,7 @@ struct ApiServer::Pending {
     std::string method, target, rid;
     std::chrono::steady_clock::time_point started;
     std::shared_ptr<Metrics> metrics;
-    std::string route;
+    std::string route, listener;
     std::mutex mutex;
     std::optional<Result> result;
     std::map<std::string, std::string> headers;
@@ -424,8 +432,8 @@ bool ApiServer::handle_on_loop(http::Request& request, const http::Server::Respo
     const Router::Match match = router_.match(request.method, request.path);
     if (match.status != Router::Status::found || match.async == nullptr) return false;
     auto started = std::chrono::steady_clock::now();
-    auto pending =
-        std::make_shared<Pending>(respond, request, request_id_of(request), started, metrics_, match.pattern);
+    auto pending = std::make_shared<Pending>(respond, request, request_id_of(request), started, metrics_, match.pattern,
+                                             settings_.name);
     std::optional<Result> error;
     std::map<std::string, std::string> headers;
     try {
@@ -468,7 +476,8 @@ http::Response ApiServer::handle(http::Request& request) {
         Logger(rid).error(std::string("api: request failed: ") + e.what());
         result = Result(Error(500, "internal server error"));
     }
-    return finish(result, headers, rid, request.method, request.target, started, metrics_.get(), pattern);
+    return finish(result, headers, rid, request.method, request.target, started, metrics_.get(), pattern,
+                  settings_.name);
 }
 
 }  // namespace hydra

@@ -77,6 +77,30 @@ void append_escaped(std::string& out, std::string_view text) {
     }
 }
 
+// The fields hydra writes as numbers in JSON logs (always a number where hydra logs them; never a client's text).
+bool numeric_field(std::string_view key) {
+    static constexpr std::string_view kNumeric[] = {"status",       "code",     "duration_ms", "messages_in",
+                                                    "messages_out", "bytes_in", "bytes_out",   "attempt"};
+    for (auto k : kNumeric)
+        if (key == k) return true;
+    return false;
+}
+
+// A plain decimal number: digits, at most one '.', an optional leading '-'.
+bool is_number(std::string_view v) {
+    if (!v.empty() && v[0] == '-') v.remove_prefix(1);
+    if (v.empty() || v.size() > 30 || v.front() == '.' || v.back() == '.') return false;
+    int dots = 0;
+    for (char c : v) {
+        if (c == '.') {
+            if (++dots > 1) return false;
+        } else if (c < '0' || c > '9') {
+            return false;
+        }
+    }
+    return true;
+}
+
 bool needs_quotes(std::string_view value) {
     if (value.empty()) return true;
     for (char c : value)
@@ -119,7 +143,10 @@ void Logger::log(LogLevel level, std::string_view msg, LogFields fields) const {
         for (const auto& [key, value] : fields) {
             std::string k(key);
             if (j.contains(k)) k.insert(0, "field.");  // never replaces ts, level, rid or msg
-            j[k] = std::string(value);
+            if (numeric_field(k) && is_number(value))
+                j[k] = Json::parse(value);
+            else
+                j[k] = std::string(value);
         }
         line = dump(j);
     } else {

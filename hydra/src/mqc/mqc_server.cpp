@@ -4,6 +4,8 @@
 #include <chrono>
 #include <stdexcept>
 
+#include <hydra/log.h>
+
 namespace hydra::mqc {
 
 std::vector<MqcRoute> resolve_routes(std::vector<MqcRoute> registered, const Config& config) {
@@ -106,6 +108,15 @@ void subscribe_routes(const std::vector<MqcRoute>& routes, const AppOptions& app
             if (counted) {
                 counted->duration.observe_since(started);
                 counted->ok.inc();
+            }
+            if (Logger::enabled(LogLevel::debug)) {
+                const double ms =
+                    std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
+                ctx.log().debug("handled", {{"logger", "mqc"},
+                                            {"route", route},
+                                            {"queue", m.queue},
+                                            {"attempt", std::to_string(m.attempt)},
+                                            {"duration_ms", std::to_string(ms)}});
             }
         };
         backend.subscribe(std::move(sub));

@@ -167,6 +167,7 @@ struct WsServer::Connection : EventLoop::Handler {
     std::int64_t close_deadline_ms = 0;
     std::int64_t expires_ms = 0;             // ws.auth=jwt: when the token runs out (loop time); 0 = never
     std::uint32_t seq = 0;                   // messages received, for request ids
+    std::uint32_t frames_out = 0;            // frames queued to it (the close line's messages_out)
     std::int64_t tokens = 0;                 // rate limit: tokens (in kTokenUnits) left in the bucket
     std::int64_t tokens_ms = 0;              // when the bucket was last refilled
     ClientKey ip;                            // the client's address (Context::peer_address)
@@ -997,6 +998,7 @@ bool WsServer::Loop::enqueue(Connection& c, Frame frame) {
     c.out_bytes += frame->size();
     c.out.push_back(std::move(frame));
     schedule_flush(c);
+    ++c.frames_out;
     if (metrics) metrics->messages_out.inc();
     return true;
 }
@@ -1159,6 +1161,17 @@ void WsServer::Loop::destroy(Connection& c, std::uint16_t code, const std::strin
     if (!c.confirms.empty()) settle_confirms(c, 0);
     server.open_connections_.fetch_sub(1);
     bool was_open = c.decoder != nullptr;
+    if (was_open && Logger::enabled(LogLevel::info)) {
+        // The access line of a WebSocket connection: one when it ends.
+        Logger(c.uuid).info("ws closed", {{"logger", "ws"},
+                                          {"uuid", c.uuid},
+                                          {"path", c.path},
+                                          {"code", std::to_string(code)},
+                                          {"reason", reason},
+                                          {"duration_ms", std::to_string(loop.now_ms() - c.opened_ms)},
+                                          {"messages_in", std::to_string(c.seq)},
+                                          {"messages_out", std::to_string(c.frames_out)}});
+    }
     if (metrics && was_open) {
         metrics->connections.at(c.endpoint)->sub();
         metrics::Counter*& closed = closes[code];
