@@ -302,4 +302,34 @@ BOOST_AUTO_TEST_CASE(cluster_gc_picks_the_topics_of_gone_hosts_and_never_a_live_
         after.out);
 }
 
+BOOST_AUTO_TEST_CASE(the_prod_profile_refuses_a_kafka_password_without_a_user_at_check_and_at_start) {
+    const std::string jwt = "HYDRA_JWT_SECRET=" + std::string(32, 's');
+    auto prod = [&](const std::string& command, const std::vector<std::string>& env) {
+        std::vector<std::string> args = {"/usr/bin/env", "-u", "HYDRA_CONFIG_DIR", jwt};
+        args.insert(args.end(), env.begin(), env.end());
+        if (command == "run")
+            args.insert(args.end(), {HYDRA_BINARY, "run"});
+        else
+            args.insert(args.end(), {HYDRA_BINARY, "conf", command});
+        args.insert(args.end(), {"--env", "prod", "--set", "api.address=127.0.0.1:0", "--set", "ws.address=127.0.0.1:0",
+                                 "--set", "admin.address=127.0.0.1:0", "--set", "queue.kafka.brokers=127.0.0.1:1",
+                                 "--set", "services.push.database=" + test::temp_path("push.db"), "--set",
+                                 "cluster.node_id_file=" + test::temp_path("node-id")});
+        test::ChildProcess p(args, std::string(HYDRA_SOURCE_DIR));
+        int status = p.wait(60s).value_or(-1000);
+        return Run{status, p.out(), p.err()};
+    };
+    for (const std::string& command : std::vector<std::string>{"check", "run"}) {
+        Run r = prod(command, {"KAFKA_PASSWORD=hunter2"});
+        BOOST_CHECK_EQUAL(r.status, 2);
+        BOOST_CHECK_MESSAGE(r.err.find("queue.kafka.properties.sasl.password is set but "
+                                       "queue.kafka.properties.sasl.username is empty") != std::string::npos,
+                            r.err);
+        BOOST_CHECK(r.err.find("hunter2") == std::string::npos);
+    }
+    Run ok = prod("check", {"KAFKA_USERNAME=hydra", "KAFKA_PASSWORD=hunter2", "KAFKA_SECURITY_PROTOCOL=SASL_SSL",
+                            "KAFKA_SASL_MECHANISM=SCRAM-SHA-512"});
+    BOOST_CHECK_MESSAGE(ok.status == 0, ok.err);
+}
+
 BOOST_AUTO_TEST_SUITE_END()
