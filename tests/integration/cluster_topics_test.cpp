@@ -166,7 +166,7 @@ BOOST_AUTO_TEST_CASE(a_host_asks_for_its_topics_as_configured_and_works_where_th
     // Every topic is asked for with the Admin API, with its partition count, replication factor and policy; the mock
     // refuses (no controller), which is a warning and not a failed start.
     auto refused = [&](const std::string& what) {
-        return host.logged("WARN +(cluster|kafka): cannot create topic " + what +
+        return host.logged("WARN +(cluster|queue: kafka): cannot create topic " + what +
                            ": the brokers name no reachable "
                            "controller");
     };

@@ -113,6 +113,11 @@ std::string ClusterExchange::node_id_from_file(const std::string& path) {
     ::close(fd);
     if (!ok) throw fail(std::strerror(saved));
     if (::rename(temporary.c_str(), path.c_str()) != 0) throw fail(std::strerror(errno));
+    const std::string directory = target.has_parent_path() ? target.parent_path().string() : ".";
+    if (int dir = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dir >= 0) {
+        ::fsync(dir);  // the rename itself survives a crash
+        ::close(dir);
+    }
     Logger().info("cluster: node id " + id + " generated and kept in " + path);
     return id;
 }
@@ -200,18 +205,20 @@ void ClusterExchange::on_local_presence(const std::string& uuid, const std::stri
     }
 }
 
-std::vector<queue::TopicSpec> ClusterExchange::create_topics(std::vector<queue::TopicSpec> topics) {
+std::vector<queue::TopicSpec> ClusterExchange::create_topics(std::vector<queue::TopicSpec> topics, bool retry) {
     std::vector<queue::TopicSpec> failed;
     auto result = admin_->create(topics, settings_.topics_timeout, [this] { return !running_; });
     for (auto& topic : topics) {
         const std::string& error = result[topic.name];
         if (error.empty()) continue;
-        Logger().warn("cluster: cannot create topic " + topic.name + " (" + std::to_string(topic.partitions) +
-                      " partitions, replication factor " +
-                      (topic.replication_factor < 0 ? std::string("of the brokers' default")
-                                                    : std::to_string(topic.replication_factor)) +
-                      (topic.config.empty() ? "" : ", cleanup.policy=compact") + "): " + error +
-                      "; retrying in the background");
+        // A warning the first time; the retries (every 30 s) only at debug.
+        Logger().log(retry ? LogLevel::debug : LogLevel::warn,
+                     "cluster: cannot create topic " + topic.name + " (" + std::to_string(topic.partitions) +
+                         " partitions, replication factor " +
+                         (topic.replication_factor < 0 ? std::string("of the brokers' default")
+                                                       : std::to_string(topic.replication_factor)) +
+                         (topic.config.empty() ? "" : ", cleanup.policy=compact") + "): " + error +
+                         "; retrying in the background");
         failed.push_back(std::move(topic));
     }
     return failed;
@@ -241,7 +248,7 @@ void ClusterExchange::topics_loop(std::vector<queue::TopicSpec> failed) {
         stop_cv_.wait_for(lock, std::chrono::seconds(30), [&] { return !running_; });
         if (!running_) return;
         lock.unlock();
-        failed = create_topics(std::move(failed));
+        failed = create_topics(std::move(failed), true);
         if (failed.empty()) check_presence_policy();
         lock.lock();
     }

@@ -103,8 +103,9 @@ class ClusterExchange : public Exchange {
     std::optional<std::string> owner(std::string_view uuid) const;
     bool route(std::string_view uuid, Json message);
     void poll_loop();
-    // Creates the topics (waiting at most topics_timeout); returns those that failed, each logged as a warning.
-    std::vector<queue::TopicSpec> create_topics(std::vector<queue::TopicSpec> topics);
+    // Creates the topics (waiting at most topics_timeout); returns those that failed, each logged (a warning unless
+    // `retry`).
+    std::vector<queue::TopicSpec> create_topics(std::vector<queue::TopicSpec> topics, bool retry = false);
     void topics_loop(std::vector<queue::TopicSpec> failed);
     void check_presence_policy();
     void handle(const std::string& topic, const std::string& key, const std::string* value);

@@ -305,8 +305,8 @@ void TopicKeeper::run() {
                 pending_.erase(name);
                 continue;
             }
-            std::string message = "kafka: cannot create topic " + name + " (" + std::to_string(settings_.partitions) +
-                                  " partitions, replication factor " +
+            std::string message = "queue: kafka: cannot create topic " + name + " (" +
+                                  std::to_string(settings_.partitions) + " partitions, replication factor " +
                                   (settings_.replication_factor < 0 ? std::string("of the brokers' default")
                                                                     : std::to_string(settings_.replication_factor)) +
                                   "): " + error + "; retrying every " + std::to_string(settings_.retry.count() / 1000) +
