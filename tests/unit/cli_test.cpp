@@ -25,6 +25,17 @@ BOOST_AUTO_TEST_CASE(run_with_options) {
     BOOST_CHECK_EQUAL(*c.config_file, "my.json");
 }
 
+BOOST_AUTO_TEST_CASE(cluster_gc_takes_dry_run_and_nothing_else) {
+    auto c = parse_cli({"cluster", "gc", "--env", "prod"}, std::nullopt);
+    BOOST_CHECK_EQUAL(c.command, "cluster gc");
+    BOOST_CHECK(!c.dry_run);
+    BOOST_CHECK(parse_cli({"cluster", "gc", "--dry-run"}, std::nullopt).dry_run);
+    BOOST_CHECK_THROW(parse_cli({"cluster"}, std::nullopt), UsageError);
+    BOOST_CHECK_THROW(parse_cli({"cluster", "list"}, std::nullopt), UsageError);
+    BOOST_CHECK_THROW(parse_cli({"cluster", "gc", "node-1"}, std::nullopt), UsageError);
+    BOOST_CHECK_THROW(parse_cli({"run", "--dry-run"}, std::nullopt), UsageError);
+}
+
 BOOST_AUTO_TEST_CASE(env_defaults_to_dev_then_hydra_env) {
     BOOST_CHECK_EQUAL(parse_cli({"run"}, std::nullopt).env, "dev");
     BOOST_CHECK_EQUAL(parse_cli({"run"}, std::string("prod")).env, "prod");

@@ -3,6 +3,8 @@
 
 #include <hydra/config.h>
 
+#include "cluster/cluster_exchange.h"
+#include "queue/kafka_queue.h"
 #include "services/schemas.h"
 
 #include <cstdio>
@@ -19,6 +21,7 @@ using hydra::Config;
 using hydra::ConfigError;
 using hydra::ConfigSchema;
 using hydra::Json;
+using hydra::queue::KafkaQueue;
 
 namespace {
 
@@ -351,6 +354,54 @@ BOOST_AUTO_TEST_CASE(set_errors) {
     BOOST_CHECK(
         contains(parse_error("{}", {"mqc.routes=[oops"}), "--set: mqc.routes: expected a JSON array, got \"[oops\""));
     BOOST_CHECK(contains(parse_error("{}", {"mqc.routes=[{}]"}), "--set: mqc.routes[0]: missing required key"));
+}
+
+// prod: KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM, KAFKA_USERNAME, KAFKA_PASSWORD become librdkafka properties of
+// the queue and the cluster; unset ones are not passed at all; a password without a user (or the reverse) is refused.
+BOOST_AUTO_TEST_CASE(prod_profile_maps_kafka_security_from_environment) {
+    const std::string file = source_dir + "/config/prod.json";
+    auto properties = [&](std::map<std::string, std::string> env) {
+        return KafkaQueue::properties_from(Config::load(file, {}, services::full_schema(), env_of(std::move(env))));
+    };
+    BOOST_CHECK(properties({}).empty());
+
+    auto sasl = properties({{"KAFKA_SECURITY_PROTOCOL", "SASL_SSL"},
+                            {"KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"},
+                            {"KAFKA_USERNAME", "hydra"},
+                            {"KAFKA_PASSWORD", "hunter2"}});
+    const std::map<std::string, std::string> expected = {{"security.protocol", "SASL_SSL"},
+                                                         {"sasl.mechanism", "SCRAM-SHA-512"},
+                                                         {"sasl.username", "hydra"},
+                                                         {"sasl.password", "hunter2"}};
+    BOOST_CHECK(sasl == expected);
+    // TLS without SASL: only the protocol.
+    BOOST_CHECK((properties({{"KAFKA_SECURITY_PROTOCOL", "SSL"}}) ==
+                 std::map<std::string, std::string>{{"security.protocol", "SSL"}}));
+
+    auto refused = [&](std::map<std::string, std::string> env) {
+        try {
+            properties(std::move(env));
+        } catch (const ConfigError& e) {
+            return std::string(e.what());
+        }
+        return std::string("accepted");
+    };
+    BOOST_CHECK_EQUAL(refused({{"KAFKA_PASSWORD", "hunter2"}}),
+                      file +
+                          ": queue.kafka.properties.sasl.password is set but queue.kafka.properties.sasl.username "
+                          "is empty (prod: KAFKA_USERNAME and KAFKA_PASSWORD go together)");
+    BOOST_CHECK_EQUAL(refused({{"KAFKA_USERNAME", "hydra"}, {"KAFKA_PASSWORD", ""}}),
+                      file +
+                          ": queue.kafka.properties.sasl.username is set but queue.kafka.properties.sasl.password "
+                          "is empty (prod: KAFKA_USERNAME and KAFKA_PASSWORD go together)");
+    BOOST_CHECK(!contains(refused({{"KAFKA_PASSWORD", "hunter2"}}), "hunter2"));
+
+    // The cluster's producer and consumer get the same properties as the queue.
+    auto config =
+        Config::load(file, {}, services::full_schema(),
+                     env_of({{"KAFKA_USERNAME", "hydra"}, {"KAFKA_PASSWORD", "hunter2"}, {"HYDRA_NODE_ID", "unit-1"}}));
+    BOOST_CHECK(hydra::cluster::ClusterExchange::Settings::from(config, "mall.wsserver").properties ==
+                KafkaQueue::properties_from(config));
 }
 
 BOOST_AUTO_TEST_CASE(masked_hides_secrets) {

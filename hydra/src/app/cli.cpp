@@ -16,6 +16,8 @@
 #include <hydra/jwt.h>
 
 #include "app/app_impl.h"
+#include "cluster/cluster_gc.h"
+#include "queue/kafka_queue.h"
 #include "queue/sqlite_queue.h"
 
 namespace hydra {
@@ -32,13 +34,15 @@ commands:
   queue peek QUEUE            the next messages of QUEUE, oldest first (--limit N, default 20)
   queue dlq list [QUEUE]      dead letters with their last error (--limit N)
   queue dlq retry QUEUE       move QUEUE's dead letters back to it (--id N: only that one)
+  cluster gc [--dry-run]      delete the Kafka node topics of hosts gone for cluster.node_ttl_s (a host's
+                              last heartbeat in the presence topic); --dry-run: only list them
   token --sub USER [--ttl SECONDS]
                 an HS256 token for USER signed with auth.jwt.secret (with auth.jwt.issuer/audience when set),
                 valid for --ttl seconds (default 3600)
   version       print the version
   help          print this help
 
-options (run, conf, queue, token):
+options (run, conf, queue, cluster, token):
   --env NAME        use the profile config/NAME.json (default: $HYDRA_ENV, else dev)
   --config FILE     use FILE instead of a profile
   --set KEY=VALUE   override one config key, e.g. --set api.address=127.0.0.1:18080 (repeatable)
@@ -81,6 +85,10 @@ CliCommand parse_cli(const std::vector<std::string>& args, const std::optional<s
         cmd.command = "conf " + sub;
     } else if (first == "token") {
         cmd.command = "token";
+    } else if (first == "cluster") {
+        if (i >= args.size() || args[i] != "gc") throw UsageError("cluster needs a subcommand: gc");
+        ++i;
+        cmd.command = "cluster gc";
     } else if (first == "queue") {
         if (i >= args.size()) throw UsageError("queue needs a subcommand: stats, peek, dlq list, dlq retry");
         const std::string sub = args[i++];
@@ -124,6 +132,8 @@ CliCommand parse_cli(const std::vector<std::string>& args, const std::optional<s
         } else if (auto v = value_of(arg, "--ttl")) {
             if (cmd.command != "token") throw UsageError("--ttl is an option of hydra token");
             cmd.ttl = parse_number(*v, "--ttl");
+        } else if (arg == "--dry-run" && cmd.command == "cluster gc") {
+            cmd.dry_run = true;
         } else if (cmd.command.rfind("queue ", 0) == 0 && !arg.empty() && arg[0] != '-') {
             cmd.args.push_back(arg);
         } else if (arg == "--help" || arg == "-h") {
@@ -249,6 +259,23 @@ int run_token_command(const CliCommand& cmd, const Config& config) {
     return 0;
 }
 
+// `hydra cluster gc`: the node topics of hosts gone for cluster.node_ttl_s (cluster_gc.h).
+int run_cluster_gc(const CliCommand& cmd, const Config& config, const AppOptions& options) {
+    if (config.str("queue.backend") != "kafka") {
+        std::cerr << "hydra: cluster gc: the cluster runs over Kafka (queue.backend=kafka)\n";
+        return 2;
+    }
+    try {
+        return cluster::gc(config, options.plat + "." + options.system, cmd.dry_run, std::cout, std::cerr);
+    } catch (const ConfigError& e) {
+        std::cerr << "hydra: invalid config: " << e.what() << "\n";
+        return 2;
+    } catch (const std::exception& e) {
+        std::cerr << "hydra: cluster gc: " << e.what() << "\n";
+        return 1;
+    }
+}
+
 }  // namespace
 
 int App::run(int argc, char** argv) {
@@ -286,6 +313,7 @@ int App::run(int argc, char** argv) {
             check_jwt_needs(config, JwtVerifier::from(config).get(), impl_->api_routes, impl_->admin_routes);
             for (const char* listener : {"api", "ws", "admin"})
                 if (config.boolean(std::string(listener) + ".enabled")) load_tls(config, listener);
+            if (config.str("queue.backend") == "kafka") queue::KafkaQueue::properties_from(config);
         } catch (const ConfigError& e) {
             std::cerr << "hydra: invalid config: " << e.what() << "\n";
             return 2;
@@ -299,6 +327,7 @@ int App::run(int argc, char** argv) {
     }
     if (cmd.command.rfind("queue ", 0) == 0) return run_queue_command(cmd, config);
     if (cmd.command == "token") return run_token_command(cmd, config);
+    if (cmd.command == "cluster gc") return run_cluster_gc(cmd, config, impl_->options);
 
     const sigset_t signals = run_signals();
     pthread_sigmask(SIG_BLOCK, &signals, nullptr);

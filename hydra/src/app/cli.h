@@ -25,6 +25,7 @@ struct CliCommand {
     std::int64_t id = 0;            // --id (dlq retry of one dead letter)
     std::string sub;                // token: --sub (required)
     int ttl = 3600;                 // token: --ttl seconds
+    bool dry_run = false;           // cluster gc: --dry-run
 };
 
 // Throws UsageError with a one-line message.

@@ -4,13 +4,23 @@
 #include <Poco/Base64Encoder.h>
 #include <librdkafka/rdkafkacpp.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
 #include <condition_variable>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <regex>
 #include <sstream>
 #include <stdexcept>
 
 #include <hydra/log.h>
 
 #include "common/request_id.h"
+#include "queue/kafka_queue.h"
 #include "ws/utf8.h"
 
 namespace hydra::cluster {
@@ -56,11 +66,60 @@ std::string get_bytes(const Json& m, const std::string& key) {
 ClusterExchange::Settings ClusterExchange::Settings::from(const Config& config, const std::string& prefix) {
     Settings s;
     s.node_id = config.str("cluster.node_id");
-    if (s.node_id.empty()) s.node_id = generate_uuid().substr(0, 8);
+    if (s.node_id.empty()) s.node_id = node_id_from_file(config.str("cluster.node_id_file"));
     s.brokers = config.str("queue.kafka.brokers");
-    for (const auto& [k, v] : config.at("queue.kafka.properties").items()) s.properties[k] = v.get<std::string>();
+    s.properties = queue::KafkaQueue::properties_from(config);
     s.prefix = prefix;
+    s.create_topics = config.boolean("queue.kafka.topics.create");
+    s.partitions = static_cast<int>(config.integer("cluster.topics.partitions"));
+    s.replication_factor = static_cast<int>(config.integer("cluster.topics.replication_factor"));
+    s.topics_timeout = std::chrono::milliseconds(config.integer("queue.kafka.topics.timeout_ms"));
     return s;
+}
+
+std::string ClusterExchange::node_id_from_file(const std::string& path) {
+    namespace fs = std::filesystem;
+    static const std::regex valid("[A-Za-z0-9._-]{1,64}");
+    std::ifstream in(path);
+    if (in) {
+        std::string id;
+        std::getline(in, id);
+        std::string rest;
+        if (std::regex_match(id, valid) && !std::getline(in, rest)) return id;
+        throw ConfigError("cluster.node_id_file: " + path +
+                          " does not hold a node id (one line of 1-64 letters, digits, '.', '_', '-'): delete it "
+                          "to get a new id, or set cluster.node_id");
+    }
+    std::error_code ec;
+    if (fs::exists(path, ec)) throw ConfigError("cluster.node_id_file: " + path + ": cannot read it");
+    std::string id = generate_uuid();
+    id.erase(std::remove(id.begin(), id.end(), '-'), id.end());
+    id.resize(std::min<std::size_t>(id.size(), 16));
+    // Written whole or not at all (a temporary file renamed over), readable by this user only.
+    const fs::path target(path);
+    if (target.has_parent_path()) fs::create_directories(target.parent_path(), ec);
+    const std::string temporary = path + ".tmp." + std::to_string(::getpid());
+    auto fail = [&](const std::string& what) {
+        ::unlink(temporary.c_str());
+        return ConfigError("cluster.node_id_file: cannot write " + path + ": " + what +
+                           " (set cluster.node_id, or "
+                           "cluster.node_id_file to a writable place)");
+    };
+    int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) throw fail(std::strerror(errno));
+    const std::string line = id + "\n";
+    bool ok = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()) && ::fsync(fd) == 0;
+    const int saved = errno;
+    ::close(fd);
+    if (!ok) throw fail(std::strerror(saved));
+    if (::rename(temporary.c_str(), path.c_str()) != 0) throw fail(std::strerror(errno));
+    const std::string directory = target.has_parent_path() ? target.parent_path().string() : ".";
+    if (int dir = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dir >= 0) {
+        ::fsync(dir);  // the rename itself survives a crash
+        ::close(dir);
+    }
+    Logger().info("cluster: node id " + id + " generated and kept in " + path);
+    return id;
 }
 
 ClusterExchange::ClusterExchange(Settings settings, ws::WsExchange& local)
@@ -83,8 +142,11 @@ ClusterExchange::ClusterExchange(Settings settings, ws::WsExchange& local)
     set_property(*cconf, "group.id", settings_.prefix + ".node." + settings_.node_id);
     set_property(*cconf, "enable.auto.commit", "false");
     set_property(*cconf, "enable.partition.eof", "true");
+    set_property(*cconf, "allow.auto.create.topics", "false");  // created with the Admin API in start()
     consumer_.reset(RdKafka::KafkaConsumer::create(cconf.get(), err));
     if (!consumer_) throw std::runtime_error("cluster: cannot create the Kafka consumer: " + err);
+
+    if (settings_.create_topics) admin_ = std::make_unique<queue::KafkaAdmin>(settings_.brokers, settings_.properties);
 
     local_.set_presence_observer(
         [this](const std::string& uuid, const std::string& user, bool open) { on_local_presence(uuid, user, open); });
@@ -179,15 +241,80 @@ void ClusterExchange::on_local_presence(const std::string& uuid, const std::stri
     }
 }
 
+std::vector<queue::TopicSpec> ClusterExchange::create_topics(std::vector<queue::TopicSpec> topics, bool retry) {
+    std::vector<queue::TopicSpec> failed;
+    auto result = admin_->create(topics, settings_.topics_timeout, [this] { return !running_; });
+    for (auto& topic : topics) {
+        const std::string& error = result[topic.name];
+        if (error.empty()) continue;
+        // A warning the first time; the retries (every 30 s) only at debug.
+        Logger().log(retry ? LogLevel::debug : LogLevel::warn,
+                     "cluster: cannot create topic " + topic.name + " (" + std::to_string(topic.partitions) +
+                         " partitions, replication factor " +
+                         (topic.replication_factor < 0 ? std::string("of the brokers' default")
+                                                       : std::to_string(topic.replication_factor)) +
+                         (topic.config.empty() ? "" : ", cleanup.policy=compact") + "): " + error +
+                         "; retrying in the background");
+        failed.push_back(std::move(topic));
+    }
+    return failed;
+}
+
+// Warns when the presence topic is not compacted: created by someone else, or auto-created by a broker before we
+// could create it. A broker that cannot answer DescribeConfigs (or a topic not there yet) is a debug line.
+void ClusterExchange::check_presence_policy() {
+    std::string error;
+    auto policy = admin_->topic_config(presence_topic_, "cleanup.policy", settings_.topics_timeout, error,
+                                       [this] { return !running_; });
+    if (!policy) {
+        if (running_) Logger().debug("cluster: cannot read the cleanup.policy of " + presence_topic_ + ": " + error);
+    } else if (policy->find("compact") == std::string::npos) {
+        Logger().warn("cluster: topic " + presence_topic_ + " has cleanup.policy=" + *policy +
+                      ", not compact: the records of closed connections are never forgotten and every host reads "
+                      "them all at start (alter it: cleanup.policy=compact)");
+    }
+}
+
+// After start: the presence topic's policy is checked, topics not created at start are retried (and the policy
+// checked again once they are).
+void ClusterExchange::topics_loop(std::vector<queue::TopicSpec> failed) {
+    check_presence_policy();
+    std::unique_lock lock(stop_mutex_);
+    while (running_ && !failed.empty()) {
+        stop_cv_.wait_for(lock, std::chrono::seconds(30), [&] { return !running_; });
+        if (!running_) return;
+        lock.unlock();
+        failed = create_topics(std::move(failed), true);
+        if (failed.empty()) check_presence_policy();
+        lock.lock();
+    }
+}
+
 void ClusterExchange::start() {
     if (running_) return;
     running_ = true;
-    // Make sure our topics exist (brokers auto-create on first produce), then read them from the poller.
+    // Our topics are created with the Admin API (never left to a broker's auto-creation, which would not compact
+    // presence): presence and the bus first, then our beat, then our node topic, so that `hydra cluster gc`, which
+    // lists node topics before it reads presence, never finds the topic of a starting host without its beat.
+    std::vector<queue::TopicSpec> failed;
+    if (admin_)
+        failed = create_topics(
+            {{presence_topic_, settings_.partitions, settings_.replication_factor, {{"cleanup.policy", "compact"}}},
+             {bus_topic_, settings_.partitions, settings_.replication_factor, {}}});
+    // A hello on the bus and on our node topic: nobody acts on it; with topics.create off it makes a broker that
+    // auto-creates topics create them.
     std::string hello = Json{{"op", "hello"}, {"origin", settings_.node_id}}.dump();
     std::string beat = Json{{"ts", now_ms()}}.dump();
-    produce(node_topic(settings_.node_id), "", &hello);
-    produce(bus_topic_, "", &hello);
     produce(presence_topic_, "node:" + settings_.node_id, &beat);
+    produce(bus_topic_, "", &hello);
+    producer_->flush(5000);
+    if (admin_) {
+        auto node =
+            create_topics({{node_topic(settings_.node_id), settings_.partitions, settings_.replication_factor, {}}});
+        failed.insert(failed.end(), node.begin(), node.end());
+        topics_ = std::thread([this, failed = std::move(failed)]() mutable { topics_loop(std::move(failed)); });
+    }
+    produce(node_topic(settings_.node_id), "", &hello);
     producer_->flush(5000);
     poller_ = std::thread([this] { poll_loop(); });
     heartbeat_ = std::thread([this] {
@@ -241,6 +368,7 @@ void ClusterExchange::stop() {
     stop_cv_.notify_all();
     if (heartbeat_.joinable()) heartbeat_.join();
     if (poller_.joinable()) poller_.join();
+    if (topics_.joinable()) topics_.join();
     produce(presence_topic_, "node:" + settings_.node_id, nullptr);  // others drop us at once
     producer_->flush(3000);
     consumer_->close();
@@ -257,9 +385,12 @@ void ClusterExchange::poll_loop() {
                 continue;
             }
             std::vector<RdKafka::TopicPartition*> parts;
+            std::set<std::string> found;
             for (const auto* t : *md->topics()) {
                 const std::string& name = t->topic();
                 if (name != presence_topic_ && name != bus_topic_ && name != node_topic(settings_.node_id)) continue;
+                if (t->err() != RdKafka::ERR_NO_ERROR || t->partitions()->empty()) continue;
+                found.insert(name);
                 for (const auto* p : *t->partitions()) {
                     // Presence from the start (the whole map); routed messages from now on.
                     std::int64_t offset =
@@ -269,7 +400,9 @@ void ClusterExchange::poll_loop() {
                 }
             }
             delete md;
-            bool complete = !presence_eof.empty();
+            // All three: a topic missing now (not created yet) would never be read.
+            bool complete = found.size() == 3;
+            if (!complete) presence_eof.clear();
             if (complete) consumer_->assign(parts);
             RdKafka::TopicPartition::destroy(parts);
             if (!complete) {

@@ -24,6 +24,7 @@
 #include <hydra/exchange.h>
 
 #include "metrics/metrics.h"
+#include "queue/kafka_admin.h"
 #include "ws/ws_exchange.h"
 
 namespace RdKafka {
@@ -36,15 +37,25 @@ namespace hydra::cluster {
 class ClusterExchange : public Exchange {
   public:
     struct Settings {
-        std::string node_id;  // cluster.node_id, or generated
+        std::string node_id;  // cluster.node_id, or the one kept in cluster.node_id_file
         std::string brokers;
-        std::map<std::string, std::string> properties;  // queue.kafka.properties
+        std::map<std::string, std::string> properties;  // queue.kafka.properties (without empty values)
         std::string prefix = "hydra";                   // topic prefix: "<plat>.<system>" keeps apps apart
         std::chrono::milliseconds heartbeat{3000};      // a host silent for 3 heartbeats is considered gone
-        std::shared_ptr<metrics::Registry> metrics;     // set by the host when admin.metrics is on; null = none
+        bool create_topics = true;                      // queue.kafka.topics.create
+        int partitions = 1;                             // cluster.topics.*
+        int replication_factor = -1;
+        std::chrono::milliseconds topics_timeout{5000};  // queue.kafka.topics.timeout_ms
+        std::shared_ptr<metrics::Registry> metrics;      // set by the host when admin.metrics is on; null = none
 
+        // Throws ConfigError for a node id file that cannot be read or written, or holds no valid id.
         static Settings from(const Config& config, const std::string& prefix);
     };
+
+    // The id kept in `path`; when there is no such file, a new one, written there atomically (mode 0600). Throws
+    // ConfigError when the file holds anything but one valid id (it is not replaced: the operator decides) or
+    // cannot be written.
+    static std::string node_id_from_file(const std::string& path);
 
     ClusterExchange(Settings settings, ws::WsExchange& local);
     ~ClusterExchange() override;
@@ -96,6 +107,11 @@ class ClusterExchange : public Exchange {
     std::optional<std::string> owner(std::string_view uuid) const;
     bool route(std::string_view uuid, Json message);
     void poll_loop();
+    // Creates the topics (waiting at most topics_timeout); returns those that failed, each logged (a warning unless
+    // `retry`).
+    std::vector<queue::TopicSpec> create_topics(std::vector<queue::TopicSpec> topics, bool retry = false);
+    void topics_loop(std::vector<queue::TopicSpec> failed);
+    void check_presence_policy();
     void handle(const std::string& topic, const std::string& key, const std::string* value);
     void apply(const Json& message);
     std::string node_topic(const std::string& node) const { return settings_.prefix + ".node." + node; }
@@ -105,7 +121,8 @@ class ClusterExchange : public Exchange {
     std::string presence_topic_, bus_topic_;
     std::unique_ptr<RdKafka::Producer> producer_;
     std::unique_ptr<RdKafka::KafkaConsumer> consumer_;
-    std::thread poller_, heartbeat_;
+    std::unique_ptr<queue::KafkaAdmin> admin_;  // null with queue.kafka.topics.create off
+    std::thread poller_, heartbeat_, topics_;
     std::atomic<bool> running_{false};
     std::atomic<bool> presence_loaded_{false};
     std::atomic<std::uint64_t> presence_dropped_{0};

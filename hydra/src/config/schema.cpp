@@ -182,7 +182,20 @@ constexpr const char* builtin_schema_text = R"json({
             "brokers": {"type": "string", "default": "127.0.0.1:9092"},
             "group_prefix": {"type": "string", "default": ""},
             "properties": {"type": "object", "additionalProperties": {"type": "string"}, "default": {},
-                           "description": "librdkafka properties, e.g. \"linger.ms\"."}
+                           "description": "librdkafka properties, e.g. \"linger.ms\", for every producer, consumer and admin client of the queue and the cluster; \"\" = unset. sasl.username and sasl.password go together."},
+            "topics": {
+              "type": "object",
+              "description": "The queue topics (pushed, consumed and their \".dlq\"), created with the Admin API: those consumed at start, others at their first push; one that exists already is left as it is.",
+              "properties": {
+                "create": {"type": "boolean", "default": true,
+                           "description": "false = the operator creates every topic (queues and cluster) himself."},
+                "partitions": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 3},
+                "replication_factor": {"type": "integer", "minimum": -1, "maximum": 32767, "default": -1,
+                                       "description": "-1 = the brokers' default.replication.factor."},
+                "timeout_ms": {"type": "integer", "minimum": 100, "maximum": 600000, "default": 5000,
+                               "description": "How long one creation request may take; at start a host waits at most this long for its topics, then goes on and retries in the background."}
+              }
+            }
           }
         }
       }
@@ -193,7 +206,20 @@ constexpr const char* builtin_schema_text = R"json({
         "enabled": {"type": "boolean", "default": true,
                     "description": "With queue.backend=kafka, hosts sharing the brokers form a cluster."},
         "node_id": {"type": "string", "pattern": "^[A-Za-z0-9._-]{0,64}$", "default": "",
-                    "description": "\"\" = generated at start."}
+                    "description": "This host's id (its topic <plat>.<system>.node.<id> and consumer group); \"\" = the one in cluster.node_id_file."},
+        "node_id_file": {"type": "string", "minLength": 1, "default": "data/node-id",
+                         "description": "Where a host without cluster.node_id keeps the id it generated at its first start, so that a restart keeps its topic and group."},
+        "node_ttl_s": {"type": "integer", "minimum": 60, "maximum": 31536000, "default": 86400,
+                       "description": "hydra cluster gc deletes the node topics of hosts silent in the presence topic for this long."},
+        "topics": {
+          "type": "object",
+          "description": "The presence topic (compacted), the bus and the node topics, created with the Admin API at start.",
+          "properties": {
+            "partitions": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 1},
+            "replication_factor": {"type": "integer", "minimum": -1, "maximum": 32767, "default": -1,
+                                   "description": "-1 = the brokers' default.replication.factor."}
+          }
+        }
       }
     },
     "services": {

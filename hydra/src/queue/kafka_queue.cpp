@@ -75,6 +75,9 @@ class EventLogger : public RdKafka::EventCb {
                     level = LogLevel::debug;
                 // Connection failures and fatal errors also come as error events (above): log them once.
                 if (event.fac() == "FAIL" || event.fac() == "FATAL") level = LogLevel::debug;
+                // Brokers older than 0.11 (and librdkafka's mock cluster) ignore allow.auto.create.topics=false:
+                // said at every metadata request. Topics are created with the Admin API anyway.
+                if (event.fac() == "AUTOCREATE") level = LogLevel::debug;
                 if (Logger::enabled(level))
                     Logger().log(level, "queue: kafka " + who_ + ": " + event.fac() + ": " + event.str());
                 break;
@@ -127,11 +130,30 @@ KafkaQueue::Settings KafkaQueue::Settings::from(const Config& config) {
     settings.brokers = config.str("queue.kafka.brokers");
     settings.group_prefix = config.str("queue.kafka.group_prefix");
     settings.push_timeout = std::chrono::milliseconds(config.integer("queue.push_timeout_ms"));
+    settings.properties = properties_from(config);
+    settings.topics.create = config.boolean("queue.kafka.topics.create");
+    settings.topics.partitions = static_cast<int>(config.integer("queue.kafka.topics.partitions"));
+    settings.topics.replication_factor = static_cast<int>(config.integer("queue.kafka.topics.replication_factor"));
+    settings.topics.timeout = std::chrono::milliseconds(config.integer("queue.kafka.topics.timeout_ms"));
+    return settings;
+}
+
+std::map<std::string, std::string> KafkaQueue::properties_from(const Config& config) {
+    std::map<std::string, std::string> properties;
     for (const auto& [name, value] : config.at("queue.kafka.properties").items()) {
         if (!value.is_string()) config_error("queue.kafka.properties." + name + ": expected a string");
-        settings.properties[name] = value.get<std::string>();
+        // "" = unset: a profile maps optional environment variables ("${KAFKA_USERNAME:-}") to properties.
+        if (!value.get_ref<const std::string&>().empty()) properties[name] = value.get<std::string>();
     }
-    return settings;
+    // SASL credentials come in pairs: one without the other is a deployment mistake that librdkafka would only
+    // report as an authentication failure at every connection attempt.
+    const bool user = properties.count("sasl.username") > 0, password = properties.count("sasl.password") > 0;
+    if (user != password)
+        throw ConfigError(config.source() + ": queue.kafka.properties." +
+                          (password ? "sasl.password is set but queue.kafka.properties.sasl.username is empty"
+                                    : "sasl.username is set but queue.kafka.properties.sasl.password is empty") +
+                          " (prod: KAFKA_USERNAME and KAFKA_PASSWORD go together)");
+    return properties;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -381,8 +403,8 @@ class KafkaQueue::Consumer final : public RdKafka::RebalanceCb, public RdKafka::
         set(*conf, "bootstrap.servers", owner.settings_.brokers);
         set(*conf, "auto.offset.reset", "earliest");
         set(*conf, "session.timeout.ms", "6000");
-        // The subscription may come before the first push: let the broker create the topic (if it allows).
-        set(*conf, "allow.auto.create.topics", "true");
+        // Topics are created with the Admin API (KafkaQueue::start, TopicKeeper), never by a subscription.
+        set(*conf, "allow.auto.create.topics", "false");
         for (const auto& [name, value] : owner.settings_.properties) set(*conf, name, value);
         set(*conf, "group.id", owner.settings_.group_prefix + sub_.group);
         // We commit explicit offsets, only behind finished work: at-least-once.
@@ -396,6 +418,8 @@ class KafkaQueue::Consumer final : public RdKafka::RebalanceCb, public RdKafka::
         if (!consumer_) config_error("consumer of " + topic_ + ": " + err);
         messages_.reset(RdKafka::Queue::create(consumer_.get()));
     }
+
+    const std::string& topic() const { return topic_; }
 
     void start() {
         RdKafka::ErrorCode err = consumer_->subscribe({topic_});
@@ -768,11 +792,24 @@ class KafkaQueue::Consumer final : public RdKafka::RebalanceCb, public RdKafka::
 KafkaQueue::KafkaQueue(Settings settings, RetryPolicy retry) : settings_(std::move(settings)), retry_(retry) {
     if (settings_.brokers.empty()) config_error("queue.kafka.brokers is empty");
     producer_ = std::make_unique<Producer>(settings_);
+    if (settings_.topics.create) {
+        admin_ = std::make_shared<KafkaAdmin>(settings_.brokers, settings_.properties);
+        keeper_ = std::make_unique<TopicKeeper>(
+            admin_, TopicKeeper::Settings{.partitions = settings_.topics.partitions,
+                                          .replication_factor = settings_.topics.replication_factor,
+                                          .timeout = settings_.topics.timeout});
+    }
 }
 
 KafkaQueue::~KafkaQueue() {
     stop(std::chrono::seconds(5));
+    keeper_.reset();
+    admin_.reset();
     producer_.reset();
+}
+
+void KafkaQueue::ensure_topic(const std::string& topic) {
+    if (keeper_) keeper_->ensure(topic);
 }
 
 // Kafka has no delayed delivery. A delayed message is produced at once with its visible time (ms since the epoch)
@@ -783,10 +820,12 @@ KafkaQueue::~KafkaQueue() {
 void KafkaQueue::push(std::string_view queue, std::string_view payload, const Headers& headers,
                       std::chrono::milliseconds delay) {
     validate_queue_name(queue);
-    if (delay.count() <= 0) return producer_->send(topic_for(queue), payload, headers);
+    const std::string topic = topic_for(queue);
+    ensure_topic(topic);
+    if (delay.count() <= 0) return producer_->send(topic, payload, headers);
     Headers delayed = headers;
     delayed[visible_at_header] = std::to_string(now_ms() + delay.count());
-    producer_->send(topic_for(queue), payload, delayed);
+    producer_->send(topic, payload, delayed);
 }
 
 void KafkaQueue::push_async(std::string_view queue, std::string_view payload, const Headers& headers,
@@ -799,6 +838,7 @@ void KafkaQueue::push_async(std::string_view queue, std::string_view payload, co
         done(&e);
         return;
     }
+    ensure_topic(topic);
     if (delay.count() <= 0) return producer_->send_async(topic, payload, headers, std::move(done));
     Headers delayed = headers;
     delayed[visible_at_header] = std::to_string(now_ms() + delay.count());
@@ -807,7 +847,9 @@ void KafkaQueue::push_async(std::string_view queue, std::string_view payload, co
 
 void KafkaQueue::push_batch(std::string_view queue, std::span<const std::string> payloads, const Headers& headers) {
     validate_queue_name(queue);
-    producer_->send_all(topic_for(queue), payloads, headers);
+    const std::string topic = topic_for(queue);
+    ensure_topic(topic);
+    producer_->send_all(topic, payloads, headers);
 }
 
 void KafkaQueue::subscribe(Subscription subscription) {
@@ -824,6 +866,24 @@ void KafkaQueue::start() {
     std::lock_guard lock(mutex_);
     if (started_ || stopped_) return;
     started_ = true;
+    // The consumed topics and their dead letter topics exist before the consumers join (they do not create
+    // them). Not fatal: brokers briefly away at start, or refusing CreateTopics (no permission, an operator who
+    // creates topics himself), leave the host running; the keeper retries what failed.
+    if (admin_ && !consumers_.empty()) {
+        std::vector<TopicSpec> specs;
+        for (auto& consumer : consumers_)
+            for (const std::string& topic : {consumer->topic(), consumer->topic() + ".dlq"})
+                specs.push_back({topic, settings_.topics.partitions, settings_.topics.replication_factor, {}});
+        auto result = admin_->create(specs, settings_.topics.timeout);
+        for (const auto& [topic, error] : result) {
+            if (error.empty()) {
+                keeper_->created(topic);
+                continue;
+            }
+            Logger().debug("queue: kafka: topic " + topic + " not created at start: " + error);
+            keeper_->ensure(topic);  // warns and retries in the background
+        }
+    }
     for (auto& consumer : consumers_) consumer->start();
 }
 

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "queue/backend.h"
+#include "queue/kafka_admin.h"
 
 namespace hydra::queue {
 
@@ -27,10 +28,21 @@ class KafkaQueue : public Backend {
         std::map<std::string, std::string> properties;  // librdkafka properties for producer and consumers
         std::chrono::milliseconds push_timeout{5000};   // message.timeout.ms of the producer
         std::string group_prefix;                       // prepended as is to every subscription's group
+        // The topics of pushed and consumed queues (and their ".dlq"), created with the Admin API.
+        struct Topics {
+            bool create = true;
+            int partitions = 3;
+            int replication_factor = -1;  // -1: the brokers' default
+            std::chrono::milliseconds timeout{5000};
+        } topics;
 
         // From queue.kafka.* and queue.push_timeout_ms.
         static Settings from(const Config& config);
     };
+
+    // queue.kafka.properties without its empty values ("" = unset). Throws ConfigError naming the keys when only
+    // one of sasl.username and sasl.password is set. The cluster's producer and consumer use the same.
+    static std::map<std::string, std::string> properties_from(const Config& config);
 
     // Creates the producer (it connects in the background: a broker that is down is not an error here).
     // Throws std::runtime_error "queue: kafka: <librdkafka's reason>" on an invalid property name or value.
@@ -63,9 +75,13 @@ class KafkaQueue : public Backend {
     class Producer;
     class Consumer;
 
+    void ensure_topic(const std::string& topic);
+
     Settings settings_;
     RetryPolicy retry_;
     std::unique_ptr<Producer> producer_;
+    std::shared_ptr<KafkaAdmin> admin_;    // null with topics.create off
+    std::unique_ptr<TopicKeeper> keeper_;  // creates the topics of new queue names in the background
 
     std::mutex mutex_;  // guards the lifecycle below (subscribe/start/stop from the host's thread)
     std::vector<std::unique_ptr<Consumer>> consumers_;
