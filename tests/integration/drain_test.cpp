@@ -6,17 +6,22 @@
 #include <boost/test/unit_test.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <future>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include <hydra/app.h>
 #include <hydra/ws_client.h>
+
+#include "queue/sqlite_queue.h"
 
 #include "support/host.h"
 #include "support/http.h"
 #include "support/http_raw.h"
+#include "support/temp.h"
 #include "support/wait.h"
 
 using hydra::WsClient;
@@ -203,6 +208,46 @@ BOOST_AUTO_TEST_CASE(shutdown_timeout_ms_bounds_the_whole_drain) {
     const double took_s = std::chrono::duration<double>(Clock::now() - signalled).count();
     BOOST_TEST_MESSAGE("exited " << took_s << " s after SIGTERM");
     BOOST_CHECK_LT(took_s, 60);
+}
+
+BOOST_AUTO_TEST_CASE(a_drain_lets_the_mqc_handler_in_flight_finish_and_commits_its_message) {
+    // In process (App::drain, what `hydra run` calls on SIGTERM), with a handler the test holds in flight.
+    const std::string path = test::temp_path("drain-queue.db");
+    hydra::App app;
+    std::promise<void> release;
+    std::shared_future<void> released = release.get_future().share();
+    std::atomic<int> entered{0};
+    std::atomic<int> finished{0};
+    app.mqc("/work",
+            [&entered, &finished, released](hydra::Context&) {
+                ++entered;
+                released.wait();
+                ++finished;
+                return hydra::Json{{"ok", true}};
+            },
+            {.queue = "test:work"});
+    app.start(hydra::Config::from_json(
+        hydra::Json::object(), "test",
+        {"api.address=127.0.0.1:0", "admin.address=127.0.0.1:0", "ws.address=127.0.0.1:0", "log.level=error",
+         "queue.sqlite.path=" + path, "shutdown.grace_ms=0", "ws.drain_ms=0", "api.shutdown_timeout_ms=60000"},
+        hydra::ConfigSchema::builtin()));
+    app.queue()->push("test:work", std::string_view(R"({"n":1})"));
+    BOOST_REQUIRE(test::wait_until([&] { return entered.load() == 1; }));
+
+    auto draining = std::async(std::launch::async, [&app] { app.drain(); });
+    // The drain waits for the handler (up to api.shutdown_timeout_ms, a minute here): not over while it runs.
+    BOOST_CHECK(draining.wait_for(1s) == std::future_status::timeout);
+    release.set_value();
+    BOOST_REQUIRE(draining.wait_for(60s) == std::future_status::ready);
+    BOOST_CHECK_EQUAL(finished.load(), 1);
+    BOOST_CHECK_EQUAL(entered.load(), 1);
+    // Its outcome was committed: the message is neither waiting nor leased any more (it would be redelivered).
+    for (const auto& q : hydra::queue::SqliteQueue::stats(path)) {
+        if (q.queue != "test:work") continue;
+        BOOST_CHECK_EQUAL(q.ready, 0);
+        BOOST_CHECK_EQUAL(q.leased, 0);
+        BOOST_CHECK_EQUAL(q.dead, 0);
+    }
 }
 
 BOOST_AUTO_TEST_SUITE_END()
