@@ -10,7 +10,6 @@
 #include "services/push/push_service.h"
 #include "services/schemas.h"
 #include "services/system/echo.h"
-#include "services/system/health.h"
 #include "services/system/whoami.h"
 
 namespace {
@@ -66,9 +65,8 @@ int main(int argc, char** argv) {
     // A client's call with a JSON Web Token: {"user": sub}. A host with it needs auth.jwt (a secret or a key).
     app.api("/auth/whoami", system::whoami, {.methods = {"GET"}, .auth = hydra::Auth::jwt});
 
-    // Operations: health, echo, and on the admin listener the exchange over HTTP (/v1/mesh/publish,
-    // /v1/exchange/notify|notify_user|broadcast).
-    app.api("/healthz", system::Health{app});
+    // Operations (/healthz and /readyz are the host's own): echo, and on the admin listener the exchange over HTTP
+    // (/v1/mesh/publish, /v1/exchange/notify|notify_user|broadcast).
     admin::register_routes(app);
     app.ws_endpoint("/echo", system::echo_endpoint());
 

@@ -138,6 +138,42 @@ BOOST_AUTO_TEST_CASE(stop_closes_every_websocket_with_1001_server_shutting_down)
     for (const auto& c : closes) BOOST_CHECK_EQUAL(c, "1001 server shutting down");
 }
 
+BOOST_AUTO_TEST_CASE(handlers_that_outlive_the_shutdown_timeout_still_find_the_server_and_the_queue_they_use) {
+    hydra::App app;
+    std::promise<void> release;
+    std::shared_future<void> released = release.get_future().share();
+    std::atomic<int> entered{0};
+    std::atomic<int> finished{0};
+    app.api("/late", [&entered, &finished, released](Context& ctx) {
+        ++entered;
+        released.wait();
+        // The queue was stopped meanwhile: the push fails, but on an object that is still there.
+        try {
+            ctx.queue().push("test:late", std::string_view(R"({"late":true})"));
+        } catch (const std::exception&) {
+        }
+        ++finished;
+        return Json{{"late", true}};
+    });
+    // One handler thread: the second request waits in line behind the first, and starts only after stop().
+    app.start(both_servers({"api.threads=1", "api.shutdown_timeout_ms=100"}));
+    test::RawHttp first(app.api_address());
+    first.send("GET /late HTTP/1.1\r\nHost: x\r\n\r\n");
+    BOOST_REQUIRE(test::wait_until([&] { return entered.load() == 1; }));
+    test::RawHttp second(app.api_address());
+    second.send("GET /late HTTP/1.1\r\nHost: x\r\n\r\n");
+    BOOST_REQUIRE(test::wait_until([&] { return test::unread_by_server(second) == 0; }));
+
+    app.stop();  // gives up on both after 100 ms: their clients are disconnected
+    BOOST_CHECK(first.read_all(20s).empty());
+    BOOST_CHECK(!app.running());
+    // Both handlers run to their end after the stop, the second one routed, authorized and parsed only now (the
+    // sanitizer build reports any use of what stop() freed).
+    release.set_value();
+    BOOST_CHECK(test::wait_until([&] { return finished.load() == 2; }, 20s));
+    BOOST_CHECK_EQUAL(entered.load(), 2);
+}
+
 BOOST_AUTO_TEST_CASE(sigterm_closes_idle_http_connections_and_websockets_with_1001_then_exits_0) {
     // Long timeouts, as above: the idle connection can only be closed by the stop itself.
     test::Host host({"--set", "api.shutdown_timeout_ms=60000", "--set", "api.keep_alive_timeout_ms=60000"});

@@ -517,6 +517,39 @@ BOOST_AUTO_TEST_CASE(a_client_that_stops_reading_is_closed_and_others_are_not_sl
     BOOST_CHECK(f.wait_connections(1));
 }
 
+BOOST_AUTO_TEST_CASE(a_client_that_never_answers_our_close_is_reset_at_the_close_deadline_not_left_to_linger) {
+    WsFixture f;
+    // The client takes the close frame into its socket (it fits) but never reads it, so it never answers: our end
+    // has nothing left to send, and once the close deadline (2 s) passes it must be reset, not closed into a
+    // half-closed state the kernel keeps for tcp_fin_timeout (a minute).
+    WsClient idle = f.connect("/raw");
+    const std::string uuid = idle.response_header("X-Request-Id").value();
+    BOOST_REQUIRE(f.wait_connections(1));
+    sockaddr_in local{};
+    socklen_t len = sizeof local;
+    BOOST_REQUIRE_EQUAL(::getsockname(idle.fd(), reinterpret_cast<sockaddr*>(&local), &len), 0);
+    const int idle_port = ntohs(local.sin_port);
+    auto server_end_exists = [&] {
+        std::ifstream tcp("/proc/net/tcp");
+        std::string line;
+        std::getline(tcp, line);
+        while (std::getline(tcp, line)) {
+            std::istringstream in(line);
+            std::string slot, here, there;
+            in >> slot >> here >> there;
+            if (std::stoi(here.substr(here.find(':') + 1), nullptr, 16) == f.port &&
+                std::stoi(there.substr(there.find(':') + 1), nullptr, 16) == idle_port)
+                return true;
+        }
+        return false;
+    };
+    BOOST_REQUIRE(server_end_exists());
+    BOOST_REQUIRE(f.ex().kick(uuid, 1000, "bye"));
+    BOOST_REQUIRE(f.wait_connections(0));
+    // Well within tcp_fin_timeout: a lingering end would still be listed.
+    BOOST_CHECK(test::wait_until([&] { return !server_end_exists(); }, 20s));
+}
+
 BOOST_AUTO_TEST_CASE(a_thousand_clients_get_a_broadcast) {
     // Both ends of every connection live in this process: 2,000 descriptors and then some. Raise the soft limit to
     // the hard one (a default soft limit of 1,024 would fail the case for the wrong reason).

@@ -67,7 +67,7 @@ BOOST_AUTO_TEST_CASE(deeply_nested_json_is_refused_everywhere_and_the_process_li
     BOOST_CHECK_MESSAGE(r.body.find("nested deeper than 64 levels") != std::string::npos, r.body);
     r = test::http(host.api, "POST", "/msg/send", R"({"uuid":"x","msg":)" + deep + "}");
     BOOST_CHECK_EQUAL(r.status, 400);
-    r = test::http(host.api, "GET", "/healthz", deep);
+    r = test::http(host.api, "GET", "/demo/", deep);  // (the host's probes, /healthz and /readyz, read no body)
     BOOST_CHECK_EQUAL(r.status, 400);
     BOOST_REQUIRE(alive(host));
 

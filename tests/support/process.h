@@ -50,7 +50,10 @@ class ChildProcess {
     }
 
     pid_t pid() const { return pid_; }
-    void signal(int sig) { kill(pid_, sig); }
+    // Not once it was waited for: the pid may belong to another process by then.
+    void signal(int sig) {
+        if (pid_ > 0 && !status_) kill(pid_, sig);
+    }
 
     // Reads stdout until `pattern` matches (returns the first capture group) or the timeout passes.
     std::optional<std::string> wait_for_stdout(const std::string& pattern, std::chrono::milliseconds timeout) {

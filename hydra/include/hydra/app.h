@@ -109,6 +109,13 @@ class App {
     void start(Config config);
     // Graceful stop: stop accepting, let in-flight requests finish (up to api.shutdown_timeout_ms).
     void stop();
+    // The drain `hydra run` does on SIGTERM/SIGINT, then stop(): /readyz answers 503 at once; after
+    // shutdown.grace_ms the API and WS listeners stop accepting (the admin listener serves on), WebSocket clients
+    // are closed with 1001 spread over ws.drain_ms, in-flight requests and MQC handlers finish (each up to
+    // api.shutdown_timeout_ms); all of it within shutdown.timeout_ms.
+    void drain();
+    // From any thread: a drain in progress skips what is left of its waits (a second signal).
+    void hurry();
     bool running() const;
     // Re-reads what may change while running (`hydra run` calls it on SIGHUP): the listeners' TLS certificates.
     // Connections already open keep theirs; a file that does not load is logged and the old certificate stays.

@@ -218,16 +218,21 @@ void ApiServer::start() {
     hs.request_timeout_ms = settings_.request_timeout_ms;
     hs.software = settings_.software;
     hs.tls = settings_.tls;
+    hs.name = settings_.name;
+    if (settings_.probe) hs.probe_paths = {"/healthz", "/readyz"};
+    // The handlers hold the server: one still running after stop() (past its timeout) finds it, and what it
+    // reaches, alive. The cycle (server_ holds them) ends in stop().
+    std::shared_ptr<ApiServer> self = shared_from_this();
     auto server = std::make_unique<http::Server>(
-        hs, [this](http::Request& request) { return handle(request); },
+        hs, [self](http::Request& request) { return self->handle(request); },
         [metrics = metrics_](int status, const std::string& reason) {
             if (metrics) metrics->rejected.local({metrics->listener, std::to_string(status)}).inc();
             http::Response r = error_reply(status, reason);
             r.headers.emplace_back("X-Request-Id", generate_uuid());
             return r;
         },
-        [this](http::Request& request, const http::Server::Responder& respond) {
-            return handle_on_loop(request, respond);
+        [self](http::Request& request, const http::Server::Responder& respond) {
+            return self->handle_on_loop(request, respond);
         });
     try {
         server->start();
@@ -237,9 +242,9 @@ void ApiServer::start() {
     server_ = std::move(server);
 }
 
-void ApiServer::stop() {
+void ApiServer::stop(std::optional<std::chrono::milliseconds> grace) {
     if (!server_) return;
-    server_->stop(std::chrono::milliseconds(settings_.shutdown_timeout_ms));
+    server_->stop(grace.value_or(std::chrono::milliseconds(settings_.shutdown_timeout_ms)));
     server_.reset();
 }
 
@@ -426,7 +431,19 @@ Context::Init ApiServer::context_init(http::Request& request, const Router::Matc
     return init;
 }
 
+void ApiServer::answer_probe(const http::Request& request, const http::Server::Responder& respond) const {
+    const auto started = std::chrono::steady_clock::now();
+    auto [status, body] = settings_.probe(request.path == "/readyz");
+    respond(finish(Result::json(std::move(body), status), {}, request_id_of(request), request.method, request.target,
+                   started, metrics_.get(), request.path, settings_.name));
+}
+
 bool ApiServer::handle_on_loop(http::Request& request, const http::Server::Responder& respond) {
+    if (settings_.probe && (request.path == "/healthz" || request.path == "/readyz") &&
+        (request.method == "GET" || request.method == "HEAD")) {
+        answer_probe(request, respond);
+        return true;
+    }
     // With middleware, the chain runs on a handler thread (middleware may block).
     if (!middleware_.empty() || !router_.has_async() || request.body.size() > kMaxLoopBody) return false;
     const Router::Match match = router_.match(request.method, request.path);

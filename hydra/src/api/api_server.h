@@ -3,8 +3,10 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -19,7 +21,8 @@
 
 namespace hydra {
 
-class ApiServer {
+// Held by a shared_ptr (App): a handler still running after stop() keeps it, and what it uses, alive.
+class ApiServer : public std::enable_shared_from_this<ApiServer> {
   public:
     struct Settings {
         std::string address = "127.0.0.1:9090";
@@ -44,6 +47,12 @@ class ApiServer {
         std::shared_ptr<const JwtVerifier> jwt;  // auth.jwt, for routes with Auth::jwt (App::start checks it is set)
         std::shared_ptr<TlsContext> tls;         // `<listener>.tls` loaded by the host; null = plain TCP
         std::shared_ptr<metrics::Registry> metrics;  // set by the host when admin.metrics is on; null = count nothing
+        // The host's GET/HEAD /healthz (false) and /readyz (true): status and body, answered on the I/O loop before
+        // middleware, API keys and tokens, and exempt from the rate limit. Null: no built-in probes.
+        std::function<std::pair<int, Json>(bool ready)> probe;
+        // What handlers reach through their Context (the queue, the exchange): kept alive while a handler that
+        // outlived stop() (api.shutdown_timeout_ms) still runs.
+        std::shared_ptr<const void> handlers_reach;
 
         static Settings from(const Config& config);        // the `api` section
         static Settings admin_from(const Config& config);  // the admin listener: `admin`, with the api.* limits
@@ -55,10 +64,20 @@ class ApiServer {
 
     // Binds and starts serving. Throws std::runtime_error("<name>: cannot listen on <addr>: <reason>").
     void start();
-    // Stops accepting, closes idle keep-alive connections, waits for in-flight requests (bounded).
-    void stop();
+    // Stops accepting, closes idle keep-alive connections at once and busy ones after their current response;
+    // stop() waits for them.
+    void wind_down() {
+        if (server_) server_->wind_down();
+    }
+    // Nothing in flight, nothing open.
+    bool idle() const { return !server_ || server_->idle(); }
+    // Stops accepting, closes idle keep-alive connections, waits for in-flight requests (bounded by
+    // api.shutdown_timeout_ms, or `grace` when given).
+    void stop(std::optional<std::chrono::milliseconds> grace = std::nullopt);
     // "host:port" actually bound.
     std::string address() const { return server_ ? server_->address() : std::string(); }
+    // The I/O loops' heartbeats, after start().
+    Heartbeats heartbeats() const { return server_ ? server_->heartbeats() : Heartbeats(); }
 
     // One request, start to end (on a handler thread).
     http::Response handle(http::Request& request);
@@ -84,9 +103,12 @@ class ApiServer {
     // Params from the query, form or JSON body and the path; Error(400) on a malformed body. Takes the body.
     Context::Init context_init(http::Request& request, const Router::Match& match, const std::string& rid) const;
 
+    // The answer to a built-in probe (Settings::probe).
+    void answer_probe(const http::Request& request, const http::Server::Responder& respond) const;
+
     Settings settings_;
-    const Router& router_;
-    const std::vector<Middleware>& middleware_;
+    const Router router_;  // copies: a handler that outlived stop() may still route
+    const std::vector<Middleware> middleware_;
     Queue* queue_;
     Exchange* exchange_;
     auth::ApiKeys keys_;

@@ -102,7 +102,8 @@ struct Server::Connection : EventLoop::Handler {
 // Loop: an EventLoop plus the connections it owns.
 
 struct Server::Loop : EventLoop::Handler, std::enable_shared_from_this<Server::Loop> {
-    Loop(Server& s, int index) : server(s), loop("api", index, kTickMs, [this] { on_tick(); }), index(index) {}
+    Loop(Server& s, int index)
+        : server(s), loop(s.settings_.name, index, kTickMs, [this] { on_tick(); }), index(index) {}
 
     // Listening socket readable.
     void on_events(std::uint32_t) override { accept_all(); }
@@ -548,7 +549,9 @@ bool Server::Loop::read_chunked(Connection& c) {
 
 void Server::Loop::dispatch(Connection& c) {
     c.state = Connection::State::handling;
-    if (c.client != nullptr && server.limits_->rate_limited()) {
+    const bool probe = std::find(server.settings_.probe_paths.begin(), server.settings_.probe_paths.end(),
+                                 c.request.path) != server.settings_.probe_paths.end();
+    if (c.client != nullptr && !probe && server.limits_->rate_limited()) {
         if (int wait_s = server.limits_->admit(*c.client, loop.now_ms() * 1000); wait_s > 0) {
             Response r = server.error_page_(429, "too many requests from this address (over " +
                                                      std::to_string(server.settings_.requests_per_s) + " per second)");
@@ -558,7 +561,7 @@ void Server::Loop::dispatch(Connection& c) {
             return;
         }
     }
-    if (server.in_flight_.load() >= server.settings_.max_queued + server.settings_.workers) {
+    if (!probe && server.in_flight_.load() >= server.settings_.max_queued + server.settings_.workers) {
         // Every worker is busy and the waiting line is full: answer at once rather than queue without bound.
         Response r = server.error_page_(503, "server busy: too many requests waiting");
         send_response(c, std::move(r));
@@ -579,20 +582,20 @@ void Server::Loop::dispatch(Connection& c) {
             return;
         }
     }
-    Server* srv = &server;
     server.on_workers_->fetch_add(1);
-    server.workers_->post(
-        [self = std::move(self), srv, busy = server.on_workers_, id, req = std::move(c.request)]() mutable {
-            Response response;
-            try {
-                response = srv->handler_(req);
-            } catch (const std::exception& e) {
-                Logger().error(std::string("api: request failed: ") + e.what());
-                response = srv->error_page_(500, "internal server error");
-            }
-            Responder(self, id)(std::move(response));
-            busy->fetch_sub(1);  // not through srv: after a shutdown timeout the server may be gone by now
-        });
+    // The task holds what it calls: after a shutdown timeout it may run (or start) when the server is gone.
+    server.workers_->post([self = std::move(self), calls = server.calls_, busy = server.on_workers_, id,
+                           req = std::move(c.request)]() mutable {
+        Response response;
+        try {
+            response = calls->handler(req);
+        } catch (const std::exception& e) {
+            Logger().error(std::string("api: request failed: ") + e.what());
+            response = calls->error_page(500, "internal server error");
+        }
+        Responder(self, id)(std::move(response));
+        busy->fetch_sub(1);  // not through srv: after a shutdown timeout the server may be gone by now
+    });
     c.request = Request{};
 }
 
@@ -796,7 +799,8 @@ Server::Server(Settings settings, Handler handler, ErrorPage error_page, LoopHan
     : settings_(std::move(settings)),
       handler_(std::move(handler)),
       error_page_(std::move(error_page)),
-      loop_handler_(std::move(loop_handler)) {}
+      loop_handler_(std::move(loop_handler)),
+      calls_(std::make_shared<const Calls>(Calls{handler_, error_page_})) {}
 
 Server::~Server() { stop(std::chrono::milliseconds(0)); }
 
@@ -817,10 +821,14 @@ void Server::start() {
     started_ = true;
 }
 
-void Server::stop(std::chrono::milliseconds grace) {
+Heartbeats Server::heartbeats() const {
+    Heartbeats beats;
+    for (const auto& lp : loops_) beats.emplace_back(lp->loop.thread_name(), lp->loop.heartbeat());
+    return beats;
+}
+
+void Server::wind_down() {
     if (!started_) return;
-    started_ = false;
-    // 1. Stop accepting; idle connections close at once, busy ones after their current response.
     for (auto& lp : loops_) {
         Loop* l = lp.get();
         l->loop.post([l] {
@@ -837,6 +845,13 @@ void Server::stop(std::chrono::milliseconds grace) {
         // Refuse new connections right away (closing the socket only after the loops no longer watch it).
         ::shutdown(listen_fd_, SHUT_RD);
     }
+}
+
+void Server::stop(std::chrono::milliseconds grace) {
+    if (!started_) return;
+    // 1. Stop accepting; idle connections close at once, busy ones after their current response.
+    wind_down();
+    started_ = false;
     // 2. Requests in flight finish and are answered (bounded).
     auto deadline = std::chrono::steady_clock::now() + grace;
     while ((in_flight_.load() > 0 || open_connections_.load() > 0) && std::chrono::steady_clock::now() < deadline)

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "common/client_limits.h"
+#include "common/heartbeat.h"
 #include "common/http.h"
 #include "common/tls.h"
 
@@ -66,6 +67,10 @@ class Server {
                                                    // response must be taken by the client within this
         std::string software = "hydra";            // Server header
         std::shared_ptr<TlsContext> tls;           // null: plain TCP
+        std::string name = "api";                  // the loops' threads: "<name>-io-<index>"
+        // Request paths exempt from the per-address rate limit and the busy answer (503): health probes, which a
+        // LoopHandler answers on the loop without a worker.
+        std::vector<std::string> probe_paths;
     };
     // Answers one request that a LoopHandler took: call it exactly once, from any thread.
     class Responder {
@@ -101,9 +106,16 @@ class Server {
     // Stops accepting, closes idle connections, lets requests in flight finish and be answered (bounded by `grace`),
     // then closes everything. Idempotent.
     void stop(std::chrono::milliseconds grace);
+    // stop()'s first step without its wait: stop accepting, close idle connections at once and busy ones after
+    // their current response. Idempotent.
+    void wind_down();
+    // No request in flight and no connection open (after wind_down(): stop() would not wait).
+    bool idle() const { return in_flight_.load() == 0 && open_connections_.load() == 0; }
     // "host:port" actually bound.
     std::string address() const { return bound_; }
     int open_connections() const { return open_connections_.load(); }
+    // The I/O loops' heartbeats (EventLoop::heartbeat) by thread name, after start().
+    Heartbeats heartbeats() const;
 
   private:
     struct Connection;
@@ -114,6 +126,11 @@ class Server {
     Handler handler_;
     ErrorPage error_page_;
     LoopHandler loop_handler_;
+    struct Calls {
+        Handler handler;
+        ErrorPage error_page;
+    };
+    std::shared_ptr<const Calls> calls_;  // shared with worker tasks, which may outlive the server
     int listen_fd_ = -1;
     std::string bound_;
     std::unique_ptr<WorkerPool> workers_;

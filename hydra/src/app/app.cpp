@@ -3,6 +3,7 @@
 
 #include <malloc.h>
 
+#include <algorithm>
 #include <csignal>
 #include <iostream>
 #include <mutex>
@@ -167,6 +168,8 @@ void App::start(Config config) {
     if (impl_->running) throw std::logic_error("App::start: already running");
     // A peer closing a socket must surface as an error on that socket, not kill the process.
     std::signal(SIGPIPE, SIG_IGN);
+    // Nor a file size limit (RLIMIT_FSIZE) reached: a write that would pass it fails (EFBIG), and the queue reports it.
+    std::signal(SIGXFSZ, SIG_IGN);
     // glibc gives freed memory at the top of each thread's heap back to the kernel as soon as 128 KB are free, and
     // the next burst faults it in again: on the push path at 5,000 msg/s that was 3,900 page faults a second (none
     // with this). Keep up to 8 MB free per heap; allocations of 1 MB and more still get their own mapping.
@@ -195,46 +198,66 @@ void App::start(Config config) {
 
     for (auto& hook : impl_->start_hooks) hook(*this);
 
+    {
+        std::lock_guard drain(impl_->drain_mutex);
+        impl_->hurried = false;
+    }
+    auto health = std::make_shared<HostHealth>(impl_->options);
+    impl_->health = health;
+    auto probe = [health](bool ready) { return health->probe(ready); };
     try {
         // The queue first: every server may push. A corrupt or unwritable database fails the start here.
         impl_->queue = queue::make_backend(cfg);
         if (impl_->metrics)
             impl_->queue = queue::metered(std::move(impl_->queue), impl_->metrics,
                                           cfg.str("queue.backend") == "sqlite" ? cfg.str("queue.sqlite.path") : "");
+        health->watch(impl_->queue->heartbeats());
         // The WS server first: the API and MQC servers reach its clients through its exchange.
         if (cfg.boolean("ws.enabled")) {
             auto settings = ws::WsServer::Settings::from(cfg);
             settings.jwt = impl_->jwt;
             settings.tls = ws_tls;
             settings.metrics = impl_->metrics;
-            impl_->ws = std::make_unique<ws::WsServer>(std::move(settings), impl_->ws_routes, impl_->queue.get());
+            impl_->ws = std::make_shared<ws::WsServer>(std::move(settings), impl_->ws_routes, impl_->queue.get());
             // On Kafka the hosts form a cluster: handlers reach clients on every host through its exchange.
             if (cfg.str("queue.backend") == "kafka" && cfg.boolean("cluster.enabled")) {
                 auto settings =
                     cluster::ClusterExchange::Settings::from(cfg, impl_->options.plat + "." + impl_->options.system);
                 settings.metrics = impl_->metrics;
-                impl_->cluster = std::make_unique<cluster::ClusterExchange>(settings, impl_->ws->exchange());
+                impl_->cluster = std::make_shared<cluster::ClusterExchange>(settings, impl_->ws->exchange());
                 impl_->ws->set_handler_exchange(impl_->cluster.get());
                 impl_->cluster->start();
                 impl_->banner.push_back("cluster node " + impl_->cluster->node_id() + " over kafka " +
                                         cfg.str("queue.kafka.brokers"));
             }
             impl_->ws->start();
+            health->watch(impl_->ws->heartbeats());
             std::size_t n = impl_->ws_routes.services.size();
             std::string what = std::to_string(n) + " services";
             for (const auto& [path, ep] : impl_->ws_routes.endpoints) what += ", " + path;
             impl_->banner.push_back(std::string("ws listening on ") + (ws_tls ? "wss://" : "ws://") +
                                     impl_->ws->address() + " (" + what + ")");
         }
+        // What API handlers reach through their Context, for as long as one runs. Destroyed in reverse: the cluster
+        // (which uses the WS server's exchange), the WS server (whose handlers push), the queue.
+        struct Reach {
+            std::shared_ptr<queue::Backend> queue;
+            std::shared_ptr<ws::WsServer> ws;
+            std::shared_ptr<cluster::ClusterExchange> cluster;
+        };
+        auto reach = std::make_shared<const Reach>(Reach{impl_->queue, impl_->ws, impl_->cluster});
         if (cfg.boolean("api.enabled")) {
             auto settings = ApiServer::Settings::from(cfg);
+            settings.probe = probe;
+            settings.handlers_reach = reach;
             settings.tls = api_tls;
             settings.software = "hydra/" + impl_->options.version;
             settings.jwt = impl_->jwt;
             settings.metrics = impl_->metrics;
-            impl_->api = std::make_unique<ApiServer>(settings, impl_->api_routes, impl_->api_middleware,
+            impl_->api = std::make_shared<ApiServer>(settings, impl_->api_routes, impl_->api_middleware,
                                                      impl_->queue.get(), exchange());
             impl_->api->start();
+            health->watch(impl_->api->heartbeats());
             impl_->banner.push_back(std::string("api listening on ") + (api_tls ? "https://" : "http://") +
                                     impl_->api->address() + " (" + std::to_string(impl_->api_routes.size()) +
                                     " routes)");
@@ -242,13 +265,16 @@ void App::start(Config config) {
         // After the API: its line comes first in the banner.
         if (cfg.boolean("admin.enabled")) {
             auto settings = ApiServer::Settings::admin_from(cfg);
+            settings.probe = probe;
+            settings.handlers_reach = reach;
             settings.tls = admin_tls;
             settings.software = "hydra/" + impl_->options.version;
             settings.jwt = impl_->jwt;
             settings.metrics = impl_->metrics;
-            impl_->admin = std::make_unique<ApiServer>(settings, impl_->admin_routes, impl_->api_middleware,
+            impl_->admin = std::make_shared<ApiServer>(settings, impl_->admin_routes, impl_->api_middleware,
                                                        impl_->queue.get(), exchange());
             impl_->admin->start();
+            health->watch(impl_->admin->heartbeats());
             impl_->banner.push_back(std::string("admin listening on ") + (admin_tls ? "https://" : "http://") +
                                     impl_->admin->address() + " (" + std::to_string(impl_->admin_routes.size()) +
                                     " routes" +
@@ -266,6 +292,8 @@ void App::start(Config config) {
                                     impl_->queue->backend() + (what.empty() ? "" : " (" + what + ")"));
         }
     } catch (...) {
+        if (impl_->admin) impl_->admin->stop(std::chrono::milliseconds(0));
+        if (impl_->api) impl_->api->stop(std::chrono::milliseconds(0));
         impl_->admin.reset();
         impl_->api.reset();
         if (impl_->queue) impl_->queue->stop(std::chrono::milliseconds(0));
@@ -276,6 +304,9 @@ void App::start(Config config) {
         impl_->metrics.reset();
         throw;
     }
+    health->describe(api_address(), exchange(), impl_->queue ? impl_->queue->backend() : std::string());
+    health->set_listening(true);
+    if (impl_->queue) health->start_checking(impl_->queue.get());
     impl_->running = true;
     for (const auto& line : impl_->banner) Logger().debug(line);
     if (impl_->api && cfg.at("auth.api_keys").empty() && !loopback_host(impl_->api->address()))
@@ -310,20 +341,117 @@ void App::stop() {
     if (!impl_->running) return;
     for (auto& hook : impl_->stop_hooks) hook(*this);
     // Producers first (API), then the WS server whose exchange they used.
+    impl_->health->set_listening(false);
     if (impl_->admin) impl_->admin->stop();
     if (impl_->api) impl_->api->stop();
-    impl_->admin.reset();
-    impl_->api.reset();
+    impl_->finish_stop(std::chrono::milliseconds(impl_->config.integer("api.shutdown_timeout_ms")));
+}
+
+bool App::Impl::is_hurried() {
+    std::lock_guard lock(drain_mutex);
+    return hurried;
+}
+
+bool App::Impl::wait_unless_hurried(std::chrono::milliseconds limit, const std::function<bool()>& done) {
+    // `done` is a state other threads change without telling: looked at every few milliseconds.
+    const auto until = std::chrono::steady_clock::now() + limit;
+    std::unique_lock lock(drain_mutex);
+    for (;;) {
+        if (hurried) return false;
+        lock.unlock();
+        const bool finished = done();
+        lock.lock();
+        if (finished) return true;
+        const auto now = std::chrono::steady_clock::now();
+        if (now >= until) return false;
+        drain_cv.wait_for(lock,
+                          std::min<std::chrono::steady_clock::duration>(until - now, std::chrono::milliseconds(5)));
+    }
+}
+
+void App::Impl::finish_stop(std::chrono::milliseconds queue_grace) {
+    if (api) health->forget(api->heartbeats());
+    if (admin) health->forget(admin->heartbeats());
+    admin.reset();
+    api.reset();
     // Consumers finish their in-flight messages (they may still notify WS clients), then the writer flushes.
-    if (impl_->queue) impl_->queue->stop(std::chrono::milliseconds(impl_->config.integer("api.shutdown_timeout_ms")));
-    if (impl_->ws) impl_->ws->stop();  // closing connections announces them gone to the cluster
-    if (impl_->cluster) impl_->cluster->stop();
-    impl_->ws.reset();
-    impl_->cluster.reset();
-    impl_->queue.reset();
-    impl_->process_metrics.reset();
-    impl_->metrics.reset();
-    impl_->running = false;
+    health->stop_checking();
+    if (queue) {
+        health->forget(queue->heartbeats());
+        queue->stop(queue_grace);
+    }
+    if (ws) {
+        health->forget(ws->heartbeats());
+        ws->stop();  // closing connections announces them gone to the cluster
+    }
+    if (cluster) cluster->stop();
+    health->set_exchange(nullptr);
+    ws.reset();
+    cluster.reset();
+    queue.reset();
+    process_metrics.reset();
+    metrics.reset();
+    running = false;
+}
+
+void App::hurry() {
+    {
+        std::lock_guard lock(impl_->drain_mutex);
+        impl_->hurried = true;
+    }
+    impl_->drain_cv.notify_all();
+}
+
+void App::drain() {
+    using std::chrono::milliseconds;
+    std::lock_guard lock(impl_->lifecycle);
+    if (!impl_->running) return;
+    Impl& m = *impl_;
+    const Config& cfg = m.config;
+    const auto deadline = std::chrono::steady_clock::now() + milliseconds(cfg.integer("shutdown.timeout_ms"));
+    // What is left of shutdown.timeout_ms, at most `limit`.
+    auto within = [&](milliseconds limit) {
+        auto left = std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
+        return std::clamp(left, milliseconds(0), limit);
+    };
+    const milliseconds grace(cfg.integer("shutdown.grace_ms"));
+    const milliseconds spread(cfg.boolean("ws.enabled") ? cfg.integer("ws.drain_ms") : 0);
+    const milliseconds in_flight(cfg.integer("api.shutdown_timeout_ms"));
+
+    // 1. Unready at once; still serving, so that load balancers notice before connections are refused.
+    m.health->set_draining(true);
+    Logger().info("draining: /readyz answers 503; accepting " + std::to_string(grace.count()) + " ms more");
+    m.wait_unless_hurried(within(grace), [] { return false; });
+
+    // 2. The API and WS listeners stop accepting (the admin listener serves on: probes, operators). WS clients are
+    // closed one after the other over ws.drain_ms meanwhile; API requests in flight are answered.
+    for (auto& hook : m.stop_hooks) hook(*this);
+    Logger().info("draining: no new connections; closing WebSocket clients over " + std::to_string(spread.count()) +
+                  " ms");
+    if (m.ws) m.ws->drain(m.is_hurried() ? milliseconds(0) : within(spread));
+    if (m.api) {
+        m.api->wind_down();
+        m.wait_unless_hurried(within(in_flight), [&] { return m.api->idle(); });
+        m.health->forget(m.api->heartbeats());
+        m.api->stop(milliseconds(0));
+    }
+    m.health->set_listening(false);
+
+    // 3. MQC takes nothing more; in-flight handlers finish and their outcome is committed.
+    if (m.queue && cfg.boolean("mqc.enabled")) {
+        m.health->forget(m.queue->heartbeats());
+        m.queue->stop(m.is_hurried() ? milliseconds(0) : within(in_flight));
+    }
+
+    // 4. The WebSocket clients' turns (a second signal: all of them now), then the close handshakes.
+    if (m.ws) {
+        const milliseconds close_wait(2000);  // ws close_timeout_ms: the last one's answer
+        if (!m.wait_unless_hurried(within(spread + close_wait), [&] { return m.ws->open_connections() == 0; }))
+            m.ws->hurry();
+    }
+    if (m.admin) m.admin->stop(within(in_flight));
+    m.finish_stop(milliseconds(0));
+    Logger().info("drained");
 }
 
 }  // namespace hydra

@@ -1,6 +1,8 @@
 // App's private state, shared by app.cpp (lifecycle) and cli.cpp (the command line).
 #pragma once
 
+#include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -12,6 +14,7 @@
 
 #include "api/api_server.h"
 #include "api/router.h"
+#include "app/health.h"
 #include "cluster/cluster_exchange.h"
 #include "common/tls.h"
 #include "metrics/metrics.h"
@@ -40,15 +43,28 @@ struct App::Impl {
     // admin.metrics: what GET /metrics renders (null when off); then the process metrics it collects.
     std::shared_ptr<metrics::Registry> metrics;
     metrics::Registry::Collector process_metrics;
-    std::unique_ptr<queue::Backend> queue;
-    std::unique_ptr<ws::WsServer> ws;
-    std::unique_ptr<cluster::ClusterExchange> cluster;  // with queue.backend=kafka
-    std::unique_ptr<ApiServer> api;
-    std::unique_ptr<ApiServer> admin;
+    // Shared: API handlers still running after stop() (past api.shutdown_timeout_ms) keep what they reach alive.
+    std::shared_ptr<queue::Backend> queue;
+    std::shared_ptr<ws::WsServer> ws;
+    std::shared_ptr<cluster::ClusterExchange> cluster;  // with queue.backend=kafka
+    std::shared_ptr<ApiServer> api;
+    std::shared_ptr<ApiServer> admin;
+    std::shared_ptr<HostHealth> health;  // /healthz and /readyz of both listeners
+
+    // A drain in progress (drain()): hurry() cuts its waits short.
+    std::mutex drain_mutex;
+    std::condition_variable drain_cv;
+    bool hurried = false;                          // guarded by drain_mutex
     std::vector<std::shared_ptr<TlsContext>> tls;  // the listeners' certificates, for reload()
     std::vector<std::string> banner;               // one line per started server, printed by `hydra run`
 
     Router& routes_for(Listener listener) { return listener == Listener::admin ? admin_routes : api_routes; }
+    // Waits until `done()` or `limit` passed or hurry() was called (true only when done).
+    bool wait_unless_hurried(std::chrono::milliseconds limit, const std::function<bool()>& done);
+    bool is_hurried();
+    // The end of stop() and drain(), the listeners stopped: the queue (consumers get `queue_grace`), the WS
+    // server, the cluster.
+    void finish_stop(std::chrono::milliseconds queue_grace);
     // `<section>.tls` loaded (ConfigError naming the key when a file does not load); null when it is off.
     std::shared_ptr<TlsContext> load_tls(const std::string& section);
 };

@@ -3,6 +3,7 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <csignal>
 #include <cstdint>
@@ -11,6 +12,7 @@
 #include <filesystem>
 #include <iostream>
 #include <regex>
+#include <thread>
 
 #include <hydra/app.h>
 #include <hydra/jwt.h>
@@ -25,8 +27,8 @@ namespace hydra {
 const char* const kUsage = R"(usage: hydra <command> [options]
 
 commands:
-  run           start the API, WS and MQC servers; SIGINT/SIGTERM stop them gracefully, SIGHUP re-reads
-                the TLS certificates
+  run           start the API, WS and MQC servers; SIGINT/SIGTERM drain and stop them (a second one: at
+                once), SIGHUP re-reads the TLS certificates
   conf show     print the effective config (secrets masked)
   conf check    validate the config (and load the keys and certificates it names): exit 0 if valid, 2 with
                 one line naming the key if not
@@ -370,7 +372,36 @@ int App::run(int argc, char** argv) {
     }
     Logger().info(std::string("received ") + (sig == SIGINT ? "SIGINT" : "SIGTERM") + ", stopping");
     sd_notify(0, "STOPPING=1");
-    stop();
+    // The drain runs on a thread of its own; this one waits for a second SIGINT/SIGTERM, which cuts it short.
+    std::atomic<bool> drained{false};
+    std::thread drainer([this, &drained] {
+        try {
+            drain();
+        } catch (const std::exception& e) {
+            Logger().error(std::string("drain failed: ") + e.what());
+        }
+        drained = true;
+    });
+    bool hurried = false;
+    auto fed = std::chrono::steady_clock::now();
+    while (!drained) {
+        if (watchdog_us > 0 && std::chrono::steady_clock::now() - fed >= std::chrono::microseconds(watchdog_us / 2)) {
+            sd_notify(0, "WATCHDOG=1");
+            fed = std::chrono::steady_clock::now();
+        }
+        const timespec wait{0, 50 * 1000 * 1000};  // how soon the end of the drain is noticed
+        sig = sigtimedwait(&signals, nullptr, &wait);
+        if (sig == SIGHUP) {
+            Logger().info("received SIGHUP while stopping: ignored");
+        } else if ((sig == SIGINT || sig == SIGTERM) && !hurried) {
+            hurried = true;
+            Logger().info(std::string("received ") + (sig == SIGINT ? "SIGINT" : "SIGTERM") +
+                          " again: stopping at once");
+            hurry();
+        }
+    }
+    drainer.join();
+    stop();  // whatever the drain left (nothing when it ran to its end)
     Logger().info("stopped");
     return 0;
 }

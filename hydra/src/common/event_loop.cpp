@@ -5,6 +5,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -20,7 +21,8 @@ EventLoop::Handler* const kWakeMarker = nullptr;
 }  // namespace
 
 EventLoop::EventLoop(std::string name, int index, int tick_ms, std::function<void()> on_tick)
-    : name_(std::move(name)), index_(index), tick_ms_(tick_ms), on_tick_(std::move(on_tick)) {
+    : name_(std::move(name)), index_(index), tick_ms_(std::max(1, tick_ms)), on_tick_(std::move(on_tick)) {
+    update_clock();
     epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
     wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (epoll_fd_ < 0 || wake_fd_ < 0) throw std::runtime_error(name_ + ": epoll/eventfd: " + strerror(errno));
@@ -38,8 +40,7 @@ EventLoop::~EventLoop() {
 
 void EventLoop::start() {
     thread_ = std::thread([this] {
-        std::string name = name_ + "-io-" + std::to_string(index_);
-        pthread_setname_np(pthread_self(), name.c_str());
+        pthread_setname_np(pthread_self(), thread_name().c_str());
         run();
     });
 }
@@ -84,9 +85,15 @@ void EventLoop::post(std::function<void()> task) {
     }
 }
 
+void EventLoop::set_tick_ms(int tick_ms) {
+    tick_ms_ = std::max(1, tick_ms);
+    next_tick_ms_ = std::min(next_tick_ms_, now_ms_ + tick_ms_);
+}
+
 void EventLoop::update_clock() {
     now_ms_ = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
                   .count();
+    heartbeat_->store(now_ms_, std::memory_order_relaxed);
 }
 
 void EventLoop::run_tasks() {
@@ -112,7 +119,8 @@ void EventLoop::run() {
     constexpr int kMaxEvents = 256;
     epoll_event events[kMaxEvents];
     while (!stopping_) {
-        int timeout = static_cast<int>(std::max<std::int64_t>(0, next_tick_ms_ - now_ms_));
+        // At least every kHeartbeatMs, so that an idle loop still shows it is alive.
+        int timeout = static_cast<int>(std::clamp<std::int64_t>(next_tick_ms_ - now_ms_, 0, kHeartbeatMs));
         int n = epoll_wait(epoll_fd_, events, kMaxEvents, timeout);
         update_clock();
         if (n < 0 && errno != EINTR) {

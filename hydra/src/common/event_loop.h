@@ -2,12 +2,16 @@
 // wake-up), and a periodic tick. Everything registered with a loop is touched only by that loop's thread.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "common/heartbeat.h"
 
 namespace hydra {
 
@@ -46,6 +50,16 @@ class EventLoop {
     // From any thread: run `task` on the loop thread soon. Wakes the loop only when its queue was empty.
     void post(std::function<void()> task);
 
+    // From the loop thread: tick every `tick_ms` from now on (e.g. finer while a drain spreads closes).
+    void set_tick_ms(int tick_ms);
+    int tick_ms() const { return tick_ms_; }
+
+    // Liveness: the loop stores its clock on every iteration, and iterates at least every kHeartbeatMs even
+    // without traffic.
+    std::shared_ptr<const std::atomic<std::int64_t>> heartbeat() const { return heartbeat_; }
+    // The thread's name: "<name>-io-<index>" ("ws-io-1").
+    std::string thread_name() const { return name_ + "-io-" + std::to_string(index_); }
+
   private:
     void run();
     void run_tasks();
@@ -62,6 +76,7 @@ class EventLoop {
     bool stopping_ = false;  // loop thread's copy
     std::int64_t now_ms_ = 0;
     std::int64_t next_tick_ms_ = 0;
+    HeartbeatClock heartbeat_ = make_heartbeat();
 
     std::mutex tasks_mutex_;
     std::vector<std::function<void()>> tasks_;

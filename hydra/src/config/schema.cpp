@@ -62,6 +62,16 @@ constexpr const char* builtin_schema_text = R"json({
         "shutdown_timeout_ms": {"type": "integer", "minimum": 0, "maximum": 600000, "default": 10000}
       }
     },
+    "shutdown": {
+      "type": "object",
+      "description": "The drain on SIGTERM/SIGINT: /readyz answers 503 at once; after grace_ms the API and WS listeners stop accepting, WebSocket clients are closed over ws.drain_ms, in-flight requests and MQC handlers finish (each bounded by api.shutdown_timeout_ms); a second signal ends it at once.",
+      "properties": {
+        "grace_ms": {"type": "integer", "minimum": 0, "maximum": 600000, "default": 5000,
+                     "description": "How long the host keeps accepting after the signal, unready, so that load balancers notice."},
+        "timeout_ms": {"type": "integer", "minimum": 0, "maximum": 3600000, "default": 25000,
+                       "description": "Bound on the whole drain: whatever is still open then is closed at once (the process exits 0)."}
+      }
+    },
     "admin": {
       "type": "object",
       "description": "The operator's HTTP listener: the routes registered for it (the exchange's /v1/... endpoints), served like the API (the api.* limits and timeouts apply). Without auth.api_keys it binds only to loopback.",
@@ -127,6 +137,8 @@ constexpr const char* builtin_schema_text = R"json({
         "idle_timeout_ms": {"type": "integer", "minimum": 0, "maximum": 86400000, "default": 90000,
                             "description": "0 = off."},
         "handshake_timeout_ms": {"type": "integer", "minimum": 100, "maximum": 600000, "default": 10000},
+        "drain_ms": {"type": "integer", "minimum": 0, "maximum": 600000, "default": 10000,
+                     "description": "On SIGTERM/SIGINT, after shutdown.grace_ms: the open connections are closed with 1001 one after the other, spread evenly over this (their clients do not all reconnect at once). 0 = all at once."},
         "client_uuid": {"type": "string", "enum": ["generate", "resume", "request_id"], "default": "generate",
                         "description": "How a connection gets its uuid (its address for notify/send/kick): generate = a random one; resume = a random one, or the one of a token from an earlier 101 (X-Hydra-Resume header or ?resume=) that is not in use; request_id = the upgrade's X-Request-Id, trusted as is (only for trusted networks and benchmarks: any client can claim any uuid)."},
         "allowed_origins": {"type": "array", "default": [], "split": ",",

@@ -10,6 +10,8 @@
 #include <hydra/config.h>
 #include <hydra/queue.h>
 
+#include "common/heartbeat.h"
+
 namespace hydra::queue {
 
 // Retries after a handler failure: attempt n (1-based) waits backoff * 2^(n-1), capped; after max_attempts the
@@ -42,6 +44,16 @@ class Backend : public Queue {
     // Graceful: stop taking new messages, let in-flight handlers finish (bounded by `grace`), record their
     // outcome (ack / retry), release what was not started, flush pending pushes. Idempotent.
     virtual void stop(std::chrono::milliseconds grace) = 0;
+
+    // Liveness (/healthz): the threads the backend cannot do without (the SQLite writer, the Kafka producer's poll
+    // thread), each turning at least every kHeartbeatMs.
+    virtual Heartbeats heartbeats() const { return {}; }
+    // Readiness (/readyz): why messages cannot be taken now, "" when they can. May block up to `timeout` (a
+    // round trip to the brokers): called from the host's health thread, never from an I/O loop.
+    virtual std::string check_ready(std::chrono::milliseconds timeout) {
+        (void)timeout;
+        return {};
+    }
 };
 
 // Queue names follow hydra ("mall:wsserver:msg"): 1..200 characters of [A-Za-z0-9._:-], not "." or "..".

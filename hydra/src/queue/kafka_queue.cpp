@@ -351,6 +351,7 @@ class KafkaQueue::Producer final : public RdKafka::DeliveryReportCb {
 
     void poll_loop() {
         while (!done_) {
+            beat(beat_);
             try {
                 std::shared_ptr<RdKafka::Producer> handle = current();
                 handle->poll(static_cast<int>(poll_interval.count()));
@@ -375,6 +376,21 @@ class KafkaQueue::Producer final : public RdKafka::DeliveryReportCb {
         }
     }
 
+  public:
+    const HeartbeatClock& heartbeat() const { return beat_; }
+
+    // "" when a broker answers a metadata request within `timeout`, else why not.
+    std::string reachable(std::chrono::milliseconds timeout) {
+        RdKafka::Metadata* metadata = nullptr;
+        RdKafka::ErrorCode err = current()->metadata(false, nullptr, &metadata, static_cast<int>(timeout.count()));
+        delete metadata;
+        if (err == RdKafka::ERR_NO_ERROR) return {};
+        return "queue: kafka: no metadata from the brokers within " + std::to_string(timeout.count()) +
+               " ms: " + RdKafka::err2str(err);
+    }
+
+  private:
+    HeartbeatClock beat_ = make_heartbeat();  // the poll thread's turns
     std::chrono::milliseconds timeout_;
     EventLogger events_;
     std::unique_ptr<RdKafka::Conf> conf_;
@@ -851,6 +867,10 @@ void KafkaQueue::push_batch(std::string_view queue, std::span<const std::string>
     ensure_topic(topic);
     producer_->send_all(topic, payloads, headers);
 }
+
+Heartbeats KafkaQueue::heartbeats() const { return {{"kafka-producer", producer_->heartbeat()}}; }
+
+std::string KafkaQueue::check_ready(std::chrono::milliseconds timeout) { return producer_->reachable(timeout); }
 
 void KafkaQueue::subscribe(Subscription subscription) {
     validate_queue_name(subscription.queue);

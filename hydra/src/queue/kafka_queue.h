@@ -70,6 +70,9 @@ class KafkaQueue : public Backend {
     // before this returns (its message is not committed: redelivered). With the brokers unreachable, leaving the
     // group takes up to ~session.timeout.ms more (librdkafka waits for the commit in progress to fail).
     void stop(std::chrono::milliseconds grace) override;
+    Heartbeats heartbeats() const override;
+    // Not ready while no broker answers a metadata request within `timeout`.
+    std::string check_ready(std::chrono::milliseconds timeout) override;
 
   private:
     class Producer;

@@ -12,7 +12,7 @@ using Clock = std::chrono::steady_clock;
 
 class Metered : public Backend {
   public:
-    Metered(std::unique_ptr<Backend> inner, std::shared_ptr<metrics::Registry> registry, std::string sqlite_path)
+    Metered(std::shared_ptr<Backend> inner, std::shared_ptr<metrics::Registry> registry, std::string sqlite_path)
         : registry_(std::move(registry)),
           pushes_(registry_->counter("hydra_queue_pushes_total",
                                      "Messages pushed, by queue and result (ok: durable; error: refused or failed).",
@@ -63,6 +63,8 @@ class Metered : public Backend {
     void subscribe(Subscription subscription) override { inner_->subscribe(std::move(subscription)); }
     void start() override { inner_->start(); }
     void stop(std::chrono::milliseconds grace) override { inner_->stop(grace); }
+    Heartbeats heartbeats() const override { return inner_->heartbeats(); }
+    std::string check_ready(std::chrono::milliseconds timeout) override { return inner_->check_ready(timeout); }
 
   private:
     // A queue name the backend refuses is counted under "invalid": names come from handlers, sometimes from clients.
@@ -113,14 +115,14 @@ class Metered : public Backend {
     metrics::Family<metrics::Counter>& pushes_;
     metrics::Family<metrics::Histogram>& latency_;
     metrics::Registry::Collector depth_;
-    std::unique_ptr<Backend> inner_;
+    std::shared_ptr<Backend> inner_;
 };
 
 }  // namespace
 
-std::unique_ptr<Backend> metered(std::unique_ptr<Backend> inner, std::shared_ptr<metrics::Registry> registry,
+std::shared_ptr<Backend> metered(std::shared_ptr<Backend> inner, std::shared_ptr<metrics::Registry> registry,
                                  std::string sqlite_path) {
-    return std::make_unique<Metered>(std::move(inner), std::move(registry), std::move(sqlite_path));
+    return std::make_shared<Metered>(std::move(inner), std::move(registry), std::move(sqlite_path));
 }
 
 }  // namespace hydra::queue

@@ -10,7 +10,7 @@ namespace hydra::queue {
 
 // `inner` wrapped: pushes by queue and result, push-to-durable latency by queue; with the SQLite backend, the
 // depth and oldest-message age of every queue at scrape time (read from `sqlite_path`; "" = none).
-std::unique_ptr<Backend> metered(std::unique_ptr<Backend> inner, std::shared_ptr<metrics::Registry> registry,
+std::shared_ptr<Backend> metered(std::shared_ptr<Backend> inner, std::shared_ptr<metrics::Registry> registry,
                                  std::string sqlite_path);
 
 }  // namespace hydra::queue

@@ -367,6 +367,11 @@ void SqliteQueue::push_batch(std::string_view queue, std::span<const std::string
     wait_pushed(queue, submit(ops));
 }
 
+std::string SqliteQueue::check_ready(std::chrono::milliseconds) {
+    std::lock_guard lock(commit_error_mutex_);
+    return commit_error_.empty() ? std::string() : "queue: sqlite: the last transaction failed: " + commit_error_;
+}
+
 void SqliteQueue::writer_loop() {
     std::unique_ptr<Statements> st;
     try {
@@ -383,6 +388,7 @@ void SqliteQueue::writer_loop() {
             // Lazy operations (acks) do not wake us: they are committed with the next push or lease, or after
             // kLazyCommit at the latest.
             work_cv_.wait_for(lock, kLazyCommit, [&] { return writer_stopping_ || urgent_ > 0; });
+            beat(writer_beat_);
             if (ops_.empty()) {
                 if (writer_stopping_) return;  // stopping and drained
                 continue;
@@ -445,6 +451,10 @@ void SqliteQueue::writer_loop() {
                            " operations failed: " + error);
         }
         last_commit = std::chrono::steady_clock::now();
+        {
+            std::lock_guard error_lock(commit_error_mutex_);
+            if (error != commit_error_) commit_error_ = error;
+        }
         batch->finish(error);
         // Leases run in this batch too; a lease that failed returns nothing and is tried again later.
         for (auto& op : ops)

@@ -56,6 +56,9 @@ class SqliteQueue : public Backend {
     void subscribe(Subscription subscription) override;
     void start() override;
     void stop(std::chrono::milliseconds grace) override;
+    Heartbeats heartbeats() const override { return {{"queue-writer", writer_beat_}}; }
+    // Not ready while the writer's last transaction failed (the database could not be written).
+    std::string check_ready(std::chrono::milliseconds timeout) override;
 
     // Inspection and repair for `hydra queue ...`; they open their own connection, so they also work while a
     // server is running on the same file.
@@ -112,6 +115,9 @@ class SqliteQueue : public Backend {
     int urgent_ = 0;                   // of them, pushes and leases: someone waits for their commit
     std::shared_ptr<Batch> current_;   // the batch the next pushes join
     bool writer_stopping_ = false;
+    HeartbeatClock writer_beat_ = make_heartbeat();  // the writer's turns (at least every kLazyCommit when idle)
+    std::mutex commit_error_mutex_;
+    std::string commit_error_;  // of the writer's last transaction, "" when it committed
     std::thread writer_;
 
     std::mutex pushed_mutex_;

@@ -157,8 +157,9 @@ struct WsServer::Connection : EventLoop::Handler {
     bool close_sent = false;
     bool close_received = false;
     bool destroy_after_flush = false;
-    bool registered = false;   // uuid is in the exchange
-    bool echo_bearer = false;  // the client offered the subprotocol "bearer": the 101 selects it
+    bool unresponsive = false;  // our close frame went unanswered until the close deadline: reset, do not linger
+    bool registered = false;    // uuid is in the exchange
+    bool echo_bearer = false;   // the client offered the subprotocol "bearer": the 101 selects it
     std::uint16_t close_code = close_code::abnormal;
     std::string close_reason;
     std::int64_t opened_ms = 0;
@@ -241,6 +242,12 @@ struct WsServer::Loop : EventLoop::Handler {
     void start_close(Connection& c, std::uint16_t code, const std::string& reason);
     void fail(Connection& c, std::uint16_t code, const std::string& reason);
     void destroy(Connection& c, std::uint16_t code, const std::string& reason);
+    void stop_accepting();
+    // Close handshake with every connection now (dropped when not upgraded yet).
+    void close_all(std::uint16_t code, const std::string& reason);
+    // WsServer::drain on this loop: the open connections are closed one after the other over `spread_ms`.
+    void begin_drain(std::int64_t spread_ms);
+    void drain_due();  // closes those whose turn has come (on_tick)
     void update_events(Connection& c);
     Connection* find(std::uint64_t id) {
         auto it = connections.find(id);
@@ -267,6 +274,12 @@ struct WsServer::Loop : EventLoop::Handler {
     std::vector<std::uint8_t> read_buffer;
     Metrics* metrics;                                             // null: count nothing
     std::unordered_map<std::uint16_t, metrics::Counter*> closes;  // hydra_ws_closes_total by code, this loop's
+    // A drain: the connections open when it began, closed in this order at evenly spread times.
+    bool draining = false;
+    std::vector<std::uint64_t> drain_order;
+    std::size_t drain_next = 0;
+    std::int64_t drain_start_ms = 0;
+    std::int64_t drain_spread_ms = 0;
 };
 
 void WsServer::Connection::on_events(std::uint32_t events) {
@@ -366,9 +379,65 @@ void WsServer::Loop::tls_handshake(Connection& c) {
     }
 }
 
+void WsServer::Loop::stop_accepting() {
+    accepting = false;
+    if (listening) loop.remove(server.listen_fd_);
+    listening = false;
+}
+
+void WsServer::Loop::close_all(std::uint16_t code, const std::string& reason) {
+    draining = false;
+    std::vector<Connection*> all;
+    for (auto& [id, c] : connections) all.push_back(c.get());
+    for (Connection* c : all) {
+        if (c->state == Connection::State::open)
+            start_close(*c, code, reason);
+        else if (c->state != Connection::State::closing)
+            destroy(*c, code, reason);
+    }
+}
+
+void WsServer::Loop::begin_drain(std::int64_t spread_ms) {
+    stop_accepting();
+    std::vector<Connection*> early;
+    drain_order.clear();
+    for (auto& [id, c] : connections) {
+        if (c->state == Connection::State::open)
+            drain_order.push_back(id);
+        else if (c->state != Connection::State::closing)
+            early.push_back(c.get());
+    }
+    for (Connection* c : early) destroy(*c, close_code::going_away, "server shutting down");
+    draining = true;
+    drain_next = 0;
+    drain_start_ms = loop.now_ms();
+    drain_spread_ms = spread_ms;
+    // Tick often enough to close each connection at its time.
+    if (!drain_order.empty())
+        loop.set_tick_ms(static_cast<int>(
+            std::clamp<std::int64_t>(spread_ms / static_cast<std::int64_t>(drain_order.size()), 1, loop.tick_ms())));
+    drain_due();
+}
+
+void WsServer::Loop::drain_due() {
+    const std::int64_t elapsed = loop.now_ms() - drain_start_ms;
+    if (elapsed >= drain_spread_ms) {
+        // The last turn is over: whatever is left (upgraded since) is closed now.
+        close_all(close_code::going_away, "server shutting down");
+        return;
+    }
+    // Connection i's turn comes at i * spread / n: the first at once, the last one turn before the end.
+    const auto n = static_cast<std::int64_t>(drain_order.size());
+    const auto due = std::min<std::int64_t>(n, elapsed * n / drain_spread_ms + 1);
+    for (; static_cast<std::int64_t>(drain_next) < due; ++drain_next)
+        if (Connection* c = find(drain_order[drain_next]); c != nullptr && c->state == Connection::State::open)
+            start_close(*c, close_code::going_away, "server shutting down");
+}
+
 void WsServer::Loop::on_tick() {
     const auto& s = server.settings_;
     std::int64_t now = loop.now_ms();
+    if (draining) drain_due();
     if (!listening && accepting && server.listen_fd_ >= 0) {
         loop.add(server.listen_fd_, EPOLLIN | EPOLLEXCLUSIVE, this);
         listening = true;
@@ -406,10 +475,14 @@ void WsServer::Loop::on_tick() {
     for (Connection* c : expired) {
         if (c->state == Connection::State::open)
             start_close(*c, close_code::going_away, "idle timeout");
-        else if (c->state == Connection::State::closing)
+        else if (c->state == Connection::State::closing) {
+            // The peer did not answer our close frame in time (a client that stopped reading): reset the
+            // connection, so that the kernel does not keep the orphaned socket and its unsent bytes for minutes.
+            c->unresponsive = c->close_sent && !c->close_received;
             destroy(*c, c->close_code, c->close_reason);
-        else
+        } else {
             destroy(*c, close_code::abnormal, "handshake timeout");
+        }
     }
 }
 
@@ -1146,9 +1219,11 @@ void WsServer::Loop::update_events(Connection& c) {
 void WsServer::Loop::destroy(Connection& c, std::uint16_t code, const std::string& reason) {
     if (c.fd < 0) return;
     loop.remove(c.fd);
-    if (c.out_bytes > 0) {
-        // We give up on bytes the peer never took (a client that stopped reading): reset the connection so the
-        // kernel drops its send buffer now, instead of keeping an orphaned socket and its buffer for minutes.
+    if (c.out_bytes > 0 || c.unresponsive) {
+        // We give up on bytes the peer never took (a client that stopped reading), or on a peer that never answered
+        // our close frame: reset the connection so the kernel drops its send buffer now, instead of keeping an
+        // orphaned socket and its buffer for minutes. (Not on every close without the peer's close frame: a peer
+        // that half-closed may still be reading what we sent.)
         linger abort{1, 0};
         setsockopt(c.fd, SOL_SOCKET, SO_LINGER, &abort, sizeof abort);
     } else if (c.tls) {
@@ -1305,17 +1380,8 @@ void WsServer::stop() {
     for (auto& l : loops_) {
         Loop* lp = l.get();
         lp->loop.post([lp] {
-            lp->accepting = false;
-            if (lp->listening) lp->loop.remove(lp->server.listen_fd_);
-            lp->listening = false;
-            std::vector<Connection*> all;
-            for (auto& [id, c] : lp->connections) all.push_back(c.get());
-            for (Connection* c : all) {
-                if (c->state == Connection::State::open)
-                    lp->start_close(*c, close_code::going_away, "server shutting down");
-                else if (c->state != Connection::State::closing)
-                    lp->destroy(*c, close_code::going_away, "server shutting down");
-            }
+            lp->stop_accepting();
+            lp->close_all(close_code::going_away, "server shutting down");
         });
     }
     // 2. Wait (bounded) for the peers to answer.
@@ -1327,13 +1393,40 @@ void WsServer::stop() {
     for (auto& l : loops_) {
         std::vector<Connection*> all;
         for (auto& [id, c] : l->connections) all.push_back(c.get());
-        for (Connection* c : all) l->destroy(*c, close_code::going_away, "server shutting down");
+        for (Connection* c : all) {
+            c->unresponsive = c->close_sent && !c->close_received;  // as at the close deadline
+            l->destroy(*c, close_code::going_away, "server shutting down");
+        }
         l->graveyard.clear();
     }
     workers_->stop();
     if (listen_fd_ >= 0) ::close(listen_fd_);
     listen_fd_ = -1;
     loops_.clear();
+}
+
+void WsServer::drain(std::chrono::milliseconds spread) {
+    if (!started_) return;
+    for (auto& l : loops_) {
+        Loop* lp = l.get();
+        lp->loop.post([lp, spread] { lp->begin_drain(spread.count()); });
+    }
+    // Refuse new connections right away (the socket is closed once the loops no longer watch it, in stop()).
+    if (listen_fd_ >= 0) ::shutdown(listen_fd_, SHUT_RD);
+}
+
+void WsServer::hurry() {
+    if (!started_) return;
+    for (auto& l : loops_) {
+        Loop* lp = l.get();
+        lp->loop.post([lp] { lp->close_all(close_code::going_away, "server shutting down"); });
+    }
+}
+
+Heartbeats WsServer::heartbeats() const {
+    Heartbeats beats;
+    for (const auto& l : loops_) beats.emplace_back(l->loop.thread_name(), l->loop.heartbeat());
+    return beats;
 }
 
 WsServer::Loop& WsServer::loop_of(std::uint64_t conn_id) { return *loops_[conn_id >> 48]; }

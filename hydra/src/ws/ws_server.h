@@ -3,6 +3,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -17,6 +18,7 @@
 
 #include "common/client_limits.h"
 #include "common/event_loop.h"
+#include "common/heartbeat.h"
 #include "common/tls.h"
 #include "common/worker_pool.h"
 #include "metrics/metrics.h"
@@ -68,6 +70,16 @@ class WsServer : public Delivery {
     void start();
     // Stops accepting, closes every connection with 1001 (bounded wait), stops loops and workers.
     void stop();
+    // A drain: stops accepting at once, then closes the open connections with 1001 one after the other, spread
+    // evenly over `spread` (so that their clients do not all reconnect elsewhere at the same instant); stop()
+    // ends it. Connections not yet upgraded are dropped at once.
+    void drain(std::chrono::milliseconds spread);
+    // Closes what a drain has not closed yet, now.
+    void hurry();
+    // Every accepted socket, any state.
+    int open_connections() const { return open_connections_.load(); }
+    // The I/O loops' heartbeats (EventLoop::heartbeat) by thread name, after start().
+    Heartbeats heartbeats() const;
     std::string address() const { return bound_; }
     WsExchange& exchange() { return exchange_; }
     // The exchange handlers see in their Context (the cluster's, when there is one). Set before start().
