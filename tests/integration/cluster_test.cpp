@@ -145,6 +145,14 @@ BOOST_AUTO_TEST_CASE(two_hosts_share_notify_publish_and_queues) {
     BOOST_CHECK_GE(test::sample(m, "hydra_cluster_routed_total", R"(kind="publish",via="bus")"), 2);
     BOOST_CHECK_EQUAL(test::sample(m, "hydra_cluster_route_failures_total"), 0);
     BOOST_CHECK_GE(test::sum_of(m, "hydra_queue_pushes_total", {R"(result="ok")"}), 1);  // on Kafka too
+    // The consumer lag of B's MQC route, from librdkafka's statistics (every 5 s).
+    BOOST_CHECK(test::wait_until(
+        [&] {
+            m = test::scrape(b.admin);
+            return m.count(R"(hydra_queue_consumer_lag{group="mall.wsserver.msg.push",queue="mall:wsserver:msg"})") ==
+                   1;
+        },
+        30s));
 }
 
 BOOST_AUTO_TEST_CASE(a_host_that_dies_leaves_the_others_working) {

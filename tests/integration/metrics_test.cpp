@@ -136,7 +136,8 @@ BOOST_AUTO_TEST_CASE(the_grafana_dashboard_queries_only_metrics_hydra_exports) {
                                       "hydra_cluster_routed_total",
                                       "hydra_cluster_route_failures_total",
                                       "hydra_queue_messages",
-                                      "hydra_queue_oldest_message_age_seconds"};
+                                      "hydra_queue_oldest_message_age_seconds",
+                                      "hydra_queue_consumer_lag"};
     const std::regex type(R"(# TYPE (hydra_[a-z_]+) )");
     for (std::sregex_iterator it(text.begin(), text.end(), type), end; it != end; ++it) exported.insert((*it)[1]);
     for (const auto& n : queried) BOOST_CHECK_MESSAGE(exported.count(n), "the dashboard queries " << n);

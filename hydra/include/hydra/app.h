@@ -121,6 +121,12 @@ class App {
     // Connections already open keep theirs; a file that does not load is logged and the old certificate stays.
     // Returns false when something could not be re-read.
     bool reload();
+    // SIGHUP with the profile read again: `next` is checked like a start's config (an invalid one is logged and
+    // changes nothing); then what may change while running is applied at once — log.level, log.format,
+    // limits.json_depth, auth.api_keys, auth.jwt.*, ws.allowed_origins, api.rate_limit.*, ws.rate_limit.* — the TLS
+    // certificates are re-read (reload()), and one line names the changed keys that take a restart (their running
+    // values stay). Returns false when `next` was refused or a certificate could not be re-read.
+    bool reload(Config next);
 
     const AppOptions& options() const;
     const Config& config() const;

@@ -192,7 +192,7 @@ ApiServer::ApiServer(Settings settings, const Router& router, const std::vector<
       middleware_(middleware),
       queue_(queue),
       exchange_(exchange),
-      keys_(settings_.api_keys) {
+      live_(std::make_shared<const Live>(Live{auth::ApiKeys(settings_.api_keys), settings_.jwt})) {
     if (settings_.metrics) metrics_ = std::make_shared<Metrics>(*settings_.metrics, settings_.name);
 }
 
@@ -240,6 +240,12 @@ void ApiServer::start() {
         throw std::runtime_error(settings_.name + ": cannot listen on " + settings_.address + ": " + e.what());
     }
     server_ = std::move(server);
+}
+
+bool ApiServer::reload(const std::vector<std::string>& api_keys, std::shared_ptr<const JwtVerifier> jwt,
+                       int requests_per_s, int burst) {
+    live_.store(std::make_shared<const Live>(Live{auth::ApiKeys(api_keys), std::move(jwt)}));
+    return server_ && server_->set_rate(requests_per_s, burst);
 }
 
 void ApiServer::stop(std::optional<std::chrono::milliseconds> grace) {
@@ -364,8 +370,9 @@ Router::Match ApiServer::route(const http::Request& request, std::map<std::strin
 
 std::shared_ptr<const Json> ApiServer::authorize(const http::Request& request, Auth auth,
                                                  std::map<std::string, std::string>& headers) const {
-    if (!keys_.empty() && (auth == Auth::api_key || settings_.keys_everywhere)) {
-        std::string refused = keys_.refusal(request.headers);
+    const std::shared_ptr<const Live> live = live_.load();
+    if (!live->keys.empty() && (auth == Auth::api_key || settings_.keys_everywhere)) {
+        std::string refused = live->keys.refusal(request.headers);
         if (!refused.empty()) {
             headers["WWW-Authenticate"] = "apikey";
             throw Error(401, refused);
@@ -373,13 +380,13 @@ std::shared_ptr<const Json> ApiServer::authorize(const http::Request& request, A
     }
     if (auth != Auth::jwt) return nullptr;
     // App::start refuses an Auth::jwt route without a key; a server built without one refuses every request.
-    if (!settings_.jwt) throw Error(500, "internal server error: no auth.jwt key for this route");
+    if (!live->jwt) throw Error(500, "internal server error: no auth.jwt key for this route");
     auto token = http::authorization(request.headers, "Bearer");
     if (!token || token->empty()) {
         headers["WWW-Authenticate"] = "Bearer";
         throw Error(401, "missing token");
     }
-    JwtOutcome outcome = settings_.jwt->verify(*token);
+    JwtOutcome outcome = live->jwt->verify(*token);
     if (!outcome) {
         headers["WWW-Authenticate"] = "Bearer error=\"invalid_token\"";
         throw Error(401, "invalid token: " + outcome.error);

@@ -2,6 +2,7 @@
 // errors as {"code","msg"} envelopes. The transport (epoll loops, worker pool, HTTP/1.1 framing) is http::Server.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <map>
@@ -74,6 +75,10 @@ class ApiServer : public std::enable_shared_from_this<ApiServer> {
     // Stops accepting, closes idle keep-alive connections, waits for in-flight requests (bounded by
     // api.shutdown_timeout_ms, or `grace` when given).
     void stop(std::optional<std::chrono::milliseconds> grace = std::nullopt);
+    // New API keys, JWT verifier and per-address rate limit (SIGHUP), for the requests that come next. Returns
+    // false when the rate could not change (the server runs without per-address limits: a restart).
+    bool reload(const std::vector<std::string>& api_keys, std::shared_ptr<const JwtVerifier> jwt, int requests_per_s,
+                int burst);
     // "host:port" actually bound.
     std::string address() const { return server_ ? server_->address() : std::string(); }
     // The I/O loops' heartbeats, after start().
@@ -111,7 +116,12 @@ class ApiServer : public std::enable_shared_from_this<ApiServer> {
     const std::vector<Middleware> middleware_;
     Queue* queue_;
     Exchange* exchange_;
-    auth::ApiKeys keys_;
+    // What SIGHUP may change while serving (reload()): swapped whole, read once per request.
+    struct Live {
+        auth::ApiKeys keys;
+        std::shared_ptr<const JwtVerifier> jwt;
+    };
+    std::atomic<std::shared_ptr<const Live>> live_;
     std::shared_ptr<Metrics> metrics_;  // shared with answers in flight; null: count nothing
     std::unique_ptr<http::Server> server_;
 };

@@ -554,7 +554,7 @@ void Server::Loop::dispatch(Connection& c) {
     if (c.client != nullptr && !probe && server.limits_->rate_limited()) {
         if (int wait_s = server.limits_->admit(*c.client, loop.now_ms() * 1000); wait_s > 0) {
             Response r = server.error_page_(429, "too many requests from this address (over " +
-                                                     std::to_string(server.settings_.requests_per_s) + " per second)");
+                                                     std::to_string(server.limits_->requests_per_s()) + " per second)");
             r.headers.emplace_back("Retry-After", std::to_string(wait_s));
             c.request = Request{};
             send_response(c, std::move(r));
@@ -819,6 +819,12 @@ void Server::start() {
         lp->loop.start();
     }
     started_ = true;
+}
+
+bool Server::set_rate(int requests_per_s, int burst) {
+    if (!limits_) return false;
+    limits_->set_rate(requests_per_s, burst);
+    return true;
 }
 
 Heartbeats Server::heartbeats() const {

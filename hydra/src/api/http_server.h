@@ -116,6 +116,9 @@ class Server {
     int open_connections() const { return open_connections_.load(); }
     // The I/O loops' heartbeats (EventLoop::heartbeat) by thread name, after start().
     Heartbeats heartbeats() const;
+    // A new per-address rate limit (SIGHUP). False when the server runs without per-address limits at all
+    // (max_connections_per_ip and the rate both 0 at start): that takes a restart.
+    bool set_rate(int requests_per_s, int burst);
 
   private:
     struct Connection;

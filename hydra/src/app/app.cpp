@@ -6,7 +6,9 @@
 #include <algorithm>
 #include <csignal>
 #include <iostream>
+#include <map>
 #include <mutex>
+#include <set>
 #include <stdexcept>
 
 #include "api/api_server.h"
@@ -208,9 +210,7 @@ void App::start(Config config) {
     try {
         // The queue first: every server may push. A corrupt or unwritable database fails the start here.
         impl_->queue = queue::make_backend(cfg);
-        if (impl_->metrics)
-            impl_->queue = queue::metered(std::move(impl_->queue), impl_->metrics,
-                                          cfg.str("queue.backend") == "sqlite" ? cfg.str("queue.sqlite.path") : "");
+        if (impl_->metrics) impl_->queue = queue::metered(std::move(impl_->queue), impl_->metrics);
         health->watch(impl_->queue->heartbeats());
         // The WS server first: the API and MQC servers reach its clients through its exchange.
         if (cfg.boolean("ws.enabled")) {
@@ -334,6 +334,127 @@ bool App::reload() {
         }
     }
     return ok;
+}
+
+namespace {
+
+// Every leaf of a config document by dotted path (arrays are leaves), with its JSON pointer (a key may hold dots:
+// queue.kafka.properties."sasl.password").
+struct Leaf {
+    Json::json_pointer at;
+    Json value;
+};
+void flatten(const Json& doc, const Json::json_pointer& at, const std::string& dotted,
+             std::map<std::string, Leaf>& out) {
+    if (doc.is_object() && !doc.empty()) {
+        for (const auto& [key, value] : doc.items())
+            flatten(value, at / key, dotted.empty() ? key : dotted + "." + key, out);
+        return;
+    }
+    out[dotted] = {at, doc};
+}
+
+// The keys App::reload(Config) applies while running.
+bool applied_live(const std::string& key) {
+    static const char* exact[] = {"log.level", "log.format", "limits.json_depth", "auth.api_keys",
+                                  "ws.allowed_origins"};
+    static const char* prefixes[] = {"auth.jwt.", "api.rate_limit.", "ws.rate_limit."};
+    for (const char* k : exact)
+        if (key == k) return true;
+    for (const char* p : prefixes)
+        if (key.rfind(p, 0) == 0) return true;
+    return false;
+}
+
+std::string joined(const std::vector<std::string>& keys) {
+    std::string out;
+    for (const auto& k : keys) out += (out.empty() ? "" : ", ") + k;
+    return out;
+}
+
+std::vector<std::string> strings_at(const Config& config, std::string_view key) {
+    std::vector<std::string> out;
+    for (const auto& v : config.at(key)) out.push_back(v.get<std::string>());
+    return out;
+}
+
+}  // namespace
+
+bool App::reload(Config next) {
+    {
+        std::lock_guard lock(impl_->lifecycle);
+        if (!impl_->running) return false;
+        Impl& m = *impl_;
+        const Config& current = m.config;
+        std::shared_ptr<const JwtVerifier> jwt;
+        ws::OriginPolicy origins;
+        try {
+            check_exposure(next);
+            jwt = JwtVerifier::from(next);
+            check_jwt_needs(next, jwt.get(), m.api_routes, m.admin_routes);
+            origins = ws::WsServer::Settings::from(next).allowed_origins;
+        } catch (const ConfigError& e) {
+            Logger().error(std::string("reload refused, the running configuration stays: ") + e.what());
+            return false;
+        }
+
+        std::map<std::string, Leaf> was, now;
+        flatten(current.json(), Json::json_pointer(), "", was);
+        flatten(next.json(), Json::json_pointer(), "", now);
+        std::set<std::string> keys;
+        for (const auto& [k, v] : was) keys.insert(k);
+        for (const auto& [k, v] : now) keys.insert(k);
+        std::vector<std::string> applied, restart;
+        for (const auto& k : keys) {
+            auto a = was.find(k), b = now.find(k);
+            if (a != was.end() && b != now.end() && a->second.value == b->second.value) continue;
+            (applied_live(k) ? applied : restart).push_back(k);
+        }
+
+        Logger::configure(Logger::parse_level(next.str("log.level")),
+                          next.str("log.format") == "json" ? LogFormat::json : LogFormat::text);
+        set_json_max_depth(static_cast<int>(next.integer("limits.json_depth")));
+        const std::vector<std::string> api_keys = strings_at(next, "auth.api_keys");
+        bool rate_applied = true;
+        for (ApiServer* server : {m.api.get(), m.admin.get()})
+            if (server != nullptr)
+                rate_applied =
+                    server->reload(api_keys, jwt, static_cast<int>(next.integer("api.rate_limit.requests_per_s")),
+                                   static_cast<int>(next.integer("api.rate_limit.burst"))) &&
+                    rate_applied;
+        if (m.ws)
+            m.ws->reload(std::move(origins), jwt, static_cast<int>(next.integer("ws.rate_limit.messages_per_s")),
+                         static_cast<int>(next.integer("ws.rate_limit.burst")));
+        if (m.jwt) m.retired_jwt.push_back(m.jwt);
+        m.jwt = jwt;
+        if (!rate_applied) {
+            // A listener that runs without per-address limits cannot start counting addresses mid-flight.
+            for (auto it = applied.begin(); it != applied.end();)
+                if (it->rfind("api.rate_limit.", 0) == 0) {
+                    restart.push_back(*it);
+                    it = applied.erase(it);
+                } else {
+                    ++it;
+                }
+        }
+
+        // The running configuration: the new one, with the old value of every key that takes a restart.
+        Json doc = next.json();
+        for (const auto& k : restart) {
+            if (auto old = was.find(k); old != was.end()) {
+                doc[old->second.at] = old->second.value;
+            } else if (const Json::json_pointer& at = now.at(k).at; doc.contains(at)) {
+                doc[at.parent_pointer()].erase(at.back());
+            }
+        }
+        m.config = Config::from_json(std::move(doc), next.source(), {}, m.schema);
+
+        if (!applied.empty()) Logger().info("reload: applied " + joined(applied));
+        if (!restart.empty())
+            Logger().warn("reload: these changes take a restart, their running values stay: " + joined(restart));
+        if (applied.empty() && restart.empty()) Logger().info("reload: the configuration is unchanged");
+    }
+    return reload();
 }
 
 void App::stop() {

@@ -39,7 +39,8 @@ struct App::Impl {
     std::mutex lifecycle;
     bool running = false;
     Config config;
-    std::shared_ptr<const JwtVerifier> jwt;  // from auth.jwt; null when it configures no key
+    std::shared_ptr<const JwtVerifier> jwt;                       // from auth.jwt; null when it configures no key
+    std::vector<std::shared_ptr<const JwtVerifier>> retired_jwt;  // replaced by a reload: App::jwt() may be held
     // admin.metrics: what GET /metrics renders (null when off); then the process metrics it collects.
     std::shared_ptr<metrics::Registry> metrics;
     metrics::Registry::Collector process_metrics;

@@ -28,7 +28,7 @@ const char* const kUsage = R"(usage: hydra <command> [options]
 
 commands:
   run           start the API, WS and MQC servers; SIGINT/SIGTERM drain and stop them (a second one: at
-                once), SIGHUP re-reads the TLS certificates
+                once), SIGHUP re-reads the profile and the TLS certificates
   conf show     print the effective config (secrets masked)
   conf check    validate the config (and load the keys and certificates it names): exit 0 if valid, 2 with
                 one line naming the key if not
@@ -367,7 +367,12 @@ int App::run(int argc, char** argv) {
         if (sig != SIGHUP) break;
         Logger().info("received SIGHUP, reloading");
         sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu", static_cast<unsigned long long>(monotonic_us()));
-        reload();
+        // The profile as at start (same file, --env, --set, environment), read again; an invalid one changes nothing.
+        try {
+            reload(load_config(cmd, impl_->schema, argv[0]));
+        } catch (const ConfigError& e) {
+            Logger().error(std::string("reload refused, the running configuration stays: ") + e.what());
+        }
         sd_notify(0, "READY=1");
     }
     Logger().info(std::string("received ") + (sig == SIGINT ? "SIGINT" : "SIGTERM") + ", stopping");

@@ -43,10 +43,14 @@ std::size_t ClientLimits::KeyHash::operator()(const ClientKey& k) const {
 }
 
 ClientLimits::ClientLimits(Settings settings) : settings_(settings) {
-    if (settings_.requests_per_s > 0) {
-        interval_us_ = std::max<std::int64_t>(1, 1000000 / settings_.requests_per_s);
-        window_us_ = interval_us_ * std::max(1, settings_.burst);
-    }
+    set_rate(settings_.requests_per_s, settings_.burst);
+}
+
+void ClientLimits::set_rate(int requests_per_s, int burst) {
+    const std::int64_t interval = requests_per_s > 0 ? std::max<std::int64_t>(1, 1000000 / requests_per_s) : 0;
+    window_us_.store(interval * std::max(1, burst), std::memory_order_relaxed);
+    interval_us_.store(interval, std::memory_order_relaxed);
+    requests_per_s_.store(requests_per_s, std::memory_order_relaxed);
 }
 
 ClientLimits::Client* ClientLimits::open(const ClientKey& key) {
@@ -70,13 +74,15 @@ void ClientLimits::close(Client* client, std::int64_t now_us) {
 }
 
 int ClientLimits::admit(Client& client, std::int64_t now_us) const {
-    if (interval_us_ == 0) return 0;
+    const std::int64_t interval_us = interval_us_.load(std::memory_order_relaxed);
+    const std::int64_t window_us = window_us_.load(std::memory_order_relaxed);
+    if (interval_us == 0) return 0;
     std::int64_t tat = client.tat_us.load(std::memory_order_relaxed);
     for (;;) {
-        const std::int64_t next = std::max(tat, now_us) + interval_us_;
-        if (next - now_us > window_us_) {
+        const std::int64_t next = std::max(tat, now_us) + interval_us;
+        if (next - now_us > window_us) {
             // The bucket is empty: one token comes back after `interval`; whole seconds, rounded up.
-            const std::int64_t wait_us = next - now_us - window_us_;
+            const std::int64_t wait_us = next - now_us - window_us;
             return static_cast<int>(std::max<std::int64_t>(1, (wait_us + 999999) / 1000000));
         }
         if (client.tat_us.compare_exchange_weak(tat, next, std::memory_order_relaxed)) return 0;

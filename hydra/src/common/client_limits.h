@@ -42,7 +42,10 @@ class ClientLimits {
     explicit ClientLimits(Settings settings);
     // Whether any limit is on (else the server need not look at addresses at all).
     bool enabled() const { return settings_.max_connections_per_ip > 0 || settings_.requests_per_s > 0; }
-    bool rate_limited() const { return settings_.requests_per_s > 0; }
+    bool rate_limited() const { return interval_us_.load(std::memory_order_relaxed) > 0; }
+    int requests_per_s() const { return requests_per_s_.load(std::memory_order_relaxed); }
+    // A new rate (SIGHUP): from the next request on; buckets keep what they hold. 0 turns the rate limit off.
+    void set_rate(int requests_per_s, int burst);
     const Settings& settings() const { return settings_; }
 
     // A new connection from `key`: its client, or nullptr when the address has max_connections_per_ip open.
@@ -60,8 +63,9 @@ class ClientLimits {
         std::size_t operator()(const ClientKey& k) const;
     };
     Settings settings_;
-    std::int64_t interval_us_ = 0;  // between two requests at the sustained rate
-    std::int64_t window_us_ = 0;    // interval × burst: how far ahead of now the bucket may be drawn
+    std::atomic<int> requests_per_s_{0};
+    std::atomic<std::int64_t> interval_us_{0};  // between two requests at the sustained rate
+    std::atomic<std::int64_t> window_us_{0};    // interval × burst: how far ahead of now the bucket may be drawn
     mutable std::mutex mutex_;
     std::unordered_map<ClientKey, std::unique_ptr<Client>, KeyHash> clients_;
 };

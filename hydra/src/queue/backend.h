@@ -11,6 +11,7 @@
 #include <hydra/queue.h>
 
 #include "common/heartbeat.h"
+#include "metrics/metrics.h"
 
 namespace hydra::queue {
 
@@ -48,6 +49,8 @@ class Backend : public Queue {
     // Liveness (/healthz): the threads the backend cannot do without (the SQLite writer, the Kafka producer's poll
     // thread), each turning at least every kHeartbeatMs.
     virtual Heartbeats heartbeats() const { return {}; }
+    // Metrics read at scrape time (SQLite: depth and oldest message per queue; Kafka: consumer lag).
+    virtual void collect(metrics::Samples& samples) { (void)samples; }
     // Readiness (/readyz): why messages cannot be taken now, "" when they can. May block up to `timeout` (a
     // round trip to the brokers): called from the host's health thread, never from an I/O loop.
     virtual std::string check_ready(std::chrono::milliseconds timeout) {

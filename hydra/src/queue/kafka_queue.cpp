@@ -56,7 +56,9 @@ void set_callback(RdKafka::Conf& conf, const std::string& name, Callback* callba
 // librdkafka's logs and errors go to hydra's log instead of stderr.
 class EventLogger : public RdKafka::EventCb {
   public:
-    explicit EventLogger(std::string who) : who_(std::move(who)) {}
+    // With `lag`: librdkafka's statistics (statistics.interval.ms) update it with the consumer lag of `topic`.
+    explicit EventLogger(std::string who, std::atomic<std::int64_t>* lag = nullptr, std::string topic = {})
+        : who_(std::move(who)), lag_(lag), topic_(std::move(topic)) {}
 
     void event_cb(RdKafka::Event& event) override {
         switch (event.type()) {
@@ -82,13 +84,34 @@ class EventLogger : public RdKafka::EventCb {
                     Logger().log(level, "queue: kafka " + who_ + ": " + event.fac() + ": " + event.str());
                 break;
             }
+            case RdKafka::Event::EVENT_STATS:
+                if (lag_ != nullptr) lag_->store(consumer_lag(event.str()), std::memory_order_relaxed);
+                break;
             default:
                 break;
         }
     }
 
   private:
+    // The sum of consumer_lag over the assigned partitions of topic_ (-1: none known yet).
+    std::int64_t consumer_lag(const std::string& statistics) const {
+        const Json stats = Json::parse(statistics, nullptr, false);
+        if (!stats.is_object() || !stats.contains("topics")) return -1;
+        const Json& topics = stats["topics"];
+        auto topic = topics.find(topic_);
+        if (topic == topics.end() || !topic->contains("partitions")) return -1;
+        std::int64_t sum = -1;
+        for (const auto& [id, partition] : (*topic)["partitions"].items()) {
+            if (id == "-1" || !partition.is_object()) continue;  // -1: librdkafka's "unassigned" bucket
+            const std::int64_t lag = partition.value("consumer_lag", std::int64_t{-1});
+            if (lag >= 0) sum = std::max<std::int64_t>(sum, 0) + lag;
+        }
+        return sum;
+    }
+
     std::string who_;
+    std::atomic<std::int64_t>* lag_;
+    std::string topic_;
 };
 
 Headers headers_of(RdKafka::Message& message) {
@@ -135,6 +158,7 @@ KafkaQueue::Settings KafkaQueue::Settings::from(const Config& config) {
     settings.topics.partitions = static_cast<int>(config.integer("queue.kafka.topics.partitions"));
     settings.topics.replication_factor = static_cast<int>(config.integer("queue.kafka.topics.replication_factor"));
     settings.topics.timeout = std::chrono::milliseconds(config.integer("queue.kafka.topics.timeout_ms"));
+    if (config.boolean("admin.enabled") && config.boolean("admin.metrics")) settings.statistics_interval_ms = 5000;
     return settings;
 }
 
@@ -413,7 +437,7 @@ class KafkaQueue::Consumer final : public RdKafka::RebalanceCb, public RdKafka::
         : owner_(owner),
           sub_(std::move(subscription)),
           topic_(topic_for(sub_.queue)),
-          events_("consumer " + sub_.group + "/" + topic_),
+          events_("consumer " + sub_.group + "/" + topic_, &lag_, topic_),
           prefetch_(static_cast<std::size_t>(2 * sub_.concurrency)) {
         std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
         set(*conf, "bootstrap.servers", owner.settings_.brokers);
@@ -426,6 +450,8 @@ class KafkaQueue::Consumer final : public RdKafka::RebalanceCb, public RdKafka::
         // We commit explicit offsets, only behind finished work: at-least-once.
         set(*conf, "enable.auto.commit", "false");
         set(*conf, "enable.auto.offset.store", "false");
+        if (owner.settings_.statistics_interval_ms > 0 && !owner.settings_.properties.count("statistics.interval.ms"))
+            set(*conf, "statistics.interval.ms", std::to_string(owner.settings_.statistics_interval_ms));
         set_callback(*conf, "rebalance_cb", static_cast<RdKafka::RebalanceCb*>(this));
         set_callback(*conf, "offset_commit_cb", static_cast<RdKafka::OffsetCommitCb*>(this));
         set_callback(*conf, "event_cb", static_cast<RdKafka::EventCb*>(&events_));
@@ -436,6 +462,8 @@ class KafkaQueue::Consumer final : public RdKafka::RebalanceCb, public RdKafka::
     }
 
     const std::string& topic() const { return topic_; }
+    const Subscription& subscription() const { return sub_; }
+    std::int64_t lag() const { return lag_.load(std::memory_order_relaxed); }
 
     void start() {
         RdKafka::ErrorCode err = consumer_->subscribe({topic_});
@@ -778,6 +806,7 @@ class KafkaQueue::Consumer final : public RdKafka::RebalanceCb, public RdKafka::
     KafkaQueue& owner_;
     Subscription sub_;
     std::string topic_;
+    std::atomic<std::int64_t> lag_{-1};  // from librdkafka's statistics (events_); -1 = not known
     EventLogger events_;
     std::size_t prefetch_;  // messages taken ahead of the handler threads
     std::unique_ptr<RdKafka::KafkaConsumer> consumer_;
@@ -916,6 +945,20 @@ void KafkaQueue::stop(std::chrono::milliseconds grace) {
     for (auto& consumer : consumers_) consumer->join();
     consumers_.clear();
     producer_->flush(settings_.push_timeout);
+}
+
+void KafkaQueue::collect(metrics::Samples& samples) {
+    std::lock_guard lock(mutex_);
+    for (const auto& consumer : consumers_) {
+        const std::int64_t lag = consumer->lag();
+        if (lag < 0) continue;  // no statistics yet
+        samples.add("hydra_queue_consumer_lag",
+                    "Kafka: messages of a consumed queue not yet committed by its consumer group (librdkafka's "
+                    "consumer_lag, summed over the partitions this host holds).",
+                    metrics::Type::gauge, {"queue", "group"},
+                    {consumer->subscription().queue, settings_.group_prefix + consumer->subscription().group},
+                    static_cast<double>(lag));
+    }
 }
 
 }  // namespace hydra::queue

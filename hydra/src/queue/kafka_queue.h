@@ -35,6 +35,8 @@ class KafkaQueue : public Backend {
             int replication_factor = -1;  // -1: the brokers' default
             std::chrono::milliseconds timeout{5000};
         } topics;
+        // statistics.interval.ms of the consumers, for hydra_queue_consumer_lag (admin.metrics on: 5000); 0 = off.
+        int statistics_interval_ms = 0;
 
         // From queue.kafka.* and queue.push_timeout_ms.
         static Settings from(const Config& config);
@@ -80,6 +82,11 @@ class KafkaQueue : public Backend {
 
     void ensure_topic(const std::string& topic);
 
+  public:
+    // hydra_queue_consumer_lag per consumed queue, from librdkafka's statistics.
+    void collect(metrics::Samples& samples) override;
+
+  private:
     Settings settings_;
     RetryPolicy retry_;
     std::unique_ptr<Producer> producer_;

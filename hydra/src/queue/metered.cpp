@@ -1,9 +1,5 @@
 #include "queue/metered.h"
 
-#include <hydra/log.h>
-
-#include "queue/sqlite_queue.h"
-
 namespace hydra::queue {
 
 namespace {
@@ -12,7 +8,7 @@ using Clock = std::chrono::steady_clock;
 
 class Metered : public Backend {
   public:
-    Metered(std::shared_ptr<Backend> inner, std::shared_ptr<metrics::Registry> registry, std::string sqlite_path)
+    Metered(std::shared_ptr<Backend> inner, std::shared_ptr<metrics::Registry> registry)
         : registry_(std::move(registry)),
           pushes_(registry_->counter("hydra_queue_pushes_total",
                                      "Messages pushed, by queue and result (ok: durable; error: refused or failed).",
@@ -21,8 +17,8 @@ class Metered : public Backend {
                                         "Time from a push to the message being durable (or the push failing).",
                                         {"queue"})),
           inner_(std::move(inner)) {
-        if (!sqlite_path.empty())
-            depth_ = registry_->add_collector([path = std::move(sqlite_path)](metrics::Samples& s) { depth(path, s); });
+        // (The backend outlives the collector: reset first in the destructor.)
+        depth_ = registry_->add_collector([backend = inner_.get()](metrics::Samples& s) { backend->collect(s); });
     }
     ~Metered() override { depth_.reset(); }
 
@@ -81,35 +77,6 @@ class Metered : public Backend {
         latency_.local({name}).observe_since(started);
     }
 
-    static void depth(const std::string& path, metrics::Samples& s) {
-        std::vector<SqliteQueue::QueueStats> stats;
-        try {
-            stats = SqliteQueue::stats(path);
-        } catch (const std::exception& e) {
-            Logger().warn(std::string("metrics: cannot read the queue depth: ") + e.what());
-            return;
-        }
-        const std::int64_t now =
-            std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-                .count();
-        const char* help =
-            "Messages in a queue by state: ready, delayed (a delay or a retry backoff), leased (being "
-            "handled), dead (dead letters).";
-        for (const auto& q : stats) {
-            s.add("hydra_queue_messages", help, metrics::Type::gauge, {"queue", "state"}, {q.queue, "ready"},
-                  static_cast<double>(q.ready));
-            s.add("hydra_queue_messages", help, metrics::Type::gauge, {"queue", "state"}, {q.queue, "delayed"},
-                  static_cast<double>(q.delayed));
-            s.add("hydra_queue_messages", help, metrics::Type::gauge, {"queue", "state"}, {q.queue, "leased"},
-                  static_cast<double>(q.leased));
-            s.add("hydra_queue_messages", help, metrics::Type::gauge, {"queue", "state"}, {q.queue, "dead"},
-                  static_cast<double>(q.dead));
-            s.add("hydra_queue_oldest_message_age_seconds",
-                  "Age of the oldest message still in a queue (0 when it is empty).", metrics::Type::gauge, {"queue"},
-                  {q.queue}, q.oldest_ms > 0 ? static_cast<double>(now - q.oldest_ms) / 1000.0 : 0.0);
-        }
-    }
-
     // In this order: the backend goes first, and its last push callbacks still count.
     std::shared_ptr<metrics::Registry> registry_;
     metrics::Family<metrics::Counter>& pushes_;
@@ -120,9 +87,8 @@ class Metered : public Backend {
 
 }  // namespace
 
-std::shared_ptr<Backend> metered(std::shared_ptr<Backend> inner, std::shared_ptr<metrics::Registry> registry,
-                                 std::string sqlite_path) {
-    return std::make_shared<Metered>(std::move(inner), std::move(registry), std::move(sqlite_path));
+std::shared_ptr<Backend> metered(std::shared_ptr<Backend> inner, std::shared_ptr<metrics::Registry> registry) {
+    return std::make_shared<Metered>(std::move(inner), std::move(registry));
 }
 
 }  // namespace hydra::queue

@@ -8,9 +8,8 @@
 
 namespace hydra::queue {
 
-// `inner` wrapped: pushes by queue and result, push-to-durable latency by queue; with the SQLite backend, the
-// depth and oldest-message age of every queue at scrape time (read from `sqlite_path`; "" = none).
-std::shared_ptr<Backend> metered(std::shared_ptr<Backend> inner, std::shared_ptr<metrics::Registry> registry,
-                                 std::string sqlite_path);
+// `inner` wrapped: pushes by queue and result, push-to-durable latency by queue, and at scrape time what the
+// backend collects itself (Backend::collect).
+std::shared_ptr<Backend> metered(std::shared_ptr<Backend> inner, std::shared_ptr<metrics::Registry> registry);
 
 }  // namespace hydra::queue

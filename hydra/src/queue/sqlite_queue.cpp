@@ -800,6 +800,36 @@ void SqliteQueue::stop(std::chrono::milliseconds grace) {
 
 // --- inspection -------------------------------------------------------------------------------------------------
 
+void SqliteQueue::collect(metrics::Samples& s) {
+    const std::string& path = settings_.path;
+    std::vector<QueueStats> queues;
+    try {
+        queues = stats(path);
+    } catch (const std::exception& e) {
+        Logger().warn(std::string("metrics: cannot read the queue depth: ") + e.what());
+        return;
+    }
+    const std::int64_t now =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+            .count();
+    const char* help =
+        "Messages in a queue by state: ready, delayed (a delay or a retry backoff), leased (being "
+        "handled), dead (dead letters).";
+    for (const auto& q : queues) {
+        s.add("hydra_queue_messages", help, metrics::Type::gauge, {"queue", "state"}, {q.queue, "ready"},
+              static_cast<double>(q.ready));
+        s.add("hydra_queue_messages", help, metrics::Type::gauge, {"queue", "state"}, {q.queue, "delayed"},
+              static_cast<double>(q.delayed));
+        s.add("hydra_queue_messages", help, metrics::Type::gauge, {"queue", "state"}, {q.queue, "leased"},
+              static_cast<double>(q.leased));
+        s.add("hydra_queue_messages", help, metrics::Type::gauge, {"queue", "state"}, {q.queue, "dead"},
+              static_cast<double>(q.dead));
+        s.add("hydra_queue_oldest_message_age_seconds",
+              "Age of the oldest message still in a queue (0 when it is empty).", metrics::Type::gauge, {"queue"},
+              {q.queue}, q.oldest_ms > 0 ? static_cast<double>(now - q.oldest_ms) / 1000.0 : 0.0);
+    }
+}
+
 std::vector<SqliteQueue::QueueStats> SqliteQueue::stats(const std::string& path) {
     auto db = open_database(path, 5000, false);
     std::map<std::string, QueueStats> by_queue;

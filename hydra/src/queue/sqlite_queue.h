@@ -56,6 +56,8 @@ class SqliteQueue : public Backend {
     void subscribe(Subscription subscription) override;
     void start() override;
     void stop(std::chrono::milliseconds grace) override;
+    // hydra_queue_messages and hydra_queue_oldest_message_age_seconds of every queue (a read of the database).
+    void collect(metrics::Samples& samples) override;
     Heartbeats heartbeats() const override { return {{"queue-writer", writer_beat_}}; }
     // Not ready while the writer's last transaction failed (the database could not be written).
     std::string check_ready(std::chrono::milliseconds timeout) override;

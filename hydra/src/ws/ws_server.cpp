@@ -544,7 +544,8 @@ void WsServer::Loop::read_later(Connection& c) {
 
 // ws.allowed_origins: an upgrade without Origin is not a browser's and passes; one Origin must be allowed; two are not.
 bool WsServer::Loop::origin_allowed(const UpgradeRequest& req) const {
-    const OriginPolicy& policy = server.settings_.allowed_origins;
+    const std::shared_ptr<const Live> live = server.live();
+    const OriginPolicy& policy = live->allowed_origins;
     if (policy.allows_any()) return true;
     std::optional<std::string_view> origin;
     for (const auto& [name, value] : req.headers) {
@@ -689,7 +690,7 @@ bool WsServer::Loop::authenticate(Connection& c, const UpgradeRequest& req) {
         reject_upgrade(c, 401, "missing token", {{"WWW-Authenticate", "Bearer"}});
         return false;
     }
-    JwtOutcome outcome = server.settings_.jwt->verify(token);
+    JwtOutcome outcome = server.live()->jwt->verify(token);
     if (!outcome) {
         Logger(c.uuid).debug("ws: " + c.path + ": token refused: " + outcome.error);
         reject_upgrade(c, 401, "invalid token: " + outcome.error,
@@ -703,7 +704,7 @@ bool WsServer::Loop::authenticate(Connection& c, const UpgradeRequest& req) {
 }
 
 std::int64_t WsServer::Loop::expiry_ms(double exp) const {
-    const double deadline_unix_ms = (exp + server.settings_.jwt->leeway_s()) * 1000.0;
+    const double deadline_unix_ms = (exp + server.live()->jwt->leeway_s()) * 1000.0;
     const double now_unix_ms =
         std::chrono::duration<double, std::milli>(std::chrono::system_clock::now().time_since_epoch()).count();
     const double left = std::clamp(deadline_unix_ms - now_unix_ms, 0.0, 1e15);
@@ -714,7 +715,7 @@ std::string WsServer::Loop::refresh(const Json& request, const Context::Init& in
     auto token = request.find("token");
     if (token == request.end() || !token->is_string())
         return envelope(kRefreshService, 400, "err", "missing parameter token");
-    JwtOutcome outcome = server.settings_.jwt->verify(token->get_ref<const std::string&>());
+    JwtOutcome outcome = server.live()->jwt->verify(token->get_ref<const std::string&>());
     if (!outcome) return envelope(kRefreshService, 401, "err", "invalid token: " + outcome.error);
     const std::string current = init.claims ? init.claims->value("sub", std::string()) : std::string();
     if (outcome.sub != current) return envelope(kRefreshService, 403, "err", "the token is for another user");
@@ -734,7 +735,7 @@ void WsServer::Loop::accept_upgrade(Connection& c) {
     c.state = Connection::State::open;
     c.decoder = std::make_unique<MessageDecoder>(server.settings_.max_message, Role::Server);
     c.last_recv_ms = c.last_ping_ms = c.tokens_ms = loop.now_ms();
-    c.tokens = static_cast<std::int64_t>(server.settings_.rate_burst) * kTokenUnits;
+    c.tokens = static_cast<std::int64_t>(server.rate_burst_.load(std::memory_order_relaxed)) * kTokenUnits;
     // Frames queued while upgrading (by on_open) must follow the 101.
     HttpHeaders extra{{"X-Request-Id", c.uuid}};
     if (server.settings_.client_uuid == Settings::ClientUuid::resume)
@@ -822,11 +823,12 @@ void WsServer::Loop::feed(Connection& c, const std::uint8_t* data, std::size_t l
 }
 
 bool WsServer::Loop::take_token(Connection& c) {
-    const std::int64_t rate = server.settings_.rate_per_s;
+    const std::int64_t rate = server.rate_per_s_.load(std::memory_order_relaxed);
     if (rate <= 0) return true;
     // A token bucket in integers: rate tokens per second = rate units per millisecond.
     const std::int64_t now = loop.now_ms();
-    const std::int64_t full = static_cast<std::int64_t>(server.settings_.rate_burst) * kTokenUnits;
+    const std::int64_t full =
+        static_cast<std::int64_t>(server.rate_burst_.load(std::memory_order_relaxed)) * kTokenUnits;
     c.tokens = std::min(full, c.tokens + (now - c.tokens_ms) * rate);
     c.tokens_ms = now;
     if (c.tokens < kTokenUnits) {
@@ -1342,6 +1344,14 @@ WsServer::WsServer(Settings settings, const WsRoutes& routes, Queue* queue)
         limits_ = std::make_unique<ClientLimits>(
             ClientLimits::Settings{.max_connections_per_ip = settings_.max_connections_per_ip});
     if (settings_.metrics) metrics_ = std::make_unique<Metrics>(*settings_.metrics, routes_);
+    reload(settings_.allowed_origins, settings_.jwt, settings_.rate_per_s, settings_.rate_burst);
+}
+
+void WsServer::reload(OriginPolicy allowed_origins, std::shared_ptr<const JwtVerifier> jwt, int rate_per_s,
+                      int rate_burst) {
+    live_.store(std::make_shared<const Live>(Live{std::move(allowed_origins), std::move(jwt)}));
+    rate_burst_.store(rate_burst, std::memory_order_relaxed);
+    rate_per_s_.store(rate_per_s, std::memory_order_relaxed);
 }
 
 WsServer::~WsServer() { stop(); }

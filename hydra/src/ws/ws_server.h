@@ -85,6 +85,10 @@ class WsServer : public Delivery {
     // The exchange handlers see in their Context (the cluster's, when there is one). Set before start().
     void set_handler_exchange(Exchange* exchange) { handler_exchange_ = exchange; }
 
+    // What SIGHUP may change while serving (App::reload): for upgrades and messages that come next. Connections
+    // keep the token they were let in with until it expires.
+    void reload(OriginPolicy allowed_origins, std::shared_ptr<const JwtVerifier> jwt, int rate_per_s, int rate_burst);
+
     // Delivery (thread-safe).
     void deliver(std::uint64_t conn_id, Frame frame) override;
     void deliver_confirmed(std::uint64_t conn_id, Frame frame, std::function<void(bool written)> written) override;
@@ -101,6 +105,12 @@ class WsServer : public Delivery {
     friend struct Connection;
 
     Loop& loop_of(std::uint64_t conn_id);
+
+    struct Live {
+        OriginPolicy allowed_origins;
+        std::shared_ptr<const JwtVerifier> jwt;
+    };
+    std::shared_ptr<const Live> live() const { return live_.load(); }
 
     // The Context of a connection's event (message, error, close) as handlers see it.
     Context::Init context_for(const std::string& path, const std::string& uuid,
@@ -120,6 +130,8 @@ class WsServer : public Delivery {
     std::atomic<int> open_connections_{0};  // every accepted socket, any state
     std::unique_ptr<ClientLimits> limits_;  // open connections per address (null when ws.max_connections_per_ip=0)
     std::unique_ptr<Metrics> metrics_;      // null: count nothing
+    std::atomic<std::shared_ptr<const Live>> live_;  // reload()
+    std::atomic<int> rate_per_s_{0}, rate_burst_{0};
     bool started_ = false;
 };
 
