@@ -370,6 +370,7 @@ Router::Match ApiServer::route(const http::Request& request, std::map<std::strin
 
 std::shared_ptr<const Json> ApiServer::authorize(const http::Request& request, Auth auth,
                                                  std::map<std::string, std::string>& headers) const {
+    if (auth == Auth::none && !settings_.keys_everywhere) return nullptr;  // (no atomic load on open routes)
     const std::shared_ptr<const Live> live = live_.load();
     if (!live->keys.empty() && (auth == Auth::api_key || settings_.keys_everywhere)) {
         std::string refused = live->keys.refusal(request.headers);

@@ -79,6 +79,8 @@ class ApiServer : public std::enable_shared_from_this<ApiServer> {
     // false when the rate could not change (the server runs without per-address limits: a restart).
     bool reload(const std::vector<std::string>& api_keys, std::shared_ptr<const JwtVerifier> jwt, int requests_per_s,
                 int burst);
+    // Whether reload() can change the rate limit (the server counts requests per address).
+    bool rate_adjustable() const { return server_ && server_->has_limits(); }
     // "host:port" actually bound.
     std::string address() const { return server_ ? server_->address() : std::string(); }
     // The I/O loops' heartbeats, after start().

@@ -549,7 +549,10 @@ bool Server::Loop::read_chunked(Connection& c) {
 
 void Server::Loop::dispatch(Connection& c) {
     c.state = Connection::State::handling;
-    const bool probe = std::find(server.settings_.probe_paths.begin(), server.settings_.probe_paths.end(),
+    // Probes (GET/HEAD of the probe paths, answered on the loop) pass the rate limit and the busy answer; any other
+    // method on those paths is an ordinary request.
+    const bool probe = (c.request.method == "GET" || c.request.method == "HEAD") &&
+                       std::find(server.settings_.probe_paths.begin(), server.settings_.probe_paths.end(),
                                  c.request.path) != server.settings_.probe_paths.end();
     if (c.client != nullptr && !probe && server.limits_->rate_limited()) {
         if (int wait_s = server.limits_->admit(*c.client, loop.now_ms() * 1000); wait_s > 0) {

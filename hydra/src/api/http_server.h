@@ -119,6 +119,7 @@ class Server {
     // A new per-address rate limit (SIGHUP). False when the server runs without per-address limits at all
     // (max_connections_per_ip and the rate both 0 at start): that takes a restart.
     bool set_rate(int requests_per_s, int burst);
+    bool has_limits() const { return limits_ != nullptr; }
 
   private:
     struct Connection;

@@ -386,9 +386,41 @@ bool App::reload(Config next) {
         if (!impl_->running) return false;
         Impl& m = *impl_;
         const Config& current = m.config;
+
+        // Which keys changed, and which of those apply while running.
+        std::map<std::string, Leaf> was, now;
+        flatten(current.json(), Json::json_pointer(), "", was);
+        flatten(next.json(), Json::json_pointer(), "", now);
+        std::set<std::string> keys;
+        for (const auto& [k, v] : was) keys.insert(k);
+        for (const auto& [k, v] : now) keys.insert(k);
+        // A listener started with every per-address limit off cannot start counting addresses mid-flight.
+        bool rate_adjustable = true;
+        for (ApiServer* server : {m.api.get(), m.admin.get()})
+            if (server != nullptr && !server->rate_adjustable()) rate_adjustable = false;
+        std::vector<std::string> applied, restart;
+        for (const auto& k : keys) {
+            auto a = was.find(k), b = now.find(k);
+            if (a != was.end() && b != now.end() && a->second.value == b->second.value) continue;
+            const bool live = applied_live(k) && (rate_adjustable || k.rfind("api.rate_limit.", 0) != 0);
+            (live ? applied : restart).push_back(k);
+        }
+
+        // What would run: the new profile with the running value of every key that takes a restart. It is checked
+        // whole before anything is applied (keys against the address that stays, tokens against the ws.auth that
+        // stays).
         std::shared_ptr<const JwtVerifier> jwt;
         ws::OriginPolicy origins;
         try {
+            Json doc = next.json();
+            for (const auto& k : restart) {
+                if (auto old = was.find(k); old != was.end()) {
+                    doc[old->second.at] = old->second.value;
+                } else if (const Json::json_pointer& at = now.at(k).at; doc.contains(at)) {
+                    doc[at.parent_pointer()].erase(at.back());
+                }
+            }
+            next = Config::from_json(std::move(doc), next.source(), {}, m.schema);
             check_exposure(next);
             jwt = JwtVerifier::from(next);
             check_jwt_needs(next, jwt.get(), m.api_routes, m.admin_routes);
@@ -398,56 +430,20 @@ bool App::reload(Config next) {
             return false;
         }
 
-        std::map<std::string, Leaf> was, now;
-        flatten(current.json(), Json::json_pointer(), "", was);
-        flatten(next.json(), Json::json_pointer(), "", now);
-        std::set<std::string> keys;
-        for (const auto& [k, v] : was) keys.insert(k);
-        for (const auto& [k, v] : now) keys.insert(k);
-        std::vector<std::string> applied, restart;
-        for (const auto& k : keys) {
-            auto a = was.find(k), b = now.find(k);
-            if (a != was.end() && b != now.end() && a->second.value == b->second.value) continue;
-            (applied_live(k) ? applied : restart).push_back(k);
-        }
-
         Logger::configure(Logger::parse_level(next.str("log.level")),
                           next.str("log.format") == "json" ? LogFormat::json : LogFormat::text);
         set_json_max_depth(static_cast<int>(next.integer("limits.json_depth")));
         const std::vector<std::string> api_keys = strings_at(next, "auth.api_keys");
-        bool rate_applied = true;
         for (ApiServer* server : {m.api.get(), m.admin.get()})
             if (server != nullptr)
-                rate_applied =
-                    server->reload(api_keys, jwt, static_cast<int>(next.integer("api.rate_limit.requests_per_s")),
-                                   static_cast<int>(next.integer("api.rate_limit.burst"))) &&
-                    rate_applied;
+                server->reload(api_keys, jwt, static_cast<int>(next.integer("api.rate_limit.requests_per_s")),
+                               static_cast<int>(next.integer("api.rate_limit.burst")));
         if (m.ws)
             m.ws->reload(std::move(origins), jwt, static_cast<int>(next.integer("ws.rate_limit.messages_per_s")),
                          static_cast<int>(next.integer("ws.rate_limit.burst")));
-        if (m.jwt) m.retired_jwt.push_back(m.jwt);
+        if (m.jwt && m.jwt != jwt) m.retired_jwt.push_back(m.jwt);
         m.jwt = jwt;
-        if (!rate_applied) {
-            // A listener that runs without per-address limits cannot start counting addresses mid-flight.
-            for (auto it = applied.begin(); it != applied.end();)
-                if (it->rfind("api.rate_limit.", 0) == 0) {
-                    restart.push_back(*it);
-                    it = applied.erase(it);
-                } else {
-                    ++it;
-                }
-        }
-
-        // The running configuration: the new one, with the old value of every key that takes a restart.
-        Json doc = next.json();
-        for (const auto& k : restart) {
-            if (auto old = was.find(k); old != was.end()) {
-                doc[old->second.at] = old->second.value;
-            } else if (const Json::json_pointer& at = now.at(k).at; doc.contains(at)) {
-                doc[at.parent_pointer()].erase(at.back());
-            }
-        }
-        m.config = Config::from_json(std::move(doc), next.source(), {}, m.schema);
+        m.config = std::move(next);
 
         if (!applied.empty()) Logger().info("reload: applied " + joined(applied));
         if (!restart.empty())
@@ -558,17 +554,17 @@ void App::drain() {
     }
     m.health->set_listening(false);
 
-    // 3. MQC takes nothing more; in-flight handlers finish and their outcome is committed.
-    if (m.queue && cfg.boolean("mqc.enabled")) {
-        m.health->forget(m.queue->heartbeats());
-        m.queue->stop(m.is_hurried() ? milliseconds(0) : within(in_flight));
-    }
-
-    // 4. The WebSocket clients' turns (a second signal: all of them now), then the close handshakes.
+    // 3. The WebSocket clients' turns (a second signal: all of them now), then the close handshakes.
     if (m.ws) {
         const milliseconds close_wait(2000);  // ws close_timeout_ms: the last one's answer
         if (!m.wait_unless_hurried(within(spread + close_wait), [&] { return m.ws->open_connections() == 0; }))
             m.ws->hurry();
+    }
+    // 4. MQC takes nothing more; in-flight handlers finish and their outcome is committed. After the WebSocket
+    // clients: until their turn came they could still push (the writer runs until here).
+    if (m.queue && cfg.boolean("mqc.enabled")) {
+        m.health->forget(m.queue->heartbeats());
+        m.queue->stop(m.is_hurried() ? milliseconds(0) : within(in_flight));
     }
     if (m.admin) m.admin->stop(within(in_flight));
     m.finish_stop(milliseconds(0));

@@ -143,10 +143,11 @@ void Logger::log(LogLevel level, std::string_view msg, LogFields fields) const {
         for (const auto& [key, value] : fields) {
             std::string k(key);
             if (j.contains(k)) k.insert(0, "field.");  // never replaces ts, level, rid or msg
-            if (numeric_field(k) && is_number(value))
-                j[k] = Json::parse(value);
+            Json number = numeric_field(k) && is_number(value) ? Json::parse(value, nullptr, false) : Json();
+            if (number.is_number())
+                j[k] = std::move(number);
             else
-                j[k] = std::string(value);
+                j[k] = std::string(value);  // (also "007": not a JSON number)
         }
         line = dump(j);
     } else {

@@ -112,12 +112,14 @@ class Family : public FamilyBase {
     // The series of these label values (in the order of the family's label names), created on first use. The
     // reference stays valid as long as the registry. A family holds at most kMaxSeries: past that, new label values
     // all count under "other" (a bug or a client choosing values must not exhaust memory or the scraper).
-    T& with(const std::vector<std::string>& values) {
+    T& with(const std::vector<std::string>& values, bool* folded = nullptr) {
         check_arity(values.size());
         std::lock_guard lock(mutex_);
         auto it = series_.find(values);
+        if (folded) *folded = false;
         if (it == series_.end()) {
             if (series_.size() >= kMaxSeries) {
+                if (folded) *folded = true;
                 std::vector<std::string> other(values.size(), "other");
                 it = series_.find(other);
                 if (it == series_.end()) it = series_.emplace(std::move(other), make()).first;
@@ -127,11 +129,13 @@ class Family : public FamilyBase {
         }
         return *it->second;
     }
-    // with(), cached per thread: no lock once this thread has seen these values.
+    // with(), cached per thread: no lock once this thread has seen these values (values folded into "other" are
+    // not cached: the cache stays as bounded as the family).
     T& local(const std::vector<std::string>& values) {
         if (void* hit = cached(values)) return *static_cast<T*>(hit);
-        T& series = with(values);
-        cache(values, &series);
+        bool folded = false;
+        T& series = with(values, &folded);
+        if (!folded) cache(values, &series);
         return series;
     }
 

@@ -815,6 +815,7 @@ void SqliteQueue::collect(metrics::Samples& s) {
     const char* help =
         "Messages in a queue by state: ready, delayed (a delay or a retry backoff), leased (being "
         "handled), dead (dead letters).";
+    if (queues.size() > metrics::kMaxSeries / 4) queues.resize(metrics::kMaxSeries / 4);  // 4 series per queue
     for (const auto& q : queues) {
         s.add("hydra_queue_messages", help, metrics::Type::gauge, {"queue", "state"}, {q.queue, "ready"},
               static_cast<double>(q.ready));

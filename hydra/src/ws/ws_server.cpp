@@ -756,7 +756,7 @@ void WsServer::Loop::accept_upgrade(Connection& c) {
 }
 
 void WsServer::Loop::reject_upgrade(Connection& c, int status, const std::string& reason, const HttpHeaders& extra) {
-    if (metrics) metrics->upgrades.with({std::to_string(status)}).inc();
+    if (metrics) metrics->upgrades.local({std::to_string(status)}).inc();
     if (c.registered) {
         server.exchange_.remove(c.uuid);
         c.registered = false;
@@ -1349,6 +1349,8 @@ WsServer::WsServer(Settings settings, const WsRoutes& routes, Queue* queue)
 
 void WsServer::reload(OriginPolicy allowed_origins, std::shared_ptr<const JwtVerifier> jwt, int rate_per_s,
                       int rate_burst) {
+    if (settings_.auth_jwt && !jwt)
+        jwt = live_.load() ? live_.load()->jwt : settings_.jwt;  // never none under ws.auth=jwt
     live_.store(std::make_shared<const Live>(Live{std::move(allowed_origins), std::move(jwt)}));
     rate_burst_.store(rate_burst, std::memory_order_relaxed);
     rate_per_s_.store(rate_per_s, std::memory_order_relaxed);
