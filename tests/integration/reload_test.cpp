@@ -108,4 +108,25 @@ BOOST_AUTO_TEST_CASE(sighup_applies_what_it_can_names_what_takes_a_restart_and_r
     BOOST_CHECK_EQUAL(test::http(host.api, "GET", "/healthz").status, 200);
 }
 
+BOOST_AUTO_TEST_CASE(a_reload_that_would_leave_a_public_admin_listener_without_keys_is_refused) {
+    // An admin listener on every interface with a key: a profile without the key would leave it open. Refused whole
+    // (the check runs on what would run: a new admin.address would take a restart, so the running one counts).
+    const std::string file = test::temp_path("profile.json");
+    Json profile = dev_profile();
+    profile["auth"]["api_keys"] = Json::array({"the-key"});
+    write(file, profile.dump());
+    test::Host host({"--config", file, "--set", "log.level=info", "--set", "admin.address=0.0.0.0:0"});
+    const std::string& admin = host.admin;  // reached on loopback
+    BOOST_CHECK_EQUAL(test::http(admin, "GET", "/metrics").status, 401);
+
+    profile["auth"]["api_keys"] = Json::array();
+    write(file, profile.dump());
+    host.process->signal(SIGHUP);
+    BOOST_REQUIRE_MESSAGE(
+        host.process->wait_for_stderr("reload refused, the running configuration stays: [^\n]*admin.address", 20s),
+        host.process->err());
+    BOOST_CHECK_EQUAL(test::http(admin, "GET", "/metrics").status, 401);
+    BOOST_CHECK_EQUAL(test::http(admin, "GET", "/metrics", "", "", {{"Authorization", "apikey the-key"}}).status, 200);
+}
+
 BOOST_AUTO_TEST_SUITE_END()
