@@ -4,8 +4,10 @@
 # the same port with its data (rd_kafka_mock_broker_set_down / set_up).
 #   tests/faults/kafka_outage.sh
 # The stream (hydra-bench stream) posts {"uname":"alice","msg":"seq=<k>"} at FAULT_RATE per second for
-# FAULT_BEFORE_S + FAULT_OUTAGE_S + FAULT_AFTER_S seconds (10 + 10 + 20); alice is never logged in, so the MQC handler
-# keeps each message in her mailbox. Recorded:
+# FAULT_BEFORE_S + FAULT_OUTAGE_S + FAULT_AFTER_S seconds (10 + 10 + 20) from FAULT_PUBLISHERS (64) keep-alive
+# connections, one request in flight on each (a post due while every connection waits for an answer, and more than
+# 1 s late, is not sent: counted); alice is never logged in, so the MQC handler keeps each message in her mailbox.
+# Recorded:
 #   - GET /readyz and /healthz on the API listener every 0.5 s (probes.csv: seconds since the stream started, status
 #     codes; /readyz answers 404 on a build without it);
 #   - the answers to the posts per second (seconds.csv: ok, 503, other, broken, slowest ok / 503 in ms), so how pushes
@@ -15,8 +17,8 @@
 #     and reads her mailbox: lost = acknowledged (200) but never delivered, must be 0; duplicates allowed.
 # Outputs in FAULT_OUT (build/soak-results/kafka): stream.json, mailbox.json, seconds.csv, probes.csv, hydra.log,
 # mock.log. Knobs (env): FAULT_RATE (200), FAULT_BEFORE_S (10), FAULT_OUTAGE_S (10), FAULT_AFTER_S (20),
-# FAULT_PUSH_TIMEOUT_MS (5000), FAULT_BUILD_DIR (build/bench), FAULT_SKIP_BUILD=1, FAULT_SERVER_CPU (0),
-# FAULT_CLIENT_CPU (1), FAULT_OUT.
+# FAULT_PUSH_TIMEOUT_MS (5000), FAULT_PUBLISHERS (64), FAULT_BUILD_DIR (build/bench), FAULT_SKIP_BUILD=1,
+# FAULT_SERVER_CPU (0), FAULT_CLIENT_CPU (1), FAULT_OUT.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -28,6 +30,7 @@ BEFORE=${FAULT_BEFORE_S:-10}
 OUTAGE=${FAULT_OUTAGE_S:-10}
 AFTER=${FAULT_AFTER_S:-20}
 PUSH_TIMEOUT_MS=${FAULT_PUSH_TIMEOUT_MS:-5000}
+PUBLISHERS=${FAULT_PUBLISHERS:-64}
 SERVER_CPU=${FAULT_SERVER_CPU:-0}
 CLIENT_CPU=${FAULT_CLIENT_CPU:-1}
 
@@ -92,7 +95,7 @@ log "hydra $HYDRA_PID on kafka $BOOTSTRAP (mock $MOCK_PID); consumer ready"
 
 TOTAL=$((BEFORE + OUTAGE + AFTER))
 T0=$(date +%s.%N)
-taskset -c "$CLIENT_CPU" "$BENCH" stream --api "$API" --rate "$RATE" --duration "$TOTAL" --publishers 16 \
+taskset -c "$CLIENT_CPU" "$BENCH" stream --api "$API" --rate "$RATE" --duration "$TOTAL" --publishers "$PUBLISHERS" \
     --body '{"uname":"alice","msg":"seq={seq}"}' --acked "$OUT/acked.txt" --seconds-csv "$OUT/seconds.csv" \
     --out "$OUT/stream.json" >/dev/null 2>"$OUT/stream.log" &
 STREAM_PID=$!
