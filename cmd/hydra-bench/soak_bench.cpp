@@ -304,6 +304,8 @@ OJson run_soak(SoakConfig cfg) {
 
     // The posts, paced; a message that cannot be sent within 5 s of its due time (every connection busy) is
     // skipped and counted.
+    // CPU over the whole run: the server, this process, and everything else on the machine (other load disturbs it).
+    CpuMeter run_cpu(cfg.server_pid);
     log("soak", "running " + fixed(cfg.duration_s, 0) + " s: " + fixed(cfg.rate, 0) + " sends/s, " +
                     fixed(cfg.broadcast_rate, 0) + " broadcasts/s, " + fixed(cfg.churn_rate, 0) + " churn cycles/s");
     std::string request, path_s, body_s;
@@ -344,6 +346,7 @@ OJson run_soak(SoakConfig cfg) {
     }
     broadcaster.join();
     churner.join();
+    const OJson cpu_json = run_cpu.to_json();
     log("soak",
         "posted " + std::to_string(next) + "; waiting up to " + fixed(cfg.grace_s, 0) + " s for the acknowledged ones");
 
@@ -479,6 +482,7 @@ OJson run_soak(SoakConfig cfg) {
                              {"deliveries", s.broadcast_deliveries}}},
         {"churn", OJson{{"cycles", churn_ok.load()}, {"failed", churn_failed.load()}, {"first_error", churn_error}}},
         {"clients_open_at_end", pool.open_connections()},
+        {"cpu", cpu_json},
         {"pass", pass}};
     return result;
 }
