@@ -245,7 +245,8 @@ OJson run_soak(SoakConfig cfg) {
         if (!prev_cpu && cfg.server_pid > 0) prev_cpu = process_cpu_seconds(cfg.server_pid);
         std::int64_t prev_t = now_ns();
         const auto step = static_cast<std::int64_t>(cfg.interval_s * 1e9);
-        for (std::int64_t next = t0 + step;; next += step) {
+        // The last row at the end of the run (the grace period after it is not sampled).
+        for (std::int64_t next = t0 + step; next <= end + step / 2; next += step) {
             while (now_ns() < next && !stop.load()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
             if (stop.load()) break;
             const std::int64_t now = now_ns();
@@ -359,8 +360,8 @@ OJson run_soak(SoakConfig cfg) {
         if (now_ns() >= grace_end) break;
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
-    stop = true;
     sampler.join();
+    stop = true;
 
     std::uint64_t lost = 0, delivered_unacked = 0;
     std::vector<std::uint64_t> lost_examples;

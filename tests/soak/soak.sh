@@ -100,6 +100,7 @@ set output '$OUT/soak.png'
 set key autotitle columnhead top left
 set multiplot layout 4,1 title "hydra soak: $CONNECTIONS clients, $RATE sends/s, $BROADCASTS broadcasts/s, $CHURN churn/s (one sample per $INTERVAL s)"
 set xlabel ''
+set xrange [0:*]
 set grid
 set ylabel 'MB'
 set y2label 'open files'
