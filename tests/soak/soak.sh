@@ -136,8 +136,11 @@ console.log(`deliveries: ${r.deliveries.total}, duplicates ${r.deliveries.duplic
   `latency p50 ${r.latency_ms.p50} ms, p99 ${r.latency_ms.p99} ms, max ${r.latency_ms.max} ms`);
 console.log(`broadcasts: ${r.broadcasts.ok} acknowledged, ${r.broadcasts.deliveries} deliveries, ` +
   `p99 ${r.broadcast_latency_ms.p99} ms; churn: ${r.churn.cycles} cycles, ${r.churn.failed} failed`);
+// other = the machine busy time minus hydra, hydra-bench and softirq, clamped at 0: near 0 also when every core
+// was busy and others waited, so the load average is printed as well.
 if (r.cpu) console.log(`cpu over the run (cores): hydra ${r.cpu.server_cores}, hydra-bench ${r.cpu.client_cores}, ` +
-  `other processes ${r.cpu.other_cores}, steal ${r.cpu.steal_cores}`);
+  `softirq ${r.cpu.softirq_cores}, other ${r.cpu.other_cores}, steal ${r.cpu.steal_cores}; ` +
+  `load average at the end ${require("os").loadavg().map((x) => x.toFixed(1)).join(" ")}`);
 console.log(`${mark(p.rss.ok)} RSS drift ${(p.rss.drift * 100).toFixed(2)} % (${p.rss.after_warmup_mb} -> ${p.rss.end_mb} MB, peak ${p.rss.peak_after_warmup_mb} MB; limit ${p.rss.limit * 100} %; ${p.rss.rule})`);
 console.log(`${mark(p.lost.ok)} lost: ${p.lost.lost} of ${p.lost.acknowledged} acknowledged (unsent: ${p.lost.skipped_unsent})`);
 console.log(`${mark(p.broadcasts.ok)} broadcast deliveries: ${p.broadcasts.deliveries} of ${p.broadcasts.expected_deliveries} expected`);
