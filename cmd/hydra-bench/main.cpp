@@ -32,6 +32,7 @@
 
 #include "pool.h"
 #include "send_bench.h"
+#include "soak_bench.h"
 #include "util.h"
 #include "ws/frame.h"
 #include "ws/handshake.h"
@@ -53,6 +54,21 @@ scenarios:
              at --rate msg/s (0: as fast as they can): deliveries/s, latency from when each message was due, missing
   churn      K connect/disconnect cycles (upgrade, one echo, then a close handshake or, every other time, a
              dropped socket), C at a time: cycles/s, and the server's RssAnon and open files along the way
+  soak       N clients held for --duration S while --rate R /msg/send/s go to them (message k to client k % N),
+             --broadcast-rate B /msg/broadcast/s and --churn-rate C connect/disconnect cycles/s on extra
+             connections (--churn-path, default /echo); every --interval S (5) a CSV row (--csv FILE) with the
+             server's RSS, open files, CPU and queue depth (GET /metrics on --admin; /proc of --server-pid without
+             it) and the interval's delivery p50/p99; after the last post, --grace S (30) for the rest to arrive;
+             then every acknowledged message is checked and the pass criteria are reported (--warmup S, default
+             120: RSS drift measured after it; --max-rss-drift 0.05; --max-p99-ratio 2). Connects to --path (use /)
+  stream     no clients: POST --body TEMPLATE ({seq}, {ts}, {id}) to --post-path at --rate R/s for --duration S from
+             --publishers M connections that reconnect when the server goes away; --acked FILE gets every
+             acknowledged seq, --seconds-csv FILE the answers per second (ok, 503, other, broken, slowest)
+  mailbox    log in as --uname/--pwd (alice/alice-pw) on --ws, read until --quiet S (10) passes without a message
+             (at most --max S, 600) and compare the seq= of what arrived with --acked FILE: lost, duplicates
+  kafka-mock not a load: a librdkafka mock cluster (one broker) in this process; prints "bootstrap HOST:PORT",
+             then obeys "down" / "up" (the broker refuses connections / accepts again, same port and data) and
+             "quit" on stdin
   queue      queue backends in-process, no server: hydra-bench queue --backend sqlite|kafka ... (queue_bench.cpp)
   floor      not a load: runs the floor peer, the least a server must do for these scenarios (floor_server.cpp):
              hydra-bench floor --ws 127.0.0.1:0 --api 127.0.0.1:0
@@ -137,6 +153,21 @@ struct Options {
     double tick_us = 100;
     double max_lag_s = 5;
     std::string extra_pids;
+    double broadcast_rate = 10;
+    double churn_rate = 50;
+    std::string churn_path = "/echo";
+    double interval_s = 5;
+    double grace_s = 30;
+    double max_rss_drift = 0.05;
+    double max_p99_ratio = 2;
+    std::string csv;
+    std::string acked;
+    std::string seconds_csv;
+    std::string uname = "alice";
+    std::string pwd = "alice-pw";
+    double quiet_s = 10;
+    double max_s = 600;
+    bool warmup_given = false;
 };
 
 Options parse_args(int argc, char** argv) {
@@ -148,7 +179,8 @@ Options parse_args(int argc, char** argv) {
         std::exit(0);
     }
     if (o.scenario != "idle" && o.scenario != "echo" && o.scenario != "broadcast" && o.scenario != "slow" &&
-        o.scenario != "send" && o.scenario != "churn")
+        o.scenario != "send" && o.scenario != "churn" && o.scenario != "soak" && o.scenario != "stream" &&
+        o.scenario != "mailbox")
         throw std::invalid_argument("unknown scenario " + o.scenario);
     using Setter = std::function<void(const std::string&)>;
     auto text = [](std::string& field) -> Setter { return [&field](const std::string& v) { field = v; }; };
@@ -202,20 +234,39 @@ Options parse_args(int argc, char** argv) {
         {"--tick-us", real(o.tick_us)},
         {"--max-lag", real(o.max_lag_s)},
         {"--extra-pids", text(o.extra_pids)},
+        {"--broadcast-rate", real(o.broadcast_rate)},
+        {"--churn-rate", real(o.churn_rate)},
+        {"--churn-path", text(o.churn_path)},
+        {"--interval", real(o.interval_s)},
+        {"--grace", real(o.grace_s)},
+        {"--max-rss-drift", real(o.max_rss_drift)},
+        {"--max-p99-ratio", real(o.max_p99_ratio)},
+        {"--csv", text(o.csv)},
+        {"--acked", text(o.acked)},
+        {"--seconds-csv", text(o.seconds_csv)},
+        {"--uname", text(o.uname)},
+        {"--pwd", text(o.pwd)},
+        {"--quiet", real(o.quiet_s)},
+        {"--max", real(o.max_s)},
     };
     for (int i = 2; i < argc; ++i) {
         std::string a = argv[i];
         auto it = setters.find(a);
         if (it == setters.end()) throw std::invalid_argument("unknown option " + a);
         if (i + 1 >= argc) throw std::invalid_argument(a + " needs a value");
+        if (a == "--warmup") o.warmup_given = true;
         try {
             it->second(argv[++i]);
         } catch (const std::logic_error&) {
             throw std::invalid_argument(a + ": not a number: " + argv[i]);
         }
     }
-    if (o.ws.empty()) throw std::invalid_argument("--ws is required");
-    if (o.scenario == "send" && o.api.empty()) throw std::invalid_argument("--api is required for send");
+    if (o.ws.empty() && o.scenario != "stream") throw std::invalid_argument("--ws is required");
+    if ((o.scenario == "send" || o.scenario == "soak" || o.scenario == "stream") && o.api.empty())
+        throw std::invalid_argument("--api is required for " + o.scenario);
+    if ((o.scenario == "stream" || o.scenario == "mailbox") && o.acked.empty())
+        throw std::invalid_argument("--acked is required for " + o.scenario);
+    if (o.scenario == "soak" && o.rate <= 0) throw std::invalid_argument("--rate must be > 0 for soak");
     if ((o.scenario == "broadcast" || o.scenario == "slow") && o.api.empty() && o.admin.empty())
         throw std::invalid_argument("--api or --admin is required for " + o.scenario);
     if (o.tls && (o.scenario == "churn" || o.scenario == "slow"))
@@ -700,6 +751,61 @@ OJson run_send(const Options& o) {
     return bench::run_send(std::move(c));
 }
 
+// ---- soak, stream, mailbox (soak_bench.cpp) ----
+
+OJson run_soak(const Options& o) {
+    bench::SoakConfig c;
+    c.pool = pool_config(o, bench::Mode::Deliver);
+    c.pool.id_prefix = o.id_prefix;
+    c.api = bench::parse_ipv4(o.api);
+    c.api_host = o.api;
+    if (!o.admin.empty()) {
+        c.admin = bench::parse_ipv4(o.admin);
+        c.admin_host = o.admin;
+    }
+    c.server_pid = o.server_pid;
+    c.duration_s = o.duration_s;
+    c.rate = o.rate;
+    c.broadcast_rate = o.broadcast_rate;
+    c.churn_rate = o.churn_rate;
+    c.churn_path = o.churn_path;
+    c.publishers = o.publishers;
+    c.interval_s = o.interval_s;
+    if (o.warmup_given) c.warmup_s = o.warmup_s;
+    c.grace_s = o.grace_s;
+    c.max_rss_drift = o.max_rss_drift;
+    c.max_p99_ratio = o.max_p99_ratio;
+    c.csv = o.csv;
+    return bench::run_soak(std::move(c));
+}
+
+OJson run_stream(const Options& o) {
+    bench::StreamConfig c;
+    c.api = bench::parse_ipv4(o.api);
+    c.api_host = o.api;
+    c.post_path = o.post_path;
+    if (o.body != Options{}.body) c.body = o.body;
+    c.rate = o.rate;
+    c.duration_s = o.duration_s;
+    c.publishers = o.publishers;
+    c.acked_file = o.acked;
+    c.seconds_csv = o.seconds_csv;
+    return bench::run_stream(c);
+}
+
+OJson run_mailbox(const Options& o) {
+    bench::MailboxConfig c;
+    const sockaddr_in addr = bench::parse_ipv4(o.ws);
+    c.ws_host = o.ws.substr(0, o.ws.rfind(':'));
+    c.ws_port = ntohs(addr.sin_port);
+    c.uname = o.uname;
+    c.pwd = o.pwd;
+    c.acked_file = o.acked;
+    c.quiet_s = o.quiet_s;
+    c.max_s = o.max_s;
+    return bench::run_mailbox(c);
+}
+
 // ---- slow ----
 
 // A blocking client with a tiny receive buffer that completes the handshake and then never reads.
@@ -904,6 +1010,8 @@ int main(int argc, char** argv) {
     if (argc > 1 && std::string(argv[1]) == "queue") return run_queue_bench({argv + 2, argv + argc});
     // `hydra-bench floor ...`: the floor peer, a server (floor_server.cpp).
     if (argc > 1 && std::string(argv[1]) == "floor") return run_floor_server({argv + 2, argv + argc});
+    // `hydra-bench kafka-mock`: a mock Kafka cluster driven from stdin (soak_bench.cpp).
+    if (argc > 1 && std::string(argv[1]) == "kafka-mock") return bench::run_kafka_mock();
     Options o;
     try {
         o = parse_args(argc, argv);
@@ -935,6 +1043,12 @@ int main(int argc, char** argv) {
             body = run_send(o);
         else if (o.scenario == "churn")
             body = run_churn(o);
+        else if (o.scenario == "soak")
+            body = run_soak(o);
+        else if (o.scenario == "stream")
+            body = run_stream(o);
+        else if (o.scenario == "mailbox")
+            body = run_mailbox(o);
         else
             body = run_slow(o);
         for (auto& [k, v] : body.items()) result[k] = v;

@@ -575,6 +575,11 @@ void Pool::Worker::on_delivery(Conn& c, std::string_view msg, std::int64_t now) 
         ++stats.bad_messages;
         return;
     }
+    if (std::int64_t bc = 0; find_int(msg, "bc=", bc)) {
+        ++stats.broadcast_deliveries;
+        stats.broadcast_latency.record(now - ts);
+        return;
+    }
     ++stats.delivered;
     if (stats.min_payload == 0 || msg.size() < stats.min_payload) stats.min_payload = msg.size();
     stats.max_payload = std::max(stats.max_payload, msg.size());
@@ -803,6 +808,8 @@ Stats Pool::merged_stats() const {
         m.duplicates += s.duplicates;
         m.misrouted += s.misrouted;
         m.without_seq += s.without_seq;
+        m.broadcast_deliveries += s.broadcast_deliveries;
+        m.broadcast_latency.merge(s.broadcast_latency);
     });
     return m;
 }

@@ -81,6 +81,9 @@ struct Stats {
     std::uint64_t duplicates = 0;               // a seq seen before (on any connection)
     std::uint64_t misrouted = 0;                // seq % connections is not this connection's index
     std::uint64_t without_seq = 0;              // messages with a ts but no seq (not tracked one by one)
+    // Deliver, messages carrying "bc=<k>" (broadcasts of the soak scenario): counted apart, latency from their ts
+    std::uint64_t broadcast_deliveries = 0;
+    Histogram broadcast_latency;
 };
 
 class Pool {

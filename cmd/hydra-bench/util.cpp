@@ -69,6 +69,25 @@ void Histogram::merge(const Histogram& other) {
     sum_ += other.sum_;
 }
 
+Histogram Histogram::since(const Histogram& earlier) const {
+    Histogram d;
+    for (std::size_t i = 0; i < counts_.size(); ++i) {
+        const std::uint64_t n = counts_[i] >= earlier.counts_[i] ? counts_[i] - earlier.counts_[i] : 0;
+        if (n == 0) continue;
+        d.counts_[i] = n;
+        const auto v = static_cast<std::int64_t>(value_of(static_cast<int>(i)));
+        if (d.count_ == 0) d.min_ = v;
+        d.max_ = v;
+        d.count_ += n;
+        d.sum_ += static_cast<long double>(v) * static_cast<long double>(n);
+    }
+    if (d.count_ > 0) {
+        d.min_ = std::max(d.min_, min_);
+        d.max_ = std::min(d.max_, max_);
+    }
+    return d;
+}
+
 std::int64_t Histogram::percentile(double q) const {
     if (count_ == 0) return 0;
     auto rank = static_cast<std::uint64_t>(std::ceil(q * static_cast<double>(count_)));
@@ -346,12 +365,16 @@ void HttpClient::connect_() {
 }
 
 void HttpClient::send_post(std::string_view path, std::string_view body) {
-    if (fd_ < 0) connect_();
     std::string req;
     req.reserve(160 + body.size());
     req.append("POST ").append(path).append(" HTTP/1.1\r\nHost: ").append(host_);
     req.append("\r\nContent-Type: application/json\r\nContent-Length: ").append(std::to_string(body.size()));
     req.append("\r\n\r\n").append(body);
+    send_request(req);
+}
+
+void HttpClient::send_request(const std::string& req) {
+    if (fd_ < 0) connect_();
     std::size_t off = 0;
     while (off < req.size()) {
         ssize_t n = ::send(fd_, req.data() + off, req.size() - off, MSG_NOSIGNAL);
@@ -437,6 +460,13 @@ HttpClient::Response HttpClient::read_response() {
 
 HttpClient::Response HttpClient::post(std::string_view path, std::string_view body) {
     send_post(path, body);
+    return read_response();
+}
+
+HttpClient::Response HttpClient::get(std::string_view path) {
+    std::string req;
+    req.append("GET ").append(path).append(" HTTP/1.1\r\nHost: ").append(host_).append("\r\n\r\n");
+    send_request(req);
     return read_response();
 }
 

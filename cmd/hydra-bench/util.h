@@ -29,6 +29,9 @@ class Histogram {
   public:
     void record(std::int64_t value);
     void merge(const Histogram& other);
+    // What was recorded after `earlier` (a copy of this histogram taken before): min, max and mean from the
+    // buckets, so as exact as the buckets.
+    Histogram since(const Histogram& earlier) const;
     std::uint64_t count() const { return count_; }
     std::int64_t min() const { return count_ ? min_ : 0; }
     std::int64_t max() const { return max_; }
@@ -154,10 +157,13 @@ class HttpClient {
     // Sends the request only; finish with read_response(). Lets the caller take its timestamp right before send().
     void send_post(std::string_view path, std::string_view body);
     Response read_response();
+    // GET `path`. Throws like post().
+    Response get(std::string_view path);
 
   private:
     void connect_();
     void close_();
+    void send_request(const std::string& req);
     void read_more();
 
     sockaddr_in addr_;

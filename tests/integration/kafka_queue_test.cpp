@@ -14,6 +14,7 @@
 #include <fstream>
 #include <future>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <stdexcept>
@@ -520,6 +521,36 @@ BOOST_AUTO_TEST_CASE(consumer_resumes_after_a_broker_outage) {
     auto messages = inbox.messages();
     BOOST_CHECK_EQUAL(messages[1].payload, "after");
     for (const auto& m : messages) BOOST_CHECK_NE(m.payload, "during");
+    queue.stop(5s);
+}
+
+// A broker that went down: librdkafka notices a message's own timeout only when its broker thread wakes up, at
+// the next reconnect attempt (reconnect.backoff.ms, growing to reconnect.backoff.max.ms: 10 s by default), so
+// push_async keeps a deadline of its own: the API answers 503 within queue.push_timeout_ms, not after the outage.
+BOOST_AUTO_TEST_CASE(push_async_while_the_broker_is_down_fails_at_the_push_timeout) {
+    mock().create_topic("kq.down-async", 1);
+    auto s = settings(1500ms);
+    // Reconnect attempts far apart: without its own deadline the push would wait for the next one.
+    s.properties["reconnect.backoff.ms"] = "60000";
+    s.properties["reconnect.backoff.max.ms"] = "60000";
+    KafkaQueue queue(s, fast_retry(3));
+    queue.start();
+    queue.push("kq:down-async", "before");  // connected, the partition's leader known
+
+    rd_kafka_mock_broker_set_down(mock().get(), 1);
+    auto failed = std::make_shared<std::promise<std::string>>();  // the callback may outlive a failed test
+    const auto started = Clock::now();
+    queue.push_async("kq:down-async", "during", {}, 0ms,
+                     [failed](const QueueError* e) { failed->set_value(e != nullptr ? e->what() : "delivered"); });
+    auto outcome = failed->get_future();
+    // 15 s (10x the timeout) only tells bounded from unbounded, so a slow machine cannot fail it.
+    const bool answered = outcome.wait_for(15s) == std::future_status::ready;
+    const auto took = ms_between(started, Clock::now());
+    rd_kafka_mock_broker_set_up(mock().get(), 1);
+    BOOST_REQUIRE_MESSAGE(answered, "push_async did not fail while the broker was down");
+    BOOST_TEST_MESSAGE("push_async failed after " << took << " ms");
+    BOOST_CHECK_EQUAL(outcome.get(), "queue: push to kq.down-async failed: Local: Message timed out");
+    BOOST_CHECK_GE(took, 1400);
     queue.stop(5s);
 }
 

@@ -243,8 +243,10 @@ class KafkaQueue::Producer final : public RdKafka::DeliveryReportCb {
         if (delivery->err != RdKafka::ERR_NO_ERROR) throw push_error(topic, delivery->reason);
     }
 
-    // Produces without waiting: `done` runs from the delivery report, on the poll thread. A full local queue fails
-    // at once instead of waiting for room: the caller may be an event loop.
+    // Produces without waiting: `done` runs from the delivery report, on the poll thread, or from the poll thread
+    // at the push timeout if no report came by then (as send_all: while the partition's broker is down, librdkafka
+    // reports its own timeout only after it reconnects). A full local queue fails at once instead of waiting for
+    // room: the caller may be an event loop.
     void send_async(const std::string& topic, std::string_view payload, const Headers& headers, Queue::PushDone done) {
         auto delivery = std::make_shared<Delivery>();
         delivery->pending = 1;
@@ -256,7 +258,10 @@ class KafkaQueue::Producer final : public RdKafka::DeliveryReportCb {
             // Not produced: no report will come.
             Queue::PushDone d = std::move(delivery->done);
             d(&e);
+            return;
         }
+        std::lock_guard lock(async_mutex_);
+        async_deadlines_.emplace_back(Clock::now() + timeout_, delivery);
     }
 
     static QueueError push_error(const std::string& topic, const std::string& reason) {
@@ -373,12 +378,41 @@ class KafkaQueue::Producer final : public RdKafka::DeliveryReportCb {
         return true;
     }
 
+    // Fails the asynchronous pushes still unreported at their deadline (their later report finds `done` gone).
+    // Deadlines are in push order (one timeout for all); reported pushes at the front are dropped on the way.
+    void expire_async() {
+        std::vector<std::shared_ptr<Delivery>> expired;
+        {
+            std::lock_guard lock(async_mutex_);
+            const auto now = Clock::now();
+            while (!async_deadlines_.empty()) {
+                auto& [deadline, weak] = async_deadlines_.front();
+                std::shared_ptr<Delivery> delivery = weak.lock();
+                if (delivery && deadline > now) break;
+                if (delivery) expired.push_back(std::move(delivery));
+                async_deadlines_.pop_front();
+            }
+        }
+        for (auto& delivery : expired) {
+            Queue::PushDone done;
+            {
+                std::lock_guard lock(delivery->mutex);
+                if (delivery->pending == 0) continue;
+                done = std::move(delivery->done);
+            }
+            if (!done) continue;
+            QueueError error = push_error(delivery->topic, RdKafka::err2str(RdKafka::ERR__MSG_TIMED_OUT));
+            done(&error);
+        }
+    }
+
     void poll_loop() {
         while (!done_) {
             beat(beat_);
             try {
                 std::shared_ptr<RdKafka::Producer> handle = current();
                 handle->poll(static_cast<int>(poll_interval.count()));
+                expire_async();
                 std::string reason;
                 if (handle->fatal_error(reason) != RdKafka::ERR_NO_ERROR) replace(handle);
                 std::vector<std::shared_ptr<RdKafka::Producer>> retired;
@@ -422,6 +456,8 @@ class KafkaQueue::Producer final : public RdKafka::DeliveryReportCb {
     std::mutex mutex_;
     std::shared_ptr<RdKafka::Producer> handle_;
     std::vector<std::shared_ptr<RdKafka::Producer>> retired_;  // failed fatally, polled until their queue is empty
+    std::mutex async_mutex_;
+    std::deque<std::pair<Clock::time_point, std::weak_ptr<Delivery>>> async_deadlines_;  // send_async, in push order
     Clock::time_point replaced_at_{};
 
     std::atomic<bool> done_{false};
