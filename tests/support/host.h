@@ -83,7 +83,8 @@ struct Host {
         process = std::make_unique<test::ChildProcess>(args, std::string(HYDRA_SOURCE_DIR));
         auto api_port = process->wait_for_stdout(R"(api listening on https?://127\.0\.0\.1:(\d+))", 30s);
         auto ws = process->wait_for_stdout(R"(ws listening on wss?://127\.0\.0\.1:(\d+))", 30s);
-        auto admin_port = process->wait_for_stdout(R"(admin listening on https?://(?:127\.0\.0\.1|0\.0\.0\.0):(\d+))", 30s);
+        auto admin_port =
+            process->wait_for_stdout(R"(admin listening on https?://(?:127\.0\.0\.1|0\.0\.0\.0):(\d+))", 30s);
         BOOST_REQUIRE_MESSAGE(api_port && ws && admin_port, "hydra did not start: " + process->err());
         api = "127.0.0.1:" + *api_port;
         admin = "127.0.0.1:" + *admin_port;
