@@ -14,6 +14,7 @@
 #include <hydra/app.h>
 #include <hydra/ws_client.h>
 
+#include "support/config.h"
 #include "support/host.h"
 #include "support/http.h"
 #include "support/http_raw.h"
@@ -27,12 +28,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-hydra::Config host_config(std::vector<std::string> sets = {}) {
-    sets.insert(sets.begin(),
-                {"api.address=127.0.0.1:0", "admin.address=127.0.0.1:0", "ws.address=127.0.0.1:0", "ws.io_threads=2",
-                 "mqc.enabled=false", "log.level=error", "queue.sqlite.path=" + test::temp_path("q.db")});
-    return hydra::Config::from_json(Json::object(), "test", sets, hydra::ConfigSchema::builtin());
-}
+hydra::Config host_config(std::vector<std::string> sets = {}) { return test::app_config(std::move(sets)); }
 
 test::HttpReply get(const std::string& address, const std::string& path) { return test::http(address, "GET", path); }
 

@@ -149,6 +149,31 @@ std::string raw_http(int port, const std::string& request) {
 
 }  // namespace
 
+namespace {
+
+// Whether a socket on local port `server_port` is still connected to the local port of client socket `client_fd`
+// (read from /proc/net/tcp: the server's end, in any TCP state).
+bool server_socket_to(int server_port, int client_fd) {
+    sockaddr_in local{};
+    socklen_t len = sizeof local;
+    BOOST_REQUIRE_EQUAL(::getsockname(client_fd, reinterpret_cast<sockaddr*>(&local), &len), 0);
+    const int client_port = ntohs(local.sin_port);
+    std::ifstream tcp("/proc/net/tcp");
+    std::string line;
+    std::getline(tcp, line);
+    while (std::getline(tcp, line)) {
+        std::istringstream in(line);
+        std::string slot, here, there;
+        in >> slot >> here >> there;
+        if (std::stoi(here.substr(here.find(':') + 1), nullptr, 16) == server_port &&
+            std::stoi(there.substr(there.find(':') + 1), nullptr, 16) == client_port)
+            return true;
+    }
+    return false;
+}
+
+}  // namespace
+
 BOOST_AUTO_TEST_SUITE(ws_server)
 
 BOOST_AUTO_TEST_CASE(service_routing_replies_and_errors_keep_the_connection) {
@@ -495,24 +520,7 @@ BOOST_AUTO_TEST_CASE(a_client_that_stops_reading_is_closed_and_others_are_not_sl
 
     // The server's end of the other one's connection is gone (reset, not left orphaned with its unsent bytes in
     // the kernel): no socket on the server port talks to its port any more.
-    sockaddr_in local{};
-    socklen_t len = sizeof local;
-    BOOST_REQUIRE_EQUAL(::getsockname(never.fd(), reinterpret_cast<sockaddr*>(&local), &len), 0);
-    const int never_port = ntohs(local.sin_port);
-    auto server_end_exists = [&] {
-        std::ifstream tcp("/proc/net/tcp");
-        std::string line;
-        std::getline(tcp, line);
-        while (std::getline(tcp, line)) {
-            std::istringstream in(line);
-            std::string slot, here, there;
-            in >> slot >> here >> there;
-            if (std::stoi(here.substr(here.find(':') + 1), nullptr, 16) == f.port &&
-                std::stoi(there.substr(there.find(':') + 1), nullptr, 16) == never_port)
-                return true;
-        }
-        return false;
-    };
+    auto server_end_exists = [&] { return server_socket_to(f.port, never.fd()); };
     BOOST_CHECK(test::wait_until([&] { return !server_end_exists(); }));
     BOOST_CHECK(f.wait_connections(1));
 }
@@ -525,24 +533,7 @@ BOOST_AUTO_TEST_CASE(a_client_that_never_answers_our_close_is_reset_at_the_close
     WsClient idle = f.connect("/raw");
     const std::string uuid = idle.response_header("X-Request-Id").value();
     BOOST_REQUIRE(f.wait_connections(1));
-    sockaddr_in local{};
-    socklen_t len = sizeof local;
-    BOOST_REQUIRE_EQUAL(::getsockname(idle.fd(), reinterpret_cast<sockaddr*>(&local), &len), 0);
-    const int idle_port = ntohs(local.sin_port);
-    auto server_end_exists = [&] {
-        std::ifstream tcp("/proc/net/tcp");
-        std::string line;
-        std::getline(tcp, line);
-        while (std::getline(tcp, line)) {
-            std::istringstream in(line);
-            std::string slot, here, there;
-            in >> slot >> here >> there;
-            if (std::stoi(here.substr(here.find(':') + 1), nullptr, 16) == f.port &&
-                std::stoi(there.substr(there.find(':') + 1), nullptr, 16) == idle_port)
-                return true;
-        }
-        return false;
-    };
+    auto server_end_exists = [&] { return server_socket_to(f.port, idle.fd()); };
     BOOST_REQUIRE(server_end_exists());
     BOOST_REQUIRE(f.ex().kick(uuid, 1000, "bye"));
     BOOST_REQUIRE(f.wait_connections(0));
