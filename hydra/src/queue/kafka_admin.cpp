@@ -281,11 +281,12 @@ bool TopicKeeper::settled() const {
 
 void TopicKeeper::run() {
     std::unique_lock lock(mutex_);
-    std::optional<Clock::time_point> retry_at;
+    constexpr Clock::time_point never = Clock::time_point::max();
+    Clock::time_point retry_at = never;  // (not an optional: GCC's -O2 warns it may be read uninitialised)
     while (!stop_) {
-        auto due = [&] { return stop_ || fresh_ || (retry_at && Clock::now() >= *retry_at); };
-        if (retry_at)
-            cv_.wait_until(lock, *retry_at, due);
+        auto due = [&] { return stop_ || fresh_ || Clock::now() >= retry_at; };
+        if (retry_at != never)
+            cv_.wait_until(lock, retry_at, due);
         else
             cv_.wait(lock, due);
         if (stop_) break;
@@ -317,7 +318,7 @@ void TopicKeeper::run() {
                 Logger().debug(message);
         }
         if (pending_.empty())
-            retry_at.reset();
+            retry_at = never;
         else
             retry_at = Clock::now() + settings_.retry;
     }
