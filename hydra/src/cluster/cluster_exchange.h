@@ -23,14 +23,10 @@
 #include <hydra/config.h>
 #include <hydra/exchange.h>
 
+#include "cluster/bus.h"
+#include "cluster/presence.h"
 #include "metrics/metrics.h"
-#include "queue/kafka_admin.h"
 #include "ws/ws_exchange.h"
-
-namespace RdKafka {
-class Producer;
-class KafkaConsumer;
-}  // namespace RdKafka
 
 namespace hydra::cluster {
 
@@ -85,20 +81,13 @@ class ClusterExchange : public Exchange {
 
     // Status: hosts seen alive, and whether presence has been read up to date.
     std::size_t live_nodes() const;
-    bool presence_loaded() const { return presence_loaded_; }
-    // Presence records dropped because Kafka's local queue was full (a broker outage).
-    std::uint64_t presence_dropped() const { return presence_dropped_; }
+    bool presence_loaded() const { return bus_.presence_loaded(); }
 
   private:
-    struct Remote {
-        std::string node;
-        std::string user;
-    };
-
     void on_local_presence(const std::string& uuid, const std::string& user, bool open);
-    // wait=false: one attempt, never blocks (for callers on an I/O loop); a full local queue drops the record.
-    // False when the record was not queued.
-    bool produce(const std::string& topic, const std::string& key, const std::string* value, bool wait = true);
+    // Before each beat: after a broker outage that dropped presence records, once the local queue has drained,
+    // announce every connection of this host again (and the closes that could not be announced).
+    void resync_presence();
     void send_to(const std::string& node, const Json& message);
     void to_bus(const Json& message);
     // hydra_cluster_routed_total / route_failures_total for one message sent via "node" or "bus".
@@ -106,43 +95,22 @@ class ClusterExchange : public Exchange {
     // Where a uuid lives: this host (""), another live host (its id), or unknown (nullopt).
     std::optional<std::string> owner(std::string_view uuid) const;
     bool route(std::string_view uuid, Json message);
-    void poll_loop();
-    // Creates the topics (waiting at most topics_timeout); returns those that failed, each logged (a warning unless
-    // `retry`).
-    std::vector<queue::TopicSpec> create_topics(std::vector<queue::TopicSpec> topics, bool retry = false);
-    void topics_loop(std::vector<queue::TopicSpec> failed);
-    void check_presence_policy();
     void handle(const std::string& topic, const std::string& key, const std::string* value);
     void apply(const Json& message);
-    std::string node_topic(const std::string& node) const { return settings_.prefix + ".node." + node; }
 
     Settings settings_;
     ws::WsExchange& local_;
-    std::string presence_topic_, bus_topic_;
-    std::unique_ptr<RdKafka::Producer> producer_;
-    std::unique_ptr<RdKafka::KafkaConsumer> consumer_;
-    std::unique_ptr<queue::KafkaAdmin> admin_;  // null with queue.kafka.topics.create off
-    std::thread poller_, heartbeat_, topics_;
-    std::atomic<bool> running_{false};
-    std::atomic<bool> presence_loaded_{false};
-    std::atomic<std::uint64_t> presence_dropped_{0};
-    std::uint64_t presence_resynced_ = 0;
+    Presence presence_;
+    Bus bus_;
+    std::uint64_t presence_resynced_ = 0;  // bus_.dropped() when presence was last announced again
     // Connections that closed while their tombstone could not be queued: sent with the resync (bounded).
     static constexpr std::size_t kMaxUnannounced = 1 << 20;
     std::mutex closed_mutex_;
-    std::vector<std::string>
-        closed_unannounced_;  // presence_dropped_ when presence was last announced again (heartbeat)
-    std::mutex stop_mutex_;
-    std::condition_variable stop_cv_;
+    std::vector<std::string> closed_unannounced_;
 
     metrics::Family<metrics::Counter>* routed_ = nullptr;  // null: count nothing
     metrics::Counter* route_failures_ = nullptr;
     metrics::Registry::Collector collector_;
-
-    mutable std::shared_mutex mutex_;
-    std::unordered_map<std::string, Remote> remote_;                // uuid → host, user (other hosts only)
-    std::unordered_map<std::string, std::set<std::string>> users_;  // user → remote uuids
-    std::unordered_map<std::string, std::int64_t> last_seen_ms_;    // host → last heartbeat
 };
 
 }  // namespace hydra::cluster
