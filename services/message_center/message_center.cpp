@@ -78,7 +78,8 @@ std::string authenticate(const Settings& settings, const std::string& token) {
     }
 }
 
-Service::Service(std::shared_ptr<const Settings> settings) : settings_(std::move(settings)) {}
+Service::Service(std::shared_ptr<const Settings> settings, AuthCall auth)
+    : settings_(std::move(settings)), auth_(std::move(auth)) {}
 
 Service::~Service() { stop(); }
 
@@ -182,7 +183,7 @@ void Service::run() {
         }
         std::optional<std::string> uid;
         try {
-            uid = authenticate(*settings_, job.token);
+            uid = auth_(*settings_, job.token);
         } catch (const std::exception& e) {
             job.log.warn(std::string("message-center: auth failed: ") + e.what());
         }

@@ -15,6 +15,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -46,11 +47,13 @@ inline constexpr std::size_t kMaxWaiting = 16;
 
 // Calls the auth API: the uid (as a string) or an exception whose message is for the log (never for the client).
 std::string authenticate(const Settings& settings, const std::string& token);
+using AuthCall = std::function<std::string(const Settings& settings, const std::string& token)>;
 
 class Service {
   public:
-    // `settings` is filled from config at start, before the first message.
-    explicit Service(std::shared_ptr<const Settings> settings);
+    // `settings` is filled from config at start, before the first message. `auth` is the call to the auth API
+    // (tests give their own).
+    explicit Service(std::shared_ptr<const Settings> settings, AuthCall auth = authenticate);
     ~Service();
     Service(const Service&) = delete;
     Service& operator=(const Service&) = delete;
@@ -83,6 +86,7 @@ class Service {
     void finish(const Job& job, const std::optional<std::string>& uid);
 
     std::shared_ptr<const Settings> settings_;
+    AuthCall auth_;
     std::once_flag started_;
     std::vector<std::thread> threads_;
 
