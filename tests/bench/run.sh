@@ -22,7 +22,8 @@
 # Knobs (env): BENCH_SCENARIOS="idle churn echo echo_tls broadcast broadcast_tls broadcast_closed slow send
 # send_cluster", BENCH_CHURN_CYCLES,
 # BENCH_SERVERS="hydra node floor" (also hydra_nometrics: hydra with admin.metrics=false, for what counting
-# costs), BENCH_IDLE_CONNS, BENCH_ECHO_CONNS, BENCH_ECHO_DURATION, BENCH_ECHO_WINDOW,
+# costs; and hydra_before: the hydra binary BENCH_HYDRA_BEFORE, e.g. a Release build of an earlier commit, run
+# exactly like hydra — a change measured against what it changed, in the same run), BENCH_IDLE_CONNS, BENCH_ECHO_CONNS, BENCH_ECHO_DURATION, BENCH_ECHO_WINDOW,
 # BENCH_BCAST_CONNS, BENCH_BCAST_COUNT, BENCH_BCAST_INTERVAL_MS, BENCH_SLOW_CONNS, BENCH_SLOW_FILL_MB,
 # BENCH_SERVER_CPU, BENCH_CLIENT_CPU, BENCH_SKIP_BUILD=1, BENCH_BUILD_DIR,
 # BENCH_QUIET_WAIT (seconds to wait for other processes to go idle before each run; default 300).
@@ -113,9 +114,13 @@ ADMIN_ADDR=""
 start_server() {
     local kind=$1 logf=$2 tls=$3
     local -a tls_args=() metrics_args=()
+    local binary=$HYDRA
     if [[ $kind == hydra_nometrics ]]; then
         kind=hydra
         metrics_args=(--set admin.metrics=false)
+    elif [[ $kind == hydra_before ]]; then
+        kind=hydra
+        binary=${BENCH_HYDRA_BEFORE:?BENCH_HYDRA_BEFORE: the hydra binary to compare with}
     fi
     if [[ $tls == 1 && $kind == hydra ]]; then
         tls_args=(--set "ws.tls.cert_file=$TLS_DIR/cert.pem" --set "ws.tls.key_file=$TLS_DIR/key.pem")
@@ -123,7 +128,7 @@ start_server() {
         tls_args=(--tls-cert "$TLS_DIR/cert.pem" --tls-key "$TLS_DIR/key.pem")
     fi
     if [[ $kind == hydra ]]; then
-        (cd "$RUN_DIR" && exec taskset -c "$SERVER_CPU" "$HYDRA" run --config "$ROOT/config/dev.json" \
+        (cd "$RUN_DIR" && exec taskset -c "$SERVER_CPU" "$binary" run --config "$ROOT/config/dev.json" \
             --set ws.address=127.0.0.1:0 --set api.address=127.0.0.1:0 --set admin.address=127.0.0.1:0 --set log.level=warn \
             --set ws.io_threads=1 --set ws.ping_interval_ms=0 --set ws.idle_timeout_ms=0 \
             --set ws.client_uuid=request_id --set ws.max_connections_per_ip=0 --set ws.rate_limit.messages_per_s=0 \
@@ -311,7 +316,8 @@ const fmt = (v) => {
   return String(Math.round(v * 1000) / 1000);
 };
 // Columns: each server's median, then hydra's ratio to each peer.
-const names = { hydra: 'hydra', hydra_nometrics: 'hydra, metrics off', node: 'node ws', floor: 'floor' };
+const names = { hydra: 'hydra', hydra_nometrics: 'hydra, metrics off', hydra_before: 'hydra before', node: 'node ws',
+  floor: 'floor' };
 const peers = servers.filter((srv) => srv !== 'hydra');
 const ratioOf = (h, p) => (typeof h === 'number' && typeof p === 'number' && p !== 0 ? Math.round((h / p) * 100) / 100 : null);
 const table = [];

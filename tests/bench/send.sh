@@ -23,7 +23,9 @@
 # order, per server, until one misses the target twice in a row; "" = no search), BENCH_SEND_SEARCH_SERVERS
 # ("hydra nchan cluster"), BENCH_SEND_P99_MS (20: the target), BENCH_SEND_HYDRA_SET (more hydra settings,
 # "key=value key=value", e.g. "queue.kafka.properties.fetch.wait.max.ms=5"), BENCH_REPEAT (runs per rate, default 1), and run.sh's
-# BENCH_SERVER_CPU, BENCH_CLIENT_CPU, BENCH_SKIP_BUILD=1, BENCH_BUILD_DIR, BENCH_QUIET_WAIT.
+# BENCH_SERVER_CPU, BENCH_CLIENT_CPU, BENCH_SKIP_BUILD=1, BENCH_BUILD_DIR, BENCH_QUIET_WAIT; BENCH_HYDRA_BEFORE (a
+# second hydra binary, e.g. a Release build of an earlier commit: the send scenario then runs it too, as
+# "hydra_before", interleaved with the others, and the table adds hydra/before).
 # A run meets the target when p99 <= BENCH_SEND_P99_MS, deliveries/s >= 97 % of the rate, nothing is missing
 # and no post failed. Per-run JSON and server logs land in build/bench/results/send.*, the table and every run in
 # build/bench/send-results.json. Needs nginx-light and libnginx-mod-nchan: deploy/install-deps.sh --bench.
@@ -97,7 +99,9 @@ WS_ADDR="" API_ADDR="" SERVER_PID="" EXTRA_PIDS=""
 start_hydra() {
     local name=$1 logf=$2
     shift 2
-    (cd "$RUN_DIR" && HYDRA_CONFIG_DIR=$ROOT/config exec taskset -c "$SERVER_CPU" "$HYDRA" run --env dev \
+    local binary=$HYDRA
+    [[ $name == hydra_before ]] && binary=$BENCH_HYDRA_BEFORE
+    (cd "$RUN_DIR" && HYDRA_CONFIG_DIR=$ROOT/config exec taskset -c "$SERVER_CPU" "$binary" run --env dev \
         --set api.address=127.0.0.1:0 --set admin.address=127.0.0.1:0 --set ws.address=127.0.0.1:0 --set log.level=warn \
         --set ws.io_threads=1 --set ws.ping_interval_ms=0 --set ws.idle_timeout_ms=0 \
         --set ws.client_uuid=request_id --set ws.max_connections_per_ip=0 --set ws.rate_limit.messages_per_s=0 \
@@ -125,9 +129,9 @@ start_server() {
     local kind=$1 tag=$2
     EXTRA_PIDS=""
     case $kind in
-        hydra)
-            rm -f "$RUN_DIR"/send-queue.db* "$RUN_DIR"/hydra-push.db*
-            start_hydra hydra "$OUT/$tag.server.log" --set queue.backend=sqlite \
+        hydra | hydra_before)
+            rm -f "$RUN_DIR"/send-queue.db* "$RUN_DIR"/"$kind"-push.db*
+            start_hydra "$kind" "$OUT/$tag.server.log" --set queue.backend=sqlite \
                 --set queue.sqlite.path="$RUN_DIR/send-queue.db"
             WS_ADDR=$HY_WS API_ADDR=$HY_API SERVER_PID=$HY_PID
             ;;
@@ -190,7 +194,7 @@ start_server() {
 # The request templates: one tool, two servers.
 server_args() {
     case $1 in
-        hydra | cluster)
+        hydra | hydra_before | cluster)
             echo '--path / --post-path /msg/send --content-type application/json'
             ;;
         nchan) echo '--path /sub/ --id-in-path 1 --post-path /pub?id={id} --content-type text/plain' ;;
@@ -198,7 +202,7 @@ server_args() {
 }
 server_body() {
     case $1 in
-        hydra | cluster) echo '{"uuid":"{id}","msg":"ts={ts} seq={seq}"}' ;;
+        hydra | hydra_before | cluster) echo '{"uuid":"{id}","msg":"ts={ts} seq={seq}"}' ;;
         nchan) echo 'ts={ts} seq={seq}' ;;
     esac
 }
@@ -242,7 +246,7 @@ meets_target() {
 
 servers_of() {
     case $1 in
-        send) echo "hydra nchan" ;;
+        send) echo "hydra ${BENCH_HYDRA_BEFORE:+hydra_before }nchan" ;;
         send_cluster) echo "cluster" ;;
         *) log "unknown scenario $1" && exit 2 ;;
     esac
@@ -305,8 +309,10 @@ const words = (s) => s.split(/\s+/).filter(Boolean);
 const scenarios = words(scenarioList);
 const rates = words(rateList);
 const repeat = Number(repeatArg);
-const serversOf = { send: ['hydra', 'nchan'], send_cluster: ['cluster'] };
-const names = { hydra: 'hydra (SQLite)', cluster: 'hydra 2 hosts (Kafka mock)', nchan: 'nginx + Nchan' };
+const serversOf = { send: process.env.BENCH_HYDRA_BEFORE ? ['hydra', 'hydra_before', 'nchan'] : ['hydra', 'nchan'],
+  send_cluster: ['cluster'] };
+const names = { hydra: 'hydra (SQLite)', hydra_before: 'hydra before (SQLite)', cluster: 'hydra 2 hosts (Kafka mock)',
+  nchan: 'nginx + Nchan' };
 const servers = scenarios.flatMap((s) => serversOf[s] || []);
 // A run's JSON, plus server_cpu_total: the process holding the clients and the others (host B and kcat; nginx's
 // master).
@@ -381,6 +387,7 @@ for (const srv of words(searchedList)) {
 
 const cols = ['rate', 'metric', ...servers.map((s) => names[s])];
 if (servers.includes('hydra') && servers.includes('nchan')) cols.push('hydra/nchan');
+if (servers.includes('hydra_before')) cols.push('hydra/before');
 if (servers.includes('cluster') && servers.includes('nchan')) cols.push('2 hosts/nchan');
 const rows = [];
 for (const rate of rates) for (const [metric] of metrics) {
@@ -389,6 +396,7 @@ for (const rate of rates) for (const [metric] of metrics) {
   const row = [rate === '0' ? 'closed loop' : fmt(Number(rate)), metric, ...servers.map((s) => fmt(v(s)))];
   const ratio = (a, b) => (typeof a === 'number' && typeof b === 'number' && b !== 0 ? fmt(a / b) : '');
   if (cols.includes('hydra/nchan')) row.push(ratio(v('hydra'), v('nchan')));
+  if (cols.includes('hydra/before')) row.push(ratio(v('hydra'), v('hydra_before')));
   if (cols.includes('2 hosts/nchan')) row.push(ratio(v('cluster'), v('nchan')));
   rows.push(row);
 }
