@@ -18,12 +18,6 @@ class Error : public std::runtime_error {
     int code_;
 };
 
-inline Error bad_request(const std::string& msg) { return Error(400, msg); }
-inline Error unauthorized(const std::string& msg) { return Error(401, msg); }
-inline Error forbidden(const std::string& msg) { return Error(403, msg); }
-inline Error not_found(const std::string& msg) { return Error(404, msg); }
-inline Error unavailable(const std::string& msg) { return Error(503, msg); }
-
 // HTTP status for an error code, as described above.
 inline int http_status_for(int code) { return code >= 400 && code <= 599 ? code : 400; }
 
