@@ -1,11 +1,13 @@
-// common/http: the HTTP/1.1 basics shared by the API server and the WebSocket handshake.
+// http/: the HTTP/1.1 basics shared by the API server and the WebSocket handshake.
 #include <boost/test/unit_test.hpp>
 
 #include <algorithm>
 #include <string>
 #include <vector>
 
-#include "common/http.h"
+#include "http/chunked.h"
+#include "http/head.h"
+#include "http/target.h"
 
 using namespace hydra::http;
 

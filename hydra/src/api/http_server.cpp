@@ -18,9 +18,12 @@
 
 #include <hydra/log.h>
 
-#include "common/event_loop.h"
-#include "common/net.h"
-#include "common/worker_pool.h"
+#include "http/chunked.h"
+#include "http/head.h"
+#include "http/target.h"
+#include "net/event_loop.h"
+#include "net/socket.h"
+#include "net/worker_pool.h"
 
 namespace hydra::http {
 
