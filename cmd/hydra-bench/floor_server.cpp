@@ -29,7 +29,7 @@
 
 #include <hydra/json.h>
 
-#include "common/http.h"
+#include "http/head.h"
 #include "util.h"
 #include "ws/frame.h"
 #include "ws/handshake.h"

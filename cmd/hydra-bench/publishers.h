@@ -22,7 +22,7 @@
 #include <utility>
 #include <vector>
 
-#include "common/http.h"
+#include "http/message.h"
 #include "util.h"
 
 namespace bench {

@@ -19,7 +19,7 @@
 #include <string_view>
 #include <thread>
 
-#include "common/http.h"
+#include "http/head.h"
 #include "publishers.h"
 
 namespace bench {

@@ -1,4 +1,4 @@
-// libFuzzer target for the chunked body decoder (common/http.h, ChunkedDecoder).
+// libFuzzer target for the chunked body decoder (http/chunked.h, ChunkedDecoder).
 //
 // Input layout: byte 0 = options, the rest = bytes as read from a socket after a chunked request's head.
 //   options bits 0-1: max body (0, 16, 1000, 1 MiB)
@@ -14,7 +14,7 @@
 #include <string_view>
 #include "fuzz_check.h"
 
-#include "common/http.h"
+#include "http/chunked.h"
 
 using namespace hydra::http;
 

@@ -1,5 +1,5 @@
-// libFuzzer target for the HTTP head parser and its helpers (common/http.h: parse_head, http_version,
-// percent_decode, has_token).
+// libFuzzer target for the HTTP head parser and its helpers (http/head.h: parse_head, http_version;
+// http/target.h: percent_decode; http/message.h: has_token).
 //
 // Input layout: byte 0 = options (bits 0-1: max head size 64, 512, 4096, 16 KiB), the rest = bytes as read from a
 // socket. Checks what the parser promises: an Ok head ends in an empty line within the limit, its start line has no
@@ -13,7 +13,8 @@
 #include <string_view>
 #include "fuzz_check.h"
 
-#include "common/http.h"
+#include "http/head.h"
+#include "http/target.h"
 
 using namespace hydra::http;
 

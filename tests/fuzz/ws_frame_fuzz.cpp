@@ -19,6 +19,7 @@
 #include <vector>
 #include "fuzz_check.h"
 
+#include "http/target.h"
 #include "ws/frame.h"
 #include "ws/handshake.h"
 #include "ws/utf8.h"
@@ -182,7 +183,7 @@ void fuzz_utf8(std::string_view stream, Chunker chunker) {
 }
 
 void fuzz_handshake(std::string_view stream) {
-    // The API server's head parser and percent-decoding (common/http) see the same untrusted bytes.
+    // The API server's head parser and percent-decoding (http/head, http/target) see the same untrusted bytes.
     const hydra::http::Head head = hydra::http::parse_head(stream, 16 * 1024);
     FUZZ_CHECK(head.consumed <= stream.size());
     if (head.status == ParseStatus::Ok) FUZZ_CHECK(stream.substr(head.consumed - 4, 4) == "\r\n\r\n");

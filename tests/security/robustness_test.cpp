@@ -18,7 +18,7 @@
 #include <hydra/log.h>
 #include <hydra/ws_client.h>
 
-#include "common/event_loop.h"
+#include "net/event_loop.h"
 #include "support/host.h"
 #include "support/http.h"
 #include "support/kafka_mock.h"

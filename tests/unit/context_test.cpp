@@ -2,7 +2,7 @@
 
 #include <hydra/handler.h>
 
-#include "common/request_id.h"
+#include "core/request_id.h"
 
 using hydra::Context;
 using hydra::Json;

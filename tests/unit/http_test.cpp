@@ -1,11 +1,14 @@
-// common/http: the HTTP/1.1 basics shared by the API server and the WebSocket handshake.
+// http/: the HTTP/1.1 basics shared by the API server and the WebSocket handshake.
 #include <boost/test/unit_test.hpp>
 
 #include <algorithm>
 #include <string>
 #include <vector>
 
-#include "common/http.h"
+#include "http/chunked.h"
+#include "http/head.h"
+#include "http/request.h"
+#include "http/target.h"
 
 using namespace hydra::http;
 
@@ -152,6 +155,50 @@ BOOST_AUTO_TEST_CASE(authorization_credentials_of_one_scheme) {
     BOOST_CHECK(!of("Bearer"));
     BOOST_CHECK(!of("Basic abc"));
     BOOST_CHECK(!authorization({}, "Bearer"));
+}
+
+BOOST_AUTO_TEST_CASE(request_heads_their_target_framing_and_persistence) {
+    auto request = [](const std::string& bytes, std::size_t max_body = 100) {
+        Head head = parse_head(bytes, 4096);
+        BOOST_REQUIRE(head.status == ParseStatus::Ok);
+        return parse_request(head, max_body);
+    };
+    RequestHead r = request(
+        "POST http://example.com/a%20b?x=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+        "Expect: 100-continue\r\n\r\n");
+    BOOST_CHECK_EQUAL(r.error_status, 0);
+    BOOST_CHECK_EQUAL(r.method, "POST");
+    BOOST_CHECK_EQUAL(r.target, "/a%20b?x=1");  // the absolute form cut to its path and query
+    BOOST_CHECK_EQUAL(r.path, "/a b");
+    BOOST_CHECK_EQUAL(r.query, "x=1");
+    BOOST_CHECK(r.framing == RequestHead::Framing::length);
+    BOOST_CHECK_EQUAL(r.content_length, 5u);
+    BOOST_CHECK(r.keep_alive && r.expect_continue);
+
+    r = request("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
+    BOOST_CHECK(r.framing == RequestHead::Framing::chunked && !r.keep_alive && !r.expect_continue);
+    r = request("GET / HTTP/1.0\r\n\r\n");  // HTTP/1.0: no Host needed, closes unless asked to keep alive
+    BOOST_CHECK(r.error_status == 0 && r.minor_version == 0 && !r.keep_alive);
+    BOOST_CHECK(request("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").keep_alive);
+    r = request("GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nExpect: 100-continue\r\n\r\n");
+    BOOST_CHECK(r.framing == RequestHead::Framing::none && !r.expect_continue);
+
+    const std::vector<std::pair<std::string, int>> refused = {
+        {"get / HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+        {"GET  / HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+        {"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505},
+        {"GET x HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+        {"GET / HTTP/1.1\r\n\r\n", 400},
+        {"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", 400},
+        {"GET /%zz HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+        {"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400},
+        {"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", 400},
+        {"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501},
+        {"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", 400},
+        {"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +3\r\n\r\n", 400},
+        {"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 101\r\n\r\n", 413},
+    };
+    for (const auto& [bytes, status] : refused) BOOST_CHECK_MESSAGE(request(bytes).error_status == status, bytes);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

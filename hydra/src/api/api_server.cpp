@@ -9,8 +9,8 @@
 #include <stdexcept>
 #include <thread>
 
-#include "common/http.h"
-#include "common/request_id.h"
+#include "core/request_id.h"
+#include "http/target.h"
 
 namespace hydra {
 namespace {
@@ -166,23 +166,6 @@ ApiServer::Settings ApiServer::Settings::admin_from(const Config& config) {
     s.threads = static_cast<int>(config.integer("admin.threads"));
     s.keys_everywhere = true;
     return s;
-}
-
-void parse_urlencoded(std::string_view text, Json& out) {
-    std::size_t i = 0;
-    while (i <= text.size()) {
-        std::size_t amp = text.find('&', i);
-        if (amp == std::string_view::npos) amp = text.size();
-        std::string_view pair = text.substr(i, amp - i);
-        i = amp + 1;
-        if (pair.empty()) continue;
-        std::size_t eq = pair.find('=');
-        std::string k, v;
-        if (!http::percent_decode(pair.substr(0, eq), k, true) ||
-            !http::percent_decode(eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1), v, true))
-            throw Error(400, "malformed url-encoded parameters: bad percent-encoding in \"" + std::string(pair) + "\"");
-        if (!k.empty()) out[k] = v;
-    }
 }
 
 ApiServer::ApiServer(Settings settings, const Router& router, const std::vector<Middleware>& middleware, Queue* queue,
@@ -414,7 +397,7 @@ Context::Init ApiServer::context_init(http::Request& request, const Router::Matc
         if (!inserted) it->second += ", " + value;  // a repeated field is one comma-separated list
     }
     init.headers = std::move(headers);
-    parse_urlencoded(request.query, init.params);
+    http::parse_urlencoded(request.query, init.params);
     std::string content_type(request.header("Content-Type").value_or(""));
     std::string& body = request.body;
     bool form = content_type.find("application/x-www-form-urlencoded") != std::string::npos;
@@ -422,7 +405,7 @@ Context::Init ApiServer::context_init(http::Request& request, const Router::Matc
     // `curl -d '{"a":1}'` sends JSON labelled as a form: a form body that is a JSON object is read as JSON.
     if (form && looks_like_json_object(body) && Json::accept(body)) form = false, json = true;
     if (form) {
-        parse_urlencoded(body, init.params);
+        http::parse_urlencoded(body, init.params);
     } else if (json) {
         Json doc;
         try {

@@ -128,7 +128,4 @@ class ApiServer : public std::enable_shared_from_this<ApiServer> {
     std::unique_ptr<http::Server> server_;
 };
 
-// "a=1&b=x%20y" → {"a":"1","b":"x y"} merged into `out` (later keys win). Throws Error(400) on bad escapes.
-void parse_urlencoded(std::string_view text, Json& out);
-
 }  // namespace hydra

@@ -13,10 +13,10 @@
 #include <string>
 #include <vector>
 
-#include "common/client_limits.h"
-#include "common/heartbeat.h"
-#include "common/http.h"
-#include "common/tls.h"
+#include "http/message.h"
+#include "net/client_limits.h"
+#include "net/heartbeat.h"
+#include "net/tls.h"
 
 namespace hydra {
 class WorkerPool;

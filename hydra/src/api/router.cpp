@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "http/target.h"
+
 namespace hydra {
 namespace {
 
@@ -21,16 +23,9 @@ std::vector<std::string> split(std::string_view path) {
 
 }  // namespace
 
-std::string normalize_path(std::string_view path) {
-    std::string p(path.empty() ? "/" : path);
-    if (p[0] != '/') p.insert(p.begin(), '/');
-    while (p.size() > 1 && p.back() == '/') p.pop_back();
-    return p;
-}
-
 void Router::add(const std::string& pattern, MethodHandlers handlers, AsyncHandlers async, Auth auth) {
     if (pattern.empty() || pattern[0] != '/') throw std::invalid_argument("route must start with '/': " + pattern);
-    std::string norm = normalize_path(pattern);
+    std::string norm = http::normalize_path(pattern);
     Route route{norm, split(norm), {}, {}, {}};
     bool has_param = false;
     for (const auto& seg : route.segments) {
@@ -107,7 +102,7 @@ void Router::fill(const Route& route, std::string_view method, Match& m) const {
 
 Router::Match Router::match(std::string_view method, std::string_view path) const {
     Match m;
-    std::string norm = normalize_path(path);
+    std::string norm = http::normalize_path(path);
     if (auto it = exact_.find(norm); it != exact_.end()) {
         fill(routes_[it->second], method, m);
         return m;

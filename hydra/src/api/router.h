@@ -53,7 +53,4 @@ class Router {
     bool has_async_ = false;
 };
 
-// "/a/b/" → "/a/b", "" → "/": one spelling per path.
-std::string normalize_path(std::string_view path);
-
 }  // namespace hydra

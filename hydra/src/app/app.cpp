@@ -15,6 +15,7 @@
 #include "api/router.h"
 #include "api/static_files.h"
 #include "app/app_impl.h"
+#include "http/target.h"
 #include "queue/metered.h"
 
 namespace hydra {
@@ -92,7 +93,7 @@ App& App::api_async(const std::string& route, AsyncHandler handler, ApiOptions o
 }
 
 App& App::static_files(const std::string& prefix, const std::string& directory) {
-    std::string route = normalize_path(prefix);
+    std::string route = http::normalize_path(prefix);
     return add_api(route == "/" ? "/*path" : route + "/*path", {{"", static_files_handler(directory)}},
                    {.methods = {"GET", "HEAD"}});
 }
@@ -140,7 +141,7 @@ App& App::add_ws_service(const std::string& service, Handler handler) {
 App& App::ws_endpoint(const std::string& path, WsEndpoint endpoint) {
     if (path.empty() || path[0] != '/') throw std::invalid_argument("WS endpoint path must start with '/': " + path);
     if (!endpoint.on_message) throw std::invalid_argument("WS endpoint " + path + " needs on_message");
-    std::string norm = normalize_path(path);
+    std::string norm = http::normalize_path(path);
     if (!impl_->ws_routes.endpoints.emplace(norm, std::move(endpoint)).second)
         throw std::invalid_argument("WS endpoint registered twice: " + norm);
     return *this;

@@ -19,7 +19,7 @@
 #include <hydra/exchange.h>
 #include <hydra/json.h>
 
-#include "common/heartbeat.h"
+#include "net/heartbeat.h"
 #include "queue/backend.h"
 
 namespace hydra {

@@ -8,7 +8,7 @@
 #include <string_view>
 #include <vector>
 
-#include "common/http.h"
+#include "http/message.h"
 
 namespace hydra::auth {
 

@@ -17,7 +17,7 @@
 
 #include <hydra/log.h>
 
-#include "common/request_id.h"
+#include "core/request_id.h"
 #include "queue/kafka_queue.h"
 #include "ws/utf8.h"
 

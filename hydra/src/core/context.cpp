@@ -2,7 +2,7 @@
 #include <hydra/context.h>
 
 #include <hydra/handler.h>
-#include "common/client_limits.h"
+#include "net/client_limits.h"
 
 #include <algorithm>
 #include <cctype>

@@ -10,8 +10,8 @@
 #include <hydra/config.h>
 #include <hydra/queue.h>
 
-#include "common/heartbeat.h"
 #include "metrics/metrics.h"
+#include "net/heartbeat.h"
 
 namespace hydra::queue {
 

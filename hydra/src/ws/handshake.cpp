@@ -1,4 +1,4 @@
-// WebSocket opening handshake: the RFC 6455 section 4 checks over the HTTP/1.1 head parser of common/http.
+// WebSocket opening handshake: the RFC 6455 section 4 checks over the HTTP/1.1 head parser of http/head.
 #include "ws/handshake.h"
 
 #include <Poco/Base64Encoder.h>

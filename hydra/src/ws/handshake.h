@@ -11,7 +11,7 @@
 #include <utility>
 #include <vector>
 
-#include "common/http.h"
+#include "http/head.h"
 
 namespace hydra::ws {
 

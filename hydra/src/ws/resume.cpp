@@ -7,7 +7,7 @@
 
 #include <stdexcept>
 
-#include "common/request_id.h"
+#include "core/request_id.h"
 
 namespace hydra::ws {
 

@@ -19,6 +19,7 @@
 #include <system_error>
 #include <utility>
 
+#include "http/chunked.h"
 #include "ws/frame.h"
 #include "ws/handshake.h"
 #include "ws/utf8.h"
@@ -181,41 +182,6 @@ std::string host_header(const std::string& host, int port) {
     return (ipv6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
 }
 
-// Decodes a chunked body (RFC 9112 section 7.1) into `out`. True once the last chunk was seen; false while more
-// bytes are needed or, with `malformed` set, when it is not chunked encoding after all.
-bool decode_chunked(std::string_view raw, std::string& out, bool& malformed) {
-    out.clear();
-    malformed = false;
-    std::size_t pos = 0;
-    for (;;) {
-        const std::size_t eol = raw.find("\r\n", pos);
-        if (eol == std::string_view::npos) return false;
-        std::size_t size = 0;
-        std::size_t digits = 0;
-        for (std::size_t i = pos; i < eol && raw[i] != ';' && raw[i] != ' '; ++i, ++digits) {
-            const char c = raw[i];
-            const int v = c >= '0' && c <= '9'   ? c - '0'
-                          : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                          : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                                 : -1;
-            if (v < 0 || size > kMaxErrorBody) {
-                malformed = true;
-                return false;
-            }
-            size = size * 16 + static_cast<std::size_t>(v);
-        }
-        if (digits == 0) {
-            malformed = true;
-            return false;
-        }
-        pos = eol + 2;
-        if (size == 0) return true;  // trailers, if any, are of no interest
-        if (raw.size() < pos + size + 2) return false;
-        out.append(raw.substr(pos, size));
-        pos += size + 2;
-    }
-}
-
 // Reads the body of a refused handshake, as far as it arrives before the deadline: Content-Length, chunked or up to
 // EOF. Best effort: the caller throws anyway, so read errors just end the body.
 std::string read_error_body(int fd, const ws::HttpHeaders& headers, int status, std::string raw,
@@ -238,12 +204,16 @@ std::string read_error_body(int fd, const ws::HttpHeaders& headers, int status, 
         }
     }
     std::string decoded;
+    std::optional<http::ChunkedDecoder> decoder;
+    if (chunked) decoder.emplace(kMaxErrorBody);
+    std::size_t fed = 0;  // of raw, to the decoder
     char buf[kHandshakeChunk];
     for (;;) {
         if (chunked) {
-            bool malformed = false;
-            if (decode_chunked(raw, decoded, malformed)) return decoded;
-            if (malformed) return raw;
+            const http::ChunkedDecoder::Result r = decoder->feed(std::string_view(raw).substr(fed), decoded);
+            fed += r.consumed;
+            if (r.status == http::ParseStatus::Ok) return decoded;
+            if (r.status == http::ParseStatus::Error) return raw;  // not chunked encoding after all
         } else if (!until_eof && raw.size() >= length) {
             raw.resize(length);
             return raw;

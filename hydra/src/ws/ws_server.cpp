@@ -19,9 +19,9 @@
 
 #include <hydra/log.h>
 
-#include "api/api_server.h"
-#include "common/net.h"
-#include "common/request_id.h"
+#include "core/request_id.h"
+#include "http/target.h"
+#include "net/socket.h"
 #include "ws/frame.h"
 #include "ws/handshake.h"
 #include "ws/resume.h"
@@ -569,7 +569,7 @@ void WsServer::Loop::handle_handshake(Connection& c) {
         return;
     }
     const WsRoutes& routes = server.routes_;
-    std::string path = normalize_path(req.path);
+    std::string path = http::normalize_path(req.path);
     const WsEndpoint* endpoint = nullptr;
     if (auto it = routes.endpoints.find(path); it != routes.endpoints.end()) {
         endpoint = &it->second;
@@ -610,7 +610,7 @@ void WsServer::Loop::handle_handshake(Connection& c) {
     const std::string& uuid = c.uuid;
     Json params = Json::object();
     try {
-        parse_urlencoded(req.query, params);
+        http::parse_urlencoded(req.query, params);
     } catch (const Error&) {
         // a malformed query string is not worth refusing the connection for
     }

@@ -16,12 +16,12 @@
 #include <hydra/jwt.h>
 #include <hydra/queue.h>
 
-#include "common/client_limits.h"
-#include "common/event_loop.h"
-#include "common/heartbeat.h"
-#include "common/tls.h"
-#include "common/worker_pool.h"
 #include "metrics/metrics.h"
+#include "net/client_limits.h"
+#include "net/event_loop.h"
+#include "net/heartbeat.h"
+#include "net/tls.h"
+#include "net/worker_pool.h"
 #include "ws/origin.h"
 #include "ws/ws_exchange.h"
 #include "ws/ws_routes.h"

@@ -11,7 +11,7 @@
 #include <thread>
 #include <vector>
 
-#include "common/heartbeat.h"
+#include "net/heartbeat.h"
 
 namespace hydra {
 
@@ -44,7 +44,6 @@ class EventLoop {
     // Runs at the end of the current iteration, after all events and tasks (used to batch writes).
     void defer(std::function<void()> fn) { deferred_.push_back(std::move(fn)); }
     std::int64_t now_ms() const { return now_ms_; }
-    int index() const { return index_; }
     bool in_loop_thread() const { return std::this_thread::get_id() == thread_id_; }
 
     // From any thread: run `task` on the loop thread soon. Wakes the loop only when its queue was empty.

@@ -23,13 +23,12 @@ class WorkerPool {
     void post(std::function<void()> task);
     // Runs what is queued, then joins the threads.
     void stop();
-    std::size_t queued() const;
 
   private:
     void run();
 
     std::string name_;
-    mutable std::mutex mutex_;
+    std::mutex mutex_;
     std::condition_variable cv_;
     std::deque<std::function<void()>> tasks_;
     bool stopping_ = false;

@@ -1,4 +1,4 @@
-#include "common/event_loop.h"
+#include "net/event_loop.h"
 
 #include <pthread.h>
 #include <sys/epoll.h>

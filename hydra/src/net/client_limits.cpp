@@ -1,4 +1,4 @@
-#include "common/client_limits.h"
+#include "net/client_limits.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>

@@ -1,4 +1,4 @@
-#include "common/request_id.h"
+#include "core/request_id.h"
 
 #include <array>
 #include <cstdint>

@@ -1,4 +1,4 @@
-#include "common/net.h"
+#include "net/socket.h"
 
 #include <arpa/inet.h>
 #include <netdb.h>

@@ -1,4 +1,4 @@
-#include "common/worker_pool.h"
+#include "net/worker_pool.h"
 
 #include <pthread.h>
 
@@ -37,11 +37,6 @@ void WorkerPool::stop() {
     for (auto& t : threads_)
         if (t.joinable()) t.join();
     threads_.clear();
-}
-
-std::size_t WorkerPool::queued() const {
-    std::lock_guard lock(mutex_);
-    return tasks_.size();
 }
 
 void WorkerPool::run() {
