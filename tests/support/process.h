@@ -102,14 +102,25 @@ class ChildProcess {
         return std::nullopt;
     }
 
+    // Reads whatever the pipes hold (waiting up to `timeout_ms` for the first bytes), not one buffer's worth: a
+    // child that wrote a lot and exited must be read to the end. Bounded (4 MiB a call) so that a child that never
+    // stops writing cannot keep the caller here.
     void pump(int timeout_ms) {
-        pollfd fds[2] = {{out_, POLLIN, 0}, {err_, POLLIN, 0}};
-        if (poll(fds, 2, timeout_ms) <= 0) return;
-        char buf[4096];
-        for (int i = 0; i < 2; ++i) {
-            if (!(fds[i].revents & (POLLIN | POLLHUP))) continue;
-            ssize_t n = read(fds[i].fd, buf, sizeof buf);
-            if (n > 0) (i == 0 ? stdout_ : stderr_).append(buf, static_cast<std::size_t>(n));
+        char buf[16384];
+        for (int round = 0; round < 256; ++round) {
+            pollfd fds[2] = {{out_, POLLIN, 0}, {err_, POLLIN, 0}};
+            if (poll(fds, 2, timeout_ms) <= 0) return;
+            timeout_ms = 0;
+            bool got = false;
+            for (int i = 0; i < 2; ++i) {
+                if (!(fds[i].revents & (POLLIN | POLLHUP))) continue;
+                ssize_t n = read(fds[i].fd, buf, sizeof buf);
+                if (n > 0) {
+                    (i == 0 ? stdout_ : stderr_).append(buf, static_cast<std::size_t>(n));
+                    got = true;
+                }
+            }
+            if (!got) return;  // end of file on what was ready
         }
     }
 
