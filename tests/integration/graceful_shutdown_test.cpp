@@ -6,6 +6,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <future>
 #include <mutex>
 #include <string>
@@ -27,6 +29,17 @@ using hydra::WsMessage;
 using namespace std::chrono_literals;
 
 namespace {
+
+// Threads of this process whose name starts with `prefix` ("api-worker-0").
+int threads_named(const std::string& prefix) {
+    int n = 0;
+    for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+        std::ifstream comm(task.path() / "comm");
+        std::string name;
+        if (std::getline(comm, name) && name.rfind(prefix, 0) == 0) ++n;
+    }
+    return n;
+}
 
 hydra::Config both_servers(std::vector<std::string> sets = {}) { return test::app_config(std::move(sets)); }
 
@@ -168,6 +181,8 @@ BOOST_AUTO_TEST_CASE(handlers_that_outlive_the_shutdown_timeout_still_find_the_s
     release.set_value();
     BOOST_CHECK(test::wait_until([&] { return finished.load() == 2; }, 20s));
     BOOST_CHECK_EQUAL(entered.load(), 2);
+    // Then their thread ends: nothing of the stopped server is left behind.
+    BOOST_CHECK(test::wait_until([] { return threads_named("api-worker") == 0; }, 20s));
 }
 
 BOOST_AUTO_TEST_CASE(sigterm_closes_idle_http_connections_and_websockets_with_1001_then_exits_0) {

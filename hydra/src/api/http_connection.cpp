@@ -230,10 +230,8 @@ void Server::Loop::dispatch(Connection& c) {
             return;
         }
     }
-    server.on_workers_->fetch_add(1);
     // The task holds what it calls: after a shutdown timeout it may run (or start) when the server is gone.
-    server.workers_->post([self = std::move(self), calls = server.calls_, busy = server.on_workers_, id,
-                           req = std::move(c.request)]() mutable {
+    server.workers_->post([self = std::move(self), calls = server.calls_, id, req = std::move(c.request)]() mutable {
         Response response;
         try {
             response = calls->handler(req);
@@ -242,13 +240,13 @@ void Server::Loop::dispatch(Connection& c) {
             response = calls->error_page(500, "internal server error");
         }
         Responder(self, id)(std::move(response));
-        busy->fetch_sub(1);  // not through srv: after a shutdown timeout the server may be gone by now
     });
     c.request = Request{};
 }
 
 void Server::Loop::on_response(std::uint64_t id, Response response) {
     server.in_flight_.fetch_sub(1);
+    if (draining) server.notify_if_idle();
     Connection* c = find(id);
     if (c == nullptr || c->fd < 0) return;  // the client went away
     try {
@@ -400,6 +398,7 @@ void Server::Loop::destroy(Connection& c) {
     ::close(c.fd);
     c.fd = -1;
     server.open_connections_.fetch_sub(1);
+    if (draining) server.notify_if_idle();
     if (c.client != nullptr) server.limits_->close(c.client, loop.now_ms() * 1000);
     c.client = nullptr;
     auto it = connections.find(c.id);

@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <csignal>
-#include <thread>
 
 #include <hydra/log.h>
 
@@ -65,6 +64,7 @@ void Server::wind_down() {
                 if (c->state == Connection::State::head && c->request_started_ms == 0 && c->out.empty())
                     idle.push_back(c.get());
             for (Connection* c : idle) l->destroy(*c);
+            l->server.notify_if_idle();  // (nothing left to close here: the last of it may have gone before)
         });
     }
     if (listen_fd_ >= 0) {
@@ -73,15 +73,24 @@ void Server::wind_down() {
     }
 }
 
+void Server::notify_if_idle() {
+    if (!idle()) return;
+    std::lock_guard lock(idle_mutex_);  // (stop() is between its look at idle() and its wait, or waiting)
+    idle_cv_.notify_all();
+}
+
 void Server::stop(std::chrono::milliseconds grace) {
     if (!started_) return;
     // 1. Stop accepting; idle connections close at once, busy ones after their current response.
     wind_down();
     started_ = false;
-    // 2. Requests in flight finish and are answered (bounded).
-    auto deadline = std::chrono::steady_clock::now() + grace;
-    while ((in_flight_.load() > 0 || open_connections_.load() > 0) && std::chrono::steady_clock::now() < deadline)
-        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    // 2. Requests in flight finish and are answered. A timed wait: `grace` (api.shutdown_timeout_ms) is how long the
+    // operator lets them run.
+    const auto deadline = std::chrono::steady_clock::now() + grace;
+    {
+        std::unique_lock lock(idle_mutex_);
+        idle_cv_.wait_until(lock, deadline, [this] { return idle(); });
+    }
     if (in_flight_.load() > 0)
         Logger().warn("api: " + std::to_string(in_flight_.load()) +
                       " request(s) still running after the shutdown timeout; their clients are disconnected");
@@ -95,12 +104,10 @@ void Server::stop(std::chrono::milliseconds grace) {
     }
     if (listen_fd_ >= 0) ::close(listen_fd_);
     listen_fd_ = -1;
-    if (on_workers_->load() > 0) {
-        // A handler thread still runs a handler: leak the pool rather than wait for it (or destroy it under it).
-        (void)workers_.release();
-    } else {
-        workers_->stop();
-    }
+    // A handler still running past the grace keeps its thread (let go by the pool) and what it reaches; the pool
+    // itself goes now.
+    workers_->stop(deadline);
+    workers_.reset();
     // An answer still to come (a handler thread's, an async reply) finds its loop gone and is dropped.
     loops_.clear();
 }

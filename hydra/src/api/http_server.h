@@ -6,10 +6,12 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -142,8 +144,10 @@ class Server {
     std::vector<std::shared_ptr<Loop>> loops_;  // shared with Responders, which may outlive the server
     std::atomic<int> open_connections_{0};
     std::atomic<int> in_flight_{0};  // requests handed to a worker or a LoopHandler and not yet answered
-    // Of them, those whose handler thread has not finished; shared with the tasks, which may outlive the server.
-    std::shared_ptr<std::atomic<int>> on_workers_ = std::make_shared<std::atomic<int>>(0);
+    // stop() waits here for idle(); a draining loop notifies when its last request or connection is gone.
+    std::mutex idle_mutex_;
+    std::condition_variable idle_cv_;
+    void notify_if_idle();
     bool started_ = false;
 };
 

@@ -1,11 +1,14 @@
 // A fixed pool of threads running posted tasks in FIFO order; for handlers that may block.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -23,15 +26,26 @@ class WorkerPool {
     void post(std::function<void()> task);
     // Runs what is queued, then joins the threads.
     void stop();
+    // As stop(), waiting for the threads only until `deadline`: those still busy then (a handler that outlives a
+    // shutdown timeout) are let go, and end by themselves once the queue is empty; they hold the pool's state, and
+    // their tasks hold what they use. True when every thread ended in time.
+    bool stop(std::chrono::steady_clock::time_point deadline);
 
   private:
-    void run();
+    // Shared with the threads, so that a thread let go by stop() still has it.
+    struct State {
+        std::string name;
+        std::mutex mutex;
+        std::condition_variable work;   // a task or stopping, for the threads
+        std::condition_variable ended;  // a thread ended, for stop()
+        std::deque<std::function<void()>> tasks;
+        bool stopping = false;
+        std::size_t running = 0;  // threads not yet ended
+    };
+    static void run(State& state);
+    bool stop_until(std::optional<std::chrono::steady_clock::time_point> deadline);
 
-    std::string name_;
-    std::mutex mutex_;
-    std::condition_variable cv_;
-    std::deque<std::function<void()>> tasks_;
-    bool stopping_ = false;
+    std::shared_ptr<State> state_;
     std::vector<std::thread> threads_;
 };
 
