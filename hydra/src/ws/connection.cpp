@@ -232,18 +232,30 @@ void WsServer::Connection::overflow() {
 // ---------------------------------------------------------------------------------------------------------------
 // Sending.
 
+bool WsServer::Connection::room_for(std::size_t bytes) {
+    if (out_bytes + bytes <= loop.settings().send_queue_bytes || state != State::open) return true;
+    overflow();
+    return false;
+}
+
 bool WsServer::Connection::enqueue(Frame frame) {
-    if (fd < 0) return false;
-    if (out_bytes + frame->size() > loop.settings().send_queue_bytes && state == State::open) {
-        overflow();
-        return false;
-    }
+    if (fd < 0 || !room_for(frame->size())) return false;
     out_bytes += frame->size();
     out.push_back(std::move(frame));
     schedule_flush();
     ++frames_out;
     if (loop.metrics) loop.metrics->messages_out.inc();
     return true;
+}
+
+void WsServer::Connection::reply(Frame frame) {
+    if (frame && !close_sent && fd >= 0 && room_for(frame->size())) {
+        ++frames_out;
+        if (loop.metrics) loop.metrics->messages_out.inc();
+        open_gate(std::move(frame));
+    } else {
+        open_gate(nullptr);
+    }
 }
 
 void WsServer::Connection::enqueue_confirmed(Frame frame, std::function<void(bool written)> written) {

@@ -46,12 +46,19 @@ struct WsServer::Connection : EventLoop::Handler {
     // connection is closing).
     bool enqueue(Frame frame);
     void enqueue_raw(std::string bytes) { enqueue(make_frame(std::move(bytes))); }
+    // False when `bytes` more would overflow the send queue (the connection is then closing).
+    bool room_for(std::size_t bytes);
     void enqueue_confirmed(Frame frame, std::function<void(bool written)> written);
     // Reports the frames written so far (true) and those ending after keep_up_to (false: dropped).
     void settle_confirms(std::uint64_t keep_up_to);
     // The gate: frames queued while it is shut wait behind it. It is shut from accept to the 101 (what on_open sends
-    // follows the 101). `open_gate(first)` puts `first` where the gate is, before what waited, and opens it.
+    // follows the 101), and while a message is on a worker (what reaches the connection meanwhile, from its handler
+    // or anywhere else, follows the reply). `open_gate(first)` puts `first` where the gate is, before what waited,
+    // and opens it; a close opens it too.
+    void shut_gate() { gate = out.size(); }
     void open_gate(Frame first);
+    // The reply to the message handled on a worker (null: none), at the gate.
+    void reply(Frame frame);
     void schedule_flush();
     void flush();
     void update_events();

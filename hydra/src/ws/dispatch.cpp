@@ -157,6 +157,9 @@ void WsServer::Loop::dispatch(Connection& c, std::string data, bool binary) {
         if (reply && !c.close_sent) c.enqueue(reply_frame(*reply));
         return;
     }
+    // What reaches the connection while the handler runs waits for its reply (the handler's notify to itself, what
+    // a login's bind lets through): the client sees the answer to its message first.
+    c.shut_gate();
     server.workers_->post([srv, self, endpoint, id, init = std::move(init)]() mutable {
         auto on_error = [&](const std::string& error) {
             if (endpoint == nullptr || !endpoint->on_error) return;
@@ -175,7 +178,7 @@ void WsServer::Loop::dispatch(Connection& c, std::string data, bool binary) {
 void WsServer::Loop::on_handled(std::uint64_t id, Frame reply) {
     Connection* c = find(id);
     if (c == nullptr) return;
-    if (reply && !c->close_sent) c->enqueue(std::move(reply));
+    c->reply(std::move(reply));
     c->busy = false;
     if (!c->pending.empty() && !c->close_sent) {
         Connection::Pending next = std::move(c->pending.front());
