@@ -31,9 +31,9 @@
 
 #include "http/head.h"
 #include "util.h"
+#include "ws/dispatch.h"
 #include "ws/frame.h"
 #include "ws/handshake.h"
-#include "ws/ws_exchange.h"
 
 namespace {
 

@@ -39,10 +39,9 @@ hydra::Result on_message(hydra::Context& ctx) {
     if (op == "send") {
         if (!in.contains("msg") || !in["msg"].is_string()) return error("missing field msg");
         if (!current || current->is_null()) return error("not in a room: join one first");
-        // The sender's answer first, then the room message (the sender is in the room too).
-        ex.send(ctx.uuid(), kSuccess.dump());
+        // The sender is in the room too: its copy follows this answer (a reply goes before what its handler sent).
         ex.publish("room:" + current->get<std::string>(), Json{{"client_id", ctx.uuid()}, {"msg", in["msg"]}}.dump());
-        return {};
+        return kSuccess;
     }
     if (op == "quit") {
         if (!current || current->is_null()) return error("not in a room");

@@ -51,10 +51,10 @@ class MailboxDelivery {
     // Stops the thread (deliveries in progress end; their unwritten rows wait for the next login). Idempotent.
     void stop();
 
-    // With the user's lock held, after the login reply was sent on `uuid`: true when a delivery began or `uuid`
-    // joins the one in progress for the user (the delivery binds it when done, and carries on on it if the
-    // connection being delivered to goes away: a phone that reconnects gets the rest); false when the mailbox is
-    // empty, and the caller binds now.
+    // With the user's lock held, during the login on `uuid` (its reply goes out before anything sent here): true when a
+    // delivery began or `uuid` joins the one in progress for the user (the delivery binds it when done, and carries on
+    // on it if the connection being delivered to goes away: a phone that reconnects gets the rest); false when the
+    // mailbox is empty, and the caller binds now.
     bool begin(hydra::Exchange& ex, const std::string& uname, const std::string& uuid, const hydra::Logger& log);
 
   private:

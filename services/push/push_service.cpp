@@ -107,15 +107,15 @@ hydra::Result Service::login(hydra::Context& ctx) {
     throttle_.succeeded(attempt);
     hydra::Exchange& ex = ctx.exchange();
     ex.set(ctx.uuid(), "uname", uname);
-    // The reply goes first, then what arrived while the user was offline, oldest first, then live messages: the
-    // connection is bound to the user (live messages) only once its mailbox is delivered.
-    ex.send(ctx.uuid(), Json{{"service", ctx.path()}, {"code", 200}, {"data", {{"uuid", ctx.uuid()}}}}.dump());
+    // The reply goes first (what reaches this connection while its handler runs waits for the reply), then what
+    // arrived while the user was offline, oldest first, then live messages: the connection is bound to the user
+    // (live messages) only once its mailbox is delivered.
     {
         std::lock_guard lock(locks_.of(uname));
         if (!delivery_.begin(ex, uname, ctx.uuid(), ctx.log())) ex.bind(uname, ctx.uuid());
     }
     ctx.log().info("push: logged in", {{"user", uname}, {"uuid", ctx.uuid()}});
-    return {};
+    return Json{{"uuid", ctx.uuid()}};
 }
 
 void Service::send(hydra::Context& ctx, hydra::Reply reply) {

@@ -456,6 +456,48 @@ BOOST_AUTO_TEST_CASE(slow_handlers_do_not_block_other_connections) {
     BOOST_CHECK_EQUAL(receive_json(slow, 20s)["data"]["held"], true);
 }
 
+// A handler's reply comes before whatever reached its own connection while it ran (a notify, a raw send, a publish,
+// also from another thread), and those follow in the order they were sent; a handler that replies nothing holds
+// nothing back. Without the ordering the notify (queued on the loop before the reply) would come first.
+BOOST_AUTO_TEST_CASE(a_reply_comes_before_what_its_handler_sent_to_its_own_connection) {
+    WsFixture f({}, [](hydra::App& app) {
+        app.ws("/notify_self", [](Context& ctx) -> hydra::Result {
+            hydra::Exchange& ex = ctx.exchange();
+            ex.notify(ctx.uuid(), Json{{"n", 1}});
+            std::thread other([&] { ex.send(ctx.uuid(), "from another thread"); });
+            other.join();
+            ex.subscribe(ctx.uuid(), "self");
+            ex.publish("self", "published");
+            if (ctx.has("quiet")) return {};
+            return Json{{"replied", true}};
+        });
+        hydra::WsEndpoint raw;
+        raw.on_message = [](Context& ctx) -> hydra::Result {
+            ctx.exchange().send(ctx.uuid(), "sent while handling " + ctx.body());
+            return std::string("reply to " + ctx.body());
+        };
+        app.ws_endpoint("/raw_self", raw);
+    });
+    WsClient c = f.connect();
+    for (int round = 0; round < 2; ++round) {  // the next message is ordered the same way
+        c.send_text(R"({"service":"/notify_self"})");
+        BOOST_CHECK_EQUAL(c.receive(5s).data, R"({"service":"/notify_self","code":200,"data":{"replied":true}})");
+        BOOST_CHECK_EQUAL(c.receive(5s).data, R"({"service":"notify","code":200,"data":{"n":1}})");
+        BOOST_CHECK_EQUAL(c.receive(5s).data, "from another thread");
+        BOOST_CHECK_EQUAL(c.receive(5s).data, "published");
+    }
+    c.send_text(R"({"service":"/notify_self","quiet":true})");
+    BOOST_CHECK_EQUAL(receive_json(c)["data"]["n"], 1);
+    BOOST_CHECK_EQUAL(c.receive(5s).data, "from another thread");
+    BOOST_CHECK_EQUAL(c.receive(5s).data, "published");
+
+    WsClient r = f.connect("/raw_self");
+    r.send_text("a");
+    r.send_text("b");  // waits for a's handler, as always
+    for (const char* expected : {"reply to a", "sent while handling a", "reply to b", "sent while handling b"})
+        BOOST_CHECK_EQUAL(r.receive(5s).data, expected);
+}
+
 BOOST_AUTO_TEST_CASE(idle_connections_are_pinged_then_closed) {
     WsFixture f({"ws.ping_interval_ms=100", "ws.idle_timeout_ms=400"});
     WsClient c = f.connect("/raw");

@@ -12,6 +12,9 @@ namespace hydra {
 // A raw endpoint ("/chat"): every message of its connections goes to on_message; the events of skynet's
 // WebSocket server. All callbacks run on the WS worker pool, never on an I/O loop, and the messages of one
 // connection are handled one at a time, in order.
+// A reply (here or of a service on "/") goes out before anything that reached its connection while the handler
+// ran: what the handler notified, sent or published to its own connection, or what any other thread sent it
+// meanwhile, follows the reply in the order it was sent.
 struct WsEndpoint {
     // At upgrade, after connection middleware: return an Error to reject with its HTTP status. Optional.
     std::function<Result(Context&)> on_open = {};

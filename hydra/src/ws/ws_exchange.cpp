@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <mutex>
 
+#include "ws/dispatch.h"
 #include "ws/frame.h"
 #include "ws/utf8.h"
 
@@ -14,19 +15,6 @@ Frame text_frame(std::string_view text) {
     return std::make_shared<const std::string>(is_valid_utf8(text) ? encode_text(text) : encode_binary(text));
 }
 }  // namespace
-
-std::string envelope(std::string_view service, int code, std::string_view field, const Json& value) {
-    std::string out = "{\"service\":";
-    out += dump(Json(service));
-    out += ",\"code\":";
-    out += std::to_string(code);
-    out += ",\"";
-    out += field;
-    out += "\":";
-    out += dump(value);
-    out += '}';
-    return out;
-}
 
 Frame WsExchange::notify_frame(const Json& data) { return text_frame(envelope("notify", 200, "data", data)); }
 
@@ -221,11 +209,6 @@ std::vector<std::pair<std::string, std::string>> WsExchange::presence() const {
     out.reserve(by_uuid_.size());
     for (const auto& [uuid, entry] : by_uuid_) out.emplace_back(uuid, entry.user);
     return out;
-}
-
-std::size_t WsExchange::users() const {
-    std::shared_lock lock(mutex_);
-    return users_.size();
 }
 
 }  // namespace hydra::ws

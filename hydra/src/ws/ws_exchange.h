@@ -18,10 +18,6 @@ namespace hydra::ws {
 
 using Frame = std::shared_ptr<const std::string>;  // an encoded frame, shared by every recipient
 
-// hydra's envelope, in the protocol's field order: {"service":<service>,"code":<code>,"<field>":<value>}, field
-// "data" for results and pushes, "err" for errors. Invalid UTF-8 in strings is replaced, never thrown.
-std::string envelope(std::string_view service, int code, std::string_view field, const Json& value);
-
 // What the exchange needs from the server: hand frames to the loops that own the connections.
 class Delivery {
   public:
@@ -64,9 +60,6 @@ class WsExchange : public Exchange {
     bool is_local(std::string_view uuid) const { return find(uuid).has_value(); }
     // Every open connection's uuid and bound user (the cluster re-announces them after presence was lost).
     std::vector<std::pair<std::string, std::string>> presence() const;
-
-    // For tests and status: users with at least one bound connection.
-    std::size_t users() const;
 
     // hydra's push envelope {"service":"notify","code":200,"data":...} as one text frame.
     static Frame notify_frame(const Json& data);

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -105,6 +106,8 @@ class WsServer : public Delivery {
     friend struct Connection;
 
     Loop& loop_of(std::uint64_t conn_id);
+    // A loop ended a connection: counts it, and wakes stop() at the last one.
+    void connection_closed();
 
     struct Live {
         OriginPolicy allowed_origins;
@@ -128,6 +131,8 @@ class WsServer : public Delivery {
     std::vector<std::unique_ptr<Loop>> loops_;
     std::unique_ptr<WorkerPool> workers_;
     std::atomic<int> open_connections_{0};  // every accepted socket, any state
+    std::mutex closed_mutex_;               // with all_closed_: stop() waits for open_connections_ to reach 0
+    std::condition_variable all_closed_;
     std::unique_ptr<ClientLimits> limits_;  // open connections per address (null when ws.max_connections_per_ip=0)
     std::unique_ptr<Metrics> metrics_;      // null: count nothing
     std::atomic<std::shared_ptr<const Live>> live_;  // reload()
