@@ -20,7 +20,7 @@
 #include <hydra/log.h>
 
 #include "common/request_id.h"
-#include "queue/kafka_queue.h"
+#include "queue/kafka/kafka_queue.h"
 #include "ws/utf8.h"
 
 namespace hydra::cluster {

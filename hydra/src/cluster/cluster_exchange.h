@@ -24,7 +24,7 @@
 #include <hydra/exchange.h>
 
 #include "metrics/metrics.h"
-#include "queue/kafka_admin.h"
+#include "queue/kafka/admin.h"
 #include "ws/ws_exchange.h"
 
 namespace RdKafka {
