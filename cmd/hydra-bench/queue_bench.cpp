@@ -25,8 +25,9 @@
 
 #include <hydra/json.h>
 
-#include "queue/kafka_queue.h"
-#include "queue/sqlite_queue.h"
+#include "mqc/consumer.h"
+#include "queue/kafka/kafka_queue.h"
+#include "queue/sqlite/sqlite_queue.h"
 
 namespace {
 
@@ -82,20 +83,19 @@ struct MockCluster {
 };
 
 std::unique_ptr<hydra::queue::Backend> make(const Options& o, const std::string& path, const std::string& brokers) {
-    hydra::queue::RetryPolicy retry;
     if (o.backend == "kafka") {
         hydra::queue::KafkaQueue::Settings s;
         s.brokers = brokers;
         s.properties["session.timeout.ms"] = "6000";
         for (const auto& [name, value] : o.kafka_properties) s.properties[name] = value;
         s.push_timeout = std::chrono::milliseconds(10000);
-        return std::make_unique<hydra::queue::KafkaQueue>(s, retry);
+        return std::make_unique<hydra::queue::KafkaQueue>(s);
     }
     hydra::queue::SqliteQueue::Settings s;
     s.path = path;
     s.full_sync = o.sync == "full";
     s.push_timeout = std::chrono::milliseconds(10000);
-    return std::make_unique<hydra::queue::SqliteQueue>(s, retry);
+    return std::make_unique<hydra::queue::SqliteQueue>(s);
 }
 
 }  // namespace
@@ -242,12 +242,16 @@ int run_queue_bench(const std::vector<std::string>& args) {
         long total = (o.fill + 999) / 1000 * 1000;
         std::atomic<long> consumed{0};
         std::atomic<std::int64_t> first_ns{0}, last_ns{0};
-        q->subscribe({"bench:consume", "bench.consume", o.concurrency, [&](const hydra::Message&) {
-                          std::int64_t t = now_ns();
-                          std::int64_t zero = 0;
-                          first_ns.compare_exchange_strong(zero, t);
-                          if (++consumed == total) last_ns = t;
-                      }});
+        hydra::mqc::consume(*q,
+                            {"bench:consume", "bench.consume", o.concurrency,
+                             [&](const hydra::Message&) -> std::optional<std::string> {
+                                 std::int64_t t = now_ns();
+                                 std::int64_t zero = 0;
+                                 first_ns.compare_exchange_strong(zero, t);
+                                 if (++consumed == total) last_ns = t;
+                                 return std::nullopt;
+                             }},
+                            {});
         q->start();
         auto deadline = Clock::now() + std::chrono::seconds(120);
         while (consumed < total && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -264,12 +268,16 @@ int run_queue_bench(const std::vector<std::string>& args) {
         std::mutex mu;
         std::vector<double> latencies_ms;
         std::atomic<long> consumed{0};
-        q->subscribe({"bench:latency", "bench.latency", o.concurrency, [&](const hydra::Message& m) {
-                          double ms = static_cast<double>(now_ns() - std::stoll(m.payload.substr(0, 20))) / 1e6;
-                          std::lock_guard lock(mu);
-                          latencies_ms.push_back(ms);
-                          ++consumed;
-                      }});
+        hydra::mqc::consume(*q,
+                            {"bench:latency", "bench.latency", o.concurrency,
+                             [&](const hydra::Message& m) -> std::optional<std::string> {
+                                 double ms = static_cast<double>(now_ns() - std::stoll(m.payload.substr(0, 20))) / 1e6;
+                                 std::lock_guard lock(mu);
+                                 latencies_ms.push_back(ms);
+                                 ++consumed;
+                                 return std::nullopt;
+                             }},
+                            {});
         q->start();
         q->push("bench:latency", std::to_string(now_ns()));  // warm-up: consumer joined and running
         for (int i = 0; i < 300 && consumed == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));

@@ -12,7 +12,7 @@
 
 #include <hydra/app.h>
 
-#include "queue/sqlite_queue.h"
+#include "queue/sqlite/sqlite_queue.h"
 #include "support/http.h"
 #include "support/temp.h"
 

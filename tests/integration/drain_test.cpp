@@ -16,7 +16,7 @@
 #include <hydra/app.h>
 #include <hydra/ws_client.h>
 
-#include "queue/sqlite_queue.h"
+#include "queue/sqlite/sqlite_queue.h"
 
 #include "support/host.h"
 #include "support/http.h"

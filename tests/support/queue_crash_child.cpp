@@ -9,7 +9,8 @@
 #include <thread>
 #include <vector>
 
-#include "queue/sqlite_queue.h"
+#include "consumed.h"
+#include "queue/sqlite/sqlite_queue.h"
 
 namespace {
 void say(const std::string& line) {
@@ -27,10 +28,10 @@ int main(int argc, char** argv) {
     s.path = argv[1];
     s.lease = std::chrono::milliseconds(300);  // redeliver quickly what a killed child had taken
     s.poll_interval = std::chrono::milliseconds(20);
-    hydra::queue::RetryPolicy retry;
+    hydra::mqc::RetryPolicy retry;
     retry.max_attempts = 1000;
     retry.backoff = std::chrono::milliseconds(1);
-    hydra::queue::SqliteQueue q(s, retry);
+    test::Consumed<hydra::queue::SqliteQueue> q(s, retry);
     q.subscribe({"crash:test", "crash", 4, [](const hydra::Message& m) { say("consumed " + m.payload); }});
     q.start();
     long next = std::atol(argv[2]);

@@ -4,7 +4,7 @@
 #include <hydra/config.h>
 
 #include "cluster/cluster_exchange.h"
-#include "queue/kafka_queue.h"
+#include "queue/kafka/kafka_queue.h"
 #include "services/schemas.h"
 
 #include <cstdio>

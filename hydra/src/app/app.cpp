@@ -284,8 +284,8 @@ void App::start(Config config) {
         // MQC last: its handlers use the exchange and the queue.
         if (cfg.boolean("mqc.enabled")) {
             auto routes = mqc::resolve_routes(impl_->mqc_routes, cfg);
-            mqc::subscribe_routes(routes, impl_->options, *impl_->queue, exchange(), impl_->metrics.get(),
-                                  static_cast<int>(cfg.integer("queue.max_attempts")));
+            mqc::subscribe_routes(routes, impl_->options.plat, impl_->options.system, *impl_->queue, exchange(),
+                                  mqc::RetryPolicy::from(cfg), impl_->metrics.get());
             impl_->queue->start();
             std::string what;
             for (const auto& r : routes) what += (what.empty() ? "" : ", ") + r.route + " <- " + r.queue;

@@ -19,8 +19,8 @@
 
 #include "app/app_impl.h"
 #include "cluster/cluster_gc.h"
-#include "queue/kafka_queue.h"
-#include "queue/sqlite_queue.h"
+#include "queue/kafka/kafka_queue.h"
+#include "queue/sqlite/sqlite_queue.h"
 
 namespace hydra {
 

@@ -14,7 +14,7 @@
 #include <thread>
 #include <vector>
 
-#include "queue/kafka_admin.h"
+#include "queue/kafka/admin.h"
 
 namespace RdKafka {
 class Producer;

@@ -18,7 +18,7 @@
 #include <hydra/log.h>
 
 #include "core/request_id.h"
-#include "queue/kafka_queue.h"
+#include "queue/kafka/kafka_queue.h"
 #include "ws/utf8.h"
 
 namespace hydra::cluster {

@@ -7,8 +7,8 @@
 #include <optional>
 #include <vector>
 
-#include "queue/kafka_admin.h"
-#include "queue/kafka_queue.h"
+#include "queue/kafka/admin.h"
+#include "queue/kafka/kafka_queue.h"
 
 namespace hydra::cluster {
 namespace {

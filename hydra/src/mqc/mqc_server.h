@@ -1,13 +1,17 @@
 // The MQC server: binds queues to routes; each message becomes a Context for the route's handler, which
-// acknowledges by returning and asks for a retry by failing (returning or throwing an error).
+// acknowledges by returning and asks for a retry by failing (returning or throwing an error). Consumption itself
+// (threads, retries, dead letters) is consumer.h's.
 #pragma once
 
 #include <string>
 #include <vector>
 
-#include <hydra/app.h>
+#include <hydra/config.h>
+#include <hydra/exchange.h>
+#include <hydra/handler.h>
 
 #include "metrics/metrics.h"
+#include "mqc/consumer.h"
 #include "queue/backend.h"
 
 namespace hydra::mqc {
@@ -25,11 +29,12 @@ struct MqcRoute {
 std::vector<MqcRoute> resolve_routes(std::vector<MqcRoute> registered, const Config& config);
 
 // The consumer group of a route: "<plat>.<system>.<route with / as .>", e.g. "mall.wsserver.msg.push".
-std::string group_for(const AppOptions& app, const std::string& route);
+std::string group_for(const std::string& plat, const std::string& system, const std::string& route);
 
-// With `registry`, each route's handler is counted (hydra_mqc_*): results, durations, retries and dead letters (a
-// failure on attempt `max_attempts` is the one that dead-letters).
-void subscribe_routes(const std::vector<MqcRoute>& routes, const AppOptions& app, queue::Backend& backend,
-                      Exchange* exchange, metrics::Registry* registry = nullptr, int max_attempts = 0);
+// Consumes each route's queue from `backend` in the group of `plat` and `system`. With `registry`, each route's
+// handling is counted (hydra_mqc_*).
+void subscribe_routes(const std::vector<MqcRoute>& routes, const std::string& plat, const std::string& system,
+                      queue::Backend& backend, Exchange* exchange, RetryPolicy retry,
+                      metrics::Registry* registry = nullptr);
 
 }  // namespace hydra::mqc

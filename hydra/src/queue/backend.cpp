@@ -3,15 +3,29 @@
 #include <algorithm>
 #include <stdexcept>
 
-#include "queue/kafka_queue.h"
-#include "queue/sqlite_queue.h"
+#include <hydra/json.h>
+
+#include "queue/kafka/kafka_queue.h"
+#include "queue/sqlite/sqlite_queue.h"
 
 namespace hydra::queue {
 
-std::chrono::milliseconds RetryPolicy::delay_after(int attempt) const {
-    std::int64_t ms = backoff.count();
-    for (int i = 1; i < attempt && ms < max_backoff.count(); ++i) ms *= 2;
-    return std::chrono::milliseconds(std::min<std::int64_t>(ms, max_backoff.count()));
+void decode_headers(Delivery& delivery) {
+    if (delivery.stored_headers.empty()) return;
+    std::string text = std::move(delivery.stored_headers);
+    delivery.stored_headers.clear();
+    if (text == "{}") return;
+    try {
+        Json j = parse_json(text);
+        for (auto& [k, v] : j.items()) delivery.message.headers[k] = v.is_string() ? v.get<std::string>() : v.dump();
+    } catch (const std::exception&) {
+        // headers are written by us as JSON; an unreadable row keeps its payload
+    }
+}
+
+std::int64_t now_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
 }
 
 void validate_queue_name(std::string_view name) {
@@ -35,12 +49,8 @@ std::string topic_for(std::string_view queue_name) {
 }
 
 std::unique_ptr<Backend> make_backend(const Config& config) {
-    RetryPolicy retry;
-    retry.max_attempts = static_cast<int>(config.integer("queue.max_attempts"));
-    retry.backoff = std::chrono::milliseconds(config.integer("queue.retry_backoff_ms"));
-    if (config.str("queue.backend") == "kafka")
-        return std::make_unique<KafkaQueue>(KafkaQueue::Settings::from(config), retry);
-    return std::make_unique<SqliteQueue>(SqliteQueue::Settings::from(config), retry);
+    if (config.str("queue.backend") == "kafka") return std::make_unique<KafkaQueue>(KafkaQueue::Settings::from(config));
+    return std::make_unique<SqliteQueue>(SqliteQueue::Settings::from(config));
 }
 
 }  // namespace hydra::queue

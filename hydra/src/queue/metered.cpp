@@ -20,7 +20,10 @@ class Metered : public Backend {
         // (The backend outlives the collector: reset first in the destructor.)
         depth_ = registry_->add_collector([backend = inner_.get()](metrics::Samples& s) { backend->collect(s); });
     }
-    ~Metered() override { depth_.reset(); }
+    ~Metered() override {
+        depth_.reset();
+        inner_->stop(std::chrono::seconds(5));  // while its consumers can still settle through this wrapper
+    }
 
     void push(std::string_view queue, std::string_view payload, const Headers& headers,
               std::chrono::milliseconds delay) override {
@@ -59,6 +62,12 @@ class Metered : public Backend {
     void subscribe(Subscription subscription) override { inner_->subscribe(std::move(subscription)); }
     void start() override { inner_->start(); }
     void stop(std::chrono::milliseconds grace) override { inner_->stop(grace); }
+    void ack(Delivery& d) override { inner_->ack(d); }
+    void retry(Delivery& d, std::int64_t at_ms, std::string error) override {
+        inner_->retry(d, at_ms, std::move(error));
+    }
+    void dead_letter(Delivery& d, std::string error) override { inner_->dead_letter(d, std::move(error)); }
+    void release(Delivery& d) override { inner_->release(d); }
     Heartbeats heartbeats() const override { return inner_->heartbeats(); }
     std::string check_ready(std::chrono::milliseconds timeout) override { return inner_->check_ready(timeout); }
 

@@ -12,9 +12,9 @@
 #include <string>
 #include <vector>
 
-#include "common/client_limits.h"
-#include "common/event_loop.h"
-#include "common/tls.h"
+#include "net/client_limits.h"
+#include "net/event_loop.h"
+#include "net/tls.h"
 #include "ws/frame.h"
 #include "ws/ws_server.h"
 

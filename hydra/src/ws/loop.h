@@ -10,7 +10,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "common/event_loop.h"
+#include "net/event_loop.h"
 #include "metrics/metrics.h"
 #include "ws/connection.h"
 #include "ws/handshake.h"

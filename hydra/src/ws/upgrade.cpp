@@ -5,8 +5,8 @@
 
 #include <hydra/log.h>
 
-#include "api/api_server.h"
-#include "common/request_id.h"
+#include "http/target.h"
+#include "core/request_id.h"
 #include "ws/dispatch.h"
 #include "ws/loop.h"
 #include "ws/resume.h"
@@ -84,7 +84,7 @@ void WsServer::Loop::handle_handshake(Connection& c) {
         return;
     }
     const WsRoutes& routes = server.routes_;
-    std::string path = normalize_path(req.path);
+    std::string path = http::normalize_path(req.path);
     const WsEndpoint* endpoint = nullptr;
     if (auto it = routes.endpoints.find(path); it != routes.endpoints.end()) {
         endpoint = &it->second;
@@ -127,7 +127,7 @@ void WsServer::Loop::handle_handshake(Connection& c) {
     init.method = "GET";
     init.params = Json::object();
     try {
-        parse_urlencoded(req.query, init.params);
+        http::parse_urlencoded(req.query, init.params);
     } catch (const Error&) {
         // a malformed query string is not worth refusing the connection for
     }

@@ -9,7 +9,7 @@
 #include <stdexcept>
 #include <thread>
 
-#include "common/net.h"
+#include "net/socket.h"
 #include "ws/loop.h"
 #include "ws/resume.h"
 

@@ -1,5 +1,6 @@
-// The Kafka queue backend (librdkafka): blocking idempotent pushes, one consumer group member per subscription
-// with at-least-once handling (offsets committed only behind finished work), retries in place and "<topic>.dlq".
+// The Kafka queue backend (librdkafka): blocking idempotent pushes (producer.h), one consumer group member per
+// subscription (consumer.h) with at-least-once handling (offsets committed only behind settled work), retries in
+// place and "<topic>.dlq".
 #pragma once
 
 #include <chrono>
@@ -11,16 +12,20 @@
 #include <vector>
 
 #include "queue/backend.h"
-#include "queue/kafka_admin.h"
+#include "queue/kafka/admin.h"
 
 namespace hydra::queue {
+
+namespace kafka {
+class Producer;
+class Consumer;
+}  // namespace kafka
 
 // Queue "a:b:c" is topic "a.b.c" (topic_for). A push returns once every in-sync replica has the message
 // (acks=all), or throws a retryable QueueError with librdkafka's reason, after push_timeout at most. Delayed pushes
 // carry their visible time in the "hydra-visible-at" header (ms since the epoch) and the consumer holds them until
-// then: Kafka has no delayed delivery. Handlers of one subscription run on up to `concurrency` threads; a failed
-// message is retried in place (RetryPolicy) and then produced to "<topic>.dlq" with headers "hydra-error" and
-// "hydra-attempts".
+// then: Kafka has no delayed delivery. A retried message goes back to its consumer, held until its time; a dead
+// letter is produced to "<topic>.dlq" with headers "hydra-error" and "hydra-attempts".
 class KafkaQueue : public Backend {
   public:
     struct Settings {
@@ -48,7 +53,7 @@ class KafkaQueue : public Backend {
 
     // Creates the producer (it connects in the background: a broker that is down is not an error here).
     // Throws std::runtime_error "queue: kafka: <librdkafka's reason>" on an invalid property name or value.
-    KafkaQueue(Settings settings, RetryPolicy retry);
+    explicit KafkaQueue(Settings settings);
     ~KafkaQueue() override;
 
     void push(std::string_view queue, std::string_view payload, const Headers& headers = {},
@@ -67,34 +72,35 @@ class KafkaQueue : public Backend {
     void subscribe(Subscription subscription) override;
     void start() override;
     // Stops polling, waits up to `grace` for running handlers (delays and retry backoffs are cut short: those
-    // messages are redelivered), commits what finished, leaves the groups, then flushes the producer (bounded by
+    // messages are redelivered), commits what was settled, leaves the groups, then flushes the producer (bounded by
     // push_timeout). Pushes keep working until destruction. A handler still running after `grace` is waited for
-    // before this returns (its message is not committed: redelivered). With the brokers unreachable, leaving the
-    // group takes up to ~session.timeout.ms more (librdkafka waits for the commit in progress to fail).
+    // before the commit. With the brokers unreachable, leaving the group takes up to ~session.timeout.ms more
+    // (librdkafka waits for the commit in progress to fail).
     void stop(std::chrono::milliseconds grace) override;
+    void ack(Delivery& delivery) override;
+    // In place: back to its consumer, held until `at_ms` (the partition's committed offset waits for it).
+    void retry(Delivery& delivery, std::int64_t at_ms, std::string error) override;
+    // Produced to "<topic>.dlq", tried again (every second) until it is or the consumer stops.
+    void dead_letter(Delivery& delivery, std::string error) override;
+    // Not committed: delivered again after a restart or a rebalance.
+    void release(Delivery& delivery) override;
     Heartbeats heartbeats() const override;
     // Not ready while no broker answers a metadata request within `timeout`.
     std::string check_ready(std::chrono::milliseconds timeout) override;
 
-  private:
-    class Producer;
-    class Consumer;
-
-    void ensure_topic(const std::string& topic);
-
-  public:
     // hydra_queue_consumer_lag per consumed queue, from librdkafka's statistics.
     void collect(metrics::Samples& samples) override;
 
   private:
+    void ensure_topic(const std::string& topic);
+
     Settings settings_;
-    RetryPolicy retry_;
-    std::unique_ptr<Producer> producer_;
+    std::unique_ptr<kafka::Producer> producer_;
     std::shared_ptr<KafkaAdmin> admin_;    // null with topics.create off
     std::unique_ptr<TopicKeeper> keeper_;  // creates the topics of new queue names in the background
 
     std::mutex mutex_;  // guards the lifecycle below (subscribe/start/stop from the host's thread)
-    std::vector<std::unique_ptr<Consumer>> consumers_;
+    std::vector<std::unique_ptr<kafka::Consumer>> consumers_;
     bool started_ = false;
     bool stopped_ = false;
 };

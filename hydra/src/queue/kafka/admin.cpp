@@ -1,4 +1,4 @@
-#include "queue/kafka_admin.h"
+#include "queue/kafka/admin.h"
 
 #include <librdkafka/rdkafka.h>
 

@@ -1,10 +1,10 @@
 // The embedded queue: one SQLite file (WAL), a writer thread that group-commits every pending operation in one
-// transaction, leases with a visibility timeout, retries with backoff, dead letters, delayed messages.
+// transaction (writer.cpp), leases with a visibility timeout delivered to the consumers (consumer.cpp), retries at a
+// time, dead letters, delayed messages; inspection for the CLI (inspect.cpp).
 #pragma once
 
 #include <atomic>
 #include <condition_variable>
-#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -40,7 +40,7 @@ class SqliteQueue : public Backend {
 
     // Opens (creating it and its directory if needed) the database. Throws std::runtime_error
     // "queue: cannot open SQLite database <path>: <reason>" on a corrupt or unwritable file.
-    SqliteQueue(Settings settings, RetryPolicy retry);
+    explicit SqliteQueue(Settings settings);
     ~SqliteQueue() override;
 
     void push(std::string_view queue, std::string_view payload, const Headers& headers = {},
@@ -56,6 +56,12 @@ class SqliteQueue : public Backend {
     void subscribe(Subscription subscription) override;
     void start() override;
     void stop(std::chrono::milliseconds grace) override;
+    // Recorded lazily (with the next transaction, within kLazyCommit): nobody waits for them.
+    void ack(Delivery& delivery) override;
+    void retry(Delivery& delivery, std::int64_t at_ms, std::string error) override;
+    void dead_letter(Delivery& delivery, std::string error) override;
+    // Back to its place in its queue, visible at once, the attempt not counted.
+    void release(Delivery& delivery) override;
     // hydra_queue_messages and hydra_queue_oldest_message_age_seconds of every queue (a read of the database).
     void collect(metrics::Samples& samples) override;
     Heartbeats heartbeats() const override { return {{"queue-writer", writer_beat_}}; }
@@ -81,7 +87,6 @@ class SqliteQueue : public Backend {
   private:
     struct Batch;
     struct Op;
-    struct Leased;
     struct Consumer;
     struct Statements;
     struct Handoff;
@@ -92,23 +97,17 @@ class SqliteQueue : public Backend {
     // the writer is stopping (`done` untouched then).
     std::shared_ptr<Batch> submit(std::vector<Op>& ops, PushDone* done = nullptr);
     void wait_pushed(std::string_view queue, const std::shared_ptr<Batch>& batch);
-    void take(Statements& st, const std::string& queue, int max, std::int64_t now, std::vector<Leased>& out);
+    void take(Statements& st, const std::string& queue, int max, std::int64_t now, std::vector<Delivery>& out);
     void hand_off(Statements& st, std::int64_t now, const std::vector<std::string>& pushed_queues,
                   std::vector<Handoff>& out);
     bool deliver(Handoff& handoff);
-    void wake_handlers(Consumer& consumer, std::size_t messages);
-    std::vector<Leased> lease(const std::string& queue, int max, std::int64_t& next_visible_ms);
+    std::vector<Delivery> lease(const std::string& queue, int max, std::int64_t& next_visible_ms);
     void fetch(Consumer& consumer);
-    void work(Consumer& consumer);
-    void handle(Consumer& consumer, Leased& leased);
     void enqueue_lazy(Op op);
-    // A leased message no handler started goes back to its queue (lazily), its attempt not counted.
-    void give_back(const Leased& m);
     static std::vector<Op> one_push(std::string_view queue, std::string_view payload, const Headers& headers,
                                     std::chrono::milliseconds delay);
 
     Settings settings_;
-    RetryPolicy retry_;
     std::unique_ptr<SQLite::Database> db_;  // the writer's connection, used only by the writer thread
 
     std::mutex mutex_;

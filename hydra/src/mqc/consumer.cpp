@@ -1,0 +1,279 @@
+#include "mqc/consumer.h"
+
+#include <pthread.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include <hydra/log.h>
+
+namespace hydra::mqc {
+
+std::chrono::milliseconds RetryPolicy::delay_after(int attempt) const {
+    std::int64_t ms = backoff.count();
+    for (int i = 1; i < attempt && ms < max_backoff.count(); ++i) ms *= 2;
+    return std::chrono::milliseconds(std::min<std::int64_t>(ms, max_backoff.count()));
+}
+
+RetryPolicy RetryPolicy::from(const Config& config) {
+    RetryPolicy retry;
+    retry.max_attempts = static_cast<int>(config.integer("queue.max_attempts"));
+    retry.backoff = std::chrono::milliseconds(config.integer("queue.retry_backoff_ms"));
+    return retry;
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using queue::Delivery;
+
+// One route's series, resolved at subscription.
+struct RouteMetrics {
+    RouteMetrics(metrics::Registry& r, const std::string& route)
+        : ok(r.counter("hydra_mqc_handled_total", "Messages handled, by route and result (ok, failed).",
+                       {"route", "result"})
+                 .with({route, "ok"})),
+          failed(r.counter("hydra_mqc_handled_total", "", {"route", "result"}).with({route, "failed"})),
+          retries(
+              r.counter("hydra_mqc_retries_total", "Failed attempts that will be retried after a backoff.", {"route"})
+                  .with({route})),
+          dead(r.counter("hydra_mqc_dead_letters_total",
+                         "Messages moved to the dead letters after their last attempt failed.", {"route"})
+                   .with({route})),
+          duration(r.histogram("hydra_mqc_handler_duration_seconds", "Time an MQC handler took, by route.", {"route"})
+                       .with({route})) {}
+
+    metrics::Counter &ok, &failed, &retries, &dead;
+    metrics::Histogram& duration;
+};
+
+// One subscription: what the backend delivered waits in `waiting_` (oldest first), `concurrency` handler threads
+// take it from there. Taking a batch ahead keeps the handlers busy while the backend leases or polls the next one.
+class Lane final : public queue::Sink {
+  public:
+    Lane(queue::Backend& backend, Subscription sub, RetryPolicy retry, metrics::Registry* registry)
+        : backend_(backend),
+          sub_(std::move(sub)),
+          retry_(retry),
+          max_attempts_(std::max(1, retry.max_attempts)),
+          concurrency_(std::max(1, sub_.concurrency)),
+          // Enough ahead for the handlers to keep busy while the next lease commits; bounded, because a message
+          // waiting here uses up its lease.
+          capacity_(static_cast<std::size_t>(std::clamp(8 * concurrency_, 32, 512))) {
+        if (registry != nullptr)
+            metrics_ = std::make_unique<RouteMetrics>(*registry, sub_.route.empty() ? sub_.queue : sub_.route);
+        for (int i = 0; i < concurrency_; ++i)
+            threads_.emplace_back([this, i] {
+                pthread_setname_np(pthread_self(), ("mqc-" + std::to_string(i)).substr(0, 15).c_str());
+                work();
+            });
+    }
+
+    // Not joined by a backend (its subscription failed, or it never stopped).
+    ~Lane() override {
+        stop();
+        join(Clock::now());
+    }
+
+    std::size_t room() override {
+        std::lock_guard lock(mutex_);
+        return stopping_ ? 0 : capacity_ - std::min(capacity_, waiting_.size());
+    }
+
+    bool wait_wanted(Clock::time_point until) override {
+        std::unique_lock lock(mutex_);
+        wanted_cv_.wait_until(lock, until, [&] { return stopping_ || wanted(); });
+        return !stopping_ && wanted();
+    }
+
+    void deliver(std::vector<Delivery>& deliveries) override {
+        const std::size_t n = deliveries.size();
+        {
+            std::lock_guard lock(mutex_);
+            if (!stopping_) {
+                for (auto& d : deliveries) waiting_.push_back(std::move(d));
+                deliveries.clear();
+            }
+        }
+        if (!deliveries.empty()) {  // too late for the handlers: give them back
+            for (auto& d : deliveries) backend_.release(d);
+            deliveries.clear();
+            return;
+        }
+        // One wake-up per message, at most one per handler: notify_all would wake every idle handler for a lease of
+        // two messages, and all but two would go back to sleep (each a context switch).
+        const std::size_t wake = std::min<std::size_t>(n, static_cast<std::size_t>(concurrency_));
+        for (std::size_t i = 0; i < wake; ++i) work_cv_.notify_one();
+    }
+
+    bool redeliver(Delivery& delivery) override {
+        std::lock_guard lock(mutex_);
+        if (stopping_) return false;
+        waiting_.push_front(std::move(delivery));
+        work_cv_.notify_one();
+        return true;
+    }
+
+    void release_if(const std::function<bool(const Delivery&)>& which) override {
+        std::vector<Delivery> released;
+        {
+            std::lock_guard lock(mutex_);
+            for (auto it = waiting_.begin(); it != waiting_.end();) {
+                if (which(*it)) {
+                    released.push_back(std::move(*it));
+                    it = waiting_.erase(it);
+                } else {
+                    ++it;
+                }
+            }
+            bool cancelled = false;
+            for (Held* h : held_)
+                if (which(*h->delivery)) cancelled = h->cancelled = true;
+            if (cancelled) wake_cv_.notify_all();  // their threads release them
+            if (!released.empty()) wanted_cv_.notify_all();
+        }
+        for (auto& d : released) backend_.release(d);
+    }
+
+    void stop() override {
+        std::deque<Delivery> unstarted;
+        {
+            std::lock_guard lock(mutex_);
+            if (stopping_) return;
+            stopping_ = true;
+            unstarted.swap(waiting_);
+            work_cv_.notify_all();
+            wanted_cv_.notify_all();
+            wake_cv_.notify_all();  // delays and backoffs are cut short: those messages are released
+        }
+        for (auto& d : unstarted) backend_.release(d);
+    }
+
+    void join(Clock::time_point deadline) override {
+        {
+            std::unique_lock lock(mutex_);
+            if (!idle_cv_.wait_until(lock, deadline, [&] { return running_ == 0; }))
+                Logger().warn("mqc: " + sub_.queue + ": " + std::to_string(running_) +
+                              " handler(s) still running after the grace period; waiting for them");
+        }
+        for (auto& t : threads_)
+            if (t.joinable()) t.join();
+    }
+
+  private:
+    // A message held by a handler thread until it is due (Delivery::visible_at_ms).
+    struct Held {
+        Delivery* delivery;
+        bool cancelled = false;  // by release_if()
+    };
+
+    bool wanted() const { return 2 * waiting_.size() <= capacity_ && (!waiting_.empty() || running_ < concurrency_); }
+
+    // A handler thread: takes the oldest message; one that waited past its stale time is released instead.
+    void work() {
+        for (;;) {
+            Delivery d;
+            {
+                std::unique_lock lock(mutex_);
+                work_cv_.wait(lock, [&] { return stopping_ || !waiting_.empty(); });
+                if (stopping_) return;
+                d = std::move(waiting_.front());
+                waiting_.pop_front();
+                ++running_;
+                if (wanted()) wanted_cv_.notify_one();
+            }
+            if (Clock::now() > d.stale_after || !due(d))
+                backend_.release(d);
+            else
+                handle(d);
+            {
+                std::lock_guard lock(mutex_);
+                --running_;
+                if (wanted()) wanted_cv_.notify_one();  // the backend may wait for an idle handler
+                if (running_ == 0 && stopping_) idle_cv_.notify_all();
+            }
+        }
+    }
+
+    // Holds a message that is not due yet until it is: true then, false when stopped or released meanwhile.
+    bool due(Delivery& d) {
+        if (d.visible_at_ms == 0) return true;
+        const std::int64_t wait_ms = d.visible_at_ms - queue::now_ms();
+        if (wait_ms <= 0) return true;
+        Held held{&d};
+        std::unique_lock lock(mutex_);
+        held_.push_back(&held);
+        // A timed wait: the time is the message's; stop() and release_if() cut it short.
+        wake_cv_.wait_until(lock, Clock::now() + std::chrono::milliseconds(wait_ms),
+                            [&] { return stopping_ || held.cancelled; });
+        std::erase(held_, &held);
+        return !stopping_ && !held.cancelled;
+    }
+
+    void handle(Delivery& d) {
+        queue::decode_headers(d);
+        d.message.queue = sub_.queue;  // here rather than on the backend's thread
+        const Message& m = d.message;
+        const auto started = metrics_ ? Clock::now() : Clock::time_point{};
+        std::optional<std::string> error;
+        try {
+            error = sub_.handler(m);
+        } catch (const std::exception& e) {
+            error = e.what();
+        } catch (...) {
+            error = "unknown exception";
+        }
+        if (metrics_) {
+            metrics_->duration.observe_since(started);
+            (error ? metrics_->failed : metrics_->ok).inc();
+        }
+        if (!error) return backend_.ack(d);
+        auto rid = m.headers.find("x-request-id");
+        Logger(rid != m.headers.end() ? rid->second : m.id)
+            .warn("mqc: " + m.queue + " message " + m.id + " attempt " + std::to_string(m.attempt) + "/" +
+                  std::to_string(max_attempts_) + " failed: " + *error);
+        if (m.attempt >= max_attempts_) {
+            if (metrics_) metrics_->dead.inc();
+            backend_.dead_letter(d, std::move(*error));
+        } else {
+            if (metrics_) metrics_->retries.inc();
+            backend_.retry(d, queue::now_ms() + retry_.delay_after(m.attempt).count(), std::move(*error));
+        }
+    }
+
+    queue::Backend& backend_;
+    const Subscription sub_;
+    const RetryPolicy retry_;
+    const int max_attempts_;
+    const int concurrency_;
+    const std::size_t capacity_;  // at most this many delivered messages wait for a handler
+    std::unique_ptr<RouteMetrics> metrics_;
+
+    std::mutex mutex_;
+    std::condition_variable work_cv_;    // handler threads: messages arrived, or stop
+    std::condition_variable wanted_cv_;  // the backend: room for more
+    std::condition_variable wake_cv_;    // held messages: stop, or released
+    std::condition_variable idle_cv_;    // join(): the last running handler finished
+    std::deque<Delivery> waiting_;       // delivered, not started, oldest first
+    std::vector<Held*> held_;            // taken by a handler thread, not due yet
+    int running_ = 0;                    // handler threads with a message
+    bool stopping_ = false;
+    std::vector<std::thread> threads_;
+};
+
+}  // namespace
+
+void consume(queue::Backend& backend, Subscription subscription, RetryPolicy retry, metrics::Registry* registry) {
+    queue::validate_queue_name(subscription.queue);
+    queue::Subscription sub;
+    sub.queue = subscription.queue;
+    sub.group = subscription.group;
+    sub.sink = std::make_shared<Lane>(backend, std::move(subscription), retry, registry);
+    backend.subscribe(std::move(sub));
+}
+
+}  // namespace hydra::mqc

@@ -1,0 +1,169 @@
+// The SQLite backend's private parts, shared by its writer (writer.cpp) and its consumers (consumer.cpp).
+#pragma once
+
+#include <SQLiteCpp/SQLiteCpp.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <ctime>
+
+#include <atomic>
+#include <chrono>
+#include <optional>
+#include <thread>
+#include <variant>
+
+#include "queue/sqlite/sqlite_queue.h"
+
+namespace hydra::queue {
+
+namespace sqlite {
+
+// The longest an ack (or a failure, a release) waits for a transaction to join; see SqliteQueue::enqueue_lazy().
+constexpr auto kLazyCommit = std::chrono::milliseconds(20);
+
+// Wakes up to `n` threads waiting on `word` (FUTEX_WAIT_PRIVATE).
+inline void futex_wake(std::atomic<int>& word, int n) {
+    syscall(SYS_futex, reinterpret_cast<int*>(&word), FUTEX_WAKE_PRIVATE, n, nullptr, nullptr, 0);
+}
+
+}  // namespace sqlite
+
+// A group of operations committed in one transaction; pushers wait for it to finish.
+// Waiters sleep on `state` with a futex: a commit wakes only its own waiters, and they return without taking any
+// lock (a condition variable would make all of them queue for its mutex again). The writer wakes only the first
+// `fan_out`; every woken waiter wakes as many more before returning. Waking threads is the most expensive part of
+// a push on a small machine: this spreads that work over the woken threads instead of holding up the writer's next
+// transaction with it.
+struct SqliteQueue::Batch {
+    static constexpr int fan_out = 2;
+
+    std::atomic<int> state{0};    // 0 pending, 1 committed or failed
+    std::atomic<int> waiters{0};  // threads in wait() that found it pending: no wake-up syscall when there are none
+    std::string error;            // empty on success; written before `state`
+    std::vector<PushDone> done;   // of push_async(); appended under SqliteQueue::mutex_ while this batch is current_
+
+    void finish(std::string err) {
+        error = std::move(err);
+        state.store(1);  // sequentially consistent with the waiters' count below, as in wait()
+        if (waiters.load() > 0) sqlite::futex_wake(state, fan_out);
+        if (done.empty()) return;
+        std::optional<QueueError> failed;
+        if (!error.empty()) failed.emplace("queue: push failed: " + error, true);
+        for (auto& d : done) d(failed ? &*failed : nullptr);
+        done.clear();
+    }
+    // False on timeout; no timeout without a deadline.
+    bool wait(const std::chrono::steady_clock::time_point* deadline) {
+        if (state.load() != 0) return true;
+        ++waiters;
+        bool done = true;
+        while (state.load() == 0) {
+            timespec ts{};
+            if (deadline != nullptr) {
+                auto left = *deadline - std::chrono::steady_clock::now();
+                if (left <= std::chrono::nanoseconds(0)) {
+                    done = false;
+                    break;
+                }
+                auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
+                ts = {static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
+            }
+            syscall(SYS_futex, reinterpret_cast<int*>(&state), FUTEX_WAIT_PRIVATE, 0,
+                    deadline != nullptr ? &ts : nullptr, nullptr, 0);
+        }
+        if (--waiters > 0 && done) sqlite::futex_wake(state, fan_out);  // pass the wake-up on
+        return done;
+    }
+};
+
+struct SqliteQueue::Op {
+    struct Push {
+        std::string queue;
+        std::string payload;
+        std::string headers;
+        std::int64_t delay_ms;  // visible at commit time + delay: without one, visible_at = created_at
+    };
+    struct Ack {
+        std::int64_t id;
+        int attempts;
+    };
+    struct Retry {
+        std::int64_t id;
+        int attempts;
+        std::int64_t at_ms;
+        std::string error;
+    };
+    struct Bury {
+        std::int64_t id;
+        int attempts;
+        std::string error;
+    };
+    // Gives back a leased message that no handler started: visible again at once, the attempt not counted.
+    struct Release {
+        std::int64_t id;
+        int attempts;
+    };
+    struct Lease {
+        std::string queue;
+        int max;
+        std::shared_ptr<std::vector<Delivery>> out;
+        std::shared_ptr<std::int64_t> next_visible;
+    };
+    std::variant<Push, Ack, Retry, Bury, Release, Lease> what;
+    std::shared_ptr<Batch> batch;  // pushes and leases wait for their batch
+};
+
+// The writer's prepared statements: prepared once, reused for every operation.
+struct SqliteQueue::Statements {
+    explicit Statements(SQLite::Database& db)
+        : insert(db, "INSERT INTO messages (queue, payload, headers, visible_at, created_at) VALUES (?, ?, ?, ?, ?)"),
+          ack(db, "DELETE FROM messages WHERE id = ? AND attempts = ?"),
+          bury(db,
+               "INSERT INTO dead_letters (message_id, queue, payload, headers, attempts, created_at, failed_at, error) "
+               "SELECT id, queue, payload, headers, attempts, created_at, ?, ? FROM messages "
+               "WHERE id = ? AND attempts = ?"),
+          remove(db, "DELETE FROM messages WHERE id = ?"),
+          retry(db, "UPDATE messages SET visible_at = ?, leased = 0, last_error = ? WHERE id = ? AND attempts = ?"),
+          // Back to its place in the queue: its creation time (the visible time of a message pushed without
+          // delay) orders it among the other visible messages.
+          release(db,
+                  "UPDATE messages SET visible_at = MIN(created_at, ?), attempts = attempts - 1, leased = 0 "
+                  "WHERE id = ? AND attempts = ?"),
+          // Oldest visible first (FIFO for equal visibility); taking one hides it for the lease time.
+          take(db,
+               "UPDATE messages SET visible_at = ?, attempts = attempts + 1, leased = 1 "
+               "WHERE id IN (SELECT id FROM messages WHERE queue = ? AND visible_at <= ? ORDER BY visible_at, id "
+               "LIMIT ?) RETURNING id, payload, headers, attempts"),
+          next(db, "SELECT MIN(visible_at) FROM messages WHERE queue = ?"),
+          insert_32(db, insert_rows_sql(32)),
+          insert_8(db, insert_rows_sql(8)) {}
+
+    // Pushes that come in a row are inserted 32 or 8 at a time: one statement per row would cost a statement
+    // execution (and an AUTOINCREMENT update) for each.
+    static std::string insert_rows_sql(int rows) {
+        std::string sql = "INSERT INTO messages (queue, payload, headers, visible_at, created_at) VALUES ";
+        for (int i = 0; i < rows; ++i) sql += i == 0 ? "(?, ?, ?, ?, ?)" : ", (?, ?, ?, ?, ?)";
+        return sql;
+    }
+
+    SQLite::Statement insert, ack, bury, remove, retry, release, take, next, insert_32, insert_8;
+};
+
+// One subscription: a fetcher thread leases messages for its sink (the consumer) while it wants more; while the
+// queue is empty, the writer hands pushes to it directly (hand_off()).
+struct SqliteQueue::Consumer {
+    Subscription sub;
+    std::thread fetcher;
+    std::atomic<bool> parked{false};  // the fetcher found nothing and sleeps until a push (see hand_off())
+};
+
+// Messages leased for a consumer by the writer in a push's transaction.
+struct SqliteQueue::Handoff {
+    Consumer* consumer;
+    std::vector<Delivery> leased;
+    std::size_t room;  // asked for at most this many
+};
+
+}  // namespace hydra::queue
