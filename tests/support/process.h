@@ -22,15 +22,20 @@ class ChildProcess {
     explicit ChildProcess(std::vector<std::string> args, const std::string& cwd = {}) {
         int out[2], err[2];
         if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
+        // Everything the child needs is built before fork(): between fork and exec the child of a multithreaded
+        // process may only make async-signal-safe calls. An allocation there can wait forever on an allocator lock
+        // another thread of the test (a server it runs, the sanitizer's) held at the fork — a child that never
+        // starts, seen as "hydra did not start" after the whole timeout.
+        std::vector<char*> argv;
+        for (auto& a : args) argv.push_back(a.data());
+        argv.push_back(nullptr);
+        const char* dir = cwd.empty() ? nullptr : cwd.c_str();
         pid_ = fork();
         if (pid_ < 0) throw std::runtime_error("fork");
         if (pid_ == 0) {
             dup2(out[1], 1);
             dup2(err[1], 2);
-            if (!cwd.empty() && chdir(cwd.c_str()) != 0) _exit(127);
-            std::vector<char*> argv;
-            for (auto& a : args) argv.push_back(a.data());
-            argv.push_back(nullptr);
+            if (dir != nullptr && chdir(dir) != 0) _exit(127);
             execv(argv[0], argv.data());
             _exit(127);
         }
