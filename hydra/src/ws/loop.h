@@ -10,8 +10,8 @@
 #include <unordered_map>
 #include <vector>
 
-#include "net/event_loop.h"
 #include "metrics/metrics.h"
+#include "net/event_loop.h"
 #include "ws/connection.h"
 #include "ws/handshake.h"
 #include "ws/ws_server.h"

@@ -5,8 +5,8 @@
 
 #include <hydra/log.h>
 
-#include "http/target.h"
 #include "core/request_id.h"
+#include "http/target.h"
 #include "ws/dispatch.h"
 #include "ws/loop.h"
 #include "ws/resume.h"
