@@ -144,11 +144,15 @@ void Service::send(hydra::Context& ctx, hydra::Reply reply) {
     } else {
         throw hydra::Error(400, "missing parameter uname or uuid");
     }
+    // One user's (or connection's) messages are pushed in the order they were sent, whatever the route's concurrency.
+    std::string order_key = message.value("uname", message.value("uuid", std::string()));
     // The answer goes out once the message is durable; a failed push becomes 503.
-    ctx.queue().push_async(kQueue, message, [reply = std::move(reply)](const hydra::Error* error) {
-        if (error != nullptr) return reply(*error);
-        reply(Json{{"code", 0}, {"msg", "success"}});
-    });
+    ctx.queue().push_async(kQueue, message,
+                           [reply = std::move(reply)](const hydra::Error* error) {
+                               if (error != nullptr) return reply(*error);
+                               reply(Json{{"code", 0}, {"msg", "success"}});
+                           },
+                           {{std::string(hydra::kOrderKeyHeader), std::move(order_key)}});
 }
 
 hydra::Result Service::push(hydra::Context& ctx) {

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -304,6 +305,65 @@ BOOST_AUTO_TEST_CASE(a_subscription_runs_at_most_its_concurrency_at_once_and_use
             }
             q->stop(5s);
             BOOST_CHECK_EQUAL(max_running, 3);
+        }
+    }
+}
+
+// Messages with one order key run one at a time and in the order pushed, whatever the concurrency; other keys,
+// and messages without one, run beside them.
+BOOST_AUTO_TEST_CASE(messages_with_one_order_key_run_one_at_a_time_in_order) {
+    for (const Kind& kind : kinds()) {
+        BOOST_TEST_CONTEXT(kind.name) {
+            const std::string queue = "c:order:" + kind.name;
+            kind.prepare(queue);
+            auto q = kind.make();
+            std::mutex mu;
+            std::condition_variable cv;
+            std::map<std::string, int> running;      // by key ("" for none)
+            std::map<std::string, int> max_running;  // likewise
+            std::map<std::string, std::vector<std::string>> order;
+            bool b0_started = false, b0_seen_by_a0 = false;
+            int handled = 0;
+            hydra::mqc::consume(
+                *q, {queue, "c-order", 4, handler([&](const Message& m) {
+                         auto it = m.headers.find(std::string(hydra::kOrderKeyHeader));
+                         const std::string key = it == m.headers.end() ? "" : it->second;
+                         {
+                             std::unique_lock lock(mu);
+                             max_running[key] = std::max(max_running[key], ++running[key]);
+                             order[key].push_back(m.payload);
+                             if (m.payload == "B0") b0_started = true;
+                             cv.notify_all();
+                             // Another key runs beside this one: A0 waits (bounded) until B0 has started.
+                             if (m.payload == "A0") b0_seen_by_a0 = cv.wait_for(lock, 10s, [&] { return b0_started; });
+                         }
+                         std::this_thread::sleep_for(2ms);  // room for a second message of the key to overlap
+                         std::lock_guard lock(mu);
+                         --running[key];
+                         ++handled;
+                         cv.notify_all();
+                     })},
+                fast_retry(3));
+            q->start();
+            for (int i = 0; i < 10; ++i) {
+                for (const char* key : {"A", "B"})
+                    q->push(queue, key + std::to_string(i), {{std::string(hydra::kOrderKeyHeader), key}});
+                q->push(queue, "N" + std::to_string(i));
+            }
+            {
+                std::unique_lock lock(mu);
+                BOOST_REQUIRE(cv.wait_for(lock, 30s, [&] { return handled == 30; }));
+            }
+            q->stop(5s);
+            BOOST_CHECK(b0_seen_by_a0);
+            BOOST_CHECK_EQUAL(max_running["A"], 1);
+            BOOST_CHECK_EQUAL(max_running["B"], 1);
+            for (const char* key : {"A", "B"}) {
+                std::vector<std::string> expected;
+                for (int i = 0; i < 10; ++i) expected.push_back(key + std::to_string(i));
+                BOOST_CHECK_EQUAL_COLLECTIONS(order[key].begin(), order[key].end(), expected.begin(), expected.end());
+            }
+            BOOST_CHECK_EQUAL(order[""].size(), 10u);
         }
     }
 }

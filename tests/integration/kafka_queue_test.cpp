@@ -473,6 +473,36 @@ BOOST_AUTO_TEST_CASE(stop_lets_a_slow_handler_finish_and_commits_it) {
     BOOST_CHECK_EQUAL(inbox.messages().size(), 1u);
 }
 
+// A handler that hangs past the stop's grace does not keep its partitions: at the deadline what was settled is
+// committed and the group left, so another member takes the hung message over (at-least-once) while it still hangs.
+BOOST_AUTO_TEST_CASE(a_stop_past_its_grace_leaves_the_group_without_waiting_for_a_hung_handler) {
+    mock().create_topic("kq.hung", 1);
+    test::Gate gate;
+    Inbox first_seen;
+    Consumed first(settings(), fast_retry(3));
+    first.subscribe({"kq:hung", "kq-hung", 1, [&](const Message& m) {
+                         first_seen.add(m);
+                         gate.pass();
+                     }});
+    first.start();
+    first.push("kq:hung", "hung");
+    BOOST_REQUIRE(first_seen.wait_for(1, 20s));
+    std::thread stopper([&] { first.stop(300ms); });
+    Inbox second_seen;
+    Consumed second(settings(), fast_retry(3));
+    second.subscribe({"kq:hung", "kq-hung", 1, [&](const Message& m) { second_seen.add(m); }});
+    second.start();
+    // A member that stays in the group without polling holds the rebalance for max.poll.interval.ms (300 s).
+    BOOST_CHECK(second_seen.wait_for(1, 40s));
+    BOOST_CHECK_EQUAL(gate.entered(), 1);  // the first handler still hangs
+    gate.open();
+    stopper.join();
+    second.stop(5s);
+    auto seen = second_seen.messages();
+    BOOST_REQUIRE_EQUAL(seen.size(), 1u);
+    BOOST_CHECK_EQUAL(seen[0].payload, "hung");
+}
+
 BOOST_AUTO_TEST_CASE(kcat_produces_queue_consumes_and_back) {
     mock().create_topic("kq.kcat.in", 1);
     mock().create_topic("kq.kcat.out", 1);

@@ -498,6 +498,102 @@ BOOST_AUTO_TEST_CASE(a_reply_comes_before_what_its_handler_sent_to_its_own_conne
         BOOST_CHECK_EQUAL(r.receive(5s).data, expected);
 }
 
+// The gate holds what the connection's handler (or anyone) sends while the handler runs, but never the answer to a
+// client's ping or our keepalive ping: a slow handler must not look like a dead connection.
+BOOST_AUTO_TEST_CASE(pings_and_pongs_do_not_wait_behind_a_handler) {
+    WsFixture f({"ws.ping_interval_ms=100"}, [&](hydra::App& app) {
+        app.ws("/hold_self", [&f = f](Context& ctx) {
+            ctx.exchange().send(ctx.uuid(), "sent while held");
+            f.gate.pass();
+            return Json{{"held", true}};
+        });
+    });
+    WsClient c = f.connect();
+    c.set_auto_pong(false);
+    c.send_text(R"({"service":"/hold_self"})");
+    BOOST_REQUIRE(test::wait_until([&] { return f.gate.entered() == 1; }));
+    c.send_ping("are you there");
+    bool pong = false, ping = false;
+    for (int i = 0; i < 20 && !(pong && ping); ++i) {
+        WsMessage m = c.receive(2s);
+        if (m.type == WsMessage::Type::pong && m.data == "are you there")
+            pong = true;
+        else if (m.type == WsMessage::Type::ping)
+            ping = true;
+        else
+            BOOST_FAIL("while the handler is held only control frames come, got: " + m.data);
+    }
+    BOOST_CHECK(pong);
+    BOOST_CHECK(ping);
+    f.gate.open();
+    WsMessage m = c.receive(5s);
+    while (m.type == WsMessage::Type::ping) m = c.receive(5s);
+    BOOST_CHECK_EQUAL(m.data, R"({"service":"/hold_self","code":200,"data":{"held":true}})");
+    m = c.receive(5s);
+    while (m.type == WsMessage::Type::ping) m = c.receive(5s);
+    BOOST_CHECK_EQUAL(m.data, "sent while held");
+}
+
+// What waits behind a slow handler is bounded by half of ws.send_queue_bytes, after which it goes out and the reply
+// follows it: the connection is not closed for the handler's slowness (100 KiB sent to it over 64 KiB of queue).
+BOOST_AUTO_TEST_CASE(a_slow_handler_costs_its_reply_its_place_not_the_connection) {
+    WsFixture f({"ws.send_queue_bytes=65536"}, [](hydra::App& app) {
+        app.ws("/flood_self", [](Context& ctx) {
+            const std::string kib(1024, 'x');
+            for (int i = 0; i < 100; ++i) {
+                ctx.exchange().send(ctx.uuid(), std::to_string(i) + kib);
+                std::this_thread::sleep_for(1ms);  // spread over many loop turns, as a broadcast stream would be
+            }
+            return Json{{"done", true}};
+        });
+    });
+    WsClient c = f.connect();
+    c.send_text(R"({"service":"/flood_self"})");
+    int next = 0;
+    bool replied = false;
+    for (int i = 0; i < 101; ++i) {
+        WsMessage m = c.receive(10s);
+        BOOST_REQUIRE_MESSAGE(m.type == WsMessage::Type::text, "message " << i << ": type " << int(m.type) << " code "
+                                                                          << m.close_code << " " << m.close_reason);
+        if (m.data.front() == '{') {
+            BOOST_CHECK_EQUAL(m.data, R"({"service":"/flood_self","code":200,"data":{"done":true}})");
+            replied = true;
+        } else {
+            BOOST_CHECK_EQUAL(m.data, std::to_string(next++) + std::string(1024, 'x'));
+        }
+    }
+    BOOST_CHECK(replied);
+    BOOST_CHECK_EQUAL(next, 100);
+    c.send_text(R"({"service":"/echo","still":"open"})");
+    BOOST_CHECK_EQUAL(receive_json(c)["data"]["still"], "open");
+}
+
+// A handler that throws something that is not a std::exception, and an on_error that throws too: the client gets
+// its 500, on_error saw the connection's context, and the connection goes on (nothing stays behind the gate).
+BOOST_AUTO_TEST_CASE(a_handler_and_its_on_error_that_throw_do_not_stall_the_connection) {
+    WsFixture f({}, [&](hydra::App& app) {
+        hydra::WsEndpoint raw;
+        raw.on_message = [](Context& ctx) -> hydra::Result {
+            ctx.exchange().send(ctx.uuid(), "sent before " + ctx.body());
+            if (ctx.body() == "throw") throw 42;
+            return std::string("reply to " + ctx.body());
+        };
+        raw.on_error = [&f = f](Context& ctx, const std::string& error) {
+            f.events.add("error:" + ctx.path() + ":" + std::to_string(ctx.uuid().size()) + ":" + error);
+            throw std::runtime_error("on_error fails too");
+        };
+        app.ws_endpoint("/throws", raw);
+    });
+    WsClient c = f.connect("/throws");
+    c.send_text("throw");
+    BOOST_CHECK_EQUAL(c.receive(5s).data, R"({"code":500,"msg":"internal server error"})");
+    BOOST_CHECK_EQUAL(c.receive(5s).data, "sent before throw");
+    BOOST_CHECK(f.events.wait_for("error:/throws:36:handler failed: unknown exception"));
+    c.send_text("next");
+    BOOST_CHECK_EQUAL(c.receive(5s).data, "reply to next");
+    BOOST_CHECK_EQUAL(c.receive(5s).data, "sent before next");
+}
+
 BOOST_AUTO_TEST_CASE(idle_connections_are_pinged_then_closed) {
     WsFixture f({"ws.ping_interval_ms=100", "ws.idle_timeout_ms=400"});
     WsClient c = f.connect("/raw");

@@ -13,6 +13,12 @@ namespace hydra {
 
 using Headers = std::map<std::string, std::string>;
 
+// Messages of one queue pushed with the same value of this header are handled one at a time, in the order they
+// were queued, by each MQC route that consumes the queue; messages with other keys, or none, go on beside them. On
+// Kafka the key also picks the partition, so one host gets them all. A failed attempt keeps its place on Kafka; on
+// SQLite the retry comes after what was queued behind it meanwhile.
+inline constexpr std::string_view kOrderKeyHeader = "hydra-order-key";
+
 // Push failed (timeout, backend down, invalid queue name). `retryable` says whether trying again may help.
 class QueueError : public std::runtime_error {
   public:

@@ -7,6 +7,7 @@
 #include <deque>
 #include <mutex>
 #include <thread>
+#include <unordered_set>
 #include <vector>
 
 #include <hydra/log.h>
@@ -51,8 +52,18 @@ struct RouteMetrics {
     metrics::Histogram& duration;
 };
 
+// The kOrderKeyHeader header of a delivered message ("" when none). SQLite's headers are decoded on the handler
+// thread, unless they hold an order key: a cheap look first.
+std::string order_key_of(Delivery& d) {
+    if (d.message.headers.empty() && d.stored_headers.find(kOrderKeyHeader) == std::string::npos) return {};
+    queue::decode_headers(d);
+    auto it = d.message.headers.find(std::string(kOrderKeyHeader));
+    return it == d.message.headers.end() ? std::string() : it->second;
+}
+
 // One subscription: what the backend delivered waits in `waiting_` (oldest first), `concurrency` handler threads
-// take it from there. Taking a batch ahead keeps the handlers busy while the backend leases or polls the next one.
+// take it from there — the oldest message whose order key (if any) is not in another handler's hands. Taking a
+// batch ahead keeps the handlers busy while the backend leases or polls the next one.
 class Lane final : public queue::Sink {
   public:
     Lane(queue::Backend& backend, Subscription sub, RetryPolicy retry, metrics::Registry* registry)
@@ -95,7 +106,10 @@ class Lane final : public queue::Sink {
         {
             std::lock_guard lock(mutex_);
             if (!stopping_) {
-                for (auto& d : deliveries) waiting_.push_back(std::move(d));
+                for (auto& d : deliveries) {
+                    d.order_key = order_key_of(d);
+                    waiting_.push_back(std::move(d));
+                }
                 deliveries.clear();
             }
         }
@@ -153,13 +167,18 @@ class Lane final : public queue::Sink {
         for (auto& d : unstarted) backend_.release(d);
     }
 
+    bool wait_idle(Clock::time_point deadline) override {
+        std::unique_lock lock(mutex_);
+        if (idle_cv_.wait_until(lock, deadline, [&] { return running_ == 0; })) return true;
+        if (!warned_)
+            Logger().warn("mqc: " + sub_.queue + ": " + std::to_string(running_) +
+                          " handler(s) still running after the grace period; waiting for them");
+        warned_ = true;
+        return false;
+    }
+
     void join(Clock::time_point deadline) override {
-        {
-            std::unique_lock lock(mutex_);
-            if (!idle_cv_.wait_until(lock, deadline, [&] { return running_ == 0; }))
-                Logger().warn("mqc: " + sub_.queue + ": " + std::to_string(running_) +
-                              " handler(s) still running after the grace period; waiting for them");
-        }
+        wait_idle(deadline);
         for (auto& t : threads_)
             if (t.joinable()) t.join();
     }
@@ -168,50 +187,75 @@ class Lane final : public queue::Sink {
     // A message held by a handler thread until it is due (Delivery::visible_at_ms).
     struct Held {
         Delivery* delivery;
-        bool cancelled = false;  // by release_if()
+        bool registered = false;  // in held_ (taken before it was due)
+        bool cancelled = false;   // by release_if()
     };
+
+    // The oldest waiting message whose order key no handler holds (end(): none).
+    std::deque<Delivery>::iterator next_ready() {
+        if (busy_keys_.empty()) return waiting_.begin();
+        return std::find_if(waiting_.begin(), waiting_.end(), [&](const Delivery& d) {
+            return d.order_key.empty() || !busy_keys_.contains(d.order_key);
+        });
+    }
 
     bool wanted() const { return 2 * waiting_.size() <= capacity_ && (!waiting_.empty() || running_ < concurrency_); }
 
-    // A handler thread: takes the oldest message; one that waited past its stale time is released instead.
+    // A handler thread: takes the oldest message it may (next_ready); one that waited past its stale time is
+    // released instead.
     void work() {
         for (;;) {
             Delivery d;
+            Held held{&d};
             {
                 std::unique_lock lock(mutex_);
-                work_cv_.wait(lock, [&] { return stopping_ || !waiting_.empty(); });
+                auto next = waiting_.end();
+                work_cv_.wait(lock, [&] { return stopping_ || (next = next_ready()) != waiting_.end(); });
                 if (stopping_) return;
-                d = std::move(waiting_.front());
-                waiting_.pop_front();
+                d = std::move(*next);
+                waiting_.erase(next);
+                if (!d.order_key.empty()) busy_keys_.insert(d.order_key);
                 ++running_;
+                // Not due yet: in held_ from the moment it leaves waiting_, so that a release_if() (a revoke) never
+                // misses it.
+                if (d.visible_at_ms > queue::now_ms()) {
+                    held.registered = true;
+                    held_.push_back(&held);
+                }
                 if (wanted()) wanted_cv_.notify_one();
             }
-            if (Clock::now() > d.stale_after || !due(d))
-                backend_.release(d);
-            else
+            const std::string key = d.order_key;  // d may go back to waiting_ (a Kafka retry keeps its place)
+            if (ready(held))
                 handle(d);
+            else
+                backend_.release(d);
             {
                 std::lock_guard lock(mutex_);
                 --running_;
+                // What waited for this key may go now.
+                if (!key.empty() && busy_keys_.erase(key) > 0 && !waiting_.empty()) work_cv_.notify_one();
                 if (wanted()) wanted_cv_.notify_one();  // the backend may wait for an idle handler
                 if (running_ == 0 && stopping_) idle_cv_.notify_all();
             }
         }
     }
 
-    // Holds a message that is not due yet until it is: true then, false when stopped or released meanwhile.
-    bool due(Delivery& d) {
-        if (d.visible_at_ms == 0) return true;
-        const std::int64_t wait_ms = d.visible_at_ms - queue::now_ms();
-        if (wait_ms <= 0) return true;
-        Held held{&d};
+    // Whether a taken message goes to its handler: not if it waited past its stale time; one not due yet is held
+    // until it is, unless stop() or release_if() comes first.
+    bool ready(Held& held) {
+        const Delivery& d = *held.delivery;
+        bool go = Clock::now() <= d.stale_after;
+        if (!held.registered) return go;
         std::unique_lock lock(mutex_);
-        held_.push_back(&held);
-        // A timed wait: the time is the message's; stop() and release_if() cut it short.
-        wake_cv_.wait_until(lock, Clock::now() + std::chrono::milliseconds(wait_ms),
-                            [&] { return stopping_ || held.cancelled; });
+        if (go) {
+            // A timed wait: the time is the message's; stop() and release_if() cut it short.
+            const std::int64_t wait_ms = std::max<std::int64_t>(0, d.visible_at_ms - queue::now_ms());
+            wake_cv_.wait_until(lock, Clock::now() + std::chrono::milliseconds(wait_ms),
+                                [&] { return stopping_ || held.cancelled; });
+            go = !stopping_ && !held.cancelled;
+        }
         std::erase(held_, &held);
-        return !stopping_ && !held.cancelled;
+        return go;
     }
 
     void handle(Delivery& d) {
@@ -254,13 +298,15 @@ class Lane final : public queue::Sink {
     std::unique_ptr<RouteMetrics> metrics_;
 
     std::mutex mutex_;
-    std::condition_variable work_cv_;    // handler threads: messages arrived, or stop
-    std::condition_variable wanted_cv_;  // the backend: room for more
-    std::condition_variable wake_cv_;    // held messages: stop, or released
-    std::condition_variable idle_cv_;    // join(): the last running handler finished
-    std::deque<Delivery> waiting_;       // delivered, not started, oldest first
-    std::vector<Held*> held_;            // taken by a handler thread, not due yet
-    int running_ = 0;                    // handler threads with a message
+    std::condition_variable work_cv_;            // handler threads: messages arrived, or stop
+    std::condition_variable wanted_cv_;          // the backend: room for more
+    std::condition_variable wake_cv_;            // held messages: stop, or released
+    std::condition_variable idle_cv_;            // wait_idle(): the last running handler finished
+    bool warned_ = false;                        // wait_idle() logged the handlers past the grace period
+    std::deque<Delivery> waiting_;               // delivered, not started, oldest first
+    std::vector<Held*> held_;                    // taken by a handler thread, not due yet
+    int running_ = 0;                            // handler threads with a message
+    std::unordered_set<std::string> busy_keys_;  // order keys of the messages handler threads hold
     bool stopping_ = false;
     std::vector<std::thread> threads_;
 };

@@ -29,6 +29,7 @@ struct Delivery {
     std::int64_t visible_at_ms = 0;
     // Not started by then, it is released instead of handled: its lease might run out before its handler finished.
     std::chrono::steady_clock::time_point stale_after = std::chrono::steady_clock::time_point::max();
+    std::string order_key;  // the consumer's: the kOrderKeyHeader header, taken when delivered
 };
 
 // message.headers from stored_headers (a no-op when that is empty).
@@ -54,8 +55,10 @@ class Sink {
     virtual void release_if(const std::function<bool(const Delivery&)>& which) = 0;
     // Takes nothing more, releases what waits. Does not wait for running handlers.
     virtual void stop() = 0;
-    // After stop(): waits until `deadline` for running handlers (logging those still running after it), then
-    // until they end: their outcomes are recorded before this returns.
+    // After stop(): waits until `deadline` for running handlers; false (logged) if some still run.
+    virtual bool wait_idle(std::chrono::steady_clock::time_point deadline) = 0;
+    // After stop(): wait_idle(deadline), then waits for the handlers still running to end: their outcomes are
+    // recorded before this returns.
     virtual void join(std::chrono::steady_clock::time_point deadline) = 0;
 };
 

@@ -145,7 +145,7 @@ void WsServer::Connection::feed(const std::uint8_t* data, std::size_t len) {
             case Event::Type::Ping:
                 if (close_sent) break;
                 if (!take_token()) return;
-                enqueue_raw(encode_pong(ev.data));
+                enqueue_control(make_frame(encode_pong(ev.data)));
                 break;
             case Event::Type::Pong:
                 break;
@@ -240,6 +240,11 @@ bool WsServer::Connection::room_for(std::size_t bytes) {
 
 bool WsServer::Connection::enqueue(Frame frame) {
     if (fd < 0 || !room_for(frame->size())) return false;
+    if (gate != kGateOpen) {
+        held += frame->size();
+        // A slow handler and much sent to its connection meanwhile: the reply will follow what waited.
+        if (state == State::open && held > loop.settings().send_queue_bytes / 2) open_gate(nullptr);
+    }
     out_bytes += frame->size();
     out.push_back(std::move(frame));
     schedule_flush();
@@ -248,8 +253,22 @@ bool WsServer::Connection::enqueue(Frame frame) {
     return true;
 }
 
+bool WsServer::Connection::enqueue_control(Frame frame) {
+    if (gate == kGateOpen) return enqueue(std::move(frame));
+    if (fd < 0 || !room_for(frame->size())) return false;
+    insert_at_gate(std::move(frame));
+    ++gate;
+    ++frames_out;
+    if (loop.metrics) loop.metrics->messages_out.inc();
+    return true;
+}
+
 void WsServer::Connection::reply(Frame frame) {
-    if (frame && !close_sent && fd >= 0 && room_for(frame->size())) {
+    if (!frame || close_sent || fd < 0) {
+        open_gate(nullptr);
+    } else if (gate == kGateOpen) {
+        enqueue(std::move(frame));  // the gate opened early: the reply follows what went out meanwhile
+    } else if (room_for(frame->size())) {
         ++frames_out;
         if (loop.metrics) loop.metrics->messages_out.inc();
         open_gate(std::move(frame));
@@ -268,20 +287,22 @@ void WsServer::Connection::enqueue_confirmed(Frame frame, std::function<void(boo
 
 void WsServer::Connection::open_gate(Frame first) {
     if (gate == kGateOpen) return;
-    if (first) {
-        const std::size_t at = std::min(gate, out.size());
-        if (!confirms.empty() && at < out.size()) {
-            // The frames behind the gate end later in the stream by first's size.
-            std::uint64_t behind = 0;
-            for (std::size_t i = at; i < out.size(); ++i) behind += out[i]->size();
-            const std::uint64_t gate_end = bytes_written + out_bytes - behind;
-            for (auto& k : confirms)
-                if (k.end > gate_end) k.end += first->size();
-        }
-        out_bytes += first->size();
-        out.insert(out.begin() + static_cast<std::ptrdiff_t>(at), std::move(first));
-    }
+    if (first) insert_at_gate(std::move(first));
     gate = kGateOpen;
+    held = 0;
+    schedule_flush();
+}
+
+void WsServer::Connection::insert_at_gate(Frame frame) {
+    const std::size_t at = std::min(gate, out.size());
+    if (!confirms.empty() && at < out.size()) {
+        // The frames behind the gate end later in the stream by frame's size.
+        const std::uint64_t gate_end = bytes_written + out_bytes - held;
+        for (auto& k : confirms)
+            if (k.end > gate_end) k.end += frame->size();
+    }
+    out_bytes += frame->size();
+    out.insert(out.begin() + static_cast<std::ptrdiff_t>(at), std::move(frame));
     schedule_flush();
 }
 

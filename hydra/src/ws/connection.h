@@ -54,9 +54,16 @@ struct WsServer::Connection : EventLoop::Handler {
     // The gate: frames queued while it is shut wait behind it. It is shut from accept to the 101 (what on_open sends
     // follows the 101), and while a message is on a worker (what reaches the connection meanwhile, from its handler
     // or anywhere else, follows the reply). `open_gate(first)` puts `first` where the gate is, before what waited,
-    // and opens it; a close opens it too.
-    void shut_gate() { gate = out.size(); }
+    // and opens it; a close opens it too. Control frames (our pongs and keepalive pings) never wait behind it, and
+    // it opens early when what waits reaches half of ws.send_queue_bytes: a slow handler costs its reply its place,
+    // never the connection.
+    void shut_gate() {
+        gate = out.size();
+        held = 0;
+    }
     void open_gate(Frame first);
+    // Queues a ping or pong ahead of what waits behind the gate. False as for enqueue.
+    bool enqueue_control(Frame frame);
     // The reply to the message handled on a worker (null: none), at the gate.
     void reply(Frame frame);
     void schedule_flush();
@@ -76,6 +83,7 @@ struct WsServer::Connection : EventLoop::Handler {
     void closing(std::string last, std::uint16_t code, const std::string& reason, bool peer_done);
     // The send queue is over ws.send_queue_bytes: drop what the client has not received and close 1008.
     void overflow();
+    void insert_at_gate(Frame frame);  // before what waits behind the gate (which stays as it is)
 
     Loop& loop;
     std::uint64_t id;
@@ -113,6 +121,7 @@ struct WsServer::Connection : EventLoop::Handler {
     std::size_t out_bytes = 0;                // unwritten bytes in out
     static constexpr std::size_t kGateOpen = SIZE_MAX;
     std::size_t gate = 0;             // out[gate...] wait (see open_gate); kGateOpen: none
+    std::size_t held = 0;             // bytes of out[gate...]
     std::uint64_t bytes_written = 0;  // stream position: bytes handed to the socket so far
     struct Confirm {
         std::uint64_t end;  // stream position at which the frame ends

@@ -55,7 +55,7 @@ std::optional<Json> refresh_request(const Context::Init& init) {
 // frame (encoding here keeps that work off the I/O loop).
 // `loop` (the connection's, with its id) answers /auth/refresh under ws.auth=jwt; null otherwise.
 std::optional<Reply> handle_message(const WsRoutes& routes, const WsEndpoint* endpoint, Context::Init init,
-                                    const std::function<void(const std::string&)>& on_error,
+                                    const std::function<void(Context&, const std::string&)>& on_error,
                                     const WsServer::Metrics* metrics, WsServer::Loop* loop = nullptr,
                                     std::uint64_t id = 0) {
     std::string service;
@@ -97,9 +97,20 @@ std::optional<Reply> handle_message(const WsRoutes& routes, const WsEndpoint* en
         result = run_chain(routes.packet_middleware, ctx, handler);
     } catch (const Error& e) {
         result = Result(e);
-    } catch (const std::exception& e) {
-        ctx.log().error("ws: handler " + (endpoint ? ctx.route() : service) + " failed: " + e.what());
-        on_error(std::string("handler failed: ") + e.what());
+    } catch (...) {
+        std::string what = "unknown exception";
+        try {
+            throw;
+        } catch (const std::exception& e) {
+            what = e.what();
+        } catch (...) {
+        }
+        ctx.log().error("ws: handler " + (endpoint ? ctx.route() : service) + " failed: " + what);
+        try {
+            on_error(ctx, "handler failed: " + what);
+        } catch (...) {
+            ctx.log().error("ws: on_error of " + ctx.route() + " threw");
+        }
         result = Result(Error(500, "internal server error"));
     }
     if (metrics) {
@@ -151,8 +162,8 @@ void WsServer::Loop::dispatch(Connection& c, std::string data, bool binary) {
     if (endpoint != nullptr && endpoint->run_on_loop) {
         // A handler declared non-blocking runs right here: no hand-off to a worker and back.
         std::optional<Reply> reply = handle_message(
-            srv->routes_, endpoint, std::move(init), [&](const std::string& e) { report_error(c, e); }, metrics,
-            srv->settings_.auth_jwt ? this : nullptr, id);
+            srv->routes_, endpoint, std::move(init), [&](Context&, const std::string& e) { report_error(c, e); },
+            metrics, srv->settings_.auth_jwt ? this : nullptr, id);
         c.busy = false;
         if (reply && !c.close_sent) c.enqueue(reply_frame(*reply));
         return;
@@ -161,16 +172,22 @@ void WsServer::Loop::dispatch(Connection& c, std::string data, bool binary) {
     // a login's bind lets through): the client sees the answer to its message first.
     c.shut_gate();
     server.workers_->post([srv, self, endpoint, id, init = std::move(init)]() mutable {
-        auto on_error = [&](const std::string& error) {
-            if (endpoint == nullptr || !endpoint->on_error) return;
-            Context ctx(srv->context_for(init.path, init.uuid, nullptr, init.request_id));
-            endpoint->on_error(ctx, error);
+        auto on_error = [endpoint](Context& ctx, const std::string& error) {
+            if (endpoint != nullptr && endpoint->on_error) endpoint->on_error(ctx, error);
         };
         WsServer::Loop* auth = srv->settings_.auth_jwt ? self : nullptr;
-        std::optional<Reply> reply =
-            handle_message(srv->routes_, endpoint, std::move(init), on_error, srv->metrics_.get(), auth, id);
         Frame frame;
-        if (reply) frame = reply_frame(*reply);
+        // Whatever happens here (an on_error that throws, an exception not derived from std::exception), the loop
+        // hears that the message is done: its gate opens and the next message goes.
+        try {
+            std::optional<Reply> reply =
+                handle_message(srv->routes_, endpoint, std::move(init), on_error, srv->metrics_.get(), auth, id);
+            if (reply) frame = reply_frame(*reply);
+        } catch (const std::exception& e) {
+            Logger().error(std::string("ws: a message's reply failed: ") + e.what());
+        } catch (...) {
+            Logger().error("ws: a message's reply failed: unknown exception");
+        }
         self->loop.post([self, id, frame = std::move(frame)]() mutable { self->on_handled(id, std::move(frame)); });
     });
 }

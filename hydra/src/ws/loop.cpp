@@ -187,7 +187,7 @@ void WsServer::Loop::on_tick() {
                            now - c.last_recv_ms >= s.ping_interval_ms) {
                     c.last_ping_ms = now;
                     static const Frame kPing = make_frame(encode_ping());
-                    c.enqueue(kPing);
+                    c.enqueue_control(kPing);
                 }
                 break;
             case Connection::State::closing:

@@ -250,14 +250,16 @@ void Consumer::handle(RdKafka::Message& message) {
 }
 
 // Stop: running handlers get until the deadline (what waited was released by the sink's stop), then what was
-// settled is committed and the group left.
+// settled is committed and the group left — a handler that hangs does not hold its partitions: its message goes to
+// their next owner. Its thread is joined last.
 void Consumer::shutdown() {
     if (!taken_.empty()) sub_.sink->deliver(taken_);  // stopped: it releases them
-    sub_.sink->join(deadline_);
+    sub_.sink->wait_idle(deadline_);
     commit(true, all_partitions());
     // Revokes (rebalance_cb) and leaves the group. With the coordinator unreachable, librdkafka holds a commit
     // in progress until it fails (~session.timeout.ms): closing (or destroying) the consumer waits for it.
     consumer_->close();
+    sub_.sink->join(deadline_);
 }
 
 void Consumer::accept(RdKafka::Message& kafka_message) {

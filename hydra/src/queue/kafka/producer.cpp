@@ -123,6 +123,9 @@ void Producer::produce(const std::string& topic, Payloads payloads, const Header
     std::shared_ptr<RdKafka::Producer> handle = current();
     std::unique_ptr<rd_kafka_topic_t, decltype(&rd_kafka_topic_destroy)> rkt(
         rd_kafka_topic_new(handle->c_ptr(), topic.c_str(), nullptr), &rd_kafka_topic_destroy);
+    // An order key is the Kafka message key: one partition (and so one consumer) gets all of a key's messages.
+    auto order_key = headers.find(std::string(kOrderKeyHeader));
+    const std::string_view key = order_key == headers.end() ? std::string_view() : std::string_view(order_key->second);
     for (std::string_view payload : payloads) {
         for (;;) {
             if (!rkt) throw fail(rd_kafka_err2str(rd_kafka_last_error()));
@@ -134,18 +137,22 @@ void Producer::produce(const std::string& topic, Payloads payloads, const Header
                                         static_cast<ssize_t>(value.size()));
             }
             auto* opaque = new std::shared_ptr<Reports>(reports);
+            const std::uint64_t reports_before = reports_seen_.load();
             auto err = static_cast<RdKafka::ErrorCode>(
                 rd_kafka_producev(handle->c_ptr(), RD_KAFKA_V_RKT(rkt.get()), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
                                   RD_KAFKA_V_VALUE(const_cast<char*>(payload.data()), payload.size()),
+                                  RD_KAFKA_V_KEY(key.empty() ? nullptr : key.data(), key.size()),
                                   RD_KAFKA_V_HEADERS(kafka_headers), RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END));
             if (err == RdKafka::ERR_NO_ERROR) break;  // librdkafka owns the headers and the opaque now
             if (kafka_headers) rd_kafka_headers_destroy(kafka_headers);
             delete opaque;
             if (err == RdKafka::ERR__QUEUE_FULL && wait_for_room && Clock::now() - started < timeout_) {
-                // Until a delivery report makes room: every queued message gets one within the push timeout.
+                // Until a delivery report makes room: every queued message gets one within the push timeout. One
+                // that came since the attempt made room already (the report counts before it looks for waiters,
+                // a waiter counts itself before it looks at the reports: one of the two sees the other).
                 std::unique_lock lock(room_mutex_);
                 ++room_waiters_;
-                room_cv_.wait_until(lock, started + timeout_);
+                room_cv_.wait_until(lock, started + timeout_, [&] { return reports_seen_.load() != reports_before; });
                 --room_waiters_;
                 continue;
             }
@@ -167,6 +174,7 @@ void Producer::flush(std::chrono::milliseconds timeout) { current()->flush(stati
 void Producer::dr_cb(RdKafka::Message& message) {
     std::unique_ptr<std::shared_ptr<Reports>> opaque(static_cast<std::shared_ptr<Reports>*>(message.msg_opaque()));
     if (!opaque) return;
+    reports_seen_.fetch_add(1);
     if (room_waiters_.load() > 0) {  // a pusher waits for room in the local queue: this report made some
         std::lock_guard lock(room_mutex_);
         room_cv_.notify_all();

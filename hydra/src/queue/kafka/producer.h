@@ -80,6 +80,7 @@ class Producer final : public RdKafka::DeliveryReportCb {
     std::mutex room_mutex_;
     std::condition_variable room_cv_;
     std::atomic<int> room_waiters_{0};
+    std::atomic<std::uint64_t> reports_seen_{0};  // delivery reports so far (each made room in the local queue)
 
     std::atomic<bool> done_{false};
     std::thread poller_;
