@@ -16,6 +16,7 @@
 #include <hydra/exchange.h>
 #include <hydra/json.h>
 #include <hydra/queue.h>
+#include <hydra/testing.h>
 
 namespace test {
 
@@ -230,13 +231,13 @@ inline hydra::Context context(const Request& r) {
     init.route = r.path;
     init.params = r.params;
     init.body = r.body.empty() && !r.params.empty() ? r.params.dump() : r.body;
-    init.headers = std::make_shared<hydra::HeaderMap>();
+    init.headers = std::make_shared<hydra::Headers>();
     init.request_id = "test-request";
     init.uuid = r.uuid;
     if (r.kind != hydra::ServerKind::mqc) init.peer = r.peer;
     init.queue = r.queue;
     init.exchange = r.exchange;
-    return hydra::Context(std::move(init));
+    return hydra::testing::make_context(std::move(init));
 }
 
 }  // namespace test

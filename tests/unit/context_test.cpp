@@ -1,6 +1,8 @@
 #include <boost/test/unit_test.hpp>
 
+#include <hydra/detail/handlers.h>
 #include <hydra/handler.h>
+#include <hydra/testing.h>
 
 #include "core/request_id.h"
 
@@ -11,9 +13,9 @@ namespace {
 Context make(Json params, std::map<std::string, std::string> headers = {}) {
     Context::Init init;
     init.params = std::move(params);
-    init.headers = std::make_shared<hydra::HeaderMap>(std::move(headers));
+    init.headers = std::make_shared<hydra::Headers>(std::move(headers));
     init.request_id = "rid-1";
-    return Context(std::move(init));
+    return hydra::testing::make_context(std::move(init));
 }
 }  // namespace
 
@@ -98,7 +100,7 @@ BOOST_AUTO_TEST_CASE(pushes_carry_the_request_id) {
     Context::Init init;
     init.request_id = "rid-7";
     init.queue = &q;
-    Context ctx(std::move(init));
+    Context ctx = hydra::testing::make_context(std::move(init));
     ctx.queue().push("mall:wsserver:msg", Json{{"uuid", "u"}});
     BOOST_CHECK_EQUAL(q.last_queue, "mall:wsserver:msg");
     BOOST_CHECK_EQUAL(Json::parse(q.last_payload)["uuid"], "u");
@@ -120,15 +122,15 @@ BOOST_AUTO_TEST_CASE(handler_shapes) {
         std::string get(Context&) { return "g"; }
         hydra::Result del(Context&) { return hydra::Error(409, "busy"); }
     };
-    BOOST_CHECK_EQUAL(hydra::make_handlers(Obj{}).count(""), 1u);
-    auto rest = hydra::make_handlers(Rest{});
+    BOOST_CHECK_EQUAL(hydra::detail::make_handlers(Obj{}).count(""), 1u);
+    auto rest = hydra::detail::make_handlers(Rest{});
     BOOST_CHECK_EQUAL(rest.size(), 2u);
     Context ctx = make(Json::object());
     BOOST_CHECK_EQUAL(rest.at("GET")(ctx).text(), "g");
     BOOST_CHECK_EQUAL(rest.at("DELETE")(ctx).error_code(), 409);
     auto shared = std::make_shared<Obj>();
-    BOOST_CHECK_EQUAL(hydra::make_handler(shared)(ctx).value(), 1);
-    BOOST_CHECK_THROW(hydra::make_handler(Rest{}), std::invalid_argument);
+    BOOST_CHECK_EQUAL(hydra::detail::make_handler(shared)(ctx).value(), 1);
+    BOOST_CHECK_THROW(hydra::detail::make_handler(Rest{}), std::invalid_argument);
 }
 
 BOOST_AUTO_TEST_CASE(request_ids) {

@@ -1,5 +1,7 @@
 #include <boost/test/unit_test.hpp>
 
+#include <hydra/testing.h>
+
 #include "api/router.h"
 
 using hydra::Router;
@@ -9,7 +11,7 @@ hydra::MethodHandlers any(int tag) {
     return {{"", [tag](hydra::Context&) { return hydra::Result(hydra::Json(tag)); }}};
 }
 int call(const Router::Match& m) {
-    hydra::Context ctx(hydra::Context::Init{});
+    hydra::Context ctx = hydra::testing::make_context({});
     return (*m.handler)(ctx).value().get<int>();
 }
 }  // namespace

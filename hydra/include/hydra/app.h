@@ -7,6 +7,7 @@
 #include <vector>
 
 #include <hydra/config.h>
+#include <hydra/detail/handlers.h>
 #include <hydra/handler.h>
 #include <hydra/ws.h>
 
@@ -59,7 +60,7 @@ class App {
     //   app.api("/v1/exchange/broadcast", broadcast, {.methods = {"POST"}, .listener = hydra::Listener::admin});
     template <class H>
     App& api(const std::string& route, H&& handler, ApiOptions options = {}) {
-        return add_api(route, make_handlers(std::forward<H>(handler)), std::move(options));
+        return add_api(route, detail::make_handlers(std::forward<H>(handler)), std::move(options));
     }
     // An HTTP route answered asynchronously: `handler(Context&, Reply)` runs on the I/O loop (it must not block)
     // and `reply(result)` answers from any thread once the work is done, e.g. when a push_async is durable. No
@@ -78,7 +79,7 @@ class App {
     // to `handler`; the reply is {"service":...,"code":200,"data":...} or {"service":...,"code":N,"err":...}.
     template <class H>
     App& ws(const std::string& service, H&& handler) {
-        return add_ws_service(service, make_handler(std::forward<H>(handler)));
+        return add_ws_service(service, detail::make_handler(std::forward<H>(handler)));
     }
     // A raw endpoint on its own path (e.g. "/chat").
     App& ws_endpoint(const std::string& path, WsEndpoint endpoint);
@@ -91,7 +92,7 @@ class App {
     // Returning acknowledges; an Error or exception fails the attempt: retried with backoff, then dead-lettered.
     template <class H>
     App& mqc(const std::string& route, H&& handler, MqcOptions options = {}) {
-        return add_mqc(route, make_handler(std::forward<H>(handler)), std::move(options));
+        return add_mqc(route, detail::make_handler(std::forward<H>(handler)), std::move(options));
     }
 
     // Called by start() after the config is validated and before servers listen: open databases, seed data.

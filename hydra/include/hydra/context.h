@@ -54,19 +54,21 @@ class QueueRef {
     std::string request_id_;
 };
 
-// Request headers, names lower-case.
-using HeaderMap = std::map<std::string, std::string>;
+namespace detail {
+struct ContextAccess;
+}
 
 class Context {
   public:
-    // Filled by the server that owns the request.
+    // What the server that owns a request fills in. Handlers get a Context, they never make one; a unit test of a
+    // handler makes one with hydra::testing::make_context (<hydra/testing.h>).
     struct Init {
         ServerKind kind = ServerKind::api;
         std::string method;  // HTTP verb on API; empty elsewhere
         std::string path;    // the request path, WS service name or MQC route
         std::string route;   // the registered pattern that matched
         Json params;         // an object, or null for none (no allocation per message when there are no params)
-        std::shared_ptr<const HeaderMap> headers;  // names lower-case; shared by all messages of a WS connection
+        std::shared_ptr<const Headers> headers;  // names lower-case; shared by all messages of a WS connection
         std::string body;
         bool binary = false;  // WS: the message was a binary frame
         std::string request_id;
@@ -79,8 +81,6 @@ class Context {
         // registered with Auth::jwt); null for none.
         std::shared_ptr<const Json> claims;
     };
-
-    explicit Context(Init init);
 
     ServerKind kind() const { return init_.kind; }
     const std::string& method() const { return init_.method; }
@@ -114,7 +114,7 @@ class Context {
     T get(std::string_view name) const;
 
     std::optional<std::string> header(std::string_view name) const;  // case-insensitive
-    const HeaderMap& headers() const;
+    const Headers& headers() const;
 
     // Response headers (API only); X-Request-Id is always added.
     void set_response_header(std::string name, std::string value) { response_headers_[std::move(name)] = value; }
@@ -130,6 +130,9 @@ class Context {
     Json& locals() { return locals_; }
 
   private:
+    friend struct detail::ContextAccess;
+    explicit Context(Init init);
+
     const Json* find(std::string_view name) const;
 
     Init init_;

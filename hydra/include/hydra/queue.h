@@ -11,6 +11,7 @@
 
 namespace hydra {
 
+// Headers by name: a queued message's, and a request's (Context::headers(): names lower-case).
 using Headers = std::map<std::string, std::string>;
 
 // Messages of one queue pushed with the same value of this header are handled one at a time, in the order they
@@ -27,15 +28,6 @@ class QueueError : public std::runtime_error {
 
   private:
     bool retryable_;
-};
-
-// A message as a consumer sees it.
-struct Message {
-    std::string id;
-    std::string queue;
-    std::string payload;
-    Headers headers;
-    int attempt = 1;  // 1 on first delivery
 };
 
 class Queue {

@@ -9,6 +9,8 @@
 #include <stdexcept>
 #include <thread>
 
+#include "core/chain.h"
+#include "core/context_access.h"
 #include "core/request_id.h"
 #include "http/target.h"
 
@@ -389,7 +391,7 @@ Context::Init ApiServer::context_init(http::Request& request, const Router::Matc
     init.peer = request.peer;
     init.queue = queue_;
     init.exchange = exchange_;
-    auto headers = std::make_shared<HeaderMap>();
+    auto headers = std::make_shared<Headers>();
     for (const auto& [name, value] : request.headers) {
         std::string key = name;
         std::transform(key.begin(), key.end(), key.begin(), [](unsigned char c) { return std::tolower(c); });
@@ -448,7 +450,7 @@ bool ApiServer::handle_on_loop(http::Request& request, const http::Server::Respo
         auto claims = authorize(request, match.auth, headers);
         Context::Init init = context_init(request, match, pending->rid);
         init.claims = std::move(claims);
-        Context ctx(std::move(init));
+        Context ctx = detail::ContextAccess::make(std::move(init));
         guarded(ctx, match.pattern,
                 [&] { (*match.async)(ctx, [pending](Result result) { pending->reply(std::move(result)); }); });
         headers = ctx.response_headers();
@@ -470,7 +472,7 @@ http::Response ApiServer::handle(http::Request& request) {
         auto claims = authorize(request, match.auth, headers);
         Context::Init init = context_init(request, match, rid);
         init.claims = std::move(claims);
-        Context ctx(std::move(init));
+        Context ctx = detail::ContextAccess::make(std::move(init));
         // An async route behind middleware: this thread waits for the reply, so next() returns it.
         Handler waiting;
         if (match.async != nullptr) waiting = [&match](Context& c) { return wait_for_reply(*match.async, c); };

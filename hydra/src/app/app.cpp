@@ -3,12 +3,8 @@
 
 #include <malloc.h>
 
-#include <algorithm>
 #include <csignal>
-#include <iostream>
-#include <map>
 #include <mutex>
-#include <set>
 #include <stdexcept>
 
 #include "api/api_server.h"
@@ -247,40 +243,29 @@ void App::start(Config config) {
             std::shared_ptr<cluster::ClusterExchange> cluster;
         };
         auto reach = std::make_shared<const Reach>(Reach{impl_->queue, impl_->ws, impl_->cluster});
-        if (cfg.boolean("api.enabled")) {
-            auto settings = ApiServer::Settings::from(cfg);
+        // The API and the admin listener: one HTTP server each, made the same way.
+        auto listen = [&](ApiServer::Settings settings, const Router& routes, std::shared_ptr<TlsContext> tls,
+                          const std::string& name, const std::string& note) {
             settings.probe = probe;
             settings.handlers_reach = reach;
-            settings.tls = api_tls;
+            settings.tls = tls;
             settings.software = "hydra/" + impl_->options.version;
             settings.jwt = impl_->jwt;
             settings.metrics = impl_->metrics;
-            impl_->api = std::make_shared<ApiServer>(settings, impl_->api_routes, impl_->api_middleware,
-                                                     impl_->queue.get(), exchange());
-            impl_->api->start();
-            health->watch(impl_->api->heartbeats());
-            impl_->banner.push_back(std::string("api listening on ") + (api_tls ? "https://" : "http://") +
-                                    impl_->api->address() + " (" + std::to_string(impl_->api_routes.size()) +
-                                    " routes)");
-        }
+            auto server =
+                std::make_shared<ApiServer>(settings, routes, impl_->api_middleware, impl_->queue.get(), exchange());
+            server->start();
+            health->watch(server->heartbeats());
+            impl_->banner.push_back(name + " listening on " + (tls ? "https://" : "http://") + server->address() +
+                                    " (" + std::to_string(routes.size()) + " routes" + note + ")");
+            return server;
+        };
+        if (cfg.boolean("api.enabled"))
+            impl_->api = listen(ApiServer::Settings::from(cfg), impl_->api_routes, api_tls, "api", "");
         // After the API: its line comes first in the banner.
-        if (cfg.boolean("admin.enabled")) {
-            auto settings = ApiServer::Settings::admin_from(cfg);
-            settings.probe = probe;
-            settings.handlers_reach = reach;
-            settings.tls = admin_tls;
-            settings.software = "hydra/" + impl_->options.version;
-            settings.jwt = impl_->jwt;
-            settings.metrics = impl_->metrics;
-            impl_->admin = std::make_shared<ApiServer>(settings, impl_->admin_routes, impl_->api_middleware,
-                                                       impl_->queue.get(), exchange());
-            impl_->admin->start();
-            health->watch(impl_->admin->heartbeats());
-            impl_->banner.push_back(std::string("admin listening on ") + (admin_tls ? "https://" : "http://") +
-                                    impl_->admin->address() + " (" + std::to_string(impl_->admin_routes.size()) +
-                                    " routes" +
-                                    (cfg.at("auth.api_keys").empty() ? ", no API keys" : ", API keys required") + ")");
-        }
+        if (cfg.boolean("admin.enabled"))
+            impl_->admin = listen(ApiServer::Settings::admin_from(cfg), impl_->admin_routes, admin_tls, "admin",
+                                  cfg.at("auth.api_keys").empty() ? ", no API keys" : ", API keys required");
         // MQC last: its handlers use the exchange and the queue.
         if (cfg.boolean("mqc.enabled")) {
             auto routes = mqc::resolve_routes(impl_->mqc_routes, cfg);
@@ -319,257 +304,6 @@ std::shared_ptr<TlsContext> App::Impl::load_tls(const std::string& section) {
     auto context = hydra::load_tls(config, section);
     if (context) tls.push_back(context);
     return context;
-}
-
-bool App::reload() {
-    std::lock_guard lock(impl_->lifecycle);
-    bool ok = true;
-    for (const auto& context : impl_->tls) {
-        const TlsSettings& s = context->settings();
-        try {
-            context->reload();
-            Logger().info(s.section + ".tls: certificate re-read from " + s.cert_file);
-        } catch (const ConfigError& e) {
-            ok = false;
-            Logger().error(std::string(e.what()) + "; the previous certificate stays in use");
-        }
-    }
-    return ok;
-}
-
-namespace {
-
-// Every leaf of a config document by dotted path (arrays are leaves), with its JSON pointer (a key may hold dots:
-// queue.kafka.properties."sasl.password").
-struct Leaf {
-    Json::json_pointer at;
-    Json value;
-};
-void flatten(const Json& doc, const Json::json_pointer& at, const std::string& dotted,
-             std::map<std::string, Leaf>& out) {
-    if (doc.is_object() && !doc.empty()) {
-        for (const auto& [key, value] : doc.items())
-            flatten(value, at / key, dotted.empty() ? key : dotted + "." + key, out);
-        return;
-    }
-    out[dotted] = {at, doc};
-}
-
-// The keys App::reload(Config) applies while running.
-bool applied_live(const std::string& key) {
-    static const char* exact[] = {"log.level", "log.format", "limits.json_depth", "auth.api_keys",
-                                  "ws.allowed_origins"};
-    static const char* prefixes[] = {"auth.jwt.", "api.rate_limit.", "ws.rate_limit."};
-    for (const char* k : exact)
-        if (key == k) return true;
-    for (const char* p : prefixes)
-        if (key.rfind(p, 0) == 0) return true;
-    return false;
-}
-
-std::string joined(const std::vector<std::string>& keys) {
-    std::string out;
-    for (const auto& k : keys) out += (out.empty() ? "" : ", ") + k;
-    return out;
-}
-
-std::vector<std::string> strings_at(const Config& config, std::string_view key) {
-    std::vector<std::string> out;
-    for (const auto& v : config.at(key)) out.push_back(v.get<std::string>());
-    return out;
-}
-
-}  // namespace
-
-bool App::reload(Config next) {
-    {
-        std::lock_guard lock(impl_->lifecycle);
-        if (!impl_->running) return false;
-        Impl& m = *impl_;
-        const Config& current = m.config;
-
-        // Which keys changed, and which of those apply while running.
-        std::map<std::string, Leaf> was, now;
-        flatten(current.json(), Json::json_pointer(), "", was);
-        flatten(next.json(), Json::json_pointer(), "", now);
-        std::set<std::string> keys;
-        for (const auto& [k, v] : was) keys.insert(k);
-        for (const auto& [k, v] : now) keys.insert(k);
-        // A listener started with every per-address limit off cannot start counting addresses mid-flight.
-        bool rate_adjustable = true;
-        for (ApiServer* server : {m.api.get(), m.admin.get()})
-            if (server != nullptr && !server->rate_adjustable()) rate_adjustable = false;
-        std::vector<std::string> applied, restart;
-        for (const auto& k : keys) {
-            auto a = was.find(k), b = now.find(k);
-            if (a != was.end() && b != now.end() && a->second.value == b->second.value) continue;
-            const bool live = applied_live(k) && (rate_adjustable || k.rfind("api.rate_limit.", 0) != 0);
-            (live ? applied : restart).push_back(k);
-        }
-
-        // What would run: the new profile with the running value of every key that takes a restart. It is checked
-        // whole before anything is applied (keys against the address that stays, tokens against the ws.auth that
-        // stays).
-        std::shared_ptr<const JwtVerifier> jwt;
-        ws::OriginPolicy origins;
-        try {
-            Json doc = next.json();
-            for (const auto& k : restart) {
-                if (auto old = was.find(k); old != was.end()) {
-                    doc[old->second.at] = old->second.value;
-                } else if (const Json::json_pointer& at = now.at(k).at; doc.contains(at)) {
-                    doc[at.parent_pointer()].erase(at.back());
-                }
-            }
-            next = Config::from_json(std::move(doc), next.source(), {}, m.schema);
-            check_exposure(next);
-            jwt = JwtVerifier::from(next);
-            check_jwt_needs(next, jwt.get(), m.api_routes, m.admin_routes);
-            origins = ws::WsServer::Settings::from(next).allowed_origins;
-        } catch (const ConfigError& e) {
-            Logger().error(std::string("reload refused, the running configuration stays: ") + e.what());
-            return false;
-        }
-
-        Logger::configure(Logger::parse_level(next.str("log.level")),
-                          next.str("log.format") == "json" ? LogFormat::json : LogFormat::text);
-        set_json_max_depth(static_cast<int>(next.integer("limits.json_depth")));
-        const std::vector<std::string> api_keys = strings_at(next, "auth.api_keys");
-        for (ApiServer* server : {m.api.get(), m.admin.get()})
-            if (server != nullptr)
-                server->reload(api_keys, jwt, static_cast<int>(next.integer("api.rate_limit.requests_per_s")),
-                               static_cast<int>(next.integer("api.rate_limit.burst")));
-        if (m.ws)
-            m.ws->reload(std::move(origins), jwt, static_cast<int>(next.integer("ws.rate_limit.messages_per_s")),
-                         static_cast<int>(next.integer("ws.rate_limit.burst")));
-        if (m.jwt && m.jwt != jwt) m.retired_jwt.push_back(m.jwt);
-        m.jwt = jwt;
-        m.config = std::move(next);
-
-        if (!applied.empty()) Logger().info("reload: applied " + joined(applied));
-        if (!restart.empty())
-            Logger().warn("reload: these changes take a restart, their running values stay: " + joined(restart));
-        if (applied.empty() && restart.empty()) Logger().info("reload: the configuration is unchanged");
-    }
-    return reload();
-}
-
-void App::stop() {
-    std::lock_guard lock(impl_->lifecycle);
-    if (!impl_->running) return;
-    for (auto& hook : impl_->stop_hooks) hook(*this);
-    // Producers first (API), then the WS server whose exchange they used.
-    impl_->health->set_listening(false);
-    if (impl_->admin) impl_->admin->stop();
-    if (impl_->api) impl_->api->stop();
-    impl_->finish_stop(std::chrono::milliseconds(impl_->config.integer("api.shutdown_timeout_ms")));
-}
-
-bool App::Impl::is_hurried() {
-    std::lock_guard lock(drain_mutex);
-    return hurried;
-}
-
-bool App::Impl::wait_unless_hurried(std::chrono::milliseconds limit, const std::function<bool()>& done) {
-    // `done` is a state other threads change without telling: looked at every few milliseconds.
-    const auto until = std::chrono::steady_clock::now() + limit;
-    std::unique_lock lock(drain_mutex);
-    for (;;) {
-        if (hurried) return false;
-        lock.unlock();
-        const bool finished = done();
-        lock.lock();
-        if (finished) return true;
-        const auto now = std::chrono::steady_clock::now();
-        if (now >= until) return false;
-        drain_cv.wait_for(lock,
-                          std::min<std::chrono::steady_clock::duration>(until - now, std::chrono::milliseconds(5)));
-    }
-}
-
-void App::Impl::finish_stop(std::chrono::milliseconds queue_grace) {
-    if (api) health->forget(api->heartbeats());
-    if (admin) health->forget(admin->heartbeats());
-    admin.reset();
-    api.reset();
-    // Consumers finish their in-flight messages (they may still notify WS clients), then the writer flushes.
-    health->stop_checking();
-    if (queue) {
-        health->forget(queue->heartbeats());
-        queue->stop(queue_grace);
-    }
-    if (ws) {
-        health->forget(ws->heartbeats());
-        ws->stop();  // closing connections announces them gone to the cluster
-    }
-    if (cluster) cluster->stop();
-    health->set_exchange(nullptr);
-    ws.reset();
-    cluster.reset();
-    queue.reset();
-    process_metrics.reset();
-    metrics.reset();
-    running = false;
-}
-
-void App::hurry() {
-    {
-        std::lock_guard lock(impl_->drain_mutex);
-        impl_->hurried = true;
-    }
-    impl_->drain_cv.notify_all();
-}
-
-void App::drain() {
-    using std::chrono::milliseconds;
-    std::lock_guard lock(impl_->lifecycle);
-    if (!impl_->running) return;
-    Impl& m = *impl_;
-    const Config& cfg = m.config;
-    const auto deadline = std::chrono::steady_clock::now() + milliseconds(cfg.integer("shutdown.timeout_ms"));
-    // What is left of shutdown.timeout_ms, at most `limit`.
-    auto within = [&](milliseconds limit) {
-        auto left = std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
-        return std::clamp(left, milliseconds(0), limit);
-    };
-    const milliseconds grace(cfg.integer("shutdown.grace_ms"));
-    const milliseconds spread(cfg.boolean("ws.enabled") ? cfg.integer("ws.drain_ms") : 0);
-    const milliseconds in_flight(cfg.integer("api.shutdown_timeout_ms"));
-
-    // 1. Unready at once; still serving, so that load balancers notice before connections are refused.
-    m.health->set_draining(true);
-    Logger().info("draining: /readyz answers 503; accepting " + std::to_string(grace.count()) + " ms more");
-    m.wait_unless_hurried(within(grace), [] { return false; });
-
-    // 2. The API and WS listeners stop accepting (the admin listener serves on: probes, operators). WS clients are
-    // closed one after the other over ws.drain_ms meanwhile; API requests in flight are answered.
-    for (auto& hook : m.stop_hooks) hook(*this);
-    Logger().info("draining: no new connections; closing WebSocket clients over " + std::to_string(spread.count()) +
-                  " ms");
-    if (m.ws) m.ws->drain(m.is_hurried() ? milliseconds(0) : within(spread));
-    if (m.api) {
-        m.api->wind_down();
-        m.wait_unless_hurried(within(in_flight), [&] { return m.api->idle(); });
-        m.health->forget(m.api->heartbeats());
-        m.api->stop(milliseconds(0));
-    }
-    m.health->set_listening(false);
-
-    // 3. The WebSocket clients' turns (a second signal: all of them now), then the close handshakes.
-    if (m.ws) {
-        const milliseconds close_wait(2000);  // ws close_timeout_ms: the last one's answer
-        if (!m.wait_unless_hurried(within(spread + close_wait), [&] { return m.ws->open_connections() == 0; }))
-            m.ws->hurry();
-    }
-    // 4. MQC takes nothing more; in-flight handlers finish and their outcome is committed. After the WebSocket
-    // clients: until their turn came they could still push (the writer runs until here).
-    if (m.queue && cfg.boolean("mqc.enabled")) {
-        m.health->forget(m.queue->heartbeats());
-        m.queue->stop(m.is_hurried() ? milliseconds(0) : within(in_flight));
-    }
-    if (m.admin) m.admin->stop(within(in_flight));
-    m.finish_stop(milliseconds(0));
-    Logger().info("drained");
 }
 
 }  // namespace hydra

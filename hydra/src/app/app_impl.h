@@ -60,7 +60,7 @@ struct App::Impl {
     std::vector<std::string> banner;               // one line per started server, printed by `hydra run`
 
     Router& routes_for(Listener listener) { return listener == Listener::admin ? admin_routes : api_routes; }
-    // Waits until `done()` or `limit` passed or hurry() was called (true only when done).
+    // Waits until `done()` or `limit` passed or hurry() was called (true only when done; no `done`: the time).
     bool wait_unless_hurried(std::chrono::milliseconds limit, const std::function<bool()>& done);
     bool is_hurried();
     // The end of stop() and drain(), the listeners stopped: the queue (consumers get `queue_grace`), the WS

@@ -144,8 +144,8 @@ Json parse_file(const std::string& text, const std::string& file) {
         // nlohmann's what() is "[json.exception.parse_error.101] parse error at line 1, column 2: <reason>".
         std::string reason = e.what();
         if (auto colon = reason.find(": "); colon != std::string::npos) reason.erase(0, colon + 2);
-        static constexpr std::string_view noise = "syntax error while parsing ";
-        if (reason.compare(0, noise.size(), noise) == 0) reason.erase(0, noise.size());
+        static constexpr std::string_view kNoise = "syntax error while parsing ";
+        if (reason.compare(0, kNoise.size(), kNoise) == 0) reason.erase(0, kNoise.size());
         throw ConfigError(file + ": invalid JSON at line " + std::to_string(line) + ", column " +
                           std::to_string(column) + ": " + reason);
     }

@@ -1,7 +1,8 @@
-// Context accessors and the middleware chain, shared by the API, WS and MQC servers.
+// Context accessors, shared by the API, WS and MQC servers.
 #include <hydra/context.h>
+#include <hydra/testing.h>
 
-#include <hydra/handler.h>
+#include "core/context_access.h"
 #include "net/client_limits.h"
 
 #include <algorithm>
@@ -10,6 +11,8 @@
 namespace hydra {
 
 Context::Context(Init init) : init_(std::move(init)), log_(init_.request_id) {}
+
+Context testing::make_context(Context::Init init) { return detail::ContextAccess::make(std::move(init)); }
 
 const Json& Context::params() const {
     static const Json empty = Json::object();
@@ -49,8 +52,8 @@ std::optional<std::string> Context::header(std::string_view name) const {
     return it->second;
 }
 
-const HeaderMap& Context::headers() const {
-    static const HeaderMap kNone;
+const Headers& Context::headers() const {
+    static const Headers kNone;
     return init_.headers ? *init_.headers : kNone;
 }
 
@@ -117,16 +120,6 @@ void QueueRef::push_batch(std::string_view queue, std::span<const std::string> p
     } catch (const QueueError& e) {
         throw caller_error(e);
     }
-}
-
-Result run_chain(const std::vector<Middleware>& chain, Context& ctx, const Handler& handler) {
-    if (chain.empty()) return handler(ctx);
-    // Index-based recursion: each middleware's next() runs the rest of the chain.
-    std::function<Result(std::size_t)> step = [&](std::size_t i) -> Result {
-        if (i == chain.size()) return handler(ctx);
-        return chain[i](ctx, [&step, i] { return step(i + 1); });
-    };
-    return step(0);
 }
 
 const std::string& Context::peer_address() const {

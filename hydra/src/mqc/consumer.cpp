@@ -5,9 +5,9 @@
 #include <algorithm>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <thread>
-#include <unordered_set>
 #include <vector>
 
 #include <hydra/log.h>
@@ -52,13 +52,15 @@ struct RouteMetrics {
     metrics::Histogram& duration;
 };
 
-// The kOrderKeyHeader header of a delivered message ("" when none). SQLite's headers are decoded on the handler
+// The kOrderKeyHeader header of a delivered message as a hash (0: none). SQLite's headers are decoded on the handler
 // thread, unless they hold an order key: a cheap look first.
-std::string order_key_of(Delivery& d) {
-    if (d.message.headers.empty() && d.stored_headers.find(kOrderKeyHeader) == std::string::npos) return {};
+std::size_t order_key_of(Delivery& d) {
+    if (d.message.headers.empty() && d.stored_headers.find(kOrderKeyHeader) == std::string::npos) return 0;
     queue::decode_headers(d);
     auto it = d.message.headers.find(std::string(kOrderKeyHeader));
-    return it == d.message.headers.end() ? std::string() : it->second;
+    if (it == d.message.headers.end()) return 0;
+    const std::size_t hash = std::hash<std::string>{}(it->second);
+    return hash == 0 ? 1 : hash;
 }
 
 // One subscription: what the backend delivered waits in `waiting_` (oldest first), `concurrency` handler threads
@@ -195,7 +197,7 @@ class Lane final : public queue::Sink {
     std::deque<Delivery>::iterator next_ready() {
         if (busy_keys_.empty()) return waiting_.begin();
         return std::find_if(waiting_.begin(), waiting_.end(), [&](const Delivery& d) {
-            return d.order_key.empty() || !busy_keys_.contains(d.order_key);
+            return d.order_key == 0 || std::find(busy_keys_.begin(), busy_keys_.end(), d.order_key) == busy_keys_.end();
         });
     }
 
@@ -214,7 +216,7 @@ class Lane final : public queue::Sink {
                 if (stopping_) return;
                 d = std::move(*next);
                 waiting_.erase(next);
-                if (!d.order_key.empty()) busy_keys_.insert(d.order_key);
+                if (d.order_key != 0) busy_keys_.push_back(d.order_key);
                 ++running_;
                 // Not due yet: in held_ from the moment it leaves waiting_, so that a release_if() (a revoke) never
                 // misses it.
@@ -224,7 +226,7 @@ class Lane final : public queue::Sink {
                 }
                 if (wanted()) wanted_cv_.notify_one();
             }
-            const std::string key = d.order_key;  // d may go back to waiting_ (a Kafka retry keeps its place)
+            const std::size_t key = d.order_key;  // d may go back to waiting_ (a Kafka retry keeps its place)
             if (ready(held))
                 handle(d);
             else
@@ -233,7 +235,10 @@ class Lane final : public queue::Sink {
                 std::lock_guard lock(mutex_);
                 --running_;
                 // What waited for this key may go now.
-                if (!key.empty() && busy_keys_.erase(key) > 0 && !waiting_.empty()) work_cv_.notify_one();
+                if (key != 0) {
+                    busy_keys_.erase(std::find(busy_keys_.begin(), busy_keys_.end(), key));
+                    if (!waiting_.empty()) work_cv_.notify_one();
+                }
                 if (wanted()) wanted_cv_.notify_one();  // the backend may wait for an idle handler
                 if (running_ == 0 && stopping_) idle_cv_.notify_all();
             }
@@ -298,15 +303,15 @@ class Lane final : public queue::Sink {
     std::unique_ptr<RouteMetrics> metrics_;
 
     std::mutex mutex_;
-    std::condition_variable work_cv_;            // handler threads: messages arrived, or stop
-    std::condition_variable wanted_cv_;          // the backend: room for more
-    std::condition_variable wake_cv_;            // held messages: stop, or released
-    std::condition_variable idle_cv_;            // wait_idle(): the last running handler finished
-    bool warned_ = false;                        // wait_idle() logged the handlers past the grace period
-    std::deque<Delivery> waiting_;               // delivered, not started, oldest first
-    std::vector<Held*> held_;                    // taken by a handler thread, not due yet
-    int running_ = 0;                            // handler threads with a message
-    std::unordered_set<std::string> busy_keys_;  // order keys of the messages handler threads hold
+    std::condition_variable work_cv_;     // handler threads: messages arrived, or stop
+    std::condition_variable wanted_cv_;   // the backend: room for more
+    std::condition_variable wake_cv_;     // held messages: stop, or released
+    std::condition_variable idle_cv_;     // wait_idle(): the last running handler finished
+    bool warned_ = false;                 // wait_idle() logged the handlers past the grace period
+    std::deque<Delivery> waiting_;        // delivered, not started, oldest first
+    std::vector<Held*> held_;             // taken by a handler thread, not due yet
+    int running_ = 0;                     // handler threads with a message
+    std::vector<std::size_t> busy_keys_;  // order keys of the messages handler threads hold
     bool stopping_ = false;
     std::vector<std::thread> threads_;
 };

@@ -7,6 +7,8 @@
 #include <hydra/context.h>
 #include <hydra/log.h>
 
+#include "core/context_access.h"
+
 namespace hydra::mqc {
 
 std::vector<MqcRoute> resolve_routes(std::vector<MqcRoute> registered, const Config& config) {
@@ -49,7 +51,7 @@ std::optional<std::string> run(const Handler& handler, const std::string& route,
     init.path = route;
     init.route = route;
     init.body = m.payload;
-    auto headers = std::make_shared<HeaderMap>();
+    auto headers = std::make_shared<Headers>();
     for (const auto& [k, v] : m.headers) {
         std::string key = k;
         std::transform(key.begin(), key.end(), key.begin(), [](unsigned char c) { return std::tolower(c); });
@@ -62,7 +64,7 @@ std::optional<std::string> run(const Handler& handler, const std::string& route,
     if (params.is_object()) init.params = std::move(params);
     init.queue = queue;
     init.exchange = exchange;
-    Context ctx(std::move(init));
+    Context ctx = detail::ContextAccess::make(std::move(init));
     const auto started = std::chrono::steady_clock::now();
     Result result = handler(ctx);
     if (result.is_error()) return result.text();

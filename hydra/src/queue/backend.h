@@ -15,6 +15,19 @@
 #include "metrics/metrics.h"
 #include "net/heartbeat.h"
 
+namespace hydra {
+
+// A queued message as the consumer sees it (an MQC handler sees it as its Context).
+struct Message {
+    std::string id;
+    std::string queue;
+    std::string payload;
+    Headers headers;
+    int attempt = 1;  // 1 on first delivery
+};
+
+}  // namespace hydra
+
 namespace hydra::queue {
 
 // One message handed to a consumer, to be settled exactly once: Backend::ack, retry, dead_letter or release.
@@ -29,7 +42,9 @@ struct Delivery {
     std::int64_t visible_at_ms = 0;
     // Not started by then, it is released instead of handled: its lease might run out before its handler finished.
     std::chrono::steady_clock::time_point stale_after = std::chrono::steady_clock::time_point::max();
-    std::string order_key;  // the consumer's: the kOrderKeyHeader header, taken when delivered
+    // The consumer's: the kOrderKeyHeader header as a hash, taken when delivered (0: none). Two keys with one hash
+    // only wait for each other.
+    std::size_t order_key = 0;
 };
 
 // message.headers from stored_headers (a no-op when that is empty).

@@ -137,7 +137,7 @@ struct WsServer::Connection : EventLoop::Handler {
     std::string uuid;
     std::string path;
     const WsEndpoint* endpoint = nullptr;  // nullptr on the service path "/"
-    std::shared_ptr<const HeaderMap> headers;
+    std::shared_ptr<const Headers> headers;
     std::shared_ptr<const Json> claims;  // ws.auth=jwt: the token's claims (replaced by a refresh)
 };
 

@@ -4,6 +4,8 @@
 #include <functional>
 #include <optional>
 
+#include "core/chain.h"
+#include "core/context_access.h"
 #include "ws/loop.h"
 
 namespace hydra::ws {
@@ -90,7 +92,7 @@ std::optional<Reply> handle_message(const WsRoutes& routes, const WsEndpoint* en
         if (!handler) return std::nullopt;
     }
 
-    Context ctx(std::move(init));
+    Context ctx = detail::ContextAccess::make(std::move(init));
     Result result;
     const auto started = metrics ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
     try {

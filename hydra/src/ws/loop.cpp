@@ -11,6 +11,8 @@
 
 #include <hydra/log.h>
 
+#include "core/context_access.h"
+
 namespace hydra::ws {
 
 WsServer::Metrics::Metrics(metrics::Registry& r, const WsRoutes& routes)
@@ -242,7 +244,7 @@ void WsServer::Loop::report_error(const Connection& c, const std::string& error)
     Context::Init init = server.context_for(c.path, c.uuid, c.headers, c.uuid, c.ip, c.claims);
     const WsEndpoint* endpoint = c.endpoint;
     server.workers_->post([endpoint, init = std::move(init), error]() mutable {
-        Context ctx(std::move(init));
+        Context ctx = detail::ContextAccess::make(std::move(init));
         endpoint->on_error(ctx, error);
     });
 }
@@ -292,7 +294,7 @@ void WsServer::Loop::destroy(Connection& c, std::uint16_t code, const std::strin
             WsServer* srv = &server;
             server.workers_->post([srv, endpoint, init = std::move(init), code, reason]() mutable {
                 std::string uuid = init.uuid;
-                Context ctx(std::move(init));
+                Context ctx = detail::ContextAccess::make(std::move(init));
                 try {
                     endpoint->on_close(ctx, code, reason);
                 } catch (const std::exception& e) {

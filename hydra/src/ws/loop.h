@@ -71,7 +71,7 @@ struct WsServer::Loop : EventLoop::Handler {
     void handle_handshake(Connection& c);
     bool origin_allowed(const UpgradeRequest& req) const;
     // The uuid the request may claim under ws.client_uuid ("" = none): a trusted X-Request-Id or a resume token's.
-    std::string claimed_uuid(const UpgradeRequest& req, const HeaderMap& headers) const;
+    std::string claimed_uuid(const UpgradeRequest& req, const Headers& headers) const;
     void register_uuid(Connection& c, const std::string& claimed);
     void accept_upgrade(Connection& c);
     void reject_upgrade(Connection& c, int status, const std::string& reason, const HttpHeaders& extra = {});

@@ -5,6 +5,8 @@
 
 #include <hydra/log.h>
 
+#include "core/chain.h"
+#include "core/context_access.h"
 #include "core/request_id.h"
 #include "http/target.h"
 #include "ws/dispatch.h"
@@ -98,8 +100,8 @@ void WsServer::Loop::handle_handshake(Connection& c) {
     if (jwt && !authenticate(c, req)) return;
     c.in.erase(0, p.consumed);  // what is left are the first frames
 
-    auto kept = std::make_shared<HeaderMap>();
-    HeaderMap all;
+    auto kept = std::make_shared<Headers>();
+    Headers all;
     for (const auto& [name, value] : req.headers) {
         std::string key = lower(name);
         // The token is not kept: ctx.claims() has what it said.
@@ -123,7 +125,7 @@ void WsServer::Loop::handle_handshake(Connection& c) {
     // Connection middleware and on_open may block (auth calls): run them on a worker, then come back.
     c.state = Connection::State::upgrading;
     Context::Init init =
-        server.context_for(path, c.uuid, std::make_shared<const HeaderMap>(std::move(all)), c.uuid, c.ip, c.claims);
+        server.context_for(path, c.uuid, std::make_shared<const Headers>(std::move(all)), c.uuid, c.ip, c.claims);
     init.method = "GET";
     init.params = Json::object();
     try {
@@ -134,7 +136,7 @@ void WsServer::Loop::handle_handshake(Connection& c) {
     WsServer* srv = &server;
     std::uint64_t id = c.id;
     server.workers_->post([srv, id, endpoint, init = std::move(init), loop_index = index]() mutable {
-        Context ctx(std::move(init));
+        Context ctx = detail::ContextAccess::make(std::move(init));
         Result result;
         try {
             hydra::Handler final =
@@ -158,7 +160,7 @@ void WsServer::Loop::handle_handshake(Connection& c) {
     });
 }
 
-std::string WsServer::Loop::claimed_uuid(const UpgradeRequest& req, const HeaderMap& headers) const {
+std::string WsServer::Loop::claimed_uuid(const UpgradeRequest& req, const Headers& headers) const {
     using ClientUuid = Settings::ClientUuid;
     const Settings& s = settings();
     if (s.client_uuid == ClientUuid::request_id) {

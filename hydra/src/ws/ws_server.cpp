@@ -46,7 +46,7 @@ WsServer::Settings WsServer::Settings::from(const Config& config) {
 }
 
 Context::Init WsServer::context_for(const std::string& path, const std::string& uuid,
-                                    std::shared_ptr<const HeaderMap> headers, std::string request_id,
+                                    std::shared_ptr<const Headers> headers, std::string request_id,
                                     std::optional<ClientKey> peer, std::shared_ptr<const Json> claims) const {
     Context::Init init;
     init.kind = ServerKind::ws;

@@ -117,7 +117,7 @@ class WsServer : public Delivery {
 
     // The Context of a connection's event (message, error, close) as handlers see it.
     Context::Init context_for(const std::string& path, const std::string& uuid,
-                              std::shared_ptr<const HeaderMap> headers, std::string request_id,
+                              std::shared_ptr<const Headers> headers, std::string request_id,
                               std::optional<ClientKey> peer = std::nullopt,
                               std::shared_ptr<const Json> claims = nullptr) const;
 

@@ -281,11 +281,11 @@ bool TopicKeeper::settled() const {
 
 void TopicKeeper::run() {
     std::unique_lock lock(mutex_);
-    constexpr Clock::time_point never = Clock::time_point::max();
-    Clock::time_point retry_at = never;  // (not an optional: GCC's -O2 warns it may be read uninitialised)
+    constexpr Clock::time_point kNever = Clock::time_point::max();
+    Clock::time_point retry_at = kNever;  // (not an optional: GCC's -O2 warns it may be read uninitialised)
     while (!stop_) {
         auto due = [&] { return stop_ || fresh_ || Clock::now() >= retry_at; };
-        if (retry_at != never)
+        if (retry_at != kNever)
             cv_.wait_until(lock, retry_at, due);
         else
             cv_.wait(lock, due);
@@ -318,7 +318,7 @@ void TopicKeeper::run() {
                 Logger().debug(message);
         }
         if (pending_.empty())
-            retry_at = never;
+            retry_at = kNever;
         else
             retry_at = Clock::now() + settings_.retry;
     }

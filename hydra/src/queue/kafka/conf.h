@@ -11,7 +11,7 @@
 namespace hydra::queue::kafka {
 
 // A delayed message's visible time (ms since the epoch): Kafka has no delayed delivery, the consumer holds it.
-constexpr const char* visible_at_header = "hydra-visible-at";
+constexpr const char* kVisibleAtHeader = "hydra-visible-at";
 
 // Throws std::runtime_error "queue: kafka: <what>".
 [[noreturn]] void config_error(const std::string& what);

@@ -13,19 +13,19 @@ using namespace std::chrono_literals;
 
 namespace {
 
-constexpr const char* error_header = "hydra-error";
-constexpr const char* attempts_header = "hydra-attempts";
+constexpr const char* kErrorHeader = "hydra-error";
+constexpr const char* kAttemptsHeader = "hydra-attempts";
 
 // consume() timeout: how long the poll thread waits for messages before serving the consumer queue (rebalances,
 // commit results: librdkafka has no wait on both queues at once), and so how soon it notices a stop (the C++
 // Queue has no yield()).
-constexpr auto poll_interval = 100ms;
-constexpr auto commit_interval = 200ms;  // async commits of settled work at most this often
+constexpr auto kPollInterval = 100ms;
+constexpr auto kCommitInterval = 200ms;  // async commits of settled work at most this often
 // How long a revoke waits for running handlers of the revoked partitions before giving them up (their messages
 // are then redelivered to the new owner). The group's rebalance waits for us meanwhile.
-constexpr auto revoke_grace = 10s;
+constexpr auto kRevokeGrace = 10s;
 // Between attempts to produce a dead letter.
-constexpr auto dead_letter_pause = 1s;
+constexpr auto kDeadLetterPause = 1s;
 
 Headers headers_of(RdKafka::Message& message) {
     Headers headers;
@@ -40,7 +40,7 @@ Headers headers_of(RdKafka::Message& message) {
 
 // The ms-since-epoch time of the "hydra-visible-at" header; 0 when absent or unreadable.
 std::int64_t visible_at_of(const Headers& headers) {
-    auto it = headers.find(visible_at_header);
+    auto it = headers.find(kVisibleAtHeader);
     if (it == headers.end()) return 0;
     std::int64_t value = 0;
     auto [end, ec] = std::from_chars(it->second.data(), it->second.data() + it->second.size(), value);
@@ -189,7 +189,7 @@ void Consumer::poll_loop() {
             }
             std::size_t room = sink.room();
             if (room > 0) {
-                std::unique_ptr<RdKafka::Message> message(messages_->consume(static_cast<int>(poll_interval.count())));
+                std::unique_ptr<RdKafka::Message> message(messages_->consume(static_cast<int>(kPollInterval.count())));
                 handle(*message);
                 // Take what else is fetched already (while there is room) before serving the consumer queue.
                 while (message->err() == RdKafka::ERR_NO_ERROR && taken_.size() < room) {
@@ -201,16 +201,16 @@ void Consumer::poll_loop() {
             } else {
                 serve_consumer_queue();
                 // Timed: the consumer queue needs serving meanwhile. A stop wakes it (the sink stops).
-                sink.wait_wanted(Clock::now() + poll_interval);
+                sink.wait_wanted(Clock::now() + kPollInterval);
             }
             if (!taken_.empty()) sink.deliver(taken_);  // taken from the consumer queue
-            if (Clock::now() - last_commit >= commit_interval) {
+            if (Clock::now() - last_commit >= kCommitInterval) {
                 commit(false, all_partitions());
                 last_commit = Clock::now();
             }
         } catch (const std::exception& e) {
             Logger().error("queue: kafka consumer " + topic_ + ": " + e.what());
-            std::this_thread::sleep_for(poll_interval);  // a pause before trying again, not spinning on an error
+            std::this_thread::sleep_for(kPollInterval);  // a pause before trying again, not spinning on an error
         }
     }
     try {
@@ -311,8 +311,8 @@ void Consumer::retry(Delivery& d, std::int64_t at_ms) {
 void Consumer::dead_letter(Delivery& d, const std::string& error) {
     const Message& message = d.message;
     Headers headers = message.headers;
-    headers[error_header] = error;
-    headers[attempts_header] = std::to_string(message.attempt);
+    headers[kErrorHeader] = error;
+    headers[kAttemptsHeader] = std::to_string(message.attempt);
     for (;;) {
         try {
             producer_.send(topic_ + ".dlq", message.payload, headers);
@@ -322,7 +322,7 @@ void Consumer::dead_letter(Delivery& d, const std::string& error) {
         } catch (const QueueError& e) {
             Logger().error("mqc: " + sub_.queue + " message " + message.id + ": " + e.what());
         }
-        if (!wait_until(Clock::now() + dead_letter_pause, *partition_of(d))) return settle(d, false);
+        if (!wait_until(Clock::now() + kDeadLetterPause, *partition_of(d))) return settle(d, false);
     }
 }
 
@@ -375,7 +375,7 @@ void Consumer::revoke(const std::vector<RdKafka::TopicPartition*>& revoked, bool
     sub_.sink->release_if([](const Delivery& d) { return partition_of(d)->revoked.load(); });
     {
         std::unique_lock lock(mutex_);
-        auto deadline = stopping_ ? deadline_ : Clock::now() + revoke_grace;
+        auto deadline = stopping_ ? deadline_ : Clock::now() + kRevokeGrace;
         settled_cv_.wait_until(lock, deadline, [&] {
             return std::all_of(gone.begin(), gone.end(), [](const auto& p) { return p.second->outstanding == 0; });
         });

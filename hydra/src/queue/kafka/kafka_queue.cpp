@@ -9,7 +9,7 @@
 namespace hydra::queue {
 
 using kafka::config_error;
-using kafka::visible_at_header;
+using kafka::kVisibleAtHeader;
 
 KafkaQueue::Settings KafkaQueue::Settings::from(const Config& config) {
     Settings settings;
@@ -78,7 +78,7 @@ void KafkaQueue::push(std::string_view queue, std::string_view payload, const He
     ensure_topic(topic);
     if (delay.count() <= 0) return producer_->send(topic, payload, headers);
     Headers delayed = headers;
-    delayed[visible_at_header] = std::to_string(now_ms() + delay.count());
+    delayed[kVisibleAtHeader] = std::to_string(now_ms() + delay.count());
     producer_->send(topic, payload, delayed);
 }
 
@@ -95,7 +95,7 @@ void KafkaQueue::push_async(std::string_view queue, std::string_view payload, co
     ensure_topic(topic);
     if (delay.count() <= 0) return producer_->send_async(topic, payload, headers, std::move(done));
     Headers delayed = headers;
-    delayed[visible_at_header] = std::to_string(now_ms() + delay.count());
+    delayed[kVisibleAtHeader] = std::to_string(now_ms() + delay.count());
     producer_->send_async(topic, payload, delayed, std::move(done));
 }
 

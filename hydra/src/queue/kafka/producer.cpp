@@ -10,8 +10,8 @@ using namespace std::chrono_literals;
 
 namespace {
 
-constexpr auto poll_interval = 100ms;      // the poll thread's longest wait for librdkafka's events
-constexpr auto fatal_retry_interval = 1s;  // a fatal producer is replaced at most this often
+constexpr auto kPollInterval = 100ms;     // the poll thread's longest wait for librdkafka's events
+constexpr auto kFatalRetryInterval = 1s;  // a fatal producer is replaced at most this often
 
 QueueError push_error(const std::string& topic, const std::string& reason) {
     return QueueError("queue: push to " + topic + " failed: " + reason, true);
@@ -213,11 +213,11 @@ std::shared_ptr<RdKafka::Producer> Producer::current() {
 
 // An idempotent producer that hit a fatal error (e.g. a sequence desynchronization with the broker) refuses
 // every further message: replace it by a fresh one, and let the poll thread fail what the old one still
-// holds. False when `broken` cannot be replaced yet (replaced less than fatal_retry_interval ago).
+// holds. False when `broken` cannot be replaced yet (replaced less than kFatalRetryInterval ago).
 bool Producer::replace(const std::shared_ptr<RdKafka::Producer>& broken) {
     std::lock_guard lock(mutex_);
     if (handle_ != broken) return true;  // another thread did it
-    if (Clock::now() - replaced_at_ < fatal_retry_interval) return false;
+    if (Clock::now() - replaced_at_ < kFatalRetryInterval) return false;
     std::string reason;
     broken->fatal_error(reason);
     try {
@@ -266,7 +266,7 @@ void Producer::poll_loop() {
         beat(beat_);
         try {
             std::shared_ptr<RdKafka::Producer> handle = current();
-            handle->poll(static_cast<int>(poll_interval.count()));
+            handle->poll(static_cast<int>(kPollInterval.count()));
             expire_async();
             std::string reason;
             if (handle->fatal_error(reason) != RdKafka::ERR_NO_ERROR) replace(handle);
@@ -284,7 +284,7 @@ void Producer::poll_loop() {
             }
         } catch (const std::exception& e) {
             Logger().error(std::string("queue: kafka producer poll: ") + e.what());
-            std::this_thread::sleep_for(poll_interval);  // a pause before trying again, not spinning on an error
+            std::this_thread::sleep_for(kPollInterval);  // a pause before trying again, not spinning on an error
         }
     }
 }
