@@ -116,9 +116,8 @@ class WsServer : public Delivery {
     std::shared_ptr<const Live> live() const { return live_.load(); }
 
     // The Context of a connection's event (message, error, close) as handlers see it.
-    Context::Init context_for(const std::string& path, const std::string& uuid,
-                              std::shared_ptr<const Headers> headers, std::string request_id,
-                              std::optional<ClientKey> peer = std::nullopt,
+    Context::Init context_for(const std::string& path, const std::string& uuid, std::shared_ptr<const Headers> headers,
+                              std::string request_id, std::optional<ClientKey> peer = std::nullopt,
                               std::shared_ptr<const Json> claims = nullptr) const;
 
     Settings settings_;
