@@ -10,6 +10,7 @@
 
 #include "cluster/cluster_exchange.h"
 #include "services/admin/exchange_api.h"
+#include "support/host.h"
 #include "support/http.h"
 #include "support/kafka_mock.h"
 #include "support/wait.h"
@@ -65,11 +66,7 @@ struct TwoHosts {
     }
 };
 
-Json next_json(WsClient& c, std::chrono::milliseconds timeout = 20s) {
-    WsMessage m = c.receive(timeout);
-    BOOST_REQUIRE_MESSAGE(m.type == WsMessage::Type::text, "expected a text message, got " << m.type << " " << m.data);
-    return Json::parse(m.data);
-}
+Json next_json(WsClient& c, std::chrono::milliseconds timeout = 20s) { return test::next_json(c, timeout); }
 
 // A WS exchange with no server behind it: the local side of a cluster exchange that holds no connection.
 struct NoDelivery : hydra::ws::Delivery {

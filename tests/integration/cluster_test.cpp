@@ -10,6 +10,7 @@
 #include <hydra/json.h>
 #include <hydra/ws_client.h>
 
+#include "support/host.h"
 #include "support/http.h"
 #include "support/kafka_mock.h"
 #include "support/metrics.h"
@@ -24,44 +25,20 @@ using namespace std::chrono_literals;
 
 namespace {
 
-struct Host {
-    std::unique_ptr<test::ChildProcess> process;
-    std::string api;
-    std::string admin;  // the admin listener (the exchange's /v1/... endpoints)
-    int ws_port = 0;
-
-    Host(const std::string& node, const std::string& brokers, const std::vector<std::string>& extra = {}) {
-        std::vector<std::string> args = {HYDRA_BINARY, "run",
-                                         "--env",      "dev",
-                                         "--set",      "api.address=127.0.0.1:0",
-                                         "--set",      "admin.address=127.0.0.1:0",
-                                         "--set",      "ws.address=127.0.0.1:0",
-                                         "--set",      "log.level=warn",
-                                         "--set",      "queue.backend=kafka",
-                                         "--set",      "queue.kafka.brokers=" + brokers,
-                                         "--set",      "queue.kafka.properties.session.timeout.ms=6000",
-                                         "--set",      "cluster.node_id=" + node,
-                                         "--set",      "ws.client_uuid=request_id",  // clients name themselves
-                                         "--set",      "services.push.database=" + test::temp_path(node + "-push.db")};
-        args.insert(args.end(), extra.begin(), extra.end());
-        process = std::make_unique<test::ChildProcess>(args, std::string(HYDRA_SOURCE_DIR));
-        auto api_port = process->wait_for_stdout(R"(api listening on http://127\.0\.0\.1:(\d+))", 60s);
-        auto ws = process->wait_for_stdout(R"(ws listening on ws://127\.0\.0\.1:(\d+))", 60s);
-        auto admin_port = process->wait_for_stdout(R"(admin listening on http://127\.0\.0\.1:(\d+))", 60s);
-        BOOST_REQUIRE_MESSAGE(api_port && ws && admin_port, "hydra " + node + " did not start: " + process->err());
-        api = "127.0.0.1:" + *api_port;
-        admin = "127.0.0.1:" + *admin_port;
-        ws_port = std::stoi(*ws);
-    }
-    ~Host() {
-        if (!process) return;
-        process->signal(SIGTERM);
-        process->wait(30s);
-    }
-    WsClient connect(const std::string& path, const std::string& uuid = {}) {
-        std::map<std::string, std::string> headers;
-        if (!uuid.empty()) headers["X-Request-Id"] = uuid;
-        return WsClient::connect("127.0.0.1", ws_port, path, headers);
+// One host of the cluster: the real binary on Kafka (clients name themselves with X-Request-Id).
+struct Host : test::Host {
+    Host(const std::string& node, const std::string& brokers, const std::vector<std::string>& extra = {})
+        : test::Host(args(node, brokers, extra), {.start = 60s, .stop = 30s}) {}
+    static std::vector<std::string> args(const std::string& node, const std::string& brokers,
+                                         const std::vector<std::string>& extra) {
+        std::vector<std::string> a = {"--set", "queue.backend=kafka",
+                                      "--set", "queue.kafka.brokers=" + brokers,
+                                      "--set", "queue.kafka.properties.session.timeout.ms=6000",
+                                      "--set", "cluster.node_id=" + node,
+                                      "--set", "ws.client_uuid=request_id",
+                                      "--set", "services.push.database=" + test::temp_path(node + "-push.db")};
+        a.insert(a.end(), extra.begin(), extra.end());
+        return a;
     }
     // The cluster-wide connection count this host sees (its own plus the others' presence).
     int connections() {
@@ -76,11 +53,7 @@ struct Host {
     }
 };
 
-Json next_json(WsClient& c, std::chrono::milliseconds timeout = 20s) {
-    WsMessage m = c.receive(timeout);
-    BOOST_REQUIRE_MESSAGE(m.type == WsMessage::Type::text, "expected a text message, got " << m.type << " " << m.data);
-    return Json::parse(m.data);
-}
+Json next_json(WsClient& c, std::chrono::milliseconds timeout = 20s) { return test::next_json(c, timeout); }
 
 }  // namespace
 
@@ -162,9 +135,7 @@ BOOST_AUTO_TEST_CASE(a_host_that_dies_leaves_the_others_working) {
     WsClient on_b = b->connect("/", "client-on-b");
     BOOST_REQUIRE(a.wait_connections(1));
 
-    b->process->signal(SIGKILL);
-    b->process->wait(10s);
-    b->process.reset();
+    b->kill();
     // B's client is gone with it: A stops routing to B once B's heartbeats stop
     BOOST_CHECK(a.wait_connections(0, 30s));
 

@@ -20,6 +20,7 @@
 #include <hydra/json.h>
 #include <hydra/ws_client.h>
 
+#include "support/host.h"
 #include "support/http.h"
 #include "support/kafka_mock.h"
 #include "support/process.h"
@@ -28,7 +29,6 @@
 
 using hydra::Json;
 using hydra::WsClient;
-using hydra::WsMessage;
 using namespace std::chrono_literals;
 
 namespace {
@@ -43,37 +43,14 @@ std::vector<std::string> kafka_args(const std::string& brokers, const std::strin
             "--set", "cluster.node_id_file=" + node_id_file};
 }
 
-// `hydra run` on Kafka without cluster.node_id.
-struct Host {
-    std::unique_ptr<test::ChildProcess> process;
-    std::string api;
-    int ws_port = 0;
-
-    Host(const std::string& brokers, const std::string& node_id_file, const std::vector<std::string>& extra = {}) {
-        std::vector<std::string> args = {HYDRA_BINARY, "run"};
-        for (const auto& a : kafka_args(brokers, node_id_file)) args.push_back(a);
-        for (const std::string& set :
-             std::vector<std::string>{"api.address=127.0.0.1:0", "admin.address=127.0.0.1:0", "ws.address=127.0.0.1:0",
-                                      "log.level=debug", "services.push.database=" + test::temp_path("push.db")}) {
-            args.push_back("--set");
-            args.push_back(set);
-        }
-        args.insert(args.end(), extra.begin(), extra.end());
-        process = std::make_unique<test::ChildProcess>(args, std::string(HYDRA_SOURCE_DIR));
-        auto api_port = process->wait_for_stdout(R"(api listening on http://127\.0\.0\.1:(\d+))", 60s);
-        auto ws = process->wait_for_stdout(R"(ws listening on ws://127\.0\.0\.1:(\d+))", 60s);
-        BOOST_REQUIRE_MESSAGE(api_port && ws, "hydra did not start: " + process->err());
-        api = "127.0.0.1:" + *api_port;
-        ws_port = std::stoi(*ws);
-    }
-    ~Host() { stop(); }
-    void stop() {
-        if (!process) return;
-        process->signal(SIGTERM);
-        BOOST_CHECK_EQUAL(process->wait(30s).value_or(-1), 0);
-    }
-    bool logged(const std::string& pattern, std::chrono::milliseconds timeout = 30s) {
-        return process->wait_for_stderr(pattern, timeout).has_value();
+// `hydra run` on Kafka without cluster.node_id, its log at debug level.
+struct Host : test::Host {
+    Host(const std::string& brokers, const std::string& node_id_file, const std::vector<std::string>& extra = {})
+        : test::Host(args(kafka_args(brokers, node_id_file), extra), {.start = 60s, .stop = 30s}) {}
+    static std::vector<std::string> args(std::vector<std::string> kafka, const std::vector<std::string>& extra) {
+        kafka.insert(kafka.end(), {"--set", "log.level=debug"});
+        kafka.insert(kafka.end(), extra.begin(), extra.end());
+        return kafka;
     }
 };
 
@@ -144,11 +121,7 @@ Run run(std::vector<std::string> args) {
     return {status, p.out(), p.err()};
 }
 
-Json next_json(WsClient& c, std::chrono::milliseconds timeout = 40s) {
-    WsMessage m = c.receive(timeout);
-    BOOST_REQUIRE_MESSAGE(m.type == WsMessage::Type::text, "expected a text message, got " << m.type << " " << m.data);
-    return Json::parse(m.data);
-}
+Json next_json(WsClient& c, std::chrono::milliseconds timeout = 40s) { return test::next_json(c, timeout); }
 
 }  // namespace
 
@@ -183,7 +156,7 @@ BOOST_AUTO_TEST_CASE(a_host_asks_for_its_topics_as_configured_and_works_where_th
     BOOST_CHECK(!std::regex_search(host.process->err(), std::regex("has cleanup.policy=")));
 
     // The host works all the same: /msg/send → the Kafka queue → MQC → alice's connection.
-    WsClient alice = WsClient::connect("127.0.0.1", host.ws_port, "/");
+    WsClient alice = host.connect("/");
     alice.send_text(R"({"service":"/member/login","uname":"alice","pwd":"alice-pw"})");
     BOOST_CHECK_EQUAL(next_json(alice)["code"], 200);
     auto r = test::http(host.api, "POST", "/msg/send", R"({"uname":"alice","msg":"through kafka"})");

@@ -11,6 +11,7 @@
 #include <hydra/ws_client.h>
 
 #include "support/http.h"
+#include "support/sqlite.h"
 #include "support/temp.h"
 #include "support/wait.h"
 
@@ -31,11 +32,6 @@ hydra::Config config(const std::string& db, std::vector<std::string> sets = {}) 
 int ws_port(const hydra::App& app) {
     std::string a = app.ws_address();
     return std::stoi(a.substr(a.rfind(':') + 1));
-}
-
-std::int64_t rows(const std::string& db, const std::string& table) {
-    SQLite::Database d(db, SQLite::OPEN_READONLY);
-    return d.execAndGet("SELECT COUNT(*) FROM " + table).getInt64();
 }
 
 }  // namespace
@@ -97,13 +93,12 @@ BOOST_AUTO_TEST_CASE(failing_handler_is_retried_then_dead_lettered) {
                 {.queue = "t:fail"});
         app.start(config(db));
         app.queue()->push("t:fail", R"({"n":1})");
-        BOOST_CHECK(test::wait_until([&] { return rows(db, "dead_letters") > 0; }));
+        BOOST_CHECK(test::wait_until([&] { return test::row_count(db, "dead_letters") > 0; }));
         app.stop();
     }
     BOOST_CHECK_EQUAL(calls.load(), 2);  // queue.max_attempts=2
-    BOOST_CHECK_EQUAL(rows(db, "dead_letters"), 1);
-    SQLite::Database d(db, SQLite::OPEN_READONLY);
-    BOOST_CHECK_EQUAL(d.execAndGet("SELECT error FROM dead_letters").getString(), "downstream unavailable");
+    BOOST_CHECK_EQUAL(test::row_count(db, "dead_letters"), 1);
+    BOOST_CHECK_EQUAL(test::sqlite_text(db, "SELECT error FROM dead_letters"), "downstream unavailable");
 }
 
 BOOST_AUTO_TEST_CASE(routes_can_be_mapped_to_queues_in_config) {
@@ -153,7 +148,7 @@ BOOST_AUTO_TEST_CASE(graceful_stop_finishes_in_flight_messages) {
     BOOST_REQUIRE(test::wait_until([&] { return started.load(); }));
     app.stop();
     BOOST_CHECK(finished.load());
-    BOOST_CHECK_EQUAL(rows(db, "messages"), 0);  // acknowledged before the writer stopped
+    BOOST_CHECK_EQUAL(test::row_count(db, "messages"), 0);  // acknowledged before the writer stopped
 }
 
 BOOST_AUTO_TEST_CASE(a_corrupt_queue_file_stops_the_start_with_a_clear_error) {

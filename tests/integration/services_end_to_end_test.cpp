@@ -2,14 +2,13 @@
 // by the project's WebSocket client, python3-websockets and HTTP.
 #include <boost/test/unit_test.hpp>
 
-#include <SQLiteCpp/SQLiteCpp.h>
-
 #include <hydra/json.h>
 #include <hydra/ws_client.h>
 
 #include "support/host.h"
 #include "support/http.h"
 #include "support/process.h"
+#include "support/sqlite.h"
 #include "support/temp.h"
 #include "support/wait.h"
 
@@ -19,19 +18,6 @@ using hydra::WsMessage;
 using namespace std::chrono_literals;
 using test::login;
 using test::next_json;
-
-namespace {
-
-// Messages waiting in the push demo's mailbox for `uname`.
-std::int64_t mailbox(const std::string& db, const std::string& uname) {
-    SQLite::Database d(db, SQLite::OPEN_READONLY);
-    SQLite::Statement q(d, "SELECT COUNT(*) FROM mailbox WHERE uname = ?");
-    q.bind(1, uname);
-    q.executeStep();
-    return q.getColumn(0).getInt64();
-}
-
-}  // namespace
 
 BOOST_AUTO_TEST_SUITE(services_end_to_end)
 
@@ -75,7 +61,7 @@ BOOST_AUTO_TEST_CASE(push_demo_login_send_push_offline_and_broadcast) {
         BOOST_CHECK_EQUAL(test::http(host.api, "POST", "/msg/send", Json{{"uname", "bob"}, {"msg", m}}.dump()).status,
                           200);
     // Both stored while bob is away (not still queued, so the login below takes the mailbox path).
-    BOOST_REQUIRE(test::wait_until([&] { return mailbox(push_db, "bob") == 2; }));
+    BOOST_REQUIRE(test::wait_until([&] { return test::mailbox(push_db, "bob") == 2; }));
     WsClient bob = host.connect("/");
     BOOST_CHECK_EQUAL(login(bob, "bob", "bob-pw")["code"], 200);
     BOOST_CHECK_EQUAL(next_json(bob)["data"]["msg"], "first");
@@ -239,12 +225,8 @@ BOOST_AUTO_TEST_CASE(a_queued_message_for_a_connection_that_is_gone_is_dropped_a
     const std::string line = R"(WARN +\[send-to-gone-1\] push: connection gone; message dropped uuid=)" + uuid;
     BOOST_CHECK(host.process->wait_for_stderr(line, 10s));
     // Dropped, not failed: acknowledged at the first attempt, neither retried nor dead-lettered.
-    auto rows = [&](const std::string& table) {
-        SQLite::Database db(queue_db, SQLite::OPEN_READONLY);
-        return db.execAndGet("SELECT COUNT(*) FROM " + table).getInt64();
-    };
-    BOOST_CHECK(test::wait_until([&] { return rows("messages") == 0; }, 10s));
-    BOOST_CHECK_EQUAL(rows("dead_letters"), 0);
+    BOOST_CHECK(test::wait_until([&] { return test::row_count(queue_db, "messages") == 0; }, 10s));
+    BOOST_CHECK_EQUAL(test::row_count(queue_db, "dead_letters"), 0);
     const std::string& err = host.process->err();
     BOOST_CHECK_EQUAL(err.find("message dropped uuid=" + uuid), err.rfind("message dropped uuid=" + uuid));
 }

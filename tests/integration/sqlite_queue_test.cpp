@@ -19,6 +19,7 @@
 #include "support/consumed.h"
 #include "support/http.h"
 #include "support/process.h"
+#include "support/sqlite.h"
 #include "support/temp.h"
 #include "support/wait.h"
 
@@ -67,11 +68,6 @@ struct Seen {
     }
 };
 
-std::int64_t count_rows(const std::string& path, const std::string& table) {
-    SQLite::Database db(path, SQLite::OPEN_READONLY);
-    return db.execAndGet("SELECT COUNT(*) FROM " + table).getInt64();
-}
-
 }  // namespace
 
 BOOST_AUTO_TEST_SUITE(sqlite_queue)
@@ -92,7 +88,7 @@ BOOST_AUTO_TEST_CASE(push_then_consume_in_fifo_order_with_headers) {
         BOOST_CHECK_EQUAL(seen.messages[i].queue, "mall:wsserver:msg");
     }
     q.stop(5s);
-    BOOST_CHECK_EQUAL(count_rows(path, "messages"), 0);  // all acknowledged
+    BOOST_CHECK_EQUAL(test::row_count(path, "messages"), 0);  // all acknowledged
 }
 
 BOOST_AUTO_TEST_CASE(concurrent_pushers_are_group_committed_and_nothing_is_lost) {
@@ -104,7 +100,7 @@ BOOST_AUTO_TEST_CASE(concurrent_pushers_are_group_committed_and_nothing_is_lost)
             for (int i = 0; i < 1000; ++i) q.push("bulk", std::to_string(t * 1000 + i));
         });
     for (auto& t : threads) t.join();
-    BOOST_CHECK_EQUAL(count_rows(path, "messages"), 8000);
+    BOOST_CHECK_EQUAL(test::row_count(path, "messages"), 8000);
     Seen seen;
     q.subscribe({"bulk", "g", 4, [&](const Message& m) { seen.add(m); }});
     q.start();
@@ -139,7 +135,7 @@ BOOST_AUTO_TEST_CASE(push_async_reports_each_push_once_after_its_commit) {
     std::this_thread::sleep_for(50ms);  // a second call would show up now
     BOOST_CHECK_EQUAL(ok, 1000);
     BOOST_CHECK_EQUAL(failed, 0);
-    BOOST_CHECK_EQUAL(count_rows(path, "messages"), 1000);
+    BOOST_CHECK_EQUAL(test::row_count(path, "messages"), 1000);
 
     // Errors go to the callback too: a bad name at once (not retryable), a stopped queue.
     bool called = false, retryable = true;
@@ -153,7 +149,7 @@ BOOST_AUTO_TEST_CASE(push_async_reports_each_push_once_after_its_commit) {
     std::string error;
     q->push_async("async", "late", {}, 0ms, [&](const QueueError* e) { error = e != nullptr ? e->what() : ""; });
     BOOST_CHECK(error.find("stopped") != std::string::npos);
-    BOOST_CHECK_EQUAL(count_rows(path, "messages"), 1000);
+    BOOST_CHECK_EQUAL(test::row_count(path, "messages"), 1000);
 }
 
 // A consumer that found its queue empty gets the next pushes leased for it in their own transaction (no fetcher
@@ -174,7 +170,7 @@ BOOST_AUTO_TEST_CASE(pushes_to_an_idle_consumer_are_handed_over_exactly_once_in_
     for (int i = 0; i < 300; ++i) BOOST_CHECK_EQUAL(seen.messages[i].payload, std::to_string(i));
     // Acks are committed lazily, but within a few tens of milliseconds, not only at stop (the deadline is only
     // there to fail: a queue that acknowledged at stop alone would never get there).
-    BOOST_CHECK(test::wait_until([&] { return count_rows(path, "messages") == 0; }, 10s));
+    BOOST_CHECK(test::wait_until([&] { return test::row_count(path, "messages") == 0; }, 10s));
     q.stop(5s);
 }
 
@@ -200,7 +196,7 @@ BOOST_AUTO_TEST_CASE(concurrent_pushes_to_idle_consumers_are_each_handled_once) 
     for (auto& m : seen.messages) distinct.insert(m.payload);
     BOOST_CHECK_EQUAL(distinct.size(), 4000u);
     BOOST_CHECK_EQUAL(seen.messages.size(), 4000u);  // no duplicates in normal operation
-    BOOST_CHECK_EQUAL(count_rows(path, "messages"), 0);
+    BOOST_CHECK_EQUAL(test::row_count(path, "messages"), 0);
 }
 
 BOOST_AUTO_TEST_CASE(failures_are_retried_then_dead_lettered) {
@@ -235,11 +231,11 @@ BOOST_AUTO_TEST_CASE(failures_are_retried_then_dead_lettered) {
     BOOST_CHECK_EQUAL(dead[0]["queue"], "orders");
     BOOST_CHECK_EQUAL(dead[0]["attempts"], 3);
     BOOST_CHECK_EQUAL(dead[0]["error"], "payment service down");
-    BOOST_CHECK_EQUAL(count_rows(path, "messages"), 0);
+    BOOST_CHECK_EQUAL(test::row_count(path, "messages"), 0);
 
     // retry moves it back with a fresh attempt count
     BOOST_CHECK_EQUAL(SqliteQueue::retry_dead_letters(path, "orders", 0), 1);
-    BOOST_CHECK_EQUAL(count_rows(path, "dead_letters"), 0);
+    BOOST_CHECK_EQUAL(test::row_count(path, "dead_letters"), 0);
     auto back = SqliteQueue::peek(path, "orders", 10);
     BOOST_REQUIRE_EQUAL(back.size(), 1u);
     BOOST_CHECK_EQUAL(back[0]["payload"], R"({"id":1})");
@@ -271,7 +267,7 @@ BOOST_AUTO_TEST_CASE(an_unacknowledged_lease_expires_and_is_redelivered) {
     b.stop(5s);
     a.stop(5s);
     // b acknowledged it; a's late ack (of attempt 1) changed nothing
-    BOOST_CHECK_EQUAL(count_rows(path, "messages"), 0);
+    BOOST_CHECK_EQUAL(test::row_count(path, "messages"), 0);
 }
 
 BOOST_AUTO_TEST_CASE(bad_queue_names_are_rejected) {
@@ -314,7 +310,7 @@ BOOST_AUTO_TEST_CASE(queue_cli_stats_peek_and_dead_letters) {
         q.push("dead:q", "x");
         q.subscribe({"dead:q", "g", 1, [](const Message&) { throw std::runtime_error("nope"); }});
         q.start();
-        BOOST_CHECK(test::wait_until([&] { return count_rows(path, "dead_letters") > 0; }));
+        BOOST_CHECK(test::wait_until([&] { return test::row_count(path, "dead_letters") > 0; }));
         q.stop(5s);
     }
     auto run = [&](std::vector<std::string> args) {
@@ -348,7 +344,7 @@ BOOST_AUTO_TEST_CASE(queue_cli_stats_peek_and_dead_letters) {
     BOOST_CHECK_EQUAL(hydra::Json::parse(dlq->out())["error"], "nope");
     auto retry = run({"queue", "dlq", "retry", "dead:q"});
     BOOST_CHECK_EQUAL(retry->out(), "moved 1 dead letter(s) back to dead:q\n");
-    BOOST_CHECK_EQUAL(count_rows(path, "dead_letters"), 0);
+    BOOST_CHECK_EQUAL(test::row_count(path, "dead_letters"), 0);
 
     test::ChildProcess bad({HYDRA_BINARY, "queue", "peek"});
     BOOST_CHECK_EQUAL(bad.wait(10s).value_or(-1), 2);
@@ -362,10 +358,10 @@ BOOST_AUTO_TEST_CASE(push_batch_stores_all_in_one_transaction_in_order) {
     std::vector<std::string> payloads;
     for (int i = 0; i < 500; ++i) payloads.push_back(std::to_string(i));
     q.push_batch("batch:q", payloads, {{"x-request-id", "rid-batch"}, {"note", "say \"hi\"\n"}});
-    BOOST_CHECK_EQUAL(count_rows(path, "messages"), 500);  // durable when push_batch returned
-    q.push_batch("batch:q", std::vector<std::string>{});   // nothing to do
+    BOOST_CHECK_EQUAL(test::row_count(path, "messages"), 500);  // durable when push_batch returned
+    q.push_batch("batch:q", std::vector<std::string>{});        // nothing to do
     BOOST_CHECK_THROW(q.push_batch("bad queue", payloads), QueueError);
-    BOOST_CHECK_EQUAL(count_rows(path, "messages"), 500);
+    BOOST_CHECK_EQUAL(test::row_count(path, "messages"), 500);
     Seen seen;
     q.subscribe({"batch:q", "g", 1, [&](const Message& m) { seen.add(m); }});
     q.start();
@@ -374,7 +370,7 @@ BOOST_AUTO_TEST_CASE(push_batch_stores_all_in_one_transaction_in_order) {
     for (int i = 0; i < 500; ++i) BOOST_REQUIRE_EQUAL(seen.messages[i].payload, std::to_string(i));
     BOOST_CHECK_EQUAL(seen.messages[0].headers.at("x-request-id"), "rid-batch");
     BOOST_CHECK_EQUAL(seen.messages[0].headers.at("note"), "say \"hi\"\n");  // escaped through the JSON library
-    BOOST_CHECK_EQUAL(count_rows(path, "messages"), 0);
+    BOOST_CHECK_EQUAL(test::row_count(path, "messages"), 0);
 }
 
 BOOST_AUTO_TEST_CASE(messages_leased_ahead_and_not_started_are_given_back_at_stop) {
@@ -445,7 +441,7 @@ BOOST_AUTO_TEST_CASE(a_message_that_waited_half_its_lease_ahead_is_given_back_no
         BOOST_CHECK_EQUAL(seen.messages[i].payload, std::to_string(i));  // given back in place: order kept
         BOOST_CHECK_EQUAL(seen.messages[i].attempt, 1);
     }
-    BOOST_CHECK_EQUAL(count_rows(path, "messages"), 0);
+    BOOST_CHECK_EQUAL(test::row_count(path, "messages"), 0);
 }
 
 BOOST_AUTO_TEST_CASE(many_handlers_drain_a_large_queue_exactly) {
@@ -471,14 +467,14 @@ BOOST_AUTO_TEST_CASE(many_handlers_drain_a_large_queue_exactly) {
                  }});
     auto started = std::chrono::steady_clock::now();
     q.start();
-    BOOST_CHECK(test::wait_until([&] { return count_rows(path, "messages") == 0; }, 60s));
+    BOOST_CHECK(test::wait_until([&] { return test::row_count(path, "messages") == 0; }, 60s));
     BOOST_TEST_MESSAGE(
         "drained 20000 in "
         << std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started).count()
         << " ms");
     q.stop(5s);
-    BOOST_CHECK_EQUAL(count_rows(path, "messages"), 0);  // all acknowledged
-    BOOST_CHECK_EQUAL(seen.size(), 20000u);              // each handled once
+    BOOST_CHECK_EQUAL(test::row_count(path, "messages"), 0);  // all acknowledged
+    BOOST_CHECK_EQUAL(seen.size(), 20000u);                   // each handled once
     BOOST_CHECK_EQUAL(std::set<std::string>(seen.begin(), seen.end()).size(), 20000u);
     BOOST_CHECK_LE(max_running.load(), 8);
 }

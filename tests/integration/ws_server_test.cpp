@@ -18,6 +18,7 @@
 #include <hydra/app.h>
 #include <hydra/ws_client.h>
 
+#include "support/http_raw.h"
 #include "support/process.h"
 #include "support/temp.h"
 #include "support/wait.h"
@@ -130,21 +131,10 @@ Json receive_json(WsClient& c, std::chrono::milliseconds timeout = 5s) {
 
 // Sends raw bytes on a plain TCP socket and returns the HTTP answer (for handshake errors).
 std::string raw_http(int port, const std::string& request) {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(static_cast<uint16_t>(port));
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    BOOST_REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-    BOOST_REQUIRE(::send(fd, request.data(), request.size(), 0) == static_cast<ssize_t>(request.size()));
-    timeval tv{5, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    std::string out;
-    char buf[4096];
-    ssize_t n;
-    while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) out.append(buf, static_cast<std::size_t>(n));
-    ::close(fd);
-    return out;
+    test::RawHttp c("127.0.0.1:" + std::to_string(port));
+    BOOST_REQUIRE(c.connected());
+    c.send(request);
+    return c.read_all(5s);
 }
 
 }  // namespace
@@ -779,44 +769,18 @@ BOOST_AUTO_TEST_CASE(connections_over_ws_max_connections_are_refused_with_503) {
     BOOST_CHECK_EQUAL(c.receive(5s).data, "in");
 }
 
-// A plain TCP connection to `port` on the loopback (the caller closes it).
-static int tcp_connect(int port) {
-    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(static_cast<uint16_t>(port));
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    BOOST_REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-    return fd;
-}
-
-// Reads `fd` until the peer closes it (true) or `timeout` passes (false); what arrived goes to `got`.
-static bool read_until_closed(int fd, std::string& got, std::chrono::milliseconds timeout) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    timeval tv{0, 100 * 1000};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    char buf[4096];
-    while (std::chrono::steady_clock::now() < deadline) {
-        const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-        if (n > 0) got.append(buf, static_cast<std::size_t>(n));
-        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) return true;
-    }
-    return false;
-}
-
 BOOST_AUTO_TEST_CASE(an_upgrade_not_completed_within_handshake_timeout_ms_is_dropped) {
     WsFixture f({"ws.handshake_timeout_ms=300"});
     WsClient upgraded = f.connect("/raw");  // completed in time: not affected
     const auto t0 = std::chrono::steady_clock::now();
-    const int silent = tcp_connect(f.port);  // sends nothing
-    const int partial = tcp_connect(f.port);
-    const std::string head = "GET /raw HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n";
-    BOOST_REQUIRE(::send(partial, head.data(), head.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(head.size()));
-    for (int fd : {silent, partial}) {
-        std::string got;
-        BOOST_CHECK_MESSAGE(read_until_closed(fd, got, 20s), "an unfinished upgrade was kept for 20 s");
+    test::RawHttp silent("127.0.0.1:" + std::to_string(f.port));  // sends nothing
+    test::RawHttp partial("127.0.0.1:" + std::to_string(f.port));
+    BOOST_REQUIRE(silent.connected() && partial.connected());
+    partial.send("GET /raw HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n");
+    for (test::RawHttp* c : {&silent, &partial}) {
+        const std::string& got = c->read_all(20s);
+        BOOST_CHECK_MESSAGE(c->closed(), "an unfinished upgrade was kept for 20 s");
         BOOST_CHECK_MESSAGE(got.empty(), "dropped without an answer, got: " << got);
-        ::close(fd);
     }
     BOOST_CHECK(std::chrono::steady_clock::now() - t0 >= 300ms);  // not before the timeout
     upgraded.send_text("still open");

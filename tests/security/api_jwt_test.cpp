@@ -4,7 +4,6 @@
 // no auth.jwt key does not start.
 #include <boost/test/unit_test.hpp>
 
-#include <Poco/Crypto/RSAKey.h>
 #include <Poco/JWT/Signer.h>
 #include <Poco/JWT/Token.h>
 
@@ -33,15 +32,8 @@ const std::string kAudience = "hydra-api";
 const std::string kApiKey = "api-jwt-test-backend-key";
 
 // Tokens for this host: its issuer, audience and secret unless a case says otherwise.
-struct TokenSpec : test::TokenSpec {
-    TokenSpec() {
-        iss = kIssuer;
-        aud = kAudience;
-        secret = kSecret;
-    }
-};
-
-std::string token(const TokenSpec& spec = {}) { return test::hs256_token(spec); }
+test::TokenSpec spec() { return test::spec_for(kSecret, kIssuer, kAudience); }
+std::string token(const test::TokenSpec& s = spec()) { return test::hs256_token(s); }
 
 // The binary with this suite's JWT settings and an API key (so that the demo's /msg/send takes one).
 std::vector<std::string> host_sets(std::vector<std::string> more = {}) {
@@ -57,24 +49,15 @@ test::HttpReply whoami(const test::Host& host, const std::map<std::string, std::
 
 std::map<std::string, std::string> bearer(const std::string& t) { return {{"Authorization", "Bearer " + t}}; }
 
-// An RSA key pair made for the run: the public key as PEM, and a signer for RS256 tokens.
-struct RsaPair {
-    Poco::SharedPtr<Poco::Crypto::RSAKey> key{
-        new Poco::Crypto::RSAKey(Poco::Crypto::RSAKey::KL_2048, Poco::Crypto::RSAKey::EXP_LARGE)};
-    std::string pem() const {
-        std::ostringstream pub;
-        key->save(&pub);
-        return pub.str();
-    }
-    std::string rs256(const std::string& sub) const {
-        Poco::JWT::Token t;
-        t.setType("JWT");
-        t.payload().set("sub", sub);
-        t.payload().set("exp", static_cast<Poco::Int64>(test::now_s() + 600));
-        Poco::JWT::Signer signer(key);
-        return signer.sign(t, Poco::JWT::Signer::ALGO_RS256);
-    }
-};
+// An RS256 token for `sub` signed with `pair`'s key.
+std::string rs256(const test::RsaPair& pair, const std::string& sub) {
+    Poco::JWT::Token t;
+    t.setType("JWT");
+    t.payload().set("sub", sub);
+    t.payload().set("exp", static_cast<Poco::Int64>(test::now_s() + 600));
+    Poco::JWT::Signer signer(pair.key);
+    return signer.sign(t, Poco::JWT::Signer::ALGO_RS256);
+}
 
 // `hydra <args...> --env dev` with its own ports and files; exit status and stderr.
 std::pair<int, std::string> run_binary(std::vector<std::string> args) {
@@ -94,7 +77,7 @@ BOOST_AUTO_TEST_SUITE(api_jwt)
 
 BOOST_AUTO_TEST_CASE(a_request_without_an_acceptable_token_is_refused_401_with_a_bearer_challenge) {
     test::Host host(host_sets());
-    TokenSpec no_sub;
+    test::TokenSpec no_sub = spec();
     no_sub.sub = "";
     struct Case {
         std::string what;
@@ -109,7 +92,7 @@ BOOST_AUTO_TEST_CASE(a_request_without_an_acceptable_token_is_refused_401_with_a
         {"garbage", bearer("not.a.token"), "invalid token: malformed token"},
         {"no sub", bearer(token(no_sub)), "invalid token: missing sub"},
     };
-    for (const auto& r : test::refused_tokens(TokenSpec{})) cases.push_back({r.what, bearer(r.token), r.reason});
+    for (const auto& r : test::refused_tokens(spec())) cases.push_back({r.what, bearer(r.token), r.reason});
     for (const auto& c : cases) {
         BOOST_TEST_CONTEXT(c.what) {
             const std::string path =
@@ -135,11 +118,11 @@ BOOST_AUTO_TEST_CASE(a_valid_token_reaches_the_handler_with_its_sub_as_the_user)
     test::HttpReply r = whoami(host, bearer(token()));
     BOOST_CHECK_EQUAL(r.status, 200);
     BOOST_CHECK_EQUAL(r.body, R"({"user":"alice"})");
-    TokenSpec bob;
+    test::TokenSpec bob = spec();
     bob.sub = "bob";
     BOOST_CHECK_EQUAL(whoami(host, bearer(token(bob))).body, R"({"user":"bob"})");
     // the scheme is case-insensitive (RFC 7235); a token within the leeway past exp is still good
-    TokenSpec just_expired;
+    test::TokenSpec just_expired = spec();
     just_expired.ttl_s = -5;
     BOOST_CHECK_EQUAL(whoami(host, {{"Authorization", "bearer " + token(just_expired)}}).status, 200);
     // the route answers GET only
@@ -148,22 +131,23 @@ BOOST_AUTO_TEST_CASE(a_valid_token_reaches_the_handler_with_its_sub_as_the_user)
 }
 
 BOOST_AUTO_TEST_CASE(a_host_with_a_public_key_takes_rs256_and_refuses_an_hs256_token_keyed_with_that_key) {
-    const RsaPair pair;
+    const test::RsaPair pair;
     const std::string pem_file = test::temp_path("jwt-public.pem");
     std::ofstream(pem_file) << pair.pem();
     test::Host host({"--set", "auth.jwt.secret=", "--set", "auth.jwt.public_key_file=" + pem_file});
-    test::HttpReply good = whoami(host, bearer(pair.rs256("carol")));
+    test::HttpReply good = whoami(host, bearer(rs256(pair, "carol")));
     BOOST_CHECK_EQUAL(good.status, 200);
     BOOST_CHECK_EQUAL(good.body, R"({"user":"carol"})");
     // HS/RS confusion: the public key (which anyone may have) used as an HMAC secret
-    TokenSpec forged;
+    test::TokenSpec forged = spec();
     forged.iss = forged.aud = "";
     forged.secret = pair.pem();
     test::HttpReply r = whoami(host, bearer(token(forged)));
     BOOST_CHECK_EQUAL(r.status, 401);
     BOOST_CHECK_EQUAL(r.json()["msg"], "invalid token: algorithm HS256 not allowed");
     // and another key pair's token
-    BOOST_CHECK_EQUAL(whoami(host, bearer(RsaPair().rs256("carol"))).json()["msg"], "invalid token: bad signature");
+    BOOST_CHECK_EQUAL(whoami(host, bearer(rs256(test::RsaPair(), "carol"))).json()["msg"],
+                      "invalid token: bad signature");
 }
 
 BOOST_AUTO_TEST_CASE(an_api_key_route_does_not_take_a_bearer_token_and_a_jwt_route_does_not_take_an_api_key) {
@@ -244,18 +228,18 @@ BOOST_AUTO_TEST_CASE(an_async_or_admin_route_with_auth_jwt_is_checked_and_sees_t
     hydra::App app;
     make(app);
     app.start(config({"auth.jwt.secret=" + kSecret}));
-    TokenSpec spec;
-    spec.iss = spec.aud = "";  // not configured here: not checked
-    test::HttpReply r = test::http(app.api_address(), "GET", "/me", {}, "application/json", bearer(token(spec)));
+    test::TokenSpec plain = spec();
+    plain.iss = plain.aud = "";  // not configured here: not checked
+    test::HttpReply r = test::http(app.api_address(), "GET", "/me", {}, "application/json", bearer(token(plain)));
     BOOST_CHECK_EQUAL(r.status, 200);
     BOOST_CHECK_EQUAL(r.body, R"({"role":"tester","user":"alice"})");
     BOOST_CHECK_EQUAL(test::http(app.api_address(), "GET", "/me").body, R"({"code":401,"msg":"missing token"})");
     BOOST_CHECK_EQUAL(
-        test::http(app.admin_address(), "GET", "/admin/me", {}, "application/json", bearer(token(spec))).body,
+        test::http(app.admin_address(), "GET", "/admin/me", {}, "application/json", bearer(token(plain))).body,
         R"({"user":"alice"})");
     BOOST_CHECK_EQUAL(test::http(app.admin_address(), "GET", "/admin/me").status, 401);
     // a route without Auth::jwt sees no claims, whatever the request carries
-    BOOST_CHECK_EQUAL(test::http(app.api_address(), "GET", "/open", {}, "application/json", bearer(token(spec))).body,
+    BOOST_CHECK_EQUAL(test::http(app.api_address(), "GET", "/open", {}, "application/json", bearer(token(plain))).body,
                       R"({"claims":null,"user":""})");
     app.stop();
 }

@@ -28,9 +28,7 @@
 
 using hydra::Json;
 using hydra::WsClient;
-using hydra::WsMessage;
 using namespace std::chrono_literals;
-using test::login;
 using test::next_json;
 
 namespace {

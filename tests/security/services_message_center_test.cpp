@@ -22,9 +22,7 @@
 
 using hydra::Json;
 using hydra::WsClient;
-using hydra::WsMessage;
 using namespace std::chrono_literals;
-using test::login;
 using test::next_json;
 
 namespace {
@@ -83,6 +81,16 @@ struct FixedApi {
     }
 };
 
+// `n` message-center connections, each with an auth call sent (the auth API may hold them).
+std::vector<WsClient> auths(test::Host& host, int n) {
+    std::vector<WsClient> centers;
+    for (int i = 0; i < n; ++i) {
+        centers.push_back(host.connect("/message-center"));
+        centers.back().send_text(R"({"op":"auth","token":"good-token"})");
+    }
+    return centers;
+}
+
 }  // namespace
 
 BOOST_AUTO_TEST_SUITE(services_message_center)
@@ -91,11 +99,7 @@ BOOST_AUTO_TEST_CASE(a_stalled_auth_api_does_not_hold_the_ws_workers) {
     StalledApi stalled;
     test::Host host({"--set", "services.message_center.auth_url=" + stalled.url()});
 
-    std::vector<WsClient> centers;
-    for (int i = 0; i < 100; ++i) {
-        centers.push_back(host.connect("/message-center"));
-        centers.back().send_text(R"({"op":"auth","token":"good-token"})");
-    }
+    std::vector<WsClient> centers = auths(host, 100);
     // The calls have reached the API (the auth pool's 4 threads, or every worker before).
     BOOST_REQUIRE(test::wait_until([&] { return stalled.accepted >= 4; }, 10s));
 
@@ -119,11 +123,7 @@ BOOST_AUTO_TEST_CASE(auths_over_max_pending_are_refused_at_once) {
     StalledApi stalled;
     test::Host host({"--set", "services.message_center.auth_url=" + stalled.url(), "--set",
                      "services.message_center.max_pending_auth=3", "--set", "services.message_center.auth_threads=1"});
-    std::vector<WsClient> centers;
-    for (int i = 0; i < 3; ++i) {
-        centers.push_back(host.connect("/message-center"));
-        centers.back().send_text(R"({"op":"auth","token":"good-token"})");
-    }
+    std::vector<WsClient> centers = auths(host, 3);
     BOOST_REQUIRE(test::wait_until([&] { return stalled.accepted >= 1; }, 10s));
     WsClient late = host.connect("/message-center");
     late.send_text(R"({"op":"auth","token":"good-token"})");

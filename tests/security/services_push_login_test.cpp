@@ -16,23 +16,17 @@
 #include <hydra/ws_client.h>
 
 #include "support/host.h"
+#include "support/sqlite.h"
 #include "support/temp.h"
 
 using hydra::Json;
 using hydra::WsClient;
-using hydra::WsMessage;
-using namespace std::chrono_literals;
 using test::login;
-using test::next_json;
 
 namespace {
 
 std::string stored_hash(const std::string& db, const std::string& uname) {
-    SQLite::Database d(db, SQLite::OPEN_READONLY);
-    SQLite::Statement q(d, "SELECT hash FROM users WHERE uname = ?");
-    q.bind(1, uname);
-    BOOST_REQUIRE(q.executeStep());
-    return q.getColumn(0).getString();
+    return test::sqlite_text(db, "SELECT hash FROM users WHERE uname = ?", {uname});
 }
 
 double login_ms(WsClient& c, const std::string& uname, const std::string& pwd) {

@@ -9,13 +9,12 @@
 #include <string>
 #include <thread>
 
-#include <SQLiteCpp/SQLiteCpp.h>
-
 #include <hydra/json.h>
 #include <hydra/ws_client.h>
 
 #include "support/host.h"
 #include "support/http.h"
+#include "support/sqlite.h"
 #include "support/temp.h"
 #include "support/wait.h"
 
@@ -24,6 +23,7 @@ using hydra::WsClient;
 using hydra::WsMessage;
 using namespace std::chrono_literals;
 using test::login;
+using test::mailbox;
 using test::next_json;
 
 namespace {
@@ -34,17 +34,6 @@ void send_login(WsClient& c, const std::string& uname, const std::string& pwd) {
 
 int send(const std::string& api, const std::string& uname, const std::string& msg) {
     return test::http(api, "POST", "/msg/send", Json{{"uname", uname}, {"msg", msg}}.dump()).status;
-}
-
-std::int64_t count(const std::string& db, const std::string& sql) {
-    SQLite::Database d(db, SQLite::OPEN_READONLY);
-    SQLite::Statement q(d, sql);
-    q.executeStep();
-    return q.getColumn(0).getInt64();
-}
-
-std::int64_t mailbox(const std::string& db, const std::string& uname) {
-    return count(db, "SELECT COUNT(*) FROM mailbox WHERE uname = '" + uname + "'");
 }
 
 // One MQC handler: with several, two messages in flight at once may be stored or pushed in either order.
@@ -64,7 +53,22 @@ struct MailHost {
         return a;
     }
     // Every pushed message handled and acknowledged by the MQC.
-    bool queue_drained() const { return count(queue, "SELECT COUNT(*) FROM messages") == 0; }
+    bool queue_drained() const { return test::row_count(queue, "messages") == 0; }
+    // bob logs in on a new connection: the login reply, and nothing after it.
+    void bob_finds_nothing() {
+        WsClient bob = host.connect("/");
+        BOOST_CHECK_EQUAL(login(bob, "bob", "bob-pw")["code"], 200);
+        BOOST_CHECK(bob.receive(500ms).type == WsMessage::Type::timeout);
+    }
+};
+
+// bob's mailbox holding 60 messages of 200 KiB, "<i>:" + big, stored in order: 12 MB.
+struct FullMailbox : MailHost {
+    const std::string big = std::string(200 * 1024, 'x');
+    FullMailbox() : MailHost({"--set", "services.push.mailbox.max_bytes=67108864", "--set", kOneHandler}) {
+        for (int i = 0; i < 60; ++i) BOOST_REQUIRE_EQUAL(send(host.api, "bob", std::to_string(i) + ":" + big), 200);
+        BOOST_REQUIRE(test::wait_until([&] { return mailbox(db, "bob") == 60; }));
+    }
 };
 
 }  // namespace
@@ -97,8 +101,7 @@ BOOST_AUTO_TEST_CASE(unknown_users_and_full_mailboxes_are_refused) {
 
     // Past /msg/send's check (messages already queued), the MQC handler never stores beyond the cap.
     WsClient bob = m.host.connect("/");
-    send_login(bob, "bob", "bob-pw");
-    BOOST_CHECK_EQUAL(next_json(bob)["code"], 200);
+    BOOST_CHECK_EQUAL(login(bob, "bob", "bob-pw")["code"], 200);
     for (int i = 0; i < 3; ++i) BOOST_CHECK_EQUAL(next_json(bob)["data"]["msg"], "m" + std::to_string(i));
     BOOST_REQUIRE(test::wait_until([&] { return mailbox(m.db, "bob") == 0; }));
     bob.close();
@@ -116,23 +119,15 @@ BOOST_AUTO_TEST_CASE(expired_messages_are_neither_delivered_nor_kept) {
     BOOST_CHECK_EQUAL(send(m.host.api, "bob", "stale"), 200);
     BOOST_REQUIRE(test::wait_until([&] { return mailbox(m.db, "bob") == 1; }));
     BOOST_CHECK(test::wait_until([&] { return mailbox(m.db, "bob") == 0; }));  // deleted within a purge or two
-    WsClient bob = m.host.connect("/");
-    send_login(bob, "bob", "bob-pw");
-    BOOST_CHECK_EQUAL(next_json(bob)["code"], 200);
-    BOOST_CHECK(bob.receive(500ms).type == WsMessage::Type::timeout);
+    m.bob_finds_nothing();
 }
 
 // Needs Exchange::notify_confirmed to report the write to the socket (the WS server's implementation): with the
 // default one, which reports the hand-off, the delivery cannot pace itself and the reader's queue overflows.
 BOOST_AUTO_TEST_CASE(a_slow_reader_gets_the_whole_mailbox) {
-    MailHost m({"--set", "services.push.mailbox.max_bytes=67108864", "--set", kOneHandler});
-    const std::string big(200 * 1024, 'x');
-    for (int i = 0; i < 60; ++i) BOOST_REQUIRE_EQUAL(send(m.host.api, "bob", std::to_string(i) + ":" + big), 200);
-    BOOST_REQUIRE(test::wait_until([&] { return mailbox(m.db, "bob") == 60; }));
-
+    FullMailbox m;
     WsClient bob = m.host.connect("/");
-    send_login(bob, "bob", "bob-pw");
-    BOOST_CHECK_EQUAL(next_json(bob)["code"], 200);
+    BOOST_CHECK_EQUAL(login(bob, "bob", "bob-pw")["code"], 200);
     // 12 MB for a reader that takes its time: 3 times the connection's send queue (ws.send_queue_bytes, 4 MiB).
     // Before, every row was queued at once (the queue overflowed: close 1008) and deleted before it was sent.
     for (int i = 0; i < 60; ++i) {
@@ -140,30 +135,21 @@ BOOST_AUTO_TEST_CASE(a_slow_reader_gets_the_whole_mailbox) {
         WsMessage msg = bob.receive(10s);
         BOOST_REQUIRE_MESSAGE(msg.type == WsMessage::Type::text,
                               "message " << i << ": " << msg.type << " " << msg.data.substr(0, 80));
-        BOOST_REQUIRE_EQUAL(Json::parse(msg.data)["data"]["msg"], std::to_string(i) + ":" + big);
+        BOOST_REQUIRE_EQUAL(Json::parse(msg.data)["data"]["msg"], std::to_string(i) + ":" + m.big);
     }
     BOOST_CHECK(test::wait_until([&] { return mailbox(m.db, "bob") == 0; }));  // deleted once written
-    WsClient again = m.host.connect("/");
-    send_login(again, "bob", "bob-pw");
-    BOOST_CHECK_EQUAL(next_json(again)["code"], 200);
-    BOOST_CHECK(again.receive(500ms).type == WsMessage::Type::timeout);
+    m.bob_finds_nothing();
 }
 
 // A phone that switches networks logs in again while its old connection is still taking the mailbox: the new
 // connection carries on with what the old one did not take (it used to be bound at once and get none of it).
 BOOST_AUTO_TEST_CASE(a_login_during_a_delivery_takes_over_when_the_first_connection_goes) {
-    MailHost m({"--set", "services.push.mailbox.max_bytes=67108864", "--set", kOneHandler});
-    const std::string big(200 * 1024, 'x');
-    for (int i = 0; i < 60; ++i) BOOST_REQUIRE_EQUAL(send(m.host.api, "bob", std::to_string(i) + ":" + big), 200);
-    BOOST_REQUIRE(test::wait_until([&] { return mailbox(m.db, "bob") == 60; }));
-
+    FullMailbox m;
     WsClient old_phone = m.host.connect("/");
-    send_login(old_phone, "bob", "bob-pw");
-    BOOST_CHECK_EQUAL(next_json(old_phone)["code"], 200);
-    BOOST_REQUIRE(next_json(old_phone)["data"]["msg"] == "0:" + big);  // its delivery is under way; it reads no more
+    BOOST_CHECK_EQUAL(login(old_phone, "bob", "bob-pw")["code"], 200);
+    BOOST_REQUIRE(next_json(old_phone)["data"]["msg"] == "0:" + m.big);  // its delivery is under way; it reads no more
     WsClient new_phone = m.host.connect("/");
-    send_login(new_phone, "bob", "bob-pw");
-    BOOST_CHECK_EQUAL(next_json(new_phone)["code"], 200);
+    BOOST_CHECK_EQUAL(login(new_phone, "bob", "bob-pw")["code"], 200);
     { WsClient gone = std::move(old_phone); }  // the old network is gone (no close handshake)
 
     // The newest message reaches the new connection, in order after whatever it gets before it.

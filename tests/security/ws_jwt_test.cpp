@@ -35,18 +35,12 @@ const std::string kSecret = "ws-jwt-test-secret-0123456789abcdef";  // 35 bytes
 const std::string kIssuer = "https://id.example";
 const std::string kAudience = "hydra-ws";
 
+using test::next_json;
 using test::now_s;
 
 // Tokens for this host: its issuer, audience and secret unless a case says otherwise.
-struct TokenSpec : test::TokenSpec {
-    TokenSpec() {
-        iss = kIssuer;
-        aud = kAudience;
-        secret = kSecret;
-    }
-};
-
-std::string token(const TokenSpec& spec = {}) { return test::hs256_token(spec); }
+test::TokenSpec spec() { return test::spec_for(kSecret, kIssuer, kAudience); }
+std::string token(const test::TokenSpec& s = spec()) { return test::hs256_token(s); }
 
 // An in-process host with ws.auth=jwt: "/whoami" on "/" answers what the handler sees; "/raw" does the same.
 struct Server {
@@ -89,12 +83,6 @@ struct Server {
     }
 };
 
-Json next_json(WsClient& c, std::chrono::milliseconds timeout = 10s) {
-    WsMessage m = c.receive(timeout);
-    BOOST_REQUIRE_MESSAGE(m.type == WsMessage::Type::text, "expected a text message, got " << m.type << " " << m.data);
-    return Json::parse(m.data);
-}
-
 Json whoami(WsClient& c) {
     c.send_text(R"({"service":"/whoami"})");
     return next_json(c);
@@ -126,7 +114,7 @@ BOOST_AUTO_TEST_CASE(an_upgrade_without_an_acceptable_token_is_refused_401_and_n
         std::map<std::string, std::string> headers;
         std::string reason;
     };
-    const auto refused = test::refused_tokens(TokenSpec{});
+    const auto refused = test::refused_tokens(spec());
     auto refused_token = [&](const std::string& what) {
         for (const auto& r : refused)
             if (r.what == what) return r.token;
@@ -183,7 +171,7 @@ BOOST_AUTO_TEST_CASE(a_token_in_the_authorization_header_binds_the_connection_to
 
 BOOST_AUTO_TEST_CASE(a_token_in_the_query_opens_the_connection) {
     Server s;
-    TokenSpec bob;
+    test::TokenSpec bob = spec();
     bob.sub = "bob";
     WsClient c = s.connect("/?x=1&token=" + token(bob));
     BOOST_CHECK_EQUAL(whoami(c)["data"]["user"], "bob");
@@ -233,7 +221,7 @@ asyncio.run(main(int(sys.argv[1]), sys.argv[2]))
 
 BOOST_AUTO_TEST_CASE(notify_user_reaches_every_connection_of_the_sub_and_only_those) {
     Server s;
-    TokenSpec bob;
+    test::TokenSpec bob = spec();
     bob.sub = "bob";
     WsClient a1 = s.connect_bearer(token());
     WsClient a2 = s.connect("/?token=" + token());
@@ -257,7 +245,7 @@ BOOST_AUTO_TEST_CASE(notify_user_reaches_every_connection_of_the_sub_and_only_th
 
 BOOST_AUTO_TEST_CASE(the_connection_is_closed_1008_token_expired_at_exp) {
     Server s({"auth.jwt.leeway_s=0"});
-    TokenSpec short_lived;
+    test::TokenSpec short_lived = spec();
     short_lived.exp = now_s() + 2;
     WsClient c = s.connect_bearer(token(short_lived));
     WsMessage m = next_close(c);
@@ -273,13 +261,13 @@ BOOST_AUTO_TEST_CASE(the_connection_is_closed_1008_token_expired_at_exp) {
 
 BOOST_AUTO_TEST_CASE(a_refresh_for_the_same_sub_keeps_the_connection_open_past_the_first_exp) {
     Server s({"auth.jwt.leeway_s=0"});
-    TokenSpec short_lived;
+    test::TokenSpec short_lived = spec();
     short_lived.ttl_s = 3;  // time to connect twice and refresh on a loaded machine
     const std::string first = token(short_lived);
     WsClient refreshed = s.connect_bearer(first);
     WsClient control = s.connect_bearer(first);  // the same token, not refreshed
 
-    TokenSpec longer;
+    test::TokenSpec longer = spec();
     longer.ttl_s = 600;
     const std::string second = token(longer);
     refreshed.send_text(Json{{"service", "/auth/refresh"}, {"token", second}}.dump());
@@ -299,7 +287,7 @@ BOOST_AUTO_TEST_CASE(a_refresh_for_the_same_sub_keeps_the_connection_open_past_t
 
 BOOST_AUTO_TEST_CASE(a_raw_endpoint_takes_the_same_refresh_message_before_its_handler) {
     Server s({"auth.jwt.leeway_s=0"});
-    TokenSpec short_lived;
+    test::TokenSpec short_lived = spec();
     short_lived.ttl_s = 3;
     const std::string first = token(short_lived);
     WsClient refreshed = s.connect_bearer(first, "/raw");
@@ -310,7 +298,7 @@ BOOST_AUTO_TEST_CASE(a_raw_endpoint_takes_the_same_refresh_message_before_its_ha
     refreshed.send_text("/auth/refresh");
     BOOST_CHECK_EQUAL(next_json(refreshed)["user"], "alice");
 
-    TokenSpec longer;
+    test::TokenSpec longer = spec();
     longer.ttl_s = 600;
     refreshed.send_text(Json{{"service", "/auth/refresh"}, {"token", token(longer)}}.dump());
     Json reply = next_json(refreshed);
@@ -321,7 +309,7 @@ BOOST_AUTO_TEST_CASE(a_raw_endpoint_takes_the_same_refresh_message_before_its_ha
     refreshed.send_text("still here");
     BOOST_CHECK_EQUAL(next_json(refreshed)["user"], "alice");
     // A refused refresh is answered the same way and the endpoint's handler never sees it.
-    TokenSpec mallory;
+    test::TokenSpec mallory = spec();
     mallory.sub = "mallory";
     refreshed.send_text(Json{{"service", "/auth/refresh"}, {"token", token(mallory)}}.dump());
     BOOST_CHECK_EQUAL(next_json(refreshed)["code"], 403);
@@ -329,17 +317,17 @@ BOOST_AUTO_TEST_CASE(a_raw_endpoint_takes_the_same_refresh_message_before_its_ha
 
 BOOST_AUTO_TEST_CASE(a_refresh_with_another_sub_or_a_bad_token_is_refused_and_changes_nothing) {
     Server s({"auth.jwt.leeway_s=0"});
-    TokenSpec short_lived;
+    test::TokenSpec short_lived = spec();
     short_lived.ttl_s = 3;
     WsClient c = s.connect_bearer(token(short_lived));
 
-    TokenSpec mallory;
+    test::TokenSpec mallory = spec();
     mallory.sub = "mallory";
     c.send_text(Json{{"service", "/auth/refresh"}, {"token", token(mallory)}}.dump());
     Json reply = next_json(c);
     BOOST_CHECK_EQUAL(reply["code"], 403);
     BOOST_CHECK_EQUAL(reply["err"], "the token is for another user");
-    TokenSpec expired;
+    test::TokenSpec expired = spec();
     expired.ttl_s = -10;
     c.send_text(Json{{"service", "/auth/refresh"}, {"token", token(expired)}}.dump());
     reply = next_json(c);
@@ -423,7 +411,7 @@ BOOST_AUTO_TEST_CASE(hydra_token_makes_a_token_the_real_binary_accepts_and_the_b
         BOOST_CHECK_EQUAL(e.status(), 401);
     }
     // The binary refuses what the server refuses in-process above, with the same reasons.
-    for (const auto& bad : test::refused_tokens(TokenSpec{})) {
+    for (const auto& bad : test::refused_tokens(spec())) {
         try {
             WsClient refused_client =
                 WsClient::connect("127.0.0.1", host.ws_port, "/", {{"Sec-WebSocket-Protocol", "bearer, " + bad.token}});

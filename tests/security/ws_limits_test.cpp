@@ -2,14 +2,10 @@
 // per address (ws.max_connections_per_ip, 503 at the upgrade) and messages per connection (ws.rate_limit, 1008).
 #include <boost/test/unit_test.hpp>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <hydra/ws_client.h>
 
 #include "support/host.h"
+#include "support/http_raw.h"
 #include "support/wait.h"
 #include "ws/frame.h"
 
@@ -21,28 +17,13 @@ namespace {
 
 // The status line of the server's answer to an upgrade sent from `source` (a loopback address) to 127.0.0.1:port.
 std::string upgrade_from(const char* source, int port) {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in local{};
-    local.sin_family = AF_INET;
-    inet_pton(AF_INET, source, &local.sin_addr);
-    BOOST_REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&local), sizeof local) == 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(static_cast<std::uint16_t>(port));
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    BOOST_REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-    const std::string req =
+    test::RawHttp c("127.0.0.1:" + std::to_string(port), 0, 0, source);
+    BOOST_REQUIRE_MESSAGE(c.connected(), "no connection from " << source);
+    c.send(
         "GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
-    BOOST_REQUIRE(::send(fd, req.data(), req.size(), 0) == static_cast<ssize_t>(req.size()));
-    timeval tv{5, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    std::string out;
-    char buf[1024];
-    ssize_t n;
-    while (out.find("\r\n") == std::string::npos && (n = ::recv(fd, buf, sizeof buf, 0)) > 0)
-        out.append(buf, static_cast<std::size_t>(n));
-    ::close(fd);
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+    const std::string& out =
+        c.read_until([](const std::string& in) { return in.find("\r\n") != std::string::npos; }, 5s);
     return out.substr(0, out.find("\r\n"));
 }
 

@@ -2,6 +2,8 @@
 // message center's auth API (token "good-token" -> uid 1001) it talks to.
 #pragma once
 
+#include <chrono>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -19,6 +21,7 @@
 #include <hydra/ws_client.h>
 
 #include "support/process.h"
+#include "support/sqlite.h"
 #include "support/temp.h"
 
 namespace test {
@@ -61,15 +64,23 @@ struct AuthApi {
     }
 };
 
-// One `hydra run --env dev` with ephemeral ports and private files.
+// How long a Host may take to start and to stop.
+struct HostTimeouts {
+    std::chrono::milliseconds start = 30s;  // until every listener is up
+    std::chrono::milliseconds stop = 20s;   // from SIGTERM to a clean exit
+};
+
+// One `hydra run --env dev` with ephemeral ports and private files. `extra` arguments come last: a `--set` there
+// wins over the ones here (e.g. queue.backend=kafka for the cluster's hosts, log.level=debug).
 struct Host {
     AuthApi auth;
-    std::unique_ptr<test::ChildProcess> process;
+    std::unique_ptr<test::ChildProcess> process;  // null once kill()ed
     std::string api;
     std::string admin;  // the admin listener (the exchange's /v1/... endpoints)
     int ws_port = 0;
+    HostTimeouts timeouts;
 
-    explicit Host(std::vector<std::string> extra = {}) {
+    explicit Host(std::vector<std::string> extra = {}, HostTimeouts t = {}) : timeouts(t) {
         std::vector<std::string> args = {HYDRA_BINARY, "run",
                                          "--env",      "dev",
                                          "--set",      "api.address=127.0.0.1:0",
@@ -81,20 +92,41 @@ struct Host {
                                          "--set",      "services.message_center.auth_url=" + auth.url()};
         args.insert(args.end(), extra.begin(), extra.end());
         process = std::make_unique<test::ChildProcess>(args, std::string(HYDRA_SOURCE_DIR));
-        auto api_port = process->wait_for_stdout(R"(api listening on https?://127\.0\.0\.1:(\d+))", 30s);
-        auto ws = process->wait_for_stdout(R"(ws listening on wss?://127\.0\.0\.1:(\d+))", 30s);
+        auto api_port = process->wait_for_stdout(R"(api listening on https?://127\.0\.0\.1:(\d+))", t.start);
+        auto ws = process->wait_for_stdout(R"(ws listening on wss?://127\.0\.0\.1:(\d+))", t.start);
         auto admin_port =
-            process->wait_for_stdout(R"(admin listening on https?://(?:127\.0\.0\.1|0\.0\.0\.0):(\d+))", 30s);
+            process->wait_for_stdout(R"(admin listening on https?://(?:127\.0\.0\.1|0\.0\.0\.0):(\d+))", t.start);
         BOOST_REQUIRE_MESSAGE(api_port && ws && admin_port, "hydra did not start: " + process->err());
         api = "127.0.0.1:" + *api_port;
         admin = "127.0.0.1:" + *admin_port;
         ws_port = std::stoi(*ws);
     }
-    ~Host() {
+    ~Host() { stop(); }
+    Host(const Host&) = delete;
+    Host& operator=(const Host&) = delete;
+
+    // SIGTERM, then a clean exit (status 0) within timeouts.stop. Once stopped, again only checks the status kept.
+    void stop() {
+        if (!process) return;
         process->signal(SIGTERM);
-        BOOST_CHECK_EQUAL(process->wait(20s).value_or(-1), 0);
+        BOOST_CHECK_EQUAL(process->wait(timeouts.stop).value_or(-1), 0);
     }
-    hydra::WsClient connect(const std::string& path) { return hydra::WsClient::connect("127.0.0.1", ws_port, path); }
+    // SIGKILL: the host dies as a crash would, without a word to the others.
+    void kill() {
+        process->signal(SIGKILL);
+        process->wait(10s);
+        process.reset();
+    }
+    // Whether the log (stderr) shows `pattern` within `timeout`.
+    bool logged(const std::string& pattern, std::chrono::milliseconds timeout = 30s) {
+        return process->wait_for_stderr(pattern, timeout).has_value();
+    }
+    // With `uuid`: the client names itself in X-Request-Id (a host with ws.client_uuid=request_id takes it).
+    hydra::WsClient connect(const std::string& path, const std::string& uuid = {}) {
+        std::map<std::string, std::string> headers;
+        if (!uuid.empty()) headers["X-Request-Id"] = uuid;
+        return hydra::WsClient::connect("127.0.0.1", ws_port, path, headers);
+    }
 };
 
 // The next message of `c` as JSON; fails the test when it is not a text message in time.
@@ -103,6 +135,11 @@ inline hydra::Json next_json(hydra::WsClient& c, std::chrono::milliseconds timeo
     BOOST_REQUIRE_MESSAGE(m.type == hydra::WsMessage::Type::text,
                           "expected a text message, got " << m.type << " " << m.data);
     return hydra::Json::parse(m.data);
+}
+
+// Messages waiting in the push demo's mailbox (its database file `db`) for `uname`.
+inline std::int64_t mailbox(const std::string& db, const std::string& uname) {
+    return sqlite_int(db, "SELECT COUNT(*) FROM mailbox WHERE uname = ?", {uname});
 }
 
 // The push demo's login on the service path "/": the reply.

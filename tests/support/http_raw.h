@@ -25,7 +25,8 @@ namespace test {
 class RawHttp {
   public:
     // `rcvbuf`, `sndbuf`: fixed socket buffer sizes (0: the kernel's, which grow as the connection is used).
-    explicit RawHttp(const std::string& address, int rcvbuf = 0, int sndbuf = 0) {
+    // `source`: the local address to connect from (e.g. another loopback address than 127.0.0.1), or the kernel's.
+    explicit RawHttp(const std::string& address, int rcvbuf = 0, int sndbuf = 0, const std::string& source = {}) {
         const auto colon = address.rfind(':');
         sockaddr_in sa{};
         sa.sin_family = AF_INET;
@@ -34,6 +35,12 @@ class RawHttp {
         fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (rcvbuf > 0) setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
         if (sndbuf > 0) setsockopt(fd_, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+        if (!source.empty()) {
+            sockaddr_in local{};
+            local.sin_family = AF_INET;
+            inet_pton(AF_INET, source.c_str(), &local.sin_addr);
+            if (::bind(fd_, reinterpret_cast<sockaddr*>(&local), sizeof local) != 0) return;
+        }
         connected_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0;
     }
     ~RawHttp() { ::close(fd_); }

@@ -1,5 +1,6 @@
 // JSON Web Tokens made for tests by Poco::JWT, independently of hydra's own signing: valid ones, and the forgeries
-// a verifier must refuse (another key, alg "none", an HS256 token keyed with a public key).
+// a verifier must refuse (another key, alg "none", an HS256 token keyed with a public key), and RSA keys made for the
+// run.
 #pragma once
 
 #include <chrono>
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include <Poco/Base64Encoder.h>
+#include <Poco/Crypto/RSAKey.h>
 #include <Poco/JWT/Signer.h>
 #include <Poco/JWT/Token.h>
 
@@ -42,6 +44,15 @@ struct TokenSpec {
     std::map<std::string, std::string> extra = {{"role", "tester"}};
 };
 
+// What a host configured with `secret`, `iss` and `aud` accepts (sub "alice"): a case changes one field of it.
+inline TokenSpec spec_for(const std::string& secret, const std::string& iss, const std::string& aud) {
+    TokenSpec spec;
+    spec.secret = secret;
+    spec.iss = iss;
+    spec.aud = aud;
+    return spec;
+}
+
 // An HS256 token signed by Poco::JWT.
 inline std::string hs256_token(const TokenSpec& spec) {
     Poco::JWT::Token t;
@@ -60,6 +71,17 @@ inline std::string hs256_token(const TokenSpec& spec) {
 inline std::string unsigned_token(const hydra::Json& payload) {
     return b64url(R"({"alg":"none","typ":"JWT"})") + "." + b64url(payload.dump()) + ".";
 }
+
+// An RSA key pair made for the run: the public key as PEM, and the key to sign with.
+struct RsaPair {
+    Poco::SharedPtr<Poco::Crypto::RSAKey> key{
+        new Poco::Crypto::RSAKey(Poco::Crypto::RSAKey::KL_2048, Poco::Crypto::RSAKey::EXP_LARGE)};
+    std::string pem() const {
+        std::ostringstream pub;
+        key->save(&pub);
+        return pub.str();
+    }
+};
 
 // A token a host configured with `good`'s secret, issuer and audience must refuse, what is wrong with it, and the
 // reason the host gives.

@@ -11,6 +11,20 @@
 using hydra::parse_cli;
 using hydra::UsageError;
 
+namespace {
+
+// The UsageError parse_cli gives for `args`, or "no error".
+std::string message(const std::vector<std::string>& args) {
+    try {
+        parse_cli(args, std::nullopt);
+    } catch (const UsageError& e) {
+        return e.what();
+    }
+    return "no error";
+}
+
+}  // namespace
+
 BOOST_AUTO_TEST_SUITE(cli)
 
 BOOST_AUTO_TEST_CASE(run_with_options) {
@@ -51,14 +65,6 @@ BOOST_AUTO_TEST_CASE(commands) {
 }
 
 BOOST_AUTO_TEST_CASE(usage_errors_say_what_is_wrong) {
-    auto message = [](std::vector<std::string> args) {
-        try {
-            parse_cli(args, std::nullopt);
-        } catch (const UsageError& e) {
-            return std::string(e.what());
-        }
-        return std::string("no error");
-    };
     BOOST_CHECK_EQUAL(message({}), "missing command (try: hydra --help)");
     BOOST_CHECK_EQUAL(message({"start"}), "unknown command 'start' (try: hydra --help)");
     BOOST_CHECK_EQUAL(message({"conf"}), "conf needs a subcommand: show or check");
@@ -75,14 +81,6 @@ BOOST_AUTO_TEST_CASE(token_takes_a_sub_and_a_ttl) {
     BOOST_CHECK_EQUAL(c.ttl, 60);
     BOOST_REQUIRE_EQUAL(c.sets.size(), 1u);
     BOOST_CHECK_EQUAL(parse_cli({"token", "--sub=bob"}, std::nullopt).ttl, 3600);
-    auto message = [](std::vector<std::string> args) {
-        try {
-            parse_cli(args, std::nullopt);
-        } catch (const UsageError& e) {
-            return std::string(e.what());
-        }
-        return std::string("no error");
-    };
     BOOST_CHECK_EQUAL(message({"token"}), "token needs --sub USER");
     BOOST_CHECK_EQUAL(message({"token", "--sub", "a", "--ttl", "0"}), "--ttl needs a positive number, got '0'");
     BOOST_CHECK_EQUAL(message({"run", "--sub", "a"}), "--sub is an option of hydra token");

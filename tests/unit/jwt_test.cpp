@@ -5,7 +5,6 @@
 #include <hydra/config.h>
 #include <hydra/jwt.h>
 
-#include <Poco/Base64Encoder.h>
 #include <Poco/Crypto/ECKey.h>
 #include <Poco/Crypto/RSAKey.h>
 #include <Poco/JWT/Signer.h>
@@ -16,6 +15,7 @@
 #include <sstream>
 #include <string>
 
+#include "support/jwt.h"
 #include "support/temp.h"
 
 using hydra::ConfigError;
@@ -23,20 +23,13 @@ using hydra::Json;
 using hydra::JwtOutcome;
 using hydra::JwtVerifier;
 using Clock = std::chrono::system_clock;
+using test::b64url;
 
 namespace {
 
 const std::string kSecret = "0123456789abcdef0123456789abcdef-test";  // 37 bytes
 const Clock::time_point kNow = Clock::time_point(std::chrono::seconds(1'800'000'000));
 constexpr std::int64_t kNowS = 1'800'000'000;
-
-std::string b64url(const std::string& bytes) {
-    std::ostringstream out;
-    Poco::Base64Encoder enc(out, Poco::BASE64_URL_ENCODING | Poco::BASE64_NO_PADDING);
-    enc << bytes;
-    enc.close();
-    return out.str();
-}
 
 // Claims every accepted token needs, plus `extra` (null values remove a claim).
 Json claims(Json extra = Json::object()) {
@@ -87,16 +80,8 @@ std::string error_of(const JwtVerifier& v, const std::string& token, Clock::time
     return o.ok() ? std::string("accepted") : o.error;
 }
 
-// Key pairs generated once for the run: public key PEM, and the key to sign with.
-struct RsaPair {
-    Poco::SharedPtr<Poco::Crypto::RSAKey> key{
-        new Poco::Crypto::RSAKey(Poco::Crypto::RSAKey::KL_2048, Poco::Crypto::RSAKey::EXP_LARGE)};
-    std::string pem() const {
-        std::ostringstream pub;
-        key->save(&pub);
-        return pub.str();
-    }
-};
+// Key pairs generated once for the run.
+using test::RsaPair;
 const RsaPair& rsa() {
     static const RsaPair pair;
     return pair;

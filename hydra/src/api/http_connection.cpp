@@ -58,23 +58,13 @@ void Server::Loop::on_readable(Connection& c) {
 // Drives the TLS handshake of a new connection; once done, the connection reads like any other.
 void Server::Loop::handshake(Connection& c) {
     std::string error;
-    switch (c.tls->handshake(error)) {
-        case TlsSession::Handshake::done:
-            c.writing = false;
-            update_events(c);
-            on_readable(c);  // the first request may have come with the handshake's last flight
-            return;
-        case TlsSession::Handshake::want_read:
-        case TlsSession::Handshake::want_write:
-            if (c.writing != c.tls->wants_write()) {
-                c.writing = c.tls->wants_write();
-                update_events(c);
-            }
-            return;
-        case TlsSession::Handshake::failed:
-            Logger().info("api: TLS handshake with " + client_key_text(c.peer) + " failed: " + error);
-            destroy(c);
-            return;
+    const TlsSession::Handshake step = tls_handshake_step(
+        *c.tls, c.writing, [&] { update_events(c); }, error);
+    if (step == TlsSession::Handshake::done) {
+        on_readable(c);  // the first request may have come with the handshake's last flight
+    } else if (step == TlsSession::Handshake::failed) {
+        Logger().info("api: TLS handshake with " + client_key_text(c.peer) + " failed: " + error);
+        destroy(c);
     }
 }
 

@@ -8,19 +8,17 @@
 #include <hydra/json.h>
 #include <hydra/log.h>
 
+#include "queue/kafka/conf.h"
+
 namespace hydra::cluster {
 
 namespace {
 
+namespace kafka = queue::kafka;  // its setter: one place for librdkafka properties
+
 std::int64_t now_ms() {
     return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
         .count();
-}
-
-void set_property(RdKafka::Conf& conf, const std::string& key, const std::string& value) {
-    std::string err;
-    if (conf.set(key, value, err) != RdKafka::Conf::CONF_OK)
-        throw std::runtime_error("cluster: kafka property " + key + ": " + err);
 }
 
 }  // namespace
@@ -31,20 +29,20 @@ Bus::Bus(Settings settings)
       bus_topic_(settings_.prefix + ".bus") {
     std::string err;
     std::unique_ptr<RdKafka::Conf> pconf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
-    set_property(*pconf, "bootstrap.servers", settings_.brokers);
-    set_property(*pconf, "linger.ms", "1");  // presence and routed messages are small and latency-bound
-    for (const auto& [k, v] : settings_.properties) set_property(*pconf, k, v);
+    kafka::set(*pconf, "bootstrap.servers", settings_.brokers);
+    kafka::set(*pconf, "linger.ms", "1");  // presence and routed messages are small and latency-bound
+    for (const auto& [k, v] : settings_.properties) kafka::set(*pconf, k, v);
     producer_.reset(RdKafka::Producer::create(pconf.get(), err));
     if (!producer_) throw std::runtime_error("cluster: cannot create the Kafka producer: " + err);
 
     std::unique_ptr<RdKafka::Conf> cconf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
-    set_property(*cconf, "bootstrap.servers", settings_.brokers);
-    for (const auto& [k, v] : settings_.properties) set_property(*cconf, k, v);
+    kafka::set(*cconf, "bootstrap.servers", settings_.brokers);
+    for (const auto& [k, v] : settings_.properties) kafka::set(*cconf, k, v);
     // Partitions are assigned by hand (every host reads everything of its topics): the group only names us.
-    set_property(*cconf, "group.id", node_topic(settings_.node_id));
-    set_property(*cconf, "enable.auto.commit", "false");
-    set_property(*cconf, "enable.partition.eof", "true");
-    set_property(*cconf, "allow.auto.create.topics", "false");  // created with the Admin API in start()
+    kafka::set(*cconf, "group.id", node_topic(settings_.node_id));
+    kafka::set(*cconf, "enable.auto.commit", "false");
+    kafka::set(*cconf, "enable.partition.eof", "true");
+    kafka::set(*cconf, "allow.auto.create.topics", "false");  // created with the Admin API in start()
     consumer_.reset(RdKafka::KafkaConsumer::create(cconf.get(), err));
     if (!consumer_) throw std::runtime_error("cluster: cannot create the Kafka consumer: " + err);
 

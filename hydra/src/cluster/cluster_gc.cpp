@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "queue/kafka/admin.h"
+#include "queue/kafka/conf.h"
 #include "queue/kafka/kafka_queue.h"
 
 namespace hydra::cluster {
@@ -23,21 +24,15 @@ struct LastSeen {
 // The last "node:<id>" record of every host in the presence topic, read from the beginning to the end.
 std::optional<std::map<std::string, LastSeen>> read_presence(const Config& config, const std::string& topic,
                                                              int partitions, std::string& error) {
-    char text[512];
-    rd_kafka_conf_t* conf = rd_kafka_conf_new();
     std::map<std::string, std::string> properties = queue::KafkaQueue::properties_from(config);
     properties["bootstrap.servers"] = config.str("queue.kafka.brokers");
     properties["group.id"] = topic + ".gc";  // partitions are assigned by hand; nothing is committed
     properties["enable.auto.commit"] = "false";
     properties["enable.partition.eof"] = "true";
     properties["allow.auto.create.topics"] = "false";
-    for (const auto& [name, value] : properties) {
-        if (rd_kafka_conf_set(conf, name.c_str(), value.c_str(), text, sizeof text) != RD_KAFKA_CONF_OK) {
-            rd_kafka_conf_destroy(conf);
-            error = text;
-            return std::nullopt;
-        }
-    }
+    rd_kafka_conf_t* conf = queue::kafka::new_conf(properties, error);
+    if (!conf) return std::nullopt;
+    char text[512];
     rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, text, sizeof text);
     if (!rk) {
         rd_kafka_conf_destroy(conf);

@@ -101,6 +101,24 @@ class TlsSession {
     std::size_t unfinished_write_ = 0;
 };
 
+// One step of a new connection's handshake, for the loops: `writing` (the connection waits for EPOLLOUT) follows what
+// OpenSSL waits for, and `update_events()` is called when it changes and once the session is established (`writing`
+// then false). The result is the session's: on done the caller reads (the first request may have come with the
+// handshake's last flight); on failed it logs `error` and drops the connection.
+template <class UpdateEvents>
+TlsSession::Handshake tls_handshake_step(TlsSession& tls, bool& writing, UpdateEvents&& update_events,
+                                         std::string& error) {
+    const TlsSession::Handshake step = tls.handshake(error);
+    if (step == TlsSession::Handshake::done) {
+        writing = false;
+        update_events();
+    } else if (step != TlsSession::Handshake::failed && writing != tls.wants_write()) {
+        writing = tls.wants_write();
+        update_events();
+    }
+    return step;
+}
+
 // `<section>.tls` of `config` loaded: null when it is off; ConfigError ("<source>: <section>.tls.cert_file: ...") when
 // a file does not load. For `hydra run` and `hydra conf check` alike.
 std::shared_ptr<TlsContext> load_tls(const Config& config, const std::string& section);

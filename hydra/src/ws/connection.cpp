@@ -50,23 +50,13 @@ void WsServer::Connection::on_failure() noexcept {
 // Drives the TLS handshake of a new connection; once done, the connection reads its upgrade request.
 void WsServer::Connection::tls_handshake() {
     std::string error;
-    switch (tls->handshake(error)) {
-        case TlsSession::Handshake::done:
-            writing = false;
-            update_events();
-            read();  // the upgrade request may have come with the handshake's last flight
-            return;
-        case TlsSession::Handshake::want_read:
-        case TlsSession::Handshake::want_write:
-            if (writing != tls->wants_write()) {
-                writing = tls->wants_write();
-                update_events();
-            }
-            return;
-        case TlsSession::Handshake::failed:
-            Logger().info("ws: TLS handshake with " + client_key_text(ip) + " failed: " + error);
-            loop.destroy(*this, close_code::abnormal, "TLS handshake failed");
-            return;
+    const TlsSession::Handshake step = tls_handshake_step(
+        *tls, writing, [this] { update_events(); }, error);
+    if (step == TlsSession::Handshake::done) {
+        read();  // the upgrade request may have come with the handshake's last flight
+    } else if (step == TlsSession::Handshake::failed) {
+        Logger().info("ws: TLS handshake with " + client_key_text(ip) + " failed: " + error);
+        loop.destroy(*this, close_code::abnormal, "TLS handshake failed");
     }
 }
 

@@ -6,6 +6,8 @@
 
 #include <hydra/log.h>
 
+#include "queue/kafka/conf.h"
+
 namespace hydra::queue {
 namespace {
 
@@ -75,16 +77,12 @@ std::string KafkaAdmin::controller_problem(std::chrono::milliseconds timeout) {
 }
 
 KafkaAdmin::KafkaAdmin(const std::string& brokers, const std::map<std::string, std::string>& properties) {
+    std::map<std::string, std::string> all = properties;
+    all.try_emplace("bootstrap.servers", brokers);  // a bootstrap.servers among the properties wins
+    std::string error;
+    rd_kafka_conf_t* conf = kafka::new_conf(all, error);
+    if (!conf) throw std::runtime_error("kafka admin: " + error);
     char err[512];
-    rd_kafka_conf_t* conf = rd_kafka_conf_new();
-    auto set = [&](const std::string& name, const std::string& value) {
-        if (rd_kafka_conf_set(conf, name.c_str(), value.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK) {
-            rd_kafka_conf_destroy(conf);
-            throw std::runtime_error("kafka admin: " + std::string(err));
-        }
-    };
-    set("bootstrap.servers", brokers);
-    for (const auto& [name, value] : properties) set(name, value);
     rd_kafka_conf_set_log_cb(conf, log_cb);
     rd_kafka_conf_set_error_cb(conf, error_cb);
     rk_ = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);

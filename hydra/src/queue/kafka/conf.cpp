@@ -15,6 +15,19 @@ void set(RdKafka::Conf& conf, const std::string& name, const std::string& value)
     if (conf.set(name, value, err) != RdKafka::Conf::CONF_OK) config_error(err);
 }
 
+rd_kafka_conf_t* new_conf(const std::map<std::string, std::string>& properties, std::string& error) {
+    rd_kafka_conf_t* conf = rd_kafka_conf_new();
+    char text[512];
+    for (const auto& [name, value] : properties) {
+        if (rd_kafka_conf_set(conf, name.c_str(), value.c_str(), text, sizeof text) != RD_KAFKA_CONF_OK) {
+            rd_kafka_conf_destroy(conf);
+            error = text;
+            return nullptr;
+        }
+    }
+    return conf;
+}
+
 void EventLogger::event_cb(RdKafka::Event& event) {
     switch (event.type()) {
         case RdKafka::Event::EVENT_ERROR:

@@ -1,11 +1,13 @@
-// librdkafka configuration helpers shared by the queue's producer and consumers: setting properties, and
-// librdkafka's logs, errors and statistics routed to hydra's log.
+// librdkafka configuration helpers shared by the queue's producer, consumers and admin handle and the cluster's bus:
+// setting properties (the one place that does), and librdkafka's logs, errors and statistics routed to hydra's log.
 #pragma once
 
+#include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafkacpp.h>
 
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <string>
 
 namespace hydra::queue::kafka {
@@ -18,6 +20,10 @@ constexpr const char* kVisibleAtHeader = "hydra-visible-at";
 
 // Sets a property; config_error() with librdkafka's reason when it refuses it.
 void set(RdKafka::Conf& conf, const std::string& name, const std::string& value);
+
+// The same for librdkafka's C API (the Admin API, plain readers): a new configuration with `properties` set, or null
+// with librdkafka's reason in `error` when it refuses one.
+rd_kafka_conf_t* new_conf(const std::map<std::string, std::string>& properties, std::string& error);
 
 template <typename Callback>
 void set_callback(RdKafka::Conf& conf, const std::string& name, Callback* callback) {
