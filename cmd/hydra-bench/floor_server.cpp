@@ -46,7 +46,7 @@ constexpr std::size_t kMaxHttpRequest = 1 << 20;
 
 struct Conn {
     enum class Kind { Ws, Api };
-    Conn(int f, Kind k) : fd(f), kind(k), decoder(kMaxMessage, ws::Role::Server) {}
+    Conn(int f, Kind k) : fd(f), kind(k), decoder(kMaxMessage, ws::Role::server) {}
     int fd;
     Kind kind;
     bool upgraded = false;
@@ -186,8 +186,8 @@ class Floor {
     void on_handshake(Conn& c, std::string_view bytes) {
         c.in.append(bytes);
         ws::UpgradeParse parse = ws::parse_upgrade_request(c.in);
-        if (parse.status == ws::ParseStatus::NeedMore) return;
-        if (parse.status != ws::ParseStatus::Ok) {
+        if (parse.status == ws::ParseStatus::need_more) return;
+        if (parse.status != ws::ParseStatus::ok) {
             send(c, ws::http_error_response(parse.http_status, parse.reason, parse.response_headers));
             return close_conn(c);
         }
@@ -204,26 +204,23 @@ class Floor {
         bool close = false;
         c.decoder.feed(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size(), [&](const ws::Event& e) {
             switch (e.type) {
-                case ws::Event::Type::Text:
-                case ws::Event::Type::Binary:
+                case ws::Event::Type::text:
+                case ws::Event::Type::binary:
                     if (c.echo) {
-                        std::uint8_t header[ws::kMaxFrameHeader];
-                        auto op = e.type == ws::Event::Type::Text ? ws::Opcode::Text : ws::Opcode::Binary;
-                        reply.append(reinterpret_cast<const char*>(header),
-                                     ws::encode_frame_header(header, op, e.data.size()));
-                        reply.append(e.data);
+                        auto op = e.type == ws::Event::Type::text ? hydra::WsOpcode::text : hydra::WsOpcode::binary;
+                        ws::append_frame(reply, op, e.data);
                     }
                     break;
-                case ws::Event::Type::Ping:
-                    reply += ws::encode_pong(e.data);
+                case ws::Event::Type::ping:
+                    ws::append_frame(reply, hydra::WsOpcode::pong, e.data);
                     break;
-                case ws::Event::Type::Pong:
+                case ws::Event::Type::pong:
                     break;
-                case ws::Event::Type::Close:
+                case ws::Event::Type::close:
                     reply += ws::encode_close(ws::close_code::normal);
                     close = true;
                     break;
-                case ws::Event::Type::Error:
+                case ws::Event::Type::error:
                     reply += ws::encode_close(e.code);
                     close = true;
                     break;
@@ -237,8 +234,8 @@ class Floor {
     void on_http(Conn& c, std::string_view bytes) {
         c.in.append(bytes);
         http::Head head = http::parse_head(c.in, kMaxHttpRequest);
-        if (head.status == http::ParseStatus::NeedMore) return;
-        if (head.status != http::ParseStatus::Ok) return close_conn(c);
+        if (head.status == http::ParseStatus::need_more) return;
+        if (head.status != http::ParseStatus::ok) return close_conn(c);
         std::size_t length = 0;
         if (auto value = http::find_header(head.headers, "Content-Length"))
             std::from_chars(value->data(), value->data() + value->size(), length);

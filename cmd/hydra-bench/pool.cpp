@@ -18,7 +18,6 @@
 #include <stdexcept>
 #include <thread>
 
-#include "frame_out.h"
 #include "ws/frame.h"
 #include "ws/handshake.h"
 
@@ -135,11 +134,16 @@ struct Pool::Worker {
     void set_events(Conn& c, bool want_out);
     void fail(Conn& c, const std::string& why);
     void close_conn(Conn& c, bool by_peer);
-    std::uint32_t next_mask() {
+    // A cheap per-thread mask key (xorshift) instead of random_mask_key()'s random_device: the load generator is not
+    // a browser, and the servers do not care how keys are chosen.
+    ws::MaskKey next_mask() {
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
-        return static_cast<std::uint32_t>(rng);
+        const auto word = static_cast<std::uint32_t>(rng);
+        ws::MaskKey key;
+        std::memcpy(key.data(), &word, key.size());
+        return key;
     }
 
     Pool& pool;
@@ -292,7 +296,7 @@ void Pool::Worker::tls_handshake(Conn& c) {
 
 void Pool::Worker::send_upgrade(Conn& c) {
     const PoolConfig& cfg = pool.config_;
-    ws::HttpHeaders headers;
+    hydra::HeaderFields headers;
     std::string path = cfg.path;
     if (!cfg.id_prefix.empty()) {
         std::string id = cfg.id_prefix + std::to_string(first_id + (&c - conns.data()));
@@ -464,14 +468,14 @@ void Pool::Worker::on_readable(Conn& c) {
 
 void Pool::Worker::on_handshake_bytes(Conn& c, std::int64_t now) {
     auto r = ws::parse_upgrade_response(c.in, c.key);
-    if (r.status == ws::ParseStatus::NeedMore) return;
-    if (r.status == ws::ParseStatus::Error) {
+    if (r.status == ws::ParseStatus::need_more) return;
+    if (r.status == ws::ParseStatus::error) {
         fail(c, "handshake: " + (r.http_status ? "HTTP " + std::to_string(r.http_status) + ": " : std::string()) +
                     r.error);
         return;
     }
     c.state = Conn::State::Open;
-    c.decoder.emplace(kMaxMessage, ws::Role::Client);
+    c.decoder.emplace(kMaxMessage, ws::Role::client);
     std::string().swap(c.key);
     --connects_in_progress;
     stats.connect_latency.record(now - c.started_ns);
@@ -491,22 +495,22 @@ void Pool::Worker::on_frames(Conn& c, const std::uint8_t* data, std::size_t len,
     ws::Event ev;
     while (d.next(ev)) {
         switch (ev.type) {
-            case ws::Event::Type::Text:
-            case ws::Event::Type::Binary:
+            case ws::Event::Type::text:
+            case ws::Event::Type::binary:
                 on_message(c, ev.data, now);
                 break;
-            case ws::Event::Type::Ping:
+            case ws::Event::Type::ping:
                 ++stats.pings;
-                append_masked_frame(c.out, ws::Opcode::Pong, ev.data, next_mask());
+                ws::append_frame_masked(c.out, hydra::WsOpcode::pong, ev.data, next_mask());
                 break;
-            case ws::Event::Type::Pong:
+            case ws::Event::Type::pong:
                 break;
-            case ws::Event::Type::Close:
-                append_masked_frame(c.out, ws::Opcode::Close, {}, next_mask());
+            case ws::Event::Type::close:
+                ws::append_frame_masked(c.out, hydra::WsOpcode::close, {}, next_mask());
                 flush(c);
                 if (c.fd >= 0) close_conn(c, true);
                 return;
-            case ws::Event::Type::Error:
+            case ws::Event::Type::error:
                 ++stats.protocol_errors;
                 close_conn(c, false);
                 return;
@@ -623,7 +627,7 @@ void Pool::Worker::send_echo(Conn& c, std::int64_t now) {
         t >>= 4;
     }
     for (std::size_t i = 16; i < size; ++i) payload[i] = static_cast<char>('a' + i % 26);
-    append_masked_frame(c.out, ws::Opcode::Text, std::string_view(payload, size), next_mask());
+    ws::append_frame_masked(c.out, hydra::WsOpcode::text, std::string_view(payload, size), next_mask());
     ++c.inflight;
     ++stats.inflight;
 }
