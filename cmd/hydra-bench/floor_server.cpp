@@ -45,7 +45,7 @@ constexpr std::size_t kMaxMessage = 1 << 20;
 constexpr std::size_t kMaxHttpRequest = 1 << 20;
 
 struct Conn {
-    enum class Kind { Ws, Api };
+    enum class Kind { ws, api };
     Conn(int f, Kind k) : fd(f), kind(k), decoder(kMaxMessage, ws::Role::server) {}
     int fd;
     Kind kind;
@@ -105,7 +105,7 @@ class Floor {
                 std::uint32_t ev = events[static_cast<std::size_t>(i)].events;
                 if (fd == signals_) return;
                 if (fd == ws_listener_ || fd == api_listener_) {
-                    accept_all(fd, fd == ws_listener_ ? Conn::Kind::Ws : Conn::Kind::Api);
+                    accept_all(fd, fd == ws_listener_ ? Conn::Kind::ws : Conn::Kind::api);
                     continue;
                 }
                 Conn* c = conn(fd);
@@ -178,7 +178,7 @@ class Floor {
         if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) return close_conn(c);
         if (n < 0) return;
         std::string_view bytes(buf, static_cast<std::size_t>(n));
-        if (c.kind == Conn::Kind::Api) return on_http(c, bytes);
+        if (c.kind == Conn::Kind::api) return on_http(c, bytes);
         if (!c.upgraded) return on_handshake(c, bytes);
         on_frames(c, bytes);
     }
@@ -256,7 +256,7 @@ class Floor {
             std::string frame = ws::encode_text(ws::envelope("notify", 200, "data", request["data"]));
             std::size_t reached = 0;
             for (auto& other : conns_)
-                if (other && other->kind == Conn::Kind::Ws && other->upgraded && send(*other, frame)) ++reached;
+                if (other && other->kind == Conn::Kind::ws && other->upgraded && send(*other, frame)) ++reached;
             answer = R"({"code":0,"msg":"success","connections":)" + std::to_string(reached) + "}";
         }
         send(c, "HTTP/1.1 " + std::to_string(status) + " " + std::string(http::http_status_text(status)) +

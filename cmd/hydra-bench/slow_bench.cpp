@@ -122,10 +122,7 @@ OJson slow_client_state(const SlowClient& sc, std::uint16_t server_port) {
 OJson run_slow(const Options& o) {
     OJson result;
     bench::Pool pool(broadcast_pool_config(o, 3));
-    auto r = connect_pool(pool, o);
-    result["connect"] = connect_json(r, pool);
-    std::this_thread::sleep_for(std::chrono::milliseconds(500));
-    bench::HttpClient http(bench::parse_ipv4(broadcast_address(o)), broadcast_address(o));
+    bench::HttpClient http = connect_for_broadcasts(pool, o, result);
     const int expected = pool.open_connections();
 
     // Baseline, with the slow client, baseline again after it left: the two baselines bracket the slow run, so
