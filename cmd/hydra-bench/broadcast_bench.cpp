@@ -21,10 +21,15 @@ std::string broadcast_body(std::int64_t ts, int seq, std::size_t payload_bytes) 
 
 }  // namespace
 
-const std::string& broadcast_address(const Options& o) { return o.admin.empty() ? o.api : o.admin; }
+HttpClient connect_for_broadcasts(Pool& pool, const Options& o, OJson& result) {
+    result["connect"] = connect_json(connect_pool(pool, o), pool);
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    const std::string& address = o.admin.empty() ? o.api : o.admin;
+    return HttpClient(parse_ipv4(address), address);
+}
 
 bench::PoolConfig broadcast_pool_config(const Options& o, int phases) {
-    bench::PoolConfig c = pool_config(o, bench::Mode::Broadcast);
+    bench::PoolConfig c = pool_config(o, bench::Mode::broadcast);
     c.broadcast_group_size = o.warmup_broadcasts + o.broadcasts;
     c.broadcast_slots = c.broadcast_group_size * phases;
     c.broadcast_skip = o.warmup_broadcasts;
@@ -70,24 +75,14 @@ BroadcastRun run_broadcasts(bench::Pool& pool, bench::HttpClient& http, const Op
         } catch (const std::exception& e) {
             if (http_errors++ < 3) log(std::string("broadcast: ") + e.what());
         }
-        if (!paced) {
-            // Closed loop: the next broadcast once every client has this one (or 10 s without progress).
-            std::uint32_t last = 0;
-            std::int64_t last_progress = bench::now_ns();
-            for (;;) {
-                std::uint32_t got = pool.received(seq);
-                if (static_cast<int>(got) >= expected) break;
-                std::int64_t now = bench::now_ns();
-                if (got != last) {
-                    last = got;
-                    last_progress = now;
-                } else if (now - last_progress > 10'000'000'000) {
-                    ++incomplete_waits;
-                    break;
-                }
-                std::this_thread::sleep_for(std::chrono::microseconds(100));
-            }
-        }
+        // Closed loop: the next broadcast once every client has this one (or 10 s without progress).
+        if (!paced && !bench::wait_for_progress(
+                          [&] {
+                              const std::uint32_t got = pool.received(seq);
+                              return bench::Progress{static_cast<int>(got) >= expected, got};
+                          },
+                          10'000'000'000, std::chrono::microseconds(100)))
+            ++incomplete_waits;
     }
     // Wait for everything to arrive, or 5 s without progress.
     auto received = [&](int from, int to) {
@@ -96,20 +91,12 @@ BroadcastRun run_broadcasts(bench::Pool& pool, bench::HttpClient& http, const Op
         return n;
     };
     const std::uint64_t want_all = static_cast<std::uint64_t>(expected) * static_cast<std::uint64_t>(total);
-    std::uint64_t last = 0;
-    std::int64_t last_progress = bench::now_ns();
-    for (;;) {
-        std::uint64_t got = received(0, total);
-        if (got >= want_all) break;
-        std::int64_t now = bench::now_ns();
-        if (got != last) {
-            last = got;
-            last_progress = now;
-        } else if (now - last_progress > 5'000'000'000) {
-            break;
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
+    bench::wait_for_progress(
+        [&] {
+            const std::uint64_t got = received(0, total);
+            return bench::Progress{got >= want_all, got};
+        },
+        5'000'000'000, std::chrono::milliseconds(1));
     OJson cpu_json = cpu ? cpu->to_json() : OJson();
     bench::Stats s = pool.merged_stats();
 
@@ -189,10 +176,7 @@ BroadcastRun run_broadcasts(bench::Pool& pool, bench::HttpClient& http, const Op
 OJson run_broadcast(const Options& o) {
     OJson result;
     bench::Pool pool(broadcast_pool_config(o, 1));
-    auto r = connect_pool(pool, o);
-    result["connect"] = connect_json(r, pool);
-    std::this_thread::sleep_for(std::chrono::milliseconds(500));
-    bench::HttpClient http(bench::parse_ipv4(broadcast_address(o)), broadcast_address(o));
+    bench::HttpClient http = connect_for_broadcasts(pool, o, result);
     std::optional<bench::Rss> before;
     if (o.server_pid) before = bench::read_rss(o.server_pid);
     log("broadcast: " + std::to_string(o.broadcasts) + " broadcasts (" + o.mode + ") to " +

@@ -15,8 +15,10 @@ struct BroadcastRun {
     double completion_p50_ms = 0;  // the median broadcast's time to reach every client: robust to a few slow ones
 };
 
-// Where /v1/exchange/broadcast is posted: the admin listener if given, else the API.
-const std::string& broadcast_address(const Options& o);
+// Connects every client of `pool` (the outcome goes to result["connect"]), pauses 500 ms so that the connect burst
+// is over before the first broadcast, and returns the client that posts /v1/exchange/broadcast: to the admin
+// listener if given, else to the API.
+HttpClient connect_for_broadcasts(Pool& pool, const Options& o, OJson& result);
 // A pool whose clients track `phases` groups of warmup + measured broadcasts.
 PoolConfig broadcast_pool_config(const Options& o, int phases);
 // Posts warmup + count broadcasts with seq first_seq.. and waits for them to reach `expected` clients. The warmup

@@ -9,7 +9,7 @@ namespace bench::scenario {
 
 OJson run_echo(const Options& o) {
     OJson result;
-    bench::Pool pool(pool_config(o, bench::Mode::Echo));
+    bench::Pool pool(pool_config(o, bench::Mode::echo));
     auto r = connect_pool(pool, o);
     result["connect"] = connect_json(r, pool);
     result["window"] = o.window;

@@ -45,8 +45,8 @@ constexpr std::size_t kMaxMessage = 1 << 20;
 constexpr std::size_t kMaxHttpRequest = 1 << 20;
 
 struct Conn {
-    enum class Kind { Ws, Api };
-    Conn(int f, Kind k) : fd(f), kind(k), decoder(kMaxMessage, ws::Role::Server) {}
+    enum class Kind { ws, api };
+    Conn(int f, Kind k) : fd(f), kind(k), decoder(kMaxMessage, ws::Role::server) {}
     int fd;
     Kind kind;
     bool upgraded = false;
@@ -105,7 +105,7 @@ class Floor {
                 std::uint32_t ev = events[static_cast<std::size_t>(i)].events;
                 if (fd == signals_) return;
                 if (fd == ws_listener_ || fd == api_listener_) {
-                    accept_all(fd, fd == ws_listener_ ? Conn::Kind::Ws : Conn::Kind::Api);
+                    accept_all(fd, fd == ws_listener_ ? Conn::Kind::ws : Conn::Kind::api);
                     continue;
                 }
                 Conn* c = conn(fd);
@@ -178,7 +178,7 @@ class Floor {
         if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) return close_conn(c);
         if (n < 0) return;
         std::string_view bytes(buf, static_cast<std::size_t>(n));
-        if (c.kind == Conn::Kind::Api) return on_http(c, bytes);
+        if (c.kind == Conn::Kind::api) return on_http(c, bytes);
         if (!c.upgraded) return on_handshake(c, bytes);
         on_frames(c, bytes);
     }
@@ -186,8 +186,8 @@ class Floor {
     void on_handshake(Conn& c, std::string_view bytes) {
         c.in.append(bytes);
         ws::UpgradeParse parse = ws::parse_upgrade_request(c.in);
-        if (parse.status == ws::ParseStatus::NeedMore) return;
-        if (parse.status != ws::ParseStatus::Ok) {
+        if (parse.status == ws::ParseStatus::need_more) return;
+        if (parse.status != ws::ParseStatus::ok) {
             send(c, ws::http_error_response(parse.http_status, parse.reason, parse.response_headers));
             return close_conn(c);
         }
@@ -204,26 +204,23 @@ class Floor {
         bool close = false;
         c.decoder.feed(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size(), [&](const ws::Event& e) {
             switch (e.type) {
-                case ws::Event::Type::Text:
-                case ws::Event::Type::Binary:
+                case ws::Event::Type::text:
+                case ws::Event::Type::binary:
                     if (c.echo) {
-                        std::uint8_t header[ws::kMaxFrameHeader];
-                        auto op = e.type == ws::Event::Type::Text ? ws::Opcode::Text : ws::Opcode::Binary;
-                        reply.append(reinterpret_cast<const char*>(header),
-                                     ws::encode_frame_header(header, op, e.data.size()));
-                        reply.append(e.data);
+                        auto op = e.type == ws::Event::Type::text ? hydra::WsOpcode::text : hydra::WsOpcode::binary;
+                        ws::append_frame(reply, op, e.data);
                     }
                     break;
-                case ws::Event::Type::Ping:
-                    reply += ws::encode_pong(e.data);
+                case ws::Event::Type::ping:
+                    ws::append_frame(reply, hydra::WsOpcode::pong, e.data);
                     break;
-                case ws::Event::Type::Pong:
+                case ws::Event::Type::pong:
                     break;
-                case ws::Event::Type::Close:
+                case ws::Event::Type::close:
                     reply += ws::encode_close(ws::close_code::normal);
                     close = true;
                     break;
-                case ws::Event::Type::Error:
+                case ws::Event::Type::error:
                     reply += ws::encode_close(e.code);
                     close = true;
                     break;
@@ -237,8 +234,8 @@ class Floor {
     void on_http(Conn& c, std::string_view bytes) {
         c.in.append(bytes);
         http::Head head = http::parse_head(c.in, kMaxHttpRequest);
-        if (head.status == http::ParseStatus::NeedMore) return;
-        if (head.status != http::ParseStatus::Ok) return close_conn(c);
+        if (head.status == http::ParseStatus::need_more) return;
+        if (head.status != http::ParseStatus::ok) return close_conn(c);
         std::size_t length = 0;
         if (auto value = http::find_header(head.headers, "Content-Length"))
             std::from_chars(value->data(), value->data() + value->size(), length);
@@ -259,7 +256,7 @@ class Floor {
             std::string frame = ws::encode_text(ws::envelope("notify", 200, "data", request["data"]));
             std::size_t reached = 0;
             for (auto& other : conns_)
-                if (other && other->kind == Conn::Kind::Ws && other->upgraded && send(*other, frame)) ++reached;
+                if (other && other->kind == Conn::Kind::ws && other->upgraded && send(*other, frame)) ++reached;
             answer = R"({"code":0,"msg":"success","connections":)" + std::to_string(reached) + "}";
         }
         send(c, "HTTP/1.1 " + std::to_string(status) + " " + std::string(http::http_status_text(status)) +

@@ -13,7 +13,7 @@ OJson run_idle(const Options& o) {
     OJson result;
     std::optional<bench::Rss> before;
     if (o.server_pid) before = bench::read_rss(o.server_pid);
-    bench::Pool pool(pool_config(o, bench::Mode::Idle));
+    bench::Pool pool(pool_config(o, bench::Mode::idle));
     bench::CpuMeter cpu(o.server_pid);
     auto r = connect_pool(pool, o);
     result["connect"] = connect_json(r, pool);

@@ -8,6 +8,7 @@
 #include <iostream>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "scenario.h"
@@ -17,23 +18,36 @@
 namespace bench::scenario {
 namespace {
 
+// What the send, soak and stream configs share: the API they post to, with how many connections, at what rate, for
+// how long.
+template <class Config>
+void set_posting(Config& c, const Options& o) {
+    c.api = bench::parse_ipv4(o.api);
+    c.api_host = o.api;
+    c.publishers = o.publishers;
+    c.rate = o.rate;
+    c.duration_s = o.duration_s;
+}
+
+// The clients of send and soak: each with its own id, counting what is delivered to it.
+bench::PoolConfig deliver_pool(const Options& o) {
+    bench::PoolConfig c = pool_config(o, bench::Mode::deliver);
+    c.id_prefix = o.id_prefix;
+    return c;
+}
+
 // ---- send (send_bench.cpp) ----
 
 OJson run_send(const Options& o) {
     bench::SendConfig c;
-    c.pool = pool_config(o, bench::Mode::Deliver);
-    c.pool.id_prefix = o.id_prefix;
+    c.pool = deliver_pool(o);
     c.pool.id_in_path = o.id_in_path;
-    c.api = bench::parse_ipv4(o.api);
-    c.api_host = o.api;
+    set_posting(c, o);
     c.post_path = o.post_path;
     c.body = o.body;
     c.content_type = o.content_type;
-    c.publishers = o.publishers;
     c.pipeline = o.pipeline;
-    c.rate = o.rate;
     c.warmup_s = o.warmup_s;
-    c.duration_s = o.duration_s;
     c.drain_s = o.drain_s;
     c.settle_s = o.settle_s;
     c.tick_us = o.tick_us;
@@ -52,25 +66,20 @@ OJson run_send(const Options& o) {
     return bench::run_send(std::move(c));
 }
 
-// ---- soak, stream, mailbox (soak_bench.cpp) ----
+// ---- soak, stream, mailbox (soak_bench.cpp, stream_bench.cpp, mailbox_bench.cpp) ----
 
 OJson run_soak(const Options& o) {
     bench::SoakConfig c;
-    c.pool = pool_config(o, bench::Mode::Deliver);
-    c.pool.id_prefix = o.id_prefix;
-    c.api = bench::parse_ipv4(o.api);
-    c.api_host = o.api;
+    c.pool = deliver_pool(o);
+    set_posting(c, o);
     if (!o.admin.empty()) {
         c.admin = bench::parse_ipv4(o.admin);
         c.admin_host = o.admin;
     }
     c.server_pid = o.server_pid;
-    c.duration_s = o.duration_s;
-    c.rate = o.rate;
     c.broadcast_rate = o.broadcast_rate;
     c.churn_rate = o.churn_rate;
     c.churn_path = o.churn_path;
-    c.publishers = o.publishers;
     c.interval_s = o.interval_s;
     if (o.warmup_given) c.warmup_s = o.warmup_s;
     c.grace_s = o.grace_s;
@@ -82,13 +91,9 @@ OJson run_soak(const Options& o) {
 
 OJson run_stream(const Options& o) {
     bench::StreamConfig c;
-    c.api = bench::parse_ipv4(o.api);
-    c.api_host = o.api;
+    set_posting(c, o);
     c.post_path = o.post_path;
     if (o.body != Options{}.body) c.body = o.body;
-    c.rate = o.rate;
-    c.duration_s = o.duration_s;
-    c.publishers = o.publishers;
     c.acked_file = o.acked;
     c.seconds_csv = o.seconds_csv;
     return bench::run_stream(c);
@@ -107,7 +112,20 @@ OJson run_mailbox(const Options& o) {
     return bench::run_mailbox(c);
 }
 
+const Scenario kScenarios[] = {
+    {"idle", run_idle}, {"echo", run_echo},     {"broadcast", run_broadcast},
+    {"slow", run_slow}, {"send", run_send},     {"churn", run_churn},
+    {"soak", run_soak}, {"stream", run_stream}, {"mailbox", run_mailbox},
+};
+
 }  // namespace
+
+const Scenario* find_scenario(std::string_view name) {
+    for (const Scenario& s : kScenarios)
+        if (s.name == name) return &s;
+    return nullptr;
+}
+
 }  // namespace bench::scenario
 
 int run_queue_bench(const std::vector<std::string>& args);   // queue_bench.cpp
@@ -119,7 +137,7 @@ int main(int argc, char** argv) {
     if (argc > 1 && std::string(argv[1]) == "queue") return run_queue_bench({argv + 2, argv + argc});
     // `hydra-bench floor ...`: the floor peer, a server (floor_server.cpp).
     if (argc > 1 && std::string(argv[1]) == "floor") return run_floor_server({argv + 2, argv + argc});
-    // `hydra-bench kafka-mock`: a mock Kafka cluster driven from stdin (soak_bench.cpp).
+    // `hydra-bench kafka-mock`: a mock Kafka cluster driven from stdin (kafka_mock.cpp).
     if (argc > 1 && std::string(argv[1]) == "kafka-mock") return bench::run_kafka_mock();
     using namespace bench::scenario;
     using bench::OJson;
@@ -143,25 +161,7 @@ int main(int argc, char** argv) {
                  {"client_threads", o.threads},
                  {"started_at", iso_now()}};
     try {
-        OJson body;
-        if (o.scenario == "idle")
-            body = run_idle(o);
-        else if (o.scenario == "echo")
-            body = run_echo(o);
-        else if (o.scenario == "broadcast")
-            body = run_broadcast(o);
-        else if (o.scenario == "send")
-            body = run_send(o);
-        else if (o.scenario == "churn")
-            body = run_churn(o);
-        else if (o.scenario == "soak")
-            body = run_soak(o);
-        else if (o.scenario == "stream")
-            body = run_stream(o);
-        else if (o.scenario == "mailbox")
-            body = run_mailbox(o);
-        else
-            body = run_slow(o);
+        OJson body = find_scenario(o.scenario)->run(o);
         for (auto& [k, v] : body.items()) result[k] = v;
     } catch (const std::exception& e) {
         result["error"] = e.what();

@@ -18,7 +18,6 @@
 #include <stdexcept>
 #include <thread>
 
-#include "frame_out.h"
 #include "ws/frame.h"
 #include "ws/handshake.h"
 
@@ -65,13 +64,13 @@ std::string tls_error(const char* fallback) {
 }  // namespace
 
 struct Conn {
-    enum class State : std::uint8_t { Idle, Connecting, TlsHandshaking, Handshaking, Open, Closed };
+    enum class State : std::uint8_t { idle, connecting, tls_handshaking, handshaking, open, closed };
 
     int fd = -1;
     // With PoolConfig::tls, from connect() on: OpenSSL between memory BIOs; the pool does the socket I/O itself.
     SSL* ssl = nullptr;
     std::string tls_out;  // records not yet sent (`out` holds the frames before they are encrypted)
-    State state = State::Idle;
+    State state = State::idle;
     bool want_out = false;  // EPOLLOUT registered
     std::uint32_t inflight = 0;
     std::int32_t last_seq = -1;
@@ -121,6 +120,8 @@ struct Pool::Worker {
     void tls_handshake(Conn& c);
     void on_readable(Conn& c);
     void on_readable_tls(Conn& c);
+    template <class Consume>
+    bool read_socket(Conn& c, Consume&& consume);
     bool tls_read(Conn& c);
     // Inlined: the plaintext path stays what it was before TLS was added, bar one pointer check.
     [[gnu::always_inline]] void on_bytes(Conn& c, const std::uint8_t* data, std::size_t len, std::int64_t now);
@@ -135,11 +136,24 @@ struct Pool::Worker {
     void set_events(Conn& c, bool want_out);
     void fail(Conn& c, const std::string& why);
     void close_conn(Conn& c, bool by_peer);
-    std::uint32_t next_mask() {
+    // The connection broke: an open one is closed (by_peer: counted as closed by the server), one still connecting
+    // failed with `why`.
+    void lose(Conn& c, bool by_peer, const std::string& why) {
+        if (c.state == Conn::State::open)
+            close_conn(c, by_peer);
+        else
+            fail(c, why);
+    }
+    // A cheap per-thread mask key (xorshift) instead of random_mask_key()'s random_device: the load generator is not
+    // a browser, and the servers do not care how keys are chosen.
+    ws::MaskKey next_mask() {
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
-        return static_cast<std::uint32_t>(rng);
+        const auto word = static_cast<std::uint32_t>(rng);
+        ws::MaskKey key;
+        std::memcpy(key.data(), &word, key.size());
+        return key;
     }
 
     Pool& pool;
@@ -182,7 +196,7 @@ void Pool::Worker::run() {
             echo_generation = gen;
             if (pool.echo_sending_.load()) {
                 for (auto& c : conns) {
-                    if (c.state != Conn::State::Open) continue;
+                    if (c.state != Conn::State::open) continue;
                     for (int k = 0; k < pool.config_.echo_window; ++k) send_echo(c, now_ns());
                     flush(c);
                 }
@@ -198,14 +212,14 @@ void Pool::Worker::start_connects(std::int64_t now) {
         c.started_ns = now;
         c.fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (c.fd < 0) {
-            c.state = Conn::State::Connecting;
+            c.state = Conn::State::connecting;
             ++connects_in_progress;
             fail(c, std::string("socket: ") + strerror(errno));
             continue;
         }
         int one = 1;
         setsockopt(c.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        c.state = Conn::State::Connecting;
+        c.state = Conn::State::connecting;
         ++connects_in_progress;
         pool.bind_local_port(c.fd);
         int rc = ::connect(c.fd, reinterpret_cast<const sockaddr*>(&pool.config_.target), sizeof(sockaddr_in));
@@ -225,8 +239,8 @@ void Pool::Worker::start_connects(std::int64_t now) {
 void Pool::Worker::check_timeouts(std::int64_t now) {
     if (connects_in_progress == 0) return;
     for (auto& c : conns) {
-        if ((c.state == Conn::State::Connecting || c.state == Conn::State::TlsHandshaking ||
-             c.state == Conn::State::Handshaking) &&
+        if ((c.state == Conn::State::connecting || c.state == Conn::State::tls_handshaking ||
+             c.state == Conn::State::handshaking) &&
             now - c.started_ns > pool.config_.handshake_timeout_ns)
             fail(c, "handshake timeout");
     }
@@ -235,7 +249,7 @@ void Pool::Worker::check_timeouts(std::int64_t now) {
 void Pool::Worker::on_event(std::uint32_t idx, std::uint32_t events) {
     Conn& c = conns[idx];
     if (c.fd < 0) return;
-    if (c.state == Conn::State::Connecting) {
+    if (c.state == Conn::State::connecting) {
         int err = 0;
         socklen_t len = sizeof err;
         getsockopt(c.fd, SOL_SOCKET, SO_ERROR, &err, &len);
@@ -270,7 +284,7 @@ void Pool::Worker::on_connected(Conn& c) {
     BIO_set_mem_eof_return(rbio, -1);  // empty = "want read", not the end of the stream
     SSL_set_bio(c.ssl, rbio, wbio);
     SSL_set_connect_state(c.ssl);
-    c.state = Conn::State::TlsHandshaking;
+    c.state = Conn::State::tls_handshaking;
     tls_handshake(c);
 }
 
@@ -292,7 +306,7 @@ void Pool::Worker::tls_handshake(Conn& c) {
 
 void Pool::Worker::send_upgrade(Conn& c) {
     const PoolConfig& cfg = pool.config_;
-    ws::HttpHeaders headers;
+    hydra::HeaderFields headers;
     std::string path = cfg.path;
     if (!cfg.id_prefix.empty()) {
         std::string id = cfg.id_prefix + std::to_string(first_id + (&c - conns.data()));
@@ -302,7 +316,7 @@ void Pool::Worker::send_upgrade(Conn& c) {
     auto up = ws::make_upgrade_request(cfg.host, path, headers);
     c.key = std::move(up.key);
     c.out = std::move(up.request);
-    c.state = Conn::State::Handshaking;
+    c.state = Conn::State::handshaking;
     flush(c);
 }
 
@@ -335,10 +349,7 @@ inline void Pool::Worker::send_buffer(Conn& c, std::string& buf) {
         }
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-        if (c.state == Conn::State::Open)
-            close_conn(c, true);
-        else
-            fail(c, std::string("send: ") + strerror(errno));
+        lose(c, true, std::string("send: ") + strerror(errno));
         return;
     }
     if (off == buf.size()) {
@@ -353,13 +364,9 @@ inline void Pool::Worker::send_buffer(Conn& c, std::string& buf) {
 // Encrypts the queued frames (once the handshake is done) into the write BIO, which takes everything, moves the
 // records from there to tls_out, and sends that: per flush one SSL_write and the same send() as without TLS.
 void Pool::Worker::flush_tls(Conn& c) {
-    if (!c.out.empty() && c.state != Conn::State::TlsHandshaking) {
+    if (!c.out.empty() && c.state != Conn::State::tls_handshaking) {
         if (SSL_write(c.ssl, c.out.data(), static_cast<int>(c.out.size())) <= 0) {
-            const std::string why = "tls write: " + tls_error("failed");
-            if (c.state == Conn::State::Open)
-                close_conn(c, false);
-            else
-                fail(c, why);
+            lose(c, false, "tls write: " + tls_error("failed"));
             return;
         }
         c.out.clear();
@@ -376,45 +383,53 @@ void Pool::Worker::flush_tls(Conn& c) {
 }
 
 inline void Pool::Worker::on_bytes(Conn& c, const std::uint8_t* data, std::size_t len, std::int64_t now) {
-    if (c.state == Conn::State::Handshaking) {
+    if (c.state == Conn::State::handshaking) {
         c.in.append(reinterpret_cast<const char*>(data), len);
         on_handshake_bytes(c, now);
-    } else if (c.state == Conn::State::Open) {
+    } else if (c.state == Conn::State::open) {
         on_frames(c, data, len, now);
     }
 }
 
-// The same recv() loop as on_readable; what arrives goes into the read BIO and comes out decrypted (read_buffer is
-// free again once the BIO has copied it).
-void Pool::Worker::on_readable_tls(Conn& c) {
+// The recv() loop of a readable connection: at most kMaxReadPerEvent bytes, each read into read_buffer and handed
+// to consume(bytes), which returns false once the connection is gone. A short read drained the socket: the recv()
+// that would only say EAGAIN is skipped (epoll is level-triggered, so anything arriving later is reported again).
+// The end of the stream or an error closes an open connection and fails one still connecting. False once it is gone.
+template <class Consume>
+inline bool Pool::Worker::read_socket(Conn& c, Consume&& consume) {
     std::size_t total = 0;
-    while (c.fd >= 0 && total < kMaxReadPerEvent) {
+    while (total < kMaxReadPerEvent) {
         ssize_t n = ::recv(c.fd, read_buffer.data(), read_buffer.size(), 0);
         if (n > 0) {
             total += static_cast<std::size_t>(n);
-            BIO_write(SSL_get_rbio(c.ssl), read_buffer.data(), static_cast<int>(n));
-            if (!tls_read(c)) return;
+            if (!consume(static_cast<std::size_t>(n))) return false;
             if (static_cast<std::size_t>(n) < read_buffer.size()) break;
             continue;
         }
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-        if (c.state == Conn::State::Open)
-            close_conn(c, true);
-        else
-            fail(c, n == 0 ? "closed during handshake" : std::string("recv: ") + strerror(errno));
-        return;
+        lose(c, true, n == 0 ? "closed during handshake" : std::string("recv: ") + strerror(errno));
+        return false;
     }
-    if (c.fd >= 0 && (!c.out.empty() || BIO_ctrl_pending(SSL_get_wbio(c.ssl)) > 0)) flush(c);
+    return true;
+}
+
+// What arrives goes into the read BIO and comes out decrypted (read_buffer is free again once the BIO has copied it).
+void Pool::Worker::on_readable_tls(Conn& c) {
+    const bool open = read_socket(c, [&](std::size_t n) {
+        BIO_write(SSL_get_rbio(c.ssl), read_buffer.data(), static_cast<int>(n));
+        return tls_read(c);
+    });
+    if (open && (!c.out.empty() || BIO_ctrl_pending(SSL_get_wbio(c.ssl)) > 0)) flush(c);
 }
 
 // Feeds what the read BIO holds to the handshake or, after it, decrypts it into read_buffer and passes it on.
 // False once the connection is gone.
 bool Pool::Worker::tls_read(Conn& c) {
-    if (c.state == Conn::State::TlsHandshaking) {
+    if (c.state == Conn::State::tls_handshaking) {
         tls_handshake(c);
         if (c.fd < 0) return false;
-        if (c.state == Conn::State::TlsHandshaking) return true;
+        if (c.state == Conn::State::tls_handshaking) return true;
     }
     for (;;) {
         const int n = SSL_read(c.ssl, read_buffer.data(), static_cast<int>(read_buffer.size()));
@@ -427,10 +442,7 @@ bool Pool::Worker::tls_read(Conn& c) {
         if (err == SSL_ERROR_WANT_READ) return true;
         const std::string why =
             err == SSL_ERROR_ZERO_RETURN ? "closed (close_notify)" : "tls read: " + tls_error("failed");
-        if (c.state == Conn::State::Open)
-            close_conn(c, err == SSL_ERROR_ZERO_RETURN);
-        else
-            fail(c, why);
+        lose(c, err == SSL_ERROR_ZERO_RETURN, why);
         return false;
     }
 }
@@ -440,38 +452,23 @@ void Pool::Worker::on_readable(Conn& c) {
         on_readable_tls(c);
         return;
     }
-    std::size_t total = 0;
-    while (c.fd >= 0 && total < kMaxReadPerEvent) {
-        ssize_t n = ::recv(c.fd, read_buffer.data(), read_buffer.size(), 0);
-        if (n > 0) {
-            total += static_cast<std::size_t>(n);
-            on_bytes(c, read_buffer.data(), static_cast<std::size_t>(n), now_ns());
-            // A short read drained the socket: skip the recv() that would only say EAGAIN (epoll is
-            // level-triggered, so anything arriving later is reported again).
-            if (static_cast<std::size_t>(n) < read_buffer.size()) break;
-            continue;
-        }
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-        if (c.state == Conn::State::Open)
-            close_conn(c, true);
-        else
-            fail(c, n == 0 ? "closed during handshake" : std::string("recv: ") + strerror(errno));
-        return;
-    }
-    if (c.fd >= 0 && !c.out.empty()) flush(c);
+    const bool open = read_socket(c, [&](std::size_t n) {
+        on_bytes(c, read_buffer.data(), n, now_ns());
+        return c.fd >= 0;
+    });
+    if (open && !c.out.empty()) flush(c);
 }
 
 void Pool::Worker::on_handshake_bytes(Conn& c, std::int64_t now) {
     auto r = ws::parse_upgrade_response(c.in, c.key);
-    if (r.status == ws::ParseStatus::NeedMore) return;
-    if (r.status == ws::ParseStatus::Error) {
+    if (r.status == ws::ParseStatus::need_more) return;
+    if (r.status == ws::ParseStatus::error) {
         fail(c, "handshake: " + (r.http_status ? "HTTP " + std::to_string(r.http_status) + ": " : std::string()) +
                     r.error);
         return;
     }
-    c.state = Conn::State::Open;
-    c.decoder.emplace(kMaxMessage, ws::Role::Client);
+    c.state = Conn::State::open;
+    c.decoder.emplace(kMaxMessage, ws::Role::client);
     std::string().swap(c.key);
     --connects_in_progress;
     stats.connect_latency.record(now - c.started_ns);
@@ -481,7 +478,7 @@ void Pool::Worker::on_handshake_bytes(Conn& c, std::int64_t now) {
     std::string().swap(c.in);
     if (!rest.empty()) on_frames(c, reinterpret_cast<const std::uint8_t*>(rest.data()), rest.size(), now);
     // A connection opened while an echo run is on joins it.
-    if (c.fd >= 0 && pool.config_.mode == Mode::Echo && pool.echo_sending_.load() && c.inflight == 0)
+    if (c.fd >= 0 && pool.config_.mode == Mode::echo && pool.echo_sending_.load() && c.inflight == 0)
         for (int k = 0; k < pool.config_.echo_window; ++k) send_echo(c, now);
 }
 
@@ -491,22 +488,22 @@ void Pool::Worker::on_frames(Conn& c, const std::uint8_t* data, std::size_t len,
     ws::Event ev;
     while (d.next(ev)) {
         switch (ev.type) {
-            case ws::Event::Type::Text:
-            case ws::Event::Type::Binary:
+            case ws::Event::Type::text:
+            case ws::Event::Type::binary:
                 on_message(c, ev.data, now);
                 break;
-            case ws::Event::Type::Ping:
+            case ws::Event::Type::ping:
                 ++stats.pings;
-                append_masked_frame(c.out, ws::Opcode::Pong, ev.data, next_mask());
+                ws::append_frame_masked(c.out, hydra::WsOpcode::pong, ev.data, next_mask());
                 break;
-            case ws::Event::Type::Pong:
+            case ws::Event::Type::pong:
                 break;
-            case ws::Event::Type::Close:
-                append_masked_frame(c.out, ws::Opcode::Close, {}, next_mask());
+            case ws::Event::Type::close:
+                ws::append_frame_masked(c.out, hydra::WsOpcode::close, {}, next_mask());
                 flush(c);
                 if (c.fd >= 0) close_conn(c, true);
                 return;
-            case ws::Event::Type::Error:
+            case ws::Event::Type::error:
                 ++stats.protocol_errors;
                 close_conn(c, false);
                 return;
@@ -517,10 +514,10 @@ void Pool::Worker::on_frames(Conn& c, const std::uint8_t* data, std::size_t len,
 void Pool::Worker::on_message(Conn& c, std::string_view msg, std::int64_t now) {
     const PoolConfig& cfg = pool.config_;
     switch (cfg.mode) {
-        case Mode::Idle:
+        case Mode::idle:
             ++stats.unexpected_messages;
             return;
-        case Mode::Echo: {
+        case Mode::echo: {
             std::int64_t sent = 0;
             if (msg.size() != cfg.echo_bytes || !parse_hex16(msg, sent)) {
                 ++stats.echo_bad;
@@ -537,7 +534,7 @@ void Pool::Worker::on_message(Conn& c, std::string_view msg, std::int64_t now) {
             if (pool.echo_sending_.load(std::memory_order_relaxed)) send_echo(c, now);
             return;
         }
-        case Mode::Broadcast: {
+        case Mode::broadcast: {
             std::int64_t ts = 0, seq = -1;
             if (msg.find("\"service\":\"notify\"") == std::string_view::npos || !find_int(msg, "\"ts\":", ts) ||
                 !find_int(msg, "\"seq\":", seq) || seq < 0 || seq >= cfg.broadcast_slots) {
@@ -560,7 +557,7 @@ void Pool::Worker::on_message(Conn& c, std::string_view msg, std::int64_t now) {
             pool.received_[s].fetch_add(1, std::memory_order_relaxed);
             return;
         }
-        case Mode::Deliver:
+        case Mode::deliver:
             on_delivery(c, msg, now);
             return;
     }
@@ -623,7 +620,7 @@ void Pool::Worker::send_echo(Conn& c, std::int64_t now) {
         t >>= 4;
     }
     for (std::size_t i = 16; i < size; ++i) payload[i] = static_cast<char>('a' + i % 26);
-    append_masked_frame(c.out, ws::Opcode::Text, std::string_view(payload, size), next_mask());
+    ws::append_frame_masked(c.out, hydra::WsOpcode::text, std::string_view(payload, size), next_mask());
     ++c.inflight;
     ++stats.inflight;
 }
@@ -639,7 +636,7 @@ void Pool::Worker::fail(Conn& c, const std::string& why) {
         ::close(c.fd);
     }
     c.fd = -1;
-    c.state = Conn::State::Closed;
+    c.state = Conn::State::closed;
     std::string().swap(c.key);
     std::string().swap(c.in);
     std::string().swap(c.out);
@@ -659,8 +656,8 @@ void Pool::Worker::close_conn(Conn& c, bool by_peer) {
     ::close(c.fd);
     c.fd = -1;
     if (by_peer) ++stats.closed_by_peer;
-    if (c.state == Conn::State::Open) pool.open_.fetch_sub(1);
-    c.state = Conn::State::Closed;
+    if (c.state == Conn::State::open) pool.open_.fetch_sub(1);
+    c.state = Conn::State::closed;
     stats.inflight -= std::min<std::uint64_t>(stats.inflight, c.inflight);
     c.inflight = 0;
     std::string().swap(c.out);

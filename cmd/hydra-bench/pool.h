@@ -19,7 +19,7 @@ using SSL_CTX = struct ssl_ctx_st;
 
 namespace bench {
 
-enum class Mode : std::uint8_t { Idle, Echo, Broadcast, Deliver };
+enum class Mode : std::uint8_t { idle, echo, broadcast, deliver };
 
 struct PoolConfig {
     sockaddr_in target{};
@@ -29,7 +29,7 @@ struct PoolConfig {
     int threads = 1;
     int connect_concurrency = 256;  // handshakes in progress at once, all threads together
     std::int64_t handshake_timeout_ns = 10'000'000'000;
-    Mode mode = Mode::Idle;
+    Mode mode = Mode::idle;
     int echo_window = 1;           // echo: messages in flight per connection
     std::size_t echo_bytes = 32;   // echo: text message size (>= 16: the send time in hex, then filler)
     int broadcast_slots = 0;       // broadcast: number of distinct seq values (0 .. slots-1)

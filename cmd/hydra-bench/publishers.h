@@ -35,20 +35,20 @@ struct PublisherConfig {
 };
 
 // What became of each post, by seq.
-enum class PostState : std::uint8_t { NotSent, InFlight, Ok, Rejected, Lost, Skipped };
+enum class PostState : std::uint8_t { not_sent, in_flight, ok, rejected, lost, skipped };
 
 // Request path or body with {id}, {ts} and {seq} placeholders, split once; any other '{' is literal text.
 class Template {
   public:
     explicit Template(std::string_view text) {
         static constexpr std::pair<std::string_view, Kind> kFields[] = {
-            {"{id}", Kind::Id}, {"{ts}", Kind::Ts}, {"{seq}", Kind::Seq}};
+            {"{id}", Kind::id}, {"{ts}", Kind::ts}, {"{seq}", Kind::seq}};
         std::string literal;
         for (std::size_t i = 0; i < text.size();) {
             bool matched = false;
             for (const auto& [name, kind] : kFields) {
                 if (text.compare(i, name.size(), name) != 0) continue;
-                if (!literal.empty()) parts_.emplace_back(Kind::Text, std::move(literal));
+                if (!literal.empty()) parts_.emplace_back(Kind::text, std::move(literal));
                 literal.clear();
                 parts_.emplace_back(kind, std::string());
                 i += name.size();
@@ -57,23 +57,23 @@ class Template {
             }
             if (!matched) literal.push_back(text[i++]);
         }
-        if (!literal.empty()) parts_.emplace_back(Kind::Text, std::move(literal));
+        if (!literal.empty()) parts_.emplace_back(Kind::text, std::move(literal));
     }
 
     void render(std::string& out, std::string_view id, std::int64_t ts, std::uint64_t seq) const {
         char digits[24];
         for (const auto& [kind, text] : parts_) {
             switch (kind) {
-                case Kind::Text:
+                case Kind::text:
                     out.append(text);
                     break;
-                case Kind::Id:
+                case Kind::id:
                     out.append(id);
                     break;
-                case Kind::Ts:
+                case Kind::ts:
                     out.append(digits, std::to_chars(digits, digits + sizeof digits, ts).ptr);
                     break;
-                case Kind::Seq:
+                case Kind::seq:
                     out.append(digits, std::to_chars(digits, digits + sizeof digits, seq).ptr);
                     break;
             }
@@ -81,9 +81,18 @@ class Template {
     }
 
   private:
-    enum class Kind : std::uint8_t { Text, Id, Ts, Seq };
+    enum class Kind : std::uint8_t { text, id, ts, seq };
     std::vector<std::pair<Kind, std::string>> parts_;
 };
+
+// `request` := a POST of `body` to `path` (its capacity is reused from one request to the next).
+inline void build_post(std::string& request, std::string_view path, std::string_view host,
+                       std::string_view content_type, std::string_view body) {
+    request.clear();
+    request.append("POST ").append(path).append(" HTTP/1.1\r\nHost: ").append(host);
+    request.append("\r\nContent-Type: ").append(content_type).append("\r\nContent-Length: ");
+    request.append(std::to_string(body.size())).append("\r\n\r\n").append(body);
+}
 
 // One complete HTTP response at the start of a buffer.
 struct ParsedResponse {
@@ -164,6 +173,18 @@ class Publishers {
         std::uint64_t reconnects = 0;
         std::map<std::string, std::uint64_t> errors;  // connection errors by reason
         Histogram post_latency;                       // write to complete answer, posts due inside the window
+
+        // {"503": n, ...} and {"reason": n, ...}
+        OJson rejected_json() const {
+            OJson j = OJson::object();
+            for (const auto& [status, n] : rejected) j[std::to_string(status)] = n;
+            return j;
+        }
+        OJson errors_json() const {
+            OJson j = OJson::object();
+            for (const auto& [why, n] : errors) j[why] = n;
+            return j;
+        }
     };
 
     // Called for every answer (status) and for every request lost with a broken connection (status 0), with the
@@ -212,7 +233,7 @@ class Publishers {
             --free_slots_;
             ++inflight_;
             ++counters_.sent;
-            state_[seq] = PostState::InFlight;
+            state_[seq] = PostState::in_flight;
             return;
         }
     }
@@ -284,7 +305,7 @@ class Publishers {
         const std::int64_t now = on_answer_ ? now_ns() : 0;
         for (const auto& r : c.inflight) {
             if (on_answer_) on_answer_(r.seq, 0, r.sent_ns, now);
-            state_[r.seq] = PostState::Lost;
+            state_[r.seq] = PostState::lost;
             ++counters_.lost;
             --inflight_;
         }
@@ -363,10 +384,10 @@ class Publishers {
             --inflight_;
             ++free_slots_;
             if (r->status >= 200 && r->status < 300) {
-                state_[req.seq] = PostState::Ok;
+                state_[req.seq] = PostState::ok;
                 ++counters_.ok;
             } else {
-                state_[req.seq] = PostState::Rejected;
+                state_[req.seq] = PostState::rejected;
                 ++counters_.rejected[r->status];
             }
             if (on_answer_) on_answer_(req.seq, r->status, req.sent_ns, now);

@@ -89,10 +89,7 @@ Options parse_args(int argc, char** argv) {
         std::cout << kUsage;
         std::exit(0);
     }
-    if (o.scenario != "idle" && o.scenario != "echo" && o.scenario != "broadcast" && o.scenario != "slow" &&
-        o.scenario != "send" && o.scenario != "churn" && o.scenario != "soak" && o.scenario != "stream" &&
-        o.scenario != "mailbox")
-        throw std::invalid_argument("unknown scenario " + o.scenario);
+    if (!find_scenario(o.scenario)) throw std::invalid_argument("unknown scenario " + o.scenario);
     using Setter = std::function<void(const std::string&)>;
     auto text = [](std::string& field) -> Setter { return [&field](const std::string& v) { field = v; }; };
     auto real = [](double& field) -> Setter { return [&field](const std::string& v) { field = std::stod(v); }; };

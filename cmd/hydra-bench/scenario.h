@@ -1,7 +1,7 @@
 // What the load scenarios share: the command line (Options) and connecting a pool of clients and reporting on it.
 // One file per scenario: idle_bench.cpp, echo_bench.cpp, broadcast_bench.cpp (broadcast), slow_bench.cpp,
-// churn_bench.cpp; send_bench.cpp and soak_bench.cpp (send, soak, stream, mailbox) take their own config structs,
-// filled from Options in main.cpp.
+// churn_bench.cpp; send_bench.cpp, soak_bench.cpp, stream_bench.cpp and mailbox_bench.cpp take their own config
+// structs (send_bench.h, soak_bench.h), filled from Options in main.cpp.
 #pragma once
 
 #include <sys/types.h>
@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "pool.h"
 #include "util.h"
@@ -78,6 +79,14 @@ struct Options {
 
 // The options of `hydra-bench SCENARIO ...`; throws std::invalid_argument naming what is wrong.
 Options parse_args(int argc, char** argv);
+
+// A load scenario: its name on the command line and what runs it (the fields of the result).
+struct Scenario {
+    std::string_view name;
+    OJson (*run)(const Options& o);
+};
+// The scenario called `name` (the table is in main.cpp); nullptr if there is none.
+const Scenario* find_scenario(std::string_view name);
 
 void log(const std::string& msg);
 std::string iso_now();

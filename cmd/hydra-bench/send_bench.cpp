@@ -1,17 +1,9 @@
+// send: N clients with their own ids, M publishers posting to them at a rate (send_bench.h).
 #include "send_bench.h"
 
-#include <netinet/tcp.h>
-#include <sys/epoll.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
-#include <charconv>
+#include <chrono>
 #include <cmath>
-#include <cstring>
-#include <deque>
-#include <iostream>
 #include <map>
 #include <optional>
 #include <stdexcept>
@@ -19,16 +11,11 @@
 #include <string_view>
 #include <thread>
 
-#include "http/head.h"
 #include "publishers.h"
 
 namespace bench {
 
-namespace http = hydra::http;
-
 namespace {
-
-void log(const std::string& msg) { std::cerr << "hydra-bench: send: " << msg << std::endl; }
 
 // CPU of the server processes over the measured window: CpuMeter for the main one, per-thread CPU, and the other
 // processes (a second hydra host, the Kafka mock).
@@ -75,7 +62,7 @@ OJson run_send(SendConfig cfg) {
     // Messages to send (paced), or the most a closed loop may send: every message gets a state byte and an arrival
     // counter, so duplicates and losses are counted one by one.
     const auto capacity = static_cast<std::size_t>(paced ? std::ceil(total_s * cfg.rate) : total_s * 1'000'000);
-    cfg.pool.mode = Mode::Deliver;
+    cfg.pool.mode = Mode::deliver;
     cfg.pool.deliver_capacity = capacity;
     const int clients = cfg.pool.connections;
 
@@ -90,17 +77,17 @@ OJson run_send(SendConfig cfg) {
                  {"client_id", cfg.pool.id_prefix + "<i>"}};
 
     Pool pool(cfg.pool);
-    log("connecting " + std::to_string(clients) + " clients");
+    log("send", "connecting " + std::to_string(clients) + " clients");
     Pool::ConnectResult cr = pool.connect_all();
     double connect_s = static_cast<double>(cr.finished_ns - cr.started_ns) / 1e9;
     result["connect"] = OJson{{"open", cr.open}, {"failed", cr.failed}, {"seconds", round_to(connect_s, 3)}};
     if (!cr.errors.empty()) result["connect"]["errors"] = cr.errors;
-    log(std::to_string(cr.open) + " open, " + std::to_string(cr.failed) + " failed in " + std::to_string(connect_s) +
-        " s");
+    log("send", std::to_string(cr.open) + " open, " + std::to_string(cr.failed) + " failed in " +
+                    std::to_string(connect_s) + " s");
     // A message to a client that is not there is not a measurement of the server.
     if (cr.failed > 0) throw std::runtime_error("clients failed to connect: " + cr.errors.front());
 
-    std::vector<PostState> state(capacity, PostState::NotSent);
+    std::vector<PostState> state(capacity, PostState::not_sent);
     std::vector<std::int64_t> due_at;  // paced: message k is due at due_at[k]
     std::vector<std::string> ids(static_cast<std::size_t>(clients));
     for (int i = 0; i < clients; ++i) ids[static_cast<std::size_t>(i)] = cfg.pool.id_prefix + std::to_string(i);
@@ -114,16 +101,11 @@ OJson run_send(SendConfig cfg) {
     const std::int64_t t0 = now_ns() + 10'000'000;
     const std::int64_t from = t0 + static_cast<std::int64_t>(cfg.warmup_s * 1e9);
     const std::int64_t to = from + static_cast<std::int64_t>(cfg.duration_s * 1e9);
-    if (paced) {
-        const double period = 1e9 / cfg.rate;
-        due_at.resize(capacity);
-        for (std::size_t k = 0; k < capacity; ++k)
-            due_at[k] = t0 + static_cast<std::int64_t>(static_cast<double>(k) * period);
-    }
+    if (paced) due_at = due_times(t0, cfg.rate, capacity);
     pool.deliver_window(from, to);
     pubs.set_window(from, to);
-    log(std::string(paced ? "paced at " + std::to_string(cfg.rate) + " msg/s" : "closed loop") + ", warmup " +
-        std::to_string(cfg.warmup_s) + " s, measuring " + std::to_string(cfg.duration_s) + " s");
+    log("send", std::string(paced ? "paced at " + std::to_string(cfg.rate) + " msg/s" : "closed loop") + ", warmup " +
+                    std::to_string(cfg.warmup_s) + " s, measuring " + std::to_string(cfg.duration_s) + " s");
 
     std::string request, rendered_path, rendered_body;
     auto build = [&](std::uint64_t k, std::int64_t ts) {
@@ -132,10 +114,7 @@ OJson run_send(SendConfig cfg) {
         rendered_body.clear();
         path.render(rendered_path, id, ts, k);
         body.render(rendered_body, id, ts, k);
-        request.clear();
-        request.append("POST ").append(rendered_path).append(" HTTP/1.1\r\nHost: ").append(cfg.api_host);
-        request.append("\r\nContent-Type: ").append(cfg.content_type).append("\r\nContent-Length: ");
-        request.append(std::to_string(rendered_body.size())).append("\r\n\r\n").append(rendered_body);
+        build_post(request, rendered_path, cfg.api_host, cfg.content_type, rendered_body);
     };
 
     Histogram send_lag;                // paced: actual write - due, messages due inside the window
@@ -158,18 +137,14 @@ OJson run_send(SendConfig cfg) {
         if (cpu && cpu_json.is_null() && now >= to) cpu_json = cpu->to_json();
         std::int64_t timeout = 10'000'000;
         if (paced && next < capacity) {
-            const auto due_count =
-                now < t0
-                    ? 0
-                    : std::min<std::uint64_t>(
-                          capacity, static_cast<std::uint64_t>(static_cast<double>(now - t0) * cfg.rate / 1e9) + 1);
+            const std::uint64_t due = due_count(now, t0, cfg.rate, capacity);
             // A server far behind would otherwise keep the run going for minutes after the window: messages that
             // could not be sent within max_lag of their due time are given up (and reported).
-            while (next < due_count && now - due_at[next] > max_lag) {
-                state[next++] = PostState::Skipped;
+            while (next < due && now - due_at[next] > max_lag) {
+                state[next++] = PostState::skipped;
                 ++skipped;
             }
-            while (next < due_count && pubs.has_room()) {
+            while (next < due && pubs.has_room()) {
                 build(next, due_at[next]);
                 pubs.post(next, request, now);
                 if (due_at[next] >= from && due_at[next] < to) {
@@ -180,13 +155,13 @@ OJson run_send(SendConfig cfg) {
                 ++next;
             }
             pubs.flush_all();
-            if (next < due_count) {
+            if (next < due) {
                 // Every connection is busy: these wait for an answer (their latency keeps counting from when
                 // they were due).
-                max_backlog = std::max<std::uint64_t>(max_backlog, due_count - next);
-                if (due_count > backlog_mark) {
-                    delayed += due_count - std::max(next, backlog_mark);
-                    backlog_mark = due_count;
+                max_backlog = std::max<std::uint64_t>(max_backlog, due - next);
+                if (due > backlog_mark) {
+                    delayed += due - std::max(next, backlog_mark);
+                    backlog_mark = due;
                 }
                 timeout = 1'000'000;
             } else if (next < capacity) {
@@ -208,25 +183,16 @@ OJson run_send(SendConfig cfg) {
     }
     if (cpu_json.is_null() && cpu) cpu_json = cpu->to_json();
     const std::int64_t posts_done = now_ns();
-    log("posted " + std::to_string(next) + " messages; waiting for the deliveries");
+    log("send", "posted " + std::to_string(next) + " messages; waiting for the deliveries");
 
     // Drain: until every accepted post arrived, or nothing arrived for drain_s.
     const auto& pc = pubs.counters();
-    std::uint64_t last_seen = 0;
-    std::int64_t last_progress = now_ns();
-    for (;;) {
-        Stats s = pool.merged_stats();
-        const std::uint64_t unique = s.delivered - s.duplicates;
-        if (unique >= pc.ok && s.without_seq == 0) break;
-        const std::int64_t now = now_ns();
-        if (s.delivered != last_seen) {
-            last_seen = s.delivered;
-            last_progress = now;
-        } else if (now - last_progress > static_cast<std::int64_t>(cfg.drain_s * 1e9)) {
-            break;
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
+    wait_for_progress(
+        [&] {
+            const Stats s = pool.merged_stats();
+            return Progress{s.delivered - s.duplicates >= pc.ok && s.without_seq == 0, s.delivered};
+        },
+        static_cast<std::int64_t>(cfg.drain_s * 1e9), std::chrono::milliseconds(10));
     const double drain_wait_s = static_cast<double>(now_ns() - posts_done) / 1e9;
 
     // One by one: accepted but never delivered, delivered although not accepted.
@@ -234,30 +200,26 @@ OJson run_send(SendConfig cfg) {
     std::vector<std::uint64_t> missing_examples;
     for (std::uint64_t k = 0; k < next; ++k) {
         const std::uint8_t got = pool.arrivals(k);
-        if (state[k] == PostState::Ok && got == 0) {
+        if (state[k] == PostState::ok && got == 0) {
             ++missing;
             if (paced && due_at[k] >= from && due_at[k] < to) ++missing_in_window;
             if (missing_examples.size() < 5) missing_examples.push_back(k);
-        } else if (state[k] == PostState::Lost && got > 0) {
+        } else if (state[k] == PostState::lost && got > 0) {
             ++lost_delivered;
-        } else if (state[k] != PostState::Ok && got > 0) {
+        } else if (state[k] != PostState::ok && got > 0) {
             ++delivered_not_ok;
         }
     }
     Stats s = pool.merged_stats();
 
-    OJson rejected = OJson::object();
-    for (const auto& [status, n] : pc.rejected) rejected[std::to_string(status)] = n;
-    OJson errors = OJson::object();
-    for (const auto& [why, n] : pc.errors) errors[why] = n;
     result["posts"] = OJson{{"sent", pc.sent},
                             {"sent_in_window", sent_in_window},
                             {"due_in_window_and_sent", paced ? OJson(due_in_window) : OJson()},
                             {"skipped_over_max_lag", paced ? OJson(skipped) : OJson()},
                             {"ok_2xx", pc.ok},
-                            {"rejected", rejected},
+                            {"rejected", pc.rejected_json()},
                             {"lost_in_flight", pc.lost},
-                            {"connection_errors", errors},
+                            {"connection_errors", pc.errors_json()},
                             {"rate_in_window", round_to(static_cast<double>(sent_in_window) / cfg.duration_s, 1)}};
     result["deliveries"] =
         OJson{{"total", s.delivered},
@@ -292,9 +254,9 @@ OJson run_send(SendConfig cfg) {
         auto rss = read_rss(cfg.server_pid);
         result["server"] = OJson{{"pid", cfg.server_pid}, {"end", rss ? rss->to_json() : OJson()}};
     }
-    log("delivered " + std::to_string(s.delivered_in_window) + " in the window (" +
-        std::to_string(static_cast<double>(s.delivered_in_window) / cfg.duration_s) + "/s), p99 " +
-        std::to_string(ms(s.deliver_latency.percentile(0.99))) + " ms, missing " + std::to_string(missing));
+    log("send", "delivered " + std::to_string(s.delivered_in_window) + " in the window (" +
+                    std::to_string(static_cast<double>(s.delivered_in_window) / cfg.duration_s) + "/s), p99 " +
+                    std::to_string(ms(s.deliver_latency.percentile(0.99))) + " ms, missing " + std::to_string(missing));
     return result;
 }
 

@@ -18,7 +18,7 @@
 namespace bench {
 
 struct SendConfig {
-    PoolConfig pool;  // the clients: Mode::Deliver, id_prefix set (deliver_capacity is filled in by run_send)
+    PoolConfig pool;  // the clients: Mode::deliver, id_prefix set (deliver_capacity is filled in by run_send)
     sockaddr_in api{};
     std::string api_host;                                               // Host header of the posts, "127.0.0.1:PORT"
     std::string post_path = "/msg/send";                                // template

@@ -62,15 +62,15 @@ void open_slow_client(SlowClient& sc, const Options& o) {
         if (in.size() >= 4 && in.compare(in.size() - 4, 4, "\r\n\r\n") == 0) break;
     }
     auto r = hydra::ws::parse_upgrade_response(in, up.key);
-    if (r.status != hydra::ws::ParseStatus::Ok) throw std::runtime_error("slow client: handshake: " + r.error);
+    if (r.status != hydra::ws::ParseStatus::ok) throw std::runtime_error("slow client: handshake: " + r.error);
 }
 
 // Sends echo requests the slow client will never read the answers of, until `bytes` are sent, the server stops
 // reading (send blocked for 2 s) or the connection breaks.
 OJson fill_slow_client(SlowClient& sc, double megabytes) {
     const std::size_t target = static_cast<std::size_t>(megabytes * 1024 * 1024);
-    std::string frame = hydra::ws::encode_frame_masked(hydra::ws::Opcode::Binary, std::string(16384, 's'),
-                                                       hydra::ws::random_mask_key());
+    std::string frame =
+        hydra::ws::encode_frame_masked(hydra::WsOpcode::binary, std::string(16384, 's'), hydra::ws::random_mask_key());
     timeval tv{2, 0};
     setsockopt(sc.fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     std::size_t sent = 0;
@@ -122,10 +122,7 @@ OJson slow_client_state(const SlowClient& sc, std::uint16_t server_port) {
 OJson run_slow(const Options& o) {
     OJson result;
     bench::Pool pool(broadcast_pool_config(o, 3));
-    auto r = connect_pool(pool, o);
-    result["connect"] = connect_json(r, pool);
-    std::this_thread::sleep_for(std::chrono::milliseconds(500));
-    bench::HttpClient http(bench::parse_ipv4(broadcast_address(o)), broadcast_address(o));
+    bench::HttpClient http = connect_for_broadcasts(pool, o, result);
     const int expected = pool.open_connections();
 
     // Baseline, with the slow client, baseline again after it left: the two baselines bracket the slow run, so

@@ -1,17 +1,14 @@
+// soak: hold clients for a long run under posts, broadcasts and churn; sample the server; check every message.
 #include "soak_bench.h"
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
-#include <csignal>
-#include <cstdio>
 #include <cstdlib>
 #include <fstream>
-#include <iostream>
-#include <map>
 #include <mutex>
 #include <optional>
-#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -19,24 +16,12 @@
 #include <vector>
 
 #include <hydra/ws_client.h>
-#include <librdkafka/rdkafka.h>
-#include <librdkafka/rdkafka_mock.h>
 
 #include "publishers.h"
 
 namespace bench {
 
 namespace {
-
-void log(const std::string& what, const std::string& msg) {
-    std::cerr << "hydra-bench: " << what << ": " << msg << std::endl;
-}
-
-std::string fixed(double v, int digits) {
-    char buf[64];
-    std::snprintf(buf, sizeof buf, "%.*f", digits, v);
-    return buf;
-}
 
 double median(std::vector<double> v) {
     if (v.empty()) return 0;
@@ -132,7 +117,7 @@ std::string csv_line(const Row& r) {
 OJson run_soak(SoakConfig cfg) {
     const int clients = cfg.pool.connections;
     const auto capacity = static_cast<std::size_t>(std::ceil(cfg.duration_s * cfg.rate)) + 1;
-    cfg.pool.mode = Mode::Deliver;
+    cfg.pool.mode = Mode::deliver;
     cfg.pool.deliver_capacity = capacity;
 
     Pool pool(cfg.pool);
@@ -141,8 +126,8 @@ OJson run_soak(SoakConfig cfg) {
     log("soak", std::to_string(cr.open) + " open, " + std::to_string(cr.failed) + " failed");
     if (cr.failed > 0) throw std::runtime_error("clients failed to connect: " + cr.errors.front());
 
-    std::vector<PostState> state(capacity, PostState::NotSent);
-    std::vector<std::int64_t> due_at(capacity);
+    std::vector<PostState> state(capacity, PostState::not_sent);
+    std::vector<std::int64_t> due_at;
     std::vector<std::string> ids(static_cast<std::size_t>(clients));
     for (int i = 0; i < clients; ++i) ids[static_cast<std::size_t>(i)] = cfg.pool.id_prefix + std::to_string(i);
     Publishers pubs(PublisherConfig{cfg.api, cfg.publishers, 1}, state, due_at);
@@ -154,9 +139,7 @@ OJson run_soak(SoakConfig cfg) {
 
     const std::int64_t t0 = now_ns() + 100'000'000;
     const std::int64_t end = t0 + static_cast<std::int64_t>(cfg.duration_s * 1e9);
-    const double period = 1e9 / cfg.rate;
-    for (std::size_t k = 0; k < capacity; ++k)
-        due_at[k] = t0 + static_cast<std::int64_t>(static_cast<double>(k) * period);
+    due_at = due_times(t0, cfg.rate, capacity);
     // Every message is in the window (latencies of all of them); the window closes long after the end.
     pool.deliver_window(t0, end + 3600'000'000'000LL);
     std::atomic<bool> stop{false};
@@ -167,11 +150,7 @@ OJson run_soak(SoakConfig cfg) {
     std::thread broadcaster([&] {
         if (cfg.broadcast_rate <= 0) return;
         HttpClient http(cfg.api, cfg.api_host);
-        const double bperiod = 1e9 / cfg.broadcast_rate;
-        for (std::uint64_t k = 0; !stop.load(); ++k) {
-            const auto due = t0 + static_cast<std::int64_t>(static_cast<double>(k) * bperiod);
-            if (due >= end) break;
-            sleep_until_ns(due);
+        run_paced(t0, end, cfg.broadcast_rate, stop, [&](std::uint64_t k, std::int64_t due) {
             try {
                 auto r = http.post("/msg/broadcast",
                                    "{\"msg\":\"bc=" + std::to_string(k) + " ts=" + std::to_string(due) + "\"}");
@@ -187,7 +166,7 @@ OJson run_soak(SoakConfig cfg) {
             } catch (const std::exception& e) {
                 if (bc_failed++ < 3) log("soak", std::string("broadcast: ") + e.what());
             }
-        }
+        });
     });
 
     // Churn: connect (its own id), one echo, then a close handshake or (every other time) a dropped socket.
@@ -197,12 +176,7 @@ OJson run_soak(SoakConfig cfg) {
     const std::string ws_ip = cfg.pool.host.substr(0, cfg.pool.host.rfind(':'));
     const int ws_port = ntohs(cfg.pool.target.sin_port);
     std::thread churner([&] {
-        if (cfg.churn_rate <= 0) return;
-        const double cperiod = 1e9 / cfg.churn_rate;
-        for (std::uint64_t k = 0; !stop.load(); ++k) {
-            const auto due = t0 + static_cast<std::int64_t>(static_cast<double>(k) * cperiod);
-            if (due >= end) break;
-            sleep_until_ns(due);
+        run_paced(t0, end, cfg.churn_rate, stop, [&](std::uint64_t k, std::int64_t) {
             try {
                 hydra::WsClient c = hydra::WsClient::connect(ws_ip, ws_port, cfg.churn_path,
                                                              {{"X-Request-Id", "churn-" + std::to_string(k)}});
@@ -217,7 +191,7 @@ OJson run_soak(SoakConfig cfg) {
                     churn_error = e.what();
                 }
             }
-        }
+        });
     });
 
     // The sampler: one row per interval.
@@ -309,7 +283,7 @@ OJson run_soak(SoakConfig cfg) {
     CpuMeter run_cpu(cfg.server_pid);
     log("soak", "running " + fixed(cfg.duration_s, 0) + " s: " + fixed(cfg.rate, 0) + " sends/s, " +
                     fixed(cfg.broadcast_rate, 0) + " broadcasts/s, " + fixed(cfg.churn_rate, 0) + " churn cycles/s");
-    std::string request, path_s, body_s;
+    std::string request, body_s;
     const Template body(R"({"uuid":"{id}","msg":"ts={ts} seq={seq}"})");
     std::uint64_t next = 0, skipped = 0;
     const std::int64_t max_lag = 5'000'000'000;
@@ -318,28 +292,22 @@ OJson run_soak(SoakConfig cfg) {
         const std::int64_t now = now_ns();
         std::int64_t timeout = 10'000'000;
         if (next < capacity && now < end) {
-            const auto due_count =
-                now < t0 ? 0
-                         : std::min<std::uint64_t>(
-                               capacity, static_cast<std::uint64_t>(static_cast<double>(now - t0) / period) + 1);
-            while (next < due_count && now - due_at[next] > max_lag) {
-                state[next++] = PostState::Skipped;
+            const std::uint64_t due = due_count(now, t0, cfg.rate, capacity);
+            while (next < due && now - due_at[next] > max_lag) {
+                state[next++] = PostState::skipped;
                 ++skipped;
             }
-            while (next < due_count && pubs.has_room()) {
+            while (next < due && pubs.has_room()) {
                 const std::string& id = ids[next % static_cast<std::size_t>(clients)];
                 body_s.clear();
                 body.render(body_s, id, due_at[next], next);
-                request.clear();
-                request.append("POST /msg/send HTTP/1.1\r\nHost: ").append(cfg.api_host);
-                request.append("\r\nContent-Type: application/json\r\nContent-Length: ");
-                request.append(std::to_string(body_s.size())).append("\r\n\r\n").append(body_s);
+                build_post(request, "/msg/send", cfg.api_host, "application/json", body_s);
                 pubs.post(next, request, now);
                 ++next;
             }
             pubs.flush_all();
-            timeout = next < due_count ? 1'000'000
-                                       : std::max<std::int64_t>(100'000, due_at[std::min(next, capacity - 1)] - now);
+            timeout =
+                next < due ? 1'000'000 : std::max<std::int64_t>(100'000, due_at[std::min(next, capacity - 1)] - now);
         } else if (pubs.inflight() == 0 || now > hard_stop) {
             break;
         }
@@ -367,10 +335,10 @@ OJson run_soak(SoakConfig cfg) {
     std::vector<std::uint64_t> lost_examples;
     for (std::uint64_t k = 0; k < next; ++k) {
         const std::uint8_t got = pool.arrivals(k);
-        if (state[k] == PostState::Ok && got == 0) {
+        if (state[k] == PostState::ok && got == 0) {
             ++lost;
             if (lost_examples.size() < 5) lost_examples.push_back(k);
-        } else if (state[k] != PostState::Ok && got > 0) {
+        } else if (state[k] != PostState::ok && got > 0) {
             ++delivered_unacked;
         }
     }
@@ -451,10 +419,6 @@ OJson run_soak(SoakConfig cfg) {
     }
     pass["all"] = ok_all;
 
-    OJson rejected = OJson::object();
-    for (const auto& [status, n] : pc.rejected) rejected[std::to_string(status)] = n;
-    OJson errors = OJson::object();
-    for (const auto& [why, n] : pc.errors) errors[why] = n;
     OJson result{
         {"duration_s", cfg.duration_s},
         {"clients", clients},
@@ -464,9 +428,9 @@ OJson run_soak(SoakConfig cfg) {
         {"interval_s", cfg.interval_s},
         {"posts", OJson{{"sent", pc.sent},
                         {"ok_2xx", pc.ok},
-                        {"rejected", rejected},
+                        {"rejected", pc.rejected_json()},
                         {"lost_in_flight", pc.lost},
-                        {"connection_errors", errors},
+                        {"connection_errors", pc.errors_json()},
                         {"skipped_over_max_lag", skipped}}},
         {"deliveries", OJson{{"total", s.delivered},
                              {"lost", lost},
@@ -486,222 +450,6 @@ OJson run_soak(SoakConfig cfg) {
         {"cpu", cpu_json},
         {"pass", pass}};
     return result;
-}
-
-// ---- stream ----
-
-OJson run_stream(const StreamConfig& cfg) {
-    const auto capacity = static_cast<std::size_t>(std::ceil(cfg.duration_s * cfg.rate)) + 1;
-    std::vector<PostState> state(capacity, PostState::NotSent);
-    std::vector<std::int64_t> due_at(capacity);
-    Publishers pubs(PublisherConfig{cfg.api, cfg.publishers, 1}, state, due_at);
-    // Per second since the start: answers by status (0 = connection broke with the request in flight) and the
-    // slowest answer of each status.
-    struct Second {
-        std::map<int, std::uint64_t> count;
-        std::map<int, std::int64_t> slowest_ns;
-    };
-    std::vector<Second> seconds(static_cast<std::size_t>(cfg.duration_s) + 120);
-    const std::int64_t t0 = now_ns() + 100'000'000;
-    pubs.on_answer([&](std::uint64_t, int status, std::int64_t sent, std::int64_t now) {
-        auto sec = static_cast<std::size_t>(std::max<std::int64_t>(0, now - t0) / 1'000'000'000);
-        if (sec >= seconds.size()) return;
-        ++seconds[sec].count[status];
-        auto& slow = seconds[sec].slowest_ns[status];
-        slow = std::max(slow, now - sent);
-    });
-    // The server may be down at the start: connections are retried by poll().
-    const std::int64_t end = t0 + static_cast<std::int64_t>(cfg.duration_s * 1e9);
-    const double period = 1e9 / cfg.rate;
-    for (std::size_t k = 0; k < capacity; ++k)
-        due_at[k] = t0 + static_cast<std::int64_t>(static_cast<double>(k) * period);
-    const Template path(cfg.post_path);
-    const Template body(cfg.body);
-    std::string request, path_s, body_s;
-    std::uint64_t next = 0, not_sent = 0;
-    const std::int64_t hard_stop = end + 60'000'000'000;
-    log("stream", "posting " + fixed(cfg.rate, 0) + "/s for " + fixed(cfg.duration_s, 0) + " s");
-    for (;;) {
-        const std::int64_t now = now_ns();
-        std::int64_t timeout = 10'000'000;
-        if (now < end && next < capacity) {
-            const auto due_count =
-                now < t0 ? 0
-                         : std::min<std::uint64_t>(
-                               capacity, static_cast<std::uint64_t>(static_cast<double>(now - t0) / period) + 1);
-            // While the server is down no connection has room: what falls 1 s behind is not sent at all.
-            while (next < due_count && now - due_at[next] > 1'000'000'000) {
-                ++next;
-                ++not_sent;
-            }
-            while (next < due_count && pubs.has_room()) {
-                const std::string id = "s" + std::to_string(next);
-                path_s.clear();
-                body_s.clear();
-                path.render(path_s, id, due_at[next], next);
-                body.render(body_s, id, due_at[next], next);
-                request.clear();
-                request.append("POST ").append(path_s).append(" HTTP/1.1\r\nHost: ").append(cfg.api_host);
-                request.append("\r\nContent-Type: application/json\r\nContent-Length: ");
-                request.append(std::to_string(body_s.size())).append("\r\n\r\n").append(body_s);
-                pubs.post(next, request, now);
-                ++next;
-            }
-            pubs.flush_all();
-            timeout = next < due_count ? 1'000'000 : 500'000;
-        } else if (pubs.inflight() == 0 || now > hard_stop) {
-            break;
-        }
-        pubs.poll(timeout);
-    }
-    const auto& pc = pubs.counters();
-    std::uint64_t acked = 0;
-    if (!cfg.acked_file.empty()) {
-        std::ofstream out(cfg.acked_file);
-        for (std::uint64_t k = 0; k < next; ++k)
-            if (state[k] == PostState::Ok) {
-                out << k << '\n';
-                ++acked;
-            }
-    }
-    std::uint64_t unknown = 0;
-    for (std::uint64_t k = 0; k < next; ++k)
-        if (state[k] == PostState::Lost) ++unknown;
-    if (!cfg.seconds_csv.empty()) {
-        std::ofstream out(cfg.seconds_csv);
-        out << "second,ok,status_503,other_status,broken_in_flight,slowest_ok_ms,slowest_503_ms\n";
-        const auto last = static_cast<std::size_t>((now_ns() - t0) / 1'000'000'000) + 1;
-        for (std::size_t i = 0; i < std::min(last, seconds.size()); ++i) {
-            const auto& sec = seconds[i];
-            std::uint64_t ok = 0, s503 = 0, other = 0, broken = 0;
-            std::int64_t slow_ok = 0, slow_503 = 0;
-            for (const auto& [status, n] : sec.count) {
-                if (status >= 200 && status < 300) {
-                    ok += n;
-                    slow_ok = std::max(slow_ok, sec.slowest_ns.at(status));
-                } else if (status == 503) {
-                    s503 += n;
-                    slow_503 = sec.slowest_ns.at(status);
-                } else if (status == 0) {
-                    broken += n;
-                } else {
-                    other += n;
-                }
-            }
-            out << i << ',' << ok << ',' << s503 << ',' << other << ',' << broken << ',' << fixed(ms(slow_ok), 1) << ','
-                << fixed(ms(slow_503), 1) << '\n';
-        }
-    }
-    OJson rejected = OJson::object();
-    for (const auto& [status, n] : pc.rejected) rejected[std::to_string(status)] = n;
-    OJson errors = OJson::object();
-    for (const auto& [why, n] : pc.errors) errors[why] = n;
-    log("stream", std::to_string(pc.sent) + " sent, " + std::to_string(pc.ok) + " acknowledged, " +
-                      std::to_string(unknown) + " in flight when a connection broke, " + std::to_string(not_sent) +
-                      " not sent (no connection)");
-    return OJson{{"sent", pc.sent},
-                 {"acknowledged", pc.ok},
-                 {"rejected", rejected},
-                 {"broken_in_flight", unknown},
-                 {"not_sent_server_down", not_sent},
-                 {"connection_errors", errors},
-                 {"reconnects", pc.reconnects}};
-}
-
-// ---- mailbox ----
-
-OJson run_mailbox(const MailboxConfig& cfg) {
-    std::set<std::uint64_t> acked;
-    {
-        std::ifstream in(cfg.acked_file);
-        if (!in) throw std::runtime_error("cannot read " + cfg.acked_file);
-        std::uint64_t k;
-        while (in >> k) acked.insert(k);
-    }
-    hydra::WsClient c = hydra::WsClient::connect(cfg.ws_host, cfg.ws_port, "/");
-    c.send_text(R"({"service":"/member/login","uname":")" + cfg.uname + R"(","pwd":")" + cfg.pwd + "\"}");
-    std::map<std::uint64_t, std::uint32_t> got;
-    std::uint64_t frames = 0, other = 0;
-    bool logged_in = false;
-    const std::int64_t deadline = now_ns() + static_cast<std::int64_t>(cfg.max_s * 1e9);
-    const auto quiet = std::chrono::milliseconds(static_cast<std::int64_t>(cfg.quiet_s * 1000));
-    while (now_ns() < deadline) {
-        hydra::WsMessage m = c.receive(quiet);
-        if (m.type == hydra::WsMessage::Type::timeout) break;
-        if (m.type != hydra::WsMessage::Type::text) throw std::runtime_error("mailbox: connection ended: " + m.data);
-        ++frames;
-        if (m.data.find("\"/member/login\"") != std::string::npos) {
-            if (m.data.find("\"code\":200") == std::string::npos) throw std::runtime_error("login failed: " + m.data);
-            logged_in = true;
-            continue;
-        }
-        const auto p = m.data.find("seq=");
-        if (p == std::string::npos) {
-            ++other;
-            continue;
-        }
-        ++got[std::strtoull(m.data.c_str() + p + 4, nullptr, 10)];
-    }
-    std::uint64_t lost = 0, duplicates = 0, extra = 0;
-    std::vector<std::uint64_t> lost_examples;
-    for (auto k : acked)
-        if (!got.count(k)) {
-            ++lost;
-            if (lost_examples.size() < 10) lost_examples.push_back(k);
-        }
-    for (const auto& [k, n] : got) {
-        duplicates += n - 1;
-        if (!acked.count(k)) ++extra;
-    }
-    log("mailbox", std::to_string(acked.size()) + " acknowledged, " + std::to_string(got.size()) +
-                       " distinct delivered, lost " + std::to_string(lost) + ", duplicates " +
-                       std::to_string(duplicates));
-    return OJson{{"logged_in", logged_in},
-                 {"acknowledged", acked.size()},
-                 {"frames", frames},
-                 {"delivered_distinct", got.size()},
-                 {"lost", lost},
-                 {"lost_examples_seq", lost_examples},
-                 {"duplicates", duplicates},
-                 {"delivered_not_acknowledged", extra},
-                 {"other_frames", other}};
-}
-
-// ---- kafka-mock ----
-
-int run_kafka_mock() {
-    char err[512];
-    rd_kafka_conf_t* conf = rd_kafka_conf_new();
-    // A producer handle that only hosts the mock cluster.
-    rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
-    if (!rk) {
-        std::cerr << "kafka-mock: " << err << std::endl;
-        return 1;
-    }
-    rd_kafka_mock_cluster_t* mc = rd_kafka_mock_cluster_new(rk, 1);
-    if (!mc) {
-        std::cerr << "kafka-mock: cannot create the mock cluster" << std::endl;
-        rd_kafka_destroy(rk);
-        return 1;
-    }
-    std::cout << "bootstrap " << rd_kafka_mock_cluster_bootstraps(mc) << std::endl;
-    std::string line;
-    while (std::getline(std::cin, line)) {
-        if (line == "down") {
-            rd_kafka_mock_broker_set_down(mc, 1);
-            std::cout << "down" << std::endl;
-        } else if (line == "up") {
-            rd_kafka_mock_broker_set_up(mc, 1);
-            std::cout << "up" << std::endl;
-        } else if (line == "quit") {
-            break;
-        } else if (!line.empty()) {
-            std::cout << "unknown command " << line << std::endl;
-        }
-    }
-    rd_kafka_mock_cluster_destroy(mc);
-    rd_kafka_destroy(rk);
-    return 0;
 }
 
 }  // namespace bench

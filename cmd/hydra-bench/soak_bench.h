@@ -1,4 +1,5 @@
-// hydra-bench soak, stream and mailbox: the long and the fault runs (tests/soak/soak.sh, tests/faults/*.sh).
+// hydra-bench soak, stream and mailbox: the long and the fault runs (tests/soak/soak.sh, tests/faults/*.sh), one
+// file each (soak_bench.cpp, stream_bench.cpp, mailbox_bench.cpp), and the Kafka mock they use (kafka_mock.cpp).
 //   soak     hold N clients; POST /msg/send at R/s (message k to client k % N), broadcasts at B/s, C extra
 //            connect/disconnect cycles per second; every interval a CSV row with the server's RSS, open files, CPU,
 //            queue depth (from its /metrics) and the interval's delivery p99; at the end every acknowledged message
@@ -20,7 +21,7 @@
 namespace bench {
 
 struct SoakConfig {
-    PoolConfig pool;  // the held clients: Mode::Deliver, id_prefix set (deliver_capacity is filled in)
+    PoolConfig pool;  // the held clients: Mode::deliver, id_prefix set (deliver_capacity is filled in)
     sockaddr_in api{};
     std::string api_host;
     sockaddr_in admin{};     // where GET /metrics is read ("" host: /proc only)

@@ -11,10 +11,12 @@
 #include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <sstream>
 #include <stdexcept>
 #include <vector>
@@ -33,6 +35,21 @@ void sleep_until_ns(std::int64_t deadline) {
     ts.tv_nsec = deadline % 1'000'000'000;
     while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr) == EINTR) {
     }
+}
+
+std::int64_t due_time(std::int64_t t0, double rate, std::uint64_t k) {
+    return t0 + static_cast<std::int64_t>(static_cast<double>(k) * (1e9 / rate));
+}
+
+std::vector<std::int64_t> due_times(std::int64_t t0, double rate, std::size_t count) {
+    std::vector<std::int64_t> due(count);
+    for (std::size_t k = 0; k < count; ++k) due[k] = due_time(t0, rate, k);
+    return due;
+}
+
+std::uint64_t due_count(std::int64_t now, std::int64_t t0, double rate, std::uint64_t count) {
+    if (now < t0) return 0;
+    return std::min<std::uint64_t>(count, static_cast<std::uint64_t>(static_cast<double>(now - t0) * rate / 1e9) + 1);
 }
 
 // ---- Histogram ----
@@ -105,6 +122,16 @@ double ms(std::int64_t ns) { return static_cast<double>(ns) / 1e6; }
 double round_to(double v, int digits) {
     double f = std::pow(10.0, digits);
     return std::round(v * f) / f;
+}
+
+std::string fixed(double v, int digits) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.*f", digits, v);
+    return buf;
+}
+
+void log(const std::string& what, const std::string& msg) {
+    std::cerr << "hydra-bench: " << what << ": " << msg << std::endl;
 }
 
 OJson Histogram::to_json_ms() const {

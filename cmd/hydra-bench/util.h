@@ -1,4 +1,5 @@
-// hydra-bench helpers: clock, latency histogram, /proc readers, address parsing, a tiny blocking HTTP client.
+// hydra-bench helpers: clock, pacing and progress waits, latency histogram, /proc readers, address parsing, a tiny
+// blocking HTTP client.
 #pragma once
 
 #include <netinet/in.h>
@@ -6,12 +7,15 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -22,6 +26,52 @@ using OJson = nlohmann::ordered_json;
 // CLOCK_MONOTONIC in nanoseconds: the same clock for the poster and every client thread.
 std::int64_t now_ns();
 void sleep_until_ns(std::int64_t deadline);
+
+// Open-loop pacing: message k of a run at `rate` per second starting at t0 (ns) is due at t0 + k / rate.
+std::int64_t due_time(std::int64_t t0, double rate, std::uint64_t k);
+// due_time() of messages 0 .. count-1.
+std::vector<std::int64_t> due_times(std::int64_t t0, double rate, std::size_t count);
+// How many of `count` messages are due at `now` (0 before t0).
+std::uint64_t due_count(std::int64_t now, std::int64_t t0, double rate, std::uint64_t count);
+
+// Calls fn(k, due) for k = 0, 1, ... at its due_time(), sleeping until then, while that is before `end` and `stop`
+// is not set: a load of its own next to the main one (a soak's broadcasts, its connect/disconnect churn).
+template <class F>
+void run_paced(std::int64_t t0, std::int64_t end, double rate, const std::atomic<bool>& stop, F&& fn) {
+    if (rate <= 0) return;
+    for (std::uint64_t k = 0; !stop.load(); ++k) {
+        const std::int64_t due = due_time(t0, rate, k);
+        if (due >= end) return;
+        sleep_until_ns(due);
+        fn(k, due);
+    }
+}
+
+// What a wait_for_progress() probe reports: whether the wait is over, and a count that grows while things happen.
+struct Progress {
+    bool done = false;
+    std::uint64_t count = 0;
+};
+// Calls probe() every `period` until it reports done (true) or its count has not moved for `stall_ns` (false): a
+// wait for deliveries that may never all come, bounded by how long nothing happens rather than by a fixed time.
+// The counts live in other threads' statistics with nothing to wait on, hence the polling.
+template <class Probe>
+bool wait_for_progress(Probe&& probe, std::int64_t stall_ns, std::chrono::nanoseconds period) {
+    std::uint64_t last = 0;
+    std::int64_t last_progress = now_ns();
+    for (;;) {
+        const Progress p = probe();
+        if (p.done) return true;
+        const std::int64_t now = now_ns();
+        if (p.count != last) {
+            last = p.count;
+            last_progress = now;
+        } else if (now - last_progress > stall_ns) {
+            return false;
+        }
+        std::this_thread::sleep_for(period);
+    }
+}
 
 // Log-linear histogram of non-negative values (ns): 64 sub-buckets per power of two, so a percentile is exact
 // to within 1/64 (~1.6 %). Fixed 32 KB, no allocation while recording.
@@ -55,6 +105,10 @@ class Histogram {
 
 double ms(std::int64_t ns);
 double round_to(double v, int digits);
+// `v` with `digits` decimals, as text.
+std::string fixed(double v, int digits);
+// "hydra-bench: <what>: <msg>" on stderr.
+void log(const std::string& what, const std::string& msg);
 
 // The memory lines of /proc/PID/status (kB). nullopt when the process is gone.
 struct Rss {

@@ -31,7 +31,7 @@ struct Outcome {
 // Feeds `bytes` in pieces of `step` (0: all at once), offering unconsumed bytes again, like a connection does.
 Outcome decode(std::string_view bytes, std::size_t step, std::size_t max_body) {
     ChunkedDecoder d(max_body);
-    Outcome o{ParseStatus::NeedMore, 0, 0, {}, {}};
+    Outcome o{ParseStatus::need_more, 0, 0, {}, {}};
     std::string pending;
     std::size_t at = 0;
     do {
@@ -47,16 +47,16 @@ Outcome decode(std::string_view bytes, std::size_t step, std::size_t max_body) {
         o.status = r.status;
         o.error_status = r.error_status;
         o.error = r.error;
-        if (r.status == ParseStatus::Error) {
+        if (r.status == ParseStatus::error) {
             FUZZ_CHECK(r.error_status == 400 || r.error_status == 413 || r.error_status == 431);
             FUZZ_CHECK(!r.error.empty());
         } else {
             FUZZ_CHECK(r.error_status == 0);
         }
         // A line waiting for its end never grows beyond the limits.
-        if (r.status == ParseStatus::NeedMore)
+        if (r.status == ParseStatus::need_more)
             FUZZ_CHECK(pending.size() <= ChunkedDecoder::kMaxLine + ChunkedDecoder::kMaxTrailer + 2);
-    } while (o.status == ParseStatus::NeedMore && at < bytes.size());
+    } while (o.status == ParseStatus::need_more && at < bytes.size());
     o.consumed = at - pending.size();
     return o;
 }
@@ -89,7 +89,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const Outcome pieces = decode(bytes, kStep[(options >> 2) & 7], max_body);
     FUZZ_CHECK(whole.status == pieces.status);
     FUZZ_CHECK(whole.error_status == pieces.error_status);
-    if (whole.status == ParseStatus::Ok) {
+    if (whole.status == ParseStatus::ok) {
         FUZZ_CHECK(whole.body == pieces.body);
         FUZZ_CHECK(whole.consumed == pieces.consumed);
         FUZZ_CHECK(whole.consumed >= 5);  // at least "0\r\n\r\n"
@@ -99,7 +99,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     // Round trip: any bytes as a body, chunk-encoded, decode to themselves.
     const std::string wire = encode(bytes, 1 + (options >> 5) * 37);
     const Outcome back = decode(wire, kStep[(options >> 2) & 7], 1 << 20);
-    FUZZ_CHECK(back.status == ParseStatus::Ok);
+    FUZZ_CHECK(back.status == ParseStatus::ok);
     FUZZ_CHECK(back.body == bytes);
     FUZZ_CHECK(back.consumed == wire.size());
     return 0;

@@ -39,15 +39,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const Head head = parse_head(bytes, max);
     const std::size_t end = bytes.substr(0, max).find("\r\n\r\n");
     switch (head.status) {
-        case ParseStatus::NeedMore:
+        case ParseStatus::need_more:
             FUZZ_CHECK(end == std::string_view::npos);
             FUZZ_CHECK(bytes.size() < max);
             break;
-        case ParseStatus::Error:
+        case ParseStatus::error:
             FUZZ_CHECK(!head.error.empty());
             if (head.too_large) FUZZ_CHECK(end == std::string_view::npos && bytes.size() >= max);
             break;
-        case ParseStatus::Ok: {
+        case ParseStatus::ok: {
             FUZZ_CHECK(head.consumed == end + 4);
             FUZZ_CHECK(head.consumed <= max + 3);
             FUZZ_CHECK(!head.start_line.empty() && !has_control(head.start_line, false));
@@ -60,9 +60,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             }
             // The head alone parses the same; any cut before its end waits for more.
             const Head again = parse_head(bytes.substr(0, head.consumed), max);
-            FUZZ_CHECK(again.status == ParseStatus::Ok && again.headers == head.headers);
-            FUZZ_CHECK(parse_head(bytes.substr(0, head.consumed - 1), max).status == ParseStatus::NeedMore);
-            FUZZ_CHECK(parse_head(bytes.substr(0, head.consumed / 2), max).status == ParseStatus::NeedMore);
+            FUZZ_CHECK(again.status == ParseStatus::ok && again.headers == head.headers);
+            FUZZ_CHECK(parse_head(bytes.substr(0, head.consumed - 1), max).status == ParseStatus::need_more);
+            FUZZ_CHECK(parse_head(bytes.substr(0, head.consumed / 2), max).status == ParseStatus::need_more);
 
             // The request line's pieces, as the server takes them apart.
             const std::string_view line = head.start_line;

@@ -25,6 +25,7 @@
 #include "ws/utf8.h"
 
 using namespace hydra::ws;
+using hydra::WsOpcode;
 
 namespace {
 
@@ -79,23 +80,23 @@ struct Chunker {
 
 void check_event(const Event& ev, std::size_t max_message) {
     switch (ev.type) {
-        case Event::Type::Text:
+        case Event::Type::text:
             FUZZ_CHECK(reference_utf8(ev.data));
             [[fallthrough]];
-        case Event::Type::Binary:
+        case Event::Type::binary:
             FUZZ_CHECK(ev.data.size() <= max_message);
             break;
-        case Event::Type::Ping:
-        case Event::Type::Pong:
+        case Event::Type::ping:
+        case Event::Type::pong:
             FUZZ_CHECK(ev.data.size() <= kMaxControlPayload);
             break;
-        case Event::Type::Close:
+        case Event::Type::close:
             FUZZ_CHECK(ev.data.size() <= kMaxControlPayload - 2);
             FUZZ_CHECK(reference_utf8(ev.data));
             FUZZ_CHECK((ev.code == close_code::no_status && ev.data.empty()) || (ev.code >= 1000 && ev.code <= 1003) ||
                        (ev.code >= 1007 && ev.code <= 1014) || (ev.code >= 3000 && ev.code <= 4999));
             break;
-        case Event::Type::Error:
+        case Event::Type::error:
             FUZZ_CHECK(ev.code == close_code::protocol_error || ev.code == close_code::invalid_payload ||
                        ev.code == close_code::message_too_big);
             FUZZ_CHECK(!ev.data.empty());
@@ -107,10 +108,10 @@ void check_event(const Event& ev, std::size_t max_message) {
 void drain(MessageDecoder& dec, std::vector<Ev>& out) {
     Event ev;
     while (dec.next(ev)) {
-        FUZZ_CHECK(out.empty() || (out.back().type != Event::Type::Error && out.back().type != Event::Type::Close));
+        FUZZ_CHECK(out.empty() || (out.back().type != Event::Type::error && out.back().type != Event::Type::close));
         check_event(ev, dec.max_message_size());
-        if (ev.type == Event::Type::Error) FUZZ_CHECK(dec.failed() && dec.error_code() == ev.code);
-        if (ev.type == Event::Type::Close) FUZZ_CHECK(dec.closed());
+        if (ev.type == Event::Type::error) FUZZ_CHECK(dec.failed() && dec.error_code() == ev.code);
+        if (ev.type == Event::Type::close) FUZZ_CHECK(dec.closed());
         out.push_back(Ev{ev.type, ev.code, std::string(ev.data)});
     }
 }
@@ -159,11 +160,11 @@ std::vector<Ev> decode_chunked(std::string_view stream, std::size_t max, Role ro
 
 void check_round_trip(const std::vector<Ev>& events, std::size_t max) {
     for (const Ev& e : events) {
-        if (e.type != Event::Type::Text && e.type != Event::Type::Binary) continue;
-        const Opcode op = e.type == Event::Type::Text ? Opcode::Text : Opcode::Binary;
+        if (e.type != Event::Type::text && e.type != Event::Type::binary) continue;
+        const WsOpcode op = e.type == Event::Type::text ? WsOpcode::text : WsOpcode::binary;
         const std::vector<Ev> expected = {e};
-        FUZZ_CHECK(decode_whole(encode_frame_masked(op, e.data, MaskKey{1, 2, 3, 4}), max, Role::Server) == expected);
-        FUZZ_CHECK(decode_whole(encode_frame(op, e.data), max, Role::Client) == expected);
+        FUZZ_CHECK(decode_whole(encode_frame_masked(op, e.data, MaskKey{1, 2, 3, 4}), max, Role::server) == expected);
+        FUZZ_CHECK(decode_whole(encode_frame(op, e.data), max, Role::client) == expected);
     }
 }
 
@@ -186,41 +187,41 @@ void fuzz_handshake(std::string_view stream) {
     // The API server's head parser and percent-decoding (http/head, http/target) see the same untrusted bytes.
     const hydra::http::Head head = hydra::http::parse_head(stream, 16 * 1024);
     FUZZ_CHECK(head.consumed <= stream.size());
-    if (head.status == ParseStatus::Ok) FUZZ_CHECK(stream.substr(head.consumed - 4, 4) == "\r\n\r\n");
+    if (head.status == ParseStatus::ok) FUZZ_CHECK(stream.substr(head.consumed - 4, 4) == "\r\n\r\n");
     std::string decoded;
     if (hydra::http::percent_decode(stream, decoded, true)) FUZZ_CHECK(decoded.size() <= stream.size());
 
     const UpgradeParse r = parse_upgrade_request(stream);
     FUZZ_CHECK(r.consumed <= stream.size());
     switch (r.status) {
-        case ParseStatus::NeedMore:
+        case ParseStatus::need_more:
             FUZZ_CHECK(stream.size() < kMaxHandshakeBytes);
             FUZZ_CHECK(stream.find("\r\n\r\n") == std::string_view::npos);
             break;
-        case ParseStatus::Error:
+        case ParseStatus::error:
             FUZZ_CHECK(r.http_status == 400 || r.http_status == 405 || r.http_status == 426 || r.http_status == 431 ||
                        r.http_status == 505);
             FUZZ_CHECK(!r.reason.empty());
             FUZZ_CHECK(!http_error_response(r.http_status, r.reason, r.response_headers).empty());
             break;
-        case ParseStatus::Ok: {
+        case ParseStatus::ok: {
             FUZZ_CHECK(r.consumed >= 4 && r.consumed <= kMaxHandshakeBytes);
             FUZZ_CHECK(stream.substr(r.consumed - 4, 4) == "\r\n\r\n");
             FUZZ_CHECK(r.request.key.size() == 24);
             FUZZ_CHECK(!r.request.path.empty() && r.request.path[0] == '/');
-            FUZZ_CHECK(parse_upgrade_request(stream.substr(0, r.consumed - 1)).status == ParseStatus::NeedMore);
+            FUZZ_CHECK(parse_upgrade_request(stream.substr(0, r.consumed - 1)).status == ParseStatus::need_more);
             const std::string accept = accept_key(r.request.key);
             FUZZ_CHECK(accept.size() == 28);
             const std::string response = handshake_response(accept);
             const UpgradeResponse res = parse_upgrade_response(response, r.request.key);
-            FUZZ_CHECK(res.status == ParseStatus::Ok && res.consumed == response.size());
+            FUZZ_CHECK(res.status == ParseStatus::ok && res.consumed == response.size());
             break;
         }
     }
     // The client-side parser gets the same bytes, as if a hostile server sent them.
     const UpgradeResponse res = parse_upgrade_response(stream, "dGhlIHNhbXBsZSBub25jZQ==");
     FUZZ_CHECK(res.consumed <= stream.size());
-    if (res.status == ParseStatus::Ok) FUZZ_CHECK(res.http_status == 101);
+    if (res.status == ParseStatus::ok) FUZZ_CHECK(res.http_status == 101);
 }
 
 }  // namespace
@@ -235,12 +236,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const bool lazy = (options & 0x10) != 0;
     const std::string_view stream(reinterpret_cast<const char*>(data) + 2, size - 2);
 
-    const std::vector<Ev> whole = decode_whole(stream, max, Role::Server);
-    FUZZ_CHECK(decode_chunked(stream, max, Role::Server, chunker, lazy) == whole);
+    const std::vector<Ev> whole = decode_whole(stream, max, Role::server);
+    FUZZ_CHECK(decode_chunked(stream, max, Role::server, chunker, lazy) == whole);
     check_round_trip(whole, max);
     if (options & 0x20) {
-        const std::vector<Ev> client = decode_whole(stream, max, Role::Client);
-        FUZZ_CHECK(decode_chunked(stream, max, Role::Client, chunker, lazy) == client);
+        const std::vector<Ev> client = decode_whole(stream, max, Role::client);
+        FUZZ_CHECK(decode_chunked(stream, max, Role::client, chunker, lazy) == client);
     }
 
     fuzz_utf8(stream, chunker);

@@ -11,6 +11,7 @@
 
 using hydra::WsClient;
 using hydra::WsMessage;
+using hydra::WsOpcode;
 using namespace std::chrono_literals;
 
 namespace {
@@ -27,7 +28,7 @@ std::string upgrade_from(const char* source, int port) {
     return out.substr(0, out.find("\r\n"));
 }
 
-std::string client_frames(hydra::ws::Opcode op, std::string_view payload, int n) {
+std::string client_frames(WsOpcode op, std::string_view payload, int n) {
     std::string out;
     for (int i = 0; i < n; ++i) out += hydra::ws::encode_frame_masked(op, payload, hydra::ws::random_mask_key());
     return out;
@@ -97,7 +98,7 @@ BOOST_AUTO_TEST_CASE(a_flooding_connection_is_closed_with_1008_rate_limit) {
 
     // 6000 messages at once cannot fit a bucket of 2000 refilled by 1000/s (the client sends them in well under 4 s)
     WsClient flood = host.connect("/echo");
-    flood.send_raw(client_frames(hydra::ws::Opcode::Text, "x", 6000));
+    flood.send_raw(client_frames(WsOpcode::text, "x", 6000));
     std::size_t echoed = 0;
     WsMessage m = read_to_close(flood, echoed);
     BOOST_REQUIRE(m.type == WsMessage::Type::close);
@@ -108,7 +109,7 @@ BOOST_AUTO_TEST_CASE(a_flooding_connection_is_closed_with_1008_rate_limit) {
 
     // pings count too
     WsClient pinger = host.connect("/echo");
-    pinger.send_raw(client_frames(hydra::ws::Opcode::Ping, "p", 6000));
+    pinger.send_raw(client_frames(WsOpcode::ping, "p", 6000));
     echoed = 0;
     m = read_to_close(pinger, echoed);
     BOOST_REQUIRE(m.type == WsMessage::Type::close);
@@ -122,7 +123,7 @@ BOOST_AUTO_TEST_CASE(a_flooding_connection_is_closed_with_1008_rate_limit) {
 BOOST_AUTO_TEST_CASE(the_rate_limit_can_be_switched_off) {
     test::Host host({"--set", "ws.rate_limit.messages_per_s=0"});
     WsClient flood = host.connect("/echo");
-    flood.send_raw(client_frames(hydra::ws::Opcode::Text, "x", 6000));
+    flood.send_raw(client_frames(WsOpcode::text, "x", 6000));
     for (int i = 0; i < 6000; ++i) BOOST_REQUIRE_EQUAL(flood.receive(10s).data, "x");
 }
 

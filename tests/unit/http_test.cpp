@@ -11,6 +11,7 @@
 #include "http/target.h"
 
 using namespace hydra::http;
+using hydra::HeaderFields;
 
 BOOST_AUTO_TEST_SUITE(http)
 
@@ -29,16 +30,16 @@ BOOST_AUTO_TEST_CASE(percent_decoding) {
 
 BOOST_AUTO_TEST_CASE(heads_tokens_and_versions) {
     Head h = parse_head("GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Upgrade\r\n\r\nrest", 1024);
-    BOOST_REQUIRE(h.status == ParseStatus::Ok);
+    BOOST_REQUIRE(h.status == ParseStatus::ok);
     BOOST_CHECK_EQUAL(h.start_line, "GET / HTTP/1.1");
     BOOST_CHECK_EQUAL(h.consumed, 60u);
     BOOST_CHECK(has_token(*find_header(h.headers, "connection"), "upgrade"));
     BOOST_CHECK(!has_token(*find_header(h.headers, "Connection"), "close"));
     BOOST_CHECK_EQUAL(count_headers(h.headers, "HOST"), 1u);
 
-    BOOST_CHECK(parse_head("GET / HTTP/1.1\r\nHost: x\r\n", 1024).status == ParseStatus::NeedMore);
+    BOOST_CHECK(parse_head("GET / HTTP/1.1\r\nHost: x\r\n", 1024).status == ParseStatus::need_more);
     Head big = parse_head(std::string(2048, 'a'), 1024);
-    BOOST_CHECK(big.status == ParseStatus::Error && big.too_large);
+    BOOST_CHECK(big.status == ParseStatus::error && big.too_large);
     BOOST_CHECK_EQUAL(parse_head("GET / HTTP/1.1\r\n folded\r\n\r\n", 1024).error, "obsolete header line folding");
     BOOST_CHECK_EQUAL(parse_head("GET / HTTP/1.1\r\nA: b\x01\r\n\r\n", 1024).error,
                       "invalid character in header value");
@@ -72,7 +73,7 @@ ChunkedDecoder::Result decode(std::string_view bytes, std::string& body, std::si
         at += n;
         r = d.feed(pending, body);
         pending.erase(0, r.consumed);
-    } while (r.status == ParseStatus::NeedMore && at < bytes.size());
+    } while (r.status == ParseStatus::need_more && at < bytes.size());
     r.consumed = at - pending.size();  // of the whole input
     return r;
 }
@@ -85,16 +86,16 @@ BOOST_AUTO_TEST_CASE(chunked_bodies_in_any_pieces) {
     for (std::size_t step : {0, 1, 2, 3, 7}) {
         std::string body;
         auto r = decode(wire, body, step);
-        BOOST_REQUIRE_MESSAGE(r.status == ParseStatus::Ok, "step " << step << ": " << r.error);
+        BOOST_REQUIRE_MESSAGE(r.status == ParseStatus::ok, "step " << step << ": " << r.error);
         BOOST_CHECK_EQUAL(body, "{\"a\":420123456789}");
         BOOST_CHECK_EQUAL(r.consumed, wire.size() - 4);  // the next request's bytes are left alone
     }
     std::string body;
-    BOOST_CHECK(decode("0\r\n\r\n", body).status == ParseStatus::Ok);
+    BOOST_CHECK(decode("0\r\n\r\n", body).status == ParseStatus::ok);
     BOOST_CHECK(body.empty());
-    BOOST_CHECK(decode("5\r\nhel", body).status == ParseStatus::NeedMore);
-    BOOST_CHECK(decode("5\r", body).status == ParseStatus::NeedMore);
-    BOOST_CHECK(decode("5\r\nhello\r", body).status == ParseStatus::NeedMore);
+    BOOST_CHECK(decode("5\r\nhel", body).status == ParseStatus::need_more);
+    BOOST_CHECK(decode("5\r", body).status == ParseStatus::need_more);
+    BOOST_CHECK(decode("5\r\nhello\r", body).status == ParseStatus::need_more);
 }
 
 BOOST_AUTO_TEST_CASE(chunked_framing_is_strict) {
@@ -131,7 +132,7 @@ BOOST_AUTO_TEST_CASE(chunked_framing_is_strict) {
         for (std::size_t step : {0, 1}) {
             std::string body;
             auto r = decode(k.wire, body, step, 100);
-            BOOST_CHECK_MESSAGE(r.status == ParseStatus::Error, k.wire.substr(0, 40)
+            BOOST_CHECK_MESSAGE(r.status == ParseStatus::error, k.wire.substr(0, 40)
                                                                     << " accepted (step " << step << ")");
             BOOST_CHECK_EQUAL(r.error_status, k.status);
             BOOST_CHECK_MESSAGE(r.error.find(k.error) != std::string::npos, k.wire.substr(0, 40) << " -> " << r.error);
@@ -139,13 +140,13 @@ BOOST_AUTO_TEST_CASE(chunked_framing_is_strict) {
     }
     // Hex digits in either case, leading zeros, and exactly max_body are fine.
     std::string body;
-    BOOST_CHECK(decode("000a\r\n0123456789\r\n0\r\n\r\n", body, 0, 10).status == ParseStatus::Ok);
-    BOOST_CHECK(decode("5A\r\n" + std::string(90, 'x') + "\r\n0\r\n\r\n", body, 0, 90).status == ParseStatus::Ok);
+    BOOST_CHECK(decode("000a\r\n0123456789\r\n0\r\n\r\n", body, 0, 10).status == ParseStatus::ok);
+    BOOST_CHECK(decode("5A\r\n" + std::string(90, 'x') + "\r\n0\r\n\r\n", body, 0, 90).status == ParseStatus::ok);
 }
 
 BOOST_AUTO_TEST_CASE(authorization_credentials_of_one_scheme) {
     auto of = [](const std::string& value) -> std::optional<std::string> {
-        const HttpHeaders headers{{"authorization", value}};
+        const HeaderFields headers{{"authorization", value}};
         auto credentials = authorization(headers, "Bearer");
         return credentials ? std::optional<std::string>(*credentials) : std::nullopt;
     };
@@ -160,7 +161,7 @@ BOOST_AUTO_TEST_CASE(authorization_credentials_of_one_scheme) {
 BOOST_AUTO_TEST_CASE(request_heads_their_target_framing_and_persistence) {
     auto request = [](const std::string& bytes, std::size_t max_body = 100) {
         Head head = parse_head(bytes, 4096);
-        BOOST_REQUIRE(head.status == ParseStatus::Ok);
+        BOOST_REQUIRE(head.status == ParseStatus::ok);
         return parse_request(head, max_body);
     };
     RequestHead r = request(

@@ -1,5 +1,6 @@
 // A small blocking WebSocket client (RFC 6455, ws:// only) for hydra's tests and load generator: connect and
 // handshake, send masked frames (also deliberately odd ones), receive whole messages with a timeout.
+// Library hydra_client (hydra/client), apart from the server library.
 #pragma once
 
 #include <chrono>
@@ -13,23 +14,11 @@
 #include <string>
 #include <string_view>
 #include <utility>
-#include <vector>
+
+#include <hydra/header_fields.h>
+#include <hydra/ws_opcode.h>
 
 namespace hydra {
-
-// Header fields in the order received.
-using WsHeaders = std::vector<std::pair<std::string, std::string>>;
-
-// Frame opcodes (RFC 6455 section 5.2). Any value 0..15 may be sent with WsClient::send_frame(), e.g.
-// static_cast<WsOpcode>(3) to test how a server handles a reserved opcode.
-enum class WsOpcode : std::uint8_t {
-    continuation = 0x0,
-    text = 0x1,
-    binary = 0x2,
-    close = 0x8,
-    ping = 0x9,
-    pong = 0xA,
-};
 
 // One thing WsClient::receive() returns.
 struct WsMessage {
@@ -59,17 +48,17 @@ std::ostream& operator<<(std::ostream& out, WsMessage::Type type);
 // Sec-WebSocket-Accept), or something that is not HTTP (status() 0).
 class WsHandshakeError : public std::runtime_error {
   public:
-    WsHandshakeError(const std::string& what, int status, std::string body, WsHeaders headers)
+    WsHandshakeError(const std::string& what, int status, std::string body, HeaderFields headers)
         : std::runtime_error(what), status_(status), body_(std::move(body)), headers_(std::move(headers)) {}
 
     int status() const noexcept { return status_; }
     const std::string& body() const noexcept { return body_; }
-    const WsHeaders& headers() const noexcept { return headers_; }
+    const HeaderFields& headers() const noexcept { return headers_; }
 
   private:
     int status_;
     std::string body_;
-    WsHeaders headers_;
+    HeaderFields headers_;
 };
 
 struct WsConnectOptions {
@@ -114,7 +103,7 @@ class WsClient {
     int fd() const noexcept;
 
     // The headers of the server's 101 answer, and one of them by case-insensitive name.
-    const WsHeaders& response_headers() const;
+    const HeaderFields& response_headers() const;
     std::optional<std::string> response_header(std::string_view name) const;
 
     // Each sends one complete masked frame with a fresh random mask key, blocking until it is written (at most

@@ -107,12 +107,12 @@ void Server::Loop::process(Connection& c) {
 bool Server::Loop::parse_head(Connection& c) {
     const Settings& s = server.settings_;
     Head head = http::parse_head(c.in, s.max_head);
-    if (head.status == ParseStatus::NeedMore) return false;
+    if (head.status == ParseStatus::need_more) return false;
     if (head.too_large) {
         refuse(c, 431, "request header exceeds " + std::to_string(s.max_head) + " bytes");
         return false;
     }
-    if (head.status == ParseStatus::Error) {
+    if (head.status == ParseStatus::error) {
         refuse(c, 400, head.error);
         return false;
     }
@@ -172,11 +172,11 @@ bool Server::Loop::read_body(Connection& c) {
 bool Server::Loop::read_chunked(Connection& c) {
     ChunkedDecoder::Result r = c.chunked->feed(c.in, c.request.body);
     c.in.erase(0, r.consumed);
-    if (r.status == ParseStatus::Error) {
+    if (r.status == ParseStatus::error) {
         refuse(c, r.error_status, r.error);
         return false;
     }
-    if (r.status == ParseStatus::NeedMore) return false;
+    if (r.status == ParseStatus::need_more) return false;
     c.chunked.reset();
     dispatch(c);
     return true;

@@ -32,7 +32,7 @@ struct Request {
     std::string path;    // percent-decoded, without the query
     std::string query;   // raw, after '?' ("" if none)
     int minor_version = 1;
-    HttpHeaders headers;
+    HeaderFields headers;
     std::string body;
     ClientKey peer{};  // the client's address (client_key_text() formats it)
 
@@ -41,7 +41,7 @@ struct Request {
 
 struct Response {
     int status = 200;
-    HttpHeaders headers;  // the server adds Server, Date, Content-Length and Connection
+    HeaderFields headers;  // the server adds Server, Date, Content-Length and Connection
     std::string body;
     bool close = false;  // close the connection once this response is written
 };

@@ -24,12 +24,12 @@ bool ApiKeys::accepts(std::string_view presented) const {
     return matches != 0;
 }
 
-std::optional<std::string_view> ApiKeys::presented(const http::HttpHeaders& headers) {
+std::optional<std::string_view> ApiKeys::presented(const HeaderFields& headers) {
     if (auto key = http::authorization(headers, "apikey")) return key;
     return http::find_header(headers, "X-API-Key");
 }
 
-std::string ApiKeys::refusal(const http::HttpHeaders& headers) const {
+std::string ApiKeys::refusal(const HeaderFields& headers) const {
     auto key = presented(headers);
     if (!key || key->empty()) return "an API key is required (Authorization: apikey <key> or X-API-Key: <key>)";
     if (!accepts(*key)) return "invalid API key";

@@ -23,9 +23,9 @@ class ApiKeys {
     bool accepts(std::string_view presented) const;
 
     // The key a request presents: `Authorization: apikey <key>` (scheme case-insensitive), else `X-API-Key`.
-    static std::optional<std::string_view> presented(const http::HttpHeaders& headers);
+    static std::optional<std::string_view> presented(const HeaderFields& headers);
     // Why `headers` is refused ("" = accepted): for the 401's message.
-    std::string refusal(const http::HttpHeaders& headers) const;
+    std::string refusal(const HeaderFields& headers) const;
 
   private:
     using Digest = std::array<unsigned char, 32>;

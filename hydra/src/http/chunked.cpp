@@ -28,7 +28,7 @@ ChunkedDecoder::Result ChunkedDecoder::feed(std::string_view bytes, std::string&
     Result r;
     auto fail = [&](int status, std::string why) {
         phase_ = Phase::failed;
-        r.status = ParseStatus::Error;
+        r.status = ParseStatus::error;
         r.error_status = status;
         r.error = std::move(why);
         return r;
@@ -103,7 +103,7 @@ ChunkedDecoder::Result ChunkedDecoder::feed(std::string_view bytes, std::string&
                 r.consumed += length;
                 if (line->empty()) {  // the empty line: done
                     phase_ = Phase::done;
-                    r.status = ParseStatus::Ok;
+                    r.status = ParseStatus::ok;
                     return r;
                 }
                 const std::size_t colon = line->find(':');
@@ -114,7 +114,7 @@ ChunkedDecoder::Result ChunkedDecoder::feed(std::string_view bytes, std::string&
                 break;
             }
             case Phase::done:
-                r.status = ParseStatus::Ok;
+                r.status = ParseStatus::ok;
                 return r;
             case Phase::failed:
                 return fail(400, "malformed chunked body");

@@ -20,15 +20,15 @@ class ChunkedDecoder {
     static constexpr std::size_t kMaxTrailer = 8192;  // all trailer lines together
 
     struct Result {
-        ParseStatus status = ParseStatus::NeedMore;
+        ParseStatus status = ParseStatus::need_more;
         std::size_t consumed = 0;  // bytes of the input used (the rest, a partial line, is offered again later)
-        int error_status = 0;      // Error: 400 malformed, 413 over max_body, 431 trailer too large
+        int error_status = 0;      // error: 400 malformed, 413 over max_body, 431 trailer too large
         std::string error;
     };
 
     explicit ChunkedDecoder(std::size_t max_body) : max_body_(max_body) {}
-    // Appends chunk data to `body`. NeedMore: feed more (starting with the unconsumed bytes); Ok: the body ended after
-    // `consumed` bytes; Error: the body is malformed and the connection cannot be trusted any more.
+    // Appends chunk data to `body`. need_more: feed more (starting with the unconsumed bytes); ok: the body ended after
+    // `consumed` bytes; error: the body is malformed and the connection cannot be trusted any more.
     Result feed(std::string_view bytes, std::string& body);
 
   private:

@@ -8,13 +8,13 @@ Head parse_head(std::string_view bytes, std::size_t max_bytes) {
     if (end == std::string_view::npos) {
         // If max_bytes are already here without the terminator, the block can only end beyond the limit.
         if (bytes.size() >= max_bytes) {
-            head.status = ParseStatus::Error;
+            head.status = ParseStatus::error;
             head.too_large = true;
             head.error = "request header too large";
         }
         return head;
     }
-    head.status = ParseStatus::Error;
+    head.status = ParseStatus::error;
     head.consumed = end + 4;
     std::string_view block = bytes.substr(0, end + 2);  // every line, each ending in CRLF
 
@@ -56,7 +56,7 @@ Head parse_head(std::string_view bytes, std::size_t max_bytes) {
             return head;
         }
     }
-    head.status = ParseStatus::Ok;
+    head.status = ParseStatus::ok;
     return head;
 }
 

@@ -13,14 +13,14 @@ namespace hydra::http {
 
 // A received head: the start line and the header fields, before any request or upgrade semantics.
 struct Head {
-    ParseStatus status = ParseStatus::NeedMore;
-    std::size_t consumed = 0;  // Ok: length of the head including the empty line
+    ParseStatus status = ParseStatus::need_more;
+    std::size_t consumed = 0;  // ok: length of the head including the empty line
     std::string_view start_line;
-    HttpHeaders headers;
-    std::string error;  // Error: which syntax rule was broken (see too_large for the size)
+    HeaderFields headers;
+    std::string error;  // error: which syntax rule was broken (see too_large for the size)
     bool too_large = false;
 };
-// Parses a head from the start of `bytes` (everything read so far). NeedMore until the empty line arrives; Error with
+// Parses a head from the start of `bytes` (everything read so far). need_more until the empty line arrives; error with
 // too_large once max_bytes are here without it. Rejects obsolete line folding and control characters.
 Head parse_head(std::string_view bytes, std::size_t max_bytes);
 

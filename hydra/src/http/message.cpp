@@ -45,19 +45,19 @@ bool has_token(std::string_view value, std::string_view token) {
     return found;
 }
 
-bool any_has_token(const HttpHeaders& headers, std::string_view name, std::string_view token) {
+bool any_has_token(const HeaderFields& headers, std::string_view name, std::string_view token) {
     for (const auto& [n, v] : headers)
         if (iequals(n, name) && has_token(v, token)) return true;
     return false;
 }
 
-std::optional<std::string_view> find_header(const HttpHeaders& headers, std::string_view name) {
+std::optional<std::string_view> find_header(const HeaderFields& headers, std::string_view name) {
     for (const auto& [n, v] : headers)
         if (iequals(n, name)) return std::string_view(v);
     return std::nullopt;
 }
 
-std::optional<std::string_view> authorization(const HttpHeaders& headers, std::string_view scheme) {
+std::optional<std::string_view> authorization(const HeaderFields& headers, std::string_view scheme) {
     auto header = find_header(headers, "Authorization");
     if (!header) return std::nullopt;
     std::string_view v = *header;
@@ -70,7 +70,7 @@ std::optional<std::string_view> authorization(const HttpHeaders& headers, std::s
     return v;
 }
 
-std::size_t count_headers(const HttpHeaders& headers, std::string_view name) {
+std::size_t count_headers(const HeaderFields& headers, std::string_view name) {
     std::size_t n = 0;
     for (const auto& h : headers)
         if (iequals(h.first, name)) ++n;
@@ -86,7 +86,7 @@ void append_header(std::string& out, std::string_view name, std::string_view val
     out += "\r\n";
 }
 
-void append_headers(std::string& out, const HttpHeaders& headers) {
+void append_headers(std::string& out, const HeaderFields& headers) {
     for (const auto& [n, v] : headers) append_header(out, n, v);
 }
 

@@ -7,15 +7,13 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <utility>
-#include <vector>
+
+#include <hydra/header_fields.h>
 
 namespace hydra::http {
 
-// Header fields in the order received (names as sent) or to be sent.
-using HttpHeaders = std::vector<std::pair<std::string, std::string>>;
-
-enum class ParseStatus : std::uint8_t { NeedMore, Ok, Error };
+// need_more: keep reading (the input ends before the thing parsed does).
+enum class ParseStatus : std::uint8_t { need_more, ok, error };
 
 // ASCII case-insensitive equality, as used for header names and tokens.
 bool iequals(std::string_view a, std::string_view b);
@@ -28,13 +26,13 @@ std::string_view trim(std::string_view s);
 // Whether a comma-separated header value ("keep-alive, Upgrade") contains `token`, case-insensitively.
 bool has_token(std::string_view value, std::string_view token);
 // Any header named `name` (fields may be repeated, meaning one comma-joined list) contains `token`.
-bool any_has_token(const HttpHeaders& headers, std::string_view name, std::string_view token);
+bool any_has_token(const HeaderFields& headers, std::string_view name, std::string_view token);
 // First header named `name` (case-insensitive).
-std::optional<std::string_view> find_header(const HttpHeaders& headers, std::string_view name);
+std::optional<std::string_view> find_header(const HeaderFields& headers, std::string_view name);
 // The credentials of `Authorization: <scheme> <credentials>` when the scheme is `scheme` (any case; RFC 9110 11.4),
 // without the blanks around them; nullopt when there is no such header or another scheme.
-std::optional<std::string_view> authorization(const HttpHeaders& headers, std::string_view scheme);
-std::size_t count_headers(const HttpHeaders& headers, std::string_view name);
+std::optional<std::string_view> authorization(const HeaderFields& headers, std::string_view scheme);
+std::size_t count_headers(const HeaderFields& headers, std::string_view name);
 
 // Calls f(token) for each non-empty element of a comma-separated list.
 template <class F>
@@ -50,7 +48,7 @@ void for_each_token(std::string_view value, F&& f) {
 
 // Appends "name: value\r\n", dropping CR/LF so a caller-provided value cannot start a new header line.
 void append_header(std::string& out, std::string_view name, std::string_view value);
-void append_headers(std::string& out, const HttpHeaders& headers);
+void append_headers(std::string& out, const HeaderFields& headers);
 
 // The standard reason phrase ("Upgrade Required"), or "Error" / "OK" for codes not listed.
 std::string_view http_status_text(int status);

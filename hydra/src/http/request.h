@@ -29,7 +29,7 @@ struct RequestHead {
     std::string error;
 };
 
-// Reads an Ok head (its header fields stay where they are: the caller takes them). A declared Content-Length over
+// Reads an ok head (its header fields stay where they are: the caller takes them). A declared Content-Length over
 // `max_body` is refused before any of the body is read.
 RequestHead parse_request(const Head& head, std::size_t max_body);
 

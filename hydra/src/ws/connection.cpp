@@ -123,29 +123,29 @@ void WsServer::Connection::feed(const std::uint8_t* data, std::size_t len) {
     Event ev;
     while (fd >= 0 && d.next(ev)) {
         switch (ev.type) {
-            case Event::Type::Text:
-            case Event::Type::Binary: {
+            case Event::Type::text:
+            case Event::Type::binary: {
                 if (close_sent) break;  // after our close frame, messages are dropped (RFC 6455 5.5.1)
                 if (!take_token()) return;
                 if (loop.metrics) loop.metrics->messages_in.inc();
-                bool binary = ev.type == Event::Type::Binary;
+                bool binary = ev.type == Event::Type::binary;
                 loop.dispatch(*this, d.take_message(), binary);
                 break;
             }
-            case Event::Type::Ping:
+            case Event::Type::ping:
                 if (close_sent) break;
                 if (!take_token()) return;
                 enqueue_control(make_frame(encode_pong(ev.data)));
                 break;
-            case Event::Type::Pong:
+            case Event::Type::pong:
                 break;
-            case Event::Type::Close: {
+            case Event::Type::close: {
                 // Echo the peer's code (1000 when it sent none), then close the TCP connection.
                 const std::uint16_t echo = ev.code == close_code::no_status ? close_code::normal : ev.code;
                 closing(encode_close(echo), ev.code, std::string(ev.data), true);
                 return;
             }
-            case Event::Type::Error:
+            case Event::Type::error:
                 fail(ev.code, std::string(ev.data));
                 return;
         }

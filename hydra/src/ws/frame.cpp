@@ -38,7 +38,7 @@ void unmask(std::uint8_t* dst, const std::uint8_t* src, std::size_t n, const Mas
     for (; i < n; ++i) dst[i] = src[i] ^ m[i & 7];  // m has period 4, and i & 7 keeps the phase
 }
 
-std::size_t write_header(std::uint8_t* out, Opcode op, std::uint64_t len, bool fin, const MaskKey* mask) {
+std::size_t write_header(std::uint8_t* out, WsOpcode op, std::uint64_t len, bool fin, const MaskKey* mask) {
     out[0] = static_cast<std::uint8_t>((fin ? 0x80 : 0x00) | static_cast<std::uint8_t>(op));
     const std::uint8_t mask_bit = mask ? 0x80 : 0x00;
     std::size_t p;
@@ -62,24 +62,30 @@ std::size_t write_header(std::uint8_t* out, Opcode op, std::uint64_t len, bool f
     return p;
 }
 
-void check_frame(Opcode op, std::uint64_t len, bool fin) {
+void check_frame(WsOpcode op, std::uint64_t len, bool fin) {
     if (is_control(op) && (len > kMaxControlPayload || !fin))
         throw std::invalid_argument("websocket control frame must be final and at most 125 bytes");
 }
 
-std::string build_frame(Opcode op, std::string_view payload, bool fin, const MaskKey* mask) {
+// Appends header and payload (masked when `mask` is given) with one growth of `out`.
+void append_encoded(std::string& out, WsOpcode op, std::string_view payload, bool fin, const MaskKey* mask) {
     check_frame(op, payload.size(), fin);
     std::uint8_t header[kMaxFrameHeader];
     const std::size_t hlen = write_header(header, op, payload.size(), fin, mask);
-    std::string out;
-    out.resize(hlen + payload.size());
-    std::memcpy(out.data(), header, hlen);
-    auto* dst = reinterpret_cast<std::uint8_t*>(out.data()) + hlen;
+    const std::size_t base = out.size();
+    out.resize(base + hlen + payload.size());
+    auto* dst = reinterpret_cast<std::uint8_t*>(out.data()) + base;
+    std::memcpy(dst, header, hlen);
     const auto* src = reinterpret_cast<const std::uint8_t*>(payload.data());
     if (mask)
-        unmask(dst, src, payload.size(), *mask, 0);
+        unmask(dst + hlen, src, payload.size(), *mask, 0);
     else if (!payload.empty())
-        std::memcpy(dst, src, payload.size());
+        std::memcpy(dst + hlen, src, payload.size());
+}
+
+std::string build_frame(WsOpcode op, std::string_view payload, bool fin, const MaskKey* mask) {
+    std::string out;
+    append_encoded(out, op, payload, fin, mask);
     return out;
 }
 
@@ -95,7 +101,7 @@ MessageDecoder::MessageDecoder(std::size_t max_message_size, Role role)
     : max_message_size_(max_message_size), role_(role) {}
 
 void MessageDecoder::feed(const std::uint8_t* data, std::size_t len) {
-    if (state_ == State::Failed || state_ == State::Closed || len == 0) return;
+    if (state_ == State::failed || state_ == State::closed || len == 0) return;
     if (in_len_ == 0) {
         if (from_stash_) input_exhausted();
         in_ = data;
@@ -141,13 +147,13 @@ std::string MessageDecoder::take_message() {
 }
 
 bool MessageDecoder::fail(Event& event, std::uint16_t code, const char* reason) {
-    state_ = State::Failed;
+    state_ = State::failed;
     error_code_ = code;
     error_reason_ = reason;
     input_exhausted();
     free_string(msg_);
     in_message_ = false;
-    event = Event{Event::Type::Error, code, reason};
+    event = Event{Event::Type::error, code, reason};
     return true;
 }
 
@@ -157,12 +163,12 @@ bool MessageDecoder::next(Event& event) {
     if (from_stash_) in_ = reinterpret_cast<const std::uint8_t*>(stash_.data()) + (stash_.size() - in_len_);
 
     for (;;) {
-        if (state_ == State::Failed || state_ == State::Closed) {
+        if (state_ == State::failed || state_ == State::closed) {
             input_exhausted();
             return false;
         }
 
-        if (state_ == State::Header) {
+        if (state_ == State::header) {
             if (in_len_ == 0) {
                 input_exhausted();
                 return false;
@@ -185,19 +191,19 @@ bool MessageDecoder::next(Event& event) {
                 frame_masked_ = (b1 & 0x80) != 0;
                 if (b0 & 0x70) return fail(event, close_code::protocol_error, "reserved bits set");
                 if (!known_opcode(op)) return fail(event, close_code::protocol_error, "unknown opcode");
-                frame_op_ = static_cast<Opcode>(op);
+                frame_op_ = static_cast<WsOpcode>(op);
                 if (is_control(frame_op_)) {
                     if (!frame_fin_) return fail(event, close_code::protocol_error, "fragmented control frame");
                     if (len7 > kMaxControlPayload)
                         return fail(event, close_code::protocol_error, "control frame too long");
-                } else if (frame_op_ == Opcode::Continuation) {
+                } else if (frame_op_ == WsOpcode::continuation) {
                     if (!in_message_) return fail(event, close_code::protocol_error, "unexpected continuation frame");
                 } else if (in_message_) {
                     return fail(event, close_code::protocol_error, "expected continuation frame");
                 }
-                if (role_ == Role::Server && !frame_masked_)
+                if (role_ == Role::server && !frame_masked_)
                     return fail(event, close_code::protocol_error, "unmasked client frame");
-                if (role_ == Role::Client && frame_masked_)
+                if (role_ == Role::client && frame_masked_)
                     return fail(event, close_code::protocol_error, "masked server frame");
                 hdr_need_ = static_cast<std::uint8_t>(2 +
                                                       (len7 == 126   ? 2
@@ -224,7 +230,7 @@ bool MessageDecoder::next(Event& event) {
                 // msg_ only holds the message in progress here (a delivered one was released above).
                 if (len > max_message_size_ - msg_.size())
                     return fail(event, close_code::message_too_big, "message too big");
-                if (frame_op_ != Opcode::Continuation) {
+                if (frame_op_ != WsOpcode::continuation) {
                     in_message_ = true;
                     msg_op_ = frame_op_;
                 }
@@ -234,10 +240,10 @@ bool MessageDecoder::next(Event& event) {
             ctrl_len_ = 0;
             hdr_len_ = 0;
             hdr_need_ = 2;
-            state_ = State::Payload;
+            state_ = State::payload;
         }
 
-        // State::Payload
+        // State::payload
         if (remaining_ > 0) {
             if (in_len_ == 0) {
                 input_exhausted();
@@ -262,11 +268,11 @@ bool MessageDecoder::next(Event& event) {
             in_ += n;
             in_len_ -= n;
             remaining_ -= n;
-            if (!control && msg_op_ == Opcode::Text && !utf8_.feed(dst, n))
+            if (!control && msg_op_ == WsOpcode::text && !utf8_.feed(dst, n))
                 return fail(event, close_code::invalid_payload, "invalid UTF-8 in text message");
             if (remaining_ > 0) continue;
         }
-        state_ = State::Header;
+        state_ = State::header;
         if (finish_frame(event)) return true;
     }
 }
@@ -274,13 +280,13 @@ bool MessageDecoder::next(Event& event) {
 bool MessageDecoder::finish_frame(Event& event) {
     const std::string_view ctrl(reinterpret_cast<const char*>(ctrl_), ctrl_len_);
     switch (frame_op_) {
-        case Opcode::Ping:
-            event = Event{Event::Type::Ping, 0, ctrl};
+        case WsOpcode::ping:
+            event = Event{Event::Type::ping, 0, ctrl};
             return true;
-        case Opcode::Pong:
-            event = Event{Event::Type::Pong, 0, ctrl};
+        case WsOpcode::pong:
+            event = Event{Event::Type::pong, 0, ctrl};
             return true;
-        case Opcode::Close: {
+        case WsOpcode::close: {
             std::uint16_t code = close_code::no_status;
             std::string_view reason;
             if (ctrl_len_ == 1) return fail(event, close_code::protocol_error, "invalid close payload");
@@ -292,21 +298,21 @@ bool MessageDecoder::finish_frame(Event& event) {
                     return fail(event, close_code::invalid_payload, "invalid UTF-8 in close reason");
             }
             // Nothing may follow a Close: drop the rest of the input and any partial message.
-            state_ = State::Closed;
+            state_ = State::closed;
             input_exhausted();
             free_string(msg_);
             in_message_ = false;
-            event = Event{Event::Type::Close, code, reason};
+            event = Event{Event::Type::close, code, reason};
             return true;
         }
         default:
             if (!frame_fin_) return false;
-            if (msg_op_ == Opcode::Text && !utf8_.complete())
+            if (msg_op_ == WsOpcode::text && !utf8_.complete())
                 return fail(event, close_code::invalid_payload, "invalid UTF-8 in text message");
             in_message_ = false;
             utf8_.reset();
             delivered_ = true;
-            event = Event{msg_op_ == Opcode::Text ? Event::Type::Text : Event::Type::Binary, 0, msg_};
+            event = Event{msg_op_ == WsOpcode::text ? Event::Type::text : Event::Type::binary, 0, msg_};
             return true;
     }
 }
@@ -317,32 +323,36 @@ std::size_t MessageDecoder::memory_usage() const { return sizeof(*this) + heap_b
 
 // ---- Encoding ----
 
-std::string encode_frame(Opcode op, std::string_view payload, bool fin) {
+std::string encode_frame(WsOpcode op, std::string_view payload, bool fin) {
     return build_frame(op, payload, fin, nullptr);
 }
 
-std::string encode_text(std::string_view text) { return encode_frame(Opcode::Text, text); }
-std::string encode_binary(std::string_view data) { return encode_frame(Opcode::Binary, data); }
-std::string encode_ping(std::string_view payload) { return encode_frame(Opcode::Ping, payload); }
-std::string encode_pong(std::string_view payload) { return encode_frame(Opcode::Pong, payload); }
+std::string encode_text(std::string_view text) { return encode_frame(WsOpcode::text, text); }
+std::string encode_binary(std::string_view data) { return encode_frame(WsOpcode::binary, data); }
+std::string encode_ping(std::string_view payload) { return encode_frame(WsOpcode::ping, payload); }
+std::string encode_pong(std::string_view payload) { return encode_frame(WsOpcode::pong, payload); }
 
 std::string encode_close(std::uint16_t code, std::string_view reason) {
-    if (code == close_code::no_status) return encode_frame(Opcode::Close, {});
-    char payload[kMaxControlPayload];
-    payload[0] = static_cast<char>(code >> 8);
-    payload[1] = static_cast<char>(code & 0xFF);
-    const std::size_t n = utf8_truncate_length(reason, kMaxControlPayload - 2);
-    if (n > 0) std::memcpy(payload + 2, reason.data(), n);
-    return encode_frame(Opcode::Close, std::string_view(payload, 2 + n));
+    return encode_frame(WsOpcode::close, close_payload(code, reason));
 }
 
-std::size_t encode_frame_header(std::uint8_t (&out)[kMaxFrameHeader], Opcode op, std::uint64_t payload_len, bool fin) {
-    check_frame(op, payload_len, fin);
-    return write_header(out, op, payload_len, fin, nullptr);
+std::string close_payload(std::uint16_t code, std::string_view reason) {
+    if (code == close_code::no_status) return {};
+    std::string payload{static_cast<char>(code >> 8), static_cast<char>(code & 0xFF)};
+    payload.append(reason.substr(0, utf8_truncate_length(reason, kMaxControlPayload - 2)));
+    return payload;
 }
 
-std::string encode_frame_masked(Opcode op, std::string_view payload, const MaskKey& mask, bool fin) {
+std::string encode_frame_masked(WsOpcode op, std::string_view payload, const MaskKey& mask, bool fin) {
     return build_frame(op, payload, fin, &mask);
+}
+
+void append_frame(std::string& out, WsOpcode op, std::string_view payload, bool fin) {
+    append_encoded(out, op, payload, fin, nullptr);
+}
+
+void append_frame_masked(std::string& out, WsOpcode op, std::string_view payload, const MaskKey& mask, bool fin) {
+    append_encoded(out, op, payload, fin, &mask);
 }
 
 MaskKey random_mask_key() {

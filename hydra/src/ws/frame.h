@@ -8,20 +8,13 @@
 #include <string>
 #include <string_view>
 
+#include <hydra/ws_opcode.h>
+
 #include "ws/utf8.h"
 
 namespace hydra::ws {
 
-enum class Opcode : std::uint8_t {
-    Continuation = 0x0,
-    Text = 0x1,
-    Binary = 0x2,
-    Close = 0x8,
-    Ping = 0x9,
-    Pong = 0xA,
-};
-
-constexpr bool is_control(Opcode op) { return (static_cast<std::uint8_t>(op) & 0x8) != 0; }
+constexpr bool is_control(WsOpcode op) { return (static_cast<std::uint8_t>(op) & 0x8) != 0; }
 
 // Status codes of Close frames (RFC 6455 section 7.4.1).
 namespace close_code {
@@ -47,14 +40,14 @@ inline constexpr std::size_t kMaxFrameHeader = 14;  // 2 + 8 (64-bit length) + 4
 using MaskKey = std::array<std::uint8_t, 4>;
 
 // Which end of the connection the decoder sits on: a server requires masked frames, a client rejects them.
-enum class Role : std::uint8_t { Server, Client };
+enum class Role : std::uint8_t { server, client };
 
 // One complete thing received. `data` points into the decoder and stays valid until the next call to next(),
 // feed(), take_message() or reset() on that decoder.
 struct Event {
-    enum class Type : std::uint8_t { Text, Binary, Ping, Pong, Close, Error };
+    enum class Type : std::uint8_t { text, binary, ping, pong, close, error };
 
-    Type type = Type::Error;
+    Type type = Type::error;
     // Close: the peer's status code (close_code::no_status if the frame had no payload).
     // Error: the status code to send in our Close frame before closing the connection.
     std::uint16_t code = 0;
@@ -81,7 +74,7 @@ struct Event {
 // from the announced length alone) and is released after delivery unless small.
 class MessageDecoder {
   public:
-    explicit MessageDecoder(std::size_t max_message_size, Role role = Role::Server);
+    explicit MessageDecoder(std::size_t max_message_size, Role role = Role::server);
 
     MessageDecoder(const MessageDecoder&) = delete;
     MessageDecoder& operator=(const MessageDecoder&) = delete;
@@ -109,8 +102,8 @@ class MessageDecoder {
     // Right after a Text/Binary event: moves the message buffer out (no copy). Otherwise returns "".
     std::string take_message();
 
-    bool failed() const { return state_ == State::Failed; }
-    bool closed() const { return state_ == State::Closed; }
+    bool failed() const { return state_ == State::failed; }
+    bool closed() const { return state_ == State::closed; }
     // The Error event's code and reason once failed(), else 0 / "".
     std::uint16_t error_code() const { return error_code_; }
     std::string_view error_reason() const { return error_reason_; }
@@ -119,12 +112,11 @@ class MessageDecoder {
     void reset();
 
     std::size_t max_message_size() const { return max_message_size_; }
-    Role role() const { return role_; }
     // sizeof(*this) plus the heap capacity it holds, for accounting and tests.
     std::size_t memory_usage() const;
 
   private:
-    enum class State : std::uint8_t { Header, Payload, Failed, Closed };
+    enum class State : std::uint8_t { header, payload, failed, closed };
 
     bool fail(Event& event, std::uint16_t code, const char* reason);
     // Returns true and fills `event` when the frame just completed produces one.
@@ -136,7 +128,7 @@ class MessageDecoder {
     std::size_t max_message_size_;
     Role role_;
 
-    State state_ = State::Header;
+    State state_ = State::header;
 
     // Current input: the caller's bytes, or the tail of stash_ when from_stash_ (in_ is then recomputed on each
     // next() so that moving the decoder is safe).
@@ -148,7 +140,7 @@ class MessageDecoder {
     std::uint8_t hdr_[kMaxFrameHeader] = {};
     std::uint8_t hdr_len_ = 0;
     std::uint8_t hdr_need_ = 2;  // 2 until the length/mask layout is known
-    Opcode frame_op_ = Opcode::Continuation;
+    WsOpcode frame_op_ = WsOpcode::continuation;
     bool frame_fin_ = false;
     bool frame_masked_ = false;
     std::uint8_t mask_pos_ = 0;  // payload offset modulo 4, for unmasking across reads
@@ -158,7 +150,7 @@ class MessageDecoder {
     // Current data message.
     bool in_message_ = false;
     bool delivered_ = false;  // msg_ was handed out in the last event; clear it on the next call
-    Opcode msg_op_ = Opcode::Text;
+    WsOpcode msg_op_ = WsOpcode::text;
     Utf8Validator utf8_;
     std::string msg_;
 
@@ -174,7 +166,7 @@ class MessageDecoder {
 
 // Server -> client frames (unmasked). Control frames must have fin and a payload <= 125 bytes, else
 // std::invalid_argument (a caller bug; the decoder never produces such payloads).
-std::string encode_frame(Opcode op, std::string_view payload, bool fin = true);
+std::string encode_frame(WsOpcode op, std::string_view payload, bool fin = true);
 std::string encode_text(std::string_view text);
 std::string encode_binary(std::string_view data);
 // Omits the payload for close_code::no_status; otherwise code + reason, the reason truncated at a UTF-8 character
@@ -182,14 +174,17 @@ std::string encode_binary(std::string_view data);
 std::string encode_close(std::uint16_t code, std::string_view reason = {});
 std::string encode_ping(std::string_view payload = {});
 std::string encode_pong(std::string_view payload = {});
-
-// Just the header, for sending a large payload with writev() instead of copying it. Returns its length.
-std::size_t encode_frame_header(std::uint8_t (&out)[kMaxFrameHeader], Opcode op, std::uint64_t payload_len,
-                                bool fin = true);
+// The payload of encode_close(): what a Close frame carries for `code` and `reason`.
+std::string close_payload(std::uint16_t code, std::string_view reason = {});
 
 // Client -> server frame, masked with `mask` (RFC 6455 section 5.3).
-std::string encode_frame_masked(Opcode op, std::string_view payload, const MaskKey& mask, bool fin = true);
+std::string encode_frame_masked(WsOpcode op, std::string_view payload, const MaskKey& mask, bool fin = true);
 // A fresh unpredictable mask key for each client frame.
 MaskKey random_mask_key();
+
+// The same frames appended to `out` (a connection's output buffer): no allocation but `out` growing, so a sender
+// that queues many frames pays for none of them one by one. Same checks as encode_frame().
+void append_frame(std::string& out, WsOpcode op, std::string_view payload, bool fin = true);
+void append_frame_masked(std::string& out, WsOpcode op, std::string_view payload, const MaskKey& mask, bool fin = true);
 
 }  // namespace hydra::ws

@@ -35,9 +35,9 @@ bool valid_client_key(std::string_view key) {
     return true;
 }
 
-UpgradeParse request_error(int status, std::string reason, HttpHeaders response_headers = {}) {
+UpgradeParse request_error(int status, std::string reason, HeaderFields response_headers = {}) {
     UpgradeParse r;
-    r.status = ParseStatus::Error;
+    r.status = ParseStatus::error;
     r.http_status = status;
     r.reason = std::move(reason);
     r.response_headers = std::move(response_headers);
@@ -57,9 +57,9 @@ std::string base64(const void* data, std::size_t len) {
 
 UpgradeParse parse_upgrade_request(std::string_view bytes, std::size_t max_header_bytes) {
     Head head = parse_head(bytes, max_header_bytes);
-    if (head.status == ParseStatus::NeedMore) return UpgradeParse{};
+    if (head.status == ParseStatus::need_more) return UpgradeParse{};
     if (head.too_large) return request_error(431, "request header too large");
-    if (head.status == ParseStatus::Error) return request_error(400, head.error);
+    if (head.status == ParseStatus::error) return request_error(400, head.error);
 
     // Request line: method SP target SP version.
     const std::string_view line = head.start_line;
@@ -78,7 +78,7 @@ UpgradeParse parse_upgrade_request(std::string_view bytes, std::size_t max_heade
     if (minor < 1) return request_error(400, "HTTP/1.1 required");
     if (target.front() != '/') return request_error(400, "invalid request target");
 
-    const HttpHeaders& headers = head.headers;
+    const HeaderFields& headers = head.headers;
     if (!any_has_token(headers, "Upgrade", "websocket")) return request_error(400, "missing Upgrade: websocket");
     if (!any_has_token(headers, "Connection", "upgrade")) return request_error(400, "missing Connection: upgrade");
     const auto ws_version = find_header(headers, "Sec-WebSocket-Version");
@@ -91,7 +91,7 @@ UpgradeParse parse_upgrade_request(std::string_view bytes, std::size_t max_heade
     if (count_headers(headers, "Host") != 1) return request_error(400, "missing Host");
 
     UpgradeParse r;
-    r.status = ParseStatus::Ok;
+    r.status = ParseStatus::ok;
     r.consumed = head.consumed;
     UpgradeRequest& req = r.request;
     req.method = std::string(method);
@@ -114,7 +114,7 @@ std::string accept_key(std::string_view client_key) {
     return base64(digest.data(), digest.size());
 }
 
-std::string handshake_response(std::string_view accept, const HttpHeaders& extra_headers) {
+std::string handshake_response(std::string_view accept, const HeaderFields& extra_headers) {
     std::string out = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n";
     append_header(out, "Sec-WebSocket-Accept", accept);
     append_headers(out, extra_headers);
@@ -122,7 +122,7 @@ std::string handshake_response(std::string_view accept, const HttpHeaders& extra
     return out;
 }
 
-std::string http_error_response(int status, std::string_view reason, const HttpHeaders& extra_headers) {
+std::string http_error_response(int status, std::string_view reason, const HeaderFields& extra_headers) {
     std::string out = "HTTP/1.1 " + std::to_string(status) + " ";
     out += http_status_text(status);
     out += "\r\nContent-Type: text/plain; charset=utf-8\r\n";
@@ -137,6 +137,9 @@ std::string http_error_response(int status, std::string_view reason, const HttpH
 
 // ---- Client side ----
 
+namespace {
+
+// A fresh Sec-WebSocket-Key.
 std::string make_client_key() {
     thread_local std::random_device rd;
     std::uint8_t bytes[16];
@@ -148,7 +151,7 @@ std::string make_client_key() {
 }
 
 std::string build_upgrade_request(std::string_view host, std::string_view target, std::string_view key,
-                                  const HttpHeaders& extra_headers) {
+                                  const HeaderFields& extra_headers) {
     std::string out = "GET ";
     for (char c : target.empty() ? std::string_view("/") : target)
         if (c != '\r' && c != '\n' && c != ' ') out += c;
@@ -162,7 +165,9 @@ std::string build_upgrade_request(std::string_view host, std::string_view target
     return out;
 }
 
-ClientUpgrade make_upgrade_request(std::string_view host, std::string_view target, const HttpHeaders& extra_headers) {
+}  // namespace
+
+ClientUpgrade make_upgrade_request(std::string_view host, std::string_view target, const HeaderFields& extra_headers) {
     ClientUpgrade r;
     r.key = make_client_key();
     r.request = build_upgrade_request(host, target, r.key, extra_headers);
@@ -173,13 +178,13 @@ UpgradeResponse parse_upgrade_response(std::string_view bytes, std::string_view 
                                        std::size_t max_header_bytes) {
     UpgradeResponse r;
     Head head = parse_head(bytes, max_header_bytes);
-    if (head.status == ParseStatus::NeedMore) return r;
-    r.status = ParseStatus::Error;
+    if (head.status == ParseStatus::need_more) return r;
+    r.status = ParseStatus::error;
     if (head.too_large) {
         r.error = "response header too large";
         return r;
     }
-    if (head.status == ParseStatus::Error) {
+    if (head.status == ParseStatus::error) {
         r.error = head.error;
         return r;
     }
@@ -225,7 +230,7 @@ UpgradeResponse parse_upgrade_response(std::string_view bytes, std::string_view 
             return r;
         }
     }
-    r.status = ParseStatus::Ok;
+    r.status = ParseStatus::ok;
     r.consumed = head.consumed;
     return r;
 }

@@ -18,7 +18,6 @@ namespace hydra::ws {
 using http::find_header;
 using http::has_token;
 using http::http_status_text;
-using http::HttpHeaders;
 using http::iequals;
 using http::ParseStatus;
 
@@ -29,7 +28,7 @@ struct UpgradeRequest {
     std::string method;
     std::string path;   // the request target up to '?', as sent (not percent-decoded)
     std::string query;  // after '?' (without it); "" if none
-    HttpHeaders headers;
+    HeaderFields headers;
     std::string key;                     // Sec-WebSocket-Key
     std::vector<std::string> protocols;  // Sec-WebSocket-Protocol tokens, in the client's order of preference
 
@@ -37,18 +36,18 @@ struct UpgradeRequest {
 };
 
 struct UpgradeParse {
-    ParseStatus status = ParseStatus::NeedMore;
-    // Ok: length of the header block including the empty line. Bytes after it already belong to the WebSocket.
+    ParseStatus status = ParseStatus::need_more;
+    // ok: length of the header block including the empty line. Bytes after it already belong to the WebSocket.
     std::size_t consumed = 0;
-    UpgradeRequest request;  // Ok only
-    // Error: the status to answer with, a short reason ("missing Upgrade: websocket"), and headers the answer must
+    UpgradeRequest request;  // ok only
+    // error: the status to answer with, a short reason ("missing Upgrade: websocket"), and headers the answer must
     // carry (426: Sec-WebSocket-Version: 13, 405: Allow: GET). Pass them to http_error_response().
     int http_status = 0;
     std::string reason;
-    HttpHeaders response_headers;
+    HeaderFields response_headers;
 };
 
-// Parses the client's opening handshake from the start of `bytes` (everything read so far). NeedMore until the
+// Parses the client's opening handshake from the start of `bytes` (everything read so far). need_more until the
 // empty line arrives; 431 once the header block exceeds max_header_bytes. Error statuses: 405 (not GET), 400
 // (malformed, HTTP/1.0, bad Upgrade/Connection/Sec-WebSocket-Key, missing Host), 505 (HTTP/2+), 426
 // (Sec-WebSocket-Version other than 13).
@@ -59,33 +58,26 @@ std::string accept_key(std::string_view client_key);
 
 // "HTTP/1.1 101 Switching Protocols" with Upgrade, Connection and Sec-WebSocket-Accept, then extra_headers
 // (e.g. Sec-WebSocket-Protocol). CR/LF in extra headers are dropped so they cannot inject lines.
-std::string handshake_response(std::string_view accept, const HttpHeaders& extra_headers = {});
+std::string handshake_response(std::string_view accept, const HeaderFields& extra_headers = {});
 // An error answer with a text/plain body holding the reason, and Connection: close.
-std::string http_error_response(int status, std::string_view reason, const HttpHeaders& extra_headers = {});
+std::string http_error_response(int status, std::string_view reason, const HeaderFields& extra_headers = {});
 
 // ---- Client side ----
-
-// A fresh Sec-WebSocket-Key: base64 of 16 random bytes.
-std::string make_client_key();
-
-// The GET request for ws://host/target, with a given key.
-std::string build_upgrade_request(std::string_view host, std::string_view target, std::string_view key,
-                                  const HttpHeaders& extra_headers = {});
 
 struct ClientUpgrade {
     std::string request;
     std::string key;  // keep it to check the server's answer
 };
-// The GET request with a fresh random key.
+// The GET request for ws://host/target with a fresh random key (base64 of 16 random bytes).
 ClientUpgrade make_upgrade_request(std::string_view host, std::string_view target,
-                                   const HttpHeaders& extra_headers = {});
+                                   const HeaderFields& extra_headers = {});
 
 struct UpgradeResponse {
-    ParseStatus status = ParseStatus::NeedMore;
-    std::size_t consumed = 0;  // Ok: bytes after this are already frames
+    ParseStatus status = ParseStatus::need_more;
+    std::size_t consumed = 0;  // ok: bytes after this are already frames
     int http_status = 0;       // the server's status code, when the status line could be read
-    std::string error;         // Error: what was wrong
-    HttpHeaders headers;
+    std::string error;         // error: what was wrong
+    HeaderFields headers;
 
     std::optional<std::string_view> header(std::string_view name) const { return find_header(headers, name); }
 };

@@ -74,7 +74,7 @@ struct WsServer::Loop : EventLoop::Handler {
     std::string claimed_uuid(const UpgradeRequest& req, const Headers& headers) const;
     void register_uuid(Connection& c, const std::string& claimed);
     void accept_upgrade(Connection& c);
-    void reject_upgrade(Connection& c, int status, const std::string& reason, const HttpHeaders& extra = {});
+    void reject_upgrade(Connection& c, int status, const std::string& reason, const HeaderFields& extra = {});
     // ws.auth=jwt: checks the upgrade's token; false when it was refused (the 401 is queued).
     bool authenticate(Connection& c, const UpgradeRequest& req);
     // Loop time at which a token with this exp runs out (exp + leeway).

@@ -75,8 +75,8 @@ bool WsServer::Loop::origin_allowed(const UpgradeRequest& req) const {
 
 void WsServer::Loop::handle_handshake(Connection& c) {
     UpgradeParse p = parse_upgrade_request(c.in);
-    if (p.status == ParseStatus::NeedMore) return;
-    if (p.status == ParseStatus::Error) {
+    if (p.status == ParseStatus::need_more) return;
+    if (p.status == ParseStatus::error) {
         reject_upgrade(c, p.http_status, p.reason, p.response_headers);
         return;
     }
@@ -240,10 +240,10 @@ std::string WsServer::Loop::refresh(const Json& request, const Context::Init& in
 
 void WsServer::Loop::accept_upgrade(Connection& c) {
     c.state = Connection::State::open;
-    c.decoder = std::make_unique<MessageDecoder>(settings().max_message, Role::Server);
+    c.decoder = std::make_unique<MessageDecoder>(settings().max_message, Role::server);
     c.last_recv_ms = c.last_ping_ms = c.tokens_ms = loop.now_ms();
     c.tokens = static_cast<std::int64_t>(server.rate_burst_.load(std::memory_order_relaxed)) * kTokenUnits;
-    HttpHeaders extra{{"X-Request-Id", c.uuid}};
+    HeaderFields extra{{"X-Request-Id", c.uuid}};
     if (settings().client_uuid == Settings::ClientUuid::resume)
         extra.emplace_back(kResumeHeader, resume_token(settings().resume_secret, c.uuid));
     if (c.echo_bearer) extra.emplace_back("Sec-WebSocket-Protocol", "bearer");
@@ -259,7 +259,7 @@ void WsServer::Loop::accept_upgrade(Connection& c) {
     if (!rest.empty()) c.feed(reinterpret_cast<const std::uint8_t*>(rest.data()), rest.size());
 }
 
-void WsServer::Loop::reject_upgrade(Connection& c, int status, const std::string& reason, const HttpHeaders& extra) {
+void WsServer::Loop::reject_upgrade(Connection& c, int status, const std::string& reason, const HeaderFields& extra) {
     if (metrics) metrics->upgrades.local({std::to_string(status)}).inc();
     if (c.registered) {
         server.exchange_.remove(c.uuid);

@@ -1,180 +1,34 @@
-// The blocking WebSocket client: POSIX sockets (non-blocking underneath, so that every wait has a deadline) around
-// the I/O-free codec in ws/frame.h and ws/handshake.h.
+// The blocking WebSocket client: the I/O-free codec (ws/frame.h, ws/handshake.h) over the deadline-bounded socket
+// I/O of socket_io.h.
 #include "hydra/ws_client.h"
 
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <memory>
 #include <optional>
 #include <ostream>
 #include <stdexcept>
 #include <string>
-#include <system_error>
 #include <utility>
 
 #include "http/chunked.h"
+#include "socket_io.h"
 #include "ws/frame.h"
 #include "ws/handshake.h"
-#include "ws/utf8.h"
 
 namespace hydra {
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using client::Clock;
+using client::errno_text;
+using client::ReadResult;
+using client::UniqueFd;
 
 constexpr std::size_t kReadBufferSize = 16 * 1024;
 constexpr std::size_t kHandshakeChunk = 4096;
 constexpr std::size_t kMaxErrorBody = 64 * 1024;  // enough for any error page a test wants to look at
 constexpr std::chrono::milliseconds kCloseWait{2000};
-
-class UniqueFd {
-  public:
-    UniqueFd() = default;
-    explicit UniqueFd(int fd) : fd_(fd) {}
-    UniqueFd(UniqueFd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-    UniqueFd& operator=(UniqueFd&& other) noexcept {
-        if (this != &other) {
-            reset();
-            fd_ = std::exchange(other.fd_, -1);
-        }
-        return *this;
-    }
-    UniqueFd(const UniqueFd&) = delete;
-    UniqueFd& operator=(const UniqueFd&) = delete;
-    ~UniqueFd() { reset(); }
-
-    int get() const { return fd_; }
-    explicit operator bool() const { return fd_ >= 0; }
-    void reset() {
-        if (fd_ >= 0) ::close(fd_);
-        fd_ = -1;
-    }
-
-  private:
-    int fd_ = -1;
-};
-
-std::string errno_text(int err) { return std::generic_category().message(err); }
-
-// Milliseconds left until `deadline`, rounded up so that a poll() with it does not wake just before the deadline.
-int remaining_ms(Clock::time_point deadline) {
-    const auto left = deadline - Clock::now();
-    if (left <= Clock::duration::zero()) return 0;
-    const auto ms = std::chrono::ceil<std::chrono::milliseconds>(left).count();
-    return ms > 0x7FFFFFFF ? 0x7FFFFFFF : static_cast<int>(ms);
-}
-
-std::chrono::milliseconds remaining(Clock::time_point deadline) {
-    return std::chrono::milliseconds(remaining_ms(deadline));
-}
-
-// Waits for `events` on fd. True when ready (or in error: the following call reports it), false at the deadline.
-// No deadline (nullopt) waits forever.
-bool wait_for(int fd, short events, std::optional<Clock::time_point> deadline) {
-    for (;;) {
-        pollfd p{fd, events, 0};
-        const int r = ::poll(&p, 1, deadline ? remaining_ms(*deadline) : -1);
-        if (r > 0) return true;
-        if (r == 0) return false;
-        if (errno != EINTR) throw std::runtime_error("WebSocket client: poll failed: " + errno_text(errno));
-    }
-}
-
-// Writes all of `bytes`; std::runtime_error (prefixed with `what`) on error or at the deadline.
-void send_all(int fd, std::string_view bytes, std::optional<Clock::time_point> deadline, const std::string& what) {
-    while (!bytes.empty()) {
-        const ssize_t n = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
-        if (n > 0) {
-            bytes.remove_prefix(static_cast<std::size_t>(n));
-        } else if (n < 0 && errno == EINTR) {
-            continue;
-        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (!wait_for(fd, POLLOUT, deadline)) throw std::runtime_error(what + ": timed out (peer not reading)");
-        } else {
-            throw std::runtime_error(what + ": " + errno_text(n < 0 ? errno : EPIPE));
-        }
-    }
-}
-
-struct ReadResult {
-    enum class Status { data, eof, timeout, error } status;
-    std::size_t bytes = 0;
-    int err = 0;
-};
-
-// One recv() of at most `cap` bytes, waiting until the deadline for something to arrive.
-ReadResult read_some(int fd, char* buf, std::size_t cap, Clock::time_point deadline) {
-    for (;;) {
-        const ssize_t n = ::recv(fd, buf, cap, 0);
-        if (n > 0) return {ReadResult::Status::data, static_cast<std::size_t>(n)};
-        if (n == 0) return {ReadResult::Status::eof};
-        if (errno == EINTR) continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK) return {ReadResult::Status::error, 0, errno};
-        if (!wait_for(fd, POLLIN, deadline)) return {ReadResult::Status::timeout};
-    }
-}
-
-void set_int_option(int fd, int level, int name, int value, const char* label) {
-    if (::setsockopt(fd, level, name, &value, sizeof value) != 0)
-        throw std::runtime_error(std::string("WebSocket client: setsockopt(") + label + "): " + errno_text(errno));
-}
-
-// Connects to the first address of `host` that accepts, within the deadline.
-UniqueFd tcp_connect(const std::string& host, int port, const WsConnectOptions& options, Clock::time_point deadline,
-                     const std::string& where) {
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_NUMERICSERV;
-    addrinfo* list = nullptr;
-    const int rc = ::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &list);
-    if (rc != 0) {
-        const std::string detail = rc == EAI_SYSTEM ? errno_text(errno) : ::gai_strerror(rc);
-        throw std::runtime_error("WebSocket connect to " + where + " failed: cannot resolve host: " + detail);
-    }
-    const std::unique_ptr<addrinfo, void (*)(addrinfo*)> guard(list, ::freeaddrinfo);
-
-    std::string last_error = "no address";
-    for (const addrinfo* ai = list; ai; ai = ai->ai_next) {
-        UniqueFd fd(::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol));
-        if (!fd) {
-            last_error = "socket: " + errno_text(errno);
-            continue;
-        }
-        // Buffer sizes must be set before connect(): the window scale is fixed by the SYN.
-        if (options.receive_buffer > 0)
-            set_int_option(fd.get(), SOL_SOCKET, SO_RCVBUF, options.receive_buffer, "SO_RCVBUF");
-        if (options.send_buffer > 0) set_int_option(fd.get(), SOL_SOCKET, SO_SNDBUF, options.send_buffer, "SO_SNDBUF");
-        // Frames are written whole; Nagle plus delayed ACKs would only add latency to small messages.
-        set_int_option(fd.get(), IPPROTO_TCP, TCP_NODELAY, 1, "TCP_NODELAY");
-
-        if (::connect(fd.get(), ai->ai_addr, ai->ai_addrlen) != 0) {
-            if (errno != EINPROGRESS) {
-                last_error = errno_text(errno);
-                continue;
-            }
-            if (!wait_for(fd.get(), POLLOUT, deadline))
-                throw std::runtime_error("WebSocket connect to " + where + " failed: timed out after " +
-                                         std::to_string(options.timeout.count()) + " ms");
-            int err = 0;
-            socklen_t len = sizeof err;
-            if (::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
-            if (err != 0) {
-                last_error = errno_text(err);
-                continue;
-            }
-        }
-        return fd;
-    }
-    throw std::runtime_error("WebSocket connect to " + where + " failed: " + last_error);
-}
 
 // The Host header: IPv6 literals need brackets.
 std::string host_header(const std::string& host, int port) {
@@ -184,7 +38,7 @@ std::string host_header(const std::string& host, int port) {
 
 // Reads the body of a refused handshake, as far as it arrives before the deadline: Content-Length, chunked or up to
 // EOF. Best effort: the caller throws anyway, so read errors just end the body.
-std::string read_error_body(int fd, const ws::HttpHeaders& headers, int status, std::string raw,
+std::string read_error_body(int fd, const HeaderFields& headers, int status, std::string raw,
                             Clock::time_point deadline) {
     if ((status >= 100 && status < 200) || status == 204 || status == 304) return {};
     const auto te = ws::find_header(headers, "Transfer-Encoding");
@@ -212,14 +66,14 @@ std::string read_error_body(int fd, const ws::HttpHeaders& headers, int status, 
         if (chunked) {
             const http::ChunkedDecoder::Result r = decoder->feed(std::string_view(raw).substr(fed), decoded);
             fed += r.consumed;
-            if (r.status == http::ParseStatus::Ok) return decoded;
-            if (r.status == http::ParseStatus::Error) return raw;  // not chunked encoding after all
+            if (r.status == http::ParseStatus::ok) return decoded;
+            if (r.status == http::ParseStatus::error) return raw;  // not chunked encoding after all
         } else if (!until_eof && raw.size() >= length) {
             raw.resize(length);
             return raw;
         }
         if (raw.size() >= 2 * kMaxErrorBody) break;
-        const ReadResult r = read_some(fd, buf, sizeof buf, deadline);
+        const ReadResult r = client::read_some(fd, buf, sizeof buf, deadline);
         if (r.status != ReadResult::Status::data) break;
         raw.append(buf, r.bytes);
     }
@@ -230,13 +84,6 @@ std::string read_error_body(int fd, const ws::HttpHeaders& headers, int status, 
 
 WsMessage closed_message(std::string why) {
     return WsMessage{WsMessage::Type::closed, std::move(why), ws::close_code::abnormal, {}};
-}
-
-std::string close_payload(std::uint16_t code, std::string_view reason) {
-    if (code == ws::close_code::no_status) return {};
-    std::string payload{static_cast<char>(code >> 8), static_cast<char>(code & 0xFF)};
-    payload.append(reason.substr(0, ws::utf8_truncate_length(reason, ws::kMaxControlPayload - 2)));
-    return payload;
 }
 
 std::size_t heap_bytes(const std::string& s) {
@@ -278,7 +125,7 @@ std::ostream& operator<<(std::ostream& out, WsMessage::Type type) { return out <
 struct WsClient::Impl {
     Impl(UniqueFd socket, const WsConnectOptions& options)
         : fd(std::move(socket)),
-          decoder(options.max_message_size, ws::Role::Client),
+          decoder(options.max_message_size, ws::Role::client),
           send_timeout(options.send_timeout),
           auto_pong(options.auto_pong),
           auto_close_reply(options.auto_close_reply) {}
@@ -287,16 +134,16 @@ struct WsClient::Impl {
         if (!fd) throw std::runtime_error("WebSocket send failed: not connected");
         std::optional<Clock::time_point> deadline;
         if (send_timeout.count() > 0) deadline = Clock::now() + send_timeout;
-        send_all(fd.get(), bytes, deadline, "WebSocket send failed");
+        client::send_all(fd.get(), bytes, deadline, "WebSocket send failed");
     }
 
-    void send_frame(ws::Opcode op, std::string_view payload, bool fin = true) {
+    void send_frame(WsOpcode op, std::string_view payload, bool fin = true) {
         send_bytes(ws::encode_frame_masked(op, payload, ws::random_mask_key(), fin));
-        if (op == ws::Opcode::Close) close_sent = true;
+        if (op == WsOpcode::close) close_sent = true;
     }
 
     // Replies the protocol requires while receiving. Best effort: if the socket is gone, the next read says so.
-    void reply(ws::Opcode op, std::string_view payload) noexcept {
+    void reply(WsOpcode op, std::string_view payload) noexcept {
         try {
             send_frame(op, payload);
         } catch (const std::exception&) {
@@ -315,26 +162,26 @@ struct WsClient::Impl {
     std::optional<WsMessage> on_event(const ws::Event& ev) {
         using T = ws::Event::Type;
         switch (ev.type) {
-            case T::Text:
+            case T::text:
                 return WsMessage{WsMessage::Type::text, decoder.take_message(), 0, {}};
-            case T::Binary:
+            case T::binary:
                 return WsMessage{WsMessage::Type::binary, decoder.take_message(), 0, {}};
-            case T::Ping:
+            case T::ping:
                 if (!auto_pong) return WsMessage{WsMessage::Type::ping, std::string(ev.data), 0, {}};
-                reply(ws::Opcode::Pong, ev.data);
+                reply(WsOpcode::pong, ev.data);
                 return std::nullopt;
-            case T::Pong:
+            case T::pong:
                 return WsMessage{WsMessage::Type::pong, std::string(ev.data), 0, {}};
-            case T::Close:
+            case T::close:
                 close_received = true;
                 server_close_code = ev.code;
                 server_close_reason = std::string(ev.data);
                 // RFC 6455 section 5.5.1: answer a Close with a Close, commonly echoing the status code.
-                if (auto_close_reply && !close_sent) reply(ws::Opcode::Close, close_payload(ev.code, {}));
+                if (auto_close_reply && !close_sent) reply(WsOpcode::close, ws::close_payload(ev.code, {}));
                 return server_close();
-            case T::Error:
+            case T::error:
                 // Fail the connection (RFC 6455 section 7.1.7), telling the server why.
-                if (!close_sent) reply(ws::Opcode::Close, close_payload(ev.code, ev.data));
+                if (!close_sent) reply(WsOpcode::close, ws::close_payload(ev.code, ev.data));
                 return failure();
         }
         return failure();
@@ -342,7 +189,7 @@ struct WsClient::Impl {
 
     UniqueFd fd;
     ws::MessageDecoder decoder;
-    ws::HttpHeaders response_headers;
+    HeaderFields response_headers;
     std::string pending;                  // bytes that arrived with the 101; fed to the decoder in place
     std::unique_ptr<char[]> read_buffer;  // kReadBufferSize, allocated on first read
     std::chrono::milliseconds send_timeout;
@@ -375,18 +222,19 @@ WsClient WsClient::connect(const std::string& host, int port, const WsConnectOpt
     const std::string where = host + ":" + std::to_string(port);
     if (port <= 0 || port > 65535) throw std::invalid_argument("WebSocket connect to " + where + ": invalid port");
     const auto deadline = Clock::now() + options.timeout;
-    UniqueFd fd = tcp_connect(host, port, options, deadline, where);
+    const client::TcpOptions tcp{options.receive_buffer, options.send_buffer, options.timeout};
+    UniqueFd fd = client::tcp_connect(host, port, tcp, deadline, where);
 
-    const ws::HttpHeaders extra(options.headers.begin(), options.headers.end());
+    const HeaderFields extra(options.headers.begin(), options.headers.end());
     const ws::ClientUpgrade upgrade = ws::make_upgrade_request(host_header(host, port), options.target, extra);
     const std::string failed = "WebSocket handshake with " + where + options.target + " failed";
-    send_all(fd.get(), upgrade.request, deadline, failed);
+    client::send_all(fd.get(), upgrade.request, deadline, failed);
 
     std::string in;
     char buf[kHandshakeChunk];
     for (;;) {
         ws::UpgradeResponse r = ws::parse_upgrade_response(in, upgrade.key);
-        if (r.status == ws::ParseStatus::Ok) {
+        if (r.status == ws::ParseStatus::ok) {
             auto impl = std::make_unique<Impl>(std::move(fd), options);
             impl->response_headers = std::move(r.headers);
             if (in.size() > r.consumed) {
@@ -396,7 +244,7 @@ WsClient WsClient::connect(const std::string& host, int port, const WsConnectOpt
             }
             return WsClient(std::move(impl));
         }
-        if (r.status == ws::ParseStatus::Error) {
+        if (r.status == ws::ParseStatus::error) {
             std::string body;
             if (r.http_status != 0 && r.http_status != 101) {
                 const std::size_t head_end = in.find("\r\n\r\n");
@@ -405,7 +253,7 @@ WsClient WsClient::connect(const std::string& host, int port, const WsConnectOpt
             }
             throw WsHandshakeError(failed + ": " + r.error, r.http_status, std::move(body), std::move(r.headers));
         }
-        const ReadResult read = read_some(fd.get(), buf, sizeof buf, deadline);
+        const ReadResult read = client::read_some(fd.get(), buf, sizeof buf, deadline);
         switch (read.status) {
             case ReadResult::Status::data:
                 in.append(buf, read.bytes);
@@ -426,8 +274,8 @@ bool WsClient::is_open() const noexcept { return impl_ && impl_->fd; }
 
 int WsClient::fd() const noexcept { return impl_ ? impl_->fd.get() : -1; }
 
-const WsHeaders& WsClient::response_headers() const {
-    static const WsHeaders none;
+const HeaderFields& WsClient::response_headers() const {
+    static const HeaderFields none;
     return impl_ ? impl_->response_headers : none;
 }
 
@@ -446,14 +294,14 @@ void WsClient::send_ping(std::string_view payload) { send_frame(WsOpcode::ping, 
 void WsClient::send_pong(std::string_view payload) { send_frame(WsOpcode::pong, payload); }
 
 void WsClient::send_close(std::uint16_t code, std::string_view reason) {
-    send_frame(WsOpcode::close, close_payload(code, reason));
+    send_frame(WsOpcode::close, ws::close_payload(code, reason));
 }
 
 void WsClient::send_frame(WsOpcode opcode, std::string_view payload, bool fin) {
     // Above 15 the opcode would spill into the RSV bits.
     if (static_cast<std::uint8_t>(opcode) > 0xF) throw std::invalid_argument("WebSocket opcode must be 0..15");
     if (!impl_) throw std::runtime_error("WebSocket send failed: not connected");
-    impl_->send_frame(static_cast<ws::Opcode>(opcode), payload, fin);
+    impl_->send_frame(opcode, payload, fin);
 }
 
 void WsClient::send_raw(std::string_view bytes) {
@@ -475,7 +323,7 @@ WsMessage WsClient::receive(std::chrono::milliseconds timeout) {
         if (s.eof) return closed_message(s.eof_reason);
 
         if (!s.read_buffer) s.read_buffer = std::make_unique<char[]>(kReadBufferSize);
-        const ReadResult r = read_some(s.fd.get(), s.read_buffer.get(), kReadBufferSize, deadline);
+        const ReadResult r = client::read_some(s.fd.get(), s.read_buffer.get(), kReadBufferSize, deadline);
         switch (r.status) {
             case ReadResult::Status::data:
                 s.decoder.feed(reinterpret_cast<const std::uint8_t*>(s.read_buffer.get()), r.bytes);
@@ -501,7 +349,7 @@ WsMessage WsClient::close(std::uint16_t code, std::string_view reason) {
     const auto deadline = Clock::now() + kCloseWait;
     if (!s.close_sent) {
         try {
-            s.send_frame(ws::Opcode::Close, close_payload(code, reason));
+            s.send_frame(WsOpcode::close, ws::close_payload(code, reason));
         } catch (const std::runtime_error& e) {
             s.fd.reset();
             return closed_message(e.what());
@@ -512,14 +360,14 @@ WsMessage WsClient::close(std::uint16_t code, std::string_view reason) {
         result = s.server_close();
     } else {
         do {
-            result = receive(remaining(deadline));
+            result = receive(client::remaining(deadline));
         } while (result.type == WsMessage::Type::text || result.type == WsMessage::Type::binary ||
                  result.type == WsMessage::Type::ping || result.type == WsMessage::Type::pong);
     }
     if (result.type == WsMessage::Type::close) {
         // The server closes TCP first (RFC 6455 section 7.1.1), so that it, not the client, keeps TIME_WAIT.
         for (;;) {
-            const WsMessage m = receive(remaining(deadline));
+            const WsMessage m = receive(client::remaining(deadline));
             if (m.type == WsMessage::Type::closed || m.type == WsMessage::Type::timeout ||
                 m.type == WsMessage::Type::error)
                 break;
@@ -541,7 +389,7 @@ void WsClient::set_auto_close_reply(bool on) {
 
 void WsClient::set_receive_buffer(int bytes) {
     if (!is_open()) throw std::runtime_error("WebSocket client: set_receive_buffer: not connected");
-    set_int_option(impl_->fd.get(), SOL_SOCKET, SO_RCVBUF, bytes, "SO_RCVBUF");
+    client::set_int_option(impl_->fd.get(), SOL_SOCKET, SO_RCVBUF, bytes, "SO_RCVBUF");
 }
 
 std::size_t WsClient::memory_usage() const noexcept {
@@ -549,7 +397,7 @@ std::size_t WsClient::memory_usage() const noexcept {
     if (!impl_) return total;
     const Impl& s = *impl_;
     total += sizeof(Impl) - sizeof(s.decoder) + s.decoder.memory_usage();
-    total += s.response_headers.capacity() * sizeof(ws::HttpHeaders::value_type);
+    total += s.response_headers.capacity() * sizeof(HeaderFields::value_type);
     for (const auto& [name, value] : s.response_headers) total += heap_bytes(name) + heap_bytes(value);
     total += heap_bytes(s.pending) + heap_bytes(s.eof_reason) + heap_bytes(s.server_close_reason);
     if (s.read_buffer) total += kReadBufferSize;
