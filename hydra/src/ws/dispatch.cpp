@@ -93,27 +93,26 @@ std::optional<Reply> handle_message(const WsRoutes& routes, const WsEndpoint* en
     }
 
     Context ctx = detail::ContextAccess::make(std::move(init));
-    Result result;
-    const auto started = metrics ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
-    try {
-        result = run_chain(routes.packet_middleware, ctx, handler);
-    } catch (const Error& e) {
-        result = Result(e);
-    } catch (...) {
-        std::string what = "unknown exception";
-        try {
-            throw;
-        } catch (const std::exception& e) {
-            what = e.what();
-        } catch (...) {
-        }
+    // A handler that threw anything but an Error: logged, told to on_error (which may throw too), a 500.
+    auto failed = [&](const std::string& what) {
         ctx.log().error("ws: handler " + (endpoint ? ctx.route() : service) + " failed: " + what);
         try {
             on_error(ctx, "handler failed: " + what);
         } catch (...) {
             ctx.log().error("ws: on_error of " + ctx.route() + " threw");
         }
-        result = Result(Error(500, "internal server error"));
+        return Result(Error(500, "internal server error"));
+    };
+    Result result;
+    const auto started = metrics ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
+    try {
+        result = run_chain(routes.packet_middleware, ctx, handler);
+    } catch (const Error& e) {
+        result = Result(e);
+    } catch (const std::exception& e) {
+        result = failed(e.what());
+    } catch (...) {
+        result = failed("unknown exception");
     }
     if (metrics) {
         if (endpoint != nullptr)
