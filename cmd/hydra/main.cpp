@@ -54,8 +54,10 @@ int main(int argc, char** argv) {
     app.api_async("/msg/send", [demo](hydra::Context& ctx, hydra::Reply reply) { demo->send(ctx, std::move(reply)); },
                   {.methods = {"POST"}, .auth = hydra::Auth::api_key});
     app.api("/msg/broadcast", push::broadcast, {.methods = {"POST"}, .auth = hydra::Auth::api_key});
+    // Pushing only hands frames to connections (or keeps the message in the user's mailbox, a local write): it runs
+    // on the thread that delivers the message.
     app.mqc("/msg/push", [demo](hydra::Context& ctx) { return demo->push(ctx); },
-            {.queue = push::kQueue, .concurrency = 8});
+            {.queue = push::kQueue, .concurrency = 8, .nonblocking = true});
 
     // connmix's chat rooms and message center.
     app.ws_endpoint("/chat", chat::endpoint());

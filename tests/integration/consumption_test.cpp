@@ -4,6 +4,8 @@
 // delayed messages. What only one backend does (leases, partitions, the CLI) is in sqlite_queue and kafka_queue.
 #include <boost/test/unit_test.hpp>
 
+#include <pthread.h>
+
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -366,6 +368,113 @@ BOOST_AUTO_TEST_CASE(messages_with_one_order_key_run_one_at_a_time_in_order) {
             BOOST_CHECK_EQUAL(order[""].size(), 10u);
         }
     }
+}
+
+// A nonblocking route runs on the thread that delivers (no handler thread in between), in delivery order; what is
+// not due yet (a retry after its backoff) still goes through the handler threads; a key keeps its order across both.
+BOOST_AUTO_TEST_CASE(a_nonblocking_route_runs_on_the_delivering_thread_and_keeps_order_and_retries) {
+    for (const Kind& kind : kinds()) {
+        BOOST_TEST_CONTEXT(kind.name) {
+            const std::string queue = "c:inline:" + kind.name;
+            kind.prepare(queue);
+            auto q = kind.make();
+            std::mutex mu;
+            std::condition_variable cv;
+            std::vector<std::string> order;  // of first attempts, key "K"
+            std::set<std::string> threads;   // names of the threads that ran first attempts
+            std::vector<std::string> pushed_async;
+            int handled = 0, retried = 0;
+            hydra::mqc::Subscription sub{queue, "c-inline", 2, [&](const Message& m) -> std::optional<std::string> {
+                                             char name[16] = {};
+                                             pthread_getname_np(pthread_self(), name, sizeof name);
+                                             std::lock_guard lock(mu);
+                                             if (m.payload == "flaky" && m.attempt == 1)
+                                                 return "once more";  // retried after the backoff
+                                             if (m.payload == "flaky") ++retried;
+                                             if (m.attempt == 1) {
+                                                 threads.insert(name);
+                                                 if (m.payload.starts_with("K")) order.push_back(m.payload);
+                                             }
+                                             ++handled;
+                                             cv.notify_all();
+                                             return std::nullopt;
+                                         }};
+            sub.nonblocking = true;
+            hydra::mqc::consume(*q, std::move(sub), fast_retry(3, 100ms));
+            q->start();
+            q->push(queue, "flaky");
+            for (int i = 0; i < 20; ++i)
+                q->push(queue, "K" + std::to_string(i), {{std::string(hydra::kOrderKeyHeader), "K"}});
+            {
+                std::unique_lock lock(mu);
+                BOOST_REQUIRE(cv.wait_for(lock, 30s, [&] { return handled == 21; }));
+            }
+            q->stop(5s);
+            BOOST_CHECK_EQUAL(retried, 1);
+            std::vector<std::string> expected;
+            for (int i = 0; i < 20; ++i) expected.push_back("K" + std::to_string(i));
+            BOOST_CHECK_EQUAL_COLLECTIONS(order.begin(), order.end(), expected.begin(), expected.end());
+            // None of the first attempts waited for a handler thread (named mqc-<n>).
+            for (const auto& t : threads) BOOST_CHECK_MESSAGE(!t.starts_with("mqc-"), "handled on " << t);
+            push_after(kind, queue);
+            BOOST_CHECK_EQUAL(kind.next_unacknowledged(queue, "c-inline"), "after");  // all acknowledged
+        }
+    }
+}
+
+// On the SQLite queue, a nonblocking handler runs on the writer (what is pushed while the fetcher sleeps is handed
+// over in the push's transaction): a blocking push from it fails at once with a clear error (it would wait for its
+// own thread); push_async works.
+BOOST_AUTO_TEST_CASE(a_blocking_push_from_a_nonblocking_sqlite_handler_fails_and_push_async_works) {
+    SqliteQueue::Settings settings;
+    settings.path = test::temp_path("inline.db");
+    SqliteQueue q(settings);
+    std::mutex mu;
+    std::condition_variable cv;
+    int on_writer = 0, forwarded = 0, got_forwarded = 0;
+    std::string blocking_error;
+    hydra::mqc::Subscription sub{"c:in", "g", 1, [&](const Message&) -> std::optional<std::string> {
+                                     char name[16] = {};
+                                     pthread_getname_np(pthread_self(), name, sizeof name);
+                                     if (std::string(name) != "queue-writer") return std::nullopt;
+                                     std::string error;
+                                     try {
+                                         q.push("c:out", "blocking");
+                                     } catch (const hydra::QueueError& e) {
+                                         error = e.what();
+                                     }
+                                     q.push_async("c:out", "async", {}, 0ms, [&](const hydra::QueueError* e) {
+                                         std::lock_guard lock(mu);
+                                         if (e == nullptr) ++forwarded;
+                                         cv.notify_all();
+                                     });
+                                     std::lock_guard lock(mu);
+                                     ++on_writer;
+                                     blocking_error = error;
+                                     return std::nullopt;
+                                 }};
+    sub.nonblocking = true;
+    hydra::mqc::consume(q, std::move(sub), fast_retry(3));
+    hydra::mqc::consume(q, {"c:out", "g", 1, handler([&](const Message& m) {
+                                std::lock_guard lock(mu);
+                                if (m.payload == "async") ++got_forwarded;
+                                cv.notify_all();
+                            })},
+                        fast_retry(3));
+    q.start();
+    // Pushed once the fetcher sleeps, a message is handed over by the writer; a few tries in case it did not yet.
+    for (int i = 0; i < 50; ++i) {
+        std::this_thread::sleep_for(100ms);
+        q.push("c:in", "go");
+        std::unique_lock lock(mu);
+        if (cv.wait_for(lock, 1s, [&] { return on_writer > 0 && got_forwarded > 0; })) break;
+    }
+    q.stop(5s);
+    std::lock_guard lock(mu);
+    BOOST_REQUIRE_GT(on_writer, 0);
+    BOOST_CHECK_EQUAL(forwarded, on_writer);
+    BOOST_CHECK_MESSAGE(blocking_error.find("push_async") != std::string::npos, blocking_error);
+    BOOST_CHECK_EQUAL(SqliteQueue::peek(settings.path, "c:out", 10).size(), 0u);  // nothing half-pushed
 }
 
 BOOST_AUTO_TEST_CASE(a_failing_handler_does_not_hold_up_the_others) {

@@ -46,6 +46,13 @@ struct ApiOptions {
 struct MqcOptions {
     std::string queue;    // the queue this route consumes, e.g. "mall:wsserver:msg" (or mapped in mqc.routes)
     int concurrency = 1;  // handlers in flight for this route
+    // The handler never waits for long (no network call, no blocking Queue::push, no lock held by slow code; a
+    // quick local write is fine): it runs on the thread that delivers the message (SQLite: the queue's writer, in
+    // the push's transaction turn; Kafka: the poll thread) instead of being handed to a handler thread — one thread
+    // switch less per message. Messages that cannot run at once (not due yet, or their order key is busy) still go
+    // to the `concurrency` handler threads. A blocking push to the SQLite queue from such a handler fails (it would
+    // wait for its own thread); push_async works.
+    bool nonblocking = false;
 };
 
 class App {

@@ -148,7 +148,8 @@ App& App::add_mqc(const std::string& route, Handler handler, MqcOptions options)
     for (const auto& r : impl_->mqc_routes)
         if (r.route == route) throw std::invalid_argument("MQC route registered twice: " + route);
     if (options.concurrency < 1) throw std::invalid_argument("MQC route " + route + ": concurrency must be >= 1");
-    impl_->mqc_routes.push_back({route, std::move(handler), std::move(options.queue), options.concurrency});
+    impl_->mqc_routes.push_back(
+        {route, std::move(handler), std::move(options.queue), options.concurrency, options.nonblocking});
     return *this;
 }
 

@@ -104,26 +104,55 @@ class Lane final : public queue::Sink {
     }
 
     void deliver(std::vector<Delivery>& deliveries) override {
-        const std::size_t n = deliveries.size();
+        std::size_t queued = 0;
+        std::size_t here = 0;  // deliveries[0, here) run on this thread (a nonblocking route), in order
         {
             std::lock_guard lock(mutex_);
             if (!stopping_) {
-                for (auto& d : deliveries) {
+                const std::int64_t now = sub_.nonblocking ? queue::now_ms() : 0;
+                const std::size_t held_keys = busy_keys_.size();  // the handler threads' (ours are added below)
+                for (std::size_t i = 0; i < deliveries.size(); ++i) {
+                    Delivery& d = deliveries[i];
                     d.order_key = order_key_of(d);
-                    waiting_.push_back(std::move(d));
+                    // Here only while nothing waits before it: once one message goes to the handler threads, those
+                    // after it follow, so that none overtakes a message of its order key. A last attempt goes to a
+                    // handler thread: its failure makes a dead letter, which a backend may wait to record (Kafka
+                    // produces it) — never on the delivering thread.
+                    if (sub_.nonblocking && queued == 0 && d.visible_at_ms <= now &&
+                        d.message.attempt < max_attempts_ &&
+                        (d.order_key == 0 || std::find(busy_keys_.begin(), busy_keys_.begin() + held_keys,
+                                                       d.order_key) == busy_keys_.begin() + held_keys)) {
+                        if (d.order_key != 0) busy_keys_.push_back(d.order_key);
+                        ++running_;
+                        if (here != i) deliveries[here] = std::move(d);
+                        ++here;
+                    } else {
+                        waiting_.push_back(std::move(d));
+                        ++queued;
+                    }
                 }
-                deliveries.clear();
+                deliveries.resize(here);
             }
         }
-        if (!deliveries.empty()) {  // too late for the handlers: give them back
+        if (queued == 0 && here == 0) {  // too late for the handlers: give them back
             for (auto& d : deliveries) backend_.release(d);
             deliveries.clear();
             return;
         }
         // One wake-up per message, at most one per handler: notify_all would wake every idle handler for a lease of
         // two messages, and all but two would go back to sleep (each a context switch).
-        const std::size_t wake = std::min<std::size_t>(n, static_cast<std::size_t>(concurrency_));
+        const std::size_t wake = std::min<std::size_t>(queued, static_cast<std::size_t>(concurrency_));
         for (std::size_t i = 0; i < wake; ++i) work_cv_.notify_one();
+        for (std::size_t i = 0; i < here; ++i) {
+            Delivery& d = deliveries[i];
+            const std::size_t key = d.order_key;
+            if (i == 0 || !stopped())  // the first was taken under the lock just now
+                handle(d);
+            else
+                backend_.release(d);
+            finished(key);
+        }
+        deliveries.clear();
     }
 
     bool redeliver(Delivery& delivery) override {
@@ -231,18 +260,26 @@ class Lane final : public queue::Sink {
                 handle(d);
             else
                 backend_.release(d);
-            {
-                std::lock_guard lock(mutex_);
-                --running_;
-                // What waited for this key may go now.
-                if (key != 0) {
-                    busy_keys_.erase(std::find(busy_keys_.begin(), busy_keys_.end(), key));
-                    if (!waiting_.empty()) work_cv_.notify_one();
-                }
-                if (wanted()) wanted_cv_.notify_one();  // the backend may wait for an idle handler
-                if (running_ == 0 && stopping_) idle_cv_.notify_all();
-            }
+            finished(key);
         }
+    }
+
+    bool stopped() {
+        std::lock_guard lock(mutex_);
+        return stopping_;
+    }
+
+    // A message taken by a handler thread or run by the delivering thread is settled.
+    void finished(std::size_t key) {
+        std::lock_guard lock(mutex_);
+        --running_;
+        // What waited for this key may go now.
+        if (key != 0) {
+            busy_keys_.erase(std::find(busy_keys_.begin(), busy_keys_.end(), key));
+            if (!waiting_.empty()) work_cv_.notify_one();
+        }
+        if (wanted()) wanted_cv_.notify_one();  // the backend may wait for an idle handler
+        if (running_ == 0 && stopping_) idle_cv_.notify_all();
     }
 
     // Whether a taken message goes to its handler: not if it waited past its stale time; one not due yet is held

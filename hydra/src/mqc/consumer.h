@@ -47,6 +47,9 @@ struct Subscription {
     int concurrency = 1;
     MessageHandler handler;
     std::string route;  // the MQC route, for its metrics (hydra_mqc_* by route); "" = the queue
+    // The handler never waits for long: what is due and free to run is handled on the delivering thread, in
+    // delivery order (MqcOptions::nonblocking).
+    bool nonblocking = false;
 };
 
 // Subscribes a consumer of `subscription.queue` to `backend`, its handler threads started: messages come once the

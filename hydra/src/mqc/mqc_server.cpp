@@ -89,6 +89,7 @@ void subscribe_routes(const std::vector<MqcRoute>& routes, const std::string& pl
         sub.group = group_for(plat, system, r.route);
         sub.concurrency = r.concurrency;
         sub.route = r.route;
+        sub.nonblocking = r.nonblocking;
         sub.handler = [handler = r.handler, route = r.route, queue = &backend, exchange](const Message& m) {
             return run(handler, route, queue, exchange, m);
         };

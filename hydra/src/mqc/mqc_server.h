@@ -21,6 +21,7 @@ struct MqcRoute {
     Handler handler;
     std::string queue;  // "mall:wsserver:msg"
     int concurrency = 1;
+    bool nonblocking = false;  // MqcOptions::nonblocking
 };
 
 // Resolves the registered routes against the `mqc.routes` config (which may set or override queue and

@@ -1,5 +1,7 @@
 // The consumers' side: leases (taken by a fetcher thread per subscription, or handed over by the writer in a push's
 // transaction), delivered to the subscription's sink; the outcomes the consumer records.
+#include <pthread.h>
+
 #include <algorithm>
 
 #include <hydra/log.h>
@@ -126,6 +128,7 @@ void SqliteQueue::start() {
 
 // Leases more whenever the consumer wants more (Sink::wait_wanted), as many as it has room for.
 void SqliteQueue::fetch(Consumer& c) {
+    pthread_setname_np(pthread_self(), "queue-fetch");
     const std::string& queue = c.sub.queue;
     Sink& sink = *c.sub.sink;
     while (consuming_) {

@@ -33,7 +33,7 @@ class SqliteQueue : public Backend {
         std::chrono::milliseconds push_timeout{5000};
         std::chrono::milliseconds poll_interval{500};  // how often consumers look for messages of other processes
         // Under a steady stream of pushes, how long a small transaction waits for more to join it (0: never).
-        std::chrono::microseconds commit_delay{200};
+        std::chrono::microseconds commit_delay{1000};
 
         static Settings from(const Config& config);
     };
@@ -97,6 +97,8 @@ class SqliteQueue : public Backend {
     // the writer is stopping (`done` untouched then).
     std::shared_ptr<Batch> submit(std::vector<Op>& ops, PushDone* done = nullptr);
     void wait_pushed(std::string_view queue, const std::shared_ptr<Batch>& batch);
+    // Throws QueueError when called on this queue's writer thread (a nonblocking MQC handler's blocking push).
+    void refuse_on_writer(std::string_view queue) const;
     void take(Statements& st, const std::string& queue, int max, std::int64_t now, std::vector<Delivery>& out);
     void hand_off(Statements& st, std::int64_t now, const std::vector<std::string>& pushed_queues,
                   std::vector<Handoff>& out);
