@@ -18,9 +18,9 @@ namespace {
 
 // A transaction of fewer operations than this may wait for company (Settings::commit_delay), when the previous
 // commit ended less than kSteady ago.
-constexpr std::size_t kDelayBelow = 4;
-constexpr int kDelaySlices = 4;      // the wait for company, in this many slices
-constexpr std::size_t kEnough = 64;  // company enough: commit now
+constexpr int kDelayBelow = 4;
+constexpr int kDelaySlices = 4;  // the wait for company, in this many slices
+constexpr int kEnough = 64;      // company enough: commit now
 constexpr auto kSteady = std::chrono::milliseconds(1);
 
 // The queue whose writer runs on this thread: what the writer delivers may be handled right there (a nonblocking
@@ -169,15 +169,16 @@ void SqliteQueue::writer_loop() {
             // timed wait on work_cv_, which every push would cut short with a wake-up.
             // The wait is cut in slices and ends early when a slice brought nothing more: then the pushers are all
             // waiting for this commit (a closed loop), and waiting longer would only slow them down.
-            if (settings_.commit_delay.count() > 0 && !writer_stopping_ && ops_.size() < kDelayBelow &&
+            // Counted: pushes and leases (urgent_), not the acknowledgements that wait for any transaction.
+            if (settings_.commit_delay.count() > 0 && !writer_stopping_ && urgent_ < kDelayBelow &&
                 !current_->done.empty() && std::chrono::steady_clock::now() - last_commit < kSteady) {
                 const auto slice = std::max(settings_.commit_delay / kDelaySlices, std::chrono::microseconds(1));
-                for (int i = 0; i < kDelaySlices && !writer_stopping_ && ops_.size() < kEnough; ++i) {
-                    const std::size_t before = ops_.size();
+                for (int i = 0; i < kDelaySlices && !writer_stopping_ && urgent_ < kEnough; ++i) {
+                    const int before = urgent_;
                     lock.unlock();
                     std::this_thread::sleep_for(slice);
                     lock.lock();
-                    if (ops_.size() == before) break;
+                    if (urgent_ == before) break;
                 }
             }
             ops.swap(ops_);
