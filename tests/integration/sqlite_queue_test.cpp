@@ -174,6 +174,29 @@ BOOST_AUTO_TEST_CASE(pushes_to_an_idle_consumer_are_handed_over_exactly_once_in_
     q.stop(5s);
 }
 
+// One transaction of more pushes than an idle consumer has room for: the first ones are inserted leased for it, the
+// rest stay visible and its fetcher (woken) takes them; each once, in order.
+BOOST_AUTO_TEST_CASE(a_batch_over_an_idle_consumers_room_is_split_between_hand_off_and_fetcher_in_order) {
+    std::string path = test::temp_path("q.db");
+    Consumed q(settings(path), fast_retry(3));
+    Seen seen;
+    q.subscribe({"split", "g", 1, [&](const Message& m) { seen.add(m); }});  // room: 32
+    q.start();
+    q.push("split", "first");
+    BOOST_REQUIRE(seen.wait_count(1));
+    std::this_thread::sleep_for(100ms);  // the fetcher found the queue empty and parks
+    std::vector<std::string> batch;
+    for (int i = 0; i < 200; ++i) batch.push_back(std::to_string(i));
+    q.push_batch("split", batch);
+    BOOST_REQUIRE(seen.wait_count(201));
+    std::this_thread::sleep_for(100ms);  // a window for a duplicate to show up
+    q.stop(5s);
+    BOOST_REQUIRE_EQUAL(seen.size(), 201u);
+    for (int i = 0; i < 200; ++i) BOOST_CHECK_EQUAL(seen.messages[i + 1].payload, std::to_string(i));
+    for (const auto& m : seen.messages) BOOST_CHECK_EQUAL(m.attempt, 1);
+    BOOST_CHECK_EQUAL(test::row_count(path, "messages"), 0);
+}
+
 BOOST_AUTO_TEST_CASE(concurrent_pushes_to_idle_consumers_are_each_handled_once) {
     std::string path = test::temp_path("q.db");
     Consumed q(settings(path), fast_retry(3));

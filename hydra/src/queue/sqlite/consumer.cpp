@@ -34,28 +34,50 @@ void SqliteQueue::release(Delivery& d) {
     enqueue_lazy(std::move(op));
 }
 
-// Consumers whose fetcher sleeps for lack of messages get what was just pushed to their queue leased in the same
-// transaction: no fetcher round trip (a wake-up, and a lease transaction of its own) between a push and its handler.
-void SqliteQueue::hand_off(Statements& st, std::int64_t now, const std::vector<std::string>& pushed_queues,
-                           std::vector<Handoff>& out) {
-    if (!consuming_.load()) return;  // also: consumers_ is complete (start() sets consuming_ after subscribe()s)
+// Consumers whose fetcher sleeps for lack of messages get what is pushed to their queue leased in the push's own
+// transaction (inserted leased, no update to take it): no fetcher round trip (a wake-up, and a lease transaction of
+// its own) between a push and its handler. Delayed pushes are not handed over.
+std::vector<SqliteQueue::Handoff> SqliteQueue::plan_hand_off(std::vector<Op>& ops) {
+    std::vector<Handoff> out;
+    if (!consuming_.load()) return out;  // also: consumers_ is complete (start() sets consuming_ after subscribe()s)
     for (auto& c : consumers_) {
-        if (!c->parked.load() ||
-            std::find(pushed_queues.begin(), pushed_queues.end(), c->sub.queue) == pushed_queues.end())
-            continue;
+        if (!c->parked.load()) continue;
         const std::size_t room = c->sub.sink->room();
-        if (room == 0) continue;  // its handlers are behind (or it stopped): the fetcher takes over again
-        Handoff h{c.get(), {}, room};
-        take(st, c->sub.queue, static_cast<int>(room), now, h.leased);
-        out.push_back(std::move(h));
+        if (room > 0) out.push_back(Handoff{c.get(), room, 0, true, {}});  // none: its handlers are behind
     }
+    if (out.empty()) return out;
+    for (auto& op : ops) {
+        auto* p = std::get_if<Op::Push>(&op.what);
+        if (p == nullptr || p->delay_ms > 0) continue;
+        for (std::size_t h = 0; h < out.size() && p->handoff < 0; ++h) {
+            if (out[h].consumer->sub.queue != p->queue) continue;
+            if (out[h].taken < out[h].room) {
+                p->handoff = static_cast<int>(h);
+                ++out[h].taken;
+            } else {
+                out[h].all = false;  // no room left: this one stays visible for the fetcher
+            }
+        }
+    }
+    return out;
 }
 
-// After the hand-off's commit: to the consumer. True when it got every visible message.
-bool SqliteQueue::deliver(Handoff& h) {
-    const std::size_t n = h.leased.size();
-    h.consumer->sub.sink->deliver(h.leased);  // a consumer stopped meanwhile releases them
-    return n < h.room;
+void SqliteQueue::deliver(std::vector<Handoff>& handoffs, std::vector<Op>& ops) {
+    const auto stale_after = std::chrono::steady_clock::now() + settings_.lease / 2;
+    for (auto& op : ops) {
+        auto* p = std::get_if<Op::Push>(&op.what);
+        if (p == nullptr || p->handoff < 0) continue;
+        Delivery d;
+        d.key = p->id;
+        d.message.id = std::to_string(p->id);
+        d.message.payload = std::move(p->payload);
+        d.stored_headers = std::move(p->headers);  // decoded by the handler thread, not the writer
+        d.message.attempt = 1;
+        d.stale_after = stale_after;
+        handoffs[static_cast<std::size_t>(p->handoff)].leased.push_back(std::move(d));
+    }
+    for (auto& h : handoffs)
+        if (!h.leased.empty()) h.consumer->sub.sink->deliver(h.leased);  // a consumer stopped meanwhile releases them
 }
 
 void SqliteQueue::take(Statements& st, const std::string& queue, int max, std::int64_t now,

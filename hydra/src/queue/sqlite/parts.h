@@ -84,6 +84,8 @@ struct SqliteQueue::Op {
         std::string payload;
         std::string headers;
         std::int64_t delay_ms;  // visible at commit time + delay: without one, visible_at = created_at
+        int handoff = -1;       // the writer's: index of the hand-off (a parked consumer) it is inserted leased for
+        std::int64_t id = 0;    // the writer's: its row id, once inserted for a hand-off
     };
     struct Ack {
         std::int64_t id;
@@ -111,14 +113,14 @@ struct SqliteQueue::Op {
         std::shared_ptr<std::vector<Delivery>> out;
         std::shared_ptr<std::int64_t> next_visible;
     };
-    std::variant<Push, Ack, Retry, Bury, Release, Lease> what;
-    std::shared_ptr<Batch> batch;  // pushes and leases wait for their batch
+    std::variant<Ack, Push, Retry, Bury, Release, Lease> what;  // Ack first: Push has member initializers
+    std::shared_ptr<Batch> batch;                               // pushes and leases wait for their batch
 };
 
 // The writer's prepared statements: prepared once, reused for every operation.
 struct SqliteQueue::Statements {
     explicit Statements(SQLite::Database& db)
-        : insert(db, "INSERT INTO messages (queue, payload, headers, visible_at, created_at) VALUES (?, ?, ?, ?, ?)"),
+        : insert(db, insert_rows_sql(1)),
           ack(db, "DELETE FROM messages WHERE id = ? AND attempts = ?"),
           bury(db,
                "INSERT INTO dead_letters (message_id, queue, payload, headers, attempts, created_at, failed_at, error) "
@@ -141,10 +143,13 @@ struct SqliteQueue::Statements {
           insert_8(db, insert_rows_sql(8)) {}
 
     // Pushes that come in a row are inserted 32 or 8 at a time: one statement per row would cost a statement
-    // execution (and an AUTOINCREMENT update) for each.
+    // execution (and an AUTOINCREMENT update) for each. A row handed to a parked consumer is inserted leased
+    // (attempts 1, invisible for the lease time): no separate update to take it.
+    static constexpr int kInsertColumns = 7;
     static std::string insert_rows_sql(int rows) {
-        std::string sql = "INSERT INTO messages (queue, payload, headers, visible_at, created_at) VALUES ";
-        for (int i = 0; i < rows; ++i) sql += i == 0 ? "(?, ?, ?, ?, ?)" : ", (?, ?, ?, ?, ?)";
+        std::string sql =
+            "INSERT INTO messages (queue, payload, headers, visible_at, created_at, attempts, leased) VALUES ";
+        for (int i = 0; i < rows; ++i) sql += i == 0 ? "(?, ?, ?, ?, ?, ?, ?)" : ", (?, ?, ?, ?, ?, ?, ?)";
         return sql;
     }
 
@@ -152,18 +157,20 @@ struct SqliteQueue::Statements {
 };
 
 // One subscription: a fetcher thread leases messages for its sink (the consumer) while it wants more; while the
-// queue is empty, the writer hands pushes to it directly (hand_off()).
+// queue is empty, the writer hands pushes to it directly (plan_hand_off()).
 struct SqliteQueue::Consumer {
     Subscription sub;
     std::thread fetcher;
-    std::atomic<bool> parked{false};  // the fetcher found nothing and sleeps until a push (see hand_off())
+    std::atomic<bool> parked{false};  // the fetcher found nothing and sleeps until a push (see plan_hand_off())
 };
 
-// Messages leased for a consumer by the writer in a push's transaction.
+// Pushes inserted leased for a parked consumer in their own transaction, delivered to it after the commit.
 struct SqliteQueue::Handoff {
     Consumer* consumer;
+    std::size_t room;       // at most this many
+    std::size_t taken = 0;  // pushes of this transaction marked for it
+    bool all = true;        // it got every push of this transaction to its queue (else its fetcher looks too)
     std::vector<Delivery> leased;
-    std::size_t room;  // asked for at most this many
 };
 
 }  // namespace hydra::queue

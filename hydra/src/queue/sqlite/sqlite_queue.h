@@ -19,7 +19,8 @@
 
 namespace SQLite {
 class Database;
-}
+class Statement;
+}  // namespace SQLite
 
 namespace hydra::queue {
 
@@ -100,9 +101,12 @@ class SqliteQueue : public Backend {
     // Throws QueueError when called on this queue's writer thread (a nonblocking MQC handler's blocking push).
     void refuse_on_writer(std::string_view queue) const;
     void take(Statements& st, const std::string& queue, int max, std::int64_t now, std::vector<Delivery>& out);
-    void hand_off(Statements& st, std::int64_t now, const std::vector<std::string>& pushed_queues,
-                  std::vector<Handoff>& out);
-    bool deliver(Handoff& handoff);
+    // Marks the pushes among `ops` that go straight to a parked consumer (Op::Push::handoff); returns the hand-offs.
+    std::vector<Handoff> plan_hand_off(std::vector<Op>& ops);
+    // Binds the push `op` as row `row` (0-based) of an insert statement.
+    void bind_row(SQLite::Statement& insert, int row, Op& op, std::int64_t now) const;
+    // After the commit: the handed-off pushes to their consumers.
+    void deliver(std::vector<Handoff>& handoffs, std::vector<Op>& ops);
     std::vector<Delivery> lease(const std::string& queue, int max, std::int64_t& next_visible_ms);
     void fetch(Consumer& consumer);
     void enqueue_lazy(Op op);

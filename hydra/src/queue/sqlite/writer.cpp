@@ -187,7 +187,7 @@ void SqliteQueue::writer_loop() {
             current_ = std::make_shared<Batch>();
         }
         std::vector<std::string> pushed_queues;
-        std::vector<Handoff> handoffs;
+        std::vector<Handoff> handoffs = plan_hand_off(ops);
         std::string error;
         std::int64_t now = queue::now_ms();
         try {
@@ -205,25 +205,22 @@ void SqliteQueue::writer_loop() {
                 SQLite::Statement& insert = rows == 32 ? st->insert_32 : st->insert_8;
                 insert.reset();
                 for (std::size_t r = 0; r < rows; ++r) {
-                    auto& p = std::get<Op::Push>(ops[i + r].what);
-                    int at = static_cast<int>(5 * r);
-                    // The op's strings outlive the statement's execution: no copies.
-                    insert.bindNoCopy(at + 1, p.queue);
-                    insert.bindNoCopy(at + 2, p.payload.data(), static_cast<int>(p.payload.size()));
-                    insert.bindNoCopy(at + 3, p.headers);
-                    insert.bind(at + 4, static_cast<std::int64_t>(now + p.delay_ms));
-                    insert.bind(at + 5, static_cast<std::int64_t>(now));
-                    if (pushed_queues.empty() || pushed_queues.back() != p.queue) pushed_queues.push_back(p.queue);
+                    bind_row(insert, static_cast<int>(r), ops[i + r], now);
+                    const auto& queue = std::get<Op::Push>(ops[i + r].what).queue;
+                    if (pushed_queues.empty() || pushed_queues.back() != queue) pushed_queues.push_back(queue);
                 }
                 insert.exec();
+                // The rows of one statement get consecutive ids (AUTOINCREMENT, under the write lock).
+                const std::int64_t first = db_->getLastInsertRowid() - static_cast<std::int64_t>(rows) + 1;
+                for (std::size_t r = 0; r < rows; ++r)
+                    std::get<Op::Push>(ops[i + r].what).id = first + static_cast<std::int64_t>(r);
                 i += rows;
             }
-            if (!pushed_queues.empty()) hand_off(*st, now, pushed_queues, handoffs);
             tx.commit();
         } catch (const std::exception& e) {
             error = e.what();
             pushed_queues.clear();
-            handoffs.clear();
+            handoffs.clear();  // nothing was inserted
             Logger().error("queue: sqlite transaction of " + std::to_string(ops.size()) +
                            " operations failed: " + error);
         }
@@ -240,15 +237,15 @@ void SqliteQueue::writer_loop() {
             const auto* p = std::get_if<Op::Push>(&op.what);
             return p != nullptr && p->delay_ms > 0;
         });
-        ops.clear();
         for (auto& h : handoffs) {
-            // The consumer got every visible message of its queue: its fetcher can sleep on. A delayed push
-            // wakes it anyway, to sleep until that message is due.
-            if (deliver(h) && !any_delayed)
+            // The consumer got every push to its queue: its fetcher can sleep on. A delayed push wakes it anyway,
+            // to sleep until that message is due.
+            if (h.all && !any_delayed)
                 pushed_queues.erase(std::remove(pushed_queues.begin(), pushed_queues.end(), h.consumer->sub.queue),
                                     pushed_queues.end());
         }
-        handoffs.clear();
+        if (!handoffs.empty()) deliver(handoffs, ops);
+        ops.clear();
         if (!pushed_queues.empty()) {
             {
                 std::lock_guard lock(pushed_mutex_);
@@ -259,16 +256,26 @@ void SqliteQueue::writer_loop() {
     }
 }
 
+void SqliteQueue::bind_row(SQLite::Statement& insert, int row, Op& op, std::int64_t now) const {
+    auto& p = std::get<Op::Push>(op.what);
+    const int at = Statements::kInsertColumns * row;
+    const bool handed = p.handoff >= 0;
+    // The op's strings outlive the statement's execution: no copies.
+    insert.bindNoCopy(at + 1, p.queue);
+    insert.bindNoCopy(at + 2, p.payload.data(), static_cast<int>(p.payload.size()));
+    insert.bindNoCopy(at + 3, p.headers);
+    insert.bind(at + 4, static_cast<std::int64_t>(handed ? now + settings_.lease.count() : now + p.delay_ms));
+    insert.bind(at + 5, static_cast<std::int64_t>(now));
+    insert.bind(at + 6, handed ? 1 : 0);  // attempts
+    insert.bind(at + 7, handed ? 1 : 0);  // leased
+}
+
 void SqliteQueue::execute(Op& op, std::int64_t now, std::vector<std::string>& pushed_queues, Statements& st) {
     if (auto* p = std::get_if<Op::Push>(&op.what)) {
         st.insert.reset();
-        // The op's strings outlive the statement's execution: no copies.
-        st.insert.bindNoCopy(1, p->queue);
-        st.insert.bindNoCopy(2, p->payload.data(), static_cast<int>(p->payload.size()));
-        st.insert.bindNoCopy(3, p->headers);
-        st.insert.bind(4, static_cast<std::int64_t>(now + p->delay_ms));
-        st.insert.bind(5, static_cast<std::int64_t>(now));
+        bind_row(st.insert, 0, op, now);
         st.insert.exec();
+        p->id = db_->getLastInsertRowid();
         if (pushed_queues.empty() || pushed_queues.back() != p->queue) pushed_queues.push_back(p->queue);
     } else if (auto* a = std::get_if<Op::Ack>(&op.what)) {
         st.ack.reset();
