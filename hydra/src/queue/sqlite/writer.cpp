@@ -20,7 +20,7 @@ namespace {
 // commit ended less than kSteady ago.
 constexpr int kDelayBelow = 4;
 constexpr int kDelaySlices = 4;  // the wait for company, in this many slices
-constexpr int kEnough = 64;      // company enough: commit now
+constexpr int kEnough = 16;      // company enough: commit now
 constexpr auto kSteady = std::chrono::milliseconds(1);
 
 // The queue whose writer runs on this thread: what the writer delivers may be handled right there (a nonblocking
