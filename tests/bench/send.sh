@@ -19,8 +19,9 @@
 # BENCH_CLIENT_CPU (1); hydra runs with ws.io_threads=1, nginx with one worker.
 #
 # Knobs (env): BENCH_SEND_CLIENTS (5000), BENCH_SEND_RATES ("0 50000"), BENCH_SEND_DURATION (10 s measured, after
-# BENCH_SEND_WARMUP 2 s), BENCH_SEND_PUBLISHERS (32), BENCH_SEND_PIPELINE (1), BENCH_SEND_SEARCH (rates tried in
-# order, per server, until one misses the target twice in a row; "" = no search), BENCH_SEND_SEARCH_SERVERS
+# BENCH_SEND_WARMUP 2 s), BENCH_SEND_PUBLISHERS (128: a durable server answers a post after its commit, 1-2 ms,
+# so 32 connections with one request each would cap it near 20k msg/s whatever its CPU), BENCH_SEND_PIPELINE (1),
+# BENCH_SEND_SEARCH (rates tried in order, per server, until one misses the target twice in a row; "" = no search), BENCH_SEND_SEARCH_SERVERS
 # ("hydra nchan cluster"), BENCH_SEND_P99_MS (20: the target), BENCH_SEND_HYDRA_SET (more hydra settings,
 # "key=value key=value", e.g. "queue.kafka.properties.fetch.wait.max.ms=5"), BENCH_REPEAT (runs per rate, default 1), and run.sh's
 # BENCH_SERVER_CPU, BENCH_CLIENT_CPU, BENCH_SKIP_BUILD=1, BENCH_BUILD_DIR, BENCH_QUIET_WAIT; BENCH_HYDRA_BEFORE (a
@@ -46,7 +47,7 @@ CLIENTS=${BENCH_SEND_CLIENTS:-$d_clients}
 RATES=${BENCH_SEND_RATES:-$d_rates}
 DURATION=${BENCH_SEND_DURATION:-$d_duration}
 WARMUP=${BENCH_SEND_WARMUP:-$d_warmup}
-PUBLISHERS=${BENCH_SEND_PUBLISHERS:-32}
+PUBLISHERS=${BENCH_SEND_PUBLISHERS:-128}
 PIPELINE=${BENCH_SEND_PIPELINE:-1}
 SEARCH=${BENCH_SEND_SEARCH-$d_search}
 SEARCH_SERVERS=${BENCH_SEND_SEARCH_SERVERS:-hydra nchan cluster}

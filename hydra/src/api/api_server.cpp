@@ -417,7 +417,12 @@ Context::Init ApiServer::context_init(http::Request& request, const Router::Matc
         } catch (const JsonTooDeep& e) {
             throw Error(400, std::string("malformed JSON body: ") + e.what());
         }
-        if (doc.is_object()) init.params.update(doc);
+        if (doc.is_object()) {
+            if (init.params.empty())
+                init.params = std::move(doc);  // no query parameters: nothing to merge, nothing to copy
+            else
+                init.params.update(doc);
+        }
     }
     for (auto& [k, v] : match.path_params.items()) init.params[k] = v;
     init.body = std::move(body);
