@@ -197,6 +197,31 @@ BOOST_AUTO_TEST_CASE(a_batch_over_an_idle_consumers_room_is_split_between_hand_o
     BOOST_CHECK_EQUAL(test::row_count(path, "messages"), 0);
 }
 
+// A consumer sleeping on an empty queue does not see what another process pushes until it polls; a push of ours
+// meanwhile is not handed over ahead of that older message: both go to the fetcher, oldest first.
+BOOST_AUTO_TEST_CASE(a_hand_off_never_overtakes_a_message_already_waiting_in_the_queue) {
+    std::string path = test::temp_path("q.db");
+    SqliteQueue::Settings s = settings(path);
+    s.poll_interval = 10s;  // the fetcher would find "older" only after this
+    Consumed q(s, fast_retry(3));
+    Seen seen;
+    q.subscribe({"order", "g", 1, [&](const Message& m) { seen.add(m); }});
+    q.start();
+    q.push("order", "first");
+    BOOST_REQUIRE(seen.wait_count(1));
+    std::this_thread::sleep_for(100ms);  // the fetcher found the queue empty and sleeps
+    {
+        SqliteQueue other(settings(path));  // another process on the same file: cannot wake our fetcher
+        other.push("order", "older");
+        other.stop(1s);
+    }
+    q.push("order", "newer");
+    BOOST_REQUIRE(seen.wait_count(3, 5s));  // well before the 10 s poll: the push woke the fetcher
+    q.stop(5s);
+    BOOST_CHECK_EQUAL(seen.messages[1].payload, "older");
+    BOOST_CHECK_EQUAL(seen.messages[2].payload, "newer");
+}
+
 BOOST_AUTO_TEST_CASE(concurrent_pushes_to_idle_consumers_are_each_handled_once) {
     std::string path = test::temp_path("q.db");
     Consumed q(settings(path), fast_retry(3));

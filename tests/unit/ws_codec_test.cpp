@@ -8,6 +8,7 @@
 #include <string_view>
 #include <vector>
 
+#include "ws/dispatch.h"
 #include "ws/frame.h"
 #include "ws/handshake.h"
 #include "ws/utf8.h"
@@ -739,6 +740,22 @@ BOOST_AUTO_TEST_CASE(client_handshake_rejects_bad_responses) {
     BOOST_CHECK(parse_upgrade_response(with_ext, key).status == ParseStatus::error);
 
     BOOST_CHECK(parse_upgrade_response("garbage\r\n\r\n", key).status == ParseStatus::error);
+}
+
+// The envelope writes a plain service name as it is and escapes anything else (a client's service name comes back
+// in its reply): the result always parses, with the same name.
+BOOST_AUTO_TEST_CASE(envelopes_escape_service_names_that_need_it) {
+    for (const std::string& service :
+         std::vector<std::string>{"notify", "/member/login", "a\"b", "back\\slash", std::string("nul\0ctl\x01", 8),
+                                  "caf\xc3\xa9", "tab\there"}) {
+        const std::string text = hydra::ws::envelope(service, 200, "data", hydra::Json{{"k", 1}});
+        const hydra::Json doc = hydra::Json::parse(text);
+        BOOST_CHECK_EQUAL(doc.at("service").get<std::string>(), service);
+        BOOST_CHECK_EQUAL(doc.at("code").get<int>(), 200);
+        BOOST_CHECK_EQUAL(doc.at("data").at("k").get<int>(), 1);
+    }
+    BOOST_CHECK_EQUAL(hydra::ws::envelope("notify", 200, "data", hydra::Json{{"msg", "hi"}}),
+                      R"({"service":"notify","code":200,"data":{"msg":"hi"}})");
 }
 
 BOOST_AUTO_TEST_SUITE_END()

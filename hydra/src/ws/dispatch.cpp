@@ -1,5 +1,6 @@
 #include "ws/dispatch.h"
 
+#include <algorithm>
 #include <chrono>
 #include <functional>
 #include <optional>
@@ -12,7 +13,15 @@ namespace hydra::ws {
 
 std::string envelope(std::string_view service, int code, std::string_view field, const Json& value) {
     std::string out = "{\"service\":";
-    out += dump(Json(service));
+    // A service name is almost always plain ASCII ("notify"): written as it is, without the JSON library.
+    if (std::all_of(service.begin(), service.end(),
+                    [](char c) { return c >= 0x20 && c < 0x7f && c != '"' && c != '\\'; })) {
+        out += '"';
+        out += service;
+        out += '"';
+    } else {
+        out += dump(Json(service));
+    }
     out += ",\"code\":";
     out += std::to_string(code);
     out += ",\"";

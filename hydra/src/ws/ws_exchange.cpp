@@ -58,7 +58,7 @@ bool WsExchange::erase(const std::string& uuid) {
 
 std::optional<std::uint64_t> WsExchange::find(std::string_view uuid) const {
     std::shared_lock lock(mutex_);
-    auto it = by_uuid_.find(std::string(uuid));
+    auto it = by_uuid_.find(uuid);
     if (it == by_uuid_.end()) return std::nullopt;
     return it->second.conn_id;
 }
@@ -91,7 +91,7 @@ bool WsExchange::bind(std::string_view user, std::string_view uuid) {
 bool WsExchange::bind_locked(std::string_view user, std::string_view uuid) {
     if (user.empty()) return false;
     std::unique_lock lock(mutex_);
-    auto it = by_uuid_.find(std::string(uuid));
+    auto it = by_uuid_.find(uuid);
     if (it == by_uuid_.end()) return false;
     Entry& e = it->second;
     if (e.user == user) return true;
@@ -111,7 +111,7 @@ std::size_t WsExchange::notify_user(std::string_view user, const Json& data) {
     std::vector<std::uint64_t> ids;
     {
         std::shared_lock lock(mutex_);
-        auto u = users_.find(std::string(user));
+        auto u = users_.find(user);
         if (u == users_.end()) return 0;
         for (const auto& uuid : u->second) ids.push_back(by_uuid_.at(uuid).conn_id);
     }
@@ -123,7 +123,7 @@ std::size_t WsExchange::notify_user(std::string_view user, const Json& data) {
 bool WsExchange::subscribe(std::string_view uuid, std::string_view channel) {
     if (channel.empty()) return false;
     std::unique_lock lock(mutex_);
-    auto it = by_uuid_.find(std::string(uuid));
+    auto it = by_uuid_.find(uuid);
     if (it == by_uuid_.end()) return false;
     auto& chans = it->second.channels;
     if (std::find(chans.begin(), chans.end(), channel) == chans.end()) chans.emplace_back(channel);
@@ -133,13 +133,13 @@ bool WsExchange::subscribe(std::string_view uuid, std::string_view channel) {
 
 bool WsExchange::unsubscribe(std::string_view uuid, std::string_view channel) {
     std::unique_lock lock(mutex_);
-    auto it = by_uuid_.find(std::string(uuid));
+    auto it = by_uuid_.find(uuid);
     if (it == by_uuid_.end()) return false;
     auto& chans = it->second.channels;
     auto pos = std::find(chans.begin(), chans.end(), channel);
     if (pos == chans.end()) return false;
     chans.erase(pos);
-    auto c = channels_.find(std::string(channel));
+    auto c = channels_.find(channel);
     if (c != channels_.end()) {
         c->second.erase(it->first);
         if (c->second.empty()) channels_.erase(c);
@@ -151,7 +151,7 @@ std::size_t WsExchange::publish(std::string_view channel, std::string_view paylo
     std::vector<std::uint64_t> ids;
     {
         std::shared_lock lock(mutex_);
-        auto c = channels_.find(std::string(channel));
+        auto c = channels_.find(channel);
         if (c == channels_.end()) return 0;
         ids.reserve(c->second.size());
         for (const auto& uuid : c->second) ids.push_back(by_uuid_.at(uuid).conn_id);
@@ -163,7 +163,7 @@ std::size_t WsExchange::publish(std::string_view channel, std::string_view paylo
 
 bool WsExchange::set(std::string_view uuid, std::string_view key, const Json& value) {
     std::unique_lock lock(mutex_);
-    auto it = by_uuid_.find(std::string(uuid));
+    auto it = by_uuid_.find(uuid);
     if (it == by_uuid_.end()) return false;
     if (!it->second.values.is_object()) it->second.values = Json::object();
     it->second.values[std::string(key)] = value;
@@ -172,7 +172,7 @@ bool WsExchange::set(std::string_view uuid, std::string_view key, const Json& va
 
 std::optional<Json> WsExchange::get(std::string_view uuid, std::string_view key) const {
     std::shared_lock lock(mutex_);
-    auto it = by_uuid_.find(std::string(uuid));
+    auto it = by_uuid_.find(uuid);
     if (it == by_uuid_.end() || !it->second.values.is_object()) return std::nullopt;
     auto v = it->second.values.find(key);
     if (v == it->second.values.end()) return std::nullopt;

@@ -78,9 +78,16 @@ class WsExchange : public Exchange {
     Delivery& delivery_;
     PresenceObserver observer_;
     mutable std::shared_mutex mutex_;
-    std::unordered_map<std::string, Entry> by_uuid_;
-    std::unordered_map<std::string, std::unordered_set<std::string>> users_;
-    std::unordered_map<std::string, std::unordered_set<std::string>> channels_;
+    // Looked up by string_view (a notify's uuid) without building a std::string for it.
+    struct NameHash {
+        using is_transparent = void;
+        std::size_t operator()(std::string_view name) const noexcept { return std::hash<std::string_view>{}(name); }
+    };
+    template <class V>
+    using ByName = std::unordered_map<std::string, V, NameHash, std::equal_to<>>;
+    ByName<Entry> by_uuid_;
+    ByName<std::unordered_set<std::string>> users_;
+    ByName<std::unordered_set<std::string>> channels_;
 };
 
 }  // namespace hydra::ws

@@ -62,6 +62,24 @@ std::vector<SqliteQueue::Handoff> SqliteQueue::plan_hand_off(std::vector<Op>& op
     return out;
 }
 
+// A message already visible in the queue (committed just before the consumer parked, or released, or due again)
+// goes first: then this transaction's pushes stay visible too, and the woken fetcher takes them all, oldest first.
+void SqliteQueue::keep_order(Statements& st, std::int64_t now, std::vector<Handoff>& handoffs, std::vector<Op>& ops) {
+    for (std::size_t h = 0; h < handoffs.size(); ++h) {
+        st.any_visible.reset();
+        st.any_visible.bind(1, handoffs[h].consumer->sub.queue);
+        st.any_visible.bind(2, static_cast<std::int64_t>(now));
+        const bool waiting = st.any_visible.executeStep();
+        st.any_visible.reset();
+        if (!waiting) continue;
+        for (auto& op : ops)
+            if (auto* p = std::get_if<Op::Push>(&op.what); p != nullptr && p->handoff == static_cast<int>(h))
+                p->handoff = -1;
+        handoffs[h].taken = 0;
+        handoffs[h].all = false;
+    }
+}
+
 void SqliteQueue::deliver(std::vector<Handoff>& handoffs, std::vector<Op>& ops) {
     const auto stale_after = std::chrono::steady_clock::now() + settings_.lease / 2;
     for (auto& op : ops) {

@@ -139,6 +139,7 @@ struct SqliteQueue::Statements {
                "WHERE id IN (SELECT id FROM messages WHERE queue = ? AND visible_at <= ? ORDER BY visible_at, id "
                "LIMIT ?) RETURNING id, payload, headers, attempts"),
           next(db, "SELECT MIN(visible_at) FROM messages WHERE queue = ?"),
+          any_visible(db, "SELECT 1 FROM messages WHERE queue = ? AND visible_at <= ? LIMIT 1"),
           insert_32(db, insert_rows_sql(32)),
           insert_8(db, insert_rows_sql(8)) {}
 
@@ -153,7 +154,7 @@ struct SqliteQueue::Statements {
         return sql;
     }
 
-    SQLite::Statement insert, ack, bury, remove, retry, release, take, next, insert_32, insert_8;
+    SQLite::Statement insert, ack, bury, remove, retry, release, take, next, any_visible, insert_32, insert_8;
 };
 
 // One subscription: a fetcher thread leases messages for its sink (the consumer) while it wants more; while the

@@ -105,6 +105,8 @@ class SqliteQueue : public Backend {
     std::vector<Handoff> plan_hand_off(std::vector<Op>& ops);
     // Binds the push `op` as row `row` (0-based) of an insert statement.
     void bind_row(SQLite::Statement& insert, int row, Op& op, std::int64_t now) const;
+    // In the transaction, before the inserts: no hand-off for a consumer whose queue holds visible messages.
+    void keep_order(Statements& st, std::int64_t now, std::vector<Handoff>& handoffs, std::vector<Op>& ops);
     // After the commit: the handed-off pushes to their consumers.
     void deliver(std::vector<Handoff>& handoffs, std::vector<Op>& ops);
     std::vector<Delivery> lease(const std::string& queue, int max, std::int64_t& next_visible_ms);

@@ -193,6 +193,7 @@ void SqliteQueue::writer_loop() {
         try {
             if (!st) throw std::runtime_error("the database could not be prepared");
             SQLite::Transaction tx(*db_, SQLite::TransactionBehavior::IMMEDIATE);
+            keep_order(*st, now, handoffs, ops);
             for (std::size_t i = 0; i < ops.size();) {
                 std::size_t rows = 0;  // pushes from i on, up to 32
                 while (rows < 32 && i + rows < ops.size() && std::holds_alternative<Op::Push>(ops[i + rows].what))
