@@ -143,14 +143,15 @@ class Lane final : public queue::Sink {
         // two messages, and all but two would go back to sleep (each a context switch).
         const std::size_t wake = std::min<std::size_t>(queued, static_cast<std::size_t>(concurrency_));
         for (std::size_t i = 0; i < wake; ++i) work_cv_.notify_one();
+        bool stopping = false;  // as of the last lock: the first was taken under it just now
         for (std::size_t i = 0; i < here; ++i) {
             Delivery& d = deliveries[i];
             const std::size_t key = d.order_key;
-            if (i == 0 || !stopped())  // the first was taken under the lock just now
+            if (!stopping)
                 handle(d);
             else
                 backend_.release(d);
-            finished(key);
+            stopping = finished(key);
         }
         deliveries.clear();
     }
@@ -264,13 +265,9 @@ class Lane final : public queue::Sink {
         }
     }
 
-    bool stopped() {
-        std::lock_guard lock(mutex_);
-        return stopping_;
-    }
-
-    // A message taken by a handler thread or run by the delivering thread is settled.
-    void finished(std::size_t key) {
+    // A message taken by a handler thread or run by the delivering thread is settled. Returns whether the lane
+    // stops.
+    bool finished(std::size_t key) {
         std::lock_guard lock(mutex_);
         --running_;
         // What waited for this key may go now.
@@ -280,6 +277,7 @@ class Lane final : public queue::Sink {
         }
         if (wanted()) wanted_cv_.notify_one();  // the backend may wait for an idle handler
         if (running_ == 0 && stopping_) idle_cv_.notify_all();
+        return stopping_;
     }
 
     // Whether a taken message goes to its handler: not if it waited past its stale time; one not due yet is held

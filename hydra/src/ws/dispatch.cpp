@@ -1,27 +1,19 @@
 #include "ws/dispatch.h"
 
-#include <algorithm>
 #include <chrono>
 #include <functional>
 #include <optional>
 
 #include "core/chain.h"
 #include "core/context_access.h"
+#include "core/json_text.h"
 #include "ws/loop.h"
 
 namespace hydra::ws {
 
 std::string envelope(std::string_view service, int code, std::string_view field, const Json& value) {
     std::string out = "{\"service\":";
-    // A service name is almost always plain ASCII ("notify"): written as it is, without the JSON library.
-    if (std::all_of(service.begin(), service.end(),
-                    [](char c) { return c >= 0x20 && c < 0x7f && c != '"' && c != '\\'; })) {
-        out += '"';
-        out += service;
-        out += '"';
-    } else {
-        out += dump(Json(service));
-    }
+    append_json_string(out, service);
     out += ",\"code\":";
     out += std::to_string(code);
     out += ",\"";

@@ -2,11 +2,12 @@
 
 #include <SQLiteCpp/SQLiteCpp.h>
 
-#include <algorithm>
 #include <filesystem>
 #include <stdexcept>
 
 #include <hydra/json.h>
+
+#include "core/json_text.h"
 
 namespace hydra::queue::sqlite {
 
@@ -58,25 +59,17 @@ std::unique_ptr<SQLite::Database> open_database(const std::string& path, int bus
     }
 }
 
-// Plain printable ASCII (request ids, names: the usual case) is
-// written directly; anything else goes through the JSON library (escapes; invalid UTF-8 replaced).
+// Plain printable ASCII (request ids, names: the usual case) is written directly (append_json_string).
 std::string encode_headers(const Headers& headers) {
-    if (headers.empty()) return "{}";
-    auto plain = [](const std::string& s) {
-        return std::all_of(s.begin(), s.end(), [](char c) { return c >= 0x20 && c < 0x7f && c != '"' && c != '\\'; });
-    };
-    if (std::all_of(headers.begin(), headers.end(), [&](const auto& h) { return plain(h.first) && plain(h.second); })) {
-        std::string out = "{";
-        for (const auto& [k, v] : headers) {
-            if (out.size() > 1) out += ',';
-            out.append("\"").append(k).append("\":\"").append(v).append("\"");
-        }
-        out += '}';
-        return out;
+    std::string out = "{";
+    for (const auto& [k, v] : headers) {
+        if (out.size() > 1) out += ',';
+        append_json_string(out, k);
+        out += ':';
+        append_json_string(out, v);
     }
-    Json h = Json::object();
-    for (const auto& [k, v] : headers) h[k] = v;
-    return dump(h);
+    out += '}';
+    return out;
 }
 
 }  // namespace hydra::queue::sqlite
