@@ -89,7 +89,7 @@ void SqliteQueue::deliver(std::vector<Handoff>& handoffs, std::vector<Op>& ops) 
         d.key = p->id;
         d.message.id = std::to_string(p->id);
         d.message.payload = std::move(p->payload);
-        d.stored_headers = std::move(p->headers);  // decoded by the handler thread, not the writer
+        d.stored_headers = std::move(p->headers);  // decoded by the consumer when it needs them
         d.message.attempt = 1;
         d.stale_after = stale_after;
         handoffs[static_cast<std::size_t>(p->handoff)].leased.push_back(std::move(d));
@@ -114,7 +114,7 @@ void SqliteQueue::take(Statements& st, const std::string& queue, int max, std::i
         const auto& payload = st.take.getColumn(1);
         d.message.payload.assign(static_cast<const char*>(payload.getBlob()),
                                  static_cast<std::size_t>(payload.getBytes()));
-        d.stored_headers = st.take.getColumn(2).getString();  // decoded by the handler thread, not the writer
+        d.stored_headers = st.take.getColumn(2).getString();  // decoded by the consumer when it needs them
         d.message.attempt = st.take.getColumn(3).getInt();
         // One that waited half its lease for a handler is released instead (its handler might not finish before
         // the lease ends and another consumer takes it).
