@@ -130,6 +130,7 @@ const Scenario* find_scenario(std::string_view name) {
 
 int run_queue_bench(const std::vector<std::string>& args);   // queue_bench.cpp
 int run_floor_server(const std::vector<std::string>& args);  // floor_server.cpp
+int run_kafka_relay(const std::vector<std::string>& args);   // kafka_relay.cpp
 
 int main(int argc, char** argv) {
     std::signal(SIGPIPE, SIG_IGN);
@@ -139,6 +140,8 @@ int main(int argc, char** argv) {
     if (argc > 1 && std::string(argv[1]) == "floor") return run_floor_server({argv + 2, argv + argc});
     // `hydra-bench kafka-mock`: a mock Kafka cluster driven from stdin (kafka_mock.cpp).
     if (argc > 1 && std::string(argv[1]) == "kafka-mock") return bench::run_kafka_mock();
+    // `hydra-bench kafka-relay ...`: the Kafka floor of the two-host push path (kafka_relay.cpp).
+    if (argc > 1 && std::string(argv[1]) == "kafka-relay") return run_kafka_relay({argv + 2, argv + argc});
     using namespace bench::scenario;
     using bench::OJson;
     Options o;

@@ -39,6 +39,8 @@ scenarios:
   kafka-mock not a load: a librdkafka mock cluster (one broker) in this process; prints "bootstrap HOST:PORT",
              then obeys "down" / "up" (the broker refuses connections / accepts again, same port and data) and
              "quit" on stdin
+  kafka-relay no server: the Kafka floor of the two-host send path (kafka_relay.cpp): hydra-bench kafka-relay
+             --brokers HOST:PORT --rate R --seconds S [--keys 5000] [--kafka-property name=value]
   queue      queue backends in-process, no server: hydra-bench queue --backend sqlite|kafka ... (queue_bench.cpp)
   floor      not a load: runs the floor peer, the least a server must do for these scenarios (floor_server.cpp):
              hydra-bench floor --ws 127.0.0.1:0 --api 127.0.0.1:0

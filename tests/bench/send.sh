@@ -13,9 +13,9 @@
 #
 # Scenarios (BENCH_SEND_SCENARIOS, default "send send_cluster"):
 #   send          hydra with the embedded SQLite queue (a fresh file per run) and nginx + Nchan
-#   send_cluster  two hydra hosts with queue.backend=kafka on a mock cluster hosted by kcat: clients on host A,
+#   send_cluster  two hydra hosts with queue.backend=kafka on a mock cluster hosted by hydra-bench kafka-mock: clients on host A,
 #                 posts to host B
-# Every server process (hydra, both hosts and kcat, nginx) is pinned to BENCH_SERVER_CPU (0), hydra-bench to
+# Every server process (hydra, both hosts and the mock cluster, nginx) is pinned to BENCH_SERVER_CPU (0), hydra-bench to
 # BENCH_CLIENT_CPU (1); hydra runs with ws.io_threads=1, nginx with one worker.
 #
 # Knobs (env): BENCH_SEND_CLIENTS (5000), BENCH_SEND_RATES ("0 50000"), BENCH_SEND_DURATION (10 s measured, after
@@ -81,8 +81,8 @@ trap 'exit 130' INT TERM
 # ---- build, packages, limits ----
 build_bench "$ROOT" "$BUILD"  # sets HYDRA and BENCH
 NCHAN_MODULE=/usr/lib/nginx/modules/ngx_nchan_module.so
-if ! command -v nginx >/dev/null || [[ ! -f $NCHAN_MODULE ]] || ! command -v kcat >/dev/null; then
-    log "installing nginx-light, libnginx-mod-nchan and kcat (deploy/install-deps.sh --bench)"
+if ! command -v nginx >/dev/null || [[ ! -f $NCHAN_MODULE ]]; then
+    log "installing nginx-light, libnginx-mod-nchan (deploy/install-deps.sh --bench)"
     "$ROOT/deploy/install-deps.sh" --bench
 fi
 command -v taskset >/dev/null || { log "taskset not found (apt-get install util-linux)"; exit 1; }
@@ -138,20 +138,21 @@ start_server() {
             ;;
         cluster)
             rm -f "$RUN_DIR"/host-a-push.db* "$RUN_DIR"/host-b-push.db*
-            local klog="$OUT/$tag.kcat.log" bootstrap=""
-            # kcat hosting a one-broker mock cluster (as in tests/integration/cluster_test.cpp); it prints the
-            # address on stderr.
-            taskset -c "$SERVER_CPU" kcat -b ignored:9092 -X test.mock.num.brokers=1 -d mock -C -t hold -o end \
-                >/dev/null 2>"$klog" &
-            local kcat_pid=$!
-            PIDS+=("$kcat_pid")
+            local mlog="$OUT/$tag.mock.log" fifo="$RUN_DIR/mock.in" bootstrap=""
+            # A one-broker librdkafka mock cluster (hydra-bench kafka-mock, as tests/faults/kafka_outage.sh uses):
+            # it prints its address and nothing else. (kcat -d mock hosts the same cluster but writes a debug line
+            # per request, which cost the shared core a third of the mock's time.) Its stdin is a FIFO it holds
+            # open itself: no EOF, so it runs until stopped.
+            rm -f "$fifo" && mkfifo "$fifo"
+            taskset -c "$SERVER_CPU" "$BENCH" kafka-mock <>"$fifo" >"$mlog" 2>&1 &
+            local mock_pid=$!
+            PIDS+=("$mock_pid")
             for _ in $(seq 1 200); do
-                bootstrap=$(grep -o 'bootstrap\.servers=127\.0\.0\.1:[0-9]*' "$klog" 2>/dev/null | head -1 |
-                    sed 's#.*=##' || true)
+                bootstrap=$(sed -n 's/^bootstrap //p' "$mlog" 2>/dev/null | head -1)
                 [[ -n $bootstrap ]] && break
                 sleep 0.05
             done
-            [[ -n $bootstrap ]] || { log "kcat did not start a mock cluster:"; cat "$klog" >&2; exit 1; }
+            [[ -n $bootstrap ]] || { log "the mock cluster did not start:"; cat "$mlog" >&2; exit 1; }
             # fetch.wait.max.ms=5: the mock broker holds a fetch that finds no data for the whole wait (500 ms by
             # default) where a real broker answers as soon as data arrives (see the queue benchmarks).
             local kafka=(--set queue.backend=kafka --set queue.kafka.brokers="$bootstrap"
@@ -161,7 +162,7 @@ start_server() {
             WS_ADDR=$HY_WS SERVER_PID=$HY_PID
             start_hydra host-b "$OUT/$tag.host-b.log" "${kafka[@]}" --set cluster.node_id=bench-b
             API_ADDR=$HY_API
-            EXTRA_PIDS="host_b=$HY_PID,kcat=$kcat_pid"
+            EXTRA_PIDS="host_b=$HY_PID,kafka_mock=$mock_pid"
             ;;
         nchan)
             local dir=$RUN_DIR/nginx port
@@ -315,7 +316,7 @@ const serversOf = { send: process.env.BENCH_HYDRA_BEFORE ? ['hydra', 'hydra_befo
 const names = { hydra: 'hydra (SQLite)', hydra_before: 'hydra before (SQLite)', cluster: 'hydra 2 hosts (Kafka mock)',
   nchan: 'nginx + Nchan' };
 const servers = scenarios.flatMap((s) => serversOf[s] || []);
-// A run's JSON, plus server_cpu_total: the process holding the clients and the others (host B and kcat; nginx's
+// A run's JSON, plus server_cpu_total: the process holding the clients and the others (host B and the mock cluster; nginx's
 // master).
 const load = (tag) => {
   let r;
