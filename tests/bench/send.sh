@@ -112,8 +112,15 @@ start_hydra() {
         >"$logf" 2>&1 &
     HY_PID=$!
     PIDS+=("$HY_PID")
-    wait_for_addresses "$HY_PID" "$logf" "hydra $name"
-    HY_WS=$FOUND_WS HY_API=$FOUND_API
+    wait_for_addresses "$HY_PID" "$logf" "hydra $name" admin
+    HY_WS=$FOUND_WS HY_API=$FOUND_API HY_ADMIN=$FOUND_ADMIN
+}
+
+# partitions_held ADMIN: how many partitions of the send route's queue that host holds (hydra_queue_partitions_assigned;
+# empty when it does not say).
+partitions_held() {
+    curl -s --max-time 2 "http://$1/metrics" |
+        sed -n 's/^hydra_queue_partitions_assigned{[^}]*queue="mall:wsserver:msg"[^}]*} \([0-9]*\).*/\1/p' | head -1 || true
 }
 
 # A free TCP port on 127.0.0.1 (for nginx, which cannot be told to pick one).
@@ -160,8 +167,21 @@ start_server() {
                 --set queue.kafka.properties.fetch.wait.max.ms=5)
             start_hydra host-a "$OUT/$tag.server.log" "${kafka[@]}" --set cluster.node_id=bench-a
             WS_ADDR=$HY_WS SERVER_PID=$HY_PID
+            local admin_a=$HY_ADMIN
             start_hydra host-b "$OUT/$tag.host-b.log" "${kafka[@]}" --set cluster.node_id=bench-b
             API_ADDR=$HY_API
+            # Both hosts consume the route's queue in one group. The mock cluster waits 3 s for a group's first
+            # members and gives a rebalance up to session.timeout.ms - 1 s, during which nothing of the queue is
+            # consumed: measured, that is seconds of latency in a 10 s window. The run starts once the group has
+            # settled: each host holds some of the partitions.
+            local held_a="" held_b=""
+            for _ in $(seq 1 120); do
+                held_a=$(partitions_held "$admin_a") held_b=$(partitions_held "$HY_ADMIN")
+                [[ ${held_a:-0} -ge 1 && ${held_b:-0} -ge 1 ]] && break
+                sleep 0.25
+            done
+            [[ ${held_a:-0} -ge 1 && ${held_b:-0} -ge 1 ]] ||
+                log "warning: the queue's consumer group did not settle in 30 s (partitions: A ${held_a:-?}, B ${held_b:-?})"
             EXTRA_PIDS="host_b=$HY_PID,kafka_mock=$mock_pid"
             ;;
         nchan)

@@ -128,6 +128,34 @@ BOOST_AUTO_TEST_CASE(two_hosts_share_notify_publish_and_queues) {
         30s));
 }
 
+// hydra_queue_partitions_assigned shows how a queue's consumer group shares its partitions: both hosts consume
+// the route's queue, each holds some of the topic's 4 (the mock cluster's default) once the group has settled, and
+// the one left holds all 4 after the other stops.
+BOOST_AUTO_TEST_CASE(two_hosts_share_a_queues_partitions_and_the_metrics_show_it) {
+    test::KafkaMock kafka;
+    Host a("host-a", kafka.bootstrap);
+    auto b = std::make_unique<Host>("host-b", kafka.bootstrap);
+    const std::string gauge =
+        R"(hydra_queue_partitions_assigned{group="mall.wsserver.msg.push",queue="mall:wsserver:msg"})";
+    auto held = [&](const test::Host& host) {
+        test::Samples m = test::scrape(host.admin);
+        return m.count(gauge) ? m[gauge] : -1.0;
+    };
+    double on_a = -1, on_b = -1;
+    BOOST_CHECK(test::wait_until(
+        [&] {
+            on_a = held(a);
+            on_b = held(*b);
+            return on_a >= 1 && on_b >= 1 && on_a + on_b == 4;
+        },
+        60s));
+    BOOST_TEST_MESSAGE("partitions held: A " << on_a << ", B " << on_b);
+
+    b.reset();  // a clean stop leaves the group
+    BOOST_CHECK(test::wait_until([&] { return (on_a = held(a)) == 4; }, 60s));
+    BOOST_CHECK_EQUAL(on_a, 4);
+}
+
 BOOST_AUTO_TEST_CASE(a_host_that_dies_leaves_the_others_working) {
     test::KafkaMock kafka;
     Host a("host-a", kafka.bootstrap);

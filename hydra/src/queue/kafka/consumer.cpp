@@ -118,9 +118,32 @@ void Consumer::join() {
     consumer_.reset();
 }
 
+std::size_t Consumer::assigned() {
+    std::lock_guard lock(mutex_);
+    return partitions_.size();
+}
+
+namespace {
+
+std::string partition_list(const std::vector<RdKafka::TopicPartition*>& partitions) {
+    std::string text;
+    for (const auto* tp : partitions) {
+        if (!text.empty()) text += ',';
+        text += std::to_string(tp->partition());
+    }
+    return text.empty() ? "none" : text;
+}
+
+}  // namespace
+
 void Consumer::rebalance_cb(RdKafka::KafkaConsumer* consumer, RdKafka::ErrorCode err,
                             std::vector<RdKafka::TopicPartition*>& partitions) {
     bool cooperative = consumer->rebalance_protocol() == "COOPERATIVE";
+    // A rebalance pauses consumption of the partitions it moves (seconds on some brokers): worth a line.
+    if (err == RdKafka::ERR__ASSIGN_PARTITIONS || err == RdKafka::ERR__REVOKE_PARTITIONS)
+        Logger().info("queue: kafka consumer " + sub_.group + "/" + topic_ + ": " +
+                      (err == RdKafka::ERR__ASSIGN_PARTITIONS ? "assigned" : "revoked") + " partitions " +
+                      partition_list(partitions));
     if (err == RdKafka::ERR__ASSIGN_PARTITIONS) {
         {
             std::lock_guard lock(mutex_);

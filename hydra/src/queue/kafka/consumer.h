@@ -32,6 +32,8 @@ class Consumer final : public RdKafka::RebalanceCb, public RdKafka::OffsetCommit
     const std::string& topic() const { return topic_; }
     const Subscription& subscription() const { return sub_; }
     std::int64_t lag() const { return lag_.load(std::memory_order_relaxed); }
+    // How many of the topic's partitions this host holds now (0 while its group rebalances).
+    std::size_t assigned();
 
     void start();
     // Stops delivering and stops the sink (what waits in it is released); the poll thread then joins the sink until

@@ -170,6 +170,11 @@ void KafkaQueue::release(Delivery& delivery) { kafka::Consumer::of(delivery).rel
 void KafkaQueue::collect(metrics::Samples& samples) {
     std::lock_guard lock(mutex_);
     for (const auto& consumer : consumers_) {
+        samples.add("hydra_queue_partitions_assigned",
+                    "Kafka: partitions of a consumed queue this host holds (0 while its consumer group rebalances).",
+                    metrics::Type::gauge, {"queue", "group"},
+                    {consumer->subscription().queue, settings_.group_prefix + consumer->subscription().group},
+                    static_cast<double>(consumer->assigned()));
         const std::int64_t lag = consumer->lag();
         if (lag < 0) continue;  // no statistics yet
         samples.add("hydra_queue_consumer_lag",
