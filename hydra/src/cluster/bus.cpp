@@ -30,7 +30,9 @@ Bus::Bus(Settings settings)
     std::string err;
     std::unique_ptr<RdKafka::Conf> pconf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
     kafka::set(*pconf, "bootstrap.servers", settings_.brokers);
-    kafka::set(*pconf, "linger.ms", "1");  // presence and routed messages are small and latency-bound
+    // Routed messages and presence records are small: batched as the queue's producer batches (5 ms, see
+    // queue/kafka/producer.cpp), so that the broker's work per message stays low under load.
+    kafka::set(*pconf, "linger.ms", "5");
     for (const auto& [k, v] : settings_.properties) kafka::set(*pconf, k, v);
     producer_.reset(RdKafka::Producer::create(pconf.get(), err));
     if (!producer_) throw std::runtime_error("cluster: cannot create the Kafka producer: " + err);
