@@ -168,8 +168,9 @@ start_server() {
             start_hydra host-a "$OUT/$tag.server.log" "${kafka[@]}" --set cluster.node_id=bench-a
             WS_ADDR=$HY_WS SERVER_PID=$HY_PID
             local admin_a=$HY_ADMIN
+            CLUSTER_ADMIN_A=$HY_ADMIN
             start_hydra host-b "$OUT/$tag.host-b.log" "${kafka[@]}" --set cluster.node_id=bench-b
-            API_ADDR=$HY_API
+            API_ADDR=$HY_API CLUSTER_ADMIN_B=$HY_ADMIN
             # Both hosts consume the route's queue in one group. The mock cluster waits 3 s for a group's first
             # members and gives a rebalance up to session.timeout.ms - 1 s, during which nothing of the queue is
             # consumed: measured, that is seconds of latency in a 10 s window. The run starts once the group has
@@ -229,6 +230,33 @@ server_body() {
     esac
 }
 
+# record_cluster_counts FILE: what the two hosts' metrics say about the run (all of it, warm-up included), added
+# to the run's JSON as "cluster": the MQC messages each host handled (both consume the queue, in one group), the
+# notifies host B routed to another host (B holds no client, so every one it handled), and so the Kafka messages
+# per routed notify — measured, for the cluster's table of messages per operation.
+CLUSTER_ADMIN_A="" CLUSTER_ADMIN_B=""
+record_cluster_counts() {
+    local a b
+    a=$(curl -s --max-time 5 "http://$CLUSTER_ADMIN_A/metrics" || true)
+    b=$(curl -s --max-time 5 "http://$CLUSTER_ADMIN_B/metrics" || true)
+    node -e '
+        const fs = require("fs");
+        const [file, a, b] = process.argv.slice(1);
+        const sum = (text, name, must) => text.split("\n")
+            .filter((l) => l.startsWith(name + "{") && must.every((m) => l.includes(m)))
+            .reduce((s, l) => s + Number(l.split(" ").pop()), 0);
+        let r;
+        try { r = JSON.parse(fs.readFileSync(file, "utf8")); } catch { process.exit(0); }
+        const onA = sum(a, "hydra_mqc_handled_total", ["result=\"ok\""]);
+        const onB = sum(b, "hydra_mqc_handled_total", ["result=\"ok\""]);
+        const routed = sum(b, "hydra_cluster_routed_total", ["kind=\"notify\""]);
+        r.cluster = { handled_on_a: onA, handled_on_b: onB, notify_routed_by_b: routed,
+            notify_routed_by_b_via_node: sum(b, "hydra_cluster_routed_total", ["kind=\"notify\"", "via=\"node\""]),
+            share_handled_on_b: onA + onB > 0 ? onB / (onA + onB) : null,
+            kafka_messages_per_routed_notify: onB > 0 ? routed / onB : null };
+        fs.writeFileSync(file, JSON.stringify(r, null, 2) + "\n");' "$1" "$a" "$b"
+}
+
 # run_one SERVER RATE TAG: a fresh server, one hydra-bench send run, the server stopped. Result: $OUT/TAG.json.
 run_one() {
     local server=$1 rate=$2 tag=$3
@@ -252,6 +280,7 @@ run_one() {
         log "hydra-bench send failed (exit $rc):"
         tail -20 "$OUT/$tag.bench.log" >&2
     fi
+    [[ $server == cluster ]] && record_cluster_counts "$OUT/$tag.json"
     stop_servers
 }
 
@@ -373,6 +402,8 @@ const metrics = [
   ['server CPU, all processes (cores)', 'server_cpu_total'],
   ['  in the process holding the clients', 'cpu.server_cores'],
   ['client CPU (cores)', 'cpu.client_cores'],
+  ['2 hosts: share of messages handled on host B', 'cluster.share_handled_on_b'],
+  ['2 hosts: Kafka messages per notify B routed', 'cluster.kafka_messages_per_routed_notify'],
 ];
 const failedPosts = (r) => r ? Object.values(r.posts.rejected).reduce((a, b) => a + b, 0) + r.posts.lost_in_flight
   : undefined;
