@@ -51,9 +51,9 @@ std::unique_ptr<RdKafka::Conf> make_conf(const Options& o, const std::map<std::s
     return conf;
 }
 
-// The producers as hydra's queue and bus configure them: durable, no reordering, a 1 ms linger.
+// The producers as hydra's queue and bus configure them: durable, no reordering, a 5 ms linger.
 std::unique_ptr<RdKafka::Producer> make_producer(const Options& o) {
-    auto conf = make_conf(o, {{"enable.idempotence", "true"}, {"acks", "all"}, {"linger.ms", "1"}});
+    auto conf = make_conf(o, {{"enable.idempotence", "true"}, {"acks", "all"}, {"linger.ms", "5"}});
     std::string err;
     std::unique_ptr<RdKafka::Producer> p(RdKafka::Producer::create(conf.get(), err));
     if (!p) throw std::runtime_error("producer: " + err);
