@@ -18,16 +18,15 @@
 #include <iostream>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include <hydra/json.h>
+#include "util.h"
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using bench::now_ns;
 
 struct Options {
     std::string brokers;
@@ -73,10 +72,6 @@ std::unique_ptr<RdKafka::KafkaConsumer> make_consumer(const Options& o, const st
     return c;
 }
 
-std::int64_t now_ns() {
-    return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
-}
-
 void produce(RdKafka::Producer& p, const std::string& topic, const void* data, std::size_t size,
              const std::string* key = nullptr) {
     while (true) {
@@ -87,13 +82,6 @@ void produce(RdKafka::Producer& p, const std::string& topic, const void* data, s
         if (rc != RdKafka::ERR__QUEUE_FULL) throw std::runtime_error("produce: " + RdKafka::err2str(rc));
         p.poll(1);
     }
-}
-
-double percentile(std::vector<double>& v, double q) {
-    if (v.empty()) return 0;
-    std::size_t i = std::min(v.size() - 1, static_cast<std::size_t>(q * static_cast<double>(v.size())));
-    std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(i), v.end());
-    return v[i];
 }
 
 }  // namespace
@@ -161,9 +149,8 @@ int run_kafka_relay(const std::vector<std::string>& args) {
         // run starts when one has come through (or fails after 30 s).
         std::atomic<long> probes_seen{0};
         std::atomic<std::int64_t> warm_end{INT64_MAX}, end{INT64_MAX};
-        std::mutex mutex;
-        std::vector<double> latencies;  // ms, of messages produced in the measured window
-        std::atomic<long> received{0}, measured_sent{0};
+        bench::Histogram latency;  // the sink thread's until it is joined: messages produced in the measured window
+        std::atomic<long> received{0};
         std::thread sink_thread([&] {
             while (!stop) {
                 std::unique_ptr<RdKafka::Message> m(sink->consume(100));
@@ -175,10 +162,7 @@ int run_kafka_relay(const std::vector<std::string>& args) {
                 Record r;
                 std::memcpy(&r, m->payload(), sizeof r);
                 ++received;
-                if (r.sent_ns >= warm_end && r.sent_ns < end) {
-                    std::lock_guard<std::mutex> lock(mutex);
-                    latencies.push_back(static_cast<double>(now_ns() - r.sent_ns) / 1e6);
-                }
+                if (r.sent_ns >= warm_end && r.sent_ns < end) latency.record(now_ns() - r.sent_ns);
             }
         });
 
@@ -190,28 +174,26 @@ int run_kafka_relay(const std::vector<std::string>& args) {
         }
         warm_end = now_ns() + static_cast<std::int64_t>(o.warmup * 1e9);
         end = warm_end + static_cast<std::int64_t>(o.seconds * 1e9);
-        const auto t0 = Clock::now();
+        const std::int64_t t0 = now_ns();
         long sent = 0;
         Record r{};
         std::string key;
         std::memset(r.fill, 'x', sizeof r.fill);
-        while (now_ns() < end) {
-            const double elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
-            const long due = static_cast<long>(elapsed * o.rate);
+        for (std::int64_t now = t0; now < end; now = now_ns()) {
+            const auto due = static_cast<long>(bench::due_count(now, t0, o.rate, UINT64_MAX));
             for (; sent < due; ++sent) {
                 r.sent_ns = now_ns();
                 r.seq = sent;
-                key.assign(1, 'c').append(std::to_string(o.keys > 0 ? sent % o.keys : 0));
+                if (o.keys > 0) key.assign(1, 'c').append(std::to_string(sent % o.keys));
                 produce(*source, in, &r, sizeof r, o.keys > 0 ? &key : nullptr);
-                if (r.sent_ns >= warm_end) ++measured_sent;
             }
             source->poll(0);
             std::this_thread::sleep_for(std::chrono::microseconds(500));
         }
         source->flush(10000);
         // What was produced has 10 s to arrive.
-        const auto deadline = Clock::now() + std::chrono::seconds(10);
-        while (received < sent && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        const std::int64_t deadline = now_ns() + 10'000'000'000;
+        while (received < sent && now_ns() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(50));
         stop = true;
         relay.join();
         sink_thread.join();
@@ -219,20 +201,16 @@ int run_kafka_relay(const std::vector<std::string>& args) {
         sink->close();
         relay_out->flush(5000);
 
-        std::lock_guard<std::mutex> lock(mutex);
-        hydra::Json result = {{"scenario", "kafka-relay"},
-                              {"rate_requested", o.rate},
-                              {"seconds", o.seconds},
-                              {"produced", sent},
-                              {"relayed", relayed.load()},
-                              {"received", received.load()},
-                              {"missing", sent - received.load()},
-                              {"measured", static_cast<long>(latencies.size())},
-                              {"deliveries_per_s", static_cast<double>(latencies.size()) / o.seconds},
-                              {"latency_ms",
-                               {{"p50", percentile(latencies, 0.5)},
-                                {"p99", percentile(latencies, 0.99)},
-                                {"p999", percentile(latencies, 0.999)}}}};
+        bench::OJson result = {{"scenario", "kafka-relay"},
+                               {"rate_requested", o.rate},
+                               {"seconds", o.seconds},
+                               {"produced", sent},
+                               {"relayed", relayed.load()},
+                               {"received", received.load()},
+                               {"missing", sent - received.load()},
+                               {"measured", latency.count()},
+                               {"deliveries_per_s", static_cast<double>(latency.count()) / o.seconds},
+                               {"latency_ms", latency.to_json_ms()}};
         std::string text = result.dump(2);
         std::cout << text << std::endl;
         if (!o.out.empty()) std::ofstream(o.out) << text << '\n';

@@ -13,10 +13,10 @@
 #
 # Scenarios (BENCH_SEND_SCENARIOS, default "send send_cluster"):
 #   send          hydra with the embedded SQLite queue (a fresh file per run) and nginx + Nchan
-#   send_cluster  two hydra hosts with queue.backend=kafka on a mock cluster hosted by hydra-bench kafka-mock: clients on host A,
-#                 posts to host B
-# Every server process (hydra, both hosts and the mock cluster, nginx) is pinned to BENCH_SERVER_CPU (0), hydra-bench to
-# BENCH_CLIENT_CPU (1); hydra runs with ws.io_threads=1, nginx with one worker.
+#   send_cluster  two hydra hosts with queue.backend=kafka on a mock cluster hosted by hydra-bench kafka-mock:
+#                 clients on host A, posts to host B
+# Every server process (hydra, both hosts and the mock cluster, nginx) is pinned to BENCH_SERVER_CPU (0),
+# hydra-bench to BENCH_CLIENT_CPU (1); hydra runs with ws.io_threads=1, nginx with one worker.
 #
 # Knobs (env): BENCH_SEND_CLIENTS (5000), BENCH_SEND_RATES ("0 50000"), BENCH_SEND_DURATION (10 s measured, after
 # BENCH_SEND_WARMUP 2 s), BENCH_SEND_PUBLISHERS (128: a durable server answers a post after its commit, 1-2 ms,
@@ -116,11 +116,12 @@ start_hydra() {
     HY_WS=$FOUND_WS HY_API=$FOUND_API HY_ADMIN=$FOUND_ADMIN
 }
 
-# partitions_held ADMIN: how many partitions of the send route's queue that host holds (hydra_queue_partitions_assigned;
-# empty when it does not say).
+# partitions_held ADMIN: how many partitions of the send route's queue that host holds
+# (hydra_queue_partitions_assigned; empty when it does not say).
 partitions_held() {
     curl -s --max-time 2 "http://$1/metrics" |
-        sed -n 's/^hydra_queue_partitions_assigned{[^}]*queue="mall:wsserver:msg"[^}]*} \([0-9]*\).*/\1/p' | head -1 || true
+        sed -n 's/^hydra_queue_partitions_assigned{[^}]*queue="mall:wsserver:msg"[^}]*} \([0-9]*\).*/\1/p' |
+        head -1 || true
 }
 
 # A free TCP port on 127.0.0.1 (for nginx, which cannot be told to pick one).
@@ -167,7 +168,6 @@ start_server() {
                 --set queue.kafka.properties.fetch.wait.max.ms=5)
             start_hydra host-a "$OUT/$tag.server.log" "${kafka[@]}" --set cluster.node_id=bench-a
             WS_ADDR=$HY_WS SERVER_PID=$HY_PID
-            local admin_a=$HY_ADMIN
             CLUSTER_ADMIN_A=$HY_ADMIN
             start_hydra host-b "$OUT/$tag.host-b.log" "${kafka[@]}" --set cluster.node_id=bench-b
             API_ADDR=$HY_API CLUSTER_ADMIN_B=$HY_ADMIN
@@ -177,12 +177,13 @@ start_server() {
             # settled: each host holds some of the partitions.
             local held_a="" held_b=""
             for _ in $(seq 1 120); do
-                held_a=$(partitions_held "$admin_a") held_b=$(partitions_held "$HY_ADMIN")
+                held_a=$(partitions_held "$CLUSTER_ADMIN_A") held_b=$(partitions_held "$CLUSTER_ADMIN_B")
                 [[ ${held_a:-0} -ge 1 && ${held_b:-0} -ge 1 ]] && break
                 sleep 0.25
             done
             [[ ${held_a:-0} -ge 1 && ${held_b:-0} -ge 1 ]] ||
-                log "warning: the queue's consumer group did not settle in 30 s (partitions: A ${held_a:-?}, B ${held_b:-?})"
+                log "warning: the queue's consumer group did not settle in 30 s" \
+                    "(partitions: A ${held_a:-?}, B ${held_b:-?})"
             EXTRA_PIDS="host_b=$HY_PID,kafka_mock=$mock_pid"
             ;;
         nchan)
@@ -365,8 +366,8 @@ const serversOf = { send: process.env.BENCH_HYDRA_BEFORE ? ['hydra', 'hydra_befo
 const names = { hydra: 'hydra (SQLite)', hydra_before: 'hydra before (SQLite)', cluster: 'hydra 2 hosts (Kafka mock)',
   nchan: 'nginx + Nchan' };
 const servers = scenarios.flatMap((s) => serversOf[s] || []);
-// A run's JSON, plus server_cpu_total: the process holding the clients and the others (host B and the mock cluster; nginx's
-// master).
+// A run's JSON, plus server_cpu_total: the process holding the clients and the others (host B and the mock
+// cluster; nginx's master).
 const load = (tag) => {
   let r;
   try { r = JSON.parse(fs.readFileSync(`${outDir}/${tag}.json`, 'utf8')); } catch { return null; }
