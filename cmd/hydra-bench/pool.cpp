@@ -95,7 +95,7 @@ struct Pool::Worker {
                                     : 0);
         stats.delivery_latency_scheduled.resize(stats.delivery_latency.size());
         stats.last_arrival.assign(static_cast<std::size_t>(std::max(0, cfg.broadcast_slots)), 0);
-        thread = std::thread([this] { run(); });
+        if (!cfg.driven) thread = std::thread([this] { run(); });
     }
     ~Worker() {
         if (thread.joinable()) thread.join();
@@ -112,6 +112,7 @@ struct Pool::Worker {
     }
 
     void run();
+    void poll_once(int timeout_ms);
     void start_connects(std::int64_t now);
     void check_timeouts(std::int64_t now);
     void on_event(std::uint32_t index, std::uint32_t events);
@@ -178,28 +179,30 @@ struct Pool::Worker {
 };
 
 void Pool::Worker::run() {
+    while (!pool.quit_.load(std::memory_order_relaxed)) poll_once(2);
+}
+
+void Pool::Worker::poll_once(int timeout_ms) {
     epoll_event events[kMaxEvents];
-    while (!pool.quit_.load(std::memory_order_relaxed)) {
-        int n = epoll_wait(epfd, events, kMaxEvents, 2);
-        std::lock_guard lock(mutex);
-        std::int64_t now = now_ns();
-        for (int i = 0; i < n; ++i) on_event(events[i].data.u32, events[i].events);
-        if (pool.connecting_.load(std::memory_order_relaxed)) {
-            start_connects(now);
-            if (now >= next_timeout_check) {
-                check_timeouts(now);
-                next_timeout_check = now + 100'000'000;
-            }
+    int n = epoll_wait(epfd, events, kMaxEvents, timeout_ms);
+    std::lock_guard lock(mutex);
+    std::int64_t now = now_ns();
+    for (int i = 0; i < n; ++i) on_event(events[i].data.u32, events[i].events);
+    if (pool.connecting_.load(std::memory_order_relaxed)) {
+        start_connects(now);
+        if (now >= next_timeout_check) {
+            check_timeouts(now);
+            next_timeout_check = now + 100'000'000;
         }
-        int gen = pool.echo_generation_.load(std::memory_order_acquire);
-        if (gen != echo_generation) {
-            echo_generation = gen;
-            if (pool.echo_sending_.load()) {
-                for (auto& c : conns) {
-                    if (c.state != Conn::State::open) continue;
-                    for (int k = 0; k < pool.config_.echo_window; ++k) send_echo(c, now_ns());
-                    flush(c);
-                }
+    }
+    int gen = pool.echo_generation_.load(std::memory_order_acquire);
+    if (gen != echo_generation) {
+        echo_generation = gen;
+        if (pool.echo_sending_.load()) {
+            for (auto& c : conns) {
+                if (c.state != Conn::State::open) continue;
+                for (int k = 0; k < pool.config_.echo_window; ++k) send_echo(c, now_ns());
+                flush(c);
             }
         }
     }
@@ -707,7 +710,7 @@ Pool::Pool(PoolConfig config) : config_(std::move(config)) {
         // read-ahead needs a last recv() to find the socket empty), which keeps the client's cost from limiting
         // the server.
     }
-    config_.threads = std::max(1, std::min(config_.threads, config_.connections));
+    config_.threads = config_.driven ? 1 : std::max(1, std::min(config_.threads, config_.connections));
     config_.broadcast_group_size = std::max(1, config_.broadcast_group_size);
     const auto slots = static_cast<std::size_t>(std::max(1, config_.broadcast_slots));
     received_ = std::make_unique<std::atomic<std::uint32_t>[]>(slots);
@@ -741,7 +744,12 @@ Pool::ConnectResult Pool::connect_all() {
     ConnectResult r;
     r.started_ns = now_ns();
     connecting_.store(true);
-    while (done_.load() < config_.connections) std::this_thread::sleep_for(std::chrono::microseconds(500));
+    while (done_.load() < config_.connections) {
+        if (config_.driven)
+            drive(2);
+        else
+            std::this_thread::sleep_for(std::chrono::microseconds(500));
+    }
     r.finished_ns = now_ns();
     connecting_.store(false);
     r.open = config_.connections - failed_.load();
@@ -754,6 +762,10 @@ Pool::ConnectResult Pool::connect_all() {
     r.errors.assign(all.begin(), all.end());
     return r;
 }
+
+int Pool::event_fd() const { return workers_.front()->epfd; }
+
+void Pool::drive(int timeout_ms) { workers_.front()->poll_once(timeout_ms); }
 
 void Pool::echo_start(std::int64_t from_ns, std::int64_t to_ns) {
     echo_from_.store(from_ns);

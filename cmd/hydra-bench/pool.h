@@ -1,6 +1,7 @@
 // A pool of non-blocking WebSocket client connections spread over a few epoll threads. Each thread owns its
 // connections (no locking on the hot path); statistics are per thread, read by the main thread under a mutex that
-// the thread holds only while it processes one batch of events. With PoolConfig::tls the connections speak TLS
+// the thread holds only while it processes one batch of events. A driven pool (PoolConfig::driven) has no thread:
+// its one epoll is polled by the caller's event loop (event_fd(), drive()). With PoolConfig::tls the connections speak TLS
 // (wss://) with OpenSSL on the same non-blocking sockets.
 #pragma once
 
@@ -27,6 +28,10 @@ struct PoolConfig {
     std::string path = "/echo";
     int connections = 1000;
     int threads = 1;
+    // No thread of its own: one set of connections whose epoll (event_fd()) the caller watches and serves with
+    // drive(), so a load generator on one core wakes once for its publishers' answers and the deliveries they
+    // cause instead of once per thread.
+    bool driven = false;
     int connect_concurrency = 256;  // handshakes in progress at once, all threads together
     std::int64_t handshake_timeout_ns = 10'000'000'000;
     Mode mode = Mode::idle;
@@ -103,6 +108,11 @@ class Pool {
     // Opens all connections (at most connect_concurrency handshakes at once); returns once every one is open or
     // has failed.
     ConnectResult connect_all();
+
+    // Driven pool: the epoll descriptor that becomes readable when a connection has something to handle, and one
+    // pass over what is ready (waiting up to timeout_ms for it).
+    int event_fd() const;
+    void drive(int timeout_ms);
 
     // Connections open right now (handshake done, not closed since).
     int open_connections() const { return open_.load(); }

@@ -218,6 +218,15 @@ class Publishers {
     std::uint64_t inflight() const { return inflight_; }
     const Counters& counters() const { return counters_; }
     void on_answer(AnswerHook hook) { on_answer_ = std::move(hook); }
+    // Another descriptor to watch in poll() (a driven Pool's epoll): on_ready runs when it is readable.
+    void also_watch(int fd, std::function<void()> on_ready) {
+        epoll_event ev{};
+        ev.events = EPOLLIN;
+        ev.data.u32 = kWatched;
+        if (epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) != 0)
+            throw std::runtime_error(std::string("epoll_ctl: ") + strerror(errno));
+        on_watched_ = std::move(on_ready);
+    }
 
     // Queues the request of message seq on a connection with room (call has_room() first); flush() sends. A
     // connection takes requests until its pipeline is full, then the next one: with --pipeline > 1 the messages
@@ -249,6 +258,10 @@ class Publishers {
         timespec ts{static_cast<time_t>(timeout_ns / 1'000'000'000), static_cast<long>(timeout_ns % 1'000'000'000)};
         int n = epoll_pwait2(epfd_, events, 64, &ts, nullptr);
         for (int i = 0; i < n; ++i) {
+            if (events[i].data.u32 == kWatched) {
+                on_watched_();
+                continue;
+            }
             Conn& c = conns_[events[i].data.u32];
             if (c.fd < 0) continue;
             if (events[i].events & EPOLLOUT) flush(c);
@@ -408,7 +421,9 @@ class Publishers {
     std::vector<PostState>& state_;
     const std::vector<std::int64_t>& due_at_;  // paced: when each message was due (empty: closed loop)
     std::vector<Conn> conns_;
+    static constexpr std::uint32_t kWatched = UINT32_MAX;  // the also_watch() descriptor's epoll tag
     int epfd_ = -1;
+    std::function<void()> on_watched_;
     std::size_t rr_ = 0;
     int free_slots_ = 0;
     std::uint64_t inflight_ = 0;

@@ -54,7 +54,8 @@ options:
                           its admin listener, admin.address)
   --server-pid PID        read the server's VmRSS/RssAnon from /proc/PID/status
   --connections N         client connections (default 1000)
-  --threads T             client epoll threads (default: CPUs this process may run on)
+  --threads T             client epoll threads (default: CPUs this process may run on; send with 1: the
+                          publishers' loop serves the clients too)
   --path P                WebSocket path (default /echo)
   --connect-concurrency C handshakes in progress at once (default 256)
   --out FILE              also write the JSON result to FILE
