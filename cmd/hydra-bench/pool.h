@@ -1,8 +1,8 @@
 // A pool of non-blocking WebSocket client connections spread over a few epoll threads. Each thread owns its
 // connections (no locking on the hot path); statistics are per thread, read by the main thread under a mutex that
 // the thread holds only while it processes one batch of events. A driven pool (PoolConfig::driven) has no thread:
-// its one epoll is polled by the caller's event loop (event_fd(), drive()). With PoolConfig::tls the connections speak TLS
-// (wss://) with OpenSSL on the same non-blocking sockets.
+// its one epoll is polled by the caller's event loop (event_fd(), drive()). With PoolConfig::tls the connections speak
+// TLS (wss://) with OpenSSL on the same non-blocking sockets.
 #pragma once
 
 #include <netinet/in.h>
