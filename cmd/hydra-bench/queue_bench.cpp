@@ -2,17 +2,20 @@
 // queue backend, in-process.
 //   hydra-bench queue --backend sqlite [--sync normal|full] [--pushers 64] [--seconds 5] [--rate 10000]
 //                     [--batch 1000] [--batch-pushers 4] [--fill 200000] [--concurrency 8]
-//                     [--in-flight 1024] [--phases push,async,batch,consume,latency]
+//                     [--in-flight 1024] [--phases push,async,batch,consume,latency,floor]
 //   hydra-bench queue --backend kafka [--brokers HOST:PORT] [--kafka-property NAME=VALUE]...
 //                     (no --brokers: an in-process mock cluster)
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 
+#include <linux/futex.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <climits>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -22,6 +25,10 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <SQLiteCpp/SQLiteCpp.h>
+
+#include <condition_variable>
 
 #include <hydra/json.h>
 
@@ -96,6 +103,119 @@ std::unique_ptr<hydra::queue::Backend> make(const Options& o, const std::string&
     s.full_sync = o.sync == "full";
     s.push_timeout = std::chrono::milliseconds(10000);
     return std::make_unique<hydra::queue::SqliteQueue>(s);
+}
+
+// The floor of the `push` phase on SQLite: the least a durable queue with a thread per push can do. Each pusher
+// appends its message to the current batch and sleeps on the batch's futex word until a committer thread has
+// inserted the batch (32 rows per INSERT, as the SQLite backend does, WAL, the same synchronous setting), committed
+// it and woken all its pushers with one FUTEX_WAKE: the backend's own hand-over (see SqliteQueue::Batch), without
+// anything else it does (ids handed back, headers, hand-off to consumers, metrics, timeouts). The table:
+//   minimal   (id INTEGER PRIMARY KEY, payload): what any durable queue must write;
+//   queue     the SQLite backend's messages table, with its AUTOINCREMENT and its index on (queue, visible_at, id);
+//   none      no SQLite work at all: the hand-over alone.
+// What this reaches is what a queue with this pattern and that table can reach on this machine.
+enum class FloorTable { minimal, queue, none };
+
+long floor_pushes_per_s(const Options& o, const std::string& path, const std::string& payload, FloorTable table) {
+    std::filesystem::create_directories(std::filesystem::path(path).parent_path());
+    SQLite::Database db(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+    db.exec("PRAGMA journal_mode=WAL");
+    db.exec(o.sync == "full" ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
+    std::string row;
+    if (table == FloorTable::queue) {
+        db.exec(
+            "CREATE TABLE m (id INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL, payload BLOB NOT NULL, "
+            "headers TEXT NOT NULL DEFAULT '{}', visible_at INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, "
+            "leased INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT NULL, last_error TEXT); "
+            "CREATE INDEX m_ready ON m (queue, visible_at, id)");
+        row = "(?, 'bench:floor', '{}', 1, 1, 0, 0)";
+    } else {
+        db.exec("CREATE TABLE m (id INTEGER PRIMARY KEY, payload BLOB NOT NULL)");
+        row = "(?)";
+    }
+    const std::string columns = table == FloorTable::queue
+                                    ? "(payload, queue, headers, visible_at, created_at, attempts, leased)"
+                                    : "(payload)";
+    auto insert_sql = [&](int rows) {
+        std::string sql = "INSERT INTO m " + columns + " VALUES " + row;
+        for (int i = 1; i < rows; ++i) sql += ", " + row;
+        return sql;
+    };
+    SQLite::Statement insert_32(db, insert_sql(32)), insert_1(db, insert_sql(1));
+    auto store = [&](const std::vector<std::string>& messages) {
+        SQLite::Transaction tx(db);
+        std::size_t i = 0;
+        for (; i + 32 <= messages.size(); i += 32) {
+            for (int k = 0; k < 32; ++k)
+                insert_32.bind(k + 1, messages[i + static_cast<std::size_t>(k)].data(),
+                               static_cast<int>(messages[i + static_cast<std::size_t>(k)].size()));
+            insert_32.exec();
+            insert_32.reset();
+        }
+        for (; i < messages.size(); ++i) {
+            insert_1.bind(1, messages[i].data(), static_cast<int>(messages[i].size()));
+            insert_1.exec();
+            insert_1.reset();
+        }
+        tx.commit();
+    };
+
+    struct Batch {
+        std::atomic<int> state{0};  // 1 once committed
+        std::vector<std::string> messages;
+    };
+    std::mutex mu;
+    std::condition_variable has_work;
+    auto current = std::make_shared<Batch>();
+    bool stop = false;
+    std::atomic<long> pushed{0};
+
+    std::thread committer([&] {
+        for (;;) {
+            std::shared_ptr<Batch> batch;
+            {
+                std::unique_lock lock(mu);
+                has_work.wait(lock, [&] { return stop || !current->messages.empty(); });
+                if (current->messages.empty()) return;
+                batch = std::exchange(current, std::make_shared<Batch>());
+            }
+            if (table != FloorTable::none) store(batch->messages);
+            batch->state.store(1);
+            syscall(SYS_futex, reinterpret_cast<int*>(&batch->state), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, nullptr, 0);
+        }
+    });
+    std::atomic<bool> done{false};
+    std::vector<std::thread> threads;
+    auto t0 = Clock::now();
+    for (int t = 0; t < o.pushers; ++t)
+        threads.emplace_back([&] {
+            while (!done) {
+                std::shared_ptr<Batch> mine;
+                bool first = false;
+                {
+                    std::lock_guard lock(mu);
+                    current->messages.push_back(payload);
+                    first = current->messages.size() == 1;
+                    mine = current;
+                }
+                if (first) has_work.notify_one();
+                while (mine->state.load() == 0)
+                    syscall(SYS_futex, reinterpret_cast<int*>(&mine->state), FUTEX_WAIT_PRIVATE, 0, nullptr, nullptr,
+                            0);
+                pushed.fetch_add(1, std::memory_order_relaxed);
+            }
+        });
+    std::this_thread::sleep_for(std::chrono::duration<double>(o.seconds));
+    done = true;
+    for (auto& t : threads) t.join();
+    const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    {
+        std::lock_guard lock(mu);
+        stop = true;
+    }
+    has_work.notify_one();
+    committer.join();
+    return static_cast<long>(static_cast<double>(pushed) / secs);
 }
 
 }  // namespace
@@ -174,6 +294,16 @@ int run_queue_bench(const std::vector<std::string>& args) {
         double secs = std::chrono::duration<double>(Clock::now() - t0).count();
         result["push_per_s"] = static_cast<long>(static_cast<double>(pushed) / secs);
         q->stop(std::chrono::milliseconds(1000));
+    }
+
+    // 1a. The floor of 1 on this machine: the same pushers and hand-over with three tables (SQLite only; see
+    // floor_pushes_per_s).
+    if (o.runs("floor") && o.backend == "sqlite") {
+        const std::string db = (dir / "floor").string();
+        result["floor_push_per_s"] = {
+            {"minimal_table", floor_pushes_per_s(o, db + "-minimal.db", payload, FloorTable::minimal)},
+            {"queue_table", floor_pushes_per_s(o, db + "-queue.db", payload, FloorTable::queue)},
+            {"no_table", floor_pushes_per_s(o, db + "-none.db", payload, FloorTable::none)}};
     }
 
     // 1b. Throughput without waiting threads: one thread keeps --in-flight push_async() calls outstanding (how
