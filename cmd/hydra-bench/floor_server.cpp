@@ -4,11 +4,18 @@
 // /v1/exchange/broadcast (the notify envelope encoded once, one send per connection, then the answer). No routing,
 // no contexts, no hand-off between threads, no bounded queues beyond what a partial send leaves behind.
 //
+// With --queue FILE it is also the floor of the push path (`send`): POST /msg/send {"uuid":...,"msg":...} is
+// durable before its 200, as hydra's: the posts of one loop pass are inserted into a SQLite table (WAL, synchronous
+// NORMAL, one transaction, 32 rows per INSERT) at the end of the pass, which also deletes the rows the pass before
+// delivered (one ranged DELETE: the ack); after the commit each post gets its 200 and its message goes out as a notify
+// frame to the connection whose upgrade carried `X-Request-Id: <uuid>`. One thread: no queue consumer, no
+// hand-off, no retry, no timeouts, nothing read back from SQLite.
+//
 // What it is for: on loopback every send also pays for the receiver's TCP processing, so a scenario's figures are
 // mostly kernel time. The floor's figures say how much of a scenario any user-space server can do on this machine;
 // hydra / floor says how close hydra is to that. It is not a server to use: no timeouts, no limits on clients.
 //
-//   hydra-bench floor --ws 127.0.0.1:0 --api 127.0.0.1:0
+//   hydra-bench floor --ws 127.0.0.1:0 --api 127.0.0.1:0 [--queue FILE]
 // prints "floor peer ready: ws://HOST:PORT http://HOST:PORT pid PID" once both listen; stops on SIGTERM/SIGINT.
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -23,9 +30,14 @@
 #include <cstring>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include <SQLiteCpp/SQLiteCpp.h>
+
+#include <unordered_map>
 
 #include <hydra/json.h>
 
@@ -51,8 +63,9 @@ struct Conn {
     Kind kind;
     bool upgraded = false;
     bool echo = false;
-    std::string in;   // handshake or HTTP request bytes not consumed yet
-    std::string out;  // what a partial send left
+    std::string uuid;  // X-Request-Id of the upgrade (the push path's address)
+    std::string in;    // handshake or HTTP request bytes not consumed yet
+    std::string out;   // what a partial send left
     ws::MessageDecoder decoder;
 };
 
@@ -76,10 +89,61 @@ std::string bound_address(int fd) {
     return std::string(host) + ":" + std::to_string(ntohs(addr.sin_port));
 }
 
+// The push path's durable part: posts waiting for the end of the loop pass, written in one transaction.
+class Journal {
+  public:
+    explicit Journal(const std::string& path) : db_(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE) {
+        db_.exec("PRAGMA journal_mode=WAL");
+        db_.exec("PRAGMA synchronous=NORMAL");
+        db_.exec("CREATE TABLE IF NOT EXISTS messages (id INTEGER PRIMARY KEY, payload BLOB NOT NULL)");
+        insert_32_.emplace(db_, insert_sql(32));
+        insert_1_.emplace(db_, insert_sql(1));
+        ack_.emplace(db_, "DELETE FROM messages WHERE id <= ?");
+    }
+
+    // Durable once this returns: the payloads in one transaction, with the ack of everything written before.
+    void write(const std::vector<std::string>& payloads) {
+        SQLite::Transaction tx(db_);
+        if (last_id_ > 0) {
+            ack_->bind(1, last_id_);
+            ack_->exec();
+            ack_->reset();
+        }
+        std::size_t i = 0;
+        for (; i + 32 <= payloads.size(); i += 32) {
+            for (int k = 0; k < 32; ++k) bind(*insert_32_, k + 1, payloads[i + static_cast<std::size_t>(k)]);
+            insert_32_->exec();
+            insert_32_->reset();
+        }
+        for (; i < payloads.size(); ++i) {
+            bind(*insert_1_, 1, payloads[i]);
+            insert_1_->exec();
+            insert_1_->reset();
+        }
+        tx.commit();
+        last_id_ = db_.getLastInsertRowid();
+    }
+
+  private:
+    static std::string insert_sql(int rows) {
+        std::string sql = "INSERT INTO messages (payload) VALUES (?)";
+        for (int i = 1; i < rows; ++i) sql += ", (?)";
+        return sql;
+    }
+    static void bind(SQLite::Statement& st, int index, const std::string& payload) {
+        st.bind(index, payload.data(), static_cast<int>(payload.size()));
+    }
+
+    SQLite::Database db_;
+    std::optional<SQLite::Statement> insert_32_, insert_1_, ack_;
+    std::int64_t last_id_ = 0;
+};
+
 class Floor {
   public:
-    Floor(const std::string& ws_address, const std::string& api_address)
+    Floor(const std::string& ws_address, const std::string& api_address, const std::string& queue)
         : ws_listener_(listen_on(ws_address)), api_listener_(listen_on(api_address)) {
+        if (!queue.empty()) journal_.emplace(queue);
         epoll_ = ::epoll_create1(EPOLL_CLOEXEC);
         sigset_t mask;
         sigemptyset(&mask);
@@ -113,6 +177,7 @@ class Floor {
                 if ((ev & EPOLLOUT) && !flush(*c)) continue;
                 if (ev & (EPOLLIN | EPOLLHUP | EPOLLERR)) on_readable(*c);
             }
+            if (!posts_.empty()) commit_posts();
         }
     }
 
@@ -142,6 +207,9 @@ class Floor {
 
     void close_conn(Conn& c) {
         int fd = c.fd;
+        if (!c.uuid.empty()) by_uuid_.erase(c.uuid);
+        for (auto& post : posts_)
+            if (post.poster == fd) post.poster = -1;
         ::close(fd);  // also leaves the epoll set
         conns_[static_cast<std::size_t>(fd)].reset();
     }
@@ -193,6 +261,10 @@ class Floor {
         }
         c.upgraded = true;
         c.echo = parse.request.path == "/echo";
+        if (auto id = parse.request.header("X-Request-Id"); id && !id->empty()) {
+            c.uuid = std::string(*id);
+            by_uuid_[c.uuid] = c.fd;
+        }
         std::string rest = c.in.substr(parse.consumed);
         c.in = std::string();
         if (!send(c, ws::handshake_response(ws::accept_key(parse.request.key)))) return;
@@ -241,8 +313,18 @@ class Floor {
             std::from_chars(value->data(), value->data() + value->size(), length);
         if (c.in.size() < head.consumed + length) return;
         const bool broadcast = head.start_line.rfind("POST /v1/exchange/broadcast ", 0) == 0;
-        Json request = broadcast ? Json::parse(c.in.substr(head.consumed, length), nullptr, false) : Json();
+        const bool push = journal_ && head.start_line.rfind("POST /msg/send ", 0) == 0;
+        Json request = broadcast || push ? Json::parse(c.in.substr(head.consumed, length), nullptr, false) : Json();
         c.in.erase(0, head.consumed + length);
+        if (push) {
+            if (request.is_object() && request.contains("uuid") && request["uuid"].is_string() &&
+                request.contains("msg") && request["msg"].is_string()) {
+                Json data = {{"msg", request["msg"]}, {"uuid", request["uuid"]}};
+                posts_.push_back({c.fd, request["uuid"].get<std::string>(), data.dump()});
+                return;  // answered after the commit
+            }
+            return answer(c, 400, R"({"code":400,"msg":"bad body"})");
+        }
 
         int status = 200;
         std::string answer;
@@ -259,9 +341,42 @@ class Floor {
                 if (other && other->kind == Conn::Kind::ws && other->upgraded && send(*other, frame)) ++reached;
             answer = R"({"code":0,"msg":"success","connections":)" + std::to_string(reached) + "}";
         }
+        this->answer(c, status, answer);
+    }
+
+    void answer(Conn& c, int status, std::string_view body) {
         send(c, "HTTP/1.1 " + std::to_string(status) + " " + std::string(http::http_status_text(status)) +
-                    "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(answer.size()) +
-                    "\r\n\r\n" + answer);
+                    "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+                    "\r\n\r\n" + std::string(body));
+    }
+
+    // The end of a loop pass: this pass's posts durable, then answered and delivered.
+    void commit_posts() {
+        std::vector<Post> posts;
+        posts.swap(posts_);
+        std::vector<std::string> payloads;
+        payloads.reserve(posts.size());
+        for (auto& post : posts) payloads.push_back(std::move(post.data));
+        bool ok = true;
+        try {
+            journal_->write(payloads);
+        } catch (const std::exception& e) {
+            std::cerr << "hydra-bench floor: queue write failed: " << e.what() << "\n";
+            ok = false;
+        }
+        for (std::size_t i = 0; i < posts.size(); ++i) {
+            if (Conn* poster = posts[i].poster >= 0 ? conn(posts[i].poster) : nullptr) {
+                if (ok)
+                    answer(*poster, 200, R"({"code":0,"msg":"success"})");
+                else
+                    answer(*poster, 503, R"({"code":503,"msg":"queue write failed"})");
+            }
+            if (!ok) continue;
+            auto it = by_uuid_.find(posts[i].uuid);
+            if (it == by_uuid_.end()) continue;
+            if (Conn* client = conn(it->second))
+                send(*client, ws::encode_text(R"({"service":"notify","code":200,"data":)" + payloads[i] + "}"));
+        }
     }
 
     int ws_listener_;
@@ -269,6 +384,15 @@ class Floor {
     int epoll_ = -1;
     int signals_ = -1;
     std::vector<std::unique_ptr<Conn>> conns_;  // by fd
+
+    struct Post {
+        int poster;  // -1 once its connection closed
+        std::string uuid;
+        std::string data;  // the notify's data, {"msg":...,"uuid":...}
+    };
+    std::optional<Journal> journal_;                // with --queue
+    std::vector<Post> posts_;                       // this loop pass's, not yet durable
+    std::unordered_map<std::string, int> by_uuid_;  // X-Request-Id -> fd
 };
 
 }  // namespace
@@ -276,19 +400,22 @@ class Floor {
 int run_floor_server(const std::vector<std::string>& args) {
     std::string ws_address = "127.0.0.1:0";
     std::string api_address = "127.0.0.1:0";
+    std::string queue;
     for (std::size_t i = 0; i < args.size(); ++i) {
         if (i + 1 < args.size() && args[i] == "--ws")
             ws_address = args[++i];
         else if (i + 1 < args.size() && args[i] == "--api")
             api_address = args[++i];
+        else if (i + 1 < args.size() && args[i] == "--queue")
+            queue = args[++i];
         else {
-            std::cerr << "usage: hydra-bench floor [--ws HOST:PORT] [--api HOST:PORT]\n";
+            std::cerr << "usage: hydra-bench floor [--ws HOST:PORT] [--api HOST:PORT] [--queue FILE]\n";
             return 2;
         }
     }
     try {
         bench::raise_nofile_limit();
-        Floor floor(ws_address, api_address);
+        Floor floor(ws_address, api_address, queue);
         floor.run();
     } catch (const std::exception& e) {
         std::cerr << "hydra-bench floor: " << e.what() << "\n";

@@ -7,12 +7,14 @@
 # hydra:  POST /msg/send {"uuid":"c<k>","msg":"ts=.. seq=.."} -> queue mall:wsserver:msg -> MQC /msg/push ->
 #         notify -> the client whose upgrade carried X-Request-Id: c<k> (hydra runs with ws.client_uuid=request_id)
 # Nchan:  POST /pub?id=c<k> "ts=.. seq=.."  -> the WebSocket subscribed to /sub/c<k>   (tests/bench/nchan.conf.in)
+# floor:  hydra-bench floor --queue: hydra's request, durable in SQLite before its 200, one thread doing nothing else
+#         (cmd/hydra-bench/floor_server.cpp): what any durable server can reach on this machine
 # hydra-bench send (cmd/hydra-bench/send_bench.cpp) holds the clients and posts message k to client k % N from
 # BENCH_SEND_PUBLISHERS keep-alive connections, paced at each rate of BENCH_SEND_RATES (0 = closed loop: as fast
 # as the connections allow); latencies are measured from when each message was due.
 #
 # Scenarios (BENCH_SEND_SCENARIOS, default "send send_cluster"):
-#   send          hydra with the embedded SQLite queue (a fresh file per run) and nginx + Nchan
+#   send          hydra with the embedded SQLite queue (a fresh file per run), the floor peer and nginx + Nchan
 #   send_cluster  two hydra hosts with queue.backend=kafka on a mock cluster hosted by hydra-bench kafka-mock:
 #                 clients on host A, posts to host B
 # Every server process (hydra, both hosts and the mock cluster, nginx) is pinned to BENCH_SERVER_CPU (0),
@@ -22,7 +24,7 @@
 # BENCH_SEND_WARMUP 2 s), BENCH_SEND_PUBLISHERS (128: a durable server answers a post after its commit, 1-2 ms,
 # so 32 connections with one request each would cap it near 20k msg/s whatever its CPU), BENCH_SEND_PIPELINE (1),
 # BENCH_SEND_SEARCH (rates tried in order, per server, until one misses the target twice in a row; "" = no search), BENCH_SEND_SEARCH_SERVERS
-# ("hydra nchan cluster"), BENCH_SEND_P99_MS (20: the target), BENCH_SEND_HYDRA_SET (more hydra settings,
+# ("hydra floor nchan cluster"), BENCH_SEND_P99_MS (20: the target), BENCH_SEND_HYDRA_SET (more hydra settings,
 # "key=value key=value", e.g. "queue.kafka.properties.fetch.wait.max.ms=5"), BENCH_REPEAT (runs per rate, default 1), and run.sh's
 # BENCH_SERVER_CPU, BENCH_CLIENT_CPU, BENCH_SKIP_BUILD=1, BENCH_BUILD_DIR, BENCH_QUIET_WAIT; BENCH_HYDRA_BEFORE (a
 # second hydra binary, e.g. a Release build of an earlier commit: the send scenario then runs it too, as
@@ -50,7 +52,7 @@ WARMUP=${BENCH_SEND_WARMUP:-$d_warmup}
 PUBLISHERS=${BENCH_SEND_PUBLISHERS:-128}
 PIPELINE=${BENCH_SEND_PIPELINE:-1}
 SEARCH=${BENCH_SEND_SEARCH-$d_search}
-SEARCH_SERVERS=${BENCH_SEND_SEARCH_SERVERS:-hydra nchan cluster}
+SEARCH_SERVERS=${BENCH_SEND_SEARCH_SERVERS:-hydra floor nchan cluster}
 P99_MS=${BENCH_SEND_P99_MS:-20}
 REPEAT=${BENCH_REPEAT:-1}
 SCENARIOS=${BENCH_SEND_SCENARIOS:-send send_cluster}
@@ -132,7 +134,7 @@ free_port() {
     });'
 }
 
-# start_server hydra|nchan|cluster TAG: sets WS_ADDR, API_ADDR, SERVER_PID (the process holding the clients) and
+# start_server hydra|floor|nchan|cluster TAG: sets WS_ADDR, API_ADDR, SERVER_PID (the process holding the clients) and
 # EXTRA_PIDS (other server processes, NAME=PID,...).
 start_server() {
     local kind=$1 tag=$2
@@ -143,6 +145,15 @@ start_server() {
             start_hydra "$kind" "$OUT/$tag.server.log" --set queue.backend=sqlite \
                 --set queue.sqlite.path="$RUN_DIR/send-queue.db"
             WS_ADDR=$HY_WS API_ADDR=$HY_API SERVER_PID=$HY_PID
+            ;;
+        floor)
+            rm -f "$RUN_DIR"/floor-queue.db*
+            taskset -c "$SERVER_CPU" "$BENCH" floor --ws 127.0.0.1:0 --api 127.0.0.1:0 \
+                --queue "$RUN_DIR/floor-queue.db" >"$OUT/$tag.server.log" 2>&1 &
+            SERVER_PID=$!
+            PIDS+=("$SERVER_PID")
+            wait_for_addresses "$SERVER_PID" "$OUT/$tag.server.log" "floor peer"
+            WS_ADDR=$FOUND_WS API_ADDR=$FOUND_API
             ;;
         cluster)
             rm -f "$RUN_DIR"/host-a-push.db* "$RUN_DIR"/host-b-push.db*
@@ -218,7 +229,7 @@ start_server() {
 # The request templates: one tool, two servers.
 server_args() {
     case $1 in
-        hydra | hydra_before | cluster)
+        hydra | hydra_before | cluster | floor)
             echo '--path / --post-path /msg/send --content-type application/json'
             ;;
         nchan) echo '--path /sub/ --id-in-path 1 --post-path /pub?id={id} --content-type text/plain' ;;
@@ -226,7 +237,7 @@ server_args() {
 }
 server_body() {
     case $1 in
-        hydra | hydra_before | cluster) echo '{"uuid":"{id}","msg":"ts={ts} seq={seq}"}' ;;
+        hydra | hydra_before | cluster | floor) echo '{"uuid":"{id}","msg":"ts={ts} seq={seq}"}' ;;
         nchan) echo 'ts={ts} seq={seq}' ;;
     esac
 }
@@ -298,7 +309,7 @@ meets_target() {
 
 servers_of() {
     case $1 in
-        send) echo "hydra ${BENCH_HYDRA_BEFORE:+hydra_before }nchan" ;;
+        send) echo "hydra ${BENCH_HYDRA_BEFORE:+hydra_before }floor nchan" ;;
         send_cluster) echo "cluster" ;;
         *) log "unknown scenario $1" && exit 2 ;;
     esac
@@ -361,10 +372,10 @@ const words = (s) => s.split(/\s+/).filter(Boolean);
 const scenarios = words(scenarioList);
 const rates = words(rateList);
 const repeat = Number(repeatArg);
-const serversOf = { send: process.env.BENCH_HYDRA_BEFORE ? ['hydra', 'hydra_before', 'nchan'] : ['hydra', 'nchan'],
-  send_cluster: ['cluster'] };
+const serversOf = { send: process.env.BENCH_HYDRA_BEFORE ? ['hydra', 'hydra_before', 'floor', 'nchan']
+  : ['hydra', 'floor', 'nchan'], send_cluster: ['cluster'] };
 const names = { hydra: 'hydra (SQLite)', hydra_before: 'hydra before (SQLite)', cluster: 'hydra 2 hosts (Kafka mock)',
-  nchan: 'nginx + Nchan' };
+  floor: 'floor (SQLite)', nchan: 'nginx + Nchan' };
 const servers = scenarios.flatMap((s) => serversOf[s] || []);
 // A run's JSON, plus server_cpu_total: the process holding the clients and the others (host B and the mock
 // cluster; nginx's master).
@@ -442,6 +453,7 @@ for (const srv of words(searchedList)) {
 const cols = ['rate', 'metric', ...servers.map((s) => names[s])];
 if (servers.includes('hydra') && servers.includes('nchan')) cols.push('hydra/nchan');
 if (servers.includes('hydra_before')) cols.push('hydra/before');
+if (servers.includes('hydra') && servers.includes('floor')) cols.push('hydra/floor');
 if (servers.includes('cluster') && servers.includes('nchan')) cols.push('2 hosts/nchan');
 const rows = [];
 for (const rate of rates) for (const [metric] of metrics) {
@@ -451,6 +463,7 @@ for (const rate of rates) for (const [metric] of metrics) {
   const ratio = (a, b) => (typeof a === 'number' && typeof b === 'number' && b !== 0 ? fmt(a / b) : '');
   if (cols.includes('hydra/nchan')) row.push(ratio(v('hydra'), v('nchan')));
   if (cols.includes('hydra/before')) row.push(ratio(v('hydra'), v('hydra_before')));
+  if (cols.includes('hydra/floor')) row.push(ratio(v('hydra'), v('floor')));
   if (cols.includes('2 hosts/nchan')) row.push(ratio(v('cluster'), v('nchan')));
   rows.push(row);
 }
