@@ -6,16 +6,16 @@
 //
 // With --queue FILE it is also the floor of the push path (`send`): POST /msg/send {"uuid":...,"msg":...} is
 // durable before its 200, as hydra's: the posts of one loop pass are inserted into a SQLite table (WAL, synchronous
-// NORMAL, one transaction, 32 rows per INSERT) at the end of the pass, which also deletes the rows the pass before
-// delivered (one ranged DELETE: the ack); after the commit each post gets its 200 and its message goes out as a notify
-// frame to the connection whose upgrade carried `X-Request-Id: <uuid>`. One thread: no queue consumer, no
-// hand-off, no retry, no timeouts, nothing read back from SQLite.
+// NORMAL or --sync full, one transaction, 32, 8 or 1 rows per INSERT) at the end of the pass, which also deletes the
+// rows the pass before delivered (one ranged DELETE: the ack); after the commit each post gets its 200 and its message
+// goes out as a notify frame to the connection whose upgrade carried `X-Request-Id: <uuid>`. One thread: no queue
+// consumer, no hand-off, no retry, no timeouts, nothing read back from SQLite.
 //
 // What it is for: on loopback every send also pays for the receiver's TCP processing, so a scenario's figures are
 // mostly kernel time. The floor's figures say how much of a scenario any user-space server can do on this machine;
 // hydra / floor says how close hydra is to that. It is not a server to use: no timeouts, no limits on clients.
 //
-//   hydra-bench floor --ws 127.0.0.1:0 --api 127.0.0.1:0 [--queue FILE]
+//   hydra-bench floor --ws 127.0.0.1:0 --api 127.0.0.1:0 [--queue FILE [--sync normal|full]]
 // prints "floor peer ready: ws://HOST:PORT http://HOST:PORT pid PID" once both listen; stops on SIGTERM/SIGINT.
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -92,33 +92,34 @@ std::string bound_address(int fd) {
 // The push path's durable part: posts waiting for the end of the loop pass, written in one transaction.
 class Journal {
   public:
-    explicit Journal(const std::string& path) : db_(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE) {
+    Journal(const std::string& path, bool full_sync)
+        : db_(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE | SQLite::OPEN_NOMUTEX) {
         db_.exec("PRAGMA journal_mode=WAL");
-        db_.exec("PRAGMA synchronous=NORMAL");
+        db_.exec(full_sync ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
         db_.exec("CREATE TABLE IF NOT EXISTS messages (id INTEGER PRIMARY KEY, payload BLOB NOT NULL)");
-        insert_32_.emplace(db_, insert_sql(32));
-        insert_1_.emplace(db_, insert_sql(1));
+        for (int rows : {32, 8, 1}) inserts_.emplace_back(rows, SQLite::Statement(db_, insert_sql(rows)));
         ack_.emplace(db_, "DELETE FROM messages WHERE id <= ?");
     }
 
-    // Durable once this returns: the payloads in one transaction, with the ack of everything written before.
+    // Durable once this returns: the payloads in one transaction (32, 8, then 1 row per INSERT, as the SQLite
+    // backend does), with the ack of everything written before.
     void write(const std::vector<std::string>& payloads) {
         SQLite::Transaction tx(db_);
         if (last_id_ > 0) {
+            ack_->tryReset();  // a statement an earlier failure left halted
             ack_->bind(1, last_id_);
             ack_->exec();
-            ack_->reset();
         }
         std::size_t i = 0;
-        for (; i + 32 <= payloads.size(); i += 32) {
-            for (int k = 0; k < 32; ++k) bind(*insert_32_, k + 1, payloads[i + static_cast<std::size_t>(k)]);
-            insert_32_->exec();
-            insert_32_->reset();
-        }
-        for (; i < payloads.size(); ++i) {
-            bind(*insert_1_, 1, payloads[i]);
-            insert_1_->exec();
-            insert_1_->reset();
+        for (auto& [rows, insert] : inserts_) {
+            for (; i + static_cast<std::size_t>(rows) <= payloads.size(); i += static_cast<std::size_t>(rows)) {
+                insert.tryReset();
+                for (int k = 0; k < rows; ++k) {
+                    const std::string& payload = payloads[i + static_cast<std::size_t>(k)];
+                    insert.bind(k + 1, payload.data(), static_cast<int>(payload.size()));
+                }
+                insert.exec();
+            }
         }
         tx.commit();
         last_id_ = db_.getLastInsertRowid();
@@ -130,20 +131,18 @@ class Journal {
         for (int i = 1; i < rows; ++i) sql += ", (?)";
         return sql;
     }
-    static void bind(SQLite::Statement& st, int index, const std::string& payload) {
-        st.bind(index, payload.data(), static_cast<int>(payload.size()));
-    }
 
     SQLite::Database db_;
-    std::optional<SQLite::Statement> insert_32_, insert_1_, ack_;
+    std::vector<std::pair<int, SQLite::Statement>> inserts_;  // rows per INSERT, largest first
+    std::optional<SQLite::Statement> ack_;
     std::int64_t last_id_ = 0;
 };
 
 class Floor {
   public:
-    Floor(const std::string& ws_address, const std::string& api_address, const std::string& queue)
+    Floor(const std::string& ws_address, const std::string& api_address, const std::string& queue, bool full_sync)
         : ws_listener_(listen_on(ws_address)), api_listener_(listen_on(api_address)) {
-        if (!queue.empty()) journal_.emplace(queue);
+        if (!queue.empty()) journal_.emplace(queue, full_sync);
         epoll_ = ::epoll_create1(EPOLL_CLOEXEC);
         sigset_t mask;
         sigemptyset(&mask);
@@ -207,7 +206,8 @@ class Floor {
 
     void close_conn(Conn& c) {
         int fd = c.fd;
-        if (!c.uuid.empty()) by_uuid_.erase(c.uuid);
+        if (auto it = by_uuid_.find(c.uuid); !c.uuid.empty() && it != by_uuid_.end() && it->second == fd)
+            by_uuid_.erase(it);
         for (auto& post : posts_)
             if (post.poster == fd) post.poster = -1;
         ::close(fd);  // also leaves the epoll set
@@ -302,16 +302,27 @@ class Floor {
         if (close) close_conn(c);
     }
 
-    // One request at a time per connection (the benchmark's poster waits for each answer).
+    // Every complete request in the buffer (a poster may pipeline), answered in order: while posts of this
+    // connection wait for the commit, its other answers wait behind them.
     void on_http(Conn& c, std::string_view bytes) {
         c.in.append(bytes);
+        const int fd = c.fd;
+        while (conn(fd) == &c && on_request(c)) {
+        }
+    }
+
+    // One request from c.in; false when it needs more bytes (or closed the connection).
+    bool on_request(Conn& c) {
         http::Head head = http::parse_head(c.in, kMaxHttpRequest);
-        if (head.status == http::ParseStatus::need_more) return;
-        if (head.status != http::ParseStatus::ok) return close_conn(c);
+        if (head.status == http::ParseStatus::need_more) return false;
+        if (head.status != http::ParseStatus::ok) {
+            close_conn(c);
+            return false;
+        }
         std::size_t length = 0;
         if (auto value = http::find_header(head.headers, "Content-Length"))
             std::from_chars(value->data(), value->data() + value->size(), length);
-        if (c.in.size() < head.consumed + length) return;
+        if (c.in.size() < head.consumed + length) return false;
         const bool broadcast = head.start_line.rfind("POST /v1/exchange/broadcast ", 0) == 0;
         const bool push = journal_ && head.start_line.rfind("POST /msg/send ", 0) == 0;
         Json request = broadcast || push ? Json::parse(c.in.substr(head.consumed, length), nullptr, false) : Json();
@@ -320,10 +331,11 @@ class Floor {
             if (request.is_object() && request.contains("uuid") && request["uuid"].is_string() &&
                 request.contains("msg") && request["msg"].is_string()) {
                 Json data = {{"msg", request["msg"]}, {"uuid", request["uuid"]}};
-                posts_.push_back({c.fd, request["uuid"].get<std::string>(), data.dump()});
-                return;  // answered after the commit
+                posts_.push_back({c.fd, request["uuid"].get<std::string>(), data.dump(), 0, {}});
+                return true;  // answered after the commit
             }
-            return answer(c, 400, R"({"code":400,"msg":"bad body"})");
+            answer(c, 400, R"({"code":400,"msg":"bad body"})");
+            return true;
         }
 
         int status = 200;
@@ -342,9 +354,17 @@ class Floor {
             answer = R"({"code":0,"msg":"success","connections":)" + std::to_string(reached) + "}";
         }
         this->answer(c, status, answer);
+        return true;
     }
 
+    // Now, or after the commit when this connection has posts waiting for it (answers stay in request order).
     void answer(Conn& c, int status, std::string_view body) {
+        for (const auto& post : posts_)
+            if (post.poster == c.fd) return posts_.push_back({c.fd, {}, {}, status, std::string(body)});
+        send_answer(c, status, body);
+    }
+
+    void send_answer(Conn& c, int status, std::string_view body) {
         send(c, "HTTP/1.1 " + std::to_string(status) + " " + std::string(http::http_status_text(status)) +
                     "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
                     "\r\n\r\n" + std::string(body));
@@ -356,7 +376,8 @@ class Floor {
         posts.swap(posts_);
         std::vector<std::string> payloads;
         payloads.reserve(posts.size());
-        for (auto& post : posts) payloads.push_back(std::move(post.data));
+        for (auto& post : posts)
+            if (post.status == 0) payloads.push_back(std::move(post.data));
         bool ok = true;
         try {
             journal_->write(payloads);
@@ -364,18 +385,25 @@ class Floor {
             std::cerr << "hydra-bench floor: queue write failed: " << e.what() << "\n";
             ok = false;
         }
-        for (std::size_t i = 0; i < posts.size(); ++i) {
-            if (Conn* poster = posts[i].poster >= 0 ? conn(posts[i].poster) : nullptr) {
+        std::size_t next_payload = 0;
+        for (const Post& post : posts) {
+            Conn* poster = post.poster >= 0 ? conn(post.poster) : nullptr;
+            if (post.status != 0) {  // an answer queued behind posts
+                if (poster) send_answer(*poster, post.status, post.answer);
+                continue;
+            }
+            const std::string& payload = payloads[next_payload++];
+            if (poster) {
                 if (ok)
-                    answer(*poster, 200, R"({"code":0,"msg":"success"})");
+                    send_answer(*poster, 200, R"({"code":0,"msg":"success"})");
                 else
-                    answer(*poster, 503, R"({"code":503,"msg":"queue write failed"})");
+                    send_answer(*poster, 503, R"({"code":503,"msg":"queue write failed"})");
             }
             if (!ok) continue;
-            auto it = by_uuid_.find(posts[i].uuid);
+            auto it = by_uuid_.find(post.uuid);
             if (it == by_uuid_.end()) continue;
             if (Conn* client = conn(it->second))
-                send(*client, ws::encode_text(R"({"service":"notify","code":200,"data":)" + payloads[i] + "}"));
+                send(*client, ws::encode_text(R"({"service":"notify","code":200,"data":)" + payload + "}"));
         }
     }
 
@@ -388,7 +416,9 @@ class Floor {
     struct Post {
         int poster;  // -1 once its connection closed
         std::string uuid;
-        std::string data;  // the notify's data, {"msg":...,"uuid":...}
+        std::string data;    // the notify's data, {"msg":...,"uuid":...}
+        int status;          // 0: a post; else an answer waiting behind this connection's posts
+        std::string answer;  // that answer's body
     };
     std::optional<Journal> journal_;                // with --queue
     std::vector<Post> posts_;                       // this loop pass's, not yet durable
@@ -401,6 +431,7 @@ int run_floor_server(const std::vector<std::string>& args) {
     std::string ws_address = "127.0.0.1:0";
     std::string api_address = "127.0.0.1:0";
     std::string queue;
+    bool full_sync = false;
     for (std::size_t i = 0; i < args.size(); ++i) {
         if (i + 1 < args.size() && args[i] == "--ws")
             ws_address = args[++i];
@@ -408,14 +439,17 @@ int run_floor_server(const std::vector<std::string>& args) {
             api_address = args[++i];
         else if (i + 1 < args.size() && args[i] == "--queue")
             queue = args[++i];
+        else if (i + 1 < args.size() && args[i] == "--sync")
+            full_sync = args[++i] == "full";
         else {
-            std::cerr << "usage: hydra-bench floor [--ws HOST:PORT] [--api HOST:PORT] [--queue FILE]\n";
+            std::cerr
+                << "usage: hydra-bench floor [--ws HOST:PORT] [--api HOST:PORT] [--queue FILE [--sync normal|full]]\n";
             return 2;
         }
     }
     try {
         bench::raise_nofile_limit();
-        Floor floor(ws_address, api_address, queue);
+        Floor floor(ws_address, api_address, queue, full_sync);
         floor.run();
     } catch (const std::exception& e) {
         std::cerr << "hydra-bench floor: " << e.what() << "\n";

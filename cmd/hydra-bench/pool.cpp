@@ -763,9 +763,15 @@ Pool::ConnectResult Pool::connect_all() {
     return r;
 }
 
-int Pool::event_fd() const { return workers_.front()->epfd; }
+int Pool::event_fd() const {
+    if (!config_.driven) throw std::logic_error("Pool::event_fd: the pool has threads of its own");
+    return workers_.front()->epfd;
+}
 
-void Pool::drive(int timeout_ms) { workers_.front()->poll_once(timeout_ms); }
+void Pool::drive(int timeout_ms) {
+    if (!config_.driven) throw std::logic_error("Pool::drive: the pool has threads of its own");
+    workers_.front()->poll_once(timeout_ms);
+}
 
 void Pool::echo_start(std::int64_t from_ns, std::int64_t to_ns) {
     echo_from_.store(from_ns);

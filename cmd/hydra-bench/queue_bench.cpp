@@ -107,13 +107,14 @@ std::unique_ptr<hydra::queue::Backend> make(const Options& o, const std::string&
 
 // The floor of the `push` phase on SQLite: the least a durable queue with a thread per push can do. Each pusher
 // appends its message to the current batch and sleeps on the batch's futex word until a committer thread has
-// inserted the batch (32 rows per INSERT, as the SQLite backend does, WAL, the same synchronous setting), committed
-// it and woken all its pushers with one FUTEX_WAKE: the backend's own hand-over (see SqliteQueue::Batch), without
-// anything else it does (ids handed back, headers, hand-off to consumers, metrics, timeouts). The table:
+// inserted the batch (32, 8, then 1 row per INSERT, as the SQLite backend does, WAL, the same synchronous setting),
+// committed it and woken all its pushers with one FUTEX_WAKE: the backend's own hand-over (see SqliteQueue::Batch),
+// without anything else it does (ids handed back, headers, hand-off to consumers, metrics, timeouts). The table:
 //   minimal   (id INTEGER PRIMARY KEY, payload): what any durable queue must write;
 //   queue     the SQLite backend's messages table, with its AUTOINCREMENT and its index on (queue, visible_at, id);
 //   none      no SQLite work at all: the hand-over alone.
-// What this reaches is what a queue with this pattern and that table can reach on this machine.
+// What this reaches is what a queue with this pattern and that table can reach on this machine (-1: a commit
+// failed).
 enum class FloorTable { minimal, queue, none };
 
 long floor_pushes_per_s(const Options& o, const std::string& path, const std::string& payload, FloorTable table) {
@@ -141,21 +142,20 @@ long floor_pushes_per_s(const Options& o, const std::string& path, const std::st
         for (int i = 1; i < rows; ++i) sql += ", " + row;
         return sql;
     };
-    SQLite::Statement insert_32(db, insert_sql(32)), insert_1(db, insert_sql(1));
+    std::vector<std::pair<int, SQLite::Statement>> inserts;  // 32, 8, then 1 row per INSERT, as the backend does
+    for (int rows : {32, 8, 1}) inserts.emplace_back(rows, SQLite::Statement(db, insert_sql(rows)));
     auto store = [&](const std::vector<std::string>& messages) {
         SQLite::Transaction tx(db);
         std::size_t i = 0;
-        for (; i + 32 <= messages.size(); i += 32) {
-            for (int k = 0; k < 32; ++k)
-                insert_32.bind(k + 1, messages[i + static_cast<std::size_t>(k)].data(),
-                               static_cast<int>(messages[i + static_cast<std::size_t>(k)].size()));
-            insert_32.exec();
-            insert_32.reset();
-        }
-        for (; i < messages.size(); ++i) {
-            insert_1.bind(1, messages[i].data(), static_cast<int>(messages[i].size()));
-            insert_1.exec();
-            insert_1.reset();
+        for (auto& [rows, insert] : inserts) {
+            for (; i + static_cast<std::size_t>(rows) <= messages.size(); i += static_cast<std::size_t>(rows)) {
+                insert.tryReset();
+                for (int k = 0; k < rows; ++k) {
+                    const std::string& m = messages[i + static_cast<std::size_t>(k)];
+                    insert.bind(k + 1, m.data(), static_cast<int>(m.size()));
+                }
+                insert.exec();
+            }
         }
         tx.commit();
     };
@@ -169,6 +169,7 @@ long floor_pushes_per_s(const Options& o, const std::string& path, const std::st
     auto current = std::make_shared<Batch>();
     bool stop = false;
     std::atomic<long> pushed{0};
+    std::atomic<bool> failed{false};
 
     std::thread committer([&] {
         for (;;) {
@@ -179,7 +180,12 @@ long floor_pushes_per_s(const Options& o, const std::string& path, const std::st
                 if (current->messages.empty()) return;
                 batch = std::exchange(current, std::make_shared<Batch>());
             }
-            if (table != FloorTable::none) store(batch->messages);
+            try {
+                if (table != FloorTable::none) store(batch->messages);
+            } catch (const std::exception& e) {  // reported; the pushers of the batch still wake up
+                std::cerr << "hydra-bench queue: floor commit failed: " << e.what() << "\n";
+                failed.store(true);
+            }
             batch->state.store(1);
             syscall(SYS_futex, reinterpret_cast<int*>(&batch->state), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, nullptr, 0);
         }
@@ -215,6 +221,7 @@ long floor_pushes_per_s(const Options& o, const std::string& path, const std::st
     }
     has_work.notify_one();
     committer.join();
+    if (failed) return -1;
     return static_cast<long>(static_cast<double>(pushed) / secs);
 }
 

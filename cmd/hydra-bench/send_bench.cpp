@@ -77,7 +77,8 @@ OJson run_send(SendConfig cfg) {
                  {"post_path", cfg.post_path},
                  {"body", cfg.body},
                  {"ws_path", cfg.pool.path + (cfg.pool.id_in_path ? cfg.pool.id_prefix + "<i>" : "")},
-                 {"client_id", cfg.pool.id_prefix + "<i>"}};
+                 {"client_id", cfg.pool.id_prefix + "<i>"},
+                 {"client_driven", cfg.pool.driven}};
 
     Pool pool(cfg.pool);
     log("send", "connecting " + std::to_string(clients) + " clients");
@@ -193,7 +194,11 @@ OJson run_send(SendConfig cfg) {
     const auto& pc = pubs.counters();
     wait_for_progress(
         [&] {
-            if (cfg.pool.driven) pubs.poll(10'000'000);
+            // Driven: the clients are served here; the stats are read every 10 ms, not after every wake-up.
+            if (cfg.pool.driven) {
+                const std::int64_t until = now_ns() + 10'000'000;
+                for (std::int64_t now = now_ns(); now < until; now = now_ns()) pubs.poll(until - now);
+            }
             const Stats s = pool.merged_stats();
             return Progress{s.delivered - s.duplicates >= pc.ok && s.without_seq == 0, s.delivered};
         },

@@ -148,8 +148,10 @@ start_server() {
             ;;
         floor)
             rm -f "$RUN_DIR"/floor-queue.db*
+            local sync=normal  # as hydra's queue (BENCH_SEND_HYDRA_SET may make it full)
+            [[ " ${HYDRA_SET[*]-} " == *"queue.sqlite.synchronous=full"* ]] && sync=full
             taskset -c "$SERVER_CPU" "$BENCH" floor --ws 127.0.0.1:0 --api 127.0.0.1:0 \
-                --queue "$RUN_DIR/floor-queue.db" >"$OUT/$tag.server.log" 2>&1 &
+                --queue "$RUN_DIR/floor-queue.db" --sync "$sync" >"$OUT/$tag.server.log" 2>&1 &
             SERVER_PID=$!
             PIDS+=("$SERVER_PID")
             wait_for_addresses "$SERVER_PID" "$OUT/$tag.server.log" "floor peer"
