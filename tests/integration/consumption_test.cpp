@@ -477,6 +477,57 @@ BOOST_AUTO_TEST_CASE(a_blocking_push_from_a_nonblocking_sqlite_handler_fails_and
     BOOST_CHECK_EQUAL(SqliteQueue::peek(settings.path, "c:out", 10).size(), 0u);  // nothing half-pushed
 }
 
+// On the SQLite queue, a nonblocking route that waits takes a whole transaction's pushes on the writer: its
+// read-ahead is the most (512), since its messages run right there, so none is left for a lease of its own on the
+// fetcher thread (with 8 x concurrency, 32 here, 168 of these 200 were).
+BOOST_AUTO_TEST_CASE(a_waiting_nonblocking_sqlite_route_takes_a_whole_batch_on_the_writer) {
+    SqliteQueue::Settings settings;
+    settings.path = test::temp_path("inline-batch.db");
+    SqliteQueue q(settings);
+    std::mutex mu;
+    std::condition_variable cv;
+    std::map<std::string, int> threads;  // batch messages per thread name
+    bool probe_on_writer = false;
+    hydra::mqc::Subscription sub{"c:batch", "g", 4, [&](const Message& m) -> std::optional<std::string> {
+                                     char name[16] = {};
+                                     pthread_getname_np(pthread_self(), name, sizeof name);
+                                     std::lock_guard lock(mu);
+                                     if (m.payload == "probe")
+                                         probe_on_writer = probe_on_writer || std::string(name) == "queue-writer";
+                                     else
+                                         ++threads[name];
+                                     cv.notify_all();
+                                     return std::nullopt;
+                                 }};
+    sub.nonblocking = true;
+    hydra::mqc::consume(q, std::move(sub), fast_retry(3));
+    q.start();
+    // The route waits (its fetcher found the queue empty) once a probe is handed over on the writer.
+    for (int i = 0; i < 50; ++i) {
+        std::this_thread::sleep_for(100ms);
+        q.push("c:batch", "probe");
+        std::unique_lock lock(mu);
+        if (cv.wait_for(lock, 1s, [&] { return probe_on_writer; })) break;
+    }
+    {
+        std::lock_guard lock(mu);
+        BOOST_REQUIRE(probe_on_writer);
+    }
+    q.push_batch("c:batch", std::vector<std::string>(200, "m"));  // one transaction
+    {
+        std::unique_lock lock(mu);
+        BOOST_REQUIRE(cv.wait_for(lock, 30s, [&] {
+            int n = 0;
+            for (const auto& [name, count] : threads) n += count;
+            return n == 200;
+        }));
+    }
+    q.stop(5s);
+    std::lock_guard lock(mu);
+    BOOST_CHECK_EQUAL(threads["queue-writer"], 200);
+    for (const auto& [name, count] : threads) BOOST_TEST_MESSAGE(name << ": " << count);
+}
+
 BOOST_AUTO_TEST_CASE(a_failing_handler_does_not_hold_up_the_others) {
     for (const Kind& kind : kinds()) {
         BOOST_TEST_CONTEXT(kind.name) {
