@@ -42,6 +42,7 @@
 #include <hydra/json.h>
 
 #include "http/head.h"
+#include "sqlite_rows.h"
 #include "util.h"
 #include "ws/dispatch.h"
 #include "ws/frame.h"
@@ -97,7 +98,7 @@ class Journal {
         db_.exec("PRAGMA journal_mode=WAL");
         db_.exec(full_sync ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
         db_.exec("CREATE TABLE IF NOT EXISTS messages (id INTEGER PRIMARY KEY, payload BLOB NOT NULL)");
-        for (int rows : {32, 8, 1}) inserts_.emplace_back(rows, SQLite::Statement(db_, insert_sql(rows)));
+        insert_.emplace(db_, "INSERT INTO messages (payload) VALUES ", "(?)");
         ack_.emplace(db_, "DELETE FROM messages WHERE id <= ?");
     }
 
@@ -110,30 +111,14 @@ class Journal {
             ack_->bind(1, last_id_);
             ack_->exec();
         }
-        std::size_t i = 0;
-        for (auto& [rows, insert] : inserts_) {
-            for (; i + static_cast<std::size_t>(rows) <= payloads.size(); i += static_cast<std::size_t>(rows)) {
-                insert.tryReset();
-                for (int k = 0; k < rows; ++k) {
-                    const std::string& payload = payloads[i + static_cast<std::size_t>(k)];
-                    insert.bind(k + 1, payload.data(), static_cast<int>(payload.size()));
-                }
-                insert.exec();
-            }
-        }
+        insert_->insert(payloads);
         tx.commit();
         last_id_ = db_.getLastInsertRowid();
     }
 
   private:
-    static std::string insert_sql(int rows) {
-        std::string sql = "INSERT INTO messages (payload) VALUES (?)";
-        for (int i = 1; i < rows; ++i) sql += ", (?)";
-        return sql;
-    }
-
     SQLite::Database db_;
-    std::vector<std::pair<int, SQLite::Statement>> inserts_;  // rows per INSERT, largest first
+    std::optional<bench::RowInserter> insert_;
     std::optional<SQLite::Statement> ack_;
     std::int64_t last_id_ = 0;
 };

@@ -20,7 +20,9 @@
 #include <filesystem>
 #include <iostream>
 #include <map>
+#include <memory>
 #include <mutex>
+#include <optional>
 #include <semaphore>
 #include <string>
 #include <thread>
@@ -34,7 +36,10 @@
 
 #include "mqc/consumer.h"
 #include "queue/kafka/kafka_queue.h"
+#include "queue/sqlite/parts.h"
+#include "queue/sqlite/schema.h"
 #include "queue/sqlite/sqlite_queue.h"
+#include "sqlite_rows.h"
 
 namespace {
 
@@ -111,52 +116,33 @@ std::unique_ptr<hydra::queue::Backend> make(const Options& o, const std::string&
 // committed it and woken all its pushers with one FUTEX_WAKE: the backend's own hand-over (see SqliteQueue::Batch),
 // without anything else it does (ids handed back, headers, hand-off to consumers, metrics, timeouts). The table:
 //   minimal   (id INTEGER PRIMARY KEY, payload): what any durable queue must write;
-//   queue     the SQLite backend's messages table, with its AUTOINCREMENT and its index on (queue, visible_at, id);
+//   queue     the SQLite backend's database (open_database: its schema, pragmas and locking), rows into its messages
+//             table with its AUTOINCREMENT and its index on (queue, visible_at, id);
 //   none      no SQLite work at all: the hand-over alone.
 // What this reaches is what a queue with this pattern and that table can reach on this machine (-1: a commit
 // failed).
 enum class FloorTable { minimal, queue, none };
 
 long floor_pushes_per_s(const Options& o, const std::string& path, const std::string& payload, FloorTable table) {
-    std::filesystem::create_directories(std::filesystem::path(path).parent_path());
-    SQLite::Database db(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
-    db.exec("PRAGMA journal_mode=WAL");
-    db.exec(o.sync == "full" ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
-    std::string row;
-    if (table == FloorTable::queue) {
-        db.exec(
-            "CREATE TABLE m (id INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL, payload BLOB NOT NULL, "
-            "headers TEXT NOT NULL DEFAULT '{}', visible_at INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, "
-            "leased INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT NULL, last_error TEXT); "
-            "CREATE INDEX m_ready ON m (queue, visible_at, id)");
-        row = "(?, 'bench:floor', '{}', 1, 1, 0, 0)";
+    std::unique_ptr<SQLite::Database> db;
+    std::optional<bench::RowInserter> inserter;
+    if (table == FloorTable::queue) {  // the backend's own database and messages table
+        db = hydra::queue::sqlite::open_database(path, 5000, o.sync == "full");
+        inserter.emplace(*db,
+                         "INSERT INTO messages (payload, queue, headers, visible_at, created_at, attempts, leased) "
+                         "VALUES ",
+                         "(?, 'bench:floor', '{}', 1, 1, 0, 0)");
     } else {
-        db.exec("CREATE TABLE m (id INTEGER PRIMARY KEY, payload BLOB NOT NULL)");
-        row = "(?)";
+        std::filesystem::create_directories(std::filesystem::path(path).parent_path());
+        db = std::make_unique<SQLite::Database>(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+        db->exec("PRAGMA journal_mode=WAL");
+        db->exec(o.sync == "full" ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
+        db->exec("CREATE TABLE m (id INTEGER PRIMARY KEY, payload BLOB NOT NULL)");
+        inserter.emplace(*db, "INSERT INTO m (payload) VALUES ", "(?)");
     }
-    const std::string columns = table == FloorTable::queue
-                                    ? "(payload, queue, headers, visible_at, created_at, attempts, leased)"
-                                    : "(payload)";
-    auto insert_sql = [&](int rows) {
-        std::string sql = "INSERT INTO m " + columns + " VALUES " + row;
-        for (int i = 1; i < rows; ++i) sql += ", " + row;
-        return sql;
-    };
-    std::vector<std::pair<int, SQLite::Statement>> inserts;  // 32, 8, then 1 row per INSERT, as the backend does
-    for (int rows : {32, 8, 1}) inserts.emplace_back(rows, SQLite::Statement(db, insert_sql(rows)));
     auto store = [&](const std::vector<std::string>& messages) {
-        SQLite::Transaction tx(db);
-        std::size_t i = 0;
-        for (auto& [rows, insert] : inserts) {
-            for (; i + static_cast<std::size_t>(rows) <= messages.size(); i += static_cast<std::size_t>(rows)) {
-                insert.tryReset();
-                for (int k = 0; k < rows; ++k) {
-                    const std::string& m = messages[i + static_cast<std::size_t>(k)];
-                    insert.bind(k + 1, m.data(), static_cast<int>(m.size()));
-                }
-                insert.exec();
-            }
-        }
+        SQLite::Transaction tx(*db);
+        inserter->insert(messages);
         tx.commit();
     };
 
@@ -187,7 +173,7 @@ long floor_pushes_per_s(const Options& o, const std::string& path, const std::st
                 failed.store(true);
             }
             batch->state.store(1);
-            syscall(SYS_futex, reinterpret_cast<int*>(&batch->state), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, nullptr, 0);
+            hydra::queue::sqlite::futex_wake(batch->state, INT_MAX);
         }
     });
     std::atomic<bool> done{false};
