@@ -93,24 +93,28 @@ void Service::stop() {
         if (t.joinable()) t.join();
 }
 
-hydra::Result Service::on_message(hydra::Context& ctx) {
+void Service::on_message(hydra::Context& ctx) {
     // The pool starts with the first message: the settings are read from config by then.
     std::call_once(started_, [this] {
         for (int i = 0; i < settings_->auth_threads; ++i) threads_.emplace_back([this] { run(); });
     });
+    // Every answer goes out through the exchange, as the pool sends the answers to an auth and to the messages that
+    // waited for it: in the order the center produced them. (A returned reply would go ahead of what the pool sent
+    // while this handler ran: the WS server puts a message's reply before what reaches its connection meanwhile.)
     // A connection's messages are handled one at a time, so its own auth, if any, is already counted here.
     if (pending_count_.load(std::memory_order_acquire) > 0) {
         std::lock_guard lock(mutex_);
         auto it = pending_.find(ctx.uuid());
         if (it != pending_.end()) {
-            if (it->second.waiting.size() >= kMaxWaiting) return fail(2, "too many messages while auth is in flight");
-            it->second.waiting.push_back(ctx.body());
-            return {};
+            if (it->second.waiting.size() >= kMaxWaiting)
+                ctx.exchange().send(ctx.uuid(), hydra::dump(fail(2, "too many messages while auth is in flight")));
+            else
+                it->second.waiting.push_back(ctx.body());
+            return;
         }
     }
     std::optional<Json> reply = dispatch(ctx.body(), ctx.exchange(), ctx.uuid(), ctx.log(), false);
-    if (!reply) return {};
-    return std::move(*reply);
+    if (reply) ctx.exchange().send(ctx.uuid(), hydra::dump(*reply));
 }
 
 void Service::on_close(hydra::Context& ctx) {
@@ -221,7 +225,10 @@ void Service::finish(const Job& job, const std::optional<std::string>& uid) {
 
 hydra::WsEndpoint endpoint(std::shared_ptr<Service> service) {
     hydra::WsEndpoint ep;
-    ep.on_message = [service](hydra::Context& ctx) { return service->on_message(ctx); };
+    ep.on_message = [service](hydra::Context& ctx) {
+        service->on_message(ctx);
+        return hydra::Result{};
+    };
     ep.on_close = [service](hydra::Context& ctx, int, const std::string&) { service->on_close(ctx); };
     return ep;
 }

@@ -58,7 +58,8 @@ class Service {
     Service(const Service&) = delete;
     Service& operator=(const Service&) = delete;
 
-    hydra::Result on_message(hydra::Context& ctx);
+    // Answers through the exchange (never a returned reply), so the client gets the answers in order.
+    void on_message(hydra::Context& ctx);
     void on_close(hydra::Context& ctx);
     // Stops the pool (waits for calls in flight, each bounded by auth_timeout_ms): before the WS server stops, as
     // its jobs answer through the exchange. Idempotent.

@@ -10,6 +10,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <hydra/context.h>
@@ -41,6 +42,17 @@ class FakeExchange : public hydra::Exchange {
         std::lock_guard lock(mutex_);
         auto it = inbox_.find(uuid);
         return it == inbox_.end() ? std::vector<std::string>{} : it->second;
+    }
+    // What `uuid` received from the calling thread (a service's answer sent at once, not from its own threads).
+    std::vector<std::string> received_from_this_thread(const std::string& uuid) const {
+        std::lock_guard lock(mutex_);
+        std::vector<std::string> mine;
+        auto it = inbox_.find(uuid);
+        if (it == inbox_.end()) return mine;
+        const auto& senders = senders_.at(uuid);
+        for (std::size_t i = 0; i < it->second.size(); ++i)
+            if (senders[i] == std::this_thread::get_id()) mine.push_back(it->second[i]);
+        return mine;
     }
     std::vector<hydra::Json> received_json(const std::string& uuid) const {
         std::vector<hydra::Json> all;
@@ -168,12 +180,14 @@ class FakeExchange : public hydra::Exchange {
     bool deliver(const std::string& uuid, std::string text) {  // with the lock held
         if (!open_.count(uuid)) return false;
         inbox_[uuid].push_back(std::move(text));
+        senders_[uuid].push_back(std::this_thread::get_id());
         return true;
     }
 
     mutable std::mutex mutex_;
     std::set<std::string> open_;
     std::map<std::string, std::vector<std::string>> inbox_;
+    std::map<std::string, std::vector<std::thread::id>> senders_;  // the thread each inbox_ entry came from
     std::map<std::string, std::set<std::string>> users_, channels_;
     std::map<std::string, std::map<std::string, hydra::Json>> values_;
     std::vector<std::function<void(bool)>> unconfirmed_;
