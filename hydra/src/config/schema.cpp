@@ -185,7 +185,7 @@ constexpr const char* builtin_schema_text = R"json({
             "synchronous": {"type": "string", "enum": ["normal", "full"], "default": "normal"},
             "busy_timeout_ms": {"type": "integer", "minimum": 0, "maximum": 600000, "default": 5000},
             "lease_ms": {"type": "integer", "minimum": 100, "maximum": 86400000, "default": 30000},
-            "commit_delay_us": {"type": "integer", "minimum": 0, "maximum": 10000, "default": 1000}
+            "commit_delay_us": {"type": "integer", "minimum": 0, "maximum": 10000, "default": 3000}
           }
         },
         "kafka": {

@@ -34,7 +34,7 @@ class SqliteQueue : public Backend {
         std::chrono::milliseconds push_timeout{5000};
         std::chrono::milliseconds poll_interval{500};  // how often consumers look for messages of other processes
         // Under a steady stream of pushes, how long a small transaction waits for more to join it (0: never).
-        std::chrono::microseconds commit_delay{1000};
+        std::chrono::microseconds commit_delay{3000};
 
         static Settings from(const Config& config);
     };
