@@ -153,7 +153,8 @@ BOOST_AUTO_TEST_CASE(push_async_reports_each_push_once_after_its_commit) {
 }
 
 // A consumer that found its queue empty gets the next pushes leased for it in their own transaction (no fetcher
-// round trip): each message exactly once, in order, acknowledged without waiting for the stop.
+// round trip): each message exactly once, in order, with its headers (a handed-off one takes them as pushed, not
+// decoded from the row), acknowledged without waiting for the stop.
 BOOST_AUTO_TEST_CASE(pushes_to_an_idle_consumer_are_handed_over_exactly_once_in_order) {
     std::string path = test::temp_path("q.db");
     Consumed q(settings(path), fast_retry(3));
@@ -161,13 +162,18 @@ BOOST_AUTO_TEST_CASE(pushes_to_an_idle_consumer_are_handed_over_exactly_once_in_
     q.subscribe({"idle", "g", 1, [&](const Message& m) { seen.add(m); }});
     q.start();
     for (int i = 0; i < 300; ++i) {
-        q.push("idle", std::to_string(i));
+        q.push("idle", std::to_string(i), {{"x-request-id", "rid-" + std::to_string(i)}, {"note", "say \"hi\"\n"}});
         if (i % 30 == 0) std::this_thread::sleep_for(20ms);  // let the consumer run dry and park again
     }
     BOOST_REQUIRE(seen.wait_count(300));
     std::this_thread::sleep_for(100ms);  // a window for a duplicate to show up
     BOOST_REQUIRE_EQUAL(seen.size(), 300u);
-    for (int i = 0; i < 300; ++i) BOOST_CHECK_EQUAL(seen.messages[i].payload, std::to_string(i));
+    for (int i = 0; i < 300; ++i) {
+        BOOST_CHECK_EQUAL(seen.messages[i].payload, std::to_string(i));
+        BOOST_CHECK_EQUAL(seen.messages[i].headers.size(), 2u);
+        BOOST_CHECK_EQUAL(seen.messages[i].headers["x-request-id"], "rid-" + std::to_string(i));
+        BOOST_CHECK_EQUAL(seen.messages[i].headers["note"], "say \"hi\"\n");
+    }
     // Acks are committed lazily, but within a few tens of milliseconds, not only at stop (the deadline is only
     // there to fail: a queue that acknowledged at stop alone would never get there).
     BOOST_CHECK(test::wait_until([&] { return test::row_count(path, "messages") == 0; }, 10s));

@@ -281,10 +281,12 @@ struct ApiServer::Pending {
 
     // The reply may come on the queue's writer thread: the body is serialized and the access line logged on the
     // API loop instead, so that the writer goes on with the next commit.
+    // Called once (then `sent`): what the answer needs moves into it.
     void send() {
         sent = true;
-        respond.compose([result = std::move(*result), headers = std::move(headers), rid = rid, method = method,
-                         target = target, started = started, metrics = metrics, route = route, listener = listener] {
+        respond.compose([result = std::move(*result), headers = std::move(headers), rid = std::move(rid),
+                         method = std::move(method), target = std::move(target), started = started,
+                         metrics = std::move(metrics), route = std::move(route), listener = std::move(listener)] {
             return finish(result, headers, rid, method, target, started, metrics.get(), route, listener);
         });
     }

@@ -78,10 +78,12 @@ class WsExchange : public Exchange {
     Delivery& delivery_;
     PresenceObserver observer_;
     mutable std::shared_mutex mutex_;
-    // Looked up by string_view (a notify's uuid) without building a std::string for it.
+    // Looked up by string_view (a notify's uuid) without building a std::string for it. Not noexcept on purpose:
+    // libstdc++ then keeps each entry's hash in its node, and a lookup no longer hashes the keys of the nodes it
+    // walks past (each a cache miss in a table of many connections).
     struct NameHash {
         using is_transparent = void;
-        std::size_t operator()(std::string_view name) const noexcept { return std::hash<std::string_view>{}(name); }
+        std::size_t operator()(std::string_view name) const { return std::hash<std::string_view>{}(name); }
     };
     template <class V>
     using ByName = std::unordered_map<std::string, V, NameHash, std::equal_to<>>;

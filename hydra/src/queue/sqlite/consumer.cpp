@@ -89,7 +89,10 @@ void SqliteQueue::deliver(std::vector<Handoff>& handoffs, std::vector<Op>& ops) 
         d.key = p->id;
         d.message.id = std::to_string(p->id);
         d.message.payload = std::move(p->payload);
-        d.stored_headers = std::move(p->headers);  // decoded by the consumer when it needs them
+        if (p->given)
+            d.message.headers = std::move(*p->given);  // as pushed: no decoding
+        else
+            d.stored_headers = std::move(p->headers);  // decoded by the consumer when it needs them
         d.message.attempt = 1;
         d.stale_after = stale_after;
         handoffs[static_cast<std::size_t>(p->handoff)].leased.push_back(std::move(d));

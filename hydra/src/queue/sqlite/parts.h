@@ -84,6 +84,8 @@ struct SqliteQueue::Op {
         std::int64_t delay_ms;  // visible at commit time + delay: without one, visible_at = created_at
         int handoff = -1;       // the writer's: index of the hand-off (a parked consumer) it is inserted leased for
         std::int64_t id = 0;    // the writer's: its row id, once inserted for a hand-off
+        // The headers as given (one push): a hand-off's delivery takes them instead of decoding `headers` again.
+        std::optional<Headers> given = std::nullopt;
     };
     struct Ack {
         std::int64_t id;

@@ -60,6 +60,7 @@ std::vector<SqliteQueue::Op> SqliteQueue::one_push(std::string_view queue, std::
     std::vector<Op> ops(1);
     ops[0].what = Op::Push{std::string(queue), std::string(payload), sqlite::encode_headers(headers),
                            std::max<std::int64_t>(0, delay.count())};
+    std::get<Op::Push>(ops[0].what).given = headers;
     return ops;
 }
 
