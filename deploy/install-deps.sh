@@ -3,15 +3,16 @@
 #   deploy/install-deps.sh          build + run
 #   deploy/install-deps.sh --test   also what the test suite drives (curl, openssl, kcat, python3-websockets,
 #                                   python3-prometheus-client, clang for fuzzing, chromium)
-#   deploy/install-deps.sh --bench  also the peers of tests/bench/send.sh (nginx-light + Nchan, kcat, curl) and
-#                                   gnuplot-nox for the soak plot (tests/soak/soak.sh)
+#   deploy/install-deps.sh --bench  also the peers of tests/bench/send.sh (nginx-light + Nchan, kcat, curl),
+#                                   gnuplot-nox for the soak plot (tests/soak/soak.sh) and valgrind
+#                                   (tests/bench/instructions.sh)
 set -euo pipefail
 
 packages=(cmake make g++ pkg-config
           libpoco-dev libssl-dev librdkafka-dev libsqlitecpp-dev libsqlite3-dev nlohmann-json3-dev libboost-test-dev
           libsystemd-dev)
 if [[ "${1:-}" == "--bench" ]]; then
-    packages+=(nginx-light libnginx-mod-nchan kcat curl gnuplot-nox)
+    packages+=(nginx-light libnginx-mod-nchan kcat curl gnuplot-nox valgrind)
 fi
 if [[ "${1:-}" == "--test" ]]; then
     packages+=(curl openssl kcat python3 python3-websockets python3-prometheus-client clang libclang-rt-14-dev chromium)
