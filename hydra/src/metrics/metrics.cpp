@@ -13,11 +13,17 @@ namespace {
 std::atomic<int> next_shard{0};
 std::atomic<std::uint64_t> next_family_id{1};
 
-// Per thread: (family id, label values) → series, for Family::local().
-thread_local std::unordered_map<std::string, void*> local_series;
+// Per thread: (family id, label values) → series, for Family::local(). Looked up by string_view: a hit builds its
+// key in a per-thread buffer and allocates nothing.
+struct KeyHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view key) const { return std::hash<std::string_view>{}(key); }
+};
+thread_local std::unordered_map<std::string, void*, KeyHash, std::equal_to<>> local_series;
 
-std::string cache_key(std::uint64_t id, const std::vector<std::string>& values) {
-    std::string key(reinterpret_cast<const char*>(&id), sizeof id);
+std::string_view cache_key(std::uint64_t id, std::initializer_list<std::string_view> values) {
+    thread_local std::string key;
+    key.assign(reinterpret_cast<const char*>(&id), sizeof id);
     for (const auto& v : values) {
         key += v;
         key += '\0';
@@ -143,13 +149,13 @@ FamilyBase::FamilyBase(std::string name, std::string help, Type type, std::vecto
       labels_(std::move(labels)),
       id_(next_family_id.fetch_add(1, std::memory_order_relaxed)) {}
 
-void* FamilyBase::cached(const std::vector<std::string>& values) const {
+void* FamilyBase::cached(std::initializer_list<std::string_view> values) const {
     auto it = local_series.find(cache_key(id_, values));
     return it == local_series.end() ? nullptr : it->second;
 }
 
-void FamilyBase::cache(const std::vector<std::string>& values, void* series) const {
-    local_series.emplace(cache_key(id_, values), series);
+void FamilyBase::cache(std::initializer_list<std::string_view> values, void* series) const {
+    local_series.emplace(std::string(cache_key(id_, values)), series);
 }
 
 void FamilyBase::check_arity(std::size_t n) const {

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -91,8 +92,9 @@ class FamilyBase {
     virtual void render(std::string& out) const = 0;
 
   protected:
-    void* cached(const std::vector<std::string>& values) const;
-    void cache(const std::vector<std::string>& values, void* series) const;
+    // This thread's series of these label values, or null; no allocation once the thread has seen them.
+    void* cached(std::initializer_list<std::string_view> values) const;
+    void cache(std::initializer_list<std::string_view> values, void* series) const;
     void check_arity(std::size_t n) const;
 
     std::string name_, help_;
@@ -131,10 +133,10 @@ class Family : public FamilyBase {
     }
     // with(), cached per thread: no lock once this thread has seen these values (values folded into "other" are
     // not cached: the cache stays as bounded as the family).
-    T& local(const std::vector<std::string>& values) {
+    T& local(std::initializer_list<std::string_view> values) {
         if (void* hit = cached(values)) return *static_cast<T*>(hit);
         bool folded = false;
-        T& series = with(values, &folded);
+        T& series = with(std::vector<std::string>(values.begin(), values.end()), &folded);
         if (!folded) cache(values, &series);
         return series;
     }

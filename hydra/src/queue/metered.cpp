@@ -74,7 +74,7 @@ class Metered : public Backend {
   private:
     // A queue name the backend refuses is counted under "invalid": names come from handlers, sometimes from clients.
     void count(std::string_view queue, bool ok, Clock::time_point started, std::int64_t n) {
-        std::string name(queue);
+        std::string_view name = queue;
         if (!ok) {
             try {
                 validate_queue_name(name);
