@@ -15,7 +15,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-BUILD=${BENCH_BUILD_DIR:-$ROOT/build/bench}
+BUILD=$(realpath -m "${BENCH_BUILD_DIR:-$ROOT/build/bench}")  # absolute: the server runs in its own directory
+[[ -n ${BENCH_HYDRA_BEFORE:-} ]] && BENCH_HYDRA_BEFORE=$(realpath -m "$BENCH_HYDRA_BEFORE")
 OUT=$BUILD/results
 RUN_DIR=$BUILD/run-instructions
 RATE=${BENCH_INSTR_RATE:-400}
@@ -48,7 +49,14 @@ rm -f "$OUT"/instructions.*
 
 # handled ADMIN: messages the MQC routes handled so far (hydra_mqc_handled_total, every route, result ok).
 handled() {
-    curl -sf "http://$1/metrics" | awk '/^hydra_mqc_handled_total\{.*result="ok"/ {s += $NF} END {print s + 0}'
+    local text
+    text=$(curl -sf "http://$1/metrics") || { log "cannot read http://$1/metrics"; exit 1; }
+    awk '/^hydra_mqc_handled_total\{.*result="ok"/ {s += $NF} END {print s + 0}' <<<"$text"
+}
+
+# control COMMAND...: callgrind_control on the server (instrumentation on/off, dump), or a clear failure.
+control() {
+    callgrind_control "$@" "$SERVER_PID" >/dev/null 2>&1 || { log "callgrind_control $* failed"; exit 1; }
 }
 
 # measure NAME BINARY: one run; writes $OUT/instructions.NAME.<n>.{callgrind,txt} and prints the summary line.
@@ -80,23 +88,24 @@ measure() {
     sleep 4  # past the warm-up: the clients are connected and the queue's consumer is parked
     local m0 m1
     m0=$(handled "$admin")
-    callgrind_control -i on "$SERVER_PID" >/dev/null 2>&1
+    control -i on
     sleep "$WINDOW"
-    callgrind_control -i off "$SERVER_PID" >/dev/null 2>&1
+    control -i off
     m1=$(handled "$admin")
-    callgrind_control -d "$SERVER_PID" >/dev/null 2>&1
+    control -d
     wait "$BENCH_PID" || true
     BENCH_PID=""
     stop_pid "$SERVER_PID"
     SERVER_PID=""
     local messages=$((m1 - m0)) file
-    file=$(ls "$dir"/callgrind.out.* | head -1)
+    file=$(ls "$dir"/callgrind.out.* 2>/dev/null | head -1 || true)
+    [[ -n $file ]] || { log "$name: callgrind wrote no dump; see $dir"; exit 1; }
     cp "$file" "$out.callgrind"
     local total sqlite
     total=$(awk '/^totals:/ {print $2}' "$file")
     # SQLite's own instructions: their share per message depends on how many messages a transaction carried, which
     # moves from run to run; the rest does not.
-    sqlite=$(callgrind_annotate --threshold=100 "$file" 2>/dev/null |
+    sqlite=$(callgrind_annotate --show-percs=yes --threshold=100 "$file" 2>/dev/null |
         awk '/^ *[0-9,]+ +\(/ && /libsqlite3/ { v = $1; gsub(",", "", v); s += v } END { print s + 0 }')
     if ((messages <= 0)); then
         log "$name: no message handled in the window; see $dir"
@@ -106,7 +115,7 @@ measure() {
         echo "$name run $n: $messages messages in ${WINDOW} s, $((total / messages)) user-space instructions per" \
             "message, $(((total - sqlite) / messages)) outside SQLite"
         echo "inclusive instructions per message, by function (all threads):"
-        callgrind_annotate --inclusive=yes "$file" 2>/dev/null | awk -v n="$messages" -v top="$TOP" '
+        callgrind_annotate --show-percs=yes --inclusive=yes "$file" 2>/dev/null | awk -v n="$messages" -v top="$TOP" '
             /^ *[0-9,]+ +\(/ && !/PROGRAM TOTALS/ {
                 v = $1; gsub(",", "", v); $1 = ""; $2 = ""; sub(/^ +/, "");
                 sub(/ \[.*$/, ""); sub(/^\?\?\?:/, ""); if (length($0) > 110) $0 = substr($0, 1, 110) "...";

@@ -21,6 +21,7 @@ struct KeyHash {
 };
 thread_local std::unordered_map<std::string, void*, KeyHash, std::equal_to<>> local_series;
 
+// The view is valid until the next call on this thread: use it at once.
 std::string_view cache_key(std::uint64_t id, std::initializer_list<std::string_view> values) {
     thread_local std::string key;
     key.assign(reinterpret_cast<const char*>(&id), sizeof id);
