@@ -66,11 +66,8 @@ measure() {
     rm -rf "$dir"
     mkdir -p "$dir"
     (cd "$dir" && HYDRA_CONFIG_DIR=$ROOT/config exec valgrind --tool=callgrind --instr-atstart=no \
-        --callgrind-out-file="$dir/callgrind.out" "$binary" run --env dev \
-        --set api.address=127.0.0.1:0 --set admin.address=127.0.0.1:0 --set ws.address=127.0.0.1:0 \
-        --set log.level=warn --set ws.io_threads=1 --set ws.ping_interval_ms=0 --set ws.idle_timeout_ms=0 \
-        --set ws.client_uuid=request_id --set ws.max_connections_per_ip=0 --set ws.rate_limit.messages_per_s=0 \
-        --set api.max_connections_per_ip=0 --set api.rate_limit.requests_per_s=0 --set api.threads=40 \
+        --callgrind-out-file="$dir/callgrind.out" "$binary" run --env dev "${HYDRA_BENCH_SETTINGS[@]}" \
+        --set api.threads=40 \
         --set services.push.database="$dir/push.db" --set queue.backend=sqlite --set queue.sqlite.path="$dir/q.db" \
         ${HYDRA_SET[@]+"${HYDRA_SET[@]}"}) >"$dir/server.log" 2>&1 &
     SERVER_PID=$!

@@ -5,6 +5,14 @@
 
 log() { echo "${LOG_TAG:-bench}: $*" >&2; }
 
+# The settings every benchmark gives a hydra host: free loopback ports, one WS loop, warnings only, no pings or idle
+# timeouts, the client's X-Request-Id as its uuid (the load generator addresses clients by it), and no per-address
+# or rate limits (the load comes from one address and floods on purpose).
+HYDRA_BENCH_SETTINGS=(--set ws.address=127.0.0.1:0 --set api.address=127.0.0.1:0 --set admin.address=127.0.0.1:0
+    --set log.level=warn --set ws.io_threads=1 --set ws.ping_interval_ms=0 --set ws.idle_timeout_ms=0
+    --set ws.client_uuid=request_id --set ws.max_connections_per_ip=0 --set ws.rate_limit.messages_per_s=0
+    --set api.max_connections_per_ip=0 --set api.rate_limit.requests_per_s=0)
+
 # stop_pid PID: SIGTERM, up to 10 s, then SIGKILL; reaps it. A no-op for "" or a PID that is gone.
 stop_pid() {
     local pid=$1

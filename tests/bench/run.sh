@@ -129,11 +129,7 @@ start_server() {
     fi
     if [[ $kind == hydra ]]; then
         (cd "$RUN_DIR" && exec taskset -c "$SERVER_CPU" "$binary" run --config "$ROOT/config/dev.json" \
-            --set ws.address=127.0.0.1:0 --set api.address=127.0.0.1:0 --set admin.address=127.0.0.1:0 --set log.level=warn \
-            --set ws.io_threads=1 --set ws.ping_interval_ms=0 --set ws.idle_timeout_ms=0 \
-            --set ws.client_uuid=request_id --set ws.max_connections_per_ip=0 --set ws.rate_limit.messages_per_s=0 \
-            --set api.max_connections_per_ip=0 --set api.rate_limit.requests_per_s=0 "${tls_args[@]}" \
-            "${metrics_args[@]}") >"$logf" 2>&1 &
+            "${HYDRA_BENCH_SETTINGS[@]}" "${tls_args[@]}" "${metrics_args[@]}") >"$logf" 2>&1 &
     elif [[ $kind == floor ]]; then
         taskset -c "$SERVER_CPU" "$BENCH" floor --ws 127.0.0.1:0 --api 127.0.0.1:0 >"$logf" 2>&1 &
     else

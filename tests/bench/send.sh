@@ -105,11 +105,8 @@ start_hydra() {
     local binary=$HYDRA
     [[ $name == hydra_before ]] && binary=$BENCH_HYDRA_BEFORE
     (cd "$RUN_DIR" && HYDRA_CONFIG_DIR=$ROOT/config exec taskset -c "$SERVER_CPU" "$binary" run --env dev \
-        --set api.address=127.0.0.1:0 --set admin.address=127.0.0.1:0 --set ws.address=127.0.0.1:0 --set log.level=warn \
-        --set ws.io_threads=1 --set ws.ping_interval_ms=0 --set ws.idle_timeout_ms=0 \
-        --set ws.client_uuid=request_id --set ws.max_connections_per_ip=0 --set ws.rate_limit.messages_per_s=0 \
-        --set api.max_connections_per_ip=0 --set api.rate_limit.requests_per_s=0 \
-        --set api.threads=$((PUBLISHERS + 8)) --set services.push.database="$RUN_DIR/$name-push.db" "$@" \
+        "${HYDRA_BENCH_SETTINGS[@]}" --set api.threads=$((PUBLISHERS + 8)) \
+        --set services.push.database="$RUN_DIR/$name-push.db" "$@" \
         ${HYDRA_SET[@]+"${HYDRA_SET[@]}"}) \
         >"$logf" 2>&1 &
     HY_PID=$!

@@ -6,6 +6,8 @@
 #include <stdexcept>
 #include <unordered_map>
 
+#include "core/string_hash.h"
+
 namespace hydra::metrics {
 
 namespace {
@@ -15,11 +17,7 @@ std::atomic<std::uint64_t> next_family_id{1};
 
 // Per thread: (family id, label values) → series, for Family::local(). Looked up by string_view: a hit builds its
 // key in a per-thread buffer and allocates nothing.
-struct KeyHash {
-    using is_transparent = void;
-    std::size_t operator()(std::string_view key) const { return std::hash<std::string_view>{}(key); }
-};
-thread_local std::unordered_map<std::string, void*, KeyHash, std::equal_to<>> local_series;
+thread_local std::unordered_map<std::string, void*, StringHash, std::equal_to<>> local_series;
 
 // The view is valid until the next call on this thread: use it at once.
 std::string_view cache_key(std::uint64_t id, std::initializer_list<std::string_view> values) {

@@ -14,6 +14,8 @@
 
 #include <hydra/exchange.h>
 
+#include "core/string_hash.h"
+
 namespace hydra::ws {
 
 using Frame = std::shared_ptr<const std::string>;  // an encoded frame, shared by every recipient
@@ -78,15 +80,9 @@ class WsExchange : public Exchange {
     Delivery& delivery_;
     PresenceObserver observer_;
     mutable std::shared_mutex mutex_;
-    // Looked up by string_view (a notify's uuid) without building a std::string for it. Not noexcept on purpose:
-    // libstdc++ then keeps each entry's hash in its node, and a lookup no longer hashes the keys of the nodes it
-    // walks past (each a cache miss in a table of many connections).
-    struct NameHash {
-        using is_transparent = void;
-        std::size_t operator()(std::string_view name) const { return std::hash<std::string_view>{}(name); }
-    };
+    // Looked up by string_view (a notify's uuid) without building a std::string for it.
     template <class V>
-    using ByName = std::unordered_map<std::string, V, NameHash, std::equal_to<>>;
+    using ByName = std::unordered_map<std::string, V, StringHash, std::equal_to<>>;
     ByName<Entry> by_uuid_;
     ByName<std::unordered_set<std::string>> users_;
     ByName<std::unordered_set<std::string>> channels_;
