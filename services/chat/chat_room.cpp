@@ -26,28 +26,36 @@ hydra::Result on_message(hydra::Context& ctx) {
     if (op_it == in.end() || !op_it->is_string()) return error("missing field op");
     const std::string op = op_it->get<std::string>();
     hydra::Exchange& ex = ctx.exchange();
-    std::optional<Json> current = ex.get(ctx.uuid(), "room");
+    // The room joined ("room" is null after a quit).
+    std::optional<Json> value = ex.get(ctx.uuid(), "room");
+    const std::optional<std::string> current =
+        value && value->is_string() ? std::optional<std::string>(value->get<std::string>()) : std::nullopt;
 
+    // Join and quit answer through the exchange, in line with the rooms' messages: what the old room published
+    // before the client left comes before the answer, the new room's messages after it. (A returned answer would
+    // go ahead of everything that reached the connection while this handler ran, an old room's messages included.)
     if (op == "join") {
         auto room = in.contains("room_id") ? room_of(in["room_id"]) : std::nullopt;
         if (!room) return error("missing or invalid field room_id");
-        if (current) ex.unsubscribe(ctx.uuid(), "room:" + current->get<std::string>());
-        ex.subscribe(ctx.uuid(), "room:" + *room);
+        if (current) ex.unsubscribe(ctx.uuid(), "room:" + *current);
         ex.set(ctx.uuid(), "room", *room);
-        return kSuccess;
+        ex.send(ctx.uuid(), hydra::dump(kSuccess));
+        ex.subscribe(ctx.uuid(), "room:" + *room);
+        return {};
     }
     if (op == "send") {
         if (!in.contains("msg") || !in["msg"].is_string()) return error("missing field msg");
-        if (!current || current->is_null()) return error("not in a room: join one first");
+        if (!current) return error("not in a room: join one first");
         // The sender is in the room too: its copy follows this answer (a reply goes before what its handler sent).
-        ex.publish("room:" + current->get<std::string>(), Json{{"client_id", ctx.uuid()}, {"msg", in["msg"]}}.dump());
+        ex.publish("room:" + *current, Json{{"client_id", ctx.uuid()}, {"msg", in["msg"]}}.dump());
         return kSuccess;
     }
     if (op == "quit") {
-        if (!current || current->is_null()) return error("not in a room");
-        ex.unsubscribe(ctx.uuid(), "room:" + current->get<std::string>());
+        if (!current) return error("not in a room");
+        ex.unsubscribe(ctx.uuid(), "room:" + *current);
         ex.set(ctx.uuid(), "room", nullptr);
-        return kSuccess;
+        ex.send(ctx.uuid(), hydra::dump(kSuccess));
+        return {};
     }
     return error("unknown op: " + op);
 }

@@ -2,6 +2,9 @@
 // by the project's WebSocket client, python3-websockets and HTTP.
 #include <boost/test/unit_test.hpp>
 
+#include <atomic>
+#include <thread>
+
 #include <hydra/json.h>
 #include <hydra/ws_client.h>
 
@@ -129,6 +132,57 @@ BOOST_AUTO_TEST_CASE(chat_rooms) {
                         R"({"c":"room:1002","d":"{\"type\":\"broadcast\",\"msg\":\"Hello,World!\"}"})");
     BOOST_CHECK_EQUAL(r.status, 200);
     BOOST_CHECK_EQUAL(a.receive(5s).data, R"({"type":"broadcast","msg":"Hello,World!"})");
+}
+
+// A room's messages and a member's join/quit answers, while another thread publishes to the room without pause: a
+// message published before the quit took effect comes before its answer, none after it; the join's answer comes
+// before the room's first message. (Held behind the answer, an earlier message would look like one of a room the
+// client has left.)
+BOOST_AUTO_TEST_CASE(chat_answers_are_ordered_with_the_rooms_messages) {
+    test::Host host;
+    WsClient a = host.connect("/chat");
+    const Json ok = {{"status", "success"}};
+    std::atomic<bool> stop{false};
+    std::atomic<int> published{0};
+    struct Joined {  // the publisher stops and is joined however the test ends
+        std::atomic<bool>& stop;
+        std::thread thread;
+        ~Joined() {
+            stop = true;
+            if (thread.joinable()) thread.join();
+        }
+    } publisher{stop, std::thread([&] {
+                    Poco::Net::HTTPClientSession session{Poco::Net::SocketAddress(host.admin)};
+                    session.setTimeout(Poco::Timespan(10, 0));
+                    try {
+                        for (int n = 0; !stop; ++n) {
+                            auto r = test::http_on(session, "POST", "/v1/mesh/publish",
+                                                   Json{{"c", "room:r1"}, {"d", Json{{"n", n}}.dump()}}.dump());
+                            if (r.status == 200) ++published;
+                        }
+                    } catch (const std::exception&) {  // the host went away: the checks below tell
+                    }
+                })};
+    int after_quit = 0, before_join = 0, rounds_with_messages = 0;
+    for (int round = 0; round < 40; ++round) {  // (a join after a quit failed with a 500 once)
+        a.send_text(R"({"op":"join","room_id":"r1"})");
+        Json m = next_json(a);
+        if (m != ok) ++before_join;  // a room message ahead of the join's answer
+        while (m != ok) m = next_json(a);
+        // Room messages until the quit's answer, then none.
+        std::this_thread::sleep_for(2ms);
+        a.send_text(R"({"op":"quit"})");
+        int seen = 0;
+        for (m = next_json(a); m != ok; m = next_json(a)) ++seen;
+        if (seen > 0) ++rounds_with_messages;
+        for (WsMessage late = a.receive(20ms); late.type == WsMessage::Type::text; late = a.receive(20ms)) ++after_quit;
+    }
+    stop = true;
+    publisher.thread.join();
+    BOOST_TEST_MESSAGE(published.load() << " published; " << rounds_with_messages << " of 40 rounds saw room messages");
+    BOOST_CHECK_GT(rounds_with_messages, 0);  // the room was busy while the client was in it
+    BOOST_CHECK_EQUAL(before_join, 0);
+    BOOST_CHECK_EQUAL(after_quit, 0);
 }
 
 BOOST_AUTO_TEST_CASE(message_center) {

@@ -2,6 +2,8 @@
 // sending to the room, quitting, and the errors that leave the connection open.
 #include <boost/test/unit_test.hpp>
 
+#include <map>
+
 #include "services/chat/chat_room.h"
 #include "support/fakes.h"
 
@@ -14,14 +16,28 @@ struct Room {
     Room() {
         for (const char* uuid : {"a", "b", "c"}) ex.connect(uuid);
     }
-    // One message from `uuid`: the endpoint's answer.
+    // One message from `uuid`: the endpoint's answer, returned or (join, quit) sent to the connection through the
+    // exchange, which then is the last thing the connection received.
     Json message(const std::string& uuid, const std::string& body) {
         auto ctx = test::context(
             {.kind = hydra::ServerKind::ws, .path = "/chat", .body = body, .uuid = uuid, .exchange = &ex});
+        const std::size_t before = ex.received(uuid).size();
         hydra::Result r = services::chat::on_message(ctx);
-        BOOST_REQUIRE(r.kind() == hydra::Result::Kind::json);
-        return r.value();
+        if (r.kind() == hydra::Result::Kind::json) return r.value();
+        BOOST_REQUIRE(r.kind() == hydra::Result::Kind::empty);
+        const std::vector<Json> got = ex.received_json(uuid);
+        BOOST_REQUIRE_EQUAL(got.size(), before + 1);
+        answers[uuid] += 1;
+        return got.back();
     }
+    // What `uuid` received that was not an answer.
+    std::vector<Json> room_messages(const std::string& uuid) const {
+        std::vector<Json> out;
+        for (const Json& m : ex.received_json(uuid))
+            if (m != Json{{"status", "success"}}) out.push_back(m);
+        return out;
+    }
+    std::map<std::string, int> answers;  // sent through the exchange
 };
 
 const Json kSuccess = Json::parse(R"({"status":"success"})");
@@ -37,11 +53,12 @@ BOOST_AUTO_TEST_CASE(a_message_reaches_everyone_in_the_room_the_sender_included_
     BOOST_CHECK_EQUAL(r.message("c", R"({"op":"join","room_id":7})"), kSuccess);
     BOOST_CHECK_EQUAL(r.message("a", R"({"op":"send","msg":"Hello"})"), kSuccess);
     const Json expected = Json::parse(R"({"client_id":"a","msg":"Hello"})");
-    BOOST_REQUIRE_EQUAL(r.ex.received_json("a").size(), 1U);
-    BOOST_CHECK_EQUAL(r.ex.received_json("a")[0], expected);
-    BOOST_REQUIRE_EQUAL(r.ex.received_json("b").size(), 1U);
-    BOOST_CHECK_EQUAL(r.ex.received_json("b")[0], expected);
-    BOOST_CHECK(r.ex.received("c").empty());
+    BOOST_REQUIRE_EQUAL(r.room_messages("a").size(), 1U);
+    BOOST_CHECK_EQUAL(r.room_messages("a")[0], expected);
+    BOOST_REQUIRE_EQUAL(r.room_messages("b").size(), 1U);
+    BOOST_CHECK_EQUAL(r.room_messages("b")[0], expected);
+    BOOST_CHECK(r.room_messages("c").empty());
+    BOOST_CHECK_EQUAL(r.answers["a"], 1);  // join's answer through the exchange; send's returned
 }
 
 BOOST_AUTO_TEST_CASE(joining_another_room_leaves_the_first_and_quit_leaves_it) {
@@ -54,7 +71,11 @@ BOOST_AUTO_TEST_CASE(joining_another_room_leaves_the_first_and_quit_leaves_it) {
     BOOST_CHECK(r.ex.subscribers("room:2").empty());
     BOOST_CHECK_EQUAL(r.message("a", R"({"op":"quit"})")["status"], "error");  // not in a room any more
     BOOST_CHECK_EQUAL(r.message("a", R"({"op":"send","msg":"x"})")["status"], "error");
-    BOOST_CHECK(r.ex.received("a").empty());
+    BOOST_CHECK(r.room_messages("a").empty());
+    BOOST_CHECK_EQUAL(r.answers["a"], 3);  // two joins and a quit; the errors are returned
+    // After a quit (the room kept as null), a join works again: it answered 500 once.
+    BOOST_CHECK_EQUAL(r.message("a", R"({"op":"join","room_id":3})"), kSuccess);
+    BOOST_CHECK(r.ex.subscribers("room:3").count("a"));
 }
 
 BOOST_AUTO_TEST_CASE(bad_messages_are_errors_and_change_nothing) {
@@ -70,7 +91,8 @@ BOOST_AUTO_TEST_CASE(bad_messages_are_errors_and_change_nothing) {
     }
     BOOST_CHECK(r.ex.subscribers("room:1").count("a"));  // still in its room
     BOOST_CHECK_EQUAL(r.ex.channels(), 1U);
-    BOOST_CHECK(r.ex.received("a").empty());
+    BOOST_CHECK(r.room_messages("a").empty());
+    BOOST_CHECK_EQUAL(r.answers["a"], 1);  // the join; no error went through the exchange
 }
 
 BOOST_AUTO_TEST_SUITE_END()

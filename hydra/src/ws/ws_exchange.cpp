@@ -107,14 +107,14 @@ bool WsExchange::bind_locked(std::string_view user, std::string_view uuid) {
     return true;
 }
 
+// As publish(): handed over under the lock, so nothing sent to a user's devices is still on its way after bind()
+// moved one of them to another user.
 std::size_t WsExchange::notify_user(std::string_view user, const Json& data) {
     std::vector<std::uint64_t> ids;
-    {
-        std::shared_lock lock(mutex_);
-        auto u = users_.find(user);
-        if (u == users_.end()) return 0;
-        for (const auto& uuid : u->second) ids.push_back(by_uuid_.at(uuid).conn_id);
-    }
+    std::shared_lock lock(mutex_);
+    auto u = users_.find(user);
+    if (u == users_.end()) return 0;
+    for (const auto& uuid : u->second) ids.push_back(by_uuid_.at(uuid).conn_id);
     std::size_t n = ids.size();
     delivery_.deliver_many(std::move(ids), notify_frame(data));
     return n;
@@ -147,15 +147,16 @@ bool WsExchange::unsubscribe(std::string_view uuid, std::string_view channel) {
     return true;
 }
 
+// Handed to the connections' loops before the lock is released: once unsubscribe() returns, no frame of an earlier
+// publish is still on its way to the loops, so what the unsubscriber sends next goes after it (a chat room's quit
+// answer comes after the room's last message, not before a late one).
 std::size_t WsExchange::publish(std::string_view channel, std::string_view payload) {
     std::vector<std::uint64_t> ids;
-    {
-        std::shared_lock lock(mutex_);
-        auto c = channels_.find(channel);
-        if (c == channels_.end()) return 0;
-        ids.reserve(c->second.size());
-        for (const auto& uuid : c->second) ids.push_back(by_uuid_.at(uuid).conn_id);
-    }
+    std::shared_lock lock(mutex_);
+    auto c = channels_.find(channel);
+    if (c == channels_.end()) return 0;
+    ids.reserve(c->second.size());
+    for (const auto& uuid : c->second) ids.push_back(by_uuid_.at(uuid).conn_id);
     std::size_t n = ids.size();
     delivery_.deliver_many(std::move(ids), text_frame(payload));
     return n;
