@@ -37,6 +37,7 @@ hydra::Result on_message(hydra::Context& ctx) {
     if (op == "join") {
         auto room = in.contains("room_id") ? room_of(in["room_id"]) : std::nullopt;
         if (!room) return error("missing or invalid field room_id");
+        if (current == room) return kSuccess;  // already there: nothing to leave, nothing missed
         if (current) ex.unsubscribe(ctx.uuid(), "room:" + *current);
         ex.set(ctx.uuid(), "room", *room);
         ex.send(ctx.uuid(), hydra::dump(kSuccess));

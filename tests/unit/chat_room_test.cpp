@@ -64,6 +64,9 @@ BOOST_AUTO_TEST_CASE(a_message_reaches_everyone_in_the_room_the_sender_included_
 BOOST_AUTO_TEST_CASE(joining_another_room_leaves_the_first_and_quit_leaves_it) {
     Room r;
     r.message("a", R"({"op":"join","room_id":1})");
+    // Joining the room it is in: answered at once, never out of the room meanwhile.
+    BOOST_CHECK_EQUAL(r.message("a", R"({"op":"join","room_id":"1"})"), kSuccess);
+    BOOST_CHECK(r.ex.subscribers("room:1").count("a"));
     r.message("a", R"({"op":"join","room_id":2})");
     BOOST_CHECK(r.ex.subscribers("room:1").empty());
     BOOST_CHECK(r.ex.subscribers("room:2").count("a"));

@@ -110,13 +110,14 @@ bool WsExchange::bind_locked(std::string_view user, std::string_view uuid) {
 // As publish(): handed over under the lock, so nothing sent to a user's devices is still on its way after bind()
 // moved one of them to another user.
 std::size_t WsExchange::notify_user(std::string_view user, const Json& data) {
+    Frame frame = notify_frame(data);  // built before the lock, as in publish()
     std::vector<std::uint64_t> ids;
     std::shared_lock lock(mutex_);
     auto u = users_.find(user);
     if (u == users_.end()) return 0;
     for (const auto& uuid : u->second) ids.push_back(by_uuid_.at(uuid).conn_id);
     std::size_t n = ids.size();
-    delivery_.deliver_many(std::move(ids), notify_frame(data));
+    delivery_.deliver_many(std::move(ids), std::move(frame));
     return n;
 }
 
@@ -151,6 +152,7 @@ bool WsExchange::unsubscribe(std::string_view uuid, std::string_view channel) {
 // publish is still on its way to the loops, so what the unsubscriber sends next goes after it (a chat room's quit
 // answer comes after the room's last message, not before a late one).
 std::size_t WsExchange::publish(std::string_view channel, std::string_view payload) {
+    Frame frame = text_frame(payload);  // built before the lock: writers (subscribe, bind...) wait for readers
     std::vector<std::uint64_t> ids;
     std::shared_lock lock(mutex_);
     auto c = channels_.find(channel);
@@ -158,7 +160,7 @@ std::size_t WsExchange::publish(std::string_view channel, std::string_view paylo
     ids.reserve(c->second.size());
     for (const auto& uuid : c->second) ids.push_back(by_uuid_.at(uuid).conn_id);
     std::size_t n = ids.size();
-    delivery_.deliver_many(std::move(ids), text_frame(payload));
+    delivery_.deliver_many(std::move(ids), std::move(frame));
     return n;
 }
 
