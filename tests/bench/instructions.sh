@@ -7,8 +7,9 @@
 #   BENCH_HYDRA_BEFORE=<hydra binary> tests/bench/instructions.sh  # and an earlier one, alternating
 # Knobs (env): BENCH_INSTR_RATE (msg/s, default 200: well within what hydra keeps up with under callgrind; near
 # its limit, at 400, the queue's consumer was busy for part of the messages, which then took the fetcher's lease
-# path instead of the hand-off real runs take), BENCH_INSTR_WINDOW (seconds counted, 10), BENCH_INSTR_CLIENTS (1000), BENCH_INSTR_HYDRA_SET ("key=value ..."), BENCH_INSTR_TOP (rows of
-# the per-function table, 25), BENCH_REPEAT (runs per binary, 1), and run.sh's BENCH_SKIP_BUILD, BENCH_BUILD_DIR.
+# path instead of the hand-off real runs take), BENCH_INSTR_WINDOW (seconds counted, 10), BENCH_INSTR_CLIENTS
+# (1000), BENCH_INSTR_HYDRA_SET ("key=value ..."), BENCH_INSTR_TOP (rows of the per-function table, 25),
+# BENCH_REPEAT (runs per binary, 1), and run.sh's BENCH_SKIP_BUILD, BENCH_BUILD_DIR.
 # At this rate a transaction carries one to a few messages, so SQLite's share is mostly a transaction's cost and
 # moves with the batching from run to run (±15 %); the figure outside SQLite (HTTP handler, Context, JSON, MQC
 # route, exchange) is the one to compare (±3 %; a function's own figure in the table, closer).
