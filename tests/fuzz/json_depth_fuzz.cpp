@@ -1,7 +1,8 @@
 // libFuzzer target for hydra::parse_json (hydra/src/core/json.cpp): the depth scan that guards every JSON read from
-// outside. Input: byte 0 = the depth limit (1..64), the rest = the text. Whatever parse_json returns must be nested
-// no deeper than the limit (checked by a walk that stops one level past it), and JSON the scan refuses must indeed
-// be too deep or not JSON. Violations abort().
+// outside, and the flat-object fast path in front of the library. Input: byte 0 = the depth limit (1..64), the
+// rest = the text. Whatever parse_json returns must be nested no deeper than the limit (checked by a walk that stops
+// one level past it) and equal the library's own reading of the text; JSON the scan refuses must indeed be too deep
+// or not JSON. Violations abort().
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -37,6 +38,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         hydra::Json v = hydra::parse_json(text);
         FUZZ_CHECK(depth_of(v, limit) <= limit);
         FUZZ_CHECK(!lenient.is_discarded() && lenient == v);
+        // The fast path reads what the library reads (same members, same values, the last of a repeated name).
+        hydra::Json library = hydra::Json::parse(text, nullptr, false);
+        FUZZ_CHECK(!library.is_discarded() && library == v);
     } catch (const hydra::JsonTooDeep&) {
         FUZZ_CHECK(lenient.is_discarded());
         // Refused for depth: the text, if it is JSON at all, really is deeper than the limit.

@@ -3,7 +3,7 @@
 #   ws_frame      the WebSocket frame decoder and handshake parsers
 #   http_head     the HTTP head parser (http/head)
 #   http_chunked  the chunked body decoder (http/chunked)
-#   json_depth    the depth scan in front of every JSON read from outside (core/json)
+#   json_depth    the depth scan in front of every JSON read from outside and the flat-object fast path (core/json)
 #   tests/fuzz/smoke.sh BIN_DIR TARGET [SECONDS]   (ctest runs each for 20 s; run longer by hand to hunt bugs)
 # What a run finds stays in BIN_DIR/corpus-TARGET; a crash leaves its input there as crash-* and fails the run.
 set -euo pipefail

@@ -59,6 +59,7 @@ struct ApiFixture {
         app.api("/denied", [](Context&) -> Json { throw hydra::Error(401, "who are you"); });
         app.api("/custom-code", [](Context&) -> Json { throw hydra::Error(1001, "out of stock"); });
         app.api("/created", [](Context&) { return hydra::Result::json({{"id", 7}}, 201); });
+        app.api("/serialized", [](Context&) { return hydra::Result::json_text(R"({"id":8,"s":"as written"})", 202); });
         app.api("/rid", [](Context& ctx) { return Json{{"rid", ctx.request_id()}}; });
         app.api("/typed", [](Context& ctx) { return Json{{"n", ctx.get<int>("n") * 2}}; });
         app.start(test_config(std::move(sets)));
@@ -83,6 +84,11 @@ BOOST_AUTO_TEST_CASE(serves_registered_routes_as_json_and_text) {
 
     BOOST_CHECK_EQUAL(http(f.addr, "GET", "/nothing").status, 204);
     BOOST_CHECK_EQUAL(http(f.addr, "GET", "/created").status, 201);
+    // JSON serialized by the handler goes out as it is, as JSON
+    r = http(f.addr, "GET", "/serialized");
+    BOOST_CHECK_EQUAL(r.status, 202);
+    BOOST_CHECK_EQUAL(r.headers["Content-Type"], "application/json");
+    BOOST_CHECK_EQUAL(r.body, R"({"id":8,"s":"as written"})");
     // trailing slash is the same route
     BOOST_CHECK_EQUAL(http(f.addr, "GET", "/hello/").status, 200);
 }

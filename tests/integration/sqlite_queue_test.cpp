@@ -611,6 +611,24 @@ BOOST_AUTO_TEST_CASE(a_backoff_over_the_cap_is_recorded_as_due_in_ten_minutes) {
     q.stop(5s);
 }
 
+BOOST_AUTO_TEST_CASE(a_transaction_that_could_not_begin_leaves_the_next_ones_unharmed) {
+    // Another connection holds the write lock past busy_timeout_ms (as `hydra queue` may): the pushes of that
+    // moment fail; once it lets go, the next ones commit (the failure is not carried into later transactions).
+    std::string path = test::temp_path("busy.db");
+    auto s = settings(path);
+    s.busy_timeout_ms = 50;
+    Consumed q(s, fast_retry(3));
+    q.push("busy", "before");
+    {
+        SQLite::Database other(path, SQLite::OPEN_READWRITE);
+        SQLite::Transaction hold(other, SQLite::TransactionBehavior::IMMEDIATE);
+        BOOST_CHECK_THROW(q.push("busy", "while locked"), QueueError);
+        BOOST_CHECK_THROW(q.push("busy", "still locked"), QueueError);
+    }
+    for (int i = 0; i < 3; ++i) BOOST_CHECK_NO_THROW(q.push("busy", "after " + std::to_string(i)));
+    BOOST_CHECK_EQUAL(test::row_count(path, "messages"), 4);
+}
+
 BOOST_AUTO_TEST_CASE(a_write_error_on_commit_fails_those_pushes_and_the_server_stays_up) {
     // The real binary under a file size limit (RLIMIT_FSIZE, with SIGXFSZ ignored so that a write past it fails with
     // EFBIG): the queue's write-ahead log cannot grow past 1 MiB, as on a full disk, without a mount.

@@ -63,6 +63,7 @@ struct WsFixture {
             return Json{{"uuid", ctx.uuid()}};
         });
         app.ws("/echo", [](Context& ctx) { return ctx.params(); });
+        app.ws("/serialized", [](Context&) { return hydra::Result::json_text(R"({"as":"written"})"); });
         app.ws("/slow", [](Context& ctx) {
             // a handler that takes a while (a condition for a case; to hold one until the test says, use /hold)
             std::this_thread::sleep_for(std::chrono::milliseconds(ctx.get<int>("ms")));
@@ -179,6 +180,9 @@ BOOST_AUTO_TEST_CASE(service_routing_replies_and_errors_keep_the_connection) {
     c.send_text(R"({"service":"/member/login","uname":"alice","pwd":"nope"})");
     WsMessage raw = c.receive(5s);
     BOOST_CHECK_EQUAL(raw.data, R"({"service":"/member/login","code":401,"err":"wrong password"})");
+
+    c.send_text(R"({"service":"/serialized"})");
+    BOOST_CHECK_EQUAL(c.receive(5s).data, R"({"service":"/serialized","code":200,"data":{"as":"written"}})");
 
     c.send_text("this is not json");
     r = receive_json(c);
@@ -393,6 +397,10 @@ BOOST_AUTO_TEST_CASE(exchange_from_other_threads) {
     std::thread([&] { BOOST_CHECK(ex.notify("bob", Json{{"msg", "充值成功"}})); }).join();
     BOOST_CHECK_EQUAL(b.receive(5s).data, R"({"service":"notify","code":200,"data":{"msg":"充值成功"}})");
     BOOST_CHECK(!ex.notify("nobody", Json{{"msg", "x"}}));
+    // data serialized by the caller goes into the same envelope as it is
+    BOOST_CHECK(ex.notify_json("bob", R"({"msg":"as written","n":[1,2]})"));
+    BOOST_CHECK_EQUAL(b.receive(5s).data, R"({"service":"notify","code":200,"data":{"msg":"as written","n":[1,2]}})");
+    BOOST_CHECK(!ex.notify_json("nobody", "{}"));
 
     BOOST_CHECK(ex.bind("alice", "alice-phone"));
     BOOST_CHECK(ex.bind("alice", "alice-laptop"));

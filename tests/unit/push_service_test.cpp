@@ -46,7 +46,7 @@ struct Demo {
         }
         BOOST_REQUIRE_MESSAGE(answer, "no answer");  // the fake queue reports before push_async returns
         if (answer->is_error()) return {answer->error_code(), Json(answer->text())};
-        return {200, answer->value()};
+        return {200, Json::parse(answer->json_body())};
     }
     // /msg/push (MQC) with a message as /msg/send queued it.
     void deliver(Json message) {
@@ -103,6 +103,12 @@ BOOST_AUTO_TEST_CASE(send_answers_once_the_message_is_queued_and_503_when_the_qu
     BOOST_CHECK_EQUAL(Json::parse(pushed[0].payload), Json::parse(R"({"msg":"hello","uname":"alice"})"));
     BOOST_CHECK_EQUAL(pushed[0].headers.at("x-request-id"), "test-request");  // traced to the push
 
+    // Written as JSON text: quotes and control characters escaped, invalid UTF-8 replaced (as everywhere in hydra)
+    BOOST_CHECK_EQUAL(d.send({{"uuid", "c\"1"}, {"msg", "a\"b\\c\nd \xff"}}).first, 200);
+    pushed = d.queue.pushed();
+    BOOST_REQUIRE_EQUAL(pushed.size(), 2U);
+    BOOST_CHECK_EQUAL(Json::parse(pushed[1].payload), Json::parse(R"({"msg":"a\"b\\c\nd \ufffd","uuid":"c\"1"})"));
+
     d.queue.failure = hydra::QueueError("queue: timed out", true);
     BOOST_CHECK_EQUAL(d.send({{"uuid", "c1"}, {"msg", "x"}}).first, 503);
 }
@@ -113,7 +119,8 @@ BOOST_AUTO_TEST_CASE(push_to_a_uuid_reaches_that_connection_and_a_gone_one_is_dr
     d.ex.connect("c2");
     d.deliver({{"uuid", "c1"}, {"msg", "for c1"}});
     d.deliver({{"uuid", "gone"}, {"msg", "lost on purpose"}});
-    BOOST_CHECK(d.notified("c1") == std::vector<std::string>{"for c1"});
+    d.deliver({{"uuid", "c1"}, {"msg", "quoted \"\\ \u00e9"}});
+    BOOST_CHECK(d.notified("c1") == (std::vector<std::string>{"for c1", "quoted \"\\ \u00e9"}));
     BOOST_CHECK(d.notified("c2").empty());
 }
 

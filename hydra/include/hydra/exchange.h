@@ -17,6 +17,12 @@ class Exchange {
 
     // Sends {"service":"notify","code":200,"data":data} to one connection; false if the uuid is unknown.
     virtual bool notify(std::string_view uuid, const Json& data) = 0;
+    // notify() with the data serialized already: `data_json` is one JSON value (the caller vouches for it), sent
+    // without building or serializing a Json. The default, and a cluster routing it to another host, parse it
+    // (parse_json: throws when it is not JSON).
+    virtual bool notify_json(std::string_view uuid, std::string_view data_json) {
+        return notify(uuid, parse_json(data_json));
+    }
     // notify() that reports the outcome: `written(true)` once the whole frame was written to the connection's
     // socket, `written(false)` if the connection closed or dropped its send queue first. Called once, on the
     // connection's I/O loop (keep it short, never block), and never when this returns false (uuid unknown).

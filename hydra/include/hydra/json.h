@@ -3,6 +3,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <string>
 #include <string_view>
 
@@ -12,6 +13,19 @@ using Json = nlohmann::json;
 // JSON text on one line. Invalid UTF-8 in a string (from a client, the environment, a queue) is replaced with
 // U+FFFD instead of throwing.
 inline std::string dump(const Json& value) { return value.dump(-1, ' ', false, Json::error_handler_t::replace); }
+
+// Appends `text` as a JSON string, for JSON written without building a Json on per-message paths (queue headers,
+// the WebSocket envelope, a handler's payload): plain printable ASCII (no quote, no backslash) as it is, anything
+// else through the JSON library (escapes; invalid UTF-8 replaced).
+inline void append_json_string(std::string& out, std::string_view text) {
+    if (std::all_of(text.begin(), text.end(), [](char c) { return c >= 0x20 && c < 0x7f && c != '"' && c != '\\'; })) {
+        out += '"';
+        out += text;
+        out += '"';
+    } else {
+        out += dump(Json(text));
+    }
+}
 
 // The deepest nesting of arrays and objects accepted from outside (`limits.json_depth`, default 64). Copying,
 // comparing and dumping a JSON value recurse once per level, so a deeper document could overflow a thread's stack.

@@ -12,6 +12,7 @@
 #include "core/chain.h"
 #include "core/context_access.h"
 #include "core/request_id.h"
+#include "http/message.h"
 #include "http/target.h"
 
 namespace hydra {
@@ -35,7 +36,7 @@ http::Response reply_from(const Result& result) {
         case Result::Kind::error:
             return error_reply(result.error_code(), result.text());
         case Result::Kind::json:
-            r = with_body(200, "application/json", dump(result.value()));
+            r = with_body(200, "application/json", result.json_body());
             break;
         case Result::Kind::text:
             r = with_body(200, "text/plain; charset=utf-8", result.text());
@@ -395,9 +396,7 @@ Context::Init ApiServer::context_init(http::Request& request, const Router::Matc
     init.exchange = exchange_;
     auto headers = std::make_shared<Headers>();
     for (const auto& [name, value] : request.headers) {
-        std::string key = name;
-        std::transform(key.begin(), key.end(), key.begin(), [](unsigned char c) { return std::tolower(c); });
-        auto [it, inserted] = headers->emplace(std::move(key), value);
+        auto [it, inserted] = headers->emplace(http::to_lower(name), value);
         if (!inserted) it->second += ", " + value;  // a repeated field is one comma-separated list
     }
     init.headers = std::move(headers);

@@ -293,6 +293,11 @@ bool ClusterExchange::notify(std::string_view uuid, const Json& data) {
     return route(uuid, {{"op", "notify"}, {"data", data}});
 }
 
+bool ClusterExchange::notify_json(std::string_view uuid, std::string_view data_json) {
+    if (local_.notify_json(uuid, data_json)) return true;
+    return route(uuid, {{"op", "notify"}, {"data", parse_json(data_json)}});
+}
+
 bool ClusterExchange::notify_confirmed(std::string_view uuid, const Json& data, std::function<void(bool)> written) {
     // This host's connections only: a write on another host cannot be confirmed from here, and a uuid whose owner
     // is unknown would go to the bus, where nobody may hold it. The caller learns that nothing was sent.

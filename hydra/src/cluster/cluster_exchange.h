@@ -62,6 +62,7 @@ class ClusterExchange : public Exchange {
     const std::string& node_id() const { return settings_.node_id; }
 
     bool notify(std::string_view uuid, const Json& data) override;
+    bool notify_json(std::string_view uuid, std::string_view data_json) override;
     bool notify_confirmed(std::string_view uuid, const Json& data, std::function<void(bool)> written) override;
     std::size_t broadcast(const Json& data) override;
     bool bind(std::string_view user, std::string_view uuid) override;

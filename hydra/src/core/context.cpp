@@ -3,6 +3,7 @@
 #include <hydra/testing.h>
 
 #include "core/context_access.h"
+#include "http/message.h"
 #include "net/client_limits.h"
 
 #include <algorithm>
@@ -44,10 +45,8 @@ std::string Context::require(std::string_view name) const {
 }
 
 std::optional<std::string> Context::header(std::string_view name) const {
-    std::string key(name);
-    std::transform(key.begin(), key.end(), key.begin(), [](unsigned char c) { return std::tolower(c); });
     if (!init_.headers) return std::nullopt;
-    auto it = init_.headers->find(key);
+    auto it = init_.headers->find(http::to_lower(name));
     if (it == init_.headers->end()) return std::nullopt;
     return it->second;
 }

@@ -26,6 +26,12 @@ bool iequals(std::string_view a, std::string_view b) {
     return true;
 }
 
+std::string to_lower(std::string_view s) {
+    std::string out(s);
+    for (char& c : out) c = lower(c);
+    return out;
+}
+
 bool is_token(std::string_view s) {
     if (s.empty()) return false;
     for (char c : s)
@@ -77,12 +83,23 @@ std::size_t count_headers(const HeaderFields& headers, std::string_view name) {
     return n;
 }
 
+namespace {
+// `s` without CR and LF (a header line ends at them).
+void append_line_safe(std::string& out, std::string_view s) {
+    std::size_t from = 0;
+    for (std::size_t i = 0; i < s.size(); ++i)
+        if (s[i] == '\r' || s[i] == '\n') {
+            out.append(s.substr(from, i - from));
+            from = i + 1;
+        }
+    out.append(s.substr(from));
+}
+}  // namespace
+
 void append_header(std::string& out, std::string_view name, std::string_view value) {
-    for (char c : name)
-        if (c != '\r' && c != '\n') out += c;
+    append_line_safe(out, name);
     out += ": ";
-    for (char c : value)
-        if (c != '\r' && c != '\n') out += c;
+    append_line_safe(out, value);
     out += "\r\n";
 }
 

@@ -17,6 +17,8 @@ enum class ParseStatus : std::uint8_t { need_more, ok, error };
 
 // ASCII case-insensitive equality, as used for header names and tokens.
 bool iequals(std::string_view a, std::string_view b);
+// ASCII lower case (header names as handlers see them; other bytes unchanged).
+std::string to_lower(std::string_view s);
 // The value of a hexadecimal digit, -1 for any other character.
 int hex_value(char c);
 // RFC 9110 token (method, header name).

@@ -8,6 +8,7 @@
 #include <hydra/log.h>
 
 #include "core/context_access.h"
+#include "http/message.h"
 
 namespace hydra::mqc {
 
@@ -52,11 +53,7 @@ std::optional<std::string> run(const Handler& handler, const std::string& route,
     init.route = route;
     init.body = m.payload;
     auto headers = std::make_shared<Headers>();
-    for (const auto& [k, v] : m.headers) {
-        std::string key = k;
-        std::transform(key.begin(), key.end(), key.begin(), [](unsigned char c) { return std::tolower(c); });
-        (*headers)[key] = v;
-    }
+    for (const auto& [k, v] : m.headers) (*headers)[http::to_lower(k)] = v;
     auto rid = headers->find("x-request-id");
     init.request_id = rid != headers->end() ? rid->second : m.queue + "/" + m.id;
     init.headers = std::move(headers);

@@ -6,22 +6,27 @@
 
 #include "core/chain.h"
 #include "core/context_access.h"
-#include "core/json_text.h"
 #include "ws/loop.h"
 
 namespace hydra::ws {
 
-std::string envelope(std::string_view service, int code, std::string_view field, const Json& value) {
-    std::string out = "{\"service\":";
+std::string envelope_text(std::string_view service, int code, std::string_view field, std::string_view value_json) {
+    std::string out;
+    out.reserve(32 + service.size() + value_json.size());
+    out += "{\"service\":";
     append_json_string(out, service);
     out += ",\"code\":";
     out += std::to_string(code);
     out += ",\"";
     out += field;
     out += "\":";
-    out += dump(value);
+    out += value_json;
     out += '}';
     return out;
+}
+
+std::string envelope(std::string_view service, int code, std::string_view field, const Json& value) {
+    return envelope_text(service, code, field, dump(value));
 }
 
 namespace {
@@ -128,8 +133,9 @@ std::optional<Reply> handle_message(const WsRoutes& routes, const WsEndpoint* en
             if (endpoint == nullptr) return envelope(service, result.error_code(), "err", result.text());
             return dump(Json{{"code", result.error_code()}, {"msg", result.text()}});
         case Result::Kind::json:
-            if (endpoint == nullptr) return envelope(service, result.status().value_or(200), "data", result.value());
-            return dump(result.value());
+            if (endpoint == nullptr)
+                return envelope_text(service, result.status().value_or(200), "data", result.json_body());
+            return result.json_body();
         case Result::Kind::text:
         case Result::Kind::binary:
             if (endpoint == nullptr) return envelope(service, result.status().value_or(200), "data", result.text());

@@ -14,5 +14,7 @@ namespace hydra::ws {
 // hydra's envelope, in the protocol's field order: {"service":<service>,"code":<code>,"<field>":<value>}, field
 // "data" for results and pushes, "err" for errors. Invalid UTF-8 in strings is replaced, never thrown.
 std::string envelope(std::string_view service, int code, std::string_view field, const Json& value);
+// The same around a value serialized already (one JSON value).
+std::string envelope_text(std::string_view service, int code, std::string_view field, std::string_view value_json);
 
 }  // namespace hydra::ws

@@ -4,15 +4,11 @@
 #include <cctype>
 #include <stdexcept>
 
+#include "http/message.h"
+
 namespace hydra::ws {
 
 namespace {
-
-std::string lower(std::string_view s) {
-    std::string out(s);
-    std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return std::tolower(c); });
-    return out;
-}
 
 bool host_char(char c) {
     return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' || c == '[' || c == ']' || c == ':';
@@ -22,7 +18,7 @@ bool host_char(char c) {
 
 // scheme "://" host [":" port], nothing else (no path, no user info); with allow_wildcard the host may start "*.".
 bool OriginPolicy::parse(std::string_view text, Pattern& out, bool allow_wildcard) {
-    const std::string s = lower(text);
+    const std::string s = http::to_lower(text);
     const auto sep = s.find("://");
     if (sep == std::string::npos) return false;
     out.scheme = s.substr(0, sep);

@@ -8,6 +8,7 @@
 #include "core/chain.h"
 #include "core/context_access.h"
 #include "core/request_id.h"
+#include "http/message.h"
 #include "http/target.h"
 #include "ws/dispatch.h"
 #include "ws/loop.h"
@@ -22,11 +23,6 @@ bool keep_header(const std::string& lower_name) {
     return lower_name != "upgrade" && lower_name != "connection" && lower_name != "sec-websocket-key" &&
            lower_name != "sec-websocket-version" && lower_name != "sec-websocket-extensions" &&
            lower_name != "x-hydra-resume";
-}
-
-std::string lower(std::string s) {
-    for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    return s;
 }
 
 // The raw value of the first `name=` pair of a query string (resume and JWT tokens are URL-safe: no decoding).
@@ -103,7 +99,7 @@ void WsServer::Loop::handle_handshake(Connection& c) {
     auto kept = std::make_shared<Headers>();
     Headers all;
     for (const auto& [name, value] : req.headers) {
-        std::string key = lower(name);
+        std::string key = http::to_lower(name);
         // The token is not kept: ctx.claims() has what it said.
         if (keep_header(key) && !(jwt && (key == "authorization" || key == "sec-websocket-protocol")))
             (*kept)[key] = value;

@@ -70,6 +70,13 @@ bool WsExchange::notify(std::string_view uuid, const Json& data) {
     return true;
 }
 
+bool WsExchange::notify_json(std::string_view uuid, std::string_view data_json) {
+    auto id = find(uuid);
+    if (!id) return false;
+    delivery_.deliver(*id, text_frame(envelope_text("notify", 200, "data", data_json)));
+    return true;
+}
+
 bool WsExchange::notify_confirmed(std::string_view uuid, const Json& data, std::function<void(bool written)> written) {
     auto id = find(uuid);
     if (!id) return false;

@@ -42,6 +42,7 @@ class WsExchange : public Exchange {
     void remove(const std::string& uuid);
 
     bool notify(std::string_view uuid, const Json& data) override;
+    bool notify_json(std::string_view uuid, std::string_view data_json) override;
     bool notify_confirmed(std::string_view uuid, const Json& data, std::function<void(bool written)> written) override;
     std::size_t broadcast(const Json& data) override;
     bool bind(std::string_view user, std::string_view uuid) override;

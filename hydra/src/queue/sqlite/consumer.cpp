@@ -66,11 +66,11 @@ std::vector<SqliteQueue::Handoff> SqliteQueue::plan_hand_off(std::vector<Op>& op
 // goes first: then this transaction's pushes stay visible too, and the woken fetcher takes them all, oldest first.
 void SqliteQueue::keep_order(Statements& st, std::int64_t now, std::vector<Handoff>& handoffs, std::vector<Op>& ops) {
     for (std::size_t h = 0; h < handoffs.size(); ++h) {
-        st.any_visible.reset();
+        st.any_visible.tryReset();
         st.any_visible.bind(1, handoffs[h].consumer->sub.queue);
         st.any_visible.bind(2, static_cast<std::int64_t>(now));
         const bool waiting = st.any_visible.executeStep();
-        st.any_visible.reset();
+        st.any_visible.tryReset();
         if (!waiting) continue;
         for (auto& op : ops)
             if (auto* p = std::get_if<Op::Push>(&op.what); p != nullptr && p->handoff == static_cast<int>(h))
@@ -105,7 +105,7 @@ void SqliteQueue::take(Statements& st, const std::string& queue, int max, std::i
                        std::vector<Delivery>& out) {
     const auto stale_after = std::chrono::steady_clock::now() + settings_.lease / 2;
     std::size_t first = out.size();
-    st.take.reset();
+    st.take.tryReset();
     st.take.bind(1, static_cast<std::int64_t>(now + settings_.lease.count()));
     st.take.bind(2, queue);
     st.take.bind(3, static_cast<std::int64_t>(now));
@@ -124,7 +124,7 @@ void SqliteQueue::take(Statements& st, const std::string& queue, int max, std::i
         d.stale_after = stale_after;
         out.push_back(std::move(d));
     }
-    st.take.reset();
+    st.take.tryReset();
     // RETURNING gives rows in no set order.
     std::sort(out.begin() + static_cast<std::ptrdiff_t>(first), out.end(),
               [](const Delivery& a, const Delivery& b) { return a.key < b.key; });

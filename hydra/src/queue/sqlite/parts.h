@@ -3,6 +3,7 @@
 
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <linux/futex.h>
+#include <sqlite3.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -141,7 +142,10 @@ struct SqliteQueue::Statements {
           next(db, "SELECT MIN(visible_at) FROM messages WHERE queue = ?"),
           any_visible(db, "SELECT 1 FROM messages WHERE queue = ? AND visible_at <= ? LIMIT 1"),
           insert_32(db, insert_rows_sql(32)),
-          insert_8(db, insert_rows_sql(8)) {}
+          insert_8(db, insert_rows_sql(8)),
+          begin(db, "BEGIN IMMEDIATE"),
+          commit(db, "COMMIT"),
+          rollback(db, "ROLLBACK") {}
 
     // Pushes that come in a row are inserted 32 or 8 at a time: one statement per row would cost a statement
     // execution (and an AUTOINCREMENT update) for each. A row handed to a parked consumer is inserted leased
@@ -155,6 +159,38 @@ struct SqliteQueue::Statements {
     }
 
     SQLite::Statement insert, ack, bury, remove, retry, release, take, next, any_visible, insert_32, insert_8;
+    // The writer's transaction, prepared once (SQLite::Transaction parses its SQL at every transaction).
+    SQLite::Statement begin, commit, rollback;
+};
+
+// BEGIN IMMEDIATE ... COMMIT with the prepared statements; rolled back when left without commit() (an exception),
+// unless SQLite ended the transaction itself (it does on some errors: full disk, I/O).
+class SqliteQueue::WriteTransaction {
+  public:
+    WriteTransaction(SQLite::Database& db, Statements& st) : db_(db), st_(st) { run(st_.begin); }
+    ~WriteTransaction() {
+        if (committed_ || sqlite3_get_autocommit(db_.getHandle()) != 0) return;
+        try {
+            run(st_.rollback);
+        } catch (...) {  // the connection is unusable: every later transaction fails, and says why
+        }
+    }
+    WriteTransaction(const WriteTransaction&) = delete;
+    WriteTransaction& operator=(const WriteTransaction&) = delete;
+    void commit() {
+        run(st_.commit);
+        committed_ = true;
+    }
+
+  private:
+    // A statement's earlier failure was thrown when it happened: reset() would throw it again.
+    static void run(SQLite::Statement& statement) {
+        statement.tryReset();
+        statement.exec();
+    }
+    SQLite::Database& db_;
+    Statements& st_;
+    bool committed_ = false;
 };
 
 // One subscription: a fetcher thread leases messages for its sink (the consumer) while it wants more; while the

@@ -7,8 +7,6 @@
 
 #include <hydra/json.h>
 
-#include "core/json_text.h"
-
 namespace hydra::queue::sqlite {
 
 namespace {
@@ -61,7 +59,11 @@ std::unique_ptr<SQLite::Database> open_database(const std::string& path, int bus
 
 // Plain printable ASCII (request ids, names: the usual case) is written directly (append_json_string).
 std::string encode_headers(const Headers& headers) {
-    std::string out = "{";
+    std::size_t size = 2;
+    for (const auto& [k, v] : headers) size += k.size() + v.size() + 6;
+    std::string out;
+    out.reserve(size);
+    out += '{';
     for (const auto& [k, v] : headers) {
         if (out.size() > 1) out += ',';
         append_json_string(out, k);

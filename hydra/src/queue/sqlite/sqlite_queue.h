@@ -90,6 +90,7 @@ class SqliteQueue : public Backend {
     struct Op;
     struct Consumer;
     struct Statements;
+    class WriteTransaction;
     struct Handoff;
 
     void writer_loop();

@@ -193,7 +193,7 @@ void SqliteQueue::writer_loop() {
         std::int64_t now = queue::now_ms();
         try {
             if (!st) throw std::runtime_error("the database could not be prepared");
-            SQLite::Transaction tx(*db_, SQLite::TransactionBehavior::IMMEDIATE);
+            WriteTransaction tx(*db_, *st);
             keep_order(*st, now, handoffs, ops);
             for (std::size_t i = 0; i < ops.size();) {
                 std::size_t rows = 0;  // pushes from i on, up to 32
@@ -205,7 +205,7 @@ void SqliteQueue::writer_loop() {
                 }
                 rows = rows == 32 ? 32 : 8;
                 SQLite::Statement& insert = rows == 32 ? st->insert_32 : st->insert_8;
-                insert.reset();
+                insert.tryReset();
                 for (std::size_t r = 0; r < rows; ++r) {
                     bind_row(insert, static_cast<int>(r), ops[i + r], now);
                     const auto& queue = std::get<Op::Push>(ops[i + r].what).queue;
@@ -274,36 +274,36 @@ void SqliteQueue::bind_row(SQLite::Statement& insert, int row, Op& op, std::int6
 
 void SqliteQueue::execute(Op& op, std::int64_t now, std::vector<std::string>& pushed_queues, Statements& st) {
     if (auto* p = std::get_if<Op::Push>(&op.what)) {
-        st.insert.reset();
+        st.insert.tryReset();
         bind_row(st.insert, 0, op, now);
         st.insert.exec();
         p->id = db_->getLastInsertRowid();
         if (pushed_queues.empty() || pushed_queues.back() != p->queue) pushed_queues.push_back(p->queue);
     } else if (auto* a = std::get_if<Op::Ack>(&op.what)) {
-        st.ack.reset();
+        st.ack.tryReset();
         st.ack.bind(1, static_cast<std::int64_t>(a->id));
         st.ack.bind(2, a->attempts);
         st.ack.exec();
     } else if (auto* b = std::get_if<Op::Bury>(&op.what)) {
-        st.bury.reset();
+        st.bury.tryReset();
         st.bury.bind(1, static_cast<std::int64_t>(now));
         st.bury.bind(2, b->error);
         st.bury.bind(3, static_cast<std::int64_t>(b->id));
         st.bury.bind(4, b->attempts);
         if (st.bury.exec() > 0) {
-            st.remove.reset();
+            st.remove.tryReset();
             st.remove.bind(1, static_cast<std::int64_t>(b->id));
             st.remove.exec();
         }
     } else if (auto* f = std::get_if<Op::Retry>(&op.what)) {
-        st.retry.reset();
+        st.retry.tryReset();
         st.retry.bind(1, static_cast<std::int64_t>(f->at_ms));
         st.retry.bind(2, f->error);
         st.retry.bind(3, static_cast<std::int64_t>(f->id));
         st.retry.bind(4, f->attempts);
         st.retry.exec();
     } else if (auto* r = std::get_if<Op::Release>(&op.what)) {
-        st.release.reset();
+        st.release.tryReset();
         st.release.bind(1, static_cast<std::int64_t>(now));
         st.release.bind(2, static_cast<std::int64_t>(r->id));
         st.release.bind(3, r->attempts);
@@ -311,11 +311,11 @@ void SqliteQueue::execute(Op& op, std::int64_t now, std::vector<std::string>& pu
     } else if (auto* l = std::get_if<Op::Lease>(&op.what)) {
         take(st, l->queue, l->max, now, *l->out);
         if (l->out->empty()) {  // when to look again
-            st.next.reset();
+            st.next.tryReset();
             st.next.bind(1, l->queue);
             *l->next_visible =
                 st.next.executeStep() && !st.next.getColumn(0).isNull() ? st.next.getColumn(0).getInt64() : 0;
-            st.next.reset();
+            st.next.tryReset();
         }
     }
 }
