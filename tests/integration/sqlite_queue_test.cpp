@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <random>
@@ -15,6 +16,7 @@
 
 #include <SQLiteCpp/SQLiteCpp.h>
 
+#include "queue/sqlite/checkpointer.h"
 #include "queue/sqlite/sqlite_queue.h"
 #include "support/consumed.h"
 #include "support/http.h"
@@ -609,6 +611,26 @@ BOOST_AUTO_TEST_CASE(a_backoff_over_the_cap_is_recorded_as_due_in_ten_minutes) {
     BOOST_CHECK_LE(visible_at, after + 600000);
     BOOST_CHECK_EQUAL(attempts.load(), 1);
     q.stop(5s);
+}
+
+BOOST_AUTO_TEST_CASE(the_log_is_checkpointed_off_the_writer_and_stays_bounded) {
+    // Transactions of 50 KB. 15 MB of them stay below the size at which the writer checkpoints itself: only the
+    // checkpoint thread copies them into the database file. Then 64 MB in all: the log stays bounded.
+    using hydra::queue::sqlite::Checkpointer;
+    std::string path = test::temp_path("wal.db");
+    {
+        Consumed q(settings(path), fast_retry(3));
+        const std::vector<std::string> batch(50, std::string(1024, 'x'));
+        for (int i = 0; i < 300; ++i) q.push_batch("bulk", batch);
+        BOOST_CHECK_LT(std::filesystem::file_size(path + "-wal"), std::uintmax_t(Checkpointer::kWriterPages) * 4096);
+        BOOST_CHECK(test::wait_until([&] { return std::filesystem::file_size(path) > (8u << 20); }, 10s));
+        for (int i = 300; i < 1280; ++i) q.push_batch("bulk", batch);
+        BOOST_CHECK_EQUAL(test::row_count(path, "messages"), 64000);
+        const auto wal = std::filesystem::file_size(path + "-wal");
+        BOOST_TEST_MESSAGE("log after 64 MB of pushes: " << wal << " bytes");
+        BOOST_CHECK_LT(wal, std::uintmax_t(Checkpointer::kWriterPages + 1000) * 4096);
+    }
+    BOOST_CHECK_EQUAL(test::row_count(path, "messages"), 64000);
 }
 
 BOOST_AUTO_TEST_CASE(a_transaction_that_could_not_begin_leaves_the_next_ones_unharmed) {

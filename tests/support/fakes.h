@@ -244,7 +244,7 @@ inline hydra::Context context(const Request& r) {
     init.path = r.path;
     init.route = r.path;
     init.params = r.params;
-    init.body = r.body.empty() && !r.params.empty() ? r.params.dump() : r.body;
+    init.body = r.body.empty() && !r.params.empty() ? hydra::dump(r.params) : r.body;
     init.headers = std::make_shared<hydra::Headers>();
     init.request_id = "test-request";
     init.uuid = r.uuid;

@@ -6,6 +6,7 @@
 
 #include <hydra/log.h>
 
+#include "queue/sqlite/checkpointer.h"
 #include "queue/sqlite/parts.h"
 
 namespace hydra::queue {
@@ -222,6 +223,7 @@ void SqliteQueue::stop(std::chrono::milliseconds grace) {
     }
     work_cv_.notify_all();
     if (writer_.joinable()) writer_.join();
+    checkpointer_.reset();
     db_.reset();
 }
 

@@ -24,6 +24,10 @@ class Statement;
 
 namespace hydra::queue {
 
+namespace sqlite {
+class Checkpointer;
+}
+
 class SqliteQueue : public Backend {
   public:
     struct Settings {
@@ -117,7 +121,8 @@ class SqliteQueue : public Backend {
                                     std::chrono::milliseconds delay);
 
     Settings settings_;
-    std::unique_ptr<SQLite::Database> db_;  // the writer's connection, used only by the writer thread
+    std::unique_ptr<SQLite::Database> db_;                // the writer's connection, used only by the writer thread
+    std::unique_ptr<sqlite::Checkpointer> checkpointer_;  // the log's checkpoints, off the writer's thread
 
     std::mutex mutex_;
     std::condition_variable work_cv_;  // writer: ops arrived

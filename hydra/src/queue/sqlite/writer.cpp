@@ -7,6 +7,7 @@
 
 #include <hydra/log.h>
 
+#include "queue/sqlite/checkpointer.h"
 #include "queue/sqlite/parts.h"
 #include "queue/sqlite/schema.h"
 
@@ -42,6 +43,8 @@ SqliteQueue::Settings SqliteQueue::Settings::from(const Config& config) {
 
 SqliteQueue::SqliteQueue(Settings settings) : settings_(std::move(settings)), current_(std::make_shared<Batch>()) {
     db_ = sqlite::open_database(settings_.path, settings_.busy_timeout_ms, settings_.full_sync, true);
+    checkpointer_ =
+        std::make_unique<sqlite::Checkpointer>(*db_, settings_.path, settings_.busy_timeout_ms, settings_.full_sync);
     writer_ = std::thread([this] { writer_loop(); });
 }
 
