@@ -614,21 +614,28 @@ BOOST_AUTO_TEST_CASE(a_backoff_over_the_cap_is_recorded_as_due_in_ten_minutes) {
 }
 
 BOOST_AUTO_TEST_CASE(the_log_is_checkpointed_off_the_writer_and_stays_bounded) {
-    // Transactions of 50 KB. 15 MB of them stay below the size at which the writer checkpoints itself: only the
-    // checkpoint thread copies them into the database file. Then 64 MB in all: the log stays bounded.
+    // Transactions of 50 KB. 12.5 MB of them stay below the log size at which the writer checkpoints itself: only
+    // the checkpoint thread copies them into the database file, and no commit waits for a checkpoint. Then 64 MB in
+    // all (without checkpoints the log would hold ~110 MB): the writer's own checkpoints restart the log.
     using hydra::queue::sqlite::Checkpointer;
     std::string path = test::temp_path("wal.db");
     {
         Consumed q(settings(path), fast_retry(3));
         const std::vector<std::string> batch(50, std::string(1024, 'x'));
-        for (int i = 0; i < 300; ++i) q.push_batch("bulk", batch);
-        BOOST_CHECK_LT(std::filesystem::file_size(path + "-wal"), std::uintmax_t(Checkpointer::kWriterPages) * 4096);
-        BOOST_CHECK(test::wait_until([&] { return std::filesystem::file_size(path) > (8u << 20); }, 10s));
-        for (int i = 300; i < 1280; ++i) q.push_batch("bulk", batch);
+        for (int i = 0; i < 250; ++i) q.push_batch("bulk", batch);
+        BOOST_CHECK(test::wait_until([&] { return std::filesystem::file_size(path) > (6u << 20); }, 10s));
+        BOOST_CHECK_GT(q.checkpoints_by_thread(), 0);
+        BOOST_CHECK_EQUAL(q.checkpoints_by_writer(), 0);
+        for (int i = 250; i < 1280; ++i) q.push_batch("bulk", batch);
         BOOST_CHECK_EQUAL(test::row_count(path, "messages"), 64000);
+        BOOST_CHECK_GT(q.checkpoints_by_writer(), 0);
         const auto wal = std::filesystem::file_size(path + "-wal");
-        BOOST_TEST_MESSAGE("log after 64 MB of pushes: " << wal << " bytes");
-        BOOST_CHECK_LT(wal, std::uintmax_t(Checkpointer::kWriterPages + 1000) * 4096);
+        BOOST_TEST_MESSAGE("log after 64 MB of pushes: " << wal << " bytes, checkpoints by the thread "
+                                                         << q.checkpoints_by_thread() << ", by the writer "
+                                                         << q.checkpoints_by_writer());
+        // A frame is a page and a 24-byte header; the writer's checkpoint may find the thread in the middle of one
+        // (then the next commit tries again): twice the threshold, still well below the unbounded log.
+        BOOST_CHECK_LT(wal, std::uintmax_t(2 * Checkpointer::kWriterPages) * (4096 + 24));
     }
     BOOST_CHECK_EQUAL(test::row_count(path, "messages"), 64000);
 }

@@ -31,6 +31,9 @@ class Checkpointer {
     // passive checkpoint itself, as SQLite would: it copies only what the thread has not yet (the last commits),
     // syncs, and the next commit restarts the log. It also bounds the log whatever happens to the thread.
     static constexpr int kWriterPages = 4 * kPages;
+    // Between the two, the thread is asked again after every this many more pages (each of its checkpoints syncs
+    // the log: not one per commit).
+    static constexpr int kStep = kPages / 2;
 
     // Takes over the checkpoints of the writer's connection `writer` (its WAL hook) and starts the thread, with a
     // connection of its own to `path`. Throws std::runtime_error when that connection cannot be opened.
@@ -41,8 +44,9 @@ class Checkpointer {
     Checkpointer(const Checkpointer&) = delete;
     Checkpointer& operator=(const Checkpointer&) = delete;
 
-    // Checkpoints run so far (tests).
-    long completed() const { return completed_.load(std::memory_order_relaxed); }
+    // Checkpoints run so far by the thread and by the writer (the latter, a commit waited for it).
+    long by_thread() const { return by_thread_.load(std::memory_order_relaxed); }
+    long by_writer() const { return by_writer_.load(std::memory_order_relaxed); }
 
   private:
     static int on_commit(void* self, sqlite3* db, const char* name, int pages);
@@ -55,7 +59,8 @@ class Checkpointer {
     bool due_ = false;
     bool stopping_ = false;
     std::atomic<bool> signalled_{false};  // a wake-up is on its way: later commits do not take the lock
-    std::atomic<long> completed_{0};
+    int next_ = kPages;                   // the log's size at which to ask the thread (the writer's thread only)
+    std::atomic<long> by_thread_{0}, by_writer_{0};
     std::thread thread_;
 };
 

@@ -72,6 +72,9 @@ class SqliteQueue : public Backend {
     Heartbeats heartbeats() const override { return {{"queue-writer", writer_beat_}}; }
     // Not ready while the writer's last transaction failed (the database could not be written).
     std::string check_ready(std::chrono::milliseconds timeout) override;
+    // The log's checkpoints so far: by the checkpoint thread, and by the writer itself (a commit waited for it).
+    long checkpoints_by_thread() const;
+    long checkpoints_by_writer() const;
 
     // Inspection and repair for `hydra queue ...`; they open their own connection, so they also work while a
     // server is running on the same file.

@@ -143,6 +143,9 @@ std::string SqliteQueue::check_ready(std::chrono::milliseconds) {
     return commit_error_.empty() ? std::string() : "queue: sqlite: the last transaction failed: " + commit_error_;
 }
 
+long SqliteQueue::checkpoints_by_thread() const { return checkpointer_ ? checkpointer_->by_thread() : 0; }
+long SqliteQueue::checkpoints_by_writer() const { return checkpointer_ ? checkpointer_->by_writer() : 0; }
+
 void SqliteQueue::writer_loop() {
     pthread_setname_np(pthread_self(), "queue-writer");
     tls_writer_of = this;
