@@ -9,6 +9,21 @@ using hydra::Json;
 namespace {
 // {"msg":...,"uname":...} around a message, for the mailbox check at /msg/send (the MQC handler measures exactly).
 constexpr std::size_t kEnvelopeBytes = 24;
+
+// {"msg":<msg>,"<key>":<to>}, written as text: a Json built only to be serialized costs as much as the rest of a
+// handler. The queued message (key uname or uuid) and a connection's notification data (uuid).
+std::string message_text(std::string_view msg, std::string_view key, std::string_view to) {
+    std::string out;
+    out.reserve(msg.size() + key.size() + to.size() + 16);
+    out += "{\"msg\":";
+    hydra::append_json_string(out, msg);
+    out += ",\"";
+    out += key;
+    out += "\":";
+    hydra::append_json_string(out, to);
+    out += '}';
+    return out;
+}
 }  // namespace
 
 Json config_schema() {
@@ -120,16 +135,11 @@ hydra::Result Service::login(hydra::Context& ctx) {
 
 void Service::send(hydra::Context& ctx, hydra::Reply reply) {
     std::string msg = ctx.require("msg");
-    // The queued message, {"msg":...,"uname"|"uuid":...}, written as text: a Json built only to be serialized costs
-    // as much as the rest of the handler.
-    std::string payload;
-    payload.reserve(msg.size() + 64);
-    payload += "{\"msg\":";
-    hydra::append_json_string(payload, msg);
+    std::string key;        // "uname" or "uuid"
     std::string order_key;  // one user's (or connection's) messages are pushed in the order they were sent
     if (ctx.has("uuid")) {
+        key = "uuid";
         order_key = ctx.require("uuid");
-        payload += ",\"uuid\":";
     } else if (ctx.has("uname")) {
         std::string uname = ctx.require("uname");
         if (!users_.exists(uname)) throw hydra::Error(404, "no such user");
@@ -147,13 +157,12 @@ void Service::send(hydra::Context& ctx, hydra::Reply reply) {
             case Room::full_bytes:
                 throw hydra::Error(507, "mailbox full: no room for this message's size");
         }
+        key = "uname";
         order_key = std::move(uname);
-        payload += ",\"uname\":";
     } else {
         throw hydra::Error(400, "missing parameter uname or uuid");
     }
-    hydra::append_json_string(payload, order_key);
-    payload += '}';
+    const std::string payload = message_text(msg, key, order_key);
     // The answer goes out once the message is durable; a failed push becomes 503.
     ctx.queue().push_async(kQueue, std::string_view(payload),
                            [reply = std::move(reply)](const hydra::Error* error) {
@@ -168,16 +177,9 @@ hydra::Result Service::push(hydra::Context& ctx) {
     hydra::Exchange& ex = ctx.exchange();
     if (ctx.has("uuid")) {
         std::string uuid = ctx.require("uuid");
-        // The data, {"msg":...,"uuid":...}, written as text (a Json built only to be serialized costs more).
-        std::string data;
-        data.reserve(msg.size() + uuid.size() + 20);
-        data += "{\"msg\":";
-        hydra::append_json_string(data, msg);
-        data += ",\"uuid\":";
-        hydra::append_json_string(data, uuid);
-        data += '}';
         // A connection is not a mailbox: a message for a uuid that is gone is dropped (and logged).
-        if (!ex.notify_json(uuid, data)) ctx.log().warn("push: connection gone; message dropped", {{"uuid", uuid}});
+        if (!ex.notify_json(uuid, message_text(msg, "uuid", uuid)))
+            ctx.log().warn("push: connection gone; message dropped", {{"uuid", uuid}});
         return {};
     }
     Json data = {{"msg", msg}};

@@ -63,12 +63,7 @@ std::optional<std::uint64_t> WsExchange::find(std::string_view uuid) const {
     return it->second.conn_id;
 }
 
-bool WsExchange::notify(std::string_view uuid, const Json& data) {
-    auto id = find(uuid);
-    if (!id) return false;
-    delivery_.deliver(*id, notify_frame(data));
-    return true;
-}
+bool WsExchange::notify(std::string_view uuid, const Json& data) { return notify_json(uuid, dump(data)); }
 
 bool WsExchange::notify_json(std::string_view uuid, std::string_view data_json) {
     auto id = find(uuid);
