@@ -10,7 +10,7 @@ set -euo pipefail
 
 packages=(cmake make g++ pkg-config
           libpoco-dev libssl-dev librdkafka-dev libsqlitecpp-dev libsqlite3-dev nlohmann-json3-dev libboost-test-dev
-          libsystemd-dev libmimalloc-dev)
+          libsystemd-dev libmimalloc-dev liburing-dev)
 if [[ "${1:-}" == "--bench" ]]; then
     packages+=(nginx-light libnginx-mod-nchan kcat curl gnuplot-nox valgrind)
 fi

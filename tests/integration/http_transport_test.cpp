@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -68,6 +69,63 @@ BOOST_AUTO_TEST_CASE(pipelined_requests_are_answered_in_order) {
         pos = at;
     }
     BOOST_CHECK(!c.closed());
+}
+
+// A loop writes the answers of one iteration in one system call (api.io_uring) or one send each: the same bytes
+// either way, through many connections at once, an answer larger than the socket buffers (the rest on EPOLLOUT), a
+// 100 Continue and a close.
+BOOST_AUTO_TEST_CASE(answers_are_the_same_with_and_without_batched_writes) {
+    for (const char* writes : {"api.io_uring=true", "api.io_uring=false"}) {
+        BOOST_TEST_CONTEXT(writes) {
+            hydra::App app;
+            const std::size_t size = 4u << 20;
+            app.api("/n/:n", [](Context& ctx) { return Json{{"n", ctx.param("n")}}; });
+            app.api("/big", [size](Context&) { return std::string(size, 'x'); });
+            app.api("/echo", [](Context& ctx) { return Json{{"body", ctx.body()}}; });
+            app.start(transport_config({writes}));
+            const std::string addr = app.api_address();
+
+            std::vector<std::unique_ptr<Raw>> clients;
+            for (int k = 0; k < 40; ++k) clients.push_back(std::make_unique<Raw>(addr));
+            for (int k = 0; k < 40; ++k) {
+                std::string burst;
+                for (int i = 0; i < 5; ++i)
+                    burst += "GET /n/" + std::to_string(k * 10 + i) + " HTTP/1.1\r\nHost: x\r\n\r\n";
+                clients[k]->send(burst);
+            }
+            for (int k = 0; k < 40; ++k) {
+                std::string in = clients[k]->read_responses(5);
+                BOOST_REQUIRE_EQUAL(Raw::count_responses(in), 5u);
+                std::size_t pos = 0;
+                for (int i = 0; i < 5; ++i) {
+                    auto at = in.find("{\"n\":\"" + std::to_string(k * 10 + i) + "\"}", pos);
+                    BOOST_REQUIRE_MESSAGE(at != std::string::npos, "client " << k << ": answer " << i << " missing");
+                    pos = at;
+                }
+            }
+
+            Raw big(addr, 16 * 1024);
+            big.send("GET /big HTTP/1.1\r\nHost: x\r\n\r\nGET /n/1 HTTP/1.1\r\nHost: x\r\n\r\n");
+            std::string in = big.read_responses(2, std::chrono::seconds(60));
+            BOOST_REQUIRE_EQUAL(Raw::count_responses(in), 2u);
+            const std::size_t body = in.find("\r\n\r\n") + 4;
+            BOOST_CHECK(in.compare(body, size, std::string(size, 'x')) == 0);
+            BOOST_CHECK(in.ends_with("{\"n\":\"1\"}"));
+
+            Raw c(addr);
+            c.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n");
+            const auto head_came = [](const std::string& s) { return s.find("\r\n\r\n") != std::string::npos; };
+            BOOST_CHECK(c.read_until(head_came).rfind("HTTP/1.1 100 Continue\r\n", 0) == 0);
+            c.send("ab");
+            BOOST_CHECK(c.read_responses(1).find("\"body\":\"ab\"") != std::string::npos);
+
+            Raw closing(addr);
+            closing.send("GET /n/2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            in = closing.read_all();
+            BOOST_CHECK_EQUAL(Raw::count_responses(in), 1u);
+            BOOST_CHECK(closing.closed());
+        }
+    }
 }
 
 BOOST_AUTO_TEST_CASE(chunked_body_and_expect_continue) {

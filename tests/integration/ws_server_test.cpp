@@ -165,6 +165,60 @@ bool server_socket_to(int server_port, int client_fd) {
 
 }  // namespace
 
+namespace {
+
+void a_client_that_stops_reading(const char* writes) {
+    WsFixture f({"ws.send_queue_bytes=65536", writes});
+    // Two clients stop reading (small receive buffers, on /chat: its on_error and on_close report into f.events).
+    // The sleeper reads again as soon as it was cut off and must find the close 1008; the other never reads again,
+    // and once the close frame could not be written (2 s) its connection must be reset, not left to the kernel.
+    hydra::WsConnectOptions opts;
+    opts.target = "/chat?token=ok";
+    opts.receive_buffer = 4096;
+    WsClient sleeper = WsClient::connect("127.0.0.1", f.port, opts);
+    WsClient never = WsClient::connect("127.0.0.1", f.port, opts);
+    WsClient reader = f.connect("/raw");
+    BOOST_REQUIRE(f.wait_connections(3));
+    auto overflows = [&] {
+        std::lock_guard lock(f.events.mu);
+        return std::count_if(f.events.log.begin(), f.events.log.end(),
+                             [](const std::string& e) { return e.starts_with("error:send queue full"); });
+    };
+    std::string chunk(16 * 1024, 'x');
+    int sent = 0, received = 0;
+    auto broadcast_one = [&] {
+        f.ex().broadcast(Json{{"i", sent++}, {"pad", chunk}});
+        WsMessage m = reader.receive(10s);
+        if (m.type == WsMessage::Type::text) ++received;
+    };
+    while (sent < 200 && overflows() < 2) broadcast_one();
+    BOOST_REQUIRE(test::wait_until([&] { return overflows() == 2; }));
+
+    // The sleeper reads what reached its socket, then the close frame: nothing else counts (not a reset, not a
+    // timeout). It reads right away: the server waits 2 s for the close frame to be written.
+    WsMessage last;
+    for (int i = 0; i < 400; ++i) {
+        last = sleeper.receive(10s);
+        if (last.type != WsMessage::Type::text) break;
+    }
+    BOOST_REQUIRE_MESSAGE(last.type == WsMessage::Type::close, "got " << last.type << " " << last.data);
+    BOOST_CHECK_EQUAL(last.close_code, 1008);
+    BOOST_CHECK_EQUAL(last.close_reason, "send queue full");
+    BOOST_CHECK(f.events.wait_for("close:1008:send queue full:ok", 20s));
+
+    // The reader got every broadcast, before and after.
+    while (sent < 200) broadcast_one();
+    BOOST_CHECK_EQUAL(received, 200);
+
+    // The server's end of the other one's connection is gone (reset, not left orphaned with its unsent bytes in
+    // the kernel): no socket on the server port talks to its port any more.
+    auto server_end_exists = [&] { return server_socket_to(f.port, never.fd()); };
+    BOOST_CHECK(test::wait_until([&] { return !server_end_exists(); }));
+    BOOST_CHECK(f.wait_connections(1));
+}
+
+}  // namespace
+
 BOOST_AUTO_TEST_SUITE(ws_server)
 
 BOOST_AUTO_TEST_CASE(service_routing_replies_and_errors_keep_the_connection) {
@@ -611,54 +665,11 @@ BOOST_AUTO_TEST_CASE(idle_connections_are_pinged_then_closed) {
     BOOST_CHECK_EQUAL(live.receive(2s).data, "still here");
 }
 
+// Both ways of writing (ws.io_uring: a loop iteration's frames in one system call, or one send each) alike.
 BOOST_AUTO_TEST_CASE(a_client_that_stops_reading_is_closed_and_others_are_not_slowed) {
-    WsFixture f({"ws.send_queue_bytes=65536"});
-    // Two clients stop reading (small receive buffers, on /chat: its on_error and on_close report into f.events).
-    // The sleeper reads again as soon as it was cut off and must find the close 1008; the other never reads again,
-    // and once the close frame could not be written (2 s) its connection must be reset, not left to the kernel.
-    hydra::WsConnectOptions opts;
-    opts.target = "/chat?token=ok";
-    opts.receive_buffer = 4096;
-    WsClient sleeper = WsClient::connect("127.0.0.1", f.port, opts);
-    WsClient never = WsClient::connect("127.0.0.1", f.port, opts);
-    WsClient reader = f.connect("/raw");
-    BOOST_REQUIRE(f.wait_connections(3));
-    auto overflows = [&] {
-        std::lock_guard lock(f.events.mu);
-        return std::count_if(f.events.log.begin(), f.events.log.end(),
-                             [](const std::string& e) { return e.starts_with("error:send queue full"); });
-    };
-    std::string chunk(16 * 1024, 'x');
-    int sent = 0, received = 0;
-    auto broadcast_one = [&] {
-        f.ex().broadcast(Json{{"i", sent++}, {"pad", chunk}});
-        WsMessage m = reader.receive(10s);
-        if (m.type == WsMessage::Type::text) ++received;
-    };
-    while (sent < 200 && overflows() < 2) broadcast_one();
-    BOOST_REQUIRE(test::wait_until([&] { return overflows() == 2; }));
-
-    // The sleeper reads what reached its socket, then the close frame: nothing else counts (not a reset, not a
-    // timeout). It reads right away: the server waits 2 s for the close frame to be written.
-    WsMessage last;
-    for (int i = 0; i < 400; ++i) {
-        last = sleeper.receive(10s);
-        if (last.type != WsMessage::Type::text) break;
+    for (const char* writes : {"ws.io_uring=true", "ws.io_uring=false"}) {
+        BOOST_TEST_CONTEXT(writes) { a_client_that_stops_reading(writes); }
     }
-    BOOST_REQUIRE_MESSAGE(last.type == WsMessage::Type::close, "got " << last.type << " " << last.data);
-    BOOST_CHECK_EQUAL(last.close_code, 1008);
-    BOOST_CHECK_EQUAL(last.close_reason, "send queue full");
-    BOOST_CHECK(f.events.wait_for("close:1008:send queue full:ok", 20s));
-
-    // The reader got every broadcast, before and after.
-    while (sent < 200) broadcast_one();
-    BOOST_CHECK_EQUAL(received, 200);
-
-    // The server's end of the other one's connection is gone (reset, not left orphaned with its unsent bytes in
-    // the kernel): no socket on the server port talks to its port any more.
-    auto server_end_exists = [&] { return server_socket_to(f.port, never.fd()); };
-    BOOST_CHECK(test::wait_until([&] { return !server_end_exists(); }));
-    BOOST_CHECK(f.wait_connections(1));
 }
 
 BOOST_AUTO_TEST_CASE(a_client_that_never_answers_our_close_is_reset_at_the_close_deadline_not_left_to_linger) {
@@ -688,20 +699,25 @@ BOOST_AUTO_TEST_CASE(a_thousand_clients_get_a_broadcast) {
     }
     BOOST_REQUIRE_MESSAGE(files.rlim_cur == RLIM_INFINITY || files.rlim_cur >= 2200,
                           "needs 2,200 file descriptors; the hard limit is " << files.rlim_max);
-    WsFixture f({"ws.max_connections_per_ip=0"});  // all from 127.0.0.1
-    std::vector<WsClient> clients;
-    clients.reserve(1000);
-    for (int i = 0; i < 1000; ++i) clients.push_back(f.connect("/raw"));
-    BOOST_REQUIRE(f.wait_connections(1000, 10s));
-    BOOST_CHECK_EQUAL(f.ex().broadcast(Json{{"hello", "all"}}), 1000u);
-    int got = 0;
-    for (auto& c : clients) {
-        WsMessage m = c.receive(5s);
-        if (m.type == WsMessage::Type::text && Json::parse(m.data)["data"]["hello"] == "all") ++got;
+    // A loop iteration's frames to all of them: one system call per 256 with ws.io_uring, one each without.
+    for (const char* writes : {"ws.io_uring=true", "ws.io_uring=false"}) {
+        BOOST_TEST_CONTEXT(writes) {
+            WsFixture f({"ws.max_connections_per_ip=0", writes});  // all from 127.0.0.1
+            std::vector<WsClient> clients;
+            clients.reserve(1000);
+            for (int i = 0; i < 1000; ++i) clients.push_back(f.connect("/raw"));
+            BOOST_REQUIRE(f.wait_connections(1000, 10s));
+            BOOST_CHECK_EQUAL(f.ex().broadcast(Json{{"hello", "all"}}), 1000u);
+            int got = 0;
+            for (auto& c : clients) {
+                WsMessage m = c.receive(5s);
+                if (m.type == WsMessage::Type::text && Json::parse(m.data)["data"]["hello"] == "all") ++got;
+            }
+            BOOST_CHECK_EQUAL(got, 1000);
+            clients.clear();
+            BOOST_CHECK(f.wait_connections(0, 10s));
+        }
     }
-    BOOST_CHECK_EQUAL(got, 1000);
-    clients.clear();
-    BOOST_CHECK(f.wait_connections(0, 10s));
 }
 
 BOOST_AUTO_TEST_CASE(python_websockets_client_talks_to_the_server) {

@@ -208,9 +208,9 @@ BOOST_AUTO_TEST_CASE(invalid_json_reports_line_and_column) {
 BOOST_AUTO_TEST_CASE(unknown_key) {
     BOOST_CHECK_EQUAL(parse_error(R"({"api": {"adress": "x"}})"),
                       "test.json: api.adress: unknown key (known keys of api: address, enabled, "
-                      "header_timeout_ms, io_threads, keep_alive, keep_alive_timeout_ms, max_body, max_connections, "
-                      "max_connections_per_ip, max_pending_output, max_queued, rate_limit, request_timeout_ms, "
-                      "shutdown_timeout_ms, threads, tls)");
+                      "header_timeout_ms, io_threads, io_uring, keep_alive, keep_alive_timeout_ms, max_body, "
+                      "max_connections, max_connections_per_ip, max_pending_output, max_queued, rate_limit, "
+                      "request_timeout_ms, shutdown_timeout_ms, threads, tls)");
     BOOST_CHECK(
         contains(parse_error(R"({"apii": {}})"), "test.json: apii: unknown key (known keys: admin, api, auth, "));
     BOOST_CHECK(contains(parse_error(R"({"services": {"x": {}}})"), "services.x: unknown key"));

@@ -144,6 +144,7 @@ ApiServer::Settings ApiServer::Settings::from(const Config& config) {
     Settings s;
     s.address = config.str("api.address");
     s.io_threads = static_cast<int>(config.integer("api.io_threads"));
+    s.io_uring = config.boolean("api.io_uring");
     s.threads = static_cast<int>(config.integer("api.threads"));
     s.max_connections = static_cast<int>(config.integer("api.max_connections"));
     s.max_connections_per_ip = static_cast<int>(config.integer("api.max_connections_per_ip"));
@@ -190,6 +191,7 @@ void ApiServer::start() {
     http::Server::Settings hs;
     hs.address = settings_.address;
     hs.io_threads = settings_.io_threads;
+    hs.io_uring = settings_.io_uring;
     hs.workers = settings_.threads;
     hs.max_queued = settings_.max_queued;
     hs.max_connections = settings_.max_connections;

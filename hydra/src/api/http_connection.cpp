@@ -152,7 +152,7 @@ bool Server::Loop::parse_head(Connection& c) {
     // The client waits for our go-ahead before sending the body (curl does for bodies over 1 KB).
     if (r.expect_continue && c.in.empty()) {
         c.out += "HTTP/1.1 100 Continue\r\n\r\n";
-        flush(c);
+        schedule_flush(c);
     }
     return true;
 }
@@ -289,7 +289,7 @@ void Server::Loop::send_response(Connection& c, Response response) {
     } else {
         finish_request(c);
     }
-    flush(c);
+    schedule_flush(c);
 }
 
 void Server::Loop::finish_request(Connection& c) {
@@ -317,6 +317,52 @@ void Server::Loop::start_linger(Connection& c) {
     }
 }
 
+void Server::Loop::schedule_flush(Connection& c) {
+    if (c.listed || c.writing) return;  // listed already, or EPOLLOUT will flush it
+    c.listed = true;
+    flush_list.push_back(c.id);
+    if (flush_scheduled) return;
+    flush_scheduled = true;
+    loop.defer([this] { write_listed(); });
+}
+
+// After all events and tasks of an iteration: the first write of every listed connection in one system call
+// (SendBatch); what a connection has left after it (rare: a full socket buffer) goes directly.
+void Server::Loop::write_listed() {
+    flush_scheduled = false;
+    std::vector<std::uint64_t> ids;
+    ids.swap(flush_list);
+    for (std::uint64_t id : ids) {
+        Connection* c = find(id);
+        if (c == nullptr || c->fd < 0) continue;
+        c->listed = false;
+        if (c->writing) continue;  // blocked meanwhile: EPOLLOUT will flush it
+        if (c->tls || pending_output(*c) == 0) {
+            flush(*c);  // TLS writes through OpenSSL; with nothing to write, this ends what a flush ends
+            continue;
+        }
+        iovec v{c->out.data() + c->out_offset, pending_output(*c)};
+        sends.add(c->fd, &v, 1, id);
+    }
+    sends.send_all([this](std::uint64_t id, ssize_t result) {
+        Connection* c = find(id);
+        if (c == nullptr || c->fd < 0) return;
+        if (result > 0) {
+            c->out_offset += static_cast<std::size_t>(result);
+            c->write_stalled_ms = 0;
+            flush(*c);  // the rest, if any; else what ends a flush
+        } else if (result == -EAGAIN || result == -EWOULDBLOCK) {
+            blocked(*c);
+        } else if (result == -EINTR || result == 0) {
+            flush(*c);
+        } else {
+            destroy(*c);  // EPIPE, ECONNRESET: the client is gone
+        }
+    });
+    ids.clear();
+    if (flush_list.empty()) flush_list.swap(ids);  // keeps the capacity
+}
+
 void Server::Loop::flush(Connection& c) {
     if (c.fd < 0) return;
     while (c.out_offset < c.out.size()) {
@@ -328,17 +374,25 @@ void Server::Loop::flush(Connection& c) {
         }
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (c.write_stalled_ms == 0) c.write_stalled_ms = loop.now_ms();
-            if (!c.writing) {
-                c.writing = true;
-                update_events(c);
-            }
-            resume_if_drained(c);
+            blocked(c);
             return;
         }
         destroy(c);  // EPIPE, ECONNRESET: the client is gone
         return;
     }
+    flushed(c);
+}
+
+void Server::Loop::blocked(Connection& c) {
+    if (c.write_stalled_ms == 0) c.write_stalled_ms = loop.now_ms();
+    if (!c.writing) {
+        c.writing = true;
+        update_events(c);
+    }
+    resume_if_drained(c);
+}
+
+void Server::Loop::flushed(Connection& c) {
     c.out.clear();
     c.out_offset = 0;
     if (c.out.capacity() > kReadChunk) std::string().swap(c.out);

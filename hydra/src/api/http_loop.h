@@ -18,6 +18,7 @@
 #include "api/http_server.h"
 #include "http/chunked.h"
 #include "net/event_loop.h"
+#include "net/send_batch.h"
 
 namespace hydra::http {
 
@@ -58,6 +59,7 @@ struct Server::Connection : EventLoop::Handler {
     int fd;
     State state = State::head;
     bool writing = false;                 // EPOLLOUT registered
+    bool listed = false;                  // in the loop's flush list
     bool reading_paused = false;          // EPOLLIN removed: too much pipelined input while handling
     bool output_paused = false;           // EPOLLIN removed, nothing parsed: over max_pending_output unsent
     bool keep_alive = true;               // of the current request
@@ -94,7 +96,10 @@ struct Server::Loop : EventLoop::Handler, std::enable_shared_from_this<Server::L
     static constexpr std::uint32_t kReadEvents = EPOLLIN | EPOLLRDHUP;
 
     Loop(Server& s, int index)
-        : server(s), loop(s.settings_.name, index, kTickMs, [this] { on_tick(); }), index(index) {}
+        : server(s),
+          loop(s.settings_.name, index, kTickMs, [this] { on_tick(); }),
+          index(index),
+          sends(s.settings_.io_uring) {}
 
     // Listening socket readable.
     void on_events(std::uint32_t) override { accept_all(); }
@@ -113,7 +118,13 @@ struct Server::Loop : EventLoop::Handler, std::enable_shared_from_this<Server::L
     void run(std::function<void()> task);
     void refuse(Connection& c, int status, const std::string& reason);
     void send_response(Connection& c, Response response);
+    // Writes c.out at the end of this iteration, with every other connection's in one system call.
+    void schedule_flush(Connection& c);
+    void write_listed();
+    // Writes c.out now, until done or the socket is full.
     void flush(Connection& c);
+    void flushed(Connection& c);  // c.out is written
+    void blocked(Connection& c);  // the socket took no more: wait for EPOLLOUT
     void resume_if_drained(Connection& c);
     void finish_request(Connection& c);
     void start_linger(Connection& c);
@@ -136,6 +147,9 @@ struct Server::Loop : EventLoop::Handler, std::enable_shared_from_this<Server::L
     bool draining = false;  // stopping: close each connection after its current request
     std::unordered_map<std::uint64_t, std::unique_ptr<Connection>> connections;
     std::vector<std::unique_ptr<Connection>> graveyard;  // freed at the end of the iteration
+    std::vector<std::uint64_t> flush_list;               // connections with responses to write
+    bool flush_scheduled = false;
+    SendBatch sends;  // the writes of the flush list
     std::vector<char> read_buffer;
     DateCache date;
     std::int64_t next_sweep_ms = 0;

@@ -18,7 +18,6 @@ namespace {
 
 constexpr std::size_t kReadChunk = 64 * 1024;
 constexpr std::size_t kMaxReadPerEvent = 256 * 1024;  // fairness between connections of one loop
-constexpr int kMaxIov = 64;
 
 }  // namespace
 
@@ -325,18 +324,23 @@ void WsServer::Connection::schedule_flush() {
     loop.schedule_flush(*this);
 }
 
+// What may go now (up to the gate), as buffers for one write; 0 when nothing may.
+int WsServer::Connection::gather(iovec* iov) const {
+    int n = 0;
+    const std::size_t ready = std::min(gate, out.size());
+    for (std::size_t i = 0; i < ready && n < SendBatch::kMaxIov; ++i, ++n) {
+        const std::string& f = *out[i];
+        std::size_t skip = i == 0 ? out_offset : 0;
+        iov[n].iov_base = const_cast<char*>(f.data() + skip);
+        iov[n].iov_len = f.size() - skip;
+    }
+    return n;
+}
+
 void WsServer::Connection::flush() {
     if (fd < 0) return;
-    while (!out.empty() && gate > 0) {
-        iovec iov[kMaxIov];
-        int n = 0;
-        const std::size_t ready = std::min(gate, out.size());
-        for (std::size_t i = 0; i < ready && n < kMaxIov; ++i, ++n) {
-            const std::string& f = *out[i];
-            std::size_t skip = i == 0 ? out_offset : 0;
-            iov[n].iov_base = const_cast<char*>(f.data() + skip);
-            iov[n].iov_len = f.size() - skip;
-        }
+    iovec iov[SendBatch::kMaxIov];
+    while (int n = gather(iov)) {
         ssize_t sent;
         if (tls) {
             sent = n == 1 ? tls->write(iov[0].iov_base, iov[0].iov_len) : tls->writev(iov, n);
@@ -349,38 +353,64 @@ void WsServer::Connection::flush() {
             msg.msg_iovlen = static_cast<std::size_t>(n);
             sent = ::sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
         }
-        if (sent < 0) {
-            if (errno == EINTR) continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                if (!writing) {
-                    writing = true;
-                    update_events();
-                }
-                return;
-            }
-            loop.destroy(*this, close_code::abnormal, std::string("write: ") + strerror(errno));
-            return;
-        }
-        std::size_t left = static_cast<std::size_t>(sent);
-        if (loop.metrics) loop.metrics->bytes_out.inc(sent);
-        out_bytes -= left;
-        bytes_written += left;
-        if (!confirms.empty()) settle_confirms(UINT64_MAX);
-        std::size_t done = 0;
-        while (done < out.size() && left > 0) {
-            std::size_t avail = out[done]->size() - out_offset;
-            if (left >= avail) {
-                left -= avail;
-                out_offset = 0;
-                ++done;
-            } else {
-                out_offset += left;
-                left = 0;
-            }
-        }
-        out.erase(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(done));
-        if (gate != kGateOpen) gate -= done;
+        if (sent < 0 && errno == EINTR) continue;
+        if (!wrote(sent < 0 ? -errno : sent)) return;
     }
+    flushed();
+}
+
+bool WsServer::Connection::add_to(SendBatch& batch) {
+    if (fd < 0) return false;
+    iovec iov[SendBatch::kMaxIov];
+    const int n = tls ? 0 : gather(iov);
+    if (n == 0) {
+        flush();  // TLS writes itself; with nothing to write, this ends what a flush ends
+        return false;
+    }
+    batch.add(fd, iov, n, id);
+    return true;
+}
+
+void WsServer::Connection::batch_sent(ssize_t result) {
+    if (fd < 0) return;
+    if (result == -EINTR || wrote(result)) flush();  // the rest, if any, directly
+}
+
+bool WsServer::Connection::wrote(ssize_t result) {
+    if (result < 0) {
+        if (result == -EAGAIN || result == -EWOULDBLOCK) {
+            if (!writing) {
+                writing = true;
+                update_events();
+            }
+            return false;
+        }
+        loop.destroy(*this, close_code::abnormal, std::string("write: ") + strerror(static_cast<int>(-result)));
+        return false;
+    }
+    std::size_t left = static_cast<std::size_t>(result);
+    if (loop.metrics) loop.metrics->bytes_out.inc(result);
+    out_bytes -= left;
+    bytes_written += left;
+    if (!confirms.empty()) settle_confirms(UINT64_MAX);
+    std::size_t done = 0;
+    while (done < out.size() && left > 0) {
+        std::size_t avail = out[done]->size() - out_offset;
+        if (left >= avail) {
+            left -= avail;
+            out_offset = 0;
+            ++done;
+        } else {
+            out_offset += left;
+            left = 0;
+        }
+    }
+    out.erase(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(done));
+    if (gate != kGateOpen) gate -= done;
+    return fd >= 0;  // (a confirmation's callback may have closed it)
+}
+
+void WsServer::Connection::flushed() {
     // Everything that may go is written.
     if (writing) {
         writing = false;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <sys/epoll.h>
+#include <sys/uio.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -14,6 +15,7 @@
 
 #include "net/client_limits.h"
 #include "net/event_loop.h"
+#include "net/send_batch.h"
 #include "net/tls.h"
 #include "ws/frame.h"
 #include "ws/ws_server.h"
@@ -67,7 +69,13 @@ struct WsServer::Connection : EventLoop::Handler {
     // The reply to the message handled on a worker (null: none), at the gate.
     void reply(Frame frame);
     void schedule_flush();
+    // Writes what may go (up to the gate) until done or the socket is full.
     void flush();
+    // The loop's end of iteration: the first write of every listed connection in one system call. add_to() queues
+    // it (false: nothing to queue; a TLS connection writes itself), batch_sent() takes its result and flush()es
+    // the rest, if any.
+    bool add_to(SendBatch& batch);
+    void batch_sent(ssize_t result);
     void update_events();
 
     // --- the close state machine
@@ -84,6 +92,9 @@ struct WsServer::Connection : EventLoop::Handler {
     // The send queue is over ws.send_queue_bytes: drop what the client has not received and close 1008.
     void overflow();
     void insert_at_gate(Frame frame);  // before what waits behind the gate (which stays as it is)
+    int gather(iovec* iov) const;      // what may go now as buffers (up to SendBatch::kMaxIov); 0: nothing
+    bool wrote(ssize_t result);        // a write's result (bytes or -errno) accounted; false: stop writing
+    void flushed();                    // all that may go is written: the write interest off, a close finished
 
     Loop& loop;
     std::uint64_t id;

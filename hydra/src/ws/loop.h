@@ -96,6 +96,7 @@ struct WsServer::Loop : EventLoop::Handler {
     std::vector<std::unique_ptr<Connection>> graveyard;  // freed at the end of the iteration
     std::vector<std::uint64_t> flush_list;
     bool flush_scheduled = false;
+    SendBatch sends;  // the writes of the flush list
     std::vector<std::uint8_t> read_buffer;
     Metrics* metrics;                                             // null: count nothing
     std::unordered_map<std::uint16_t, metrics::Counter*> closes;  // hydra_ws_closes_total by code, this loop's

@@ -19,6 +19,7 @@ WsServer::Settings WsServer::Settings::from(const Config& config) {
     Settings s;
     s.address = config.str("ws.address");
     s.io_threads = static_cast<int>(config.integer("ws.io_threads"));
+    s.io_uring = config.boolean("ws.io_uring");
     s.workers = static_cast<int>(config.integer("ws.workers"));
     s.max_message = static_cast<std::size_t>(config.integer("ws.max_message"));
     s.max_connections = static_cast<int>(config.integer("ws.max_connections"));
