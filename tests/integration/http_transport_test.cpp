@@ -71,10 +71,11 @@ BOOST_AUTO_TEST_CASE(pipelined_requests_are_answered_in_order) {
     BOOST_CHECK(!c.closed());
 }
 
-// A loop writes the answers of one iteration in one system call (api.io_uring) or one send each: the same bytes
-// either way, through many connections at once, an answer larger than the socket buffers (the rest on EPOLLOUT), a
-// 100 Continue and a close.
-BOOST_AUTO_TEST_CASE(answers_are_the_same_with_and_without_batched_writes) {
+// A loop reads the requests and writes the answers of one iteration in one system call each (api.io_uring) or one
+// recv and send per connection: the same bytes either way, through many connections at once, a body larger than a
+// batched read's buffer (the rest read directly), an answer larger than the socket buffers (the rest on EPOLLOUT),
+// a 100 Continue and a close.
+BOOST_AUTO_TEST_CASE(the_same_with_and_without_batched_reads_and_writes) {
     for (const char* writes : {"api.io_uring=true", "api.io_uring=false"}) {
         BOOST_TEST_CONTEXT(writes) {
             hydra::App app;
@@ -118,6 +119,15 @@ BOOST_AUTO_TEST_CASE(answers_are_the_same_with_and_without_batched_writes) {
             BOOST_CHECK(c.read_until(head_came).rfind("HTTP/1.1 100 Continue\r\n", 0) == 0);
             c.send("ab");
             BOOST_CHECK(c.read_responses(1).find("\"body\":\"ab\"") != std::string::npos);
+
+            Raw large(addr);
+            const std::string payload(100000, 'p');
+            large.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: " +
+                       std::to_string(payload.size()) + "\r\n\r\n" + payload + "GET /n/3 HTTP/1.1\r\nHost: x\r\n\r\n");
+            in = large.read_responses(2);
+            BOOST_REQUIRE_EQUAL(Raw::count_responses(in), 2u);
+            BOOST_CHECK(in.find("\"body\":\"" + payload + "\"") != std::string::npos);
+            BOOST_CHECK(in.ends_with("{\"n\":\"3\"}"));
 
             Raw closing(addr);
             closing.send("GET /n/2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
@@ -339,6 +349,27 @@ BOOST_AUTO_TEST_CASE(a_client_still_sending_a_rejected_body_reads_the_413) {
     BOOST_CHECK_MESSAGE(in.find("request body exceeds 1000 bytes") != std::string::npos, in.substr(0, 300));
     BOOST_CHECK_MESSAGE(in.find("Connection: close\r\n") != std::string::npos, in.substr(0, 300));
     BOOST_CHECK(c.closed());
+}
+
+// A refusal is written at the end of the loop iteration that read its request; a client that sent its whole
+// (rejected) request and half-closed in one go still gets it, before the server closes. Both ways of reading.
+BOOST_AUTO_TEST_CASE(a_client_that_half_closes_after_a_rejected_request_reads_the_refusal) {
+    for (const char* io : {"api.io_uring=true", "api.io_uring=false"}) {
+        BOOST_TEST_CONTEXT(io) {
+            TransportFixture f({"api.max_body=1000", io});
+            for (const std::string& request :
+                 {"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 20000\r\n\r\n" + std::string(20000, 'b'),
+                  "GET /n/1 HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(20000, 'a') + "\r\n\r\n"}) {
+                Raw c(f.addr);
+                c.send(request);
+                ::shutdown(c.fd(), SHUT_WR);
+                const std::string& in = c.read_all();
+                const int status = test::status_of(in);
+                BOOST_CHECK_MESSAGE(status == 413 || status == 431, in.substr(0, 300));
+                BOOST_CHECK(c.closed());
+            }
+        }
+    }
 }
 
 // The state of the server's end of the connection from `client_fd` to `server_port`, as /proc/net/tcp shows it

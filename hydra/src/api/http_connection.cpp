@@ -14,45 +14,121 @@
 
 namespace hydra::http {
 
+// One connection's part of a batched read or write: a failure (bad_alloc, a bug) ends that connection, as in
+// Connection::on_events, and never the others' part (whose bytes may have gone already).
+template <class Step>
+void Server::Loop::guarded(Connection& c, Step&& step) {
+    try {
+        step();
+    } catch (const std::exception& e) {
+        Logger().error(std::string("api: closing a connection after an error: ") + e.what());
+        try {
+            destroy(c);
+        } catch (...) {  // nothing more to do for it
+        }
+    }
+}
+
+void Server::Loop::read_soon(Connection& c) {
+    if (c.tls || !io.uses_io_uring()) {
+        on_readable(c);  // TLS reads through OpenSSL; without io_uring, batching would save nothing
+        return;
+    }
+    if (c.read_listed) return;
+    c.read_listed = true;
+    read_list.push_back(c.id);
+    if (read_scheduled) return;
+    read_scheduled = true;
+    loop.defer([this] { read_listed_connections(); });
+}
+
+// After the events of an iteration: one read of every readable connection, kReadSlots of them per system call
+// (IoBatch), each into its own slot. A read that fills its slot may have left more: the connection goes on reading
+// directly, as do TLS connections.
+void Server::Loop::read_listed_connections() {
+    read_scheduled = false;
+    std::vector<std::uint64_t> ids;
+    ids.swap(read_list);
+    if (read_slots.empty()) read_slots.resize(kReadSlots * kReadSlot);
+    std::uint64_t slot_ids[kReadSlots];
+    for (std::size_t next = 0; next < ids.size();) {
+        std::size_t slots = 0;
+        for (; next < ids.size() && slots < kReadSlots; ++next) {
+            Connection* c = find(ids[next]);
+            if (c == nullptr || c->fd < 0) continue;
+            c->read_listed = false;
+            if (c->reading_paused || c->output_paused) continue;  // (paused meanwhile: read again when resumed)
+            guarded(*c, [&] {
+                io.add_recv(c->fd, read_slots.data() + slots * kReadSlot, kReadSlot, slots);
+                slot_ids[slots++] = c->id;
+            });
+        }
+        io.run([&](std::uint64_t slot, ssize_t n) {
+            Connection* c = find(slot_ids[slot]);
+            if (c == nullptr || c->fd < 0) return;
+            guarded(*c, [&] {
+                const bool lingering = c->state == Connection::State::closing;
+                if (took(*c, read_slots.data() + slot * kReadSlot, n) &&
+                    (lingering || n == static_cast<ssize_t>(kReadSlot)))
+                    on_readable(*c);
+            });
+        });
+    }
+    ids.clear();
+    if (read_list.empty()) read_list.swap(ids);  // keeps the capacity
+}
+
 void Server::Loop::on_readable(Connection& c) {
     if (read_buffer.empty()) read_buffer.resize(kReadChunk);
     while (c.fd >= 0 && !c.reading_paused && !c.output_paused) {
+        const bool lingering = c.state == Connection::State::closing;
         ssize_t n = stream_read(c.fd, c.tls.get(), read_buffer.data(), read_buffer.size());
-        if (n > 0) {
-            c.last_activity_ms = loop.now_ms();
-            if (c.state == Connection::State::closing) continue;  // lingering: discard until EOF
-            if (c.request_started_ms == 0) c.request_started_ms = c.last_activity_ms;
-            c.in.append(read_buffer.data(), static_cast<std::size_t>(n));
-            process(c);
-            // A short read drained the socket (epoll is level-triggered: anything later is reported again) unless
-            // TLS holds bytes the socket will not report again.
-            if (static_cast<std::size_t>(n) < read_buffer.size() && !(c.fd >= 0 && c.tls && c.tls->pending())) return;
-            continue;
-        }
-        if (n == 0) {
-            // EOF. A request being handled still gets its answer written if the client only half-closed; anything
-            // else (idle, partial request, lingering) ends here.
-            if (c.state == Connection::State::handling) {
-                c.keep_alive = false;
-                c.reading_paused = true;
-                update_events(c);
-            } else {
-                destroy(c);
-            }
+        if (n < 0) n = -errno;
+        if (!took(c, read_buffer.data(), n)) return;
+        // A short read drained the socket (epoll is level-triggered: anything later is reported again) unless
+        // TLS holds bytes the socket will not report again. Lingering: discard until EOF.
+        if (!lingering && n > 0 && static_cast<std::size_t>(n) < read_buffer.size() &&
+            !(c.fd >= 0 && c.tls && c.tls->pending()))
             return;
-        }
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            if (c.tls && c.tls->wants_write() && !c.writing) {
-                c.writing = true;
-                update_events(c);
-            }
-            return;
-        }
-        if (errno == EINTR) continue;
-        if (c.tls) Logger().debug("api: TLS read from " + client_key_text(c.peer) + " failed: " + strerror(errno));
-        destroy(c);
-        return;
     }
+}
+
+bool Server::Loop::took(Connection& c, const char* data, ssize_t n) {
+    if (n > 0) {
+        c.last_activity_ms = loop.now_ms();
+        if (c.state == Connection::State::closing) return true;  // lingering: discarded
+        if (c.request_started_ms == 0) c.request_started_ms = c.last_activity_ms;
+        c.in.append(data, static_cast<std::size_t>(n));
+        process(c);
+        return true;
+    }
+    if (n == 0) {
+        // EOF. A request being handled still gets its answer written if the client only half-closed; anything
+        // else (idle, partial request, lingering) ends here, once what is written already went out (a refusal
+        // is written at the end of the iteration that read its request: the client may have half-closed since).
+        if (c.listed && !c.writing) flush(c);
+        if (c.fd < 0) return false;
+        if (c.state == Connection::State::handling) {
+            c.keep_alive = false;
+            c.reading_paused = true;
+            update_events(c);
+        } else {
+            destroy(c);
+        }
+        return false;
+    }
+    if (n == -EAGAIN || n == -EWOULDBLOCK) {
+        if (c.tls && c.tls->wants_write() && !c.writing) {
+            c.writing = true;
+            update_events(c);
+        }
+        return false;
+    }
+    if (n == -EINTR) return true;
+    if (c.tls)
+        Logger().debug("api: TLS read from " + client_key_text(c.peer) + " failed: " + strerror(static_cast<int>(-n)));
+    destroy(c);
+    return false;
 }
 
 // Drives the TLS handshake of a new connection; once done, the connection reads like any other.
@@ -327,38 +403,47 @@ void Server::Loop::schedule_flush(Connection& c) {
 }
 
 // After all events and tasks of an iteration: the first write of every listed connection in one system call
-// (SendBatch); what a connection has left after it (rare: a full socket buffer) goes directly.
+// (IoBatch); what a connection has left after it (rare: a full socket buffer) goes directly.
 void Server::Loop::write_listed() {
     flush_scheduled = false;
     std::vector<std::uint64_t> ids;
     ids.swap(flush_list);
+    std::size_t direct = 0;  // ids[0, direct): TLS, or nothing to write; flushed after the batch
     for (std::uint64_t id : ids) {
         Connection* c = find(id);
         if (c == nullptr || c->fd < 0) continue;
         c->listed = false;
         if (c->writing) continue;  // blocked meanwhile: EPOLLOUT will flush it
         if (c->tls || pending_output(*c) == 0) {
-            flush(*c);  // TLS writes through OpenSSL; with nothing to write, this ends what a flush ends
+            ids[direct++] = id;
             continue;
         }
-        iovec v{c->out.data() + c->out_offset, pending_output(*c)};
-        sends.add(c->fd, &v, 1, id);
+        guarded(*c, [&] {
+            iovec v{c->out.data() + c->out_offset, pending_output(*c)};
+            io.add_send(c->fd, &v, 1, id);
+        });
     }
-    sends.send_all([this](std::uint64_t id, ssize_t result) {
+    io.run([this](std::uint64_t id, ssize_t result) {
         Connection* c = find(id);
         if (c == nullptr || c->fd < 0) return;
-        if (result > 0) {
-            c->out_offset += static_cast<std::size_t>(result);
-            c->write_stalled_ms = 0;
-            flush(*c);  // the rest, if any; else what ends a flush
-        } else if (result == -EAGAIN || result == -EWOULDBLOCK) {
-            blocked(*c);
-        } else if (result == -EINTR || result == 0) {
-            flush(*c);
-        } else {
-            destroy(*c);  // EPIPE, ECONNRESET: the client is gone
-        }
+        guarded(*c, [&] {
+            if (result > 0) {
+                c->out_offset += static_cast<std::size_t>(result);
+                c->write_stalled_ms = 0;
+                flush(*c);  // the rest, if any; else what ends a flush
+            } else if (result == -EAGAIN || result == -EWOULDBLOCK) {
+                blocked(*c);
+            } else if (result == -EINTR || result == 0) {
+                flush(*c);
+            } else {
+                destroy(*c);  // EPIPE, ECONNRESET: the client is gone
+            }
+        });
     });
+    // TLS writes through OpenSSL; with nothing to write, a flush ends what a flush ends (the half-close of a
+    // closing connection).
+    for (std::size_t i = 0; i < direct; ++i)
+        if (Connection* c = find(ids[i]); c != nullptr && c->fd >= 0 && !c->listed) guarded(*c, [&] { flush(*c); });
     ids.clear();
     if (flush_list.empty()) flush_list.swap(ids);  // keeps the capacity
 }

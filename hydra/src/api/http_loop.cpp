@@ -28,7 +28,7 @@ void Server::Connection::on_events(std::uint32_t events) {
             loop.flush(*this);
             if (fd < 0) return;
         }
-        if (readable) loop.on_readable(*this);
+        if (readable) loop.read_soon(*this);
     } catch (const std::exception& e) {
         // (e.g. bad_alloc building a response): this connection ends, the others go on.
         Logger().error(std::string("api: closing a connection after an error: ") + e.what());

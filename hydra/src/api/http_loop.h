@@ -18,7 +18,7 @@
 #include "api/http_server.h"
 #include "http/chunked.h"
 #include "net/event_loop.h"
-#include "net/send_batch.h"
+#include "net/io_batch.h"
 
 namespace hydra::http {
 
@@ -60,6 +60,7 @@ struct Server::Connection : EventLoop::Handler {
     State state = State::head;
     bool writing = false;                 // EPOLLOUT registered
     bool listed = false;                  // in the loop's flush list
+    bool read_listed = false;             // in the loop's read list
     bool reading_paused = false;          // EPOLLIN removed: too much pipelined input while handling
     bool output_paused = false;           // EPOLLIN removed, nothing parsed: over max_pending_output unsent
     bool keep_alive = true;               // of the current request
@@ -88,6 +89,10 @@ struct Server::Connection : EventLoop::Handler {
 struct Server::Loop : EventLoop::Handler, std::enable_shared_from_this<Server::Loop> {
     // Read from a socket at a time (and the output buffer kept between responses).
     static constexpr std::size_t kReadChunk = 64 * 1024;
+    // The reads of one iteration in one system call: a buffer of this size per connection, this many connections
+    // per call. A read that fills its buffer goes on with kReadChunk reads (a large body, pipelined requests).
+    static constexpr std::size_t kReadSlot = 4096;
+    static constexpr std::size_t kReadSlots = 64;
     // Unread pipelined bytes held while a request is handled.
     static constexpr std::size_t kMaxBuffered = 256 * 1024;
     // After our last response: wait this long for the client to close.
@@ -99,14 +104,22 @@ struct Server::Loop : EventLoop::Handler, std::enable_shared_from_this<Server::L
         : server(s),
           loop(s.settings_.name, index, kTickMs, [this] { on_tick(); }),
           index(index),
-          sends(s.settings_.io_uring) {}
+          io(s.settings_.io_uring) {}
 
     // Listening socket readable.
     void on_events(std::uint32_t) override { accept_all(); }
 
     void accept_all();
     void on_tick();
+    // Reads c at the end of this iteration, with every other readable connection in one system call.
+    void read_soon(Connection& c);
+    void read_listed_connections();
+    template <class Step>
+    void guarded(Connection& c, Step&& step);
+    // Reads c now, until the socket is drained.
     void on_readable(Connection& c);
+    // What one read brought: n bytes of `data`, 0 (the peer closed) or -errno. False: stop reading.
+    bool took(Connection& c, const char* data, ssize_t n);
     void handshake(Connection& c);
     void process(Connection& c);
     bool parse_head(Connection& c);
@@ -149,7 +162,10 @@ struct Server::Loop : EventLoop::Handler, std::enable_shared_from_this<Server::L
     std::vector<std::unique_ptr<Connection>> graveyard;  // freed at the end of the iteration
     std::vector<std::uint64_t> flush_list;               // connections with responses to write
     bool flush_scheduled = false;
-    SendBatch sends;  // the writes of the flush list
+    std::vector<std::uint64_t> read_list;  // readable connections
+    bool read_scheduled = false;
+    std::vector<char> read_slots;  // kReadSlots of kReadSlot bytes, once reads were batched
+    IoBatch io;                    // the reads and writes of an iteration, each kind in one system call
     std::vector<char> read_buffer;
     DateCache date;
     std::int64_t next_sweep_ms = 0;

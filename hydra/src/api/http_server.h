@@ -53,7 +53,7 @@ class Server {
     struct Settings {
         std::string address = "127.0.0.1:9090";
         int io_threads = 1;
-        bool io_uring = true;              // batched writes (net/send_batch.h), where the kernel allows them
+        bool io_uring = true;              // batched reads and writes (net/io_batch.h) where the kernel allows them
         int workers = 64;                  // handler threads
         int max_queued = 1024;             // requests waiting for a worker; beyond that: 503 at once
         int max_connections = 10000;       // beyond that: 503 and close

@@ -32,7 +32,7 @@ constexpr const char* builtin_schema_text = R"json({
         "io_threads": {"type": "integer", "minimum": 1, "maximum": 64, "default": 1,
                        "description": "Event loops reading and writing HTTP connections."},
         "io_uring": {"type": "boolean", "default": true,
-                     "description": "Write the answers of one loop iteration to all their connections in one system call (io_uring) where the kernel allows it (else, or false: one send per connection). TLS connections write through OpenSSL either way."},
+                     "description": "Read the requests of one loop iteration from all their connections in one system call, and write the answers in another (io_uring), where the kernel allows it (else, or false: one recv/send per connection). TLS connections go through OpenSSL either way."},
         "threads": {"type": "integer", "minimum": 1, "maximum": 1024, "default": 64,
                     "description": "Handler threads (a handler may block, e.g. on a durable queue push)."},
         "max_queued": {"type": "integer", "minimum": 1, "maximum": 1000000, "default": 1024,

@@ -155,20 +155,26 @@ void EventLoop::run() {
                 Logger().error(name_ + ": tick failed: " + e.what());
             }
         }
-        // Deferred work may defer more (a flush that closes): drain until quiet.
-        while (!deferred_.empty()) {
-            auto batch = std::move(deferred_);
-            deferred_.clear();
-            for (auto& fn : batch) {
-                try {
-                    fn();
-                } catch (const std::exception& e) {
-                    Logger().error(name_ + ": deferred task failed: " + e.what());
-                }
+        run_deferred();
+    }
+    // The last tasks (answers that came while stopping) write what they produce.
+    run_tasks();
+    run_deferred();
+}
+
+void EventLoop::run_deferred() {
+    // Deferred work may defer more (a flush that closes): drain until quiet.
+    while (!deferred_.empty()) {
+        auto batch = std::move(deferred_);
+        deferred_.clear();
+        for (auto& fn : batch) {
+            try {
+                fn();
+            } catch (const std::exception& e) {
+                Logger().error(name_ + ": deferred task failed: " + e.what());
             }
         }
     }
-    run_tasks();
 }
 
 }  // namespace hydra

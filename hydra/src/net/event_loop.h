@@ -62,6 +62,7 @@ class EventLoop {
   private:
     void run();
     void run_tasks();
+    void run_deferred();
     void update_clock();
 
     std::string name_;

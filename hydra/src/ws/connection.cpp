@@ -328,7 +328,7 @@ void WsServer::Connection::schedule_flush() {
 int WsServer::Connection::gather(iovec* iov) const {
     int n = 0;
     const std::size_t ready = std::min(gate, out.size());
-    for (std::size_t i = 0; i < ready && n < SendBatch::kMaxIov; ++i, ++n) {
+    for (std::size_t i = 0; i < ready && n < IoBatch::kMaxIov; ++i, ++n) {
         const std::string& f = *out[i];
         std::size_t skip = i == 0 ? out_offset : 0;
         iov[n].iov_base = const_cast<char*>(f.data() + skip);
@@ -339,7 +339,7 @@ int WsServer::Connection::gather(iovec* iov) const {
 
 void WsServer::Connection::flush() {
     if (fd < 0) return;
-    iovec iov[SendBatch::kMaxIov];
+    iovec iov[IoBatch::kMaxIov];
     while (int n = gather(iov)) {
         ssize_t sent;
         if (tls) {
@@ -359,15 +359,12 @@ void WsServer::Connection::flush() {
     flushed();
 }
 
-bool WsServer::Connection::add_to(SendBatch& batch) {
-    if (fd < 0) return false;
-    iovec iov[SendBatch::kMaxIov];
-    const int n = tls ? 0 : gather(iov);
-    if (n == 0) {
-        flush();  // TLS writes itself; with nothing to write, this ends what a flush ends
-        return false;
-    }
-    batch.add(fd, iov, n, id);
+bool WsServer::Connection::add_to(IoBatch& batch) {
+    if (fd < 0 || tls) return false;
+    iovec iov[IoBatch::kMaxIov];
+    const int n = gather(iov);
+    if (n == 0) return false;
+    batch.add_send(fd, iov, n, id);
     return true;
 }
 

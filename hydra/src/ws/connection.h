@@ -15,7 +15,7 @@
 
 #include "net/client_limits.h"
 #include "net/event_loop.h"
-#include "net/send_batch.h"
+#include "net/io_batch.h"
 #include "net/tls.h"
 #include "ws/frame.h"
 #include "ws/ws_server.h"
@@ -72,9 +72,9 @@ struct WsServer::Connection : EventLoop::Handler {
     // Writes what may go (up to the gate) until done or the socket is full.
     void flush();
     // The loop's end of iteration: the first write of every listed connection in one system call. add_to() queues
-    // it (false: nothing to queue; a TLS connection writes itself), batch_sent() takes its result and flush()es
-    // the rest, if any.
-    bool add_to(SendBatch& batch);
+    // it (false: nothing to queue, or TLS, which writes itself: flush() it), batch_sent() takes its result and
+    // flush()es the rest, if any.
+    bool add_to(IoBatch& batch);
     void batch_sent(ssize_t result);
     void update_events();
 
@@ -92,7 +92,7 @@ struct WsServer::Connection : EventLoop::Handler {
     // The send queue is over ws.send_queue_bytes: drop what the client has not received and close 1008.
     void overflow();
     void insert_at_gate(Frame frame);  // before what waits behind the gate (which stays as it is)
-    int gather(iovec* iov) const;      // what may go now as buffers (up to SendBatch::kMaxIov); 0: nothing
+    int gather(iovec* iov) const;      // what may go now as buffers (up to IoBatch::kMaxIov); 0: nothing
     bool wrote(ssize_t result);        // a write's result (bytes or -errno) accounted; false: stop writing
     void flushed();                    // all that may go is written: the write interest off, a close finished
 

@@ -54,7 +54,7 @@ WsServer::Loop::Loop(WsServer& s, int index, int tick_ms)
     : server(s),
       loop("ws", index, tick_ms, [this] { on_tick(); }),
       index(static_cast<std::uint64_t>(index)),
-      sends(s.settings_.io_uring),
+      io(s.settings_.io_uring),
       metrics(s.metrics_.get()) {}
 
 void WsServer::Loop::accept_all() {
@@ -216,6 +216,18 @@ void WsServer::Loop::give_up(Connection& c) {
     destroy(c, c.close_code, c.close_reason);
 }
 
+// One connection's part of a batched write: a failure (bad_alloc, a bug) ends that connection, as in
+// Connection::on_failure, and never the others' part (whose bytes may have gone already).
+template <class Step>
+void WsServer::Loop::guarded(Connection& c, Step&& step) {
+    try {
+        step();
+    } catch (const std::exception& e) {
+        Logger(c.uuid).error(std::string("ws: closing a connection after an error: ") + e.what());
+        c.on_failure();
+    }
+}
+
 void WsServer::Loop::schedule_flush(Connection& c) {
     flush_list.push_back(c.id);
     schedule_end_of_iteration();
@@ -229,16 +241,21 @@ void WsServer::Loop::schedule_end_of_iteration() {
         flush_scheduled = false;
         auto ids = std::move(flush_list);
         flush_list.clear();
+        std::size_t direct = 0;  // ids[0, direct): TLS, or nothing that may go; flushed after the batch
         for (std::uint64_t id : ids) {
             Connection* c = find(id);
             if (c == nullptr) continue;
             c->dirty = false;
-            c->add_to(sends);
+            guarded(*c, [&] {
+                if (!c->add_to(io)) ids[direct++] = id;
+            });
         }
-        // One system call for them all (SendBatch); what a connection has left after its write goes directly.
-        sends.send_all([this](std::uint64_t id, ssize_t result) {
-            if (Connection* c = find(id)) c->batch_sent(result);
+        // One system call for them all (IoBatch); what a connection has left after its write goes directly.
+        io.run([this](std::uint64_t id, ssize_t result) {
+            if (Connection* c = find(id)) guarded(*c, [&] { c->batch_sent(result); });
         });
+        for (std::size_t i = 0; i < direct; ++i)
+            if (Connection* c = find(ids[i]); c != nullptr && !c->dirty) guarded(*c, [&] { c->flush(); });
         graveyard.clear();
     });
 }

@@ -54,6 +54,8 @@ struct WsServer::Loop : EventLoop::Handler {
     void reject(int fd, const std::string& answer);
     void on_tick();
     void schedule_flush(Connection& c);
+    template <class Step>
+    void guarded(Connection& c, Step&& step);
     void schedule_end_of_iteration();
     // The end of a connection, however it came: socket closed, exchange entry removed (after on_close), counted.
     void destroy(Connection& c, std::uint16_t code, const std::string& reason);
@@ -96,7 +98,7 @@ struct WsServer::Loop : EventLoop::Handler {
     std::vector<std::unique_ptr<Connection>> graveyard;  // freed at the end of the iteration
     std::vector<std::uint64_t> flush_list;
     bool flush_scheduled = false;
-    SendBatch sends;  // the writes of the flush list
+    IoBatch io;  // the writes of the flush list, in one system call
     std::vector<std::uint8_t> read_buffer;
     Metrics* metrics;                                             // null: count nothing
     std::unordered_map<std::uint16_t, metrics::Counter*> closes;  // hydra_ws_closes_total by code, this loop's
