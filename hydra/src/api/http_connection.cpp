@@ -21,8 +21,8 @@ void Server::Loop::guarded(Connection& c, Step&& step) {
     try {
         step();
     } catch (const std::exception& e) {
-        Logger().error(std::string("api: closing a connection after an error: ") + e.what());
         try {
+            Logger().error(std::string("api: closing a connection after an error: ") + e.what());
             destroy(c);
         } catch (...) {  // nothing more to do for it
         }
@@ -35,6 +35,7 @@ void Server::Loop::read_soon(Connection& c) {
         return;
     }
     if (c.read_listed) return;
+    if (read_slots.empty()) read_slots.resize(kReadSlots * kReadSlot);  // (may throw: then nothing is listed)
     c.read_listed = true;
     read_list.push_back(c.id);
     if (read_scheduled) return;
@@ -49,7 +50,6 @@ void Server::Loop::read_listed_connections() {
     read_scheduled = false;
     std::vector<std::uint64_t> ids;
     ids.swap(read_list);
-    if (read_slots.empty()) read_slots.resize(kReadSlots * kReadSlot);
     std::uint64_t slot_ids[kReadSlots];
     for (std::size_t next = 0; next < ids.size();) {
         std::size_t slots = 0;

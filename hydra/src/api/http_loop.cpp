@@ -105,6 +105,7 @@ void Server::Loop::stop_accepting() {
 }
 
 void Server::Loop::on_tick() {
+    read_pending();  // what arrived counts before any timeout
     const Settings& s = server.settings_;
     const std::int64_t now = loop.now_ms();
     if (!listening && accepting && server.listen_fd_ >= 0) {

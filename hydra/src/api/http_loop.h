@@ -114,6 +114,10 @@ struct Server::Loop : EventLoop::Handler, std::enable_shared_from_this<Server::L
     // Reads c at the end of this iteration, with every other readable connection in one system call.
     void read_soon(Connection& c);
     void read_listed_connections();
+    // The reads listed for the end of this iteration, now (before timeouts judge the connections).
+    void read_pending() {
+        if (read_scheduled) read_listed_connections();
+    }
     template <class Step>
     void guarded(Connection& c, Step&& step);
     // Reads c now, until the socket is drained.

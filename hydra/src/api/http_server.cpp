@@ -59,6 +59,7 @@ void Server::wind_down() {
         l->loop.post([l] {
             l->stop_accepting();
             l->draining = true;
+            l->read_pending();  // a request that arrived is not taken for idleness
             std::vector<Connection*> idle;
             for (auto& [id, c] : l->connections)
                 if (c->state == Connection::State::head && c->request_started_ms == 0 && c->out.empty())

@@ -5,9 +5,10 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <mutex>
+#include <optional>
 #include <string>
 
 #include <hydra/log.h>
@@ -21,27 +22,37 @@ constexpr int kSendFlags = MSG_DONTWAIT | MSG_NOSIGNAL;
 constexpr int kRecvFlags = MSG_DONTWAIT;
 constexpr std::size_t kMaxLength = 1u << 30;  // a submission's length is 32 bits: longer writes go in parts
 
-// Whether the ring completes a nonblocking read of an empty socket and a nonblocking write to a full one at once,
-// with -EAGAIN, as recv(2) and send(2) would. (A kernel that instead waited for the socket inside io_uring would
-// stall the loop in run(): such a ring is not used.)
-bool completes_at_once(io_uring& ring) {
+// Why the ring will not do ("" when it will): it must complete a nonblocking read of an empty socket and a
+// nonblocking write to a full one within the submitting call, with -EAGAIN, as recv(2) and send(2) would. (A
+// kernel that instead waited for the socket inside io_uring would stall the loop in run().) The probe's completions
+// are all reaped (or, when some never come, the ring is not used and its teardown cancels them).
+std::string refusal(io_uring& ring) {
     int fds[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) != 0) return false;
-    static char bytes[4096];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) != 0)
+        return std::string("probe: socketpair: ") + strerror(errno);
+    char bytes[4096] = {};
     while (::send(fds[1], bytes, sizeof bytes, MSG_DONTWAIT | MSG_NOSIGNAL) > 0) {  // fds[1]: full, nothing to read
     }
-    io_uring_prep_recv(io_uring_get_sqe(&ring), fds[1], bytes, 1, kRecvFlags);
-    io_uring_prep_send(io_uring_get_sqe(&ring), fds[1], bytes, 1, kSendFlags);
-    bool at_once = io_uring_submit(&ring) == 2;
-    for (int i = 0; i < 2 && at_once; ++i) {
-        io_uring_cqe* cqe = nullptr;
-        __kernel_timespec wait{0, 100'000'000};
-        at_once = io_uring_wait_cqe_timeout(&ring, &cqe, &wait) == 0 && cqe->res == -EAGAIN;
-        if (cqe != nullptr) io_uring_cqe_seen(&ring, cqe);
+    io_uring_sqe* recv = io_uring_get_sqe(&ring);
+    io_uring_prep_recv(recv, fds[1], bytes, 1, kRecvFlags);
+    io_uring_sqe_set_data64(recv, 1);
+    io_uring_sqe* send = io_uring_get_sqe(&ring);
+    io_uring_prep_send(send, fds[1], bytes, 1, kSendFlags);
+    io_uring_sqe_set_data64(send, 2);
+    std::string why;
+    if (io_uring_submit(&ring) != 2) why = "probe: submit failed";
+    int answered = 0;
+    io_uring_cqe* cqe = nullptr;
+    while (io_uring_peek_cqe(&ring, &cqe) == 0) {
+        if (cqe->res != -EAGAIN && why.empty())
+            why = "probe: a nonblocking operation answered " + std::to_string(cqe->res) + " instead of EAGAIN";
+        ++answered;
+        io_uring_cqe_seen(&ring, cqe);
     }
+    if (why.empty() && answered != 2) why = "its nonblocking socket operations wait for the socket";
     close(fds[0]);
     close(fds[1]);
-    return at_once;
+    return why;
 }
 
 }  // namespace
@@ -57,20 +68,22 @@ struct IoBatch::Ring {
 
 IoBatch::IoBatch(bool use_io_uring) {
     if (!use_io_uring) return;
+    // The kernel's answer is the same for every loop: asked once per process.
+    static std::mutex mutex;
+    static std::optional<std::string> refused;  // "" when io_uring will do
+    std::lock_guard lock(mutex);
+    if (refused && !refused->empty()) return;
     auto ring = std::make_unique<Ring>();
     // SUBMIT_ALL (Linux 5.18): an operation that fails at submission does not hold back the ones after it.
     int r = io_uring_queue_init(kRingEntries, &ring->ring, IORING_SETUP_SUBMIT_ALL);
     if (r == -EINVAL) r = io_uring_queue_init(kRingEntries, &ring->ring, 0);
     ring->ready = r == 0;
-    std::string refused;
     if (r < 0)
         refused = strerror(-r);
-    else if (!completes_at_once(ring->ring))
-        refused = "its nonblocking socket operations wait";
-    if (!refused.empty()) {
-        static std::atomic<bool> said{false};  // once, not once per loop
-        if (!said.exchange(true))
-            Logger().info("net: io_uring not used (" + refused + "): one system call per socket read and write");
+    else if (!refused)
+        refused = refusal(ring->ring);
+    if (!refused->empty()) {
+        Logger().info("net: io_uring not used (" + *refused + "): one system call per socket read and write");
         return;
     }
     ring->messages.resize(kRingEntries);
@@ -95,7 +108,7 @@ void IoBatch::add_recv(int fd, void* buffer, std::size_t size, std::uint64_t tag
 
 void IoBatch::run(const std::function<void(std::uint64_t, ssize_t)>& done) {
     if (ops_.empty()) return;
-    // Whatever happens (a `done` that throws), nothing of this run is run or reported again.
+    // Whatever happens, nothing of this run is run or reported again.
     struct Forget {
         IoBatch& batch;
         ~Forget() {
@@ -106,15 +119,20 @@ void IoBatch::run(const std::function<void(std::uint64_t, ssize_t)>& done) {
     } forget{*this};
     for (std::size_t from = 0; from < ops_.size(); from += kRingEntries) {
         const std::size_t to = std::min(ops_.size(), from + kRingEntries);
-        if (ring_)
+        if (ring_ && to - from > 1)
             run_through_ring(from, to);
         else
-            run_directly(from, to);
+            run_directly(from, to);  // (one operation: its own system call costs what the ring's would)
     }
     reporting_.swap(ops_);
     ops_.clear();
     iov_.clear();
-    for (const Op& op : reporting_) done(op.tag, op.result);
+    for (const Op& op : reporting_) {
+        try {
+            done(op.tag, op.result);
+        } catch (...) {  // that one's failure (the caller's to handle); the others still get their results
+        }
+    }
 }
 
 void IoBatch::run_directly(std::size_t from, std::size_t to) {
@@ -179,9 +197,15 @@ void IoBatch::run_through_ring(std::size_t from, std::size_t to) {
         io_uring_cqe* cqe = nullptr;
         int r = io_uring_wait_cqe(&ring, &cqe);
         if (r == -EINTR) continue;
-        if (r < 0) break;  // (cannot happen with operations in flight: they complete or fail)
-        ops_[io_uring_cqe_get_data64(cqe)].result = cqe->res;
+        if (r < 0) {  // (not seen: operations in flight complete or fail)
+            Logger().error(std::string("net: io_uring wait failed (") + strerror(-r) +
+                           "); one system call per socket read and write from now on");
+            break;
+        }
+        const std::uint64_t i = io_uring_cqe_get_data64(cqe);
         io_uring_cqe_seen(&ring, cqe);
+        if (i < from || i >= to) continue;  // (not one of ours)
+        ops_[i].result = cqe->res;
         ++seen;
     }
     if (submitted == count && seen == count) return;

@@ -39,8 +39,8 @@ class IoBatch {
     void add_recv(int fd, void* buffer, std::size_t size, std::uint64_t tag);
     bool empty() const { return ops_.empty(); }
 
-    // Runs everything added, then reports each result, in the order added, and forgets them. `done` may add the
-    // operations of a next run().
+    // Runs everything added, then reports each result, in the order added, and forgets them. `done` must not add
+    // or run; what it throws is dropped (the other results are still reported).
     void run(const std::function<void(std::uint64_t tag, ssize_t result)>& done);
 
     // True while operations go through io_uring (false from the start, or after the kernel refused it).
@@ -64,7 +64,7 @@ class IoBatch {
     std::unique_ptr<Ring> ring_;
     std::vector<Op> ops_;
     std::vector<iovec> iov_;
-    std::vector<Op> reporting_;  // the run being reported (`done` may add to the next)
+    std::vector<Op> reporting_;  // the run being reported
 };
 
 }  // namespace hydra

@@ -223,7 +223,10 @@ void WsServer::Loop::guarded(Connection& c, Step&& step) {
     try {
         step();
     } catch (const std::exception& e) {
-        Logger(c.uuid).error(std::string("ws: closing a connection after an error: ") + e.what());
+        try {
+            Logger(c.uuid).error(std::string("ws: closing a connection after an error: ") + e.what());
+        } catch (...) {
+        }
         c.on_failure();
     }
 }
