@@ -28,7 +28,7 @@ class ApiServer : public std::enable_shared_from_this<ApiServer> {
     struct Settings {
         std::string address = "127.0.0.1:9090";
         int io_threads = 1;
-        bool io_uring = true;  // batched writes, where the kernel allows them
+        bool io_uring = true;  // batched reads and writes, where the kernel allows them
         int threads = 64;      // handler threads
         int max_queued = 1024;
         int max_connections = 10000;

@@ -34,7 +34,7 @@ class WsServer : public Delivery {
     struct Settings {
         std::string address = "127.0.0.1:9087";
         int io_threads = 0;    // 0 = number of cores
-        bool io_uring = true;  // batched reads and writes (net/io_batch.h) where the kernel allows them
+        bool io_uring = true;  // batched writes (net/io_batch.h) where the kernel allows them
         int workers = 8;
         std::size_t max_message = 1 << 20;
         int max_connections = 100000;
