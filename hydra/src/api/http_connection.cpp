@@ -14,21 +14,6 @@
 
 namespace hydra::http {
 
-// One connection's part of a batched read or write: a failure (bad_alloc, a bug) ends that connection, as in
-// Connection::on_events, and never the others' part (whose bytes may have gone already).
-template <class Step>
-void Server::Loop::guarded(Connection& c, Step&& step) {
-    try {
-        step();
-    } catch (const std::exception& e) {
-        try {
-            Logger().error(std::string("api: closing a connection after an error: ") + e.what());
-            destroy(c);
-        } catch (...) {  // nothing more to do for it
-        }
-    }
-}
-
 void Server::Loop::read_soon(Connection& c) {
     if (c.tls || !io.uses_io_uring()) {
         on_readable(c);  // TLS reads through OpenSSL; without io_uring, batching would save nothing
@@ -58,7 +43,7 @@ void Server::Loop::read_listed_connections() {
             if (c == nullptr || c->fd < 0) continue;
             c->read_listed = false;
             if (c->reading_paused || c->output_paused) continue;  // (paused meanwhile: read again when resumed)
-            guarded(*c, [&] {
+            loop.guarded(*c, [&] {
                 io.add_recv(c->fd, read_slots.data() + slots * kReadSlot, kReadSlot, slots);
                 slot_ids[slots++] = c->id;
             });
@@ -66,7 +51,7 @@ void Server::Loop::read_listed_connections() {
         io.run([&](std::uint64_t slot, ssize_t n) {
             Connection* c = find(slot_ids[slot]);
             if (c == nullptr || c->fd < 0) return;
-            guarded(*c, [&] {
+            loop.guarded(*c, [&] {
                 const bool lingering = c->state == Connection::State::closing;
                 if (took(*c, read_slots.data() + slot * kReadSlot, n) &&
                     (lingering || n == static_cast<ssize_t>(kReadSlot)))
@@ -418,7 +403,7 @@ void Server::Loop::write_listed() {
             ids[direct++] = id;
             continue;
         }
-        guarded(*c, [&] {
+        loop.guarded(*c, [&] {
             iovec v{c->out.data() + c->out_offset, pending_output(*c)};
             io.add_send(c->fd, &v, 1, id);
         });
@@ -426,7 +411,7 @@ void Server::Loop::write_listed() {
     io.run([this](std::uint64_t id, ssize_t result) {
         Connection* c = find(id);
         if (c == nullptr || c->fd < 0) return;
-        guarded(*c, [&] {
+        loop.guarded(*c, [&] {
             if (result > 0) {
                 c->out_offset += static_cast<std::size_t>(result);
                 c->write_stalled_ms = 0;
@@ -443,7 +428,8 @@ void Server::Loop::write_listed() {
     // TLS writes through OpenSSL; with nothing to write, a flush ends what a flush ends (the half-close of a
     // closing connection).
     for (std::size_t i = 0; i < direct; ++i)
-        if (Connection* c = find(ids[i]); c != nullptr && c->fd >= 0 && !c->listed) guarded(*c, [&] { flush(*c); });
+        if (Connection* c = find(ids[i]); c != nullptr && c->fd >= 0 && !c->listed)
+            loop.guarded(*c, [&] { flush(*c); });
     ids.clear();
     if (flush_list.empty()) flush_list.swap(ids);  // keeps the capacity
 }

@@ -36,6 +36,13 @@ void Server::Connection::on_events(std::uint32_t events) {
     }
 }
 
+void Server::Connection::on_failure() noexcept {
+    try {
+        loop.destroy(*this);
+    } catch (...) {  // nothing more to do for this connection
+    }
+}
+
 void Server::Loop::accept_all() {
     for (int i = 0; i < 64 && accepting; ++i) {
         sockaddr_storage peer{};

@@ -53,6 +53,7 @@ struct Server::Connection : EventLoop::Handler {
 
     Connection(Loop& l, std::uint64_t i, int f) : loop(l), id(i), fd(f) {}
     void on_events(std::uint32_t events) override;
+    void on_failure() noexcept override;  // the connection ends
 
     Loop& loop;
     std::uint64_t id;
@@ -118,8 +119,6 @@ struct Server::Loop : EventLoop::Handler, std::enable_shared_from_this<Server::L
     void read_pending() {
         if (read_scheduled) read_listed_connections();
     }
-    template <class Step>
-    void guarded(Connection& c, Step&& step);
     // Reads c now, until the socket is drained.
     void on_readable(Connection& c);
     // What one read brought: n bytes of `data`, 0 (the peer closed) or -errno. False: stop reading.

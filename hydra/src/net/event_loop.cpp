@@ -134,13 +134,8 @@ void EventLoop::run() {
                 woken = true;
                 continue;
             }
-            try {
-                handler->on_events(events[i].events);
-            } catch (const std::exception& e) {
-                // One connection's failure (out of memory, a bug) ends that connection, never the loop.
-                Logger().error(name_ + ": event handling failed: " + e.what());
-                handler->on_failure();
-            }
+            // One connection's failure (out of memory, a bug) ends that connection, never the loop.
+            guarded(*handler, [&] { handler->on_events(events[i].events); });
         }
         if (woken) {
             std::uint64_t count;
@@ -160,6 +155,14 @@ void EventLoop::run() {
     // The last tasks (answers that came while stopping) write what they produce.
     run_tasks();
     run_deferred();
+}
+
+void EventLoop::failed(Handler& handler, const std::exception& e) noexcept {
+    try {
+        Logger().error(name_ + ": event handling failed: " + e.what());
+    } catch (...) {  // (out of memory even for the line)
+    }
+    handler.on_failure();
 }
 
 void EventLoop::run_deferred() {

@@ -41,6 +41,16 @@ class EventLoop {
     void add(int fd, std::uint32_t events, Handler* handler);
     void modify(int fd, std::uint32_t events, Handler* handler);
     void remove(int fd);
+    // Runs `step`, work for `handler` (e.g. its part of a batched read or write), as the loop runs its events: a
+    // failure (bad_alloc, a bug) is logged and ends that handler (on_failure), never the loop nor the others' work.
+    template <class Step>
+    void guarded(Handler& handler, Step&& step) noexcept {
+        try {
+            step();
+        } catch (const std::exception& e) {
+            failed(handler, e);
+        }
+    }
     // Runs at the end of the current iteration, after all events and tasks (used to batch writes).
     void defer(std::function<void()> fn) { deferred_.push_back(std::move(fn)); }
     std::int64_t now_ms() const { return now_ms_; }
@@ -63,6 +73,7 @@ class EventLoop {
     void run();
     void run_tasks();
     void run_deferred();
+    void failed(Handler& handler, const std::exception& e) noexcept;
     void update_clock();
 
     std::string name_;

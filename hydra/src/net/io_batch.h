@@ -19,6 +19,10 @@
 
 namespace hydra {
 
+// One nonblocking write of `count` buffers to a plain socket (send(2) for one, else sendmsg(2)), as IoBatch makes
+// it without io_uring: the bytes written, or -1 with errno.
+ssize_t send_buffers(int fd, const iovec* iov, int count);
+
 class IoBatch {
   public:
     // At most this many buffers per send (the rest of a connection's output waits for the next write).

@@ -341,18 +341,9 @@ void WsServer::Connection::flush() {
     if (fd < 0) return;
     iovec iov[IoBatch::kMaxIov];
     while (int n = gather(iov)) {
-        ssize_t sent;
-        if (tls) {
-            sent = n == 1 ? tls->write(iov[0].iov_base, iov[0].iov_len) : tls->writev(iov, n);
-        } else if (n == 1) {
-            // The common case (an echo, one broadcast): send() spares the kernel copying a msghdr and an iovec.
-            sent = ::send(fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL | MSG_DONTWAIT);
-        } else {
-            msghdr msg{};
-            msg.msg_iov = iov;
-            msg.msg_iovlen = static_cast<std::size_t>(n);
-            sent = ::sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-        }
+        const ssize_t sent = !tls     ? send_buffers(fd, iov, n)
+                             : n == 1 ? tls->write(iov[0].iov_base, iov[0].iov_len)
+                                      : tls->writev(iov, n);
         if (sent < 0 && errno == EINTR) continue;
         if (!wrote(sent < 0 ? -errno : sent)) return;
     }

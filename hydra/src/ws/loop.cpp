@@ -216,21 +216,6 @@ void WsServer::Loop::give_up(Connection& c) {
     destroy(c, c.close_code, c.close_reason);
 }
 
-// One connection's part of a batched write: a failure (bad_alloc, a bug) ends that connection, as in
-// Connection::on_failure, and never the others' part (whose bytes may have gone already).
-template <class Step>
-void WsServer::Loop::guarded(Connection& c, Step&& step) {
-    try {
-        step();
-    } catch (const std::exception& e) {
-        try {
-            Logger(c.uuid).error(std::string("ws: closing a connection after an error: ") + e.what());
-        } catch (...) {
-        }
-        c.on_failure();
-    }
-}
-
 void WsServer::Loop::schedule_flush(Connection& c) {
     flush_list.push_back(c.id);
     schedule_end_of_iteration();
@@ -249,16 +234,16 @@ void WsServer::Loop::schedule_end_of_iteration() {
             Connection* c = find(id);
             if (c == nullptr) continue;
             c->dirty = false;
-            guarded(*c, [&] {
+            loop.guarded(*c, [&] {
                 if (!c->add_to(io)) ids[direct++] = id;
             });
         }
         // One system call for them all (IoBatch); what a connection has left after its write goes directly.
         io.run([this](std::uint64_t id, ssize_t result) {
-            if (Connection* c = find(id)) guarded(*c, [&] { c->batch_sent(result); });
+            if (Connection* c = find(id)) loop.guarded(*c, [&] { c->batch_sent(result); });
         });
         for (std::size_t i = 0; i < direct; ++i)
-            if (Connection* c = find(ids[i]); c != nullptr && !c->dirty) guarded(*c, [&] { c->flush(); });
+            if (Connection* c = find(ids[i]); c != nullptr && !c->dirty) loop.guarded(*c, [&] { c->flush(); });
         graveyard.clear();
     });
 }

@@ -54,8 +54,6 @@ struct WsServer::Loop : EventLoop::Handler {
     void reject(int fd, const std::string& answer);
     void on_tick();
     void schedule_flush(Connection& c);
-    template <class Step>
-    void guarded(Connection& c, Step&& step);
     void schedule_end_of_iteration();
     // The end of a connection, however it came: socket closed, exchange entry removed (after on_close), counted.
     void destroy(Connection& c, std::uint16_t code, const std::string& reason);
