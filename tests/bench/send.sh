@@ -22,15 +22,18 @@
 #
 # Knobs (env): BENCH_SEND_CLIENTS (5000), BENCH_SEND_RATES ("0 50000"), BENCH_SEND_DURATION (10 s measured, after
 # BENCH_SEND_WARMUP 2 s), BENCH_SEND_PUBLISHERS (128: a durable server answers a post after its commit, 1-2 ms,
-# so 32 connections with one request each would cap it near 20k msg/s whatever its CPU), BENCH_SEND_PIPELINE (1),
+# so 32 connections with one request each would cap it near 20k msg/s whatever its CPU), BENCH_SEND_CLUSTER_PUBLISHERS
+# (256 for send_cluster: a host answers a post once the broker acknowledged it, 5-8 ms with the producer's 5 ms
+# linger, so 128 connections would cap the two hosts near 16k msg/s), BENCH_SEND_PIPELINE (1),
 # BENCH_SEND_SEARCH (rates tried in order, per server, until one misses the target twice in a row; "" = no search), BENCH_SEND_SEARCH_SERVERS
-# ("hydra floor nchan cluster"), BENCH_SEND_P99_MS (20: the target), BENCH_SEND_HYDRA_SET (more hydra settings,
+# ("hydra floor nchan cluster"), BENCH_SEND_P99_MS (20: the target), BENCH_SEND_CLUSTER_P99_MS (50: the two hosts'
+# target), BENCH_SEND_HYDRA_SET (more hydra settings,
 # "key=value key=value", e.g. "queue.kafka.properties.fetch.wait.max.ms=5"), BENCH_REPEAT (runs per rate, default 1), and run.sh's
 # BENCH_SERVER_CPU, BENCH_CLIENT_CPU, BENCH_SKIP_BUILD=1, BENCH_BUILD_DIR, BENCH_QUIET_WAIT; BENCH_HYDRA_BEFORE (a
 # second hydra binary, e.g. a Release build of an earlier commit: the send scenario then runs it too, as
 # "hydra_before", interleaved with the others, and the table adds hydra/before).
-# A run meets the target when p99 <= BENCH_SEND_P99_MS, deliveries/s >= 97 % of the rate, nothing is missing
-# and no post failed. Per-run JSON and server logs land in build/bench/results/send.*, the table and every run in
+# A run meets the target when p99 <= BENCH_SEND_P99_MS (the cluster: BENCH_SEND_CLUSTER_P99_MS), deliveries/s >= 97 %
+# of the rate, nothing is missing and no post failed. Per-run JSON and server logs land in build/bench/results/send.*, the table and every run in
 # build/bench/send-results.json. Needs nginx-light and libnginx-mod-nchan: deploy/install-deps.sh --bench.
 set -euo pipefail
 
@@ -50,10 +53,12 @@ RATES=${BENCH_SEND_RATES:-$d_rates}
 DURATION=${BENCH_SEND_DURATION:-$d_duration}
 WARMUP=${BENCH_SEND_WARMUP:-$d_warmup}
 PUBLISHERS=${BENCH_SEND_PUBLISHERS:-128}
+CLUSTER_PUBLISHERS=${BENCH_SEND_CLUSTER_PUBLISHERS:-256}
 PIPELINE=${BENCH_SEND_PIPELINE:-1}
 SEARCH=${BENCH_SEND_SEARCH-$d_search}
 SEARCH_SERVERS=${BENCH_SEND_SEARCH_SERVERS:-hydra floor nchan cluster}
 P99_MS=${BENCH_SEND_P99_MS:-20}
+CLUSTER_P99_MS=${BENCH_SEND_CLUSTER_P99_MS:-50}
 REPEAT=${BENCH_REPEAT:-1}
 SCENARIOS=${BENCH_SEND_SCENARIOS:-send send_cluster}
 SERVER_CPU=${BENCH_SERVER_CPU:-0}
@@ -95,6 +100,9 @@ mkdir -p "$OUT" "$RUN_DIR"
 rm -f "$OUT"/send.*
 
 # ---- servers ----
+# publishers_of SERVER / p99_of SERVER: the publisher connections and the p99 target (ms) of that server's runs.
+publishers_of() { if [[ $1 == cluster ]]; then echo "$CLUSTER_PUBLISHERS"; else echo "$PUBLISHERS"; fi; }
+p99_of() { if [[ $1 == cluster ]]; then echo "$CLUSTER_P99_MS"; else echo "$P99_MS"; fi; }
 WS_ADDR="" API_ADDR="" SERVER_PID="" EXTRA_PIDS=""
 
 # start_hydra NAME LOG [--set key=value ...]: one hydra host (dev profile) on free ports; sets HY_PID, HY_WS, HY_API.
@@ -102,10 +110,11 @@ WS_ADDR="" API_ADDR="" SERVER_PID="" EXTRA_PIDS=""
 start_hydra() {
     local name=$1 logf=$2
     shift 2
-    local binary=$HYDRA
+    local binary=$HYDRA publishers=$PUBLISHERS
     [[ $name == hydra_before ]] && binary=$BENCH_HYDRA_BEFORE
+    [[ $name == host-* ]] && publishers=$CLUSTER_PUBLISHERS
     (cd "$RUN_DIR" && HYDRA_CONFIG_DIR=$ROOT/config exec taskset -c "$SERVER_CPU" "$binary" run --env dev \
-        "${HYDRA_BENCH_SETTINGS[@]}" --set api.threads=$((PUBLISHERS + 8)) \
+        "${HYDRA_BENCH_SETTINGS[@]}" --set api.threads=$((publishers + 8)) \
         --set services.push.database="$RUN_DIR/$name-push.db" "$@" \
         ${HYDRA_SET[@]+"${HYDRA_SET[@]}"}) \
         >"$logf" 2>&1 &
@@ -280,7 +289,8 @@ run_one() {
     [[ -n $EXTRA_PIDS ]] && extra=(--extra-pids "$EXTRA_PIDS")
     taskset -c "$CLIENT_CPU" "$BENCH" send --ws "$WS_ADDR" --api "$API_ADDR" --server-pid "$SERVER_PID" \
         --label "$server" --out "$OUT/$tag.json" --connections "$CLIENTS" --id-prefix c \
-        --rate "$rate" --warmup "$WARMUP" --duration "$DURATION" --publishers "$PUBLISHERS" --pipeline "$PIPELINE" \
+        --rate "$rate" --warmup "$WARMUP" --duration "$DURATION" --publishers "$(publishers_of "$server")" \
+        --pipeline "$PIPELINE" \
         --settle 2 "${args[@]}" --body "$(server_body "$server")" "${extra[@]}" \
         >/dev/null 2>"$OUT/$tag.bench.log" &
     BENCH_PID=$!
@@ -295,7 +305,7 @@ run_one() {
     stop_servers
 }
 
-# meets_target TAG RATE: whether the run met the target (see the header).
+# meets_target TAG RATE SERVER: whether the run met the target (see the header).
 meets_target() {
     node -e '
         const [file, rate, p99] = process.argv.slice(1);
@@ -303,7 +313,7 @@ meets_target() {
         const ok = !r.error && r.latency_ms.count > 0 && r.latency_ms.p99 <= Number(p99) &&
             r.deliveries.rate_in_window >= 0.97 * Number(rate) && r.deliveries.missing === 0 &&
             Object.keys(r.posts.rejected).length === 0 && r.posts.lost_in_flight === 0;
-        process.exit(ok ? 0 : 1);' "$OUT/$1.json" "$2" "$P99_MS"
+        process.exit(ok ? 0 : 1);' "$OUT/$1.json" "$2" "$(p99_of "$3")"
 }
 
 servers_of() {
@@ -336,12 +346,12 @@ if [[ -n $SEARCH ]]; then
                 tag=send.$server.search$rate
                 run_one "$server" "$rate" "$tag"
                 # One more try before giving up: a single burst of other work on the machine can spoil a p99.
-                if ! meets_target "$tag" "$rate"; then
+                if ! meets_target "$tag" "$rate" "$server"; then
                     [[ -f $OUT/$tag.json ]] && mv "$OUT/$tag.json" "$OUT/$tag.try1.json"
                     log "$server misses the target at $rate msg/s; trying once more"
                     run_one "$server" "$rate" "$tag"
                 fi
-                if meets_target "$tag" "$rate"; then
+                if meets_target "$tag" "$rate" "$server"; then
                     log "$server meets the target at $rate msg/s"
                 else
                     log "$server misses the target at $rate msg/s; search stops"
@@ -362,11 +372,13 @@ NGINX_VERSION=$(nginx -v 2>&1 | sed 's#.*nginx/##')
 NCHAN_VERSION=$(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null || echo unknown)
 export BENCH_REVISION=$REVISION BENCH_NGINX="$NGINX_VERSION" BENCH_NCHAN="$NCHAN_VERSION"
 node - "$OUT" "$BUILD/send-results.json" "$SCENARIOS" "$RATES" "$REPEAT" "$SEARCH" "$SEARCHED" "$P99_MS" \
-    "$CLIENTS" "$PUBLISHERS" "$PIPELINE" "$DURATION" "$SERVER_CPU" "$CLIENT_CPU" <<'EOF'
+    "$CLIENTS" "$PUBLISHERS" "$PIPELINE" "$DURATION" "$SERVER_CPU" "$CLIENT_CPU" "$CLUSTER_PUBLISHERS" \
+    "$CLUSTER_P99_MS" <<'EOF'
 const fs = require('fs');
 const os = require('os');
 const [outDir, resultsFile, scenarioList, rateList, repeatArg, searchList, searchedList, p99Target, clients,
-  publishers, pipeline, duration, serverCpu, clientCpu] = process.argv.slice(2);
+  publishers, pipeline, duration, serverCpu, clientCpu, clusterPublishers, clusterP99] = process.argv.slice(2);
+const p99Of = (srv) => Number(srv === 'cluster' ? clusterP99 : p99Target);
 const words = (s) => s.split(/\s+/).filter(Boolean);
 const scenarios = words(scenarioList);
 const rates = words(rateList);
@@ -438,7 +450,7 @@ for (const srv of words(searchedList)) {
   for (const rate of words(searchList)) {
     const r = load(`send.${srv}.search${rate}`);
     if (!r) break;
-    const ok = !r.error && r.latency_ms.count > 0 && r.latency_ms.p99 <= Number(p99Target) &&
+    const ok = !r.error && r.latency_ms.count > 0 && r.latency_ms.p99 <= p99Of(srv) &&
       r.deliveries.rate_in_window >= 0.97 * Number(rate) && r.deliveries.missing === 0 && failedPosts(r) === 0;
     tried.push({ rate: Number(rate), ok, deliveries_per_s: r.deliveries.rate_in_window, p99_ms: r.latency_ms.p99,
       missing: r.deliveries.missing, server_cores: get(r, 'cpu.server_cores'),
@@ -471,13 +483,15 @@ const line = (r) => r.map((c, i) => (i >= 2 ? (c || '').padStart(widths[i]) : (c
   .join('  ').trimEnd();
 const env = process.env;
 console.log(`hydra ${env.BENCH_REVISION}, nginx ${env.BENCH_NGINX} + nchan ${env.BENCH_NCHAN}; ` +
-  `${clients} clients, ${publishers} publishers x ${pipeline}, ${duration} s measured; ` +
+  `${clients} clients, ${publishers} publishers x ${pipeline}` +
+  (servers.includes('cluster') ? ` (2 hosts: ${clusterPublishers})` : '') + `, ${duration} s measured; ` +
   (repeat > 1 ? `median of ${repeat} runs` : 'one run each'));
 console.log(line(cols));
 console.log(widths.map((w) => '-'.repeat(w)).join('  '));
 for (const r of rows) console.log(line(r));
 if (Object.keys(search).length) {
-  console.log(`\nhighest rate with p99 <= ${p99Target} ms, >= 97 % delivered in the window, nothing lost:`);
+  console.log(`\nhighest rate with p99 <= ${p99Target} ms (2 hosts: ${clusterP99} ms), >= 97 % delivered in the ` +
+    'window, nothing lost:');
   for (const [srv, s] of Object.entries(search)) {
     const best = s.highest_rate_meeting_target;
     const tried = s.tried.map((t) => `${fmt(t.rate)}: ${fmt(t.deliveries_per_s)}/s p99 ${fmt(t.p99_ms)} ms` +
@@ -505,7 +519,8 @@ const results = {
   pinning: { server_cpu: Number(serverCpu), client_cpu: Number(clientCpu) },
   versions: { hydra: process.env.BENCH_REVISION, nginx: process.env.BENCH_NGINX, nchan: process.env.BENCH_NCHAN },
   parameters: { clients: Number(clients), publishers: Number(publishers), pipeline: Number(pipeline),
-                duration_s: Number(duration), rates, p99_target_ms: Number(p99Target) },
+                duration_s: Number(duration), rates, p99_target_ms: Number(p99Target),
+                cluster_publishers: Number(clusterPublishers), cluster_p99_target_ms: Number(clusterP99) },
   repeat, table, search, warnings, runs,
 };
 fs.writeFileSync(resultsFile, JSON.stringify(results, null, 2) + '\n');
