@@ -110,11 +110,11 @@ WS_ADDR="" API_ADDR="" SERVER_PID="" EXTRA_PIDS=""
 start_hydra() {
     local name=$1 logf=$2
     shift 2
-    local binary=$HYDRA publishers=$PUBLISHERS
+    local binary=$HYDRA server=hydra
     [[ $name == hydra_before ]] && binary=$BENCH_HYDRA_BEFORE
-    [[ $name == host-* ]] && publishers=$CLUSTER_PUBLISHERS
+    [[ $name == host-* ]] && server=cluster
     (cd "$RUN_DIR" && HYDRA_CONFIG_DIR=$ROOT/config exec taskset -c "$SERVER_CPU" "$binary" run --env dev \
-        "${HYDRA_BENCH_SETTINGS[@]}" --set api.threads=$((publishers + 8)) \
+        "${HYDRA_BENCH_SETTINGS[@]}" --set api.threads=$(($(publishers_of "$server") + 8)) \
         --set services.push.database="$RUN_DIR/$name-push.db" "$@" \
         ${HYDRA_SET[@]+"${HYDRA_SET[@]}"}) \
         >"$logf" 2>&1 &
