@@ -1,8 +1,10 @@
-// kafka-mock: a librdkafka mock cluster in this process, for the fault runs (tests/faults/kafka_outage.sh).
+// kafka-mock: a librdkafka mock cluster in this process, for the fault runs (tests/faults/kafka_outage.sh) and
+// the two-host send benchmark (tests/bench/send.sh).
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 
 #include <iostream>
+#include <sstream>
 #include <string>
 
 #include "soak_bench.h"
@@ -33,6 +35,17 @@ int run_kafka_mock() {
         } else if (line == "up") {
             rd_kafka_mock_broker_set_up(mc, 1);
             std::cout << "up" << std::endl;
+        } else if (line.rfind("topic ", 0) == 0) {
+            // "topic NAME PARTITIONS": created as hydra's Admin API would (the mock has no CreateTopics; a topic a
+            // client names first is created with the mock's default of 4 partitions).
+            std::istringstream in(line.substr(6));
+            std::string name;
+            int partitions = 0;
+            if (in >> name >> partitions && partitions > 0 &&
+                rd_kafka_mock_topic_create(mc, name.c_str(), partitions, 1) == RD_KAFKA_RESP_ERR_NO_ERROR)
+                std::cout << "topic " << name << " " << partitions << std::endl;
+            else
+                std::cout << "cannot create topic: " << line << std::endl;
         } else if (line == "quit") {
             break;
         } else if (!line.empty()) {
