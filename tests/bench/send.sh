@@ -23,8 +23,8 @@
 # Knobs (env): BENCH_SEND_CLIENTS (5000), BENCH_SEND_RATES ("0 50000"), BENCH_SEND_DURATION (10 s measured, after
 # BENCH_SEND_WARMUP 2 s), BENCH_SEND_PUBLISHERS (128: a durable server answers a post after its commit, 1-2 ms,
 # so 32 connections with one request each would cap it near 20k msg/s whatever its CPU), BENCH_SEND_CLUSTER_PUBLISHERS
-# (256 for send_cluster: a host answers a post once the broker acknowledged it, 5-8 ms with the producer's 5 ms
-# linger, so 128 connections would cap the two hosts near 16k msg/s), BENCH_SEND_PIPELINE (1),
+# (512 for send_cluster: a host answers a post once the broker acknowledged it, 5-12 ms with the producer's 5 ms
+# linger, so 128 connections would cap the two hosts near 16k msg/s and 256 near 20k), BENCH_SEND_PIPELINE (1),
 # BENCH_SEND_SEARCH (rates tried in order, per server, until one misses the target twice in a row; "" = no search), BENCH_SEND_SEARCH_SERVERS
 # ("hydra floor nchan cluster"), BENCH_SEND_P99_MS (20: the target), BENCH_SEND_CLUSTER_P99_MS (50: the two hosts'
 # target), BENCH_SEND_HYDRA_SET (more hydra settings,
@@ -53,7 +53,7 @@ RATES=${BENCH_SEND_RATES:-$d_rates}
 DURATION=${BENCH_SEND_DURATION:-$d_duration}
 WARMUP=${BENCH_SEND_WARMUP:-$d_warmup}
 PUBLISHERS=${BENCH_SEND_PUBLISHERS:-128}
-CLUSTER_PUBLISHERS=${BENCH_SEND_CLUSTER_PUBLISHERS:-256}
+CLUSTER_PUBLISHERS=${BENCH_SEND_CLUSTER_PUBLISHERS:-512}
 PIPELINE=${BENCH_SEND_PIPELINE:-1}
 SEARCH=${BENCH_SEND_SEARCH-$d_search}
 SEARCH_SERVERS=${BENCH_SEND_SEARCH_SERVERS:-hydra floor nchan cluster}
