@@ -41,11 +41,15 @@ int run_kafka_mock() {
             std::istringstream in(line.substr(6));
             std::string name;
             int partitions = 0;
-            if (in >> name >> partitions && partitions > 0 &&
-                rd_kafka_mock_topic_create(mc, name.c_str(), partitions, 1) == RD_KAFKA_RESP_ERR_NO_ERROR)
+            if (!(in >> name >> partitions) || !(in >> std::ws).eof() || partitions < 1 || partitions > 10000) {
+                std::cout << "cannot create topic: expected \"topic NAME PARTITIONS\" (1-10000): " << line << std::endl;
+                continue;
+            }
+            const rd_kafka_resp_err_t err = rd_kafka_mock_topic_create(mc, name.c_str(), partitions, 1);
+            if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
                 std::cout << "topic " << name << " " << partitions << std::endl;
             else
-                std::cout << "cannot create topic: " << line << std::endl;
+                std::cout << "cannot create topic " << name << ": " << rd_kafka_err2str(err) << std::endl;
         } else if (line == "quit") {
             break;
         } else if (!line.empty()) {

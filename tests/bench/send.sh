@@ -23,8 +23,9 @@
 # Knobs (env): BENCH_SEND_CLIENTS (5000), BENCH_SEND_RATES ("0 50000"), BENCH_SEND_DURATION (10 s measured, after
 # BENCH_SEND_WARMUP 2 s), BENCH_SEND_PUBLISHERS (128: a durable server answers a post after its commit, 1-2 ms,
 # so 32 connections with one request each would cap it near 20k msg/s whatever its CPU), BENCH_SEND_CLUSTER_PUBLISHERS
-# (512 for send_cluster: a host answers a post once the broker acknowledged it, 5-12 ms with the producer's 5 ms
-# linger, so 128 connections would cap the two hosts near 16k msg/s and 256 near 20k), BENCH_SEND_PIPELINE (1),
+# (512 for send_cluster: a host answers a post once the broker acknowledged it, after the producer's 5 ms linger:
+# with 128 connections a third of the posts at 15k msg/s waited for a free one, with 256 at 20k msg/s a fifth
+# to a half did), BENCH_SEND_PIPELINE (1),
 # BENCH_SEND_SEARCH (rates tried in order, per server, until one misses the target twice in a row; "" = no search), BENCH_SEND_SEARCH_SERVERS
 # ("hydra floor nchan cluster"), BENCH_SEND_P99_MS (20: the target), BENCH_SEND_CLUSTER_P99_MS (50: the two hosts'
 # target), BENCH_SEND_HYDRA_SET (more hydra settings,
@@ -186,31 +187,37 @@ start_server() {
             # would, so that the run measures hydra's layout (each partition's log is a list the mock walks
             # from its start for every fetch: a fourth partition of the queue cost the mock ~0.04 cores at
             # 15,000 msg/s).
-            local conf queue_parts cluster_parts prefix=mall.wsserver
+            local conf parts node_a=bench-a node_b=bench-b prefix=mall.wsserver
             conf=$(HYDRA_CONFIG_DIR=$ROOT/config "$HYDRA" conf show --env dev "${HYDRA_BENCH_SETTINGS[@]}" \
-                ${HYDRA_SET[@]+"${HYDRA_SET[@]}"})
-            queue_parts=$(node -e 'console.log(JSON.parse(process.argv[1]).queue.kafka.topics.partitions)' "$conf")
-            cluster_parts=$(node -e 'console.log(JSON.parse(process.argv[1]).cluster.topics.partitions)' "$conf")
+                ${HYDRA_SET[@]+"${HYDRA_SET[@]}"}) || { log "hydra conf show failed"; exit 1; }
+            parts=$(node -e 'const c = JSON.parse(process.argv[1]);
+                console.log(c.queue.kafka.topics.partitions, c.cluster.topics.partitions)' "$conf" 2>/dev/null) || parts=""
+            [[ $parts =~ ^[1-9][0-9]*\ [1-9][0-9]*$ ]] ||
+                { log "cannot read the topics' partitions from hydra conf show (got '$parts')"; exit 1; }
+            local queue_parts=${parts% *} cluster_parts=${parts#* }
+            local topics=("$prefix.msg $queue_parts" "$prefix.msg.dlq $queue_parts" "$prefix.presence $cluster_parts"
+                "$prefix.bus $cluster_parts" "$prefix.node.$node_a $cluster_parts" "$prefix.node.$node_b $cluster_parts")
             local topic
-            for topic in "$prefix.msg:$queue_parts" "$prefix.msg.dlq:$queue_parts" "$prefix.presence:$cluster_parts" \
-                "$prefix.bus:$cluster_parts" "$prefix.node.bench-a:$cluster_parts" \
-                "$prefix.node.bench-b:$cluster_parts"; do
-                echo "topic ${topic%:*} ${topic##*:}" >"$fifo"
+            for topic in "${topics[@]}"; do
+                # A FIFO with no reader would block the write: the mock must still be there.
+                kill -0 "$mock_pid" 2>/dev/null || { log "the mock cluster exited:"; cat "$mlog" >&2; exit 1; }
+                echo "topic $topic" >"$fifo"
             done
             for _ in $(seq 1 100); do
-                [[ $(grep -c '^topic ' "$mlog") -ge 6 ]] && break
+                [[ $(grep -c '^topic ' "$mlog") -ge ${#topics[@]} ]] && break
                 sleep 0.05
             done
-            [[ $(grep -c '^topic ' "$mlog") -ge 6 ]] || { log "the mock did not create the topics:"; cat "$mlog" >&2; exit 1; }
+            [[ $(grep -c '^topic ' "$mlog") -ge ${#topics[@]} ]] ||
+                { log "the mock did not create the topics:"; cat "$mlog" >&2; exit 1; }
             # fetch.wait.max.ms=5: the mock broker holds a fetch that finds no data for the whole wait (500 ms by
             # default) where a real broker answers as soon as data arrives (see the queue benchmarks).
             local kafka=(--set queue.backend=kafka --set queue.kafka.brokers="$bootstrap"
                 --set queue.kafka.properties.session.timeout.ms=6000
                 --set queue.kafka.properties.fetch.wait.max.ms=5)
-            start_hydra host-a "$OUT/$tag.server.log" "${kafka[@]}" --set cluster.node_id=bench-a
+            start_hydra host-a "$OUT/$tag.server.log" "${kafka[@]}" --set cluster.node_id="$node_a"
             WS_ADDR=$HY_WS SERVER_PID=$HY_PID
             CLUSTER_ADMIN_A=$HY_ADMIN
-            start_hydra host-b "$OUT/$tag.host-b.log" "${kafka[@]}" --set cluster.node_id=bench-b
+            start_hydra host-b "$OUT/$tag.host-b.log" "${kafka[@]}" --set cluster.node_id="$node_b"
             API_ADDR=$HY_API CLUSTER_ADMIN_B=$HY_ADMIN
             # Both hosts consume the route's queue in one group. The mock cluster waits 3 s for a group's first
             # members and gives a rebalance up to session.timeout.ms - 1 s, during which nothing of the queue is
